@@ -1,0 +1,186 @@
+// Package config loads and validates taichi's YAML configuration.
+//
+// Loading is pure: it turns the embedded defaults, an optional file and
+// TAICHI_* environment variables into a validated Config (with the core split
+// resolved against a topology) and touches nothing on the machine. Every
+// problem is reported as a "key: problem" line, all of them at once.
+package config
+
+import (
+	_ "embed"
+	"fmt"
+	"strings"
+	"time"
+)
+
+//go:embed default.yaml
+var defaultYAML []byte
+
+// DefaultYAML returns the embedded default configuration, commented field by field.
+func DefaultYAML() []byte { return append([]byte(nil), defaultYAML...) }
+
+// Policy names.
+const (
+	PolicyStatic  = "static"
+	PolicyDynamic = "dynamic"
+	PolicyTaichi  = "taichi"
+)
+
+// Policies lists the valid policy names.
+var Policies = []string{PolicyStatic, PolicyDynamic, PolicyTaichi}
+
+// Config is the whole configuration. Field tags name the YAML keys.
+type Config struct {
+	Cores     Cores     `key:"cores"`
+	Policy    string    `key:"policy"`
+	Scheduler Scheduler `key:"scheduler"`
+	VCPU      VCPU      `key:"vcpu"`
+	Probe     Probe     `key:"probe"`
+	Dataplane Dataplane `key:"dataplane"`
+	Metrics   Metrics   `key:"metrics"`
+	Control   Control   `key:"control"`
+	StateDir  string    `key:"state_dir"`
+	Log       Log       `key:"log"`
+
+	// DPCPUs and CPCPUs are Cores resolved against the topology by Load.
+	DPCPUs []int `key:"-"`
+	CPCPUs []int `key:"-"`
+}
+
+// Cores selects DP and CP cores: CPU lists or "auto".
+type Cores struct {
+	DP string `key:"dp"`
+	CP string `key:"cp"`
+}
+
+// Scheduler holds the lending policy's tunables.
+type Scheduler struct {
+	SLO              Duration `key:"slo"`
+	SLOWindow        Duration `key:"slo_window"`
+	GuardBackoff     Duration `key:"guard_backoff"`
+	GuardBackoffMax  Duration `key:"guard_backoff_max"`
+	IdleThreshold    int      `key:"idle_threshold"`
+	IdleThresholdMin int      `key:"idle_threshold_min"`
+	IdleThresholdMax int      `key:"idle_threshold_max"`
+	SliceMin         Duration `key:"slice_min"`
+	SliceMax         Duration `key:"slice_max"`
+	FlapLimit        int      `key:"flap_limit"`
+	FlapWindow       Duration `key:"flap_window"`
+	HighLoad         float64  `key:"high_load"`
+}
+
+// VCPU configures the CP pool.
+type VCPU struct {
+	Backend        string   `key:"backend"`
+	CgroupName     string   `key:"cgroup_name"`
+	Class          string   `key:"class"`
+	Weight         int      `key:"weight"`
+	WriterPriority int      `key:"writer_priority"`
+	Rescan         Duration `key:"rescan"`
+	Adopt          Adopt    `key:"adopt"`
+}
+
+// Adopt selects existing CP tasks.
+type Adopt struct {
+	Units    []string `key:"units"`
+	Cgroups  []string `key:"cgroups"`
+	Commands []string `key:"commands"`
+	PIDs     []int    `key:"pids"`
+}
+
+// Probe configures the workload probe.
+type Probe struct {
+	Backend          string           `key:"backend"`
+	Interfaces       []ProbeInterface `key:"interfaces"`
+	CountersInterval Duration         `key:"counters_interval"`
+	RingbufSize      Size             `key:"ringbuf_size"`
+}
+
+// ProbeInterface maps an interface's queue to the DP core it feeds.
+type ProbeInterface struct {
+	Iface string `key:"iface"`
+	NetNS string `key:"netns"`
+	Queue int    `key:"queue" default:"-1"`
+	CPU   int    `key:"cpu"`
+}
+
+// Dataplane lists the DP loops and DPDK applications.
+type Dataplane struct {
+	Loops []Loop `key:"loops"`
+	DPDK  []DPDK `key:"dpdk"`
+}
+
+// Loop is one DP loop run by taichi.
+type Loop struct {
+	Name     string `key:"name"`
+	CPU      int    `key:"cpu"`
+	Iface    string `key:"iface"`
+	NetNS    string `key:"netns"`
+	Mode     string `key:"mode" default:"reflect"`
+	OutIface string `key:"out_iface"`
+	Priority int    `key:"priority" default:"50"`
+}
+
+// DPDK is a DPDK application whose lcores taichi pins.
+type DPDK struct {
+	Name          string   `key:"name"`
+	Command       []string `key:"command"`
+	PID           int      `key:"pid"`
+	ThreadPattern string   `key:"thread_pattern" default:"^(rte-worker|lcore-worker)-[0-9]+$"`
+	CPUs          []int    `key:"cpus"`
+	Priority      int      `key:"priority" default:"50"`
+	IdleDemote    bool     `key:"idle_demote"`
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	Listen string `key:"listen"`
+}
+
+// Control configures the control socket.
+type Control struct {
+	Socket string `key:"socket"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `key:"level"`
+	Format string `key:"format"`
+}
+
+// Duration is a time.Duration written as "50us", "1s".
+type Duration time.Duration
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// Size is a byte count written as "64KiB", "4MiB" or a plain number.
+type Size int64
+
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000}, {"B", 1}}
+
+// ParseSize parses "64KiB", "4MiB", "1000".
+func ParseSize(s string) (Size, error) {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	num := s
+	for _, u := range sizeUnits {
+		if strings.HasSuffix(s, u.suffix) {
+			mult, num = u.mult, strings.TrimSpace(strings.TrimSuffix(s, u.suffix))
+			break
+		}
+	}
+	var n int64
+	if _, err := fmt.Sscanf(num, "%d", &n); err != nil || fmt.Sprint(n) != num || n < 0 {
+		return 0, fmt.Errorf("invalid size %q (want e.g. 64KiB, 4MiB or a byte count)", s)
+	}
+	if n > (1<<62)/mult {
+		return 0, fmt.Errorf("size %q is too large", s)
+	}
+	return Size(n * mult), nil
+}

@@ -1,0 +1,294 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/taichi-sched/taichi/internal/cpuset"
+	"github.com/taichi-sched/taichi/topology"
+)
+
+// Names accepted by the enumerated keys.
+var (
+	VCPUBackends  = []string{"auto", "cgroup", "kmod"}
+	VCPUClasses   = []string{"idle", "low-weight"}
+	ProbeBackends = []string{"xdp", "counters", "kmod", "none"}
+	LoopModes     = []string{"reflect", "forward"}
+	LogLevels     = []string{"debug", "info", "warn", "error"}
+	LogFormats    = []string{"text", "json"}
+)
+
+type checker struct{ errs Errors }
+
+func (c *checker) fail(key, format string, args ...any) {
+	c.errs = append(c.errs, FieldError{Key: key, Problem: fmt.Sprintf(format, args...)})
+}
+
+func (c *checker) oneOf(key, val string, allowed []string) {
+	if !slices.Contains(allowed, val) {
+		c.fail(key, "unknown value %q (want one of %s)", val, strings.Join(allowed, ", "))
+	}
+}
+
+func (c *checker) positive(key string, d Duration) {
+	if d <= 0 {
+		c.fail(key, "must be positive, got %s", d)
+	}
+}
+
+func (c *checker) intRange(key string, v, lo, hi int) {
+	if v < lo || v > hi {
+		c.fail(key, "must be between %d and %d, got %d", lo, hi, v)
+	}
+}
+
+// validate resolves the core split and checks every key; it fills DPCPUs
+// and CPCPUs only when the cores are valid.
+func (cfg *Config) validate(topo *topology.Topology) Errors {
+	c := &checker{}
+	cfg.resolveCores(c, topo)
+	c.oneOf("policy", cfg.Policy, Policies)
+
+	s := cfg.Scheduler
+	for key, d := range map[string]Duration{
+		"scheduler.slo": s.SLO, "scheduler.slo_window": s.SLOWindow,
+		"scheduler.guard_backoff": s.GuardBackoff, "scheduler.guard_backoff_max": s.GuardBackoffMax,
+		"scheduler.slice_min": s.SliceMin, "scheduler.slice_max": s.SliceMax,
+		"scheduler.flap_window": s.FlapWindow,
+	} {
+		c.positive(key, d)
+	}
+	if s.SliceMax < s.SliceMin {
+		c.fail("scheduler.slice_max", "must not be below scheduler.slice_min (%s < %s)", s.SliceMax, s.SliceMin)
+	}
+	if s.GuardBackoffMax < s.GuardBackoff {
+		c.fail("scheduler.guard_backoff_max", "must not be below scheduler.guard_backoff (%s < %s)", s.GuardBackoffMax, s.GuardBackoff)
+	}
+	c.intRange("scheduler.idle_threshold_min", s.IdleThresholdMin, 1, 1<<30)
+	c.intRange("scheduler.idle_threshold_max", s.IdleThresholdMax, 1, 1<<30)
+	if s.IdleThresholdMax < s.IdleThresholdMin {
+		c.fail("scheduler.idle_threshold_max", "must not be below scheduler.idle_threshold_min (%d < %d)", s.IdleThresholdMax, s.IdleThresholdMin)
+	}
+	if s.IdleThreshold < s.IdleThresholdMin || s.IdleThreshold > s.IdleThresholdMax {
+		c.fail("scheduler.idle_threshold", "must be within idle_threshold_min..idle_threshold_max (%d..%d), got %d", s.IdleThresholdMin, s.IdleThresholdMax, s.IdleThreshold)
+	}
+	c.intRange("scheduler.flap_limit", s.FlapLimit, 1, 1<<30)
+	if !(s.HighLoad > 0 && s.HighLoad <= 1) {
+		c.fail("scheduler.high_load", "must be a share in (0, 1], got %v", s.HighLoad)
+	}
+
+	v := cfg.VCPU
+	c.oneOf("vcpu.backend", v.Backend, VCPUBackends)
+	c.oneOf("vcpu.class", v.Class, VCPUClasses)
+	c.intRange("vcpu.weight", v.Weight, 1, 10000)
+	c.intRange("vcpu.writer_priority", v.WriterPriority, 1, 99)
+	c.positive("vcpu.rescan", v.Rescan)
+	if v.CgroupName == "" || strings.ContainsAny(v.CgroupName, "/\x00") || v.CgroupName == "." || v.CgroupName == ".." {
+		c.fail("vcpu.cgroup_name", "must be a single path component, got %q", v.CgroupName)
+	}
+	c.uniqueStrings("vcpu.adopt.units", v.Adopt.Units, func(key, u string) {
+		if u == "" || strings.ContainsAny(u, "/ ") {
+			c.fail(key, "not a systemd unit name: %q", u)
+		}
+	})
+	c.uniqueStrings("vcpu.adopt.cgroups", v.Adopt.Cgroups, func(key, p string) {
+		if !strings.HasPrefix(p, "/") || filepath.Clean(p) != p {
+			c.fail(key, "must be a clean absolute cgroup path, got %q", p)
+		}
+	})
+	c.uniqueStrings("vcpu.adopt.commands", v.Adopt.Commands, func(key, re string) {
+		if re == "" {
+			c.fail(key, "empty regular expression")
+		} else if _, err := regexp.Compile(re); err != nil {
+			c.fail(key, "invalid regular expression: %v", err)
+		}
+	})
+	seenPID := map[int]bool{}
+	for i, pid := range v.Adopt.PIDs {
+		key := fmt.Sprintf("vcpu.adopt.pids[%d]", i)
+		if pid <= 1 {
+			c.fail(key, "must be a process id above 1, got %d", pid)
+		} else if seenPID[pid] {
+			c.fail(key, "duplicate pid %d", pid)
+		}
+		seenPID[pid] = true
+	}
+
+	p := cfg.Probe
+	c.oneOf("probe.backend", p.Backend, ProbeBackends)
+	c.positive("probe.counters_interval", p.CountersInterval)
+	if p.RingbufSize < 4096 || p.RingbufSize&(p.RingbufSize-1) != 0 {
+		c.fail("probe.ringbuf_size", "must be a power of two of at least 4KiB, got %d bytes", p.RingbufSize)
+	}
+	seenQ := map[string]bool{}
+	for i, pi := range p.Interfaces {
+		key := fmt.Sprintf("probe.interfaces[%d]", i)
+		c.ifaceName(key+".iface", pi.Iface)
+		if pi.Queue < -1 {
+			c.fail(key+".queue", "must be -1 (all queues) or a queue number, got %d", pi.Queue)
+		}
+		c.dpCore(key+".cpu", pi.CPU, cfg.DPCPUs)
+		id := pi.NetNS + "/" + pi.Iface + "/" + strconv.Itoa(pi.Queue)
+		if seenQ[id] {
+			c.fail(key, "duplicate entry for iface %q queue %d", pi.Iface, pi.Queue)
+		}
+		seenQ[id] = true
+	}
+
+	cpuOwner := map[int]string{}
+	names := map[string]bool{}
+	claim := func(key string, cpu int) {
+		if owner, ok := cpuOwner[cpu]; ok {
+			c.fail(key, "CPU %d already used by %s", cpu, owner)
+			return
+		}
+		cpuOwner[cpu] = key
+	}
+	name := func(key, n string) {
+		if n == "" {
+			c.fail(key, "must not be empty")
+		} else if names[n] {
+			c.fail(key, "duplicate name %q", n)
+		}
+		names[n] = true
+	}
+	for i, l := range cfg.Dataplane.Loops {
+		key := fmt.Sprintf("dataplane.loops[%d]", i)
+		name(key+".name", l.Name)
+		if c.dpCore(key+".cpu", l.CPU, cfg.DPCPUs) {
+			claim(key+".cpu", l.CPU)
+		}
+		c.ifaceName(key+".iface", l.Iface)
+		c.oneOf(key+".mode", l.Mode, LoopModes)
+		if l.Mode == "forward" {
+			c.ifaceName(key+".out_iface", l.OutIface)
+		} else if l.OutIface != "" {
+			c.fail(key+".out_iface", "only used in forward mode")
+		}
+		c.intRange(key+".priority", l.Priority, 1, 99)
+	}
+	for i, dp := range cfg.Dataplane.DPDK {
+		key := fmt.Sprintf("dataplane.dpdk[%d]", i)
+		name(key+".name", dp.Name)
+		switch {
+		case len(dp.Command) == 0 && dp.PID == 0:
+			c.fail(key, "set either command (launch) or pid (adopt)")
+		case len(dp.Command) > 0 && dp.PID != 0:
+			c.fail(key, "set command or pid, not both")
+		case dp.PID < 0 || dp.PID == 1:
+			c.fail(key+".pid", "not a usable process id: %d", dp.PID)
+		}
+		if _, err := regexp.Compile(dp.ThreadPattern); err != nil || dp.ThreadPattern == "" {
+			c.fail(key+".thread_pattern", "invalid regular expression %q", dp.ThreadPattern)
+		}
+		if len(dp.CPUs) == 0 {
+			c.fail(key+".cpus", "must list at least one DP core")
+		}
+		for j, cpu := range dp.CPUs {
+			k := fmt.Sprintf("%s.cpus[%d]", key, j)
+			if c.dpCore(k, cpu, cfg.DPCPUs) {
+				claim(k, cpu)
+			}
+		}
+		c.intRange(key+".priority", dp.Priority, 1, 99)
+	}
+
+	if cfg.Metrics.Listen != "" {
+		if _, port, err := net.SplitHostPort(cfg.Metrics.Listen); err != nil {
+			c.fail("metrics.listen", "want host:port, got %q", cfg.Metrics.Listen)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			c.fail("metrics.listen", "invalid port %q", port)
+		}
+	}
+	if !filepath.IsAbs(cfg.Control.Socket) {
+		c.fail("control.socket", "must be an absolute path, got %q", cfg.Control.Socket)
+	} else if len(cfg.Control.Socket) > 107 {
+		c.fail("control.socket", "path longer than a unix socket allows (107 bytes)")
+	}
+	if !filepath.IsAbs(cfg.StateDir) {
+		c.fail("state_dir", "must be an absolute path, got %q", cfg.StateDir)
+	}
+	c.oneOf("log.level", cfg.Log.Level, LogLevels)
+	c.oneOf("log.format", cfg.Log.Format, LogFormats)
+	return c.errs
+}
+
+func (c *checker) uniqueStrings(key string, vals []string, each func(key, v string)) {
+	seen := map[string]bool{}
+	for i, v := range vals {
+		k := fmt.Sprintf("%s[%d]", key, i)
+		each(k, v)
+		if seen[v] {
+			c.fail(k, "duplicate entry %q", v)
+		}
+		seen[v] = true
+	}
+}
+
+func (c *checker) ifaceName(key, name string) {
+	if name == "" || len(name) > 15 || strings.ContainsAny(name, "/ \x00:") {
+		c.fail(key, "not an interface name: %q", name)
+	}
+}
+
+func (c *checker) dpCore(key string, cpu int, dp []int) bool {
+	if !slices.Contains(dp, cpu) {
+		c.fail(key, "CPU %d is not a DP core (cores.dp = %s)", cpu, cpuset.Format(dp))
+		return false
+	}
+	return true
+}
+
+func (cfg *Config) resolveCores(c *checker, topo *topology.Topology) {
+	autoDP, autoCP := topo.DefaultSplit()
+	parse := func(key, val string, auto []int) ([]int, bool) {
+		if strings.TrimSpace(val) == "auto" {
+			return auto, true
+		}
+		cpus, err := cpuset.Parse(val)
+		if err != nil {
+			c.fail(key, "%v", err)
+			return nil, false
+		}
+		ok := true
+		for _, cpu := range cpus {
+			if !topo.IsOnline(cpu) {
+				c.fail(key, "CPU %d is not online (online: %s)", cpu, cpuset.Format(topo.Online))
+				ok = false
+			}
+		}
+		return cpus, ok
+	}
+	dp, okDP := parse("cores.dp", cfg.Cores.DP, autoDP)
+	var cp []int
+	okCP := true
+	if strings.TrimSpace(cfg.Cores.CP) == "auto" {
+		// CP = every online CPU that is not DP.
+		for _, cpu := range topo.Online {
+			if !slices.Contains(dp, cpu) {
+				cp = append(cp, cpu)
+			}
+		}
+	} else {
+		cp, okCP = parse("cores.cp", cfg.Cores.CP, autoCP)
+	}
+	if !okDP || !okCP {
+		return
+	}
+	for _, cpu := range dp {
+		if slices.Contains(cp, cpu) {
+			c.fail("cores.cp", "CPU %d is in both cores.dp and cores.cp", cpu)
+			return
+		}
+	}
+	if len(cp) == 0 {
+		c.fail("cores.cp", "no CP core left (taichi and the control plane need at least one)")
+		return
+	}
+	cfg.DPCPUs, cfg.CPCPUs = dp, cp
+}
