@@ -69,4 +69,3 @@ func TestHost(t *testing.T) {
 		}
 	}
 }
-
