@@ -1,0 +1,143 @@
+package eval
+
+import (
+	"fmt"
+	"path/filepath"
+	"slices"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+)
+
+// WritePlots writes the experiment's PNGs into dir and returns their paths:
+// vm-startup.png (startup p50 solid, p99 dashed, vs VMs per policy);
+// dataplane.png (DP p99 vs load per policy) and dataplane-cyclictest.png.
+func WritePlots(dir string, r *Report) ([]string, error) {
+	switch r.Experiment {
+	case ExperimentVMStartup:
+		p := plot.New()
+		p.Title.Text = "VM startup latency vs density (solid p50, dashed p99)"
+		p.X.Label.Text = "VMs requested at once"
+		p.Y.Label.Text = "startup latency (ms)"
+		p.Legend.Top = true
+		p.Legend.Left = true
+		for i, pol := range policiesOf(r) {
+			var p50, p99 plotter.XYs
+			for _, run := range r.Runs {
+				if run.Policy != pol || run.StartupMS == nil || run.StartupMS.N == 0 {
+					continue
+				}
+				p50 = append(p50, plotter.XY{X: float64(run.VMs), Y: run.StartupMS.P50})
+				p99 = append(p99, plotter.XY{X: float64(run.VMs), Y: run.StartupMS.P99})
+			}
+			if err := addSeries(p, i, pol+" p50", p50, false); err != nil {
+				return nil, err
+			}
+			if err := addSeries(p, i, pol+" p99", p99, true); err != nil {
+				return nil, err
+			}
+		}
+		path := filepath.Join(dir, "vm-startup.png")
+		return []string{path}, p.Save(8*vg.Inch, 5*vg.Inch, path)
+	case ExperimentDataplane:
+		dp := plot.New()
+		dp.Title.Text = "DP latency p99 vs load (backlogged CP)"
+		dp.X.Label.Text = "DP load (offered share of capacity)"
+		dp.Y.Label.Text = "DP round-trip p99 (µs)"
+		ct := plot.New()
+		ct.Title.Text = "cyclictest p99 on the DP core vs load"
+		ct.X.Label.Text = "DP load (offered share of capacity)"
+		ct.Y.Label.Text = "cyclictest p99 (µs)"
+		for _, p := range []*plot.Plot{dp, ct} {
+			p.Legend.Top = true
+			p.Legend.Left = true
+		}
+		for i, key := range seriesOf(r) {
+			var lat, cyc plotter.XYs
+			for _, run := range r.Runs {
+				if seriesKey(run) != key {
+					continue
+				}
+				lat = append(lat, plotter.XY{X: run.Load, Y: run.DP.LatUS.P99})
+				if run.CyclictestUS != nil && run.CyclictestUS.N > 0 {
+					cyc = append(cyc, plotter.XY{X: run.Load, Y: run.CyclictestUS.P99})
+				}
+			}
+			if err := addSeries(dp, i, key, lat, false); err != nil {
+				return nil, err
+			}
+			if err := addSeries(ct, i, key, cyc, false); err != nil {
+				return nil, err
+			}
+		}
+		p1 := filepath.Join(dir, "dataplane.png")
+		p2 := filepath.Join(dir, "dataplane-cyclictest.png")
+		if err := dp.Save(8*vg.Inch, 5*vg.Inch, p1); err != nil {
+			return nil, err
+		}
+		return []string{p1, p2}, ct.Save(8*vg.Inch, 5*vg.Inch, p2)
+	}
+	return nil, fmt.Errorf("eval: no plots for experiment %q", r.Experiment)
+}
+
+func addSeries(p *plot.Plot, i int, name string, xys plotter.XYs, dashed bool) error {
+	if len(xys) == 0 {
+		return nil
+	}
+	slices.SortFunc(xys, func(a, b plotter.XY) int {
+		switch {
+		case a.X < b.X:
+			return -1
+		case a.X > b.X:
+			return 1
+		}
+		return 0
+	})
+	l, pts, err := plotter.NewLinePoints(xys)
+	if err != nil {
+		return err
+	}
+	c := plotutil.Color(i)
+	l.Color, pts.Color = c, c
+	l.Width = vg.Points(1.5)
+	pts.Shape = plotutil.Shape(i)
+	if dashed {
+		l.Dashes = []vg.Length{vg.Points(5), vg.Points(3)}
+		pts.Shape = draw.CrossGlyph{}
+	}
+	p.Add(l, pts)
+	p.Legend.Add(name, l, pts)
+	return nil
+}
+
+// policiesOf lists the runs' policies in first-seen order.
+func policiesOf(r *Report) []string {
+	var out []string
+	for _, run := range r.Runs {
+		if !slices.Contains(out, run.Policy) {
+			out = append(out, run.Policy)
+		}
+	}
+	return out
+}
+
+// seriesKey separates the no-CP reference from the same policy under CP load.
+func seriesKey(run Run) string {
+	if run.CPLoad == "none" {
+		return run.Policy + " (no CP)"
+	}
+	return run.Policy
+}
+
+func seriesOf(r *Report) []string {
+	var out []string
+	for _, run := range r.Runs {
+		if k := seriesKey(run); !slices.Contains(out, k) {
+			out = append(out, k)
+		}
+	}
+	return out
+}

@@ -1,0 +1,200 @@
+package eval
+
+import (
+	"bytes"
+	"encoding/json"
+	"image/png"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestSummarize(t *testing.T) {
+	s := Summarize([]float64{5, 1, 4, 2, 3})
+	if s.N != 5 || s.P50 != 3 || s.Max != 5 || s.Mean != 3 {
+		t.Fatalf("got %+v", s)
+	}
+	// Linear interpolation: p90 of 1..5 lies between 4 and 5.
+	if math.Abs(s.P90-4.6) > 1e-9 || math.Abs(s.P99-4.96) > 1e-9 {
+		t.Fatalf("p90 %v p99 %v, want 4.6 and 4.96", s.P90, s.P99)
+	}
+	if got := Summarize([]float64{2, 1}); got.P50 != 1.5 {
+		t.Fatalf("even sample p50 %v, want the mean of the middle two", got.P50)
+	}
+	if got := Summarize(nil); got != (Percentiles{}) {
+		t.Fatalf("empty sample: %+v", got)
+	}
+	in := []float64{3, 1, 2}
+	Summarize(in)
+	if in[0] != 3 {
+		t.Fatal("Summarize reordered its input")
+	}
+	if !math.IsNaN(Quantile(nil, 0.5)) || Quantile([]float64{7}, 0.99) != 7 {
+		t.Fatal("Quantile edge cases")
+	}
+	// Monotone in q for any sample.
+	vals := []float64{9, 3, 3, 8, 1, 0.5, 12, 7}
+	prev := math.Inf(-1)
+	for q := 0.0; q <= 1; q += 0.05 {
+		v := Quantile(vals, q)
+		if v < prev {
+			t.Fatalf("quantile not monotone at q=%v: %v < %v", q, v, prev)
+		}
+		prev = v
+	}
+}
+
+func TestCapacityBound(t *testing.T) {
+	if got := CapacityBound(0.7, 1, 1); math.Abs(got-1.7) > 1e-9 {
+		t.Fatalf("got %v", got)
+	}
+	if got := CapacityBound(0.5, 4, 2); got != 2 {
+		t.Fatalf("got %v", got)
+	}
+	if got := CapacityBound(1.5, 1, 1); got != 2 {
+		t.Fatalf("idle share is clamped to 1: got %v", got)
+	}
+	if !math.IsNaN(CapacityBound(0.5, 1, 0)) {
+		t.Fatal("no CP cores must not give a number")
+	}
+}
+
+func TestParsePreempt(t *testing.T) {
+	if got := parsePreempt("none voluntary (full) lazy\n"); got != "full" {
+		t.Fatalf("got %q", got)
+	}
+	if got := parsePreempt("garbage"); got != "" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+func sampleReport(exp string) *Report {
+	r := &Report{Experiment: exp, Machine: ReadMachine([]int{1}, []int{0}), Params: map[string]any{"dp_load": 0.3}}
+	for _, pol := range []string{"static", "taichi"} {
+		for i, n := range []int{1, 4} {
+			s := Summarize([]float64{float64(10 * n), float64(12 * n), float64(20 * n)})
+			r.Runs = append(r.Runs, Run{
+				Policy: pol, VMs: n, Load: 0.1 * float64(i+1), CPLoad: "vm-startup", StartupMS: &s, VMsOK: n,
+				DP:            DP{OfferedPPS: 1000, PPS: 990, Loss: 0.01, LatUS: Percentiles{N: 10, P50: 40, P99: 90, Max: 200}},
+				CyclictestUS:  &Percentiles{N: 100, P50: 30, P99: 70, Max: 120},
+				CapacityBound: 1.7, LentS: 1.5, HarvestedCPS: 0.4,
+			})
+		}
+	}
+	r.Runs[0].Failures = []string{"vm 0: vport: boom"}
+	return r
+}
+
+// TestJSONSchema checks the keys DESIGN.md promises, not the values.
+func TestJSONSchema(t *testing.T) {
+	var buf bytes.Buffer
+	if err := WriteJSON(&buf, sampleReport(ExperimentVMStartup)); err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"experiment", "machine", "runs"} {
+		if _, ok := doc[k]; !ok {
+			t.Errorf("missing top-level key %q", k)
+		}
+	}
+	m := doc["machine"].(map[string]any)
+	for _, k := range []string{"cores", "kernel", "dp_cores", "cp_cores"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("machine: missing %q", k)
+		}
+	}
+	runs := doc["runs"].([]any)
+	if len(runs) != 4 {
+		t.Fatalf("%d runs", len(runs))
+	}
+	run := runs[0].(map[string]any)
+	for _, k := range []string{"policy", "vms", "startup_ms", "dp", "lent_s", "harvested_cp_s", "capacity_bound"} {
+		if _, ok := run[k]; !ok {
+			t.Errorf("run: missing %q", k)
+		}
+	}
+	for _, k := range []string{"p50", "p99", "max"} {
+		if _, ok := run["startup_ms"].(map[string]any)[k]; !ok {
+			t.Errorf("startup_ms: missing %q", k)
+		}
+	}
+	dp := run["dp"].(map[string]any)
+	for _, k := range []string{"offered_pps", "pps", "loss", "lat_us"} {
+		if _, ok := dp[k]; !ok {
+			t.Errorf("dp: missing %q", k)
+		}
+	}
+	for _, k := range []string{"p50", "p99", "max"} {
+		if _, ok := dp["lat_us"].(map[string]any)[k]; !ok {
+			t.Errorf("dp.lat_us: missing %q", k)
+		}
+	}
+}
+
+func TestMarkdownTables(t *testing.T) {
+	for _, exp := range []string{ExperimentVMStartup, ExperimentDataplane} {
+		var buf bytes.Buffer
+		r := sampleReport(exp)
+		WriteMarkdown(&buf, r)
+		var rows, header int
+		cols := -1
+		for _, line := range strings.Split(buf.String(), "\n") {
+			if !strings.HasPrefix(line, "|") {
+				continue
+			}
+			n := strings.Count(line, "|")
+			if cols == -1 {
+				cols = n
+			} else if n != cols {
+				t.Errorf("%s: row with %d separators, header has %d: %s", exp, n, cols, line)
+			}
+			if strings.HasPrefix(line, "|---") {
+				header++
+			} else {
+				rows++
+			}
+		}
+		if header != 1 || rows != len(r.Runs)+1 {
+			t.Errorf("%s: %d separator lines and %d rows, want 1 and %d", exp, header, rows, len(r.Runs)+1)
+		}
+		if !strings.Contains(buf.String(), "boom") {
+			t.Errorf("%s: failure not listed", exp)
+		}
+	}
+}
+
+func TestWriteFilesAndPlots(t *testing.T) {
+	dir := t.TempDir()
+	for _, exp := range []string{ExperimentVMStartup, ExperimentDataplane} {
+		r := sampleReport(exp)
+		files, err := WriteFiles(dir, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pngs, err := WritePlots(dir, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range append(files, pngs...) {
+			if st, err := os.Stat(f); err != nil || st.Size() == 0 {
+				t.Fatalf("%s: %v", f, err)
+			}
+		}
+		for _, f := range pngs {
+			fh, err := os.Open(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			img, err := png.Decode(fh)
+			fh.Close()
+			if err != nil || img.Bounds().Dx() < 100 {
+				t.Fatalf("%s: not a usable PNG: %v", filepath.Base(f), err)
+			}
+		}
+	}
+}
