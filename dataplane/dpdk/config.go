@@ -1,0 +1,184 @@
+// Package dpdk runs unmodified DPDK applications as taichi data-plane work:
+// it launches a DPDK command line or adopts a running process, finds its
+// lcore threads under /proc/PID/task by name, pins each to its configured DP
+// core with SCHED_FIFO (outside the CP cgroup), verifies and re-applies that
+// pinning, and lends the core of a busy-polling lcore to CP without touching
+// the application: while the lcore's queues are idle its thread is demoted to
+// SCHED_IDLE, and one sched_setattr back to SCHED_FIFO reclaims the core.
+package dpdk
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// DefaultThreadPattern matches the worker lcore threads EAL creates:
+// "rte-worker-N" (DPDK 22.11 as packaged by Debian) and "lcore-worker-N"
+// (other releases). The main lcore keeps the process name and is not matched:
+// it runs the application's control loop and belongs on a CP core.
+const DefaultThreadPattern = `^(rte|lcore)-worker-[0-9]+$`
+
+// Defaults for the optional durations and counts.
+const (
+	DefaultReconcileInterval = time.Second
+	DefaultStopTimeout       = 5 * time.Second
+	DefaultIdleInterval      = time.Millisecond
+	DefaultIdleAfter         = 50
+)
+
+// Config describes one DPDK application under taichi. Exactly one of Command
+// (launch) and PID (adopt) is set. The struct is pure data: Validate checks it
+// without touching the system; Manager applies it.
+type Config struct {
+	// Name identifies the application in status and errors.
+	Name string `yaml:"name" mapstructure:"name" json:"name"`
+	// Command is a DPDK command line to launch (argv, no shell).
+	Command []string `yaml:"command" mapstructure:"command" json:"command,omitempty"`
+	// NetNS, when set, launches Command inside this named network namespace
+	// (/run/netns/NAME), where its af_packet/af_xdp vdev interfaces live.
+	NetNS string `yaml:"netns" mapstructure:"netns" json:"netns,omitempty"`
+	// PID adopts a running DPDK process instead of launching one.
+	PID int `yaml:"pid" mapstructure:"pid" json:"pid,omitempty"`
+	// ThreadPattern is a regular expression on /proc/PID/task/TID/comm
+	// selecting the lcore threads to pin; empty means DefaultThreadPattern.
+	ThreadPattern string `yaml:"thread_pattern" mapstructure:"thread_pattern" json:"thread_pattern,omitempty"`
+	// CPUs are the DP cores, assigned to the matched lcore threads in order
+	// (threads sorted by the number in their name, then by TID).
+	CPUs []int `yaml:"cpus" mapstructure:"cpus" json:"cpus"`
+	// Priority is the lcore threads' SCHED_FIFO priority (1..99).
+	Priority int `yaml:"priority" mapstructure:"priority" json:"priority"`
+	// ReconcileInterval is how often pinning is verified and re-applied.
+	ReconcileInterval time.Duration `yaml:"reconcile_interval" mapstructure:"reconcile_interval" json:"reconcile_interval,omitempty"`
+	// StopTimeout bounds the wait between SIGTERM and SIGKILL for a
+	// launched application.
+	StopTimeout time.Duration `yaml:"stop_timeout" mapstructure:"stop_timeout" json:"stop_timeout,omitempty"`
+
+	// IdleDemote lends the lcores' cores while their queues are idle.
+	IdleDemote bool `yaml:"idle_demote" mapstructure:"idle_demote" json:"idle_demote,omitempty"`
+	// IdleIfaces are the interfaces (in the application's network namespace)
+	// whose rx_packets counters feed the lcores; required with IdleDemote.
+	IdleIfaces []string `yaml:"idle_ifaces" mapstructure:"idle_ifaces" json:"idle_ifaces,omitempty"`
+	// IdleInterval is the counter polling period.
+	IdleInterval time.Duration `yaml:"idle_interval" mapstructure:"idle_interval" json:"idle_interval,omitempty"`
+	// IdleAfter is how many intervals without new packets demote the lcores.
+	IdleAfter int `yaml:"idle_after" mapstructure:"idle_after" json:"idle_after,omitempty"`
+}
+
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+
+// Validate checks the configuration and returns every problem, each naming
+// its field ("cpus[1]: ..."), joined into one error.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if c.Name == "" {
+		bad("name", "must be set")
+	} else if !namePattern.MatchString(c.Name) {
+		bad("name", "%q: use letters, digits, '_', '-', '.'", c.Name)
+	}
+	switch {
+	case len(c.Command) == 0 && c.PID == 0:
+		bad("command", "set command (launch) or pid (adopt)")
+	case len(c.Command) > 0 && c.PID != 0:
+		bad("pid", "set either command or pid, not both")
+	case len(c.Command) > 0 && strings.TrimSpace(c.Command[0]) == "":
+		bad("command[0]", "program must be set")
+	case c.PID < 0:
+		bad("pid", "%d: must be positive", c.PID)
+	}
+	if c.NetNS != "" && c.PID != 0 {
+		bad("netns", "only for a launched command (an adopted process already has its namespace)")
+	}
+	if c.NetNS != "" && strings.ContainsAny(c.NetNS, "/\x00") {
+		bad("netns", "%q: a namespace name, not a path", c.NetNS)
+	}
+	if c.ThreadPattern != "" {
+		if _, err := regexp.Compile(c.ThreadPattern); err != nil {
+			bad("thread_pattern", "%v", err)
+		}
+	}
+	if len(c.CPUs) == 0 {
+		bad("cpus", "at least one DP core is needed")
+	}
+	seen := map[int]int{}
+	for i, cpu := range c.CPUs {
+		field := fmt.Sprintf("cpus[%d]", i)
+		if cpu < 0 {
+			bad(field, "%d: must be >= 0", cpu)
+			continue
+		}
+		if j, dup := seen[cpu]; dup {
+			bad(field, "CPU %d already given at cpus[%d]", cpu, j)
+		}
+		seen[cpu] = i
+	}
+	if c.Priority < 1 || c.Priority > 99 {
+		bad("priority", "%d: SCHED_FIFO priority must be 1..99", c.Priority)
+	}
+	if c.ReconcileInterval < 0 {
+		bad("reconcile_interval", "%v: must not be negative", c.ReconcileInterval)
+	}
+	if c.StopTimeout < 0 {
+		bad("stop_timeout", "%v: must not be negative", c.StopTimeout)
+	}
+	if c.IdleInterval < 0 {
+		bad("idle_interval", "%v: must not be negative", c.IdleInterval)
+	}
+	if c.IdleAfter < 0 {
+		bad("idle_after", "%d: must not be negative", c.IdleAfter)
+	}
+	if c.IdleDemote && len(c.IdleIfaces) == 0 {
+		bad("idle_ifaces", "idle_demote needs the interfaces whose counters show the lcores' traffic")
+	}
+	for i, name := range c.IdleIfaces {
+		if name == "" || len(name) > 15 || strings.ContainsAny(name, "/ \x00") {
+			bad(fmt.Sprintf("idle_ifaces[%d]", i), "%q: not an interface name", name)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// withDefaults returns a copy with the optional fields filled in.
+func (c Config) withDefaults() Config {
+	if c.ThreadPattern == "" {
+		c.ThreadPattern = DefaultThreadPattern
+	}
+	if c.ReconcileInterval == 0 {
+		c.ReconcileInterval = DefaultReconcileInterval
+	}
+	if c.StopTimeout == 0 {
+		c.StopTimeout = DefaultStopTimeout
+	}
+	if c.IdleInterval == 0 {
+		c.IdleInterval = DefaultIdleInterval
+	}
+	if c.IdleAfter == 0 {
+		c.IdleAfter = DefaultIdleAfter
+	}
+	c.CPUs = append([]int(nil), c.CPUs...)
+	c.Command = append([]string(nil), c.Command...)
+	c.IdleIfaces = append([]string(nil), c.IdleIfaces...)
+	return c
+}
+
+// FilePrefix returns the EAL --file-prefix of a DPDK command line ("rte"
+// when absent), which names the runtime directory /var/run/dpdk/<prefix>.
+func FilePrefix(argv []string) string {
+	for i, a := range argv {
+		if a == "--" {
+			break // application arguments follow
+		}
+		if v, ok := strings.CutPrefix(a, "--file-prefix="); ok {
+			return v
+		}
+		if a == "--file-prefix" && i+1 < len(argv) {
+			return argv[i+1]
+		}
+	}
+	return "rte"
+}

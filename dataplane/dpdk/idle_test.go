@@ -1,0 +1,95 @@
+package dpdk
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// fakeLender records policy moves; the real path is tested against
+// dpdk-testpmd in testpmd_test.go.
+type fakeLender struct {
+	mu      sync.Mutex
+	demoted map[int]bool
+	moves   []string
+}
+
+func (f *fakeLender) LcoreTIDs() []int { return []int{11, 12} }
+func (f *fakeLender) Demote(tid int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.demoted[tid] = true
+	f.moves = append(f.moves, "demote")
+	return nil
+}
+func (f *fakeLender) Promote(tid int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.demoted[tid] = false
+	f.moves = append(f.moves, "promote")
+	return nil
+}
+func (f *fakeLender) allDemoted(want bool) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.demoted[11] == want && f.demoted[12] == want
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestIdleWatcherLendsAndReclaims(t *testing.T) {
+	var packets atomic.Uint64
+	var failing atomic.Bool
+	counter := func() (uint64, error) {
+		if failing.Load() {
+			return 0, errors.New("interface gone")
+		}
+		return packets.Load(), nil
+	}
+	l := &fakeLender{demoted: map[int]bool{}}
+	w := NewIdleWatcher(l, counter, IdleWatcherOptions{Interval: time.Millisecond, IdleAfter: 5})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+
+	waitFor(t, "demotion while the counter stands still", func() bool { return l.allDemoted(true) })
+	if s := w.Stats(); !s.Demoted || s.Demotions != 1 {
+		t.Fatalf("stats after lending: %+v", s)
+	}
+
+	packets.Add(1)
+	waitFor(t, "promotion on the first new packet", func() bool { return w.Stats().Promotions >= 1 })
+	if s := w.Stats(); s.LastPromoteNs <= 0 {
+		t.Fatalf("promotion not timed: %+v", s)
+	}
+
+	waitFor(t, "second demotion", func() bool { return w.Stats().Demotions >= 2 && l.allDemoted(true) })
+	failing.Store(true)
+	waitFor(t, "reclaim on counter error", func() bool { return l.allDemoted(false) })
+	time.Sleep(20 * time.Millisecond)
+	if !l.allDemoted(false) || w.Stats().CounterErrors == 0 {
+		t.Fatalf("lent again while the counter fails: %+v", w.Stats())
+	}
+
+	failing.Store(false)
+	waitFor(t, "demotion after the counter recovers", func() bool { return l.allDemoted(true) })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !l.allDemoted(false) {
+		t.Fatal("cores still lent after Run returned")
+	}
+}

@@ -1,0 +1,563 @@
+package dpdk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/taichi-sched/taichi/internal/netns"
+	"golang.org/x/sys/unix"
+)
+
+// ErrNoProcess means the DPDK process is gone.
+var ErrNoProcess = errors.New("process not running")
+
+// ErrNotLcore means a TID is not one of the managed lcore threads.
+var ErrNotLcore = errors.New("not a managed lcore thread")
+
+// ThreadStatus is one lcore thread as last verified.
+type ThreadStatus struct {
+	TID      int    `json:"tid"`
+	Name     string `json:"name"`
+	CPU      int    `json:"cpu"`      // configured DP core; -1 when cpus ran out
+	Affinity []int  `json:"affinity"` // read back with sched_getaffinity
+	LastCPU  int    `json:"last_cpu"` // where it last ran (/proc stat)
+	Policy   string `json:"policy"`   // read back with sched_getattr
+	Priority int    `json:"priority"`
+	Demoted  bool   `json:"demoted"` // lent: SCHED_IDLE on purpose
+	Pinned   bool   `json:"pinned"`  // affinity and policy are what they should be
+	Error    string `json:"error,omitempty"`
+}
+
+// Status is what `taichi status` shows for one DPDK application.
+type Status struct {
+	Name          string         `json:"name"`
+	PID           int            `json:"pid"`
+	Launched      bool           `json:"launched"`
+	Running       bool           `json:"running"`
+	Threads       []ThreadStatus `json:"threads"`
+	Reapplied     uint64         `json:"reapplied"` // corrections after the first pinning
+	LastReconcile time.Time      `json:"last_reconcile"`
+	Error         string         `json:"error,omitempty"`
+	Idle          *IdleStats     `json:"idle,omitempty"`
+}
+
+// Option adjusts a Manager.
+type Option func(*Manager)
+
+// WithLogger sets the logger (default slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(m *Manager) { m.log = l } }
+
+// WithOutput sends a launched application's stdout and stderr to w
+// (default: discarded).
+func WithOutput(w io.Writer) Option { return func(m *Manager) { m.output = w } }
+
+// Manager keeps one DPDK application's lcore threads pinned to their DP
+// cores with SCHED_FIFO and lends those cores while the lcores are idle.
+type Manager struct {
+	cfg    Config
+	re     *regexp.Regexp
+	log    *slog.Logger
+	output io.Writer
+
+	mu        sync.Mutex // scan state and status
+	pid       int
+	cmd       *exec.Cmd
+	exited    chan struct{} // closed when a launched process has been reaped
+	assign    map[int]int   // tid -> DP core
+	status    Status
+	reapplied uint64
+	applied   map[int]bool // tids pinned at least once
+
+	schedMu sync.Mutex   // policy reads/writes and the demoted set
+	demoted map[int]bool // tids lent to CP (SCHED_IDLE on purpose)
+
+	watcher *IdleWatcher
+}
+
+// New validates cfg and returns a Manager that has not touched anything yet.
+func New(cfg Config, opts ...Option) (*Manager, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("dpdk %q: %w", cfg.Name, err)
+	}
+	cfg = cfg.withDefaults()
+	m := &Manager{
+		cfg:     cfg,
+		re:      regexp.MustCompile(cfg.ThreadPattern),
+		log:     slog.Default(),
+		output:  io.Discard,
+		assign:  map[int]int{},
+		applied: map[int]bool{},
+		demoted: map[int]bool{},
+	}
+	for _, o := range opts {
+		o(m)
+	}
+	m.log = m.log.With("dpdk", cfg.Name)
+	return m, nil
+}
+
+// Config returns the configuration with defaults filled in.
+func (m *Manager) Config() Config { return m.cfg }
+
+// PID returns the application's process id (0 before Start).
+func (m *Manager) PID() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.pid
+}
+
+// Start launches the command or adopts the process, then pins the lcore
+// threads that exist already. Threads that appear later (EAL creates them
+// during start-up) are picked up by Reconcile, which Run calls periodically.
+func (m *Manager) Start(ctx context.Context) error {
+	online, err := onlineCPUs()
+	if err != nil {
+		return err
+	}
+	for i, cpu := range m.cfg.CPUs {
+		if !slices.Contains(online, cpu) {
+			return fmt.Errorf("dpdk %q: cpus[%d]: CPU %d is not online (online: %v)", m.cfg.Name, i, cpu, online)
+		}
+	}
+	if m.cfg.PID != 0 {
+		if err := unix.Kill(m.cfg.PID, 0); err != nil {
+			return fmt.Errorf("dpdk %q: pid: process %d: %w", m.cfg.Name, m.cfg.PID, err)
+		}
+		m.mu.Lock()
+		m.pid = m.cfg.PID
+		m.mu.Unlock()
+		m.log.Info("adopted", "pid", m.cfg.PID)
+	} else if err := m.launch(); err != nil {
+		return err
+	}
+	if err := m.Reconcile(); err != nil && errors.Is(err, ErrNoProcess) {
+		return err
+	}
+	return nil
+}
+
+func (m *Manager) launch() error {
+	cmd := exec.Command(m.cfg.Command[0], m.cfg.Command[1:]...)
+	cmd.Stdout, cmd.Stderr = m.output, m.output
+	// Own process group: a terminal's Ctrl-C to the daemon does not kill the
+	// data plane. No parent-death signal either: DP keeps forwarding if the
+	// daemon dies.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	start := cmd.Start
+	if m.cfg.NetNS != "" {
+		// The child is forked from the calling thread, so it inherits the
+		// namespace netns.Do switched that thread into.
+		start = func() error { return netns.Do(m.cfg.NetNS, cmd.Start) }
+	}
+	if err := start(); err != nil {
+		return fmt.Errorf("dpdk %q: command: %w", m.cfg.Name, err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		err := cmd.Wait()
+		m.log.Info("application exited", "pid", cmd.Process.Pid, "err", err)
+		close(exited)
+	}()
+	m.mu.Lock()
+	m.pid, m.cmd, m.exited = cmd.Process.Pid, cmd, exited
+	m.mu.Unlock()
+	m.log.Info("launched", "pid", cmd.Process.Pid, "command", m.cfg.Command)
+	return nil
+}
+
+// Exited is closed when a launched application has exited (nil when adopted).
+func (m *Manager) Exited() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.exited
+}
+
+func (m *Manager) running(pid int) bool {
+	if m.exited != nil {
+		select {
+		case <-m.exited:
+			return false
+		default:
+		}
+	}
+	return pid > 0 && unix.Kill(pid, 0) == nil
+}
+
+// Reconcile finds the lcore threads, gives new ones a DP core, and makes
+// every thread's affinity and policy what they should be, re-applying
+// whatever drifted (a cpuset write, another tool). It returns the problems
+// found; threads that could not be fixed are reported in Status too.
+func (m *Manager) Reconcile() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	pid := m.pid
+	m.status.Name, m.status.PID, m.status.Launched = m.cfg.Name, pid, m.cmd != nil
+	m.status.LastReconcile = time.Now()
+	if !m.running(pid) {
+		m.status.Running = false
+		m.status.Threads = nil
+		err := fmt.Errorf("dpdk %q: process %d: %w", m.cfg.Name, pid, ErrNoProcess)
+		m.status.Error = err.Error()
+		return err
+	}
+	m.status.Running = true
+	threads, err := listThreads(pid, m.re)
+	if err != nil {
+		m.status.Error = err.Error()
+		return fmt.Errorf("dpdk %q: %w", m.cfg.Name, err)
+	}
+
+	// Forget threads that are gone; hand free cores to new ones in order.
+	live := map[int]bool{}
+	for _, t := range threads {
+		live[t.TID] = true
+	}
+	for tid := range m.assign {
+		if !live[tid] {
+			delete(m.assign, tid)
+			delete(m.applied, tid)
+			m.schedMu.Lock()
+			delete(m.demoted, tid)
+			m.schedMu.Unlock()
+		}
+	}
+	used := map[int]bool{}
+	for _, cpu := range m.assign {
+		used[cpu] = true
+	}
+	for _, t := range threads {
+		if _, ok := m.assign[t.TID]; ok {
+			continue
+		}
+		for _, cpu := range m.cfg.CPUs {
+			if !used[cpu] {
+				m.assign[t.TID] = cpu
+				used[cpu] = true
+				break
+			}
+		}
+	}
+
+	var errs []error
+	out := make([]ThreadStatus, 0, len(threads))
+	for _, t := range threads {
+		ts, err := m.apply(pid, t)
+		if err != nil {
+			ts.Error = err.Error()
+			errs = append(errs, err)
+		}
+		out = append(out, ts)
+	}
+	m.status.Threads = out
+	m.status.Reapplied = m.reapplied
+	err = errors.Join(errs...)
+	if err != nil {
+		m.status.Error = err.Error()
+		return fmt.Errorf("dpdk %q: %w", m.cfg.Name, err)
+	}
+	m.status.Error = ""
+	return nil
+}
+
+// apply brings one thread to its assigned core and policy and reads back
+// the result. Called with m.mu held.
+func (m *Manager) apply(pid int, t threadInfo) (ThreadStatus, error) {
+	ts := ThreadStatus{TID: t.TID, Name: t.Name, CPU: -1}
+	cpu, ok := m.assign[t.TID]
+	if !ok {
+		ts.Affinity, ts.LastCPU, ts.Policy, ts.Priority = t.Affinity, t.LastCPU, PolicyName(t.Policy), int(t.Priority)
+		return ts, fmt.Errorf("lcore %s (tid %d): no DP core left (cpus has %d entries)", t.Name, t.TID, len(m.cfg.CPUs))
+	}
+	ts.CPU = cpu
+	first := !m.applied[t.TID]
+	changed := false
+	var errs []error
+
+	// Root cgroups first: affinity is bounded by the cpuset, and FIFO needs
+	// RT runtime in the cpu cgroup.
+	moved, err := toRootCgroups(pid, t.TID)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if len(moved) > 0 {
+		changed = true
+		m.log.Warn("moved lcore thread out of a non-root cgroup", "tid", t.TID, "from", moved)
+	}
+	if !slices.Equal(t.Affinity, []int{cpu}) {
+		changed = true
+		if err := pin(t.TID, cpu); err != nil {
+			errs = append(errs, err)
+		}
+	}
+
+	// Policy under schedMu, so a concurrent Promote/Demote is never undone.
+	m.schedMu.Lock()
+	demoted := m.demoted[t.TID]
+	attr, err := unix.SchedGetAttr(t.TID, 0)
+	if err == nil {
+		want := !demoted && (attr.Policy != unix.SCHED_FIFO || int(attr.Priority) != m.cfg.Priority)
+		wantIdle := demoted && attr.Policy != unix.SCHED_IDLE
+		switch {
+		case want:
+			changed = true
+			err = setFIFO(t.TID, m.cfg.Priority)
+		case wantIdle:
+			changed = true
+			err = setIdle(t.TID)
+		}
+	}
+	if err != nil {
+		errs = append(errs, err)
+	}
+	m.schedMu.Unlock()
+
+	// Read back: the status reports what the kernel says, not what we asked.
+	now, rerr := readThread(pid, t.TID)
+	if rerr != nil {
+		errs = append(errs, rerr)
+		now = t
+	}
+	ts.Affinity, ts.LastCPU, ts.Policy, ts.Priority, ts.Demoted = now.Affinity, now.LastCPU, PolicyName(now.Policy), int(now.Priority), demoted
+	wantPolicy, wantPrio := uint32(unix.SCHED_FIFO), uint32(m.cfg.Priority)
+	if demoted {
+		wantPolicy, wantPrio = unix.SCHED_IDLE, 0
+	}
+	ts.Pinned = slices.Equal(now.Affinity, []int{cpu}) && now.Policy == wantPolicy && now.Priority == wantPrio
+	if rerr == nil && !ts.Pinned && len(errs) == 0 {
+		errs = append(errs, fmt.Errorf("lcore %s (tid %d): read back affinity %v %s/%d, want CPU %d %s/%d", t.Name, t.TID, now.Affinity, PolicyName(now.Policy), now.Priority, cpu, PolicyName(wantPolicy), wantPrio))
+	}
+	if first {
+		m.applied[t.TID] = true
+		m.log.Info("pinned lcore", "tid", t.TID, "name", t.Name, "cpu", cpu, "priority", m.cfg.Priority, "ok", ts.Pinned)
+	} else if changed {
+		m.reapplied++
+		m.log.Warn("re-applied lcore pinning", "tid", t.TID, "name", t.Name, "cpu", cpu)
+	}
+	return ts, errors.Join(errs...)
+}
+
+// Status returns the last verified state (see Reconcile).
+func (m *Manager) Status() Status {
+	m.mu.Lock()
+	s := m.status
+	s.Threads = slices.Clone(s.Threads)
+	w := m.watcher
+	m.mu.Unlock()
+	if w != nil {
+		st := w.Stats()
+		s.Idle = &st
+	}
+	return s
+}
+
+// LcoreTIDs returns the managed lcore threads that have a DP core.
+func (m *Manager) LcoreTIDs() []int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	tids := make([]int, 0, len(m.assign))
+	for tid := range m.assign {
+		tids = append(tids, tid)
+	}
+	slices.Sort(tids)
+	return tids
+}
+
+func (m *Manager) isLcore(tid int) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.assign[tid]
+	return ok
+}
+
+// Demote lends tid's core to CP: the thread becomes SCHED_IDLE and keeps
+// its affinity, so it still polls, but only when nothing else wants the core.
+func (m *Manager) Demote(tid int) error {
+	if !m.isLcore(tid) {
+		return fmt.Errorf("dpdk %q: demote tid %d: %w", m.cfg.Name, tid, ErrNotLcore)
+	}
+	m.schedMu.Lock()
+	defer m.schedMu.Unlock()
+	if err := setIdle(tid); err != nil {
+		return fmt.Errorf("dpdk %q: demote: %w", m.cfg.Name, err)
+	}
+	m.demoted[tid] = true
+	return nil
+}
+
+// Promote reclaims tid's core: one sched_setattr back to SCHED_FIFO, which
+// preempts whatever CP task runs there at once.
+func (m *Manager) Promote(tid int) error {
+	if !m.isLcore(tid) {
+		return fmt.Errorf("dpdk %q: promote tid %d: %w", m.cfg.Name, tid, ErrNotLcore)
+	}
+	m.schedMu.Lock()
+	defer m.schedMu.Unlock()
+	if err := setFIFO(tid, m.cfg.Priority); err != nil {
+		return fmt.Errorf("dpdk %q: promote: %w", m.cfg.Name, err)
+	}
+	delete(m.demoted, tid)
+	return nil
+}
+
+// promoteAll gives every lent core back; used on shutdown and on errors.
+func (m *Manager) promoteAll() error {
+	m.schedMu.Lock()
+	tids := make([]int, 0, len(m.demoted))
+	for tid := range m.demoted {
+		tids = append(tids, tid)
+	}
+	m.schedMu.Unlock()
+	var errs []error
+	for _, tid := range tids {
+		if err := m.Promote(tid); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Run reconciles every ReconcileInterval and, with IdleDemote, lends the
+// lcores' cores while their interfaces receive nothing. It returns when ctx
+// ends or the application exits, with every lent core reclaimed.
+func (m *Manager) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	if m.cfg.IdleDemote {
+		w := NewIdleWatcher(m, NetDevCounter(m.PID(), m.cfg.IdleIfaces...), IdleWatcherOptions{
+			Interval: m.cfg.IdleInterval, IdleAfter: m.cfg.IdleAfter, Logger: m.log,
+		})
+		m.mu.Lock()
+		m.watcher = w
+		m.mu.Unlock()
+		wg.Go(func() { _ = w.Run(ctx) })
+	}
+	defer func() {
+		cancel()
+		wg.Wait()
+		if err := m.promoteAll(); err != nil {
+			m.log.Error("reclaiming lent cores", "err", err)
+		}
+	}()
+
+	tick := time.NewTicker(m.cfg.ReconcileInterval)
+	defer tick.Stop()
+	exited := m.Exited()
+	for {
+		if err := m.Reconcile(); err != nil {
+			if errors.Is(err, ErrNoProcess) {
+				return err
+			}
+			m.log.Warn("reconcile", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-exited:
+			return fmt.Errorf("dpdk %q: %w", m.cfg.Name, ErrNoProcess)
+		case <-tick.C:
+		}
+	}
+}
+
+// Stop reclaims lent cores; for a launched application it then sends
+// SIGTERM, SIGKILL after StopTimeout, and removes its EAL runtime directory.
+// An adopted application keeps running, pinned.
+func (m *Manager) Stop() error {
+	errs := []error{m.promoteAll()}
+	m.mu.Lock()
+	cmd, exited := m.cmd, m.exited
+	m.mu.Unlock()
+	if cmd == nil {
+		return errors.Join(errs...)
+	}
+	select {
+	case <-exited:
+	default:
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(m.cfg.StopTimeout):
+			m.log.Warn("no exit after SIGTERM, killing", "pid", cmd.Process.Pid, "after", m.cfg.StopTimeout)
+			_ = cmd.Process.Kill()
+			select {
+			case <-exited:
+			case <-time.After(5 * time.Second):
+				errs = append(errs, fmt.Errorf("dpdk %q: pid %d survived SIGKILL", m.cfg.Name, cmd.Process.Pid))
+				return errors.Join(errs...)
+			}
+		}
+	}
+	errs = append(errs, RemoveRuntimeDir(FilePrefix(m.cfg.Command)))
+	return errors.Join(errs...)
+}
+
+// RuntimeDir is where EAL keeps a file prefix's runtime files
+// (/var/run/dpdk/<prefix> for root, as rte_eal_get_runtime_dir does).
+func RuntimeDir(prefix string) string {
+	base := "/var/run"
+	if os.Geteuid() != 0 {
+		base = os.Getenv("XDG_RUNTIME_DIR")
+		if base == "" {
+			base = "/tmp"
+		}
+	}
+	return filepath.Join(base, "dpdk", prefix)
+}
+
+// RemoveRuntimeDir deletes a stopped application's EAL runtime directory.
+func RemoveRuntimeDir(prefix string) error {
+	if prefix == "" || prefix == "." || prefix == ".." || filepath.Base(prefix) != prefix {
+		return fmt.Errorf("file prefix %q: not a plain name, not removing", prefix)
+	}
+	if err := os.RemoveAll(RuntimeDir(prefix)); err != nil {
+		return fmt.Errorf("remove EAL runtime dir: %w", err)
+	}
+	return nil
+}
+
+func onlineCPUs() ([]int, error) {
+	data, err := os.ReadFile("/sys/devices/system/cpu/online")
+	if err != nil {
+		return nil, fmt.Errorf("online CPUs: %w", err)
+	}
+	return parseCPUList(string(data))
+}
+
+// parseCPUList parses the kernel's CPU list format ("0-3,5").
+func parseCPUList(s string) ([]int, error) {
+	var cpus []int
+	for part := range strings.SplitSeq(strings.TrimSpace(s), ",") {
+		if part == "" {
+			continue
+		}
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil {
+			return nil, fmt.Errorf("cpu list %q: %w", s, err)
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil {
+				return nil, fmt.Errorf("cpu list %q: %w", s, err)
+			}
+		}
+		for c := a; c <= b; c++ {
+			cpus = append(cpus, c)
+		}
+	}
+	return cpus, nil
+}

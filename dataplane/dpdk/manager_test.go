@@ -1,0 +1,222 @@
+package dpdk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The test's main goroutine keeps the main thread, so the threads tests
+// rename and make SCHED_FIFO are never the process's main thread.
+func init() { runtime.LockOSThread() }
+
+// needRoot skips tests that change other threads' scheduling.
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: sched_setattr SCHED_FIFO, sched_setaffinity and cgroup moves")
+	}
+	if runtime.NumCPU() < 2 {
+		t.Skip("needs CPU 1 as the DP core")
+	}
+}
+
+// namedThread starts an OS thread named name that blocks until the test
+// ends; it stands for an lcore without a busy loop. The thread exits with
+// its goroutine (still locked), so its scheduling never leaks back into the
+// Go runtime's thread pool.
+func namedThread(t *testing.T, name string) int {
+	t.Helper()
+	tidc := make(chan int)
+	release := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		cname, _ := unix.BytePtrFromString(name)
+		if err := unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(cname)), 0, 0, 0); err != nil {
+			tidc <- -1
+			return
+		}
+		tidc <- unix.Gettid()
+		<-release
+	}()
+	tid := <-tidc
+	if tid < 0 {
+		t.Fatal("prctl PR_SET_NAME failed")
+	}
+	t.Cleanup(func() { close(release) })
+	return tid
+}
+
+func kernelState(t *testing.T, tid int) (aff []int, policy, prio uint32) {
+	t.Helper()
+	attr, err := unix.SchedGetAttr(tid, 0)
+	if err != nil {
+		t.Fatalf("sched_getattr %d: %v", tid, err)
+	}
+	aff, err = affinity(tid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return aff, attr.Policy, attr.Priority
+}
+
+func TestManagerPinsReappliesAndLends(t *testing.T) {
+	needRoot(t)
+	tag := fmt.Sprintf("w%d", os.Getpid()%10000) // comm holds 15 bytes
+	tidA := namedThread(t, tag+"-worker-2")
+	tidB := namedThread(t, tag+"-worker-1")
+	other := namedThread(t, tag+"-main")
+
+	m, err := New(Config{Name: "self", PID: os.Getpid(), ThreadPattern: "^" + tag + "-worker-[0-9]+$", CPUs: []int{1, 0}, Priority: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Stop() })
+	if err := m.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// worker-1 sorts first and gets cpus[0] = 1; worker-2 gets cpus[1] = 0.
+	for tid, cpu := range map[int]int{tidB: 1, tidA: 0} {
+		aff, pol, prio := kernelState(t, tid)
+		if !slices.Equal(aff, []int{cpu}) || pol != unix.SCHED_FIFO || prio != 7 {
+			t.Fatalf("tid %d: affinity %v %s/%d, want [%d] SCHED_FIFO/7", tid, aff, PolicyName(pol), prio, cpu)
+		}
+	}
+	if _, pol, _ := kernelState(t, other); pol != unix.SCHED_NORMAL {
+		t.Fatalf("unmatched thread changed to %s", PolicyName(pol))
+	}
+	st := m.Status()
+	if len(st.Threads) != 2 || !st.Running || st.Error != "" {
+		t.Fatalf("status %+v", st)
+	}
+	for _, ts := range st.Threads {
+		if !ts.Pinned || ts.Policy != "SCHED_FIFO" {
+			t.Fatalf("status thread %+v", ts)
+		}
+	}
+
+	// Someone else changes a thread: Reconcile puts it back.
+	if err := pin(tidB, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.SchedSetAttr(tidB, &unix.SchedAttr{Policy: unix.SCHED_NORMAL}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if aff, pol, _ := kernelState(t, tidB); !slices.Equal(aff, []int{1}) || pol != unix.SCHED_FIFO {
+		t.Fatalf("not re-applied: %v %s", aff, PolicyName(pol))
+	}
+	if got := m.Status().Reapplied; got == 0 {
+		t.Fatal("re-application not counted")
+	}
+
+	// A thread appearing later gets no core when cpus ran out, and says so.
+	late := namedThread(t, tag+"-worker-3")
+	err = m.Reconcile()
+	if err == nil || !strings.Contains(err.Error(), "no DP core left") {
+		t.Fatalf("late thread without a core: %v", err)
+	}
+	if _, pol, _ := kernelState(t, late); pol != unix.SCHED_NORMAL {
+		t.Fatalf("thread without a core was changed to %s", PolicyName(pol))
+	}
+
+	// Lend and reclaim.
+	if err := m.Demote(tidB); err != nil {
+		t.Fatal(err)
+	}
+	if aff, pol, _ := kernelState(t, tidB); pol != unix.SCHED_IDLE || !slices.Equal(aff, []int{1}) {
+		t.Fatalf("demoted: %v %s", aff, PolicyName(pol))
+	}
+	_ = m.Reconcile() // must keep the demotion
+	if _, pol, _ := kernelState(t, tidB); pol != unix.SCHED_IDLE {
+		t.Fatalf("reconcile undid the demotion: %s", PolicyName(pol))
+	}
+	if err := m.Promote(tidB); err != nil {
+		t.Fatal(err)
+	}
+	if _, pol, prio := kernelState(t, tidB); pol != unix.SCHED_FIFO || prio != 7 {
+		t.Fatalf("promoted: %s/%d", PolicyName(pol), prio)
+	}
+	if err := m.Demote(other); !errors.Is(err, ErrNotLcore) {
+		t.Fatalf("demoting a foreign thread: %v", err)
+	}
+
+	// Stop reclaims lent cores and leaves an adopted process alone.
+	if err := m.Demote(tidA); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, pol, _ := kernelState(t, tidA); pol != unix.SCHED_FIFO {
+		t.Fatalf("Stop left the core lent: %s", PolicyName(pol))
+	}
+}
+
+// TestManagerMovesLcoreOutOfCgroups puts an lcore in a v1 cpu cgroup
+// without RT runtime and a cpuset without its DP core, the way a CP cgroup
+// would catch it; pinning must take it out to the roots.
+func TestManagerMovesLcoreOutOfCgroups(t *testing.T) {
+	needRoot(t)
+	mounts := cgroupV1Mounts()
+	if mounts["cpu"] == "" || mounts["cpuset"] == "" {
+		t.Skip("needs cgroup v1 cpu and cpuset hierarchies")
+	}
+	tag := fmt.Sprintf("tdpdkcg%d", os.Getpid())
+	tid := namedThread(t, fmt.Sprintf("c%d-worker-1", os.Getpid()%10000))
+	cpuDir := filepath.Join(mounts["cpu"], tag)
+	setDir := filepath.Join(mounts["cpuset"], tag)
+	for _, d := range []string{cpuDir, setDir} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			// Move the thread back before removing the group.
+			_ = os.WriteFile(filepath.Join(filepath.Dir(d), "tasks"), []byte(strconv.Itoa(tid)), 0)
+			_ = os.Remove(d)
+		})
+	}
+	must := func(path, val string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(val), 0); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+	}
+	must(filepath.Join(setDir, "cpuset.cpus"), "0")
+	must(filepath.Join(setDir, "cpuset.mems"), "0")
+	must(filepath.Join(setDir, "tasks"), strconv.Itoa(tid))
+	must(filepath.Join(cpuDir, "tasks"), strconv.Itoa(tid))
+
+	m, err := New(Config{Name: "cg", PID: os.Getpid(), ThreadPattern: fmt.Sprintf("^c%d-worker-1$", os.Getpid()%10000), CPUs: []int{1}, Priority: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if aff, pol, _ := kernelState(t, tid); !slices.Equal(aff, []int{1}) || pol != unix.SCHED_FIFO {
+		t.Fatalf("after reconcile: %v %s", aff, PolicyName(pol))
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/cgroup", os.Getpid(), tid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(data), tag) {
+		t.Fatalf("still in the test cgroups:\n%s", data)
+	}
+}
