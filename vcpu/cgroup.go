@@ -1,0 +1,443 @@
+package vcpu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/procfs"
+	"golang.org/x/sys/unix"
+)
+
+// cgroupPool is the cgroup backend of Pool.
+type cgroupPool struct {
+	opts Options
+	h    hierarchy
+	proc procfs.FS
+	self int
+
+	// mu serialises state changes and cpuset writes, so that the order of
+	// writes is the order of Lend/Reclaim calls.
+	mu            sync.Mutex
+	started       bool
+	closed        bool
+	lent          map[int]bool
+	writer        *cpusetWriter
+	perThreadIdle bool
+
+	lastWrite atomic.Int64 // ns spent in the last cpuset write, for benchmarks
+}
+
+// NewCgroup validates opts, detects the cgroup layout and returns a pool
+// that changes nothing until Start.
+func NewCgroup(opts Options) (Pool, error) {
+	return newCgroupPool(opts)
+}
+
+func newCgroupPool(opts Options) (*cgroupPool, error) {
+	opts = withDefaults(opts)
+	online, err := readCPUList("/sys/devices/system/cpu/online")
+	if err != nil {
+		return nil, err
+	}
+	if err := validateOptions(opts, online); err != nil {
+		return nil, err
+	}
+	var m Mounts
+	if opts.Mounts != nil {
+		m = *opts.Mounts
+	} else if m, err = DetectMounts(); err != nil {
+		return nil, err
+	}
+	version, err := m.choose()
+	if err != nil {
+		return nil, err
+	}
+	var h hierarchy
+	if version == "v2" {
+		h = newCgroupV2(m, opts.Name)
+	} else {
+		h = newCgroupV1(m, opts.Name)
+	}
+	fs, err := procfs.NewDefaultFS()
+	if err != nil {
+		return nil, fmt.Errorf("vcpu: open /proc: %w", err)
+	}
+	return &cgroupPool{opts: opts, h: h, proc: fs, self: selfPID(), lent: map[int]bool{}}, nil
+}
+
+func selfPID() int { return os.Getpid() }
+
+func withDefaults(o Options) Options {
+	if o.Name == "" {
+		o.Name = DefaultName
+	}
+	if o.Class == "" {
+		o.Class = DefaultClass
+	}
+	if o.Weight == 0 {
+		o.Weight = DefaultWeight
+	}
+	if o.WriterPriority == 0 {
+		o.WriterPriority = DefaultWriterPriority
+	}
+	o.CPCores = slices.Clone(o.CPCores)
+	o.DPCores = slices.Clone(o.DPCores)
+	slices.Sort(o.CPCores)
+	slices.Sort(o.DPCores)
+	return o
+}
+
+// validateOptions names the offending field for every problem.
+func validateOptions(o Options, online []int) error {
+	var errs []error
+	if o.Name == "." || o.Name == ".." || strings.ContainsAny(o.Name, "/\n") {
+		errs = append(errs, fmt.Errorf("name: %q is not a single cgroup directory name", o.Name))
+	}
+	switch o.Class {
+	case ClassIdle, ClassLowWeight:
+	default:
+		errs = append(errs, fmt.Errorf("class: %q is not %q or %q", o.Class, ClassIdle, ClassLowWeight))
+	}
+	if o.Weight < 1 || o.Weight > 10000 {
+		errs = append(errs, fmt.Errorf("weight: %d is outside 1..10000", o.Weight))
+	}
+	if o.WriterPriority > 99 {
+		errs = append(errs, fmt.Errorf("writer_priority: %d is above 99", o.WriterPriority))
+	}
+	if len(o.CPCores) == 0 {
+		errs = append(errs, errors.New("cp_cores: empty: CP needs at least one core"))
+	}
+	for field, cpus := range map[string][]int{"cp_cores": o.CPCores, "dp_cores": o.DPCores} {
+		for i, c := range cpus {
+			if i > 0 && cpus[i-1] == c {
+				errs = append(errs, fmt.Errorf("%s: CPU %d listed twice", field, c))
+			}
+			if !slices.Contains(online, c) {
+				errs = append(errs, fmt.Errorf("%s: CPU %d is not online (online: %s)", field, c, FormatCPUList(online)))
+			}
+		}
+	}
+	for _, c := range o.DPCores {
+		if slices.Contains(o.CPCores, c) {
+			errs = append(errs, fmt.Errorf("dp_cores: CPU %d is also a CP core", c))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("vcpu: bad options: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+func (p *cgroupPool) Backend() string { return "cgroup-" + p.h.version() }
+
+func (p *cgroupPool) Start(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return ErrClosed
+	}
+	parent, err := p.h.parentCPUs()
+	if err != nil {
+		return err
+	}
+	for _, c := range append(slices.Clone(p.opts.CPCores), p.opts.DPCores...) {
+		if !slices.Contains(parent, c) {
+			return fmt.Errorf("vcpu: CPU %d is not allowed by the parent cgroup (cpus %s)", c, FormatCPUList(parent))
+		}
+	}
+	steps := []func() error{
+		p.h.create,
+		p.h.prepare,
+		func() error {
+			if p.writer != nil {
+				return nil
+			}
+			w, err := startWriter(p.opts.CPCores, p.opts.WriterPriority)
+			p.writer = w
+			return err
+		},
+		// Reconcile: whatever a previous run lent is taken back.
+		func() error {
+			p.lent = map[int]bool{}
+			return p.writeCPUs()
+		},
+		func() error {
+			p.perThreadIdle, err = p.h.applyClass(p.opts.Class, p.opts.Weight)
+			return err
+		},
+	}
+	for _, step := range steps {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := step(); err != nil {
+			return err
+		}
+	}
+	if p.perThreadIdle {
+		// Existing members of an adopted group get the class too.
+		members, err := p.h.procs()
+		if err != nil {
+			return err
+		}
+		for _, pid := range members {
+			p.setThreadsIdle(pid)
+		}
+	}
+	p.started = true
+	return nil
+}
+
+// desired is the CPU set for the current state: CP cores + lent DP cores.
+func (p *cgroupPool) desired() []int {
+	cpus := slices.Clone(p.opts.CPCores)
+	for c := range p.lent {
+		cpus = append(cpus, c)
+	}
+	slices.Sort(cpus)
+	return cpus
+}
+
+// writeCPUs writes desired() through the writer thread. Callers hold mu.
+func (p *cgroupPool) writeCPUs() error {
+	res := p.writer.write(p.h.cpusFile(), FormatCPUList(p.desired()))
+	p.lastWrite.Store(int64(res.took))
+	return res.err
+}
+
+func (p *cgroupPool) usable() error {
+	switch {
+	case p.closed:
+		return ErrClosed
+	case !p.started:
+		return ErrNotStarted
+	}
+	return nil
+}
+
+func (p *cgroupPool) checkDP(op string, cpu int) error {
+	if !slices.Contains(p.opts.DPCores, cpu) {
+		return fmt.Errorf("vcpu: %s(%d): CPU %d is not a DP core (dp_cores: %s)", op, cpu, cpu, FormatCPUList(p.opts.DPCores))
+	}
+	return nil
+}
+
+func (p *cgroupPool) Lend(cpu int) error {
+	if err := p.checkDP("Lend", cpu); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.usable(); err != nil {
+		return err
+	}
+	was := p.lent[cpu]
+	p.lent[cpu] = true
+	if err := p.writeCPUs(); err != nil {
+		if !was {
+			delete(p.lent, cpu)
+		}
+		return err
+	}
+	return nil
+}
+
+func (p *cgroupPool) Reclaim(cpu int) error {
+	if err := p.checkDP("Reclaim", cpu); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.usable(); err != nil {
+		return err
+	}
+	was := p.lent[cpu]
+	delete(p.lent, cpu)
+	if err := p.writeCPUs(); err != nil {
+		if was {
+			p.lent[cpu] = true // still lent as far as the kernel knows
+		}
+		return err
+	}
+	return nil
+}
+
+func (p *cgroupPool) CPUs() []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.desired()
+}
+
+func (p *cgroupPool) Adopt(pids []int) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.usable(); err != nil {
+		return 0, err
+	}
+	adopted := 0
+	var errs []error
+	seen := map[int]bool{}
+	for _, pid := range pids {
+		ok, err := p.adoptOne(pid, seen)
+		if ok {
+			adopted++
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return adopted, errors.Join(errs...)
+}
+
+// adoptOne moves one process; ok reports that it is a member afterwards.
+func (p *cgroupPool) adoptOne(pid int, seen map[int]bool) (ok bool, err error) {
+	if pid <= 0 {
+		return false, &SkipError{PID: pid, Reason: "not a process id"}
+	}
+	st, err := inspectProcess(p.proc, pid)
+	if err != nil {
+		if isGone(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("vcpu: inspect pid %d: %w", pid, err)
+	}
+	if seen[st.tgid] {
+		return false, nil // the same process named twice counts once
+	}
+	seen[st.tgid] = true
+	switch {
+	case st.kernel:
+		return false, &SkipError{PID: st.tgid, Reason: "kernel thread"}
+	case st.tgid == p.self:
+		return false, &SkipError{PID: st.tgid, Reason: "taichi's own process"}
+	case st.tgid == 1:
+		return false, &SkipError{PID: st.tgid, Reason: "init"}
+	}
+	var tids []int // nil = the whole thread group
+	var skips []error
+	for _, t := range st.threads {
+		if isRealtime(t.policy) {
+			skips = append(skips, &SkipError{PID: st.tgid, TID: t.tid,
+				Reason: fmt.Sprintf("real-time thread (policy %d): DP threads stay outside the CP pool", t.policy)})
+		}
+	}
+	if len(skips) > 0 {
+		if !p.h.threadGranular() {
+			return false, errors.Join(append(skips, &SkipError{PID: st.tgid,
+				Reason: "cgroup " + p.h.version() + " moves whole processes and this one has real-time threads"})...)
+		}
+		tids = []int{}
+		for _, t := range st.threads {
+			if !isRealtime(t.policy) {
+				tids = append(tids, t.tid)
+			}
+		}
+		if len(tids) == 0 {
+			return false, errors.Join(skips...)
+		}
+	}
+	if err := p.h.addProcess(st.tgid, tids); err != nil {
+		if isGone(err) {
+			return false, errors.Join(skips...)
+		}
+		return false, errors.Join(append(skips, err)...)
+	}
+	if p.perThreadIdle {
+		p.setThreadsIdle(st.tgid)
+	}
+	return true, errors.Join(skips...)
+}
+
+// setThreadsIdle gives SCHED_IDLE to a member's non-real-time threads where
+// the group cannot say cpu.idle. Best effort: threads come and go.
+func (p *cgroupPool) setThreadsIdle(pid int) {
+	st, err := inspectProcess(p.proc, pid)
+	if err != nil {
+		return
+	}
+	for _, t := range st.threads {
+		if !isRealtime(t.policy) && t.policy != unix.SCHED_IDLE {
+			_ = setPolicy(t.tid, unix.SCHED_IDLE)
+		}
+	}
+}
+
+func (p *cgroupPool) Members() ([]int, error) {
+	ids, err := p.h.procs()
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids), nil
+}
+
+func (p *cgroupPool) Usage() (Usage, error) { return p.h.usage() }
+
+func (p *cgroupPool) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closeLocked()
+}
+
+func (p *cgroupPool) closeLocked() error {
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	if p.writer == nil {
+		return nil
+	}
+	var err error
+	if p.started {
+		p.lent = map[int]bool{}
+		err = p.writeCPUs()
+	}
+	p.writer.stop()
+	p.writer = nil
+	return err
+}
+
+func (p *cgroupPool) Destroy() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	errs := []error{p.closeLocked()}
+	if p.perThreadIdle {
+		// Threads that got SCHED_IDLE from us go back to SCHED_OTHER.
+		if members, err := p.h.procs(); err == nil {
+			for _, pid := range members {
+				if st, err := inspectProcess(p.proc, pid); err == nil {
+					for _, t := range st.threads {
+						if t.policy == unix.SCHED_IDLE {
+							_ = setPolicy(t.tid, unix.SCHED_NORMAL)
+						}
+					}
+				}
+			}
+		}
+	}
+	errs = append(errs, p.h.destroy())
+	return errors.Join(errs...)
+}
+
+// abandon stops the writer without touching the cgroup, as a SIGKILL would.
+// Tests use it to simulate a crashed daemon inside one process.
+func (p *cgroupPool) abandon() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.writer != nil {
+		p.writer.stop()
+		p.writer = nil
+	}
+	p.closed = true
+}
+
+// lastWriteDuration is how long the last cpuset write took on the writer
+// thread (open+write+close), without the hand-off to it.
+func (p *cgroupPool) lastWriteDuration() time.Duration { return time.Duration(p.lastWrite.Load()) }

@@ -1,0 +1,89 @@
+package vcpu
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// All cgroup file access goes through these helpers so that every error
+// names the file and the value.
+
+// writeValue writes value to an existing cgroup file. It never creates the
+// file: a missing control file means the kernel lacks the feature.
+func writeValue(path, value string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return fmt.Errorf("vcpu: write %q to %s: %w", value, path, unwrapPathError(err))
+	}
+	_, err = f.WriteString(value)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("vcpu: write %q to %s: %w", value, path, unwrapPathError(err))
+	}
+	return nil
+}
+
+// unwrapPathError drops the *PathError layer (it repeats the path) but keeps
+// the errno for errors.Is.
+func unwrapPathError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+func writeInt(path string, v int) error { return writeValue(path, strconv.Itoa(v)) }
+
+func readString(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("vcpu: read %s: %w", path, unwrapPathError(err))
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func readCPUList(path string) ([]int, error) {
+	s, err := readString(path)
+	if err != nil {
+		return nil, err
+	}
+	cpus, err := ParseCPUList(s)
+	if err != nil {
+		return nil, fmt.Errorf("vcpu: %s: %w", path, err)
+	}
+	return cpus, nil
+}
+
+// readIDs reads a cgroup.procs or tasks file: one id per line.
+func readIDs(path string) ([]int, error) {
+	s, err := readString(path)
+	if err != nil {
+		return nil, err
+	}
+	var ids []int
+	for _, f := range strings.Fields(s) {
+		id, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("vcpu: %s: bad id %q", path, f)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// isGone reports an error that means the task exited meanwhile.
+func isGone(err error) bool {
+	return errors.Is(err, syscall.ESRCH) || errors.Is(err, os.ErrNotExist)
+}

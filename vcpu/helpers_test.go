@@ -1,0 +1,172 @@
+package vcpu
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/procfs"
+)
+
+// cpCore and dpCore follow this machine's layout: CPU 0 for CP, CPU 1 DP.
+const cpCore, dpCore = 0, 1
+
+var nonName = regexp.MustCompile(`[^A-Za-z0-9]+`)
+
+// uniqueName gives every test its own cgroup and process names, so that
+// tests of other packages running at the same time never collide.
+func uniqueName(t testing.TB) string {
+	n := nonName.ReplaceAllString(strings.TrimPrefix(t.Name(), "Test"), "")
+	if len(n) > 24 {
+		n = n[:24]
+	}
+	return fmt.Sprintf("taichi-t%d-%s", os.Getpid(), n)
+}
+
+// requireCgroups skips unless the test can change real cgroups: root, two
+// online CPUs and a usable cpuset+cpu layout.
+func requireCgroups(t testing.TB) Mounts {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create cgroups and a SCHED_FIFO writer")
+	}
+	online, err := readCPUList("/sys/devices/system/cpu/online")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(online, cpCore) || !slices.Contains(online, dpCore) {
+		t.Skipf("needs CPUs %d and %d online (online: %s)", cpCore, dpCore, FormatCPUList(online))
+	}
+	m, err := DetectMounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.choose(); err != nil {
+		t.Skipf("no usable cgroup layout: %v", err)
+	}
+	return m
+}
+
+// startPool starts a pool named after the test and destroys it at cleanup.
+func startPool(t testing.TB, o Options) *cgroupPool {
+	t.Helper()
+	if o.Name == "" {
+		o.Name = uniqueName(t)
+	}
+	if o.CPCores == nil {
+		o.CPCores = []int{cpCore}
+	}
+	if o.DPCores == nil {
+		o.DPCores = []int{dpCore}
+	}
+	p, err := newCgroupPool(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := p.Destroy(); err != nil {
+			t.Errorf("Destroy: %v", err)
+		}
+	})
+	if err := p.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// hogScript spins in bash itself (the [ builtin forks nothing) and ends by
+// itself after a minute should cleanup never run.
+const hogScript = `while [ $SECONDS -lt 60 ]; do :; done`
+
+func procStatus(t testing.TB, pid int) procfs.ProcStatus {
+	t.Helper()
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.NewStatus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func allowedCPUs(t testing.TB, pid int) []int {
+	t.Helper()
+	var cpus []int
+	for _, c := range procStatus(t, pid).CpusAllowedList {
+		cpus = append(cpus, int(c))
+	}
+	return cpus
+}
+
+// lastCPU is field 39 of /proc/PID/stat: the CPU the task last ran on.
+func lastCPU(t testing.TB, pid int) int {
+	t.Helper()
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int(st.Processor)
+}
+
+// eventually polls cond for a few seconds: migrations happen at the load
+// balancer's pace, and this VM is sometimes descheduled for milliseconds.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after 5s waiting for: %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func skipErrors(err error) []*SkipError {
+	var out []*SkipError
+	var walk func(error)
+	walk = func(e error) {
+		if e == nil {
+			return
+		}
+		if s, ok := e.(*SkipError); ok {
+			out = append(out, s)
+			return
+		}
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, x := range j.Unwrap() {
+				walk(x)
+			}
+			return
+		}
+		walk(errors.Unwrap(e))
+	}
+	walk(err)
+	return out
+}
+
+func itoa(n int) string { return fmt.Sprint(n) }
+
+// procState is /proc/PID/stat's state letter (R running, S sleeping, T stopped...).
+func procState(t testing.TB, pid int) string {
+	t.Helper()
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.State
+}

@@ -1,0 +1,125 @@
+package vcpu
+
+import (
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"testing"
+
+	"github.com/prometheus/procfs"
+)
+
+func TestSelectorMatches(t *testing.T) {
+	v1 := func(path string) []procfs.Cgroup {
+		return []procfs.Cgroup{
+			{HierarchyID: 3, Controllers: []string{"cpuset"}, Path: "/"},
+			{HierarchyID: 9, Controllers: []string{"name=systemd"}, Path: path},
+		}
+	}
+	v2 := func(path string) []procfs.Cgroup { return []procfs.Cgroup{{HierarchyID: 0, Path: path}} }
+	ovs := procInfo{pid: 100, comm: "ovs-vswitchd", argv0: "ovs-vswitchd", cgroups: v1("/system.slice/ovs-vswitchd.service")}
+	py := procInfo{pid: 200, comm: "python3", argv0: "vm-agent", cgroups: v2("/machine.slice/agent.scope/sub")}
+	docker := procInfo{pid: 300, comm: "nginx", argv0: "nginx", cgroups: []procfs.Cgroup{{HierarchyID: 4, Controllers: []string{"memory"}, Path: "/docker/abc"}}}
+
+	cases := []struct {
+		name string
+		sel  Selector
+		p    procInfo
+		want bool
+	}{
+		{"empty selector", Selector{}, ovs, false},
+		{"pid", Selector{PIDs: []int{100}}, ovs, true},
+		{"other pid", Selector{PIDs: []int{101}}, ovs, false},
+		{"comm regex", Selector{Commands: []*regexp.Regexp{regexp.MustCompile(`^ovs-`)}}, ovs, true},
+		{"argv0 regex", Selector{Commands: []*regexp.Regexp{regexp.MustCompile(`^vm-agent$`)}}, py, true},
+		{"regex no match", Selector{Commands: []*regexp.Regexp{regexp.MustCompile(`^java$`)}}, py, false},
+		{"unit v1", Selector{Units: []string{"ovs-vswitchd.service"}}, ovs, true},
+		{"slice v1", Selector{Units: []string{"system.slice"}}, ovs, true},
+		{"slice v2", Selector{Units: []string{"machine.slice"}}, py, true},
+		{"unit prefix is not a component", Selector{Units: []string{"ovs"}}, ovs, false},
+		{"unit only on systemd hierarchy", Selector{Units: []string{"docker"}}, docker, false},
+		{"cgroup exact", Selector{Cgroups: []string{"/docker/abc"}}, docker, true},
+		{"cgroup parent", Selector{Cgroups: []string{"/docker"}}, docker, true},
+		{"cgroup sibling prefix", Selector{Cgroups: []string{"/docker/ab"}}, docker, false},
+		{"cgroup below", Selector{Cgroups: []string{"/machine.slice/agent.scope"}}, py, true},
+		{"any field", Selector{PIDs: []int{1}, Units: []string{"x.service"}, Cgroups: []string{"/docker"}}, docker, true},
+	}
+	for _, c := range cases {
+		if got := c.sel.matches(c.p); got != c.want {
+			t.Errorf("%s: matches = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+func TestSelectorValidate(t *testing.T) {
+	good := Selector{Units: []string{"a.service"}, Cgroups: []string{"/x"}, Commands: []*regexp.Regexp{regexp.MustCompile("x")}, PIDs: []int{5}}
+	if err := good.Validate(); err != nil {
+		t.Fatalf("valid selector: %v", err)
+	}
+	bad := []struct {
+		sel  Selector
+		want string
+	}{
+		{Selector{Units: []string{""}}, "units[0]"},
+		{Selector{Units: []string{"a/b"}}, "units[0]"},
+		{Selector{Cgroups: []string{"/ok", "relative"}}, "cgroups[1]"},
+		{Selector{Commands: []*regexp.Regexp{nil}}, "commands[0]"},
+		{Selector{PIDs: []int{0}}, "pids[0]"},
+	}
+	for _, b := range bad {
+		err := b.sel.Validate()
+		if err == nil || !regexp.MustCompile(regexp.QuoteMeta(b.want)).MatchString(err.Error()) {
+			t.Errorf("Validate(%+v) = %v, want an error naming %s", b.sel, err, b.want)
+		}
+	}
+}
+
+// TestScanFindsChild scans the real /proc for a child started under a
+// unique argv[0] and never lists the scanning process itself.
+func TestScanFindsChild(t *testing.T) {
+	name := uniqueName(t)
+	child := startChild(t, name, "sleep 30; exit 0")
+	pids, err := Scan(Selector{Commands: []*regexp.Regexp{regexp.MustCompile("^" + regexp.QuoteMeta(name) + "$")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(pids, []int{child}) {
+		t.Fatalf("Scan by argv[0] %q = %v, want [%d]", name, pids, child)
+	}
+	self, err := Scan(Selector{PIDs: []int{os.Getpid(), child}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(self, []int{child}) {
+		t.Fatalf("Scan by pids = %v, want only the child %d (never the caller)", self, child)
+	}
+	kthreads, err := Scan(Selector{PIDs: []int{2}, Commands: []*regexp.Regexp{regexp.MustCompile(`^kthreadd$`)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(kthreads) != 0 {
+		t.Fatalf("Scan listed kernel threads: %v", kthreads)
+	}
+}
+
+// startChild runs script under bash with argv[0] = name and returns its pid;
+// the child dies at the end of the test at the latest.
+func startChild(t *testing.T, name, script string) int {
+	t.Helper()
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("bash not installed")
+	}
+	cmd := exec.Command(bash, "-c", script)
+	cmd.Args[0] = name
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	// Start returns after exec, so argv[0] is already the new one.
+	return cmd.Process.Pid
+}

@@ -1,0 +1,119 @@
+package vcpu
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// cgroupV2 keeps the pool in one group of the unified hierarchy, directly
+// under its root, with the cpuset and cpu controllers enabled for it.
+type cgroupV2 struct {
+	root, dir string
+}
+
+func newCgroupV2(m Mounts, name string) *cgroupV2 {
+	return &cgroupV2{root: m.Unified, dir: filepath.Join(m.Unified, name)}
+}
+
+func (h *cgroupV2) version() string   { return "v2" }
+func (h *cgroupV2) groupExists() bool { return exists(h.dir) }
+
+// neededControllers must be enabled in the root's subtree_control for the
+// group to get cpuset.* and cpu.* files.
+var neededControllers = []string{"cpuset", "cpu"}
+
+func (h *cgroupV2) create() error {
+	ctl := filepath.Join(h.root, "cgroup.subtree_control")
+	enabled, err := readString(ctl)
+	if err != nil {
+		return err
+	}
+	var add []string
+	for _, c := range neededControllers {
+		if !slices.Contains(strings.Fields(enabled), c) {
+			add = append(add, "+"+c)
+		}
+	}
+	if len(add) > 0 {
+		if err := writeValue(ctl, strings.Join(add, " ")); err != nil {
+			return fmt.Errorf("%w (are cpuset/cpu bound to a cgroup v1 hierarchy?)", err)
+		}
+	}
+	if err := os.Mkdir(h.dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("vcpu: create cgroup %s: %w", h.dir, unwrapPathError(err))
+	}
+	return nil
+}
+
+// prepare: an empty cpuset.mems in v2 means "the parent's", nothing to do.
+func (h *cgroupV2) prepare() error { return nil }
+
+func (h *cgroupV2) parentCPUs() ([]int, error) {
+	return readCPUList(filepath.Join(h.root, "cpuset.cpus.effective"))
+}
+
+func (h *cgroupV2) cpusFile() string { return filepath.Join(h.dir, "cpuset.cpus") }
+
+func (h *cgroupV2) applyClass(class string, weight int) (bool, error) {
+	idle := filepath.Join(h.dir, "cpu.idle")
+	hasIdle := exists(idle) // since Linux 5.15
+	if class == ClassIdle {
+		if !hasIdle {
+			return true, nil
+		}
+		return false, writeValue(idle, "1")
+	}
+	if hasIdle {
+		if err := writeValue(idle, "0"); err != nil {
+			return false, err
+		}
+	}
+	return false, writeInt(filepath.Join(h.dir, "cpu.weight"), weight)
+}
+
+// threadGranular: v2 moves whole processes (threaded mode is not used: it
+// would forbid the cpu controller's weight on the group's domain).
+func (h *cgroupV2) threadGranular() bool { return false }
+
+func (h *cgroupV2) addProcess(pid int, tids []int) error {
+	if tids != nil {
+		return fmt.Errorf("vcpu: cgroup v2 moves whole processes only (pid %d)", pid)
+	}
+	return writeInt(filepath.Join(h.dir, "cgroup.procs"), pid)
+}
+
+func (h *cgroupV2) procs() ([]int, error) { return readIDs(filepath.Join(h.dir, "cgroup.procs")) }
+
+// usage: v2's cpu.stat has only a total (usage_usec); per-CPU time is not
+// reported by the kernel.
+func (h *cgroupV2) usage() (Usage, error) {
+	path := filepath.Join(h.dir, "cpu.stat")
+	s, err := readString(path)
+	if err != nil {
+		return Usage{}, err
+	}
+	for _, line := range strings.Split(s, "\n") {
+		k, v, _ := strings.Cut(line, " ")
+		if k != "usage_usec" {
+			continue
+		}
+		us, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return Usage{}, fmt.Errorf("vcpu: %s: bad usage_usec %q", path, v)
+		}
+		return Usage{Total: time.Duration(us) * time.Microsecond}, nil
+	}
+	return Usage{}, fmt.Errorf("vcpu: %s: no usage_usec line", path)
+}
+
+// destroy moves the processes to the root group (the only v2 group exempt
+// from the no-internal-processes rule) and removes the group.
+func (h *cgroupV2) destroy() error {
+	return drainAndRemove(h.dir, filepath.Join(h.root, "cgroup.procs"), "cgroup.procs")
+}
