@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/taichi-sched/taichi/config"
+	"github.com/taichi-sched/taichi/daemon"
+)
+
+func init() {
+	var cfgPath string
+	runCmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the daemon (embedded defaults without --config)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cfgPath)
+			if err != nil {
+				return err
+			}
+			log := newLogger(cfg.Log, os.Stderr)
+			slog.SetDefault(log)
+			d, err := daemon.New(cfg, daemon.WithLogger(log))
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			log.Info("taichi starting", "policy", cfg.Policy, "dp", cfg.DPCPUs, "cp", cfg.CPCPUs, "config", orDefault(cfgPath))
+			if err := d.Run(ctx); err != nil {
+				return err
+			}
+			log.Info("taichi stopped; DP cores reclaimed, CP pool on CP cores")
+			return nil
+		},
+	}
+	runCmd.Flags().StringVar(&cfgPath, "config", "", "YAML configuration file (default: embedded defaults)")
+	rootCmd.AddCommand(runCmd)
+
+	var socket string
+	var asJSON bool
+	statusCmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the running daemon's cores, pool, policy and probe",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			resp, err := daemon.Call(socket, daemon.Request{Cmd: "status"})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(resp.Status)
+			}
+			printStatus(cmd.OutOrStdout(), resp.Status)
+			return nil
+		},
+	}
+	statusCmd.Flags().StringVar(&socket, "socket", "/run/taichi/taichi.sock", "control socket of the daemon")
+	statusCmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	rootCmd.AddCommand(statusCmd)
+
+	policyCmd := &cobra.Command{Use: "policy", Short: "Change the running daemon's lending policy"}
+	setCmd := &cobra.Command{
+		Use:   "set static|dynamic|taichi",
+		Short: "Switch the policy at run time (kept across restarts while the config's policy is unchanged)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			resp, err := daemon.Call(socket, daemon.Request{Cmd: "set-policy", Policy: args[0]})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "policy: %s\n", resp.Status.Policy)
+			return nil
+		},
+	}
+	setCmd.Flags().StringVar(&socket, "socket", "/run/taichi/taichi.sock", "control socket of the daemon")
+	policyCmd.AddCommand(setCmd)
+	rootCmd.AddCommand(policyCmd)
+}
+
+func orDefault(path string) string {
+	if path == "" {
+		return "(embedded default)"
+	}
+	return path
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func printStatus(w io.Writer, st *daemon.Status) {
+	fmt.Fprintf(w, "taichi %s  pid %d  up %s  policy %s", st.Version, st.PID, st.Uptime, st.Policy)
+	if st.Override {
+		fmt.Fprint(w, " (set at run time)")
+	}
+	fmt.Fprintln(w)
+	harvest := "n/a"
+	if st.Pool.HarvestedCPSeconds >= 0 {
+		harvest = fmt.Sprintf("%.2fs", st.Pool.HarvestedCPSeconds)
+	}
+	fmt.Fprintf(w, "CP pool  %s  group %s  cpus %v  members %d  harvested on DP cores %s\n",
+		st.Pool.Backend, st.Pool.Group, st.Pool.CPUs, st.Pool.Members, harvest)
+	if st.Pool.AdoptErr != "" {
+		fmt.Fprintf(w, "  adopt: %s\n", st.Pool.AdoptErr)
+	}
+	fmt.Fprintf(w, "probe    %s  %s %s %s\n", st.Probe.Backend, st.Probe.State, st.Probe.Mode, st.Probe.Error)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CPU\tROLE\tSTATE\tIN POOL\tLENT\tRECLAIMS")
+	for _, c := range st.Cores {
+		var rc []string
+		for cause, n := range c.Reclaims {
+			rc = append(rc, fmt.Sprintf("%s=%d", cause, n))
+		}
+		sort.Strings(rc)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%v\t%.2fs\t%s\n", c.CPU, c.Role, c.State, c.InPool, c.LentSeconds, strings.Join(rc, " "))
+	}
+	tw.Flush()
+}

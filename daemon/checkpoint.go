@@ -1,0 +1,80 @@
+package daemon
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+)
+
+const checkpointVersion = 1
+
+// Checkpoint is the daemon's run-time state that a restart must not lose:
+// a policy set through the control socket and which cores were lent. It is
+// written on every change (atomically: temp file + rename) and checked with
+// a checksum, like kubelet's cpu_manager_state; on start it is reconciled
+// against the config, never a reason to refuse to start.
+type Checkpoint struct {
+	Version  int       `json:"version"`
+	PID      int       `json:"pid"`
+	Policy   string    `json:"policy"`        // policy in force
+	Override bool      `json:"override"`      // Policy was set at run time, not from config
+	Config   string    `json:"config_policy"` // the config's policy when saved
+	Lent     []int     `json:"lent"`
+	Saved    time.Time `json:"saved"`
+	Checksum string    `json:"checksum"`
+}
+
+func (c Checkpoint) sum() string {
+	c.Checksum = ""
+	b, _ := json.Marshal(c)
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+func checkpointPath(stateDir string) string { return filepath.Join(stateDir, "state.json") }
+
+func saveCheckpoint(stateDir string, c Checkpoint) error {
+	c.Version = checkpointVersion
+	c.Lent = slices.Clone(c.Lent)
+	c.Checksum = c.sum()
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return fmt.Errorf("state_dir: %w", err)
+	}
+	tmp := checkpointPath(stateDir) + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("state_dir: %w", err)
+	}
+	return os.Rename(tmp, checkpointPath(stateDir))
+}
+
+// loadCheckpoint returns the saved state; a missing file is (nil, nil), a
+// corrupt one an error (the caller logs it and starts fresh).
+func loadCheckpoint(stateDir string) (*Checkpoint, error) {
+	b, err := os.ReadFile(checkpointPath(stateDir))
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var c Checkpoint
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %w", checkpointPath(stateDir), err)
+	}
+	if c.Version != checkpointVersion {
+		return nil, fmt.Errorf("checkpoint %s: version %d, want %d", checkpointPath(stateDir), c.Version, checkpointVersion)
+	}
+	if c.Checksum != c.sum() {
+		return nil, fmt.Errorf("checkpoint %s: checksum mismatch", checkpointPath(stateDir))
+	}
+	return &c, nil
+}

@@ -1,0 +1,396 @@
+// Package daemon is `taichi run`: it applies a validated configuration to
+// the machine (the CP pool, DP loops, DPDK lcores, the probe and the
+// scheduler), serves status and run-time changes on the control socket and
+// metrics over HTTP, and undoes its lending on exit so that neither DP nor CP
+// is stranded.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/taichi-sched/taichi/config"
+	"github.com/taichi-sched/taichi/internal/sdnotify"
+	"github.com/taichi-sched/taichi/vcpu"
+)
+
+// Option adjusts a Daemon (tests and the eval use them).
+type Option func(*Daemon)
+
+// WithLogger sets the logger (default slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(d *Daemon) { d.log = l } }
+
+// WithoutControlSocket skips the control socket (in-process users such as the eval).
+func WithoutControlSocket() Option { return func(d *Daemon) { d.noControl = true } }
+
+// WithoutMetrics skips the metrics HTTP endpoint.
+func WithoutMetrics() Option { return func(d *Daemon) { d.noMetrics = true } }
+
+// Daemon is one running taichi.
+type Daemon struct {
+	cfg       *config.Config
+	log       *slog.Logger
+	noControl bool
+	noMetrics bool
+
+	mu       sync.Mutex
+	started  time.Time
+	policy   string
+	override bool
+	lent     map[int]bool
+	lentAt   map[int]time.Time
+	lentSum  map[int]time.Duration
+	reclaims map[int]map[string]uint64
+	adoptErr string
+
+	pool    vcpu.Pool
+	sel     vcpu.Selector
+	control *controlServer
+	metrics *metricsServer
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	closed  bool
+}
+
+// New prepares a daemon for cfg, which must come from config.Load (already
+// validated). Nothing on the machine changes until Start.
+func New(cfg *config.Config, opts ...Option) (*Daemon, error) {
+	if cfg == nil || len(cfg.CPCPUs) == 0 {
+		return nil, errors.New("daemon: configuration not loaded/validated (no CP cores resolved)")
+	}
+	d := &Daemon{
+		cfg:      cfg,
+		log:      slog.Default(),
+		policy:   cfg.Policy,
+		lent:     map[int]bool{},
+		lentAt:   map[int]time.Time{},
+		lentSum:  map[int]time.Duration{},
+		reclaims: map[int]map[string]uint64{},
+	}
+	for _, o := range opts {
+		o(d)
+	}
+	sel, err := selectorFrom(cfg.VCPU.Adopt)
+	if err != nil {
+		return nil, err
+	}
+	d.sel = sel
+	return d, nil
+}
+
+func selectorFrom(a config.Adopt) (vcpu.Selector, error) {
+	sel := vcpu.Selector{Units: a.Units, Cgroups: a.Cgroups, PIDs: a.PIDs}
+	for i, s := range a.Commands {
+		re, err := regexp.Compile(s)
+		if err != nil {
+			return sel, fmt.Errorf("vcpu.adopt.commands[%d]: %w", i, err)
+		}
+		sel.Commands = append(sel.Commands, re)
+	}
+	return sel, nil
+}
+
+// Config returns the configuration the daemon runs.
+func (d *Daemon) Config() *config.Config { return d.cfg }
+
+// Pool returns the CP pool (nil before Start).
+func (d *Daemon) Pool() vcpu.Pool { return d.pool }
+
+// Start applies the configuration. It reconciles whatever a previous run
+// left (the CP group is adopted and shrunk to CP cores first), then starts
+// every part. If any part fails, everything started so far is undone.
+func (d *Daemon) Start(ctx context.Context) (err error) {
+	d.started = time.Now()
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+	if cp, cerr := loadCheckpoint(d.cfg.StateDir); cerr != nil {
+		d.log.Warn("ignoring unreadable checkpoint; starting fresh", "err", cerr)
+	} else if cp != nil {
+		d.reconcileCheckpoint(cp)
+	}
+	pinToCores(d.cfg.CPCPUs, d.log)
+
+	pool, err := vcpu.NewCgroup(vcpu.Options{
+		Name:           d.cfg.VCPU.CgroupName,
+		CPCores:        d.cfg.CPCPUs,
+		DPCores:        d.cfg.DPCPUs,
+		Class:          d.cfg.VCPU.Class,
+		Weight:         d.cfg.VCPU.Weight,
+		WriterPriority: d.cfg.VCPU.WriterPriority,
+	})
+	if err != nil {
+		return fmt.Errorf("vcpu: %w", err)
+	}
+	if err := pool.Start(ctx); err != nil {
+		return fmt.Errorf("vcpu: %w", err)
+	}
+	d.pool = pool
+	d.log.Info("CP pool ready", "backend", pool.Backend(), "cpus", pool.CPUs(), "group", d.cfg.VCPU.CgroupName)
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	d.cancel = cancel
+	d.rescan()
+	d.wg.Add(1)
+	go d.rescanLoop(runCtx)
+
+	if err := d.applyPolicy(d.policy); err != nil {
+		return err
+	}
+	if !d.noMetrics && d.cfg.Metrics.Listen != "" {
+		if d.metrics, err = startMetrics(d, d.cfg.Metrics.Listen); err != nil {
+			return err
+		}
+	}
+	if !d.noControl {
+		if d.control, err = listenControl(d, d.cfg.Control.Socket); err != nil {
+			return err
+		}
+	}
+	d.checkpoint()
+	return nil
+}
+
+// reconcileCheckpoint restores a run-time policy override if the config's
+// policy did not change since it was saved, and says what changed otherwise.
+func (d *Daemon) reconcileCheckpoint(cp *Checkpoint) {
+	if len(cp.Lent) > 0 {
+		d.log.Info("previous run left cores lent; they are reclaimed by the pool reconcile", "pid", cp.PID, "lent", cp.Lent)
+	}
+	if !cp.Override {
+		return
+	}
+	if cp.Config == d.cfg.Policy && slices.Contains(config.Policies, cp.Policy) {
+		d.policy, d.override = cp.Policy, true
+		d.log.Info("restoring policy set at run time", "policy", cp.Policy, "config_policy", d.cfg.Policy)
+	} else {
+		d.log.Info("config policy changed since the run-time override; using the config", "override", cp.Policy, "was", cp.Config, "now", d.cfg.Policy)
+	}
+}
+
+// Run starts the daemon, tells systemd it is ready, pets the watchdog, and
+// shuts down cleanly when ctx ends (SIGTERM/SIGINT in `taichi run`).
+func (d *Daemon) Run(ctx context.Context) error {
+	if err := d.Start(ctx); err != nil {
+		return err
+	}
+	if ok, err := sdnotify.Notify("READY=1\nSTATUS=lending per policy " + d.Policy()); ok && err != nil {
+		d.log.Warn("systemd notify failed", "err", err)
+	}
+	var tick <-chan time.Time
+	if iv := sdnotify.WatchdogInterval(); iv > 0 {
+		t := time.NewTicker(iv)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			sdnotify.Notify("STOPPING=1")
+			return d.Close()
+		case <-tick:
+			// Only pet the watchdog while the pool still answers.
+			if d.pool != nil && len(d.pool.CPUs()) > 0 {
+				sdnotify.Notify("WATCHDOG=1")
+			}
+		}
+	}
+}
+
+// Policy returns the policy in force.
+func (d *Daemon) Policy() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.policy
+}
+
+// SetPolicy switches the lending policy at run time and checkpoints it.
+func (d *Daemon) SetPolicy(name string) error {
+	if !slices.Contains(config.Policies, name) {
+		return fmt.Errorf("policy: unknown value %q (want one of static, dynamic, taichi)", name)
+	}
+	if err := d.applyPolicy(name); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.override = name != d.cfg.Policy
+	d.mu.Unlock()
+	d.log.Info("policy changed", "policy", name)
+	d.checkpoint()
+	return nil
+}
+
+// applyPolicy puts the pool's slow-path state where policy wants it.
+func (d *Daemon) applyPolicy(policy string) error {
+	d.mu.Lock()
+	d.policy = policy
+	d.mu.Unlock()
+	for _, cpu := range d.cfg.DPCPUs {
+		var err error
+		if policy == config.PolicyStatic {
+			err = d.Reclaim(cpu, "policy")
+		} else {
+			err = d.Lend(cpu)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Lend adds a DP core to the CP pool (slow path) and accounts for it.
+func (d *Daemon) Lend(cpu int) error {
+	if err := d.pool.Lend(cpu); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.lent[cpu] {
+		d.lent[cpu] = true
+		d.lentAt[cpu] = time.Now()
+	}
+	return nil
+}
+
+// Reclaim removes a DP core from the CP pool (slow path); cause labels it.
+func (d *Daemon) Reclaim(cpu int, cause string) error {
+	if err := d.pool.Reclaim(cpu); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.lent[cpu] {
+		d.lentSum[cpu] += time.Since(d.lentAt[cpu])
+		delete(d.lent, cpu)
+		if d.reclaims[cpu] == nil {
+			d.reclaims[cpu] = map[string]uint64{}
+		}
+		d.reclaims[cpu][cause]++
+	}
+	return nil
+}
+
+func (d *Daemon) rescanLoop(ctx context.Context) {
+	defer d.wg.Done()
+	t := time.NewTicker(d.cfg.VCPU.Rescan.D())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			d.rescan()
+		}
+	}
+}
+
+// rescan adopts processes the selectors match (new CP tasks appear all the time).
+func (d *Daemon) rescan() {
+	pids, err := vcpu.Scan(d.sel)
+	if err == nil && len(pids) > 0 {
+		_, err = d.pool.Adopt(pids)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err != nil {
+		msg := err.Error()
+		if msg != d.adoptErr {
+			d.log.Warn("adopting CP tasks", "err", err)
+		}
+		d.adoptErr = msg
+	} else {
+		d.adoptErr = ""
+	}
+}
+
+// Adopt puts processes into the CP pool now (the eval and tests place the
+// CP workload they spawn).
+func (d *Daemon) Adopt(pids []int) (int, error) { return d.pool.Adopt(pids) }
+
+func (d *Daemon) checkpoint() {
+	d.mu.Lock()
+	cp := Checkpoint{PID: os.Getpid(), Policy: d.policy, Override: d.override, Config: d.cfg.Policy, Saved: time.Now()}
+	for cpu := range d.lent {
+		cp.Lent = append(cp.Lent, cpu)
+	}
+	d.mu.Unlock()
+	slices.Sort(cp.Lent)
+	if err := saveCheckpoint(d.cfg.StateDir, cp); err != nil {
+		d.log.Warn("checkpoint not saved", "err", err)
+	}
+}
+
+// Close stops lending: every DP core goes back to DP and the CP pool shrinks
+// to the CP cores, its tasks left in place and runnable. Idempotent.
+func (d *Daemon) Close() error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	d.closed = true
+	d.mu.Unlock()
+	if d.cancel != nil {
+		d.cancel()
+	}
+	var errs []error
+	if d.control != nil {
+		d.control.close()
+	}
+	if d.metrics != nil {
+		errs = append(errs, d.metrics.close())
+	}
+	d.wg.Wait()
+	if d.pool != nil {
+		for _, cpu := range d.cfg.DPCPUs {
+			if err := d.Reclaim(cpu, "shutdown"); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		errs = append(errs, d.pool.Close())
+		d.checkpoint()
+	}
+	return errors.Join(errs...)
+}
+
+// pinToCores keeps the daemon's own threads on the CP cores (DP loop threads
+// re-pin themselves to their DP core).
+func pinToCores(cpus []int, log *slog.Logger) {
+	var set unix.CPUSet
+	for _, c := range cpus {
+		set.Set(c)
+	}
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return
+	}
+	for _, t := range tasks {
+		var tid int
+		if _, err := fmt.Sscan(t.Name(), &tid); err != nil {
+			continue
+		}
+		if err := unix.SchedSetaffinity(tid, &set); err != nil {
+			log.Debug("pinning daemon thread", "tid", tid, "err", err)
+		}
+	}
+}
+
+func buildVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}

@@ -1,0 +1,94 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"runtime"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// statusCollector turns Status into Prometheus metrics at scrape time, so
+// the numbers cannot drift from what `taichi status` shows.
+type statusCollector struct {
+	d                                            *Daemon
+	state, lent, reclaims, members, harvest, bld *prometheus.Desc
+}
+
+func newStatusCollector(d *Daemon) *statusCollector {
+	return &statusCollector{
+		d:        d,
+		state:    prometheus.NewDesc("taichi_core_state", "1 for the state each CPU is in.", []string{"cpu", "role", "state"}, nil),
+		lent:     prometheus.NewDesc("taichi_lent_seconds_total", "Seconds a DP core spent lent to the control plane.", []string{"cpu"}, nil),
+		reclaims: prometheus.NewDesc("taichi_reclaims_total", "DP core reclaims by cause.", []string{"cpu", "cause"}, nil),
+		members:  prometheus.NewDesc("taichi_cp_tasks", "Processes in the CP pool.", nil, nil),
+		harvest:  prometheus.NewDesc("taichi_harvested_cp_seconds_total", "CP CPU seconds run on DP cores.", nil, nil),
+		bld:      prometheus.NewDesc("taichi_build_info", "Build information.", []string{"version", "goversion", "policy"}, nil),
+	}
+}
+
+func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.state, c.lent, c.reclaims, c.members, c.harvest, c.bld} {
+		ch <- d
+	}
+}
+
+func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.d.Status()
+	for _, core := range st.Cores {
+		cpu := strconv.Itoa(core.CPU)
+		ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, 1, cpu, core.Role, core.State)
+		if core.Role != "dp" {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(c.lent, prometheus.CounterValue, core.LentSeconds, cpu)
+		for cause, n := range core.Reclaims {
+			ch <- prometheus.MustNewConstMetric(c.reclaims, prometheus.CounterValue, float64(n), cpu, cause)
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(c.members, prometheus.GaugeValue, float64(st.Pool.Members))
+	if st.Pool.HarvestedCPSeconds >= 0 {
+		ch <- prometheus.MustNewConstMetric(c.harvest, prometheus.CounterValue, st.Pool.HarvestedCPSeconds)
+	}
+	ch <- prometheus.MustNewConstMetric(c.bld, prometheus.GaugeValue, 1, st.Version, runtime.Version(), st.Policy)
+}
+
+type metricsServer struct {
+	srv *http.Server
+	ln  net.Listener
+}
+
+// Registry builds the daemon's metric registry (exported for tests).
+func (d *Daemon) Registry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newStatusCollector(d), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+func startMetrics(d *Daemon, addr string) (*metricsServer, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics.listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(d.Registry(), promhttp.HandlerOpts{}))
+	s := &metricsServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln}
+	go s.srv.Serve(ln)
+	return s, nil
+}
+
+func (s *metricsServer) close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := s.srv.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
