@@ -1,0 +1,163 @@
+package probe
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Probe is one workload probe on one interface.
+//
+// Start is not idempotent: call it once, then Stop. Stop is idempotent and
+// releases everything Start acquired (for xdp: it detaches the program).
+type Probe interface {
+	Start(ctx context.Context) error
+	Stop() error
+	Stats() Stats
+	// Mode says how the probe is attached ("native", "generic",
+	// "native (replaced stale)", "poll 10ms", ...); empty before Start.
+	Mode() string
+}
+
+// WakeSource is the per-DP-core early warning a DP loop waits on beside its
+// socket. It has the method set of dataplane.WakeSource.
+type WakeSource interface {
+	FD() int
+	Arm()
+	Disarm() (stampNs int64, ok bool)
+}
+
+// Waker is a probe that gives per-DP-core wake sources (both backends).
+type Waker interface {
+	Probe
+	// WakeSource returns the wake source of a DP core named in Options;
+	// valid between Start and Stop.
+	WakeSource(core int) (WakeSource, error)
+}
+
+// Limits of the XDP program's maps (probe/bpf/probe.c).
+const (
+	MaxQueues = 64 // RX queues with a slot of their own; higher queues share slot MaxQueues
+	MaxCores  = 64 // DP core ids 0..63
+)
+
+// Backends by name, as written in the config.
+const (
+	BackendXDP      = "xdp"
+	BackendCounters = "counters"
+)
+
+// Options configure a probe on one interface.
+type Options struct {
+	Iface string // interface where packets enter (required)
+	NetNS string // named network namespace of Iface ("" = current)
+	// Core is the DP core every RX queue maps to unless Queues says otherwise.
+	Core int
+	// Queues maps RX queue -> DP core (xdp only; queues >= MaxQueues share one slot).
+	Queues map[int]int
+	// PinDir is where the xdp backend pins its link so that a restarted daemon
+	// finds and replaces a program left behind by a crash. Default DefaultPinDir.
+	PinDir string
+	// Interval is the counters backend's polling period. Default 10ms.
+	Interval time.Duration
+}
+
+// DefaultPinDir is the bpffs directory for taichi's pinned XDP links.
+const DefaultPinDir = "/sys/fs/bpf/taichi"
+
+// Validate checks Options; errors name the field.
+func (o Options) Validate() error {
+	if o.Iface == "" {
+		return fmt.Errorf("iface: required")
+	}
+	if len(o.Iface) > 15 {
+		return fmt.Errorf("iface: %q longer than 15 characters", o.Iface)
+	}
+	if o.Core < 0 || o.Core >= MaxCores {
+		return fmt.Errorf("core: %d out of range 0..%d", o.Core, MaxCores-1)
+	}
+	for q, c := range o.Queues {
+		if q < 0 || q > MaxQueues {
+			return fmt.Errorf("queues: queue %d out of range 0..%d", q, MaxQueues)
+		}
+		if c < 0 || c >= MaxCores {
+			return fmt.Errorf("queues: queue %d: core %d out of range 0..%d", q, c, MaxCores-1)
+		}
+	}
+	if o.Interval < 0 {
+		return fmt.Errorf("interval: negative (%v)", o.Interval)
+	}
+	return nil
+}
+
+// cores returns the distinct DP cores the options name, default core first.
+func (o Options) cores() []int {
+	seen := map[int]bool{o.Core: true}
+	out := []int{o.Core}
+	for q := 0; q <= MaxQueues; q++ {
+		if c, ok := o.Queues[q]; ok && !seen[c] {
+			seen[c] = true
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// coreOf returns the DP core of an RX queue slot.
+func (o Options) coreOf(slot int) int {
+	if c, ok := o.Queues[slot]; ok {
+		return c
+	}
+	return o.Core
+}
+
+// New returns a probe of the named backend.
+func New(backend string, opts Options) (Waker, error) {
+	switch backend {
+	case BackendXDP:
+		return NewXDP(opts)
+	case BackendCounters:
+		return NewCounters(opts)
+	default:
+		return nil, fmt.Errorf("backend: unknown %q (want %s or %s)", backend, BackendXDP, BackendCounters)
+	}
+}
+
+// Stats is a snapshot of a probe's counters.
+type Stats struct {
+	Backend string       `json:"backend"`
+	Iface   string       `json:"iface"`
+	NetNS   string       `json:"netns,omitempty"`
+	Mode    string       `json:"mode"`
+	Queues  []QueueStats `json:"queues"`
+	Cores   []CoreStats  `json:"cores"`
+}
+
+// QueueStats counts what the probe saw on one RX queue (counters backend:
+// queue -1 = the whole interface).
+type QueueStats struct {
+	Queue   int    `json:"queue"`
+	Core    int    `json:"core"`
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+// CoreStats counts wake events of one DP core.
+type CoreStats struct {
+	Core int `json:"core"`
+	// Fired counts armed->fired transitions: one per idle->traffic transition.
+	Fired uint64 `json:"fired"`
+	// Lost counts transitions whose event could not be written.
+	Lost uint64 `json:"lost"`
+	// Delivered counts events a Disarm consumed and decoded.
+	Delivered uint64 `json:"delivered"`
+	// Missed counts Disarms that found the core fired but no record in time.
+	Missed uint64 `json:"missed"`
+	// Garbled counts records DecodeEvent rejected.
+	Garbled uint64 `json:"garbled"`
+	// LastStampNs is the CLOCK_MONOTONIC stamp of the last delivered event.
+	LastStampNs int64 `json:"last_stamp_ns"`
+	// LastLagNs is how long after its stamp the last event was consumed
+	// (probe stamp -> the DP loop running again).
+	LastLagNs int64 `json:"last_lag_ns"`
+}
