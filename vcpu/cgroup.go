@@ -13,6 +13,8 @@ import (
 
 	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
+
+	"github.com/taichi-sched/taichi/internal/cpuset"
 )
 
 // cgroupPool is the cgroup backend of Pool.
@@ -120,7 +122,7 @@ func validateOptions(o Options, online []int) error {
 				errs = append(errs, fmt.Errorf("%s: CPU %d listed twice", field, c))
 			}
 			if !slices.Contains(online, c) {
-				errs = append(errs, fmt.Errorf("%s: CPU %d is not online (online: %s)", field, c, FormatCPUList(online)))
+				errs = append(errs, fmt.Errorf("%s: CPU %d is not online (online: %s)", field, c, cpuset.Format(online)))
 			}
 		}
 	}
@@ -149,7 +151,7 @@ func (p *cgroupPool) Start(ctx context.Context) error {
 	}
 	for _, c := range append(slices.Clone(p.opts.CPCores), p.opts.DPCores...) {
 		if !slices.Contains(parent, c) {
-			return fmt.Errorf("vcpu: CPU %d is not allowed by the parent cgroup (cpus %s)", c, FormatCPUList(parent))
+			return fmt.Errorf("vcpu: CPU %d is not allowed by the parent cgroup (cpus %s)", c, cpuset.Format(parent))
 		}
 	}
 	steps := []func() error{
@@ -207,7 +209,7 @@ func (p *cgroupPool) desired() []int {
 
 // writeCPUs writes desired() through the writer thread. Callers hold mu.
 func (p *cgroupPool) writeCPUs() error {
-	res := p.writer.write(p.h.cpusFile(), FormatCPUList(p.desired()))
+	res := p.writer.write(p.h.cpusFile(), cpuset.Format(p.desired()))
 	p.lastWrite.Store(int64(res.took))
 	return res.err
 }
@@ -224,7 +226,7 @@ func (p *cgroupPool) usable() error {
 
 func (p *cgroupPool) checkDP(op string, cpu int) error {
 	if !slices.Contains(p.opts.DPCores, cpu) {
-		return fmt.Errorf("vcpu: %s(%d): CPU %d is not a DP core (dp_cores: %s)", op, cpu, cpu, FormatCPUList(p.opts.DPCores))
+		return fmt.Errorf("vcpu: %s(%d): CPU %d is not a DP core (dp_cores: %s)", op, cpu, cpu, cpuset.Format(p.opts.DPCores))
 	}
 	return nil
 }

@@ -113,7 +113,7 @@ func byName(name string) *regexp.Regexp {
 
 // adoptHogs starts n busy bash loops under a unique argv[0] and adopts them
 // by that name, the way a config's command selector would.
-func adoptHogs(t *testing.T, p Pool, n int) []int {
+func adoptHogs(t testing.TB, p Pool, n int) []int {
 	t.Helper()
 	name := uniqueName(t) + "-hog"
 	var want []int

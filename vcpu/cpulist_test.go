@@ -3,6 +3,8 @@ package vcpu
 import (
 	"slices"
 	"testing"
+
+	"github.com/taichi-sched/taichi/internal/cpuset"
 )
 
 func TestParseCPUList(t *testing.T) {
@@ -19,18 +21,18 @@ func TestParseCPUList(t *testing.T) {
 		{" 3-4 \n", []int{3, 4}},
 	}
 	for _, c := range cases {
-		got, err := ParseCPUList(c.in)
+		got, err := cpuset.Parse(c.in)
 		if err != nil {
-			t.Errorf("ParseCPUList(%q): %v", c.in, err)
+			t.Errorf("cpuset.Parse(%q): %v", c.in, err)
 			continue
 		}
 		if !slices.Equal(got, c.want) {
-			t.Errorf("ParseCPUList(%q) = %v, want %v", c.in, got, c.want)
+			t.Errorf("cpuset.Parse(%q) = %v, want %v", c.in, got, c.want)
 		}
 	}
 	for _, bad := range []string{"a", "1-", "-1", "3-1", "1,,2", "0-99999999", "1.5"} {
-		if got, err := ParseCPUList(bad); err == nil {
-			t.Errorf("ParseCPUList(%q) = %v, want an error", bad, got)
+		if got, err := cpuset.Parse(bad); err == nil {
+			t.Errorf("cpuset.Parse(%q) = %v, want an error", bad, got)
 		}
 	}
 }
@@ -48,8 +50,8 @@ func TestFormatCPUList(t *testing.T) {
 		{[]int{7, 8, 10, 11, 12}, "7-8,10-12"},
 	}
 	for _, c := range cases {
-		if got := FormatCPUList(c.in); got != c.want {
-			t.Errorf("FormatCPUList(%v) = %q, want %q", c.in, got, c.want)
+		if got := cpuset.Format(c.in); got != c.want {
+			t.Errorf("cpuset.Format(%v) = %q, want %q", c.in, got, c.want)
 		}
 	}
 }
@@ -59,13 +61,13 @@ func FuzzCPUListRoundTrip(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		cpus, err := ParseCPUList(s)
+		cpus, err := cpuset.Parse(s)
 		if err != nil {
 			return
 		}
-		back, err := ParseCPUList(FormatCPUList(cpus))
+		back, err := cpuset.Parse(cpuset.Format(cpus))
 		if err != nil || !slices.Equal(back, cpus) {
-			t.Fatalf("round trip of %q: %v -> %q -> %v, %v", s, cpus, FormatCPUList(cpus), back, err)
+			t.Fatalf("round trip of %q: %v -> %q -> %v, %v", s, cpus, cpuset.Format(cpus), back, err)
 		}
 	})
 }

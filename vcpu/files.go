@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/taichi-sched/taichi/internal/cpuset"
 )
 
 // All cgroup file access goes through these helpers so that every error
@@ -54,7 +56,7 @@ func readCPUList(path string) ([]int, error) {
 	if err != nil {
 		return nil, err
 	}
-	cpus, err := ParseCPUList(s)
+	cpus, err := cpuset.Parse(s)
 	if err != nil {
 		return nil, fmt.Errorf("vcpu: %s: %w", path, err)
 	}

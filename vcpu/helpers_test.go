@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/procfs"
+
+	"github.com/taichi-sched/taichi/internal/cpuset"
 )
 
 // cpCore and dpCore follow this machine's layout: CPU 0 for CP, CPU 1 DP.
@@ -40,7 +42,7 @@ func requireCgroups(t testing.TB) Mounts {
 		t.Fatal(err)
 	}
 	if !slices.Contains(online, cpCore) || !slices.Contains(online, dpCore) {
-		t.Skipf("needs CPUs %d and %d online (online: %s)", cpCore, dpCore, FormatCPUList(online))
+		t.Skipf("needs CPUs %d and %d online (online: %s)", cpCore, dpCore, cpuset.Format(online))
 	}
 	m, err := DetectMounts()
 	if err != nil {

@@ -105,7 +105,7 @@ func TestScanFindsChild(t *testing.T) {
 
 // startChild runs script under bash with argv[0] = name and returns its pid;
 // the child dies at the end of the test at the latest.
-func startChild(t *testing.T, name, script string) int {
+func startChild(t testing.TB, name, script string) int {
 	t.Helper()
 	bash, err := exec.LookPath("bash")
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/taichi-sched/taichi/internal/cpuset"
 )
 
 // cpusetWriter owns the one OS thread that writes the pool's cpuset. The
@@ -60,7 +62,7 @@ func setupWriterThread(cpus []int, priority int) error {
 		set.Set(c)
 	}
 	if err := unix.SchedSetaffinity(0, &set); err != nil {
-		return fmt.Errorf("vcpu: pin cpuset writer thread to CPUs %s: %w", FormatCPUList(cpus), err)
+		return fmt.Errorf("vcpu: pin cpuset writer thread to CPUs %s: %w", cpuset.Format(cpus), err)
 	}
 	if priority <= 0 {
 		return nil
