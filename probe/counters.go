@@ -3,6 +3,7 @@ package probe
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -280,8 +281,9 @@ func (w *CountersWakeSource) fire(stamp int64) {
 		return
 	}
 	w.fired.Add(1)
-	one := [8]byte{1}
-	_, _ = unix.Write(w.efd, one[:]) // native endian 1 on little-endian hosts; any nonzero value wakes
+	var one [8]byte
+	binary.NativeEndian.PutUint64(one[:], 1)
+	_, _ = unix.Write(w.efd, one[:])
 }
 
 // Stats returns the core's event counters.

@@ -115,7 +115,6 @@ func (r *ringConsumer) drain() int {
 	return n
 }
 
-
 // mmapRegion is a mapping of a BPF_F_MMAPABLE array. It is unmapped when
 // the last holder (the probe, its wake sources) is garbage: pointers into it
 // stay valid as long as their holder lives, even after Stop.

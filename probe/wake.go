@@ -23,10 +23,10 @@ type XDPWakeSource struct {
 	fd      int
 	cons    *ringConsumer
 	states  *mmapRegion // keeps the mapping behind state/fired/lost alive
-	state   *uint64 // core_states[core].state
-	fired   *uint64 // core_states[core].fired
-	lost    *uint64 // core_states[core].lost
-	last    Event   // last delivered event (owned by the Arm/Disarm caller)
+	state   *uint64     // core_states[core].state
+	fired   *uint64     // core_states[core].fired
+	lost    *uint64     // core_states[core].lost
+	last    Event       // last delivered event (owned by the Arm/Disarm caller)
 	closed  atomic.Bool
 	deliv   atomic.Uint64
 	missed  atomic.Uint64
