@@ -13,8 +13,14 @@ type Event struct {
 	StampNs int64  // bpf_ktime_get_ns(): CLOCK_MONOTONIC
 	Seq     uint64 // per-core event number, from 1
 	Packets uint64 // packets counted on the queue, this one included
-	Tag     uint64 // first 8 bytes of an IPv4/UDP payload, big-endian; else 0
+	// Tag holds the 8 UDP payload bytes at Options.TagOffset as sent (all
+	// zero for other packets): the sender's sequence number.
+	Tag [8]byte
 }
+
+// TagSeq reads Tag as the little-endian sequence number trafficgen and
+// UDPSender write.
+func (e Event) TagSeq() uint64 { return binary.LittleEndian.Uint64(e.Tag[:]) }
 
 // Wire format of struct event in probe/bpf/probe.c (host byte order).
 const (
@@ -43,8 +49,8 @@ func DecodeEvent(b []byte) (Event, error) {
 		StampNs: int64(le.Uint64(b[16:])),
 		Seq:     le.Uint64(b[24:]),
 		Packets: le.Uint64(b[32:]),
-		Tag:     le.Uint64(b[40:]),
 	}
+	copy(ev.Tag[:], b[40:48])
 	switch {
 	case ev.Core >= MaxCores:
 		return Event{}, fmt.Errorf("probe event: core %d out of range 0..%d", ev.Core, MaxCores-1)

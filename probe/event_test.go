@@ -19,7 +19,7 @@ func encodeEvent(ev Event) []byte {
 	le.PutUint64(b[16:], uint64(ev.StampNs))
 	le.PutUint64(b[24:], ev.Seq)
 	le.PutUint64(b[32:], ev.Packets)
-	le.PutUint64(b[40:], ev.Tag)
+	copy(b[40:], ev.Tag[:])
 	return b
 }
 
@@ -39,7 +39,7 @@ func TestEventLayoutMatchesBPF(t *testing.T) {
 }
 
 func TestDecodeEvent(t *testing.T) {
-	good := Event{Core: 3, Queue: 2, Ifindex: 7, StampNs: 123456789, Seq: 4, Packets: 99, Tag: 42}
+	good := Event{Core: 3, Queue: 2, Ifindex: 7, StampNs: 123456789, Seq: 4, Packets: 99, Tag: [8]byte{42, 0, 0, 0, 0, 0, 0, 1}}
 	got, err := DecodeEvent(encodeEvent(good))
 	if err != nil || got != good {
 		t.Fatalf("DecodeEvent = %+v, %v; want %+v", got, err, good)
@@ -70,7 +70,7 @@ func TestDecodeEvent(t *testing.T) {
 
 func FuzzDecodeEvent(f *testing.F) {
 	f.Add(encodeEvent(Event{Core: 1, StampNs: 1, Seq: 1, Packets: 1}))
-	f.Add(encodeEvent(Event{Core: 63, Queue: 64, StampNs: 1 << 62, Seq: 1 << 40, Packets: 5, Tag: ^uint64(0)}))
+	f.Add(encodeEvent(Event{Core: 63, Queue: 64, StampNs: 1 << 62, Seq: 1 << 40, Packets: 5, Tag: [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}))
 	f.Add([]byte{})
 	f.Add(make([]byte, EventSize))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -124,6 +124,7 @@ func TestOptionsValidate(t *testing.T) {
 		{Options{Iface: "x", Queues: map[int]int{65: 1}}, "queues: queue 65"},
 		{Options{Iface: "x", Queues: map[int]int{1: 99}}, "queues: queue 1: core 99"},
 		{Options{Iface: "x", Interval: -1}, "interval:"},
+		{Options{Iface: "x", TagOffset: MaxTagOffset + 1}, "tag_offset:"},
 	} {
 		err := c.o.Validate()
 		if err == nil || !strings.HasPrefix(err.Error(), c.want) {
@@ -162,18 +163,21 @@ func TestPercentilesNs(t *testing.T) {
 	}
 }
 
-func TestUDPTag(t *testing.T) {
+func TestUDPSeq(t *testing.T) {
 	f := make([]byte, frameLen)
 	f[12], f[13], f[14], f[14+9] = 0x08, 0x00, 0x45, 17
-	binary.BigEndian.PutUint64(f[42:], 77)
-	if tag, ok := udpTag(f); !ok || tag != 77 {
-		t.Fatalf("udpTag = %d, %v", tag, ok)
+	binary.LittleEndian.PutUint64(f[42+DefaultTagOffset:], 77)
+	if seq, ok := udpSeq(f); !ok || seq != 77 {
+		t.Fatalf("udpSeq = %d, %v", seq, ok)
+	}
+	if got := (Event{Tag: [8]byte{77}}).TagSeq(); got != 77 {
+		t.Fatalf("TagSeq = %d", got)
 	}
 	f[14+9] = 6
-	if _, ok := udpTag(f); ok {
+	if _, ok := udpSeq(f); ok {
 		t.Fatal("TCP accepted")
 	}
-	if _, ok := udpTag(f[:40]); ok {
+	if _, ok := udpSeq(f[:50]); ok {
 		t.Fatal("short frame accepted")
 	}
 }

@@ -24,8 +24,9 @@ import (
 // sequence number in its first 8 payload bytes, the event's Tag) arriving
 // on the DP interface.
 
-// PayloadSize is the UDP payload the sender writes: an 8-byte big-endian
-// sequence number, zero padded.
+// PayloadSize is the UDP payload the sender writes, in trafficgen's layout:
+// run id, sequence number (little-endian, at DefaultTagOffset), send time
+// (CLOCK_MONOTONIC), zero padding.
 const PayloadSize = 64
 
 // UDPSender sends sequence-numbered datagrams from a namespace.
@@ -62,7 +63,8 @@ func DialUDP(netnsName string, dst netip.AddrPort) (*UDPSender, error) {
 // Send sends one datagram carrying seq. ENOBUFS (a full queue at max
 // rate) is returned as is so callers can count it.
 func (s *UDPSender) Send(seq uint64) error {
-	binary.BigEndian.PutUint64(s.buf[:8], seq)
+	binary.LittleEndian.PutUint64(s.buf[DefaultTagOffset:], seq)
+	binary.LittleEndian.PutUint64(s.buf[16:], uint64(monoNow()))
 	_, err := unix.Write(s.fd, s.buf[:])
 	return err
 }
@@ -72,7 +74,7 @@ func (s *UDPSender) Close() error { return unix.Close(s.fd) }
 
 // Arrival is one packet seen by a PacketReceiver.
 type Arrival struct {
-	Tag      uint64 // first 8 UDP payload bytes, big-endian (the sequence number)
+	Seq      uint64 // little-endian sequence number at DefaultTagOffset of the UDP payload
 	KernelNs int64  // kernel receive stamp, converted to CLOCK_MONOTONIC
 	UserNs   int64  // CLOCK_MONOTONIC when the read returned
 	Len      int
@@ -138,11 +140,11 @@ func (r *PacketReceiver) Recv() (a Arrival, ok bool, err error) {
 			return Arrival{}, false, fmt.Errorf("recv on %s: %w", r.iface, err)
 		}
 		user := monoNow()
-		tag, okTag := udpTag(r.buf[:n])
-		if !okTag {
+		seq, okSeq := udpSeq(r.buf[:n])
+		if !okSeq {
 			continue
 		}
-		a = Arrival{Tag: tag, UserNs: user, Len: n}
+		a = Arrival{Seq: seq, UserNs: user, Len: n}
 		if rt, okTS := rxStamp(r.oob[:oobn]); okTS {
 			a.KernelNs = realToMono(rt)
 		}
@@ -169,13 +171,15 @@ func (r *PacketReceiver) RecvWait(timeout time.Duration) (Arrival, bool, error) 
 	}
 }
 
-// udpTag returns the first 8 UDP payload bytes of an Ethernet/IPv4 frame.
-func udpTag(f []byte) (uint64, bool) {
+// udpSeq returns the little-endian sequence number at DefaultTagOffset of
+// the UDP payload of an Ethernet/IPv4 frame.
+func udpSeq(f []byte) (uint64, bool) {
 	const eth, ip, udp = 14, 20, 8
-	if len(f) < eth+ip+udp+8 || f[12] != 0x08 || f[13] != 0x00 || f[eth] != 0x45 || f[eth+9] != unix.IPPROTO_UDP {
+	const at = eth + ip + udp + DefaultTagOffset
+	if len(f) < at+8 || f[12] != 0x08 || f[13] != 0x00 || f[eth] != 0x45 || f[eth+9] != unix.IPPROTO_UDP {
 		return 0, false
 	}
-	return binary.BigEndian.Uint64(f[eth+ip+udp:]), true
+	return binary.LittleEndian.Uint64(f[at:]), true
 }
 
 func rxStamp(oob []byte) (int64, bool) {

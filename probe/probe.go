@@ -60,7 +60,18 @@ type Options struct {
 	PinDir string
 	// Interval is the counters backend's polling period. Default 10ms.
 	Interval time.Duration
+	// TagOffset is where senders keep their 8-byte sequence number in the
+	// UDP payload; the xdp backend copies those bytes into each event (Tag)
+	// so lead time is matched per packet. 0 means DefaultTagOffset.
+	TagOffset int
 }
+
+// DefaultTagOffset is trafficgen's payload layout: run id, sequence number
+// (little-endian), send time.
+const DefaultTagOffset = 8
+
+// MaxTagOffset matches MAX_TAG_OFFSET in probe/bpf/probe.c.
+const MaxTagOffset = 1024
 
 // DefaultPinDir is the bpffs directory for taichi's pinned XDP links.
 const DefaultPinDir = "/sys/fs/bpf/taichi"
@@ -83,6 +94,9 @@ func (o Options) Validate() error {
 		if c < 0 || c >= MaxCores {
 			return fmt.Errorf("queues: queue %d: core %d out of range 0..%d", q, c, MaxCores-1)
 		}
+	}
+	if o.TagOffset < 0 || o.TagOffset > MaxTagOffset {
+		return fmt.Errorf("tag_offset: %d out of range 0..%d", o.TagOffset, MaxTagOffset)
 	}
 	if o.Interval < 0 {
 		return fmt.Errorf("interval: negative (%v)", o.Interval)

@@ -30,7 +30,7 @@ type probeEvent struct {
 	KtimeNs uint64
 	Seq     uint64
 	Packets uint64
-	Tag     uint64
+	Tag     [8]uint8
 }
 
 type probeQueueCounter struct {
@@ -48,6 +48,7 @@ const (
 	probeMapQueueCore     = "queue_core"
 	probeMapQueueCounters = "queue_counters"
 	probeProgTaichiProbe  = "taichi_probe"
+	probeVarTagOffset     = "tag_offset"
 	probeVarUnusedEvent   = "unused_event"
 )
 
@@ -110,6 +111,7 @@ type probeMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type probeVariableSpecs struct {
+	TagOffset   *ebpf.VariableSpec `ebpf:"tag_offset"`
 	UnusedEvent *ebpf.VariableSpec `ebpf:"unused_event"`
 }
 
@@ -152,6 +154,7 @@ func (m *probeMaps) Close() error {
 //
 // It can be passed to loadProbeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type probeVariables struct {
+	TagOffset   *ebpf.Variable `ebpf:"tag_offset"`
 	UnusedEvent *ebpf.Variable `ebpf:"unused_event"`
 }
 

@@ -66,6 +66,9 @@ func NewXDP(opts Options) (*XDP, error) {
 	if opts.PinDir == "" {
 		opts.PinDir = DefaultPinDir
 	}
+	if opts.TagOffset == 0 {
+		opts.TagOffset = DefaultTagOffset
+	}
 	return &XDP{opts: opts}, nil
 }
 
@@ -91,6 +94,9 @@ func (x *XDP) Start(ctx context.Context) (err error) {
 	spec, err := loadProbe()
 	if err != nil {
 		return fmt.Errorf("xdp probe: %w", err)
+	}
+	if err := spec.Variables[probeVarTagOffset].Set(uint32(x.opts.TagOffset)); err != nil {
+		return fmt.Errorf("xdp probe: tag_offset: %w", err)
 	}
 	if err := spec.LoadAndAssign(&x.objs, nil); err != nil {
 		return fmt.Errorf("xdp probe: load: %w", withVerifierLog(err))

@@ -74,7 +74,7 @@ func TestXDPOneEventPerIdleToTrafficTransition(t *testing.T) {
 			t.Fatalf("round %d: no event after an armed burst", round)
 		}
 		first := sent - burst + 1
-		if ev.Seq != uint64(round) || ev.Packets != first || ev.Tag != first || ev.Core != 1 || ev.Queue != 0 {
+		if ev.Seq != uint64(round) || ev.Packets != first || ev.TagSeq() != first || ev.Core != 1 || ev.Queue != 0 {
 			t.Fatalf("round %d: event %+v, want seq %d for packet %d", round, ev, round, first)
 		}
 		if ws.cons.pending() {
@@ -161,8 +161,8 @@ func TestXDPWakesBlockedWaiterBeforeSocket(t *testing.T) {
 		if err != nil || !ok {
 			t.Fatalf("round %d: packet never reached %s: %v", i, tb.DPIface, err)
 		}
-		if ev.Tag != uint64(i) || a.Tag != uint64(i) {
-			t.Fatalf("round %d: event tag %d, packet tag %d", i, ev.Tag, a.Tag)
+		if ev.TagSeq() != uint64(i) || a.Seq != uint64(i) {
+			t.Fatalf("round %d: event tag %d, packet seq %d", i, ev.TagSeq(), a.Seq)
 		}
 		if a.KernelNs == 0 || ev.StampNs > a.KernelNs {
 			t.Fatalf("round %d: probe stamp %d not before the socket's receive stamp %d", i, ev.StampNs, a.KernelNs)
@@ -350,7 +350,7 @@ func TestWatchEvents(t *testing.T) {
 	go func() {
 		done <- WatchEvents(ctx, ws, func(ev Event, woke int64) {
 			mu.Lock()
-			tags = append(tags, ev.Tag)
+			tags = append(tags, ev.TagSeq())
 			mu.Unlock()
 			if woke < ev.StampNs {
 				t.Errorf("woke %d before stamp %d", woke, ev.StampNs)

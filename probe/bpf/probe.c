@@ -55,7 +55,7 @@ struct event {
 	__u64 ktime_ns; /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
 	__u64 seq;      /* per-core event number, from 1 */
 	__u64 packets;  /* packets counted on this queue, this one included */
-	__u64 tag;      /* first 8 bytes of an IPv4/UDP payload (big-endian), else 0 */
+	__u8 tag[8];    /* 8 IPv4/UDP payload bytes at tag_offset, as sent; else 0 */
 };
 
 /* Keeps struct event in BTF so bpf2go emits its Go twin (probeEvent). */
@@ -97,8 +97,13 @@ struct {
 	__array(values, struct core_ring);
 } core_rings SEC(".maps");
 
-/* payload_tag returns the first 8 payload bytes of an IPv4/UDP packet, so a
- * sender's sequence number can be matched to the event; 0 otherwise. */
+/* Where a sender keeps its sequence number in the UDP payload; set at load
+ * time. The default 8 is trafficgen's layout (run id, seq, send time). */
+volatile const __u32 tag_offset = 8;
+#define MAX_TAG_OFFSET 1024
+
+/* payload_tag copies 8 payload bytes at tag_offset of an IPv4/UDP packet, so
+ * a sender's sequence number can be matched to the event; 0 otherwise. */
 static __always_inline __u64 payload_tag(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -110,12 +115,15 @@ static __always_inline __u64 payload_tag(struct xdp_md *ctx)
 	if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_UDP || ip->ihl != 5)
 		return 0;
 	struct udphdr *udp = (void *)(ip + 1);
-	__u8 *payload = (void *)(udp + 1);
-	if ((void *)(payload + 8) > end)
+	__u32 off = tag_offset;
+	if (off > MAX_TAG_OFFSET)
+		return 0;
+	__u8 *at = (__u8 *)(udp + 1) + off;
+	if ((void *)(at + 8) > end)
 		return 0;
 	__u64 tag = 0;
-	__builtin_memcpy(&tag, payload, 8);
-	return bpf_be64_to_cpu(tag);
+	__builtin_memcpy(&tag, at, 8);
+	return tag; /* the bytes as they were on the wire */
 }
 
 SEC("xdp")
@@ -157,8 +165,9 @@ int taichi_probe(struct xdp_md *ctx)
 		.ktime_ns = now,
 		.seq = __sync_add_and_fetch(&cs->fired, 1),
 		.packets = packets,
-		.tag = payload_tag(ctx),
 	};
+	__u64 tag = payload_tag(ctx);
+	__builtin_memcpy(ev.tag, &tag, 8);
 	if (bpf_ringbuf_output(ring, &ev, sizeof(ev), BPF_RB_FORCE_WAKEUP) == 0)
 		return XDP_PASS;
 lost:
