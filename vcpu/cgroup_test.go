@@ -31,6 +31,13 @@ func TestMain(m *testing.M) {
 		crashHelper()
 	case "mixed":
 		mixedHelper()
+	case "hog":
+		for start := time.Now(); time.Since(start) < time.Minute; {
+		}
+		os.Exit(0)
+	case "sleep":
+		time.Sleep(30 * time.Second)
+		os.Exit(0)
 	}
 	os.Exit(3)
 }
@@ -111,14 +118,14 @@ func byName(name string) *regexp.Regexp {
 	return regexp.MustCompile("^" + regexp.QuoteMeta(name) + "$")
 }
 
-// adoptHogs starts n busy bash loops under a unique argv[0] and adopts them
+// adoptHogs starts n busy children under a unique argv[0] and adopts them
 // by that name, the way a config's command selector would.
 func adoptHogs(t testing.TB, p Pool, n int) []int {
 	t.Helper()
 	name := uniqueName(t) + "-hog"
 	var want []int
 	for range n {
-		want = append(want, startChild(t, name, hogScript))
+		want = append(want, startChild(t, name, "hog"))
 	}
 	slices.Sort(want)
 	pids, err := Scan(Selector{Commands: []*regexp.Regexp{byName(name)}})
@@ -271,7 +278,7 @@ func TestRestartAfterKill(t *testing.T) {
 	m := requireCgroups(t)
 	name := uniqueName(t)
 	hogName := name + "-hog"
-	hog := startChild(t, hogName, hogScript)
+	hog := startChild(t, hogName, "hog")
 
 	// Registered before the helper starts, so that it runs after the
 	// helper has been killed.
@@ -308,9 +315,7 @@ func TestRestartAfterKill(t *testing.T) {
 	if err != nil || !slices.Equal(members, []int{hog}) {
 		t.Fatalf("Members() after restart = %v, %v; want [%d]", members, err, hog)
 	}
-	if state := procState(t, hog); !strings.HasPrefix(state, "R") {
-		t.Fatalf("hog state %q after restart, want running", state)
-	}
+	requireRunning(t, hog)
 	eventually(t, "the hog runs on the CP core", func() bool { return lastCPU(t, hog) == cpCore })
 	// No duplicate groups: exactly one directory of that name per hierarchy.
 	for _, root := range []string{m.CPUSet, m.CPU, m.CPUAcct, m.Unified} {
@@ -348,9 +353,7 @@ func TestCloseLeavesTasksRunnable(t *testing.T) {
 	if members, err := p.Members(); err != nil || !slices.Equal(members, hogs) {
 		t.Fatalf("Members() after Close = %v, %v; want %v", members, err, hogs)
 	}
-	if state := procState(t, hogs[0]); !strings.HasPrefix(state, "R") {
-		t.Fatalf("hog state %q after Close, want running", state)
-	}
+	requireRunning(t, hogs[0])
 }
 
 // TestAdoptRefusals: kernel threads, taichi itself and real-time threads

@@ -81,10 +81,6 @@ func startPool(t testing.TB, o Options) *cgroupPool {
 	return p
 }
 
-// hogScript spins in bash itself (the [ builtin forks nothing) and ends by
-// itself after a minute should cleanup never run.
-const hogScript = `while [ $SECONDS -lt 60 ]; do :; done`
-
 func procStatus(t testing.TB, pid int) procfs.ProcStatus {
 	t.Helper()
 	p, err := procfs.NewProc(pid)
@@ -159,16 +155,24 @@ func skipErrors(err error) []*SkipError {
 
 func itoa(n int) string { return fmt.Sprint(n) }
 
-// procState is /proc/PID/stat's state letter (R running, S sleeping, T stopped...).
-func procState(t testing.TB, pid int) string {
+// requireRunning checks that a hog is alive, not stopped, and still
+// getting CPU time (a process-wide figure: the spinning goroutine may be on
+// any of its threads).
+func requireRunning(t testing.TB, pid int) {
 	t.Helper()
 	p, err := procfs.NewProc(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := p.Stat()
+	first, err := p.Stat()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return st.State
+	if strings.ContainsAny(first.State, "TtZX") {
+		t.Fatalf("pid %d is in state %q, want runnable", pid, first.State)
+	}
+	eventually(t, fmt.Sprintf("pid %d gets CPU time", pid), func() bool {
+		now, err := p.Stat()
+		return err == nil && now.UTime+now.STime > first.UTime+first.STime
+	})
 }

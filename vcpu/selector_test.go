@@ -79,7 +79,7 @@ func TestSelectorValidate(t *testing.T) {
 // unique argv[0] and never lists the scanning process itself.
 func TestScanFindsChild(t *testing.T) {
 	name := uniqueName(t)
-	child := startChild(t, name, "sleep 30; exit 0")
+	child := startChild(t, name, "sleep")
 	pids, err := Scan(Selector{Commands: []*regexp.Regexp{regexp.MustCompile("^" + regexp.QuoteMeta(name) + "$")}})
 	if err != nil {
 		t.Fatal(err)
@@ -103,16 +103,14 @@ func TestScanFindsChild(t *testing.T) {
 	}
 }
 
-// startChild runs script under bash with argv[0] = name and returns its pid;
-// the child dies at the end of the test at the latest.
-func startChild(t testing.TB, name, script string) int {
+// startChild re-executes the test binary as a child with argv[0] = name in
+// a helper mode ("hog": spin for at most a minute; "sleep": sleep for half a
+// minute) and returns its pid; the child dies at the end of the test.
+func startChild(t testing.TB, name, mode string) int {
 	t.Helper()
-	bash, err := exec.LookPath("bash")
-	if err != nil {
-		t.Skip("bash not installed")
-	}
-	cmd := exec.Command(bash, "-c", script)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Args[0] = name
+	cmd.Env = append(os.Environ(), helperEnv+"="+mode)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

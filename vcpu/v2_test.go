@@ -139,7 +139,7 @@ func TestV2Seam(t *testing.T) {
 		t.Fatalf("after Reclaim cpuset.cpus = %q", got)
 	}
 
-	child := startChild(t, name+"-cp", "sleep 30; exit 0")
+	child := startChild(t, name+"-cp", "sleep")
 	if n, err := p.Adopt([]int{child}); n != 1 || err != nil {
 		t.Fatalf("Adopt = %d, %v", n, err)
 	}
@@ -228,6 +228,8 @@ func TestDetectMounts(t *testing.T) {
 	if m.Unified != "" && !exists(filepath.Join(m.Unified, "cgroup.controllers")) {
 		t.Errorf("detected cgroup2 at %s has no cgroup.controllers", m.Unified)
 	}
+	v, err := m.choose()
+	t.Logf("cgroup layout: %s (%v) mounts %+v", v, err, m)
 }
 
 func TestOptionsValidation(t *testing.T) {
