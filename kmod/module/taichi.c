@@ -40,6 +40,9 @@
 #include <linux/log2.h>
 #include <asm/irq_regs.h>
 #include <asm/ptrace.h>
+#ifdef CONFIG_X86
+#include <asm/unwind.h>
+#endif
 
 #if IS_ENABLED(CONFIG_DEBUG_INFO_BTF_MODULES)
 #include <linux/bpf.h>
@@ -159,6 +162,33 @@ static void tc_process_exit(void *data, struct task_struct *p)
 }
 
 /*
+ * The registers of the context the IPI interrupted. arm64 sets irq_regs for
+ * every interrupt, IPIs included; x86 sets them only for device IRQs and the
+ * timer, not for call-function IPIs, so there the unwinder finds the entry
+ * frame the IPI pushed (the first full pt_regs above us).
+ */
+static struct pt_regs *tc_interrupted_regs(void)
+{
+#if defined(CONFIG_X86) && defined(CONFIG_UNWINDER_ORC)
+	struct unwind_state st;
+	struct pt_regs *regs;
+	bool partial;
+
+	for (unwind_start(&st, current, NULL, NULL); !unwind_done(&st);
+	     unwind_next_frame(&st)) {
+		regs = unwind_get_entry_regs(&st, &partial);
+		if (regs && !partial)
+			return regs;
+	}
+	return NULL;
+#elif defined(CONFIG_X86)
+	return NULL;	/* no reliable way: record nothing rather than a stale IP */
+#else
+	return get_irq_regs();
+#endif
+}
+
+/*
  * tc_inspect runs in the IPI on the kicked CPU: if a task other than the DP
  * thread was interrupted in kernel mode where it cannot be preempted, the
  * DP thread will have to wait for it: record who and where.
@@ -166,15 +196,18 @@ static void tc_process_exit(void *data, struct task_struct *p)
 static void tc_inspect(void *info)
 {
 	struct tc_cpu *c = info;
-	struct pt_regs *regs = get_irq_regs();
 	struct task_struct *cur = current;
 	struct taichi_blocker *r;
+	struct pt_regs *regs;
 	unsigned int pc, flags = 0;
 	int slot;
 
-	if (!in_hardirq() || !regs || user_mode(regs))
-		return;
+	if (!in_hardirq())
+		return;	/* flushed from idle or hotplug, not an IPI */
 	if (cur == READ_ONCE(c->dp) || is_idle_task(cur))
+		return;
+	regs = tc_interrupted_regs();
+	if (!regs || user_mode(regs))
 		return;
 	pc = preempt_count() - HARDIRQ_OFFSET;	/* the interrupted context's */
 	if (pc & PREEMPT_MASK)
@@ -777,9 +810,11 @@ static int __init taichi_init(void)
 	/* Needs the module's own BTF (pahole at build time); without it the
 	 * kernel refuses and the ioctl KICK stays the only path. */
 	ret = register_btf_kfunc_id_set(BPF_PROG_TYPE_XDP, &taichi_kfunc_set);
-	kfunc_ok = !ret;
-	if (ret)
-		pr_info("BPF kfunc taichi_kick_cpu not registered (%d): ioctl KICK only\n", ret);
+	/* 6.1 only warns (and returns 0) when the module has no BTF. */
+	kfunc_ok = !ret && THIS_MODULE->btf_data_size > 0;
+	if (!kfunc_ok)
+		pr_info("BPF kfunc taichi_kick_cpu unavailable (err %d, module BTF %u bytes): ioctl KICK only\n",
+			ret, THIS_MODULE->btf_data_size);
 #endif
 	pr_info("loaded: %u CPUs, latency at %s, test_hold=%d, kfunc=%d\n", nr_cpu_ids,
 		lat_at_switch ? "sched_switch" : "wait return", test_hold, kfunc_ok);
