@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/procfs"
+	"golang.org/x/sys/unix"
 )
 
 // Lender is what an IdleWatcher acts on: the lcore threads of one
@@ -134,7 +135,9 @@ func (w *IdleWatcher) Run(ctx context.Context) error {
 		}
 		v, err := w.counter()
 		if err != nil {
-			w.counterErrors.Add(1)
+			if w.counterErrors.Add(1) == 1 || haveLast {
+				w.opts.Logger.Warn("idle counter unreadable: not lending", "err", err)
+			}
 			haveLast, idle = false, 0
 			if err := w.reclaim(); err != nil {
 				w.opts.Logger.Error("reclaim after counter error", "err", err)
@@ -187,7 +190,8 @@ func (w *IdleWatcher) reclaim() error {
 	var errs []error
 	var keep []int
 	for _, tid := range w.lent {
-		if err := w.lender.Promote(tid); err != nil && !errors.Is(err, ErrNotLcore) {
+		// A thread that is gone (ESRCH) or no longer an lcore has nothing to reclaim.
+		if err := w.lender.Promote(tid); err != nil && !errors.Is(err, ErrNotLcore) && !errors.Is(err, unix.ESRCH) {
 			errs = append(errs, err)
 			keep = append(keep, tid) // try again next interval
 		}

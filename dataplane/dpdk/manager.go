@@ -356,6 +356,24 @@ func (m *Manager) Status() Status {
 	s.Threads = slices.Clone(s.Threads)
 	w := m.watcher
 	m.mu.Unlock()
+	// Lending changes policies between reconciles: report them live.
+	m.schedMu.Lock()
+	for i := range s.Threads {
+		ts := &s.Threads[i]
+		if ts.CPU < 0 {
+			continue
+		}
+		ts.Demoted = m.demoted[ts.TID]
+		if attr, err := unix.SchedGetAttr(ts.TID, 0); err == nil {
+			ts.Policy, ts.Priority = PolicyName(attr.Policy), int(attr.Priority)
+			wantPolicy, wantPrio := uint32(unix.SCHED_FIFO), uint32(m.cfg.Priority)
+			if ts.Demoted {
+				wantPolicy, wantPrio = unix.SCHED_IDLE, 0
+			}
+			ts.Pinned = slices.Equal(ts.Affinity, []int{ts.CPU}) && attr.Policy == wantPolicy && attr.Priority == wantPrio
+		}
+	}
+	m.schedMu.Unlock()
 	if w != nil {
 		st := w.Stats()
 		s.Idle = &st
@@ -406,6 +424,9 @@ func (m *Manager) Promote(tid int) error {
 	m.schedMu.Lock()
 	defer m.schedMu.Unlock()
 	if err := setFIFO(tid, m.cfg.Priority); err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			delete(m.demoted, tid) // the thread is gone: nothing left to reclaim
+		}
 		return fmt.Errorf("dpdk %q: promote: %w", m.cfg.Name, err)
 	}
 	delete(m.demoted, tid)
