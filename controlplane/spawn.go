@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // gateScript holds a new process at a pipe until its pid has been placed,
@@ -65,6 +67,11 @@ func run(ctx context.Context, placer Placer, env []string, stdin string, argv ..
 	}
 	if placer != nil {
 		cmd.ExtraFiles[0].Close()
+		// The child inherited the spawning thread's CPU affinity, and since
+		// Linux 6.2 a cpuset only narrows a task's own (user-requested) mask:
+		// a spawner pinned to the CP cores would keep its children off every
+		// lent core. Start them unpinned, like a service manager does.
+		_ = unix.SchedSetaffinity(cmd.Process.Pid, allCPUs())
 		if err := placer.Place(cmd.Process.Pid); err != nil {
 			gateW.Close() // the gate sees EOF and exits 125 without running argv
 			_ = cmd.Wait()
@@ -95,4 +102,22 @@ func shortArgv(argv []string) []string {
 		return append(append([]string(nil), argv[:6]...), "...")
 	}
 	return argv
+}
+
+// RunPlaced runs argv as a CP process that placer puts into the CP pool
+// before it starts (nil placer: not placed), until it exits or ctx ends; a
+// cancelled ctx kills its whole process group. Benchmarks use it for CP
+// load generators such as stress-ng.
+func RunPlaced(ctx context.Context, placer Placer, env []string, argv ...string) (string, error) {
+	return run(ctx, placer, env, "", argv...)
+}
+
+// allCPUs is a mask of every CPU id the kernel could have; it intersects
+// that with what is possible and allowed.
+func allCPUs() *unix.CPUSet {
+	var set unix.CPUSet
+	for i := 0; i < len(set)*64; i++ {
+		set.Set(i)
+	}
+	return &set
 }

@@ -62,6 +62,8 @@ type Run struct {
 	VMsOK     int          `json:"vms_ok,omitempty"`
 	VMsFailed int          `json:"vms_failed,omitempty"`
 	Failures  []string     `json:"failures,omitempty"` // "vm 3: vport: ip ...: mtu ..."
+	// StepMS is each pipeline step's mean duration over the run's VMs.
+	StepMS map[string]float64 `json:"step_ms,omitempty"`
 
 	DP DP `json:"dp"`
 	// CyclictestUS: rt-tests' cyclictest on the DP core at the DP priority,

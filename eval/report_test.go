@@ -3,6 +3,7 @@ package eval
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"image/png"
 	"math"
 	"os"
@@ -196,5 +197,32 @@ func TestWriteFilesAndPlots(t *testing.T) {
 				t.Fatalf("%s: not a usable PNG: %v", filepath.Base(f), err)
 			}
 		}
+	}
+}
+
+func TestParseCyclictest(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("# /dev/cpu_dma_latency set to 0us\n# Histogram\n")
+	// 90 samples at 10 µs, 9 at 50 µs, 1 overflow.
+	for i := 0; i < 100; i++ {
+		c := 0
+		switch i {
+		case 10:
+			c = 90
+		case 50:
+			c = 9
+		}
+		fmt.Fprintf(&b, "%06d %06d\n", i, c)
+	}
+	b.WriteString("# Total: 000000100\n# Min Latencies: 00010\n# Avg Latencies: 00017\n# Max Latencies: 04000\n# Histogram Overflows: 00001\n")
+	p, err := parseCyclictest(strings.NewReader(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.N != 100 || p.P50 != 10 || p.P90 != 10 || p.P99 != 50 || p.Max != 4000 || p.Mean != 17 {
+		t.Fatalf("got %+v", p)
+	}
+	if _, err := parseCyclictest(strings.NewReader("# Histogram\n")); err == nil {
+		t.Fatal("empty output accepted")
 	}
 }

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/taichi-sched/taichi/controlplane"
+	"github.com/taichi-sched/taichi/eval"
+)
+
+func init() {
+	evalCmd := &cobra.Command{
+		Use:   "eval",
+		Short: "Benchmarks: VM startup vs density, data-plane impact (JSON, Markdown, PNG)",
+	}
+	evalCmd.AddCommand(newEvalVMStartupCmd(), newEvalDataplaneCmd())
+	rootCmd.AddCommand(evalCmd, newCPHelperCmd())
+}
+
+func newEvalVMStartupCmd() *cobra.Command {
+	var vms, policies, out, logFile string
+	var dpLoad, work float64
+	var vmSize int
+	cmd := &cobra.Command{
+		Use:   "vm-startup",
+		Short: "VM startup latency as VM density grows, per policy, with the DP loop under on/off traffic",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg := eval.VMStartupConfig{DPLoad: dpLoad, VMSize: vmSize, Work: work, FailVM: -1}
+			var err error
+			if cfg.VMs, err = parseInts("vms", vms); err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			cfg.Policies = splitList(policies)
+			if err := cfg.Validate(); err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			return runExperiment(cmd, out, logFile, len(cfg.VMs)*len(cfg.Policies), func(ctx context.Context, env *eval.Env) (*eval.Report, error) {
+				return eval.RunVMStartup(ctx, env, cfg)
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&vms, "vms", "1,2,4,8,16,32", "densities: VMs requested at once")
+	f.StringVar(&policies, "policies", "static,dynamic,taichi", "policies, run interleaved per density")
+	f.Float64Var(&dpLoad, "dp-load", 0.3, "average DP utilisation offered by the generator (on/off bursts)")
+	f.IntVar(&vmSize, "vm-size", 1, "vCPUs per VM; CP work per VM scales with it")
+	f.Float64Var(&work, "work", 1, "scales every VM's CP work")
+	f.StringVar(&out, "out", "out/eval", "output directory")
+	f.StringVar(&logFile, "log", "", "write the daemon's log here (default: discard)")
+	return cmd
+}
+
+func newEvalDataplaneCmd() *cobra.Command {
+	var policies, loads, out, logFile string
+	var dur, ct time.Duration
+	cmd := &cobra.Command{
+		Use:   "dataplane",
+		Short: "DP latency/throughput under a backlogged kernel-heavy CP load, per policy and load, with cyclictest beside",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg := eval.DataplaneConfig{Policies: splitList(policies), Duration: dur, Cyclictest: ct}
+			for _, s := range splitList(loads) {
+				v, err := strconv.ParseFloat(s, 64)
+				if err != nil {
+					return &exitError{code: 2, err: fmt.Errorf("loads: %q: not a number", s)}
+				}
+				cfg.Loads = append(cfg.Loads, v)
+			}
+			if err := cfg.Validate(); err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			return runExperiment(cmd, out, logFile, len(cfg.Loads)*(len(cfg.Policies)+1), func(ctx context.Context, env *eval.Env) (*eval.Report, error) {
+				return eval.RunDataplane(ctx, env, cfg)
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&policies, "policies", "static,dynamic,taichi", "policies (a static run without CP load is added per load as the reference)")
+	f.StringVar(&loads, "loads", "0.1,0.3,0.7", "DP utilisations offered by the generator")
+	f.DurationVar(&dur, "duration", 5*time.Second, "traffic per cell")
+	f.DurationVar(&ct, "cyclictest", 5*time.Second, "cyclictest per cell (negative: skip)")
+	f.StringVar(&out, "out", "out/eval", "output directory")
+	f.StringVar(&logFile, "log", "", "write the daemon's log here (default: discard)")
+	return cmd
+}
+
+// runExperiment sets the bench up, runs one experiment, writes its files and
+// prints the table; SIGINT/SIGTERM stop it and still tear everything down.
+func runExperiment(cmd *cobra.Command, out, logFile string, steps int, run func(context.Context, *eval.Env) (*eval.Report, error)) error {
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	opts := eval.BenchOptions{Progress: eval.NewProgress(os.Stderr, steps)}
+	if logFile != "" {
+		lf, err := os.Create(logFile)
+		if err != nil {
+			return err
+		}
+		defer lf.Close()
+		opts.Log = lf
+	}
+	bench, err := eval.StartBench(ctx, opts)
+	if err != nil {
+		return err
+	}
+	rep, err := run(ctx, bench.Env)
+	opts.Progress.Done()
+	if cerr := bench.Close(); cerr != nil {
+		fmt.Fprintln(os.Stderr, "taichi: cleanup:", cerr)
+	}
+	if rep == nil {
+		return err
+	}
+	return writeReport(cmd, out, rep, err)
+}
+
+func writeReport(cmd *cobra.Command, out string, rep *eval.Report, runErr error) error {
+	files, err := eval.WriteFiles(out, rep)
+	if err != nil {
+		return err
+	}
+	pngs, err := eval.WritePlots(out, rep)
+	if err != nil {
+		return err
+	}
+	eval.WriteMarkdown(cmd.OutOrStdout(), rep)
+	fmt.Fprintf(cmd.OutOrStdout(), "\nwrote %s\n", strings.Join(append(files, pngs...), " "))
+	return runErr
+}
+
+// newCPHelperCmd is the Go helper process of the VM-startup pipeline.
+func newCPHelperCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:                "cp-helper",
+		Hidden:             true,
+		DisableFlagParsing: true,
+		RunE: func(_ *cobra.Command, args []string) error {
+			if code := controlplane.HelperMain(args, os.Stdin, os.Stdout, os.Stderr); code != 0 {
+				return &exitError{code: code, err: fmt.Errorf("")}
+			}
+			return nil
+		},
+	}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func parseInts(key, s string) ([]int, error) {
+	var out []int
+	for _, f := range splitList(s) {
+		v, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %q: not an integer", key, f)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}

@@ -1,0 +1,119 @@
+package eval
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/taichi-sched/taichi/daemon"
+	"github.com/taichi-sched/taichi/testbed"
+)
+
+// BenchOptions select the machine setup shared by every experiment.
+type BenchOptions struct {
+	// Prefix names the testbed, the CP cgroup and the pipeline namespaces;
+	// default "te<pid>".
+	Prefix string
+	// Policy the daemon starts with (each run sets its own); default static.
+	Policy string
+	// Log receives the daemon's log; nil discards it.
+	Log io.Writer
+	// Progress, if set, is handed to the experiments.
+	Progress *Progress
+}
+
+// Bench is a running testbed + daemon + traffic generator.
+type Bench struct {
+	Env     *Env
+	Testbed *testbed.Testbed
+	Daemon  *daemon.Daemon
+	workDir string
+}
+
+// StartBench brings the testbed up, starts the daemon on the embedded
+// defaults (with a private cgroup name and state dir, and a DP loop on the
+// testbed), and measures the DP loop's capacity. Close undoes all of it.
+func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("eval: needs root (network namespaces, cgroups, SCHED_FIFO)")
+	}
+	if o.Prefix == "" {
+		o.Prefix = fmt.Sprintf("te%d", os.Getpid())
+	}
+	if o.Policy == "" {
+		o.Policy = "static"
+	}
+	helper, err := SelfHelper()
+	if err != nil {
+		return nil, err
+	}
+	b := &Bench{}
+	defer func() {
+		if err != nil {
+			b.Close()
+		}
+	}()
+	b.workDir, err = os.MkdirTemp("", "taichi-eval-")
+	if err != nil {
+		return nil, err
+	}
+	if b.Testbed, err = testbed.Up(ctx, testbed.Options{Prefix: o.Prefix}); err != nil {
+		return nil, err
+	}
+	cfg, err := DaemonConfig(b.Testbed, "taichi.eval."+o.Prefix, filepath.Join(b.workDir, "daemon"), o.Policy)
+	if err != nil {
+		return nil, err
+	}
+	logw := o.Log
+	if logw == nil {
+		logw = io.Discard
+	}
+	d, err := daemon.New(cfg, daemon.WithoutControlSocket(), daemon.WithoutMetrics(),
+		daemon.WithLogger(slog.New(slog.NewTextHandler(logw, nil))))
+	if err != nil {
+		return nil, err
+	}
+	if err = d.Start(ctx); err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	b.Daemon = d
+	b.Env = &Env{
+		System:   &DaemonSystem{D: d},
+		Prefix:   o.Prefix + "c",
+		WorkDir:  b.workDir,
+		GoHelper: helper,
+		Progress: o.Progress,
+		Settle:   500 * time.Millisecond,
+	}
+	b.Env.Traffic, b.Env.CapacityPPS, err = newTraffic(ctx, b.Testbed)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// Close stops the daemon, removes its CP cgroup, and tears the testbed down.
+func (b *Bench) Close() error {
+	var errs []error
+	if b.Daemon != nil {
+		errs = append(errs, b.Daemon.Close())
+		if p := b.Daemon.Pool(); p != nil {
+			errs = append(errs, p.Destroy())
+		}
+		b.Daemon = nil
+	}
+	if b.Testbed != nil {
+		errs = append(errs, b.Testbed.Down())
+		b.Testbed = nil
+	}
+	if b.workDir != "" {
+		errs = append(errs, os.RemoveAll(b.workDir))
+		b.workDir = ""
+	}
+	return errors.Join(errs...)
+}

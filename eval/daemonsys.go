@@ -1,0 +1,100 @@
+package eval
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/taichi-sched/taichi/config"
+	"github.com/taichi-sched/taichi/daemon"
+	"github.com/taichi-sched/taichi/testbed"
+	"github.com/taichi-sched/taichi/topology"
+)
+
+// DaemonSystem is the taichi daemon as the benchmarks' System.
+type DaemonSystem struct {
+	D *daemon.Daemon
+}
+
+var _ System = (*DaemonSystem)(nil)
+
+// SetPolicy switches the daemon's policy.
+func (s *DaemonSystem) SetPolicy(_ context.Context, name string) error { return s.D.SetPolicy(name) }
+
+// Place adopts pid into the daemon's CP pool.
+func (s *DaemonSystem) Place(pid int) error {
+	n, err := s.D.Adopt([]int{pid})
+	if err != nil {
+		return err
+	}
+	if n < 1 {
+		return fmt.Errorf("pid %d not adopted", pid)
+	}
+	return nil
+}
+
+// Snapshot reads lent and harvested seconds from the daemon's status and
+// the pool's CPU usage.
+func (s *DaemonSystem) Snapshot() (Snapshot, error) {
+	st := s.D.Status()
+	snap := Snapshot{At: time.Now(), CPOnDPS: st.Pool.HarvestedCPSeconds, CPCPUS: -1, DPBusyS: -1}
+	for _, c := range st.Cores {
+		if c.Role == "dp" {
+			snap.LentS += c.LentSeconds
+		}
+	}
+	if p := s.D.Pool(); p != nil {
+		if u, err := p.Usage(); err == nil {
+			snap.CPCPUS = u.Total.Seconds()
+		}
+	}
+	return snap, nil
+}
+
+// DPCores are the daemon's DP cores.
+func (s *DaemonSystem) DPCores() []int { return s.D.Config().DPCPUs }
+
+// CPCores are the daemon's CP cores.
+func (s *DaemonSystem) CPCores() []int { return s.D.Config().CPCPUs }
+
+// DPPriority is the first DP loop's priority (the config default without loops).
+func (s *DaemonSystem) DPPriority() int {
+	if l := s.D.Config().Dataplane.Loops; len(l) > 0 && l[0].Priority > 0 {
+		return l[0].Priority
+	}
+	return 50
+}
+
+// DaemonConfig loads the embedded defaults with the overlay a benchmark
+// needs: its own CP cgroup name and state dir (so a running taichi is left
+// alone), no metrics listener, and one reflect-mode DP loop on the
+// testbed's DP interface, pinned to the first DP core. policy may be empty.
+func DaemonConfig(tb *testbed.Testbed, name, stateDir, policy string) (*config.Config, error) {
+	topo, err := topology.Host()
+	if err != nil {
+		return nil, err
+	}
+	// Resolve the DP core the loop goes on the same way the daemon will.
+	base, err := config.LoadBytes(nil, topo)
+	if err != nil {
+		return nil, err
+	}
+	if len(base.DPCPUs) == 0 {
+		return nil, fmt.Errorf("eval: no DP core on this machine (need at least 2 CPUs)")
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "vcpu:\n  cgroup_name: %s\n", name)
+	fmt.Fprintf(&b, "state_dir: %s\n", stateDir)
+	fmt.Fprintf(&b, "metrics:\n  listen: \"\"\n")
+	fmt.Fprintf(&b, "control:\n  socket: %s/taichi.sock\n", stateDir)
+	if policy != "" {
+		fmt.Fprintf(&b, "policy: %s\n", policy)
+	}
+	if tb != nil {
+		fmt.Fprintf(&b, "dataplane:\n  loops:\n    - name: dp0\n      cpu: %d\n      iface: %s\n      netns: %s\n      mode: reflect\n",
+			base.DPCPUs[0], tb.DPIface, tb.DPNS)
+		fmt.Fprintf(&b, "probe:\n  interfaces:\n    - {iface: %s, netns: %s, queue: -1, cpu: %d}\n", tb.NICIn, tb.NICNS, base.DPCPUs[0])
+	}
+	return config.LoadBytes([]byte(b.String()), topo)
+}

@@ -1,0 +1,76 @@
+package eval
+
+import (
+	"context"
+	"time"
+)
+
+// Policies the eval knows, in the order it runs them.
+var Policies = []string{"static", "dynamic", "taichi"}
+
+// System is the machine under test as the benchmarks see it: whatever runs
+// the DP loop, owns the CP pool and applies co-scheduling policies (the
+// taichi daemon in `taichi eval`). Keeping it this small lets the tests of
+// the runner use a plain implementation and the CLI wire the daemon in a few
+// lines.
+type System interface {
+	// SetPolicy applies a policy (static|dynamic|taichi) and returns once
+	// the slow path (the CP pool's CPU set) reflects it.
+	SetPolicy(ctx context.Context, name string) error
+	// Place puts a freshly started CP process into the CP pool.
+	Place(pid int) error
+	// Snapshot reads cumulative counters; runs report their differences.
+	Snapshot() (Snapshot, error)
+	// DPCores and CPCores name the cores (for the report and cyclictest).
+	DPCores() []int
+	CPCores() []int
+	// DPPriority is the DP loop's SCHED_FIFO priority.
+	DPPriority() int
+}
+
+// Snapshot holds cumulative counters at one instant. Unknown values are
+// negative, and differences involving them stay unknown.
+type Snapshot struct {
+	At time.Time
+	// LentS: DP-core seconds lent to CP (summed over DP cores).
+	LentS float64
+	// CPCPUS: CP CPU seconds in total; CPOnDPS: of those, on DP cores.
+	CPCPUS, CPOnDPS float64
+	// DPBusyS: seconds the DP loops spent handling packets (summed over
+	// loops); negative when the loop does not report it.
+	DPBusyS float64
+}
+
+// Delta is what happened between two snapshots.
+type Delta struct {
+	WallS, LentS, CPCPUS, CPOnDPS, DPBusyS float64
+}
+
+// Sub returns s - before, keeping unknown (negative) values unknown.
+func (s Snapshot) Sub(before Snapshot) Delta {
+	d := func(a, b float64) float64 {
+		if a < 0 || b < 0 {
+			return -1
+		}
+		return a - b
+	}
+	return Delta{
+		WallS:   s.At.Sub(before.At).Seconds(),
+		LentS:   d(s.LentS, before.LentS),
+		CPCPUS:  d(s.CPCPUS, before.CPCPUS),
+		CPOnDPS: d(s.CPOnDPS, before.CPOnDPS),
+		DPBusyS: d(s.DPBusyS, before.DPBusyS),
+	}
+}
+
+// TrafficSpec asks the generator for a load on the DP loop.
+type TrafficSpec struct {
+	Rate     int           // average packets per second
+	Pattern  string        // constant|poisson|onoff
+	Duration time.Duration // upper bound; the run also ends when ctx ends
+}
+
+// Traffic drives the DP loop and reports what came back. It must return
+// (with what it measured so far) when ctx ends, and stop by itself after
+// spec.Duration.
+type Traffic func(ctx context.Context, spec TrafficSpec) (DP, error)

@@ -1,0 +1,295 @@
+package eval
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/taichi-sched/taichi/controlplane"
+)
+
+// Env is what both experiments run in.
+type Env struct {
+	System  System
+	Traffic Traffic
+	// CapacityPPS is the DP loop's packet rate at full utilisation on this
+	// testbed; a load of 0.3 offers 0.3 × CapacityPPS on average.
+	CapacityPPS int
+	// Prefix makes every namespace and state dir unique (include a pid).
+	Prefix string
+	// WorkDir holds per-run state dirs (created and removed by each run).
+	WorkDir string
+	// GoHelper / GoHelperEnv run controlplane.HelperMain (see controlplane.Options).
+	GoHelper    []string
+	GoHelperEnv []string
+	// Progress, if set, is advanced once per run.
+	Progress *Progress
+	// Settle is the pause after a policy change and after a teardown, so one
+	// run's leftovers (namespace cleanup runs in kernel workers) do not land
+	// in the next. Default 500ms.
+	Settle time.Duration
+}
+
+func (e *Env) settle(ctx context.Context) {
+	d := e.Settle
+	if d == 0 {
+		d = 500 * time.Millisecond
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// VMStartupConfig selects a vm-startup experiment.
+type VMStartupConfig struct {
+	VMs      []int    // densities, VMs requested at once
+	Policies []string // run interleaved: for each density, each policy
+	DPLoad   float64  // average DP utilisation the generator offers (onoff bursts)
+	VMSize   int      // vCPUs per VM (work per VM scales with it); default 1
+	Work     float64  // scales every VM's work; default 1
+	// FailVM, when >= 0, gives that VM index an invalid vport request in
+	// every run (tests use it to check failures are reported per VM).
+	FailVM int
+}
+
+// Validate names the first bad field.
+func (c *VMStartupConfig) Validate() error {
+	if len(c.VMs) == 0 {
+		return errors.New("vms: empty")
+	}
+	for _, n := range c.VMs {
+		if n < 1 || n > 1024 {
+			return fmt.Errorf("vms: %d: want 1..1024", n)
+		}
+	}
+	if err := validatePolicies(c.Policies); err != nil {
+		return err
+	}
+	if c.DPLoad < 0 || c.DPLoad > 1 {
+		return fmt.Errorf("dp-load: %v: want 0..1", c.DPLoad)
+	}
+	if c.VMSize < 0 || c.VMSize > 64 {
+		return fmt.Errorf("vm-size: %d: want 1..64", c.VMSize)
+	}
+	if c.Work < 0 {
+		return fmt.Errorf("work: %v: want > 0", c.Work)
+	}
+	return nil
+}
+
+func validatePolicies(ps []string) error {
+	if len(ps) == 0 {
+		return errors.New("policies: empty")
+	}
+	for _, p := range ps {
+		if !slices.Contains(Policies, p) {
+			return fmt.Errorf("policies: unknown %q (want static, dynamic, taichi)", p)
+		}
+	}
+	return nil
+}
+
+// RunVMStartup runs the density experiment: for each density N and each
+// policy, N VMs are requested at once through the CP pipeline (its processes
+// placed in the CP pool) while the generator drives the DP loop.
+func RunVMStartup(ctx context.Context, env *Env, cfg VMStartupConfig) (*Report, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.VMSize == 0 {
+		cfg.VMSize = 1
+	}
+	if cfg.Work == 0 {
+		cfg.Work = 1
+	}
+	sys := env.System
+	rep := &Report{
+		Experiment: ExperimentVMStartup,
+		Started:    time.Now().UTC(),
+		Machine:    ReadMachine(sys.DPCores(), sys.CPCores()),
+		Params: map[string]any{"vms": cfg.VMs, "policies": cfg.Policies, "dp_load": cfg.DPLoad,
+			"vm_size": cfg.VMSize, "work": cfg.Work, "capacity_pps": env.CapacityPPS, "traffic": "onoff"},
+	}
+	for _, n := range cfg.VMs {
+		for _, pol := range cfg.Policies {
+			if ctx.Err() != nil {
+				return rep, ctx.Err()
+			}
+			if env.Progress != nil {
+				env.Progress.Show(fmt.Sprintf("%s, %d VMs", pol, n))
+			}
+			run := vmStartupRun(ctx, env, cfg, pol, n, len(rep.Runs))
+			rep.Runs = append(rep.Runs, run)
+			if env.Progress != nil {
+				env.Progress.Step(fmt.Sprintf("%s, %d VMs: p50 %s ms", pol, n, num(pNum(run.StartupMS).P50)))
+			}
+		}
+	}
+	fillSpeedups(rep)
+	return rep, nil
+}
+
+func pNum(p *Percentiles) Percentiles {
+	if p == nil {
+		return Percentiles{}
+	}
+	return *p
+}
+
+// fillSpeedups sets each run's startup speedup over static at its density.
+func fillSpeedups(rep *Report) {
+	for i := range rep.Runs {
+		r := &rep.Runs[i]
+		if r.StartupMS == nil || r.StartupMS.P50 <= 0 {
+			continue
+		}
+		for _, s := range rep.Runs {
+			if s.Policy == "static" && s.VMs == r.VMs && s.StartupMS != nil && s.StartupMS.P50 > 0 {
+				r.SpeedupVsStatic = s.StartupMS.P50 / r.StartupMS.P50
+			}
+		}
+	}
+}
+
+func vmStartupRun(ctx context.Context, env *Env, cfg VMStartupConfig, policy string, n, seq int) (run Run) {
+	run = Run{Policy: policy, VMs: n, Load: cfg.DPLoad, CPLoad: "vm-startup"}
+	sys := env.System
+	if err := sys.SetPolicy(ctx, policy); err != nil {
+		run.Error = fmt.Sprintf("set policy: %v", err)
+		return run
+	}
+	env.settle(ctx)
+
+	p, err := controlplane.New(controlplane.Options{
+		Prefix:      fmt.Sprintf("%s%d", env.Prefix, seq),
+		StateDir:    filepath.Join(env.WorkDir, fmt.Sprintf("vm-startup-%d", seq)),
+		Placer:      controlplane.PlacerFunc(sys.Place),
+		GoHelper:    env.GoHelper,
+		GoHelperEnv: env.GoHelperEnv,
+		Work:        cfg.Work,
+	})
+	if err != nil {
+		run.Error = err.Error()
+		return run
+	}
+	defer func() {
+		if err := p.Teardown(); err != nil && run.Error == "" {
+			run.Error = fmt.Sprintf("teardown: %v", err)
+		}
+		if left := p.Leftovers(); len(left) > 0 && run.Error == "" {
+			run.Error = fmt.Sprintf("teardown left %v", left)
+		}
+		env.settle(ctx)
+	}()
+	if err := p.Setup(ctx); err != nil {
+		run.Error = err.Error()
+		return run
+	}
+	vms := make([]controlplane.VM, n)
+	for i := range vms {
+		vms[i] = controlplane.VM{ID: i, Size: cfg.VMSize}
+		if i == cfg.FailVM {
+			vms[i].MTU = 1 << 20
+		}
+	}
+
+	// Traffic runs for the whole startup and a little before it, so the DP
+	// loop is in its steady on/off pattern when the requests arrive.
+	trafCtx, stopTraffic := context.WithCancel(ctx)
+	defer stopTraffic()
+	type trafResult struct {
+		dp  DP
+		err error
+	}
+	trafDone := make(chan trafResult, 1)
+	rate := int(cfg.DPLoad * float64(env.CapacityPPS))
+	before, serr := sys.Snapshot()
+	if rate > 0 && env.Traffic != nil {
+		go func() {
+			dp, err := env.Traffic(trafCtx, TrafficSpec{Rate: rate, Pattern: "onoff", Duration: 10 * time.Minute})
+			trafDone <- trafResult{dp, err}
+		}()
+		select {
+		case <-ctx.Done():
+		case <-time.After(300 * time.Millisecond):
+		}
+	} else {
+		trafDone <- trafResult{}
+	}
+
+	results, err := p.Start(ctx, vms)
+	stopTraffic()
+	tr := <-trafDone
+	after, aerr := sys.Snapshot()
+	if err != nil {
+		run.addErr(err)
+	}
+	if tr.err != nil {
+		run.addErr(fmt.Errorf("traffic: %w", tr.err))
+	}
+	run.DP = tr.dp
+
+	var lat []float64
+	stepSum, stepN := map[string]float64{}, map[string]int{}
+	for _, r := range results {
+		for _, st := range r.Steps {
+			stepSum[st.Step] += st.MS
+			stepN[st.Step]++
+		}
+		if r.OK {
+			run.VMsOK++
+			lat = append(lat, r.StartupMS)
+		} else {
+			run.VMsFailed++
+			run.Failures = append(run.Failures, fmt.Sprintf("vm %d: %s: %s", r.ID, r.Failed, r.Error))
+		}
+	}
+	s := Summarize(lat)
+	run.StartupMS = &s
+	if len(stepSum) > 0 {
+		run.StepMS = map[string]float64{}
+		for k, v := range stepSum {
+			run.StepMS[k] = v / float64(stepN[k])
+		}
+	}
+	if serr == nil && aerr == nil {
+		d := after.Sub(before)
+		run.WallS = d.WallS
+		run.LentS, run.CPCPUS, run.HarvestedCPS = d.LentS, d.CPCPUS, d.CPOnDPS
+		run.DP.IdleShare = idleShare(d, len(sys.DPCores()), cfg.DPLoad)
+	} else {
+		run.DP.IdleShare = 1 - cfg.DPLoad
+	}
+	run.CapacityBound = CapacityBound(run.DP.IdleShare, len(sys.DPCores()), len(sys.CPCores()))
+	return run
+}
+
+// idleShare prefers the DP loops' own busy time; without it, the offered load.
+func idleShare(d Delta, dpCores int, load float64) float64 {
+	if d.DPBusyS >= 0 && d.WallS > 0 && dpCores > 0 {
+		return max(0, 1-d.DPBusyS/(d.WallS*float64(dpCores)))
+	}
+	return 1 - load
+}
+
+// SelfHelper returns the argv that runs this binary's cp-helper subcommand.
+func SelfHelper() ([]string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	return []string{exe, "cp-helper"}, nil
+}
+
+func (r *Run) addErr(err error) {
+	if r.Error == "" {
+		r.Error = err.Error()
+	} else {
+		r.Error += "; " + err.Error()
+	}
+}
