@@ -411,21 +411,30 @@ func (p *cgroupPool) Destroy() error {
 	defer p.mu.Unlock()
 	errs := []error{p.closeLocked()}
 	if p.perThreadIdle {
-		// Threads that got SCHED_IDLE from us go back to SCHED_OTHER.
-		if members, err := p.h.procs(); err == nil {
-			for _, pid := range members {
-				if st, err := inspectProcess(p.proc, pid); err == nil {
-					for _, t := range st.threads {
-						if t.policy == unix.SCHED_IDLE {
-							_ = setPolicy(t.tid, unix.SCHED_NORMAL)
-						}
-					}
-				}
-			}
-		}
+		p.restoreThreadPolicies()
 	}
 	errs = append(errs, p.h.destroy())
 	return errors.Join(errs...)
+}
+
+// restoreThreadPolicies returns members' SCHED_IDLE threads (set by us
+// where the group has no cpu.idle) to SCHED_OTHER. Best effort.
+func (p *cgroupPool) restoreThreadPolicies() {
+	members, err := p.h.procs()
+	if err != nil {
+		return
+	}
+	for _, pid := range members {
+		st, err := inspectProcess(p.proc, pid)
+		if err != nil {
+			continue
+		}
+		for _, t := range st.threads {
+			if t.policy == unix.SCHED_IDLE {
+				_ = setPolicy(t.tid, unix.SCHED_NORMAL)
+			}
+		}
+	}
 }
 
 // abandon stops the writer without touching the cgroup, as a SIGKILL would.

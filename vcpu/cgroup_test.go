@@ -38,6 +38,8 @@ func TestMain(m *testing.M) {
 	case "sleep":
 		time.Sleep(30 * time.Second)
 		os.Exit(0)
+	case "parent":
+		parentHelper()
 	}
 	os.Exit(3)
 }
@@ -83,6 +85,22 @@ func mixedHelper() {
 	}()
 	fmt.Println(<-tid)
 	time.Sleep(time.Minute)
+}
+
+// parentHelper waits for a line on stdin, then starts a child (a sleeper)
+// and prints its pid: a CP process forking after it was adopted.
+func parentHelper() {
+	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+		os.Exit(1)
+	}
+	kid := exec.Command(os.Args[0], "-test.run=^$")
+	kid.Env = append(os.Environ(), helperEnv+"=sleep")
+	if err := kid.Start(); err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	fmt.Println(kid.Process.Pid)
+	_ = kid.Wait()
 }
 
 // startHelper re-executes the test binary in a helper mode and returns it
@@ -467,5 +485,56 @@ func TestLendRejectsNonDPCore(t *testing.T) {
 	}
 	if got := p.CPUs(); !slices.Equal(got, []int{cpCore}) {
 		t.Fatalf("CPUs() after a refused Lend = %v", got)
+	}
+}
+
+// TestChildrenFollow: a process forked by an adopted one is a member too,
+// confined to the pool's CPUs, without anyone adopting it.
+func TestChildrenFollow(t *testing.T) {
+	requireCgroups(t)
+	p := startPool(t, Options{})
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"=parent")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var kid int
+	t.Cleanup(func() {
+		if kid > 0 {
+			_ = syscall.Kill(kid, syscall.SIGKILL)
+		}
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	if n, err := p.Adopt([]int{cmd.Process.Pid}); n != 1 || err != nil {
+		t.Fatalf("Adopt(parent) = %d, %v", n, err)
+	}
+	if _, err := fmt.Fprintln(in, "fork now"); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if _, serr := fmt.Sscan(line, &kid); err != nil || serr != nil {
+		t.Fatalf("parent said %q, %v", line, err)
+	}
+	members, err := p.Members()
+	if err != nil || !slices.Contains(members, kid) {
+		t.Fatalf("Members() = %v, %v; want the child %d forked after adoption", members, err, kid)
+	}
+	if got := allowedCPUs(t, kid); !slices.Equal(got, []int{cpCore}) {
+		t.Fatalf("child allowed %v, want [%d]", got, cpCore)
+	}
+	if err := p.Lend(dpCore); err != nil {
+		t.Fatal(err)
+	}
+	if got := allowedCPUs(t, kid); !slices.Equal(got, []int{cpCore, dpCore}) {
+		t.Fatalf("child allowed %v after Lend, want [%d %d]", got, cpCore, dpCore)
 	}
 }

@@ -255,3 +255,48 @@ func TestOptionsValidation(t *testing.T) {
 		}
 	}
 }
+
+// TestPerThreadIdleFallback: where the group has no cpu.idle (kernels before
+// 5.15) the idle class becomes SCHED_IDLE on every adopted thread, and
+// teardown gives SCHED_OTHER back. The file tree is the seam; the policy
+// changes are real.
+func TestPerThreadIdleFallback(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to return threads from SCHED_IDLE to SCHED_OTHER")
+	}
+	name := uniqueName(t)
+	m, group := fakeV2(t, name)
+	if err := os.Remove(filepath.Join(group, "cpu.idle")); err != nil {
+		t.Fatal(err)
+	}
+	p, err := newCgroupPool(Options{Name: name, CPCores: []int{cpCore}, Class: ClassIdle, Mounts: &m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	if err := p.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	child := startChild(t, name+"-cp", "sleep")
+	if n, err := p.Adopt([]int{child}); n != 1 || err != nil {
+		t.Fatalf("Adopt = %d, %v", n, err)
+	}
+	policies := func() []uint {
+		st, err := inspectProcess(p.proc, child)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []uint
+		for _, th := range st.threads {
+			out = append(out, th.policy)
+		}
+		return out
+	}
+	if got := policies(); slices.ContainsFunc(got, func(pol uint) bool { return pol != unix.SCHED_IDLE }) {
+		t.Fatalf("thread policies after Adopt = %v, want all SCHED_IDLE (%d)", got, unix.SCHED_IDLE)
+	}
+	p.restoreThreadPolicies()
+	if got := policies(); slices.ContainsFunc(got, func(pol uint) bool { return pol != unix.SCHED_NORMAL }) {
+		t.Fatalf("thread policies after restore = %v, want all SCHED_OTHER", got)
+	}
+}
