@@ -1,0 +1,422 @@
+// Package dataplane runs DP loops: one worker thread per DP core, pinned
+// (affinity + SCHED_FIFO), doing real packet I/O on an interface with an
+// AF_PACKET mmap ring. A loop busy-polls while packets flow; after a
+// configurable run of empty polls it yields its core, blocking on its RX
+// socket, its WakeSources (probe, kmod, daemon) and a bounded timeout, so a
+// lent core comes back even when nobody wakes the loop. Counters are atomics
+// others read without locks; yields and wakes are also reported as events.
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/taichi-sched/taichi/internal/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Loop modes.
+const (
+	ModeReflect = "reflect" // swap addresses and send back out Iface
+	ModeForward = "forward" // send out OutIface
+)
+
+// DefaultPriority is the SCHED_FIFO priority when LoopConfig.Priority is 0.
+const DefaultPriority = 50
+
+// rxBatch bounds the frames handled per poll, so the loop checks its stop
+// flag and flushes TX regularly under load.
+const rxBatch = 64
+
+// LoopConfig describes one DP loop.
+type LoopConfig struct {
+	Name     string // for stats and events; default "dp<CPU>"
+	CPU      int    // the DP core the worker is pinned to
+	Iface    string // RX interface (in NetNS)
+	OutIface string // forward mode's TX interface (in NetNS)
+	NetNS    string // named network namespace of the interfaces; "" = the current one
+	Mode     string // ModeReflect (default) or ModeForward
+	// Priority is the worker's SCHED_FIFO priority (1-99); 0 means
+	// DefaultPriority; negative keeps the normal policy (for runs without
+	// CAP_SYS_NICE; such a loop cannot preempt CP work when woken).
+	Priority int
+	// Ring is the RX ring format, RingV2 (default) or RingV3.
+	Ring string
+	// OutDstMAC, in forward mode, rewrites each frame's destination to this
+	// next hop (and its source to OutIface's MAC). Empty: frames leave unchanged.
+	OutDstMAC net.HardwareAddr
+}
+
+func (c LoopConfig) withDefaults() LoopConfig {
+	if c.Name == "" {
+		c.Name = fmt.Sprintf("dp%d", c.CPU)
+	}
+	if c.Mode == "" {
+		c.Mode = ModeReflect
+	}
+	if c.Priority == 0 {
+		c.Priority = DefaultPriority
+	}
+	if c.Ring == "" {
+		c.Ring = RingV2
+	}
+	return c
+}
+
+// Validate reports the first invalid field.
+func (c LoopConfig) Validate() error {
+	c = c.withDefaults()
+	bad := func(field, format string, a ...any) error {
+		return fmt.Errorf("dataplane: loop %q: %s: %s", c.Name, field, fmt.Sprintf(format, a...))
+	}
+	switch {
+	case c.CPU < 0:
+		return bad("cpu", "%d is negative", c.CPU)
+	case c.Iface == "":
+		return bad("iface", "required")
+	case len(c.Iface) > unix.IFNAMSIZ-1:
+		return bad("iface", "%q longer than %d characters", c.Iface, unix.IFNAMSIZ-1)
+	case c.Mode != ModeReflect && c.Mode != ModeForward:
+		return bad("mode", "%q: want %s or %s", c.Mode, ModeReflect, ModeForward)
+	case c.Mode == ModeForward && c.OutIface == "":
+		return bad("out_iface", "required in forward mode")
+	case c.Priority > 99:
+		return bad("priority", "%d: SCHED_FIFO priorities are 1-99", c.Priority)
+	case c.Ring != RingV2 && c.Ring != RingV3:
+		return bad("ring", "%q: want %s or %s", c.Ring, RingV2, RingV3)
+	case len(c.OutDstMAC) != 0 && len(c.OutDstMAC) != 6:
+		return bad("out_dst_mac", "%s is not an Ethernet address", c.OutDstMAC)
+	case c.NetNS != "" && !netns.Exists(c.NetNS):
+		return bad("netns", "%q does not exist", c.NetNS)
+	}
+	return nil
+}
+
+// Loop is one DP loop. Create it with NewLoop, add WakeSources, set its
+// Control, then Run it.
+type Loop struct {
+	cfg     LoopConfig
+	ctrl    Control
+	c       counters
+	events  chan Event
+	wakes   []WakeSource
+	started atomic.Bool
+	stop    atomic.Bool
+	tid     atomic.Int64
+	ready   chan struct{}
+	stopFD  int
+	once    sync.Once
+
+	// Owned by the worker thread.
+	rx        *rxRing
+	tx        *txRing
+	outSrcMAC []byte
+	pollFDs   []unix.PollFd
+	batch     batchCounts
+}
+
+// batchCounts accumulate per-frame results between two atomic publishes.
+type batchCounts struct {
+	packets, bytes, tx, txDrops, unhandled uint64
+}
+
+// eventBuffer is the Events channel's capacity; beyond it events are
+// dropped and counted, never waited for.
+const eventBuffer = 4096
+
+// NewLoop validates cfg and prepares a loop. Its Control starts at
+// YieldAfter -1 (busy-poll, as the static policy wants) and DefaultSlice.
+func NewLoop(cfg LoopConfig) (*Loop, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	stopFD, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("dataplane: eventfd: %w", err)
+	}
+	l := &Loop{cfg: cfg.withDefaults(), events: make(chan Event, eventBuffer), ready: make(chan struct{}), stopFD: stopFD}
+	l.ctrl.SetYieldAfter(-1)
+	l.ctrl.SetSlice(DefaultSlice)
+	return l, nil
+}
+
+// Config returns the loop's configuration with defaults filled in.
+func (l *Loop) Config() LoopConfig { return l.cfg }
+
+// Control returns the loop's run-time knobs.
+func (l *Loop) Control() *Control { return &l.ctrl }
+
+// Events returns yield and wake events. The loop never waits for a reader:
+// when the channel is full, events are dropped and counted in Stats.
+func (l *Loop) Events() <-chan Event { return l.events }
+
+// AddWakeSource adds a source the loop waits on while yielded. Call before Run.
+func (l *Loop) AddWakeSource(ws WakeSource) {
+	if l.started.Load() {
+		panic("dataplane: AddWakeSource after Run")
+	}
+	l.wakes = append(l.wakes, ws)
+}
+
+// Ready is closed once the worker is pinned and its sockets are open.
+func (l *Loop) Ready() <-chan struct{} { return l.ready }
+
+// TID returns the worker thread's id (0 before Run set it up).
+func (l *Loop) TID() int { return int(l.tid.Load()) }
+
+// Stats returns a snapshot of the counters.
+func (l *Loop) Stats() Stats {
+	s := l.c.snapshot()
+	s.Name, s.CPU, s.TID = l.cfg.Name, l.cfg.CPU, l.TID()
+	return s
+}
+
+// Run runs the loop on its own OS thread until ctx ends or setup fails.
+// The thread is never returned to the Go runtime (it changed namespace and
+// scheduling policy): it exits with the loop.
+func (l *Loop) Run(ctx context.Context) error {
+	if !l.started.CompareAndSwap(false, true) {
+		return errors.New("dataplane: loop already ran")
+	}
+	done := make(chan error, 1)
+	go func() { done <- l.worker() }()
+	select {
+	case <-ctx.Done():
+		l.requestStop()
+		<-done
+		return nil
+	case err := <-done:
+		return err
+	}
+}
+
+func (l *Loop) requestStop() {
+	l.stop.Store(true)
+	one := [8]byte{1}
+	_, _ = unix.Write(l.stopFD, one[:])
+}
+
+func (l *Loop) worker() (err error) {
+	runtime.LockOSThread() // never unlocked: see Run
+	defer l.once.Do(func() { _ = unix.Close(l.stopFD) })
+	l.tid.Store(int64(unix.Gettid()))
+	if err := l.setup(); err != nil {
+		return fmt.Errorf("dataplane: loop %q: %w", l.cfg.Name, err)
+	}
+	defer l.rx.close()
+	defer l.tx.close()
+	close(l.ready)
+	l.loop()
+	return nil
+}
+
+func (l *Loop) setup() error {
+	if err := netns.Enter(l.cfg.NetNS); err != nil {
+		return err
+	}
+	if err := PinThread(0, l.cfg.CPU); err != nil {
+		return err
+	}
+	if l.cfg.Priority > 0 {
+		if err := SetFIFO(0, l.cfg.Priority); err != nil {
+			return err
+		}
+	}
+	rx, err := openRX(l.cfg.Iface, l.cfg.Ring)
+	if err != nil {
+		return err
+	}
+	out := l.cfg.Iface
+	if l.cfg.Mode == ModeForward {
+		out = l.cfg.OutIface
+	}
+	tx, err := openTX(out)
+	if err != nil {
+		rx.close()
+		return err
+	}
+	l.rx, l.tx = rx, tx
+	if len(l.cfg.OutDstMAC) == 6 {
+		l.outSrcMAC = tx.mac
+	}
+	l.pollFDs = append(l.pollFDs,
+		unix.PollFd{Fd: int32(rx.fd), Events: unix.POLLIN},
+		unix.PollFd{Fd: int32(l.stopFD), Events: unix.POLLIN})
+	for _, ws := range l.wakes {
+		l.pollFDs = append(l.pollFDs, unix.PollFd{Fd: int32(ws.FD()), Events: unix.POLLIN})
+	}
+	return nil
+}
+
+// loop is the worker's main loop: poll, handle, and yield after a run of
+// empty polls.
+func (l *Loop) loop() {
+	emptyRun := int64(0)
+	for !l.stop.Load() {
+		l.c.heartbeat.Add(1)
+		l.c.polls.Add(1)
+		if n := l.poll(); n > 0 {
+			emptyRun = 0
+			continue
+		}
+		l.c.emptyPolls.Add(1)
+		emptyRun++
+		if ya := l.ctrl.yieldAfter.Load(); ya >= 0 && emptyRun > ya {
+			l.block()
+			emptyRun = 0
+		}
+	}
+}
+
+// poll handles one batch from the RX ring, sends the results and publishes
+// the counters. It returns the number of frames handled.
+func (l *Loop) poll() int {
+	n := l.rx.drain(l, rxBatch)
+	if n == 0 {
+		return 0
+	}
+	l.tx.flush()
+	b := &l.batch
+	l.c.packets.Add(b.packets)
+	l.c.bytes.Add(b.bytes)
+	if b.tx > 0 {
+		l.c.txPackets.Add(b.tx)
+	}
+	if b.txDrops > 0 {
+		l.c.txDrops.Add(b.txDrops)
+	}
+	if b.unhandled > 0 {
+		l.c.unhandled.Add(b.unhandled)
+	}
+	*b = batchCounts{}
+	return n
+}
+
+// handle processes one frame (frameHandler). It must not allocate.
+func (l *Loop) handle(frame []byte, status uint32) {
+	b := &l.batch
+	b.packets++
+	b.bytes += uint64(len(frame))
+	csumNotReady := status&unix.TP_STATUS_CSUMNOTREADY != 0
+	var ok bool
+	if l.cfg.Mode == ModeForward {
+		ok = forwardFrame(frame, l.outSrcMAC, l.cfg.OutDstMAC, csumNotReady)
+	} else {
+		ok = reflectFrame(frame, csumNotReady)
+	}
+	if !ok {
+		b.unhandled++
+		return
+	}
+	if l.tx.put(frame) {
+		b.tx++
+	} else {
+		b.txDrops++
+	}
+}
+
+// block yields the core: it waits for a packet, a WakeSource or the
+// bounded Slice, then records why it woke and how long the packet waited.
+func (l *Loop) block() {
+	for _, ws := range l.wakes {
+		ws.Arm()
+	}
+	// A packet that arrived since the last poll would not make the socket
+	// newly readable for every poll implementation: look before sleeping.
+	if _, ok := l.rx.ready(); ok {
+		for _, ws := range l.wakes {
+			ws.Disarm()
+		}
+		return
+	}
+	start := nanotime()
+	l.c.yields.Add(1)
+	l.emit(Event{Kind: KindYield, AtNs: start})
+
+	ts := unix.NsecToTimespec(l.ctrl.sliceNs.Load())
+	_, _ = unix.Ppoll(l.pollFDs, &ts, nil) // EINTR: treated like a timeout
+	now := nanotime()
+
+	var probeNs int64
+	probed := false
+	for _, ws := range l.wakes {
+		if s, ok := ws.Disarm(); ok {
+			if !probed || s < probeNs {
+				probeNs = s
+			}
+			probed = true
+		}
+	}
+	rxReal, rxWaiting := l.rx.ready()
+	var rxNs int64
+	if rxWaiting && rxReal != 0 {
+		rxNs = realToMonotonic(rxReal)
+	}
+
+	ev := Event{Kind: KindWake, AtNs: now, BlockedNs: now - start}
+	earliest := int64(0)
+	switch {
+	case probed && (!rxWaiting || rxNs == 0 || probeNs <= rxNs):
+		ev.Cause = CauseProbe
+		l.c.wakesProbe.Add(1)
+		earliest = probeNs
+		if rxNs != 0 {
+			ev.LeadNs = rxNs - probeNs
+		}
+	case rxWaiting:
+		ev.Cause = CauseRX
+		l.c.wakesRX.Add(1)
+		earliest = rxNs
+		if probed && probeNs < earliest {
+			earliest = probeNs
+		}
+	default:
+		if l.stop.Load() {
+			return
+		}
+		ev.Cause = CauseTimeout
+		l.c.wakesTimeout.Add(1)
+	}
+	if earliest != 0 {
+		exposed := max(now-earliest, 0)
+		ev.ExposedNs = exposed
+		l.c.exposedSamples.Add(1)
+		l.c.exposedNsTotal.Add(uint64(exposed))
+		if uint64(exposed) > l.c.exposedNsMax.Load() {
+			l.c.exposedNsMax.Store(uint64(exposed))
+		}
+	}
+	l.c.blockedNsTotal.Add(uint64(ev.BlockedNs))
+	l.emit(ev)
+}
+
+func (l *Loop) emit(ev Event) {
+	ev.Loop, ev.CPU = l.cfg.Name, l.cfg.CPU
+	select {
+	case l.events <- ev:
+	default:
+		l.c.eventsDropped.Add(1)
+	}
+}
+
+// WaitStats polls Stats until cond holds or timeout passes; it returns the
+// last snapshot and whether cond held (a helper for tests and tools).
+func (l *Loop) WaitStats(timeout time.Duration, cond func(Stats) bool) (Stats, bool) {
+	deadline := time.Now().Add(timeout)
+	for {
+		s := l.Stats()
+		if cond(s) {
+			return s, true
+		}
+		if time.Now().After(deadline) {
+			return s, false
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -1,0 +1,139 @@
+package dataplane
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// Wake causes.
+const (
+	CauseRX      = "rx"      // the RX socket became readable first
+	CauseProbe   = "probe"   // a WakeSource fired before (or without) a packet in the ring
+	CauseTimeout = "timeout" // the bounded wait (Slice) expired
+)
+
+// Event kinds.
+const (
+	KindYield = "yield" // the loop is about to block, lending its core
+	KindWake  = "wake"  // the loop runs again
+)
+
+// Event reports one yield or wake of the loop.
+type Event struct {
+	Loop string `json:"loop"`
+	CPU  int    `json:"cpu"`
+	Kind string `json:"kind"` // KindYield or KindWake
+	// AtNs is CLOCK_MONOTONIC ns when the loop yielded or ran again.
+	AtNs int64 `json:"at_ns"`
+	// Cause and the latencies are set on wake events.
+	Cause string `json:"cause,omitempty"`
+	// ExposedNs is the exposed wake latency: from the earliest evidence of
+	// the waiting packet (a WakeSource stamp or the packet's kernel RX
+	// stamp) to AtNs. 0 when nothing was waiting (a timeout).
+	ExposedNs int64 `json:"exposed_ns,omitempty"`
+	// LeadNs is how long before the packet reached the ring the WakeSource
+	// fired (positive: it was earlier), when both are known.
+	LeadNs int64 `json:"lead_ns,omitempty"`
+	// BlockedNs is how long the loop was blocked.
+	BlockedNs int64 `json:"blocked_ns,omitempty"`
+}
+
+// counters are written by the loop thread only and read by anyone.
+type counters struct {
+	packets, bytes, txPackets, txDrops, unhandled atomic.Uint64
+	polls, emptyPolls, yields, heartbeat          atomic.Uint64
+	wakesRX, wakesProbe, wakesTimeout             atomic.Uint64
+	exposedNsTotal, exposedNsMax, exposedSamples  atomic.Uint64
+	eventsDropped                                 atomic.Uint64
+	blockedNsTotal                                atomic.Uint64
+	_                                             [64]byte // keep hot counters off a neighbour's cache line
+}
+
+// Stats is a snapshot of a loop's counters.
+type Stats struct {
+	Name string `json:"name"`
+	CPU  int    `json:"cpu"`
+	TID  int    `json:"tid"`
+
+	Packets   uint64 `json:"packets"`    // frames received
+	Bytes     uint64 `json:"bytes"`      // bytes received
+	TxPackets uint64 `json:"tx_packets"` // frames queued for sending
+	TxDrops   uint64 `json:"tx_drops"`   // frames dropped: TX ring full
+	Unhandled uint64 `json:"unhandled"`  // frames the mode does not handle (reflect: not IPv4/UDP)
+
+	Polls      uint64 `json:"polls"`
+	EmptyPolls uint64 `json:"empty_polls"`
+	Yields     uint64 `json:"yields"`
+	Heartbeat  uint64 `json:"heartbeat"` // +1 per loop iteration; stalls longer than Slice mean trouble
+
+	WakesRX      uint64 `json:"wakes_rx"`
+	WakesProbe   uint64 `json:"wakes_probe"`
+	WakesTimeout uint64 `json:"wakes_timeout"`
+
+	// Exposed wake latency over wakes that had a packet waiting.
+	ExposedSamples uint64        `json:"exposed_samples"`
+	ExposedMean    time.Duration `json:"exposed_mean_ns"`
+	ExposedMax     time.Duration `json:"exposed_max_ns"`
+	Blocked        time.Duration `json:"blocked_ns"` // total time blocked (core lent)
+
+	EventsDropped uint64 `json:"events_dropped"`
+}
+
+// Wakes returns the total number of wakes.
+func (s Stats) Wakes() uint64 { return s.WakesRX + s.WakesProbe + s.WakesTimeout }
+
+func (c *counters) snapshot() Stats {
+	s := Stats{
+		Packets: c.packets.Load(), Bytes: c.bytes.Load(), TxPackets: c.txPackets.Load(),
+		TxDrops: c.txDrops.Load(), Unhandled: c.unhandled.Load(),
+		Polls: c.polls.Load(), EmptyPolls: c.emptyPolls.Load(), Yields: c.yields.Load(), Heartbeat: c.heartbeat.Load(),
+		WakesRX: c.wakesRX.Load(), WakesProbe: c.wakesProbe.Load(), WakesTimeout: c.wakesTimeout.Load(),
+		ExposedSamples: c.exposedSamples.Load(), ExposedMax: time.Duration(c.exposedNsMax.Load()),
+		Blocked: time.Duration(c.blockedNsTotal.Load()), EventsDropped: c.eventsDropped.Load(),
+	}
+	if s.ExposedSamples > 0 {
+		s.ExposedMean = time.Duration(c.exposedNsTotal.Load() / s.ExposedSamples)
+	}
+	return s
+}
+
+// Control holds the knobs a scheduler turns while the loop runs. Every
+// field is atomic: setting them needs no lock and takes effect at the
+// loop's next idle poll.
+type Control struct {
+	yieldAfter atomic.Int64
+	sliceNs    atomic.Int64
+}
+
+// Bounds of Slice: the wait must end so the loop reclaims its core even if
+// nobody wakes it (the daemon may have died).
+const (
+	MinSlice     = 10 * time.Microsecond
+	MaxSlice     = time.Second
+	DefaultSlice = 10 * time.Millisecond
+)
+
+// SetYieldAfter sets how many consecutive empty polls the loop makes before
+// it yields; n < 0 means never yield (busy-poll).
+func (c *Control) SetYieldAfter(n int) { c.yieldAfter.Store(int64(n)) }
+
+// YieldAfter returns the current threshold.
+func (c *Control) YieldAfter() int { return int(c.yieldAfter.Load()) }
+
+// SetSlice sets the bounded wait of a yield, clamped to [MinSlice, MaxSlice].
+func (c *Control) SetSlice(d time.Duration) { c.sliceNs.Store(int64(clampSlice(d))) }
+
+// Slice returns the current bounded wait.
+func (c *Control) Slice() time.Duration { return time.Duration(c.sliceNs.Load()) }
+
+func clampSlice(d time.Duration) time.Duration {
+	switch {
+	case d <= 0:
+		return DefaultSlice
+	case d < MinSlice:
+		return MinSlice
+	case d > MaxSlice:
+		return MaxSlice
+	}
+	return d
+}
