@@ -58,6 +58,9 @@ grep -v '^Skipping BTF' "$work/build.log" || true
 cp "$work/build/taichi.ko" "$work/initramfs/"
 
 CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -o "$work/initramfs/qemutest" ./kmod/qemutest
+# The CLI (taichi kmod stats|blockers) is checked in the VM too.
+CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -ldflags=-s -o "$work/initramfs/taichi" ./cmd/taichi ||
+  die "cmd/taichi does not build"
 
 cp "$busybox" "$work/initramfs/bin/busybox"
 cat >"$work/initramfs/init" <<'EOF'
@@ -79,6 +82,16 @@ if insmod /taichi.ko test_hold=1; then
   mode=$(stat -c %a /dev/taichi)
   [ "$mode" = 600 ] || fail "/dev/taichi mode $mode, want 600"
   /qemutest run || fail "qemutest run"
+  if [ -x /taichi ]; then
+    say "cli begin"
+    /taichi kmod stats --cpu 1 || fail "taichi kmod stats"
+    /taichi kmod blockers --cpu 1 >/tmp/blockers.txt || fail "taichi kmod blockers"
+    cat /tmp/blockers.txt
+    grep -q taichi_test_hold_spin /tmp/blockers.txt || fail "taichi kmod blockers does not show the test hold record"
+    /taichi kmod blockers --json --consume >/tmp/blockers.json || fail "taichi kmod blockers --json"
+    grep -q '"symbol": "taichi_test_hold_spin' /tmp/blockers.json || fail "JSON lacks the record"
+    say "cli end"
+  fi
 
   # Unload safety: the module cannot go while a DP thread is registered
   # through an open fd; killing the holder (thread dies inside WAIT) frees it.
@@ -121,7 +134,9 @@ set -e
 echo "kmod-qemu-test: VM ran $(( $(date +%s) - start ))s (exit $rc)"
 tr -d '\r' <"$log" >"$log.txt"
 
+# The qemutest summary, then the CLI's view of the same module.
 grep -E '^(qemutest|kmod-qemu|FAIL|LAT|HIST|BLOCKER|QEMUTEST)' "$log.txt" | grep -v 'bad input ok' || true
+sed -n '/^kmod-qemu: cli begin/,/^kmod-qemu: cli end/p' "$log.txt"
 bad=$(grep -nE 'Oops|BUG|WARNING|Call Trace' "$log.txt" || true)
 if [ -n "$bad" ]; then
   echo "$bad"
