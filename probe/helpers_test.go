@@ -60,7 +60,12 @@ func testPinDir(t testing.TB) string {
 
 func startXDP(t testing.TB, tb *testbed.Testbed, core int) *XDP {
 	t.Helper()
-	p, err := NewXDP(Options{Iface: tb.NICIn, NetNS: tb.NICNS, Core: core, PinDir: testPinDir(t)})
+	return startXDPMode(t, tb, core, "")
+}
+
+func startXDPMode(t testing.TB, tb *testbed.Testbed, core int, mode string) *XDP {
+	t.Helper()
+	p, err := NewXDP(Options{Iface: tb.NICIn, NetNS: tb.NICNS, Core: core, PinDir: testPinDir(t), AttachMode: mode})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,6 +60,9 @@ type Options struct {
 	PinDir string
 	// Interval is the counters backend's polling period. Default 10ms.
 	Interval time.Duration
+	// AttachMode is the xdp attach mode: "" (native, falling back to
+	// generic), "native" or "generic".
+	AttachMode string
 	// TagOffset is where senders keep their 8-byte sequence number in the
 	// UDP payload; the xdp backend copies those bytes into each event (Tag)
 	// so lead time is matched per packet. 0 means DefaultTagOffset.
@@ -97,6 +100,11 @@ func (o Options) Validate() error {
 	}
 	if o.TagOffset < 0 || o.TagOffset > MaxTagOffset {
 		return fmt.Errorf("tag_offset: %d out of range 0..%d", o.TagOffset, MaxTagOffset)
+	}
+	switch o.AttachMode {
+	case "", "native", "generic":
+	default:
+		return fmt.Errorf("attach_mode: %q (want native, generic or empty for native-then-generic)", o.AttachMode)
 	}
 	if o.Interval < 0 {
 		return fmt.Errorf("interval: negative (%v)", o.Interval)

@@ -166,6 +166,14 @@ func (x *XDP) attach() error {
 	base := x.pinBase()
 	for _, mode := range []string{"native", "generic"} {
 		path := base + "-" + mode
+		if x.opts.AttachMode != "" && x.opts.AttachMode != mode {
+			// A pin in the other mode cannot be updated into this one.
+			if old, err := link.LoadPinnedLink(path, nil); err == nil {
+				_ = old.Unpin()
+				_ = old.Close()
+			}
+			continue
+		}
 		old, err := link.LoadPinnedLink(path, nil)
 		if errors.Is(err, os.ErrNotExist) {
 			continue
@@ -190,6 +198,9 @@ func (x *XDP) attach() error {
 		name  string
 		flags link.XDPAttachFlags
 	}{{"native", link.XDPDriverMode}, {"generic", link.XDPGenericMode}} {
+		if x.opts.AttachMode != "" && x.opts.AttachMode != m.name {
+			continue
+		}
 		l, err := link.AttachXDP(link.XDPOptions{Program: x.objs.TaichiProbe, Interface: x.ifindex, Flags: m.flags})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", m.name, err))

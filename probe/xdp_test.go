@@ -47,6 +47,25 @@ func TestXDPCountsEqualPacketsSent(t *testing.T) {
 	}
 }
 
+func TestXDPGenericModeCountsAndWakes(t *testing.T) {
+	tb := upTestbed(t)
+	p := startXDPMode(t, tb, 1, "generic")
+	if p.Mode() != "generic" {
+		t.Fatalf("mode %q", p.Mode())
+	}
+	if text, _ := xdpAttached(t, tb.NICNS, tb.NICIn); !strings.Contains(text, "xdpgeneric") {
+		t.Fatalf("not attached in generic mode:\n%s", text)
+	}
+	ws, _ := p.XDPWakeSource(1)
+	ws.Arm()
+	s := sender(t, tb)
+	sendN(t, s, 1, 300)
+	waitFor(t, "packets counted", func() bool { pk, _ := p.Queue(0); return pk == 300 })
+	if ev, ok := ws.DisarmEvent(); !ok || ev.TagSeq() != 1 || ws.Stats().Fired != 1 {
+		t.Fatalf("event %+v %v, stats %+v", ev, ok, ws.Stats())
+	}
+}
+
 func TestXDPOneEventPerIdleToTrafficTransition(t *testing.T) {
 	tb := upTestbed(t)
 	p := startXDP(t, tb, 1)
