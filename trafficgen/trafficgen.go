@@ -289,11 +289,13 @@ type runState struct {
 	hist       *hdrhistogram.Histogram
 }
 
-// payload layout: run id, sequence number, CLOCK_MONOTONIC send time.
+// Payload layout (little endian, at the start of the UDP payload): the
+// run's random id, the packet's sequence number and its CLOCK_MONOTONIC
+// send time in ns. Probes may read the sequence number to match packets.
 const (
-	offID    = 0
-	offSeq   = 8
-	offStamp = 16
+	PayloadIDOffset    = 0
+	PayloadSeqOffset   = 8
+	PayloadStampOffset = 16
 )
 
 // schedule yields the send times of a pattern.
@@ -357,7 +359,7 @@ func (r *runState) send(ctx context.Context, fd int, o Options) error {
 	msgs := make([]unix.Mmsghdr, batchSize)
 	for i := range bufs {
 		bufs[i] = make([]byte, o.PayloadSize)
-		binary.LittleEndian.PutUint64(bufs[i][offID:], r.id)
+		binary.LittleEndian.PutUint64(bufs[i][PayloadIDOffset:], r.id)
 		iovs[i].Base = &bufs[i][0]
 		iovs[i].SetLen(o.PayloadSize)
 		msgs[i].Hdr.Iov = &iovs[i]
@@ -386,8 +388,8 @@ func (r *runState) send(ctx context.Context, fd int, o Options) error {
 		// Everything due now goes in one sendmmsg.
 		k := 0
 		for k < batchSize && seq < o.Count && int64(sched.next) <= now {
-			binary.LittleEndian.PutUint64(bufs[k][offSeq:], uint64(seq))
-			binary.LittleEndian.PutUint64(bufs[k][offStamp:], uint64(now))
+			binary.LittleEndian.PutUint64(bufs[k][PayloadSeqOffset:], uint64(seq))
+			binary.LittleEndian.PutUint64(bufs[k][PayloadStampOffset:], uint64(now))
 			seq++
 			k++
 			sched.advance()
@@ -449,12 +451,12 @@ func (r *runState) receive(ctx context.Context, fd int, count uint64, drain time
 		var realNow, monoNow int64
 		for i := 0; i < int(n); i++ {
 			b := bufs[i][:msgs[i].Len]
-			if len(b) < minPayload || binary.LittleEndian.Uint64(b[offID:]) != r.id {
+			if len(b) < minPayload || binary.LittleEndian.Uint64(b[PayloadIDOffset:]) != r.id {
 				r.foreign++
 				continue
 			}
-			seq := binary.LittleEndian.Uint64(b[offSeq:])
-			stamp := int64(binary.LittleEndian.Uint64(b[offStamp:]))
+			seq := binary.LittleEndian.Uint64(b[PayloadSeqOffset:])
+			stamp := int64(binary.LittleEndian.Uint64(b[PayloadStampOffset:]))
 			if seq >= count {
 				r.foreign++
 				continue
