@@ -452,3 +452,29 @@ func (p *cgroupPool) abandon() {
 // lastWriteDuration is how long the last cpuset write took on the writer
 // thread (open+write+close), without the hand-off to it.
 func (p *cgroupPool) lastWriteDuration() time.Duration { return time.Duration(p.lastWrite.Load()) }
+
+// DestroyGroup removes a pool group left behind by a previous run without
+// needing its options: its tasks go back to the parent (v1) or root (v2)
+// group, and the group is removed. A missing group is not an error. mounts
+// nil means detect. Threads a previous run set to SCHED_IDLE one by one
+// (kernels without cpu.idle) keep that policy: use Pool.Destroy for those.
+func DestroyGroup(name string, mounts *Mounts) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\n") {
+		return fmt.Errorf("vcpu: name: %q is not a single cgroup directory name", name)
+	}
+	var m Mounts
+	var err error
+	if mounts != nil {
+		m = *mounts
+	} else if m, err = DetectMounts(); err != nil {
+		return err
+	}
+	version, err := m.choose()
+	if err != nil {
+		return err
+	}
+	if version == "v2" {
+		return newCgroupV2(m, name).destroy()
+	}
+	return newCgroupV1(m, name).destroy()
+}

@@ -301,11 +301,7 @@ func TestRestartAfterKill(t *testing.T) {
 	// Registered before the helper starts, so that it runs after the
 	// helper has been killed.
 	t.Cleanup(func() {
-		p, err := NewCgroup(Options{Name: name, CPCores: []int{cpCore}, DPCores: []int{dpCore}})
-		if err == nil {
-			err = p.Destroy()
-		}
-		if err != nil {
+		if err := DestroyGroup(name, nil); err != nil {
 			t.Errorf("cleanup of %s: %v", name, err)
 		}
 	})
@@ -536,5 +532,37 @@ func TestChildrenFollow(t *testing.T) {
 	}
 	if got := allowedCPUs(t, kid); !slices.Equal(got, []int{cpCore, dpCore}) {
 		t.Fatalf("child allowed %v after Lend, want [%d %d]", got, cpCore, dpCore)
+	}
+}
+
+// TestDestroyGroupLeftover: teardown of a group a dead run left behind puts
+// its tasks back, unconfined and running, and removes the group everywhere.
+func TestDestroyGroupLeftover(t *testing.T) {
+	m := requireCgroups(t)
+	name := uniqueName(t)
+	p, err := newCgroupPool(Options{Name: name, CPCores: []int{cpCore}, DPCores: []int{dpCore}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = DestroyGroup(name, nil) })
+	if err := p.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	hogs := adoptHogs(t, p, 1)
+	p.abandon() // as if killed: nothing shrunk, nothing removed
+	if err := DestroyGroup(name, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, root := range []string{m.CPUSet, m.CPU, m.CPUAcct, m.Unified} {
+		if root != "" && exists(filepath.Join(root, name)) {
+			t.Fatalf("%s still exists", filepath.Join(root, name))
+		}
+	}
+	if got := allowedCPUs(t, hogs[0]); !slices.Equal(got, allOnline(t)) {
+		t.Fatalf("hog allowed %v after teardown, want all online CPUs", got)
+	}
+	requireRunning(t, hogs[0])
+	if err := DestroyGroup(name, nil); err != nil {
+		t.Fatalf("second DestroyGroup: %v", err)
 	}
 }
