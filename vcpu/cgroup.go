@@ -116,7 +116,11 @@ func validateOptions(o Options, online []int) error {
 	if len(o.CPCores) == 0 {
 		errs = append(errs, errors.New("cp_cores: empty: CP needs at least one core"))
 	}
-	for field, cpus := range map[string][]int{"cp_cores": o.CPCores, "dp_cores": o.DPCores} {
+	for _, f := range []struct {
+		field string
+		cpus  []int
+	}{{"cp_cores", o.CPCores}, {"dp_cores", o.DPCores}} {
+		field, cpus := f.field, f.cpus
 		for i, c := range cpus {
 			if i > 0 && cpus[i-1] == c {
 				errs = append(errs, fmt.Errorf("%s: CPU %d listed twice", field, c))
