@@ -3,6 +3,8 @@ package dpdk
 import (
 	"context"
 	"errors"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -91,5 +93,35 @@ func TestIdleWatcherLendsAndReclaims(t *testing.T) {
 	}
 	if !l.allDemoted(false) {
 		t.Fatal("cores still lent after Run returned")
+	}
+}
+
+func TestRxPackets(t *testing.T) {
+	data := []byte(`Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:    1000      10    0    0    0     0          0         0     1000      10    0    0    0     0       0          0
+  dp0:     6600     100    0    0    0     0          0         0        0       0    0    0    0     0       0          0
+dp0x: 1 2 3
+`)
+	if v, ok := rxPackets(data, "dp0"); !ok || v != 100 {
+		t.Fatalf("dp0: %d %v", v, ok)
+	}
+	if v, ok := rxPackets(data, "lo"); !ok || v != 10 {
+		t.Fatalf("lo: %d %v", v, ok)
+	}
+	if _, ok := rxPackets(data, "dp"); ok {
+		t.Fatal("matched a prefix of a name")
+	}
+}
+
+func TestNetDevCounterReadsProc(t *testing.T) {
+	read := NetDevCounter(os.Getpid(), "lo")
+	for range 2 { // the second read reuses the open file
+		if _, err := read(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := NetDevCounter(os.Getpid(), "no-such-if0")(); err == nil || !strings.Contains(err.Error(), "no-such-if0") {
+		t.Fatalf("missing interface: %v", err)
 	}
 }

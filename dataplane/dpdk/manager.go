@@ -459,7 +459,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	if m.cfg.IdleDemote {
 		w := NewIdleWatcher(m, NetDevCounter(m.PID(), m.cfg.IdleIfaces...), IdleWatcherOptions{
-			Interval: m.cfg.IdleInterval, IdleAfter: m.cfg.IdleAfter, Logger: m.log,
+			Interval: m.cfg.IdleInterval, IdleAfter: m.cfg.IdleAfter, Priority: m.cfg.Priority, Logger: m.log,
 		})
 		m.mu.Lock()
 		m.watcher = w

@@ -1,0 +1,284 @@
+package dpdk
+
+import (
+	"context"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// BenchmarkTestpmdLending measures, side by side on one dpdk-testpmd run,
+// what lending a busy-polling lcore's core costs DP:
+//
+//   - reclaim: the Promote syscall, and the time until the lcore is running
+//     on its core again (seen by a CP hog on that core: the start of its
+//     first off-CPU gap after the Promote began);
+//   - latency/<mode>: one-way latency of single frames spaced 10 ms apart
+//     through testpmd (generator and sink in the testbed), with the lcore
+//     always SCHED_FIFO and CPU 1 otherwise idle (fifo-idle), always
+//     SCHED_FIFO with a CP hog on CPU 1 (fifo-hog), lent by an IdleWatcher
+//     polling rx counters every 1 ms or 200 µs (lent-watch-*), and demoted
+//     for good (lent-nowatch). cp_share is the hog's share of CPU 1.
+//
+// Run: go test -run '^$' -bench TestpmdLending -benchtime 300x ./dataplane/dpdk/
+func BenchmarkTestpmdLending(b *testing.B) {
+	env := setupTestpmd(b)
+	cmd := startTestpmd(b, env)
+	pid := cmd.Process.Pid
+	waitLcores(b, pid, 1)
+	env.waitForwarding(b)
+	const prio = 10
+	m, err := New(Config{Name: "testpmd", PID: pid, CPUs: []int{1}, Priority: prio})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := m.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = m.Stop() })
+	tids := m.LcoreTIDs()
+	if len(tids) != 1 {
+		b.Fatalf("lcores %v", tids)
+	}
+	tid := tids[0]
+
+	// taichi runs on the CP core: keep this process's threads (generator,
+	// watcher, bookkeeping) on CPU 0; only the hog goes to CPU 1.
+	restore := pinProcess(b, 0)
+	b.Cleanup(restore)
+	io := newFrameIO(b, env.tb)
+	// Warm the path.
+	if got := io.sendAndCount(b, 0, 100); got != 100 {
+		b.Fatalf("warm-up: %d of 100 frames", got)
+	}
+	seq := uint32(1000)
+
+	b.Run("reclaim", func(b *testing.B) {
+		h := startHog(b, 1)
+		var syscallNs, reclaimNs []float64
+		for range b.N {
+			if err := m.Demote(tid); err != nil {
+				b.Fatal(err)
+			}
+			time.Sleep(2 * time.Millisecond) // CP has the core
+			t0 := monoNow()
+			if err := m.Promote(tid); err != nil {
+				b.Fatal(err)
+			}
+			t1 := monoNow()
+			time.Sleep(500 * time.Microsecond) // DP has the core
+			if err := m.Demote(tid); err != nil {
+				b.Fatal(err)
+			}
+			if gs, ok := h.waitGapAfter(t0, time.Second); ok {
+				reclaimNs = append(reclaimNs, float64(max(gs-t0, 0)))
+			}
+			syscallNs = append(syscallNs, float64(t1-t0))
+		}
+		if err := m.Promote(tid); err != nil {
+			b.Fatal(err)
+		}
+		h.stop()
+		report(b, "promote_syscall", syscallNs)
+		report(b, "reclaim", reclaimNs)
+		b.ReportMetric(float64(len(reclaimNs)), "reclaims_seen")
+	})
+
+	type mode struct {
+		name     string
+		hog      bool
+		watch    time.Duration // 0: no watcher
+		demoted  bool          // demoted for the whole run
+		idleAftr int
+	}
+	for _, md := range []mode{
+		{name: "fifo-idle"},
+		{name: "fifo-hog", hog: true},
+		{name: "lent-watch-1ms", hog: true, watch: time.Millisecond, idleAftr: 3},
+		{name: "lent-watch-200us", hog: true, watch: 200 * time.Microsecond, idleAftr: 15},
+		{name: "lent-nowatch", hog: true, demoted: true},
+	} {
+		b.Run("latency/"+md.name, func(b *testing.B) {
+			var h *hog
+			if md.hog {
+				h = startHog(b, 1)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			var wg sync.WaitGroup
+			var w *IdleWatcher
+			if md.watch > 0 {
+				w = NewIdleWatcher(m, NetDevCounter(pid, env.tb.DPIface, env.tb.DPOutIface),
+					IdleWatcherOptions{Interval: md.watch, IdleAfter: md.idleAftr, Priority: prio})
+				wg.Go(func() { _ = w.Run(ctx) })
+			}
+			if md.demoted {
+				if err := m.Demote(tid); err != nil {
+					b.Fatal(err)
+				}
+			}
+			start := monoNow()
+			var lat []float64
+			lost := 0
+			for range b.N {
+				time.Sleep(10 * time.Millisecond)
+				seq++
+				if err := io.send(seq); err != nil {
+					b.Fatal(err)
+				}
+				deadline := time.Now().Add(200 * time.Millisecond)
+				got := false
+				for !got && time.Now().Before(deadline) {
+					s, l, ok, err := io.recv()
+					if err != nil {
+						b.Fatal(err)
+					}
+					if ok && s == seq {
+						lat = append(lat, float64(l))
+						got = true
+					}
+				}
+				if !got {
+					lost++
+				}
+			}
+			elapsed := monoNow() - start
+			cancel()
+			wg.Wait()
+			if err := m.Promote(tid); err != nil {
+				b.Fatal(err)
+			}
+			report(b, "lat", lat)
+			b.ReportMetric(float64(lost), "lost")
+			if h != nil {
+				b.ReportMetric(float64(h.stop())/float64(elapsed), "cp_share")
+			}
+			if w != nil {
+				st := w.Stats()
+				b.ReportMetric(float64(st.Promotions), "promotions")
+			}
+		})
+	}
+}
+
+// report adds p50/p99/max of ns samples, in µs.
+func report(b *testing.B, name string, ns []float64) {
+	if len(ns) == 0 {
+		return
+	}
+	slices.Sort(ns)
+	q := func(p float64) float64 { return ns[min(len(ns)-1, int(p*float64(len(ns))))] / 1e3 }
+	b.ReportMetric(q(0.50), name+"_p50_us")
+	b.ReportMetric(q(0.99), name+"_p99_us")
+	b.ReportMetric(ns[len(ns)-1]/1e3, name+"_max_us")
+}
+
+// pinProcess moves every thread of this process to cpu (new threads inherit
+// it from their creator) and returns a function restoring all online CPUs.
+func pinProcess(t testing.TB, cpu int) func() {
+	t.Helper()
+	set := func(cpus []int) {
+		entries, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s unix.CPUSet
+		for _, c := range cpus {
+			s.Set(c)
+		}
+		for _, e := range entries {
+			if tid, err := strconv.Atoi(e.Name()); err == nil {
+				_ = unix.SchedSetaffinity(tid, &s)
+			}
+		}
+	}
+	set([]int{cpu})
+	return func() {
+		online, err := onlineCPUs()
+		if err == nil {
+			set(online)
+		}
+	}
+}
+
+// hog is a CP stand-in spinning on one core. It records when it was off
+// the CPU (gaps over 5 µs between two clock reads) and how long it ran.
+type hog struct {
+	quit  atomic.Bool
+	done  chan struct{}
+	runNs atomic.Int64
+	mu    sync.Mutex
+	gaps  [][2]int64 // [start, end]
+}
+
+func startHog(t testing.TB, cpu int) *hog {
+	h := &hog{done: make(chan struct{})}
+	ready := make(chan error)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the pinned thread exits with the goroutine
+		defer close(h.done)
+		ready <- pin(unix.Gettid(), cpu)
+		last := monoNow()
+		for !h.quit.Load() {
+			now := monoNow()
+			if d := now - last; d > 5000 {
+				h.mu.Lock()
+				if len(h.gaps) < 1<<16 {
+					h.gaps = append(h.gaps, [2]int64{last, now})
+				}
+				h.mu.Unlock()
+			} else {
+				h.runNs.Add(d)
+			}
+			last = now
+		}
+	}()
+	if err := <-ready; err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.stop() })
+	return h
+}
+
+// stop ends the hog and returns how long it ran.
+func (h *hog) stop() int64 {
+	if h.quit.CompareAndSwap(false, true) {
+		<-h.done
+	}
+	return h.runNs.Load()
+}
+
+// waitGapAfter returns the start of the hog's first off-CPU gap that ends
+// after t0 (the start is before t0 when the hog was already off the CPU).
+func (h *hog) waitGapAfter(t0 int64, limit time.Duration) (int64, bool) {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		h.mu.Lock()
+		for _, g := range h.gaps {
+			if g[1] > t0 {
+				h.mu.Unlock()
+				return g[0], true
+			}
+		}
+		h.mu.Unlock()
+		time.Sleep(200 * time.Microsecond)
+	}
+	return 0, false
+}
+
+// BenchmarkNetDevCounter is the cost of one IdleWatcher counter read
+// (/proc/PID/net/dev through procfs), which bounds the polling interval.
+func BenchmarkNetDevCounter(b *testing.B) {
+	read := NetDevCounter(os.Getpid(), "lo")
+	for b.Loop() {
+		if _, err := read(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
