@@ -140,7 +140,11 @@ func byName(name string) *regexp.Regexp {
 // by that name, the way a config's command selector would.
 func adoptHogs(t testing.TB, p Pool, n int) []int {
 	t.Helper()
-	name := uniqueName(t) + "-hog"
+	return adoptHogsNamed(t, p, n, uniqueName(t)+"-hog")
+}
+
+func adoptHogsNamed(t testing.TB, p Pool, n int, name string) []int {
+	t.Helper()
 	var want []int
 	for range n {
 		want = append(want, startChild(t, name, "hog"))
