@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -342,7 +343,10 @@ func TestCountersBackend(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 		st := p.Stats()
-		if st.Cores[0].Fired != uint64(round) || p.Bursts() != uint64(round) {
+		// Fired is one per arming; Bursts counts every poll that saw
+		// traffic after an idle poll, and a sender stall inside a burst
+		// makes two of it.
+		if st.Cores[0].Fired != uint64(round) || p.Bursts() < uint64(round) {
 			t.Fatalf("round %d: fired %d bursts %d", round, st.Cores[0].Fired, p.Bursts())
 		}
 		if st.Queues[0].Bytes != uint64(500*round*frameLen) {
@@ -376,12 +380,12 @@ func TestWatchEvents(t *testing.T) {
 			}
 		})
 	}()
-	time.Sleep(10 * time.Millisecond)
 	for i := 1; i <= 10; i++ {
+		// One packet per armed window: wait until the watcher re-armed.
+		waitFor(t, "watcher armed", func() bool { return atomic.LoadUint64(ws.state) == coreArmed })
 		sendN(t, s, uint64(i), 1)
-		time.Sleep(5 * time.Millisecond) // an idle gap: the watcher re-arms
+		waitFor(t, "event", func() bool { mu.Lock(); defer mu.Unlock(); return len(tags) == i })
 	}
-	waitFor(t, "10 events", func() bool { mu.Lock(); defer mu.Unlock(); return len(tags) == 10 })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
