@@ -108,6 +108,9 @@ func weightToShares(weight int) int {
 
 func (h *cgroupV1) threadGranular() bool { return true }
 
+// addProcess writes cpuset first, then cpu and cpuacct. Should a later
+// write fail, the task is already confined to the pool's CPUs (the safe
+// half) and a repeated Adopt completes the move.
 func (h *cgroupV1) addProcess(pid int, tids []int) error {
 	for _, d := range h.dirs() {
 		if tids == nil {
