@@ -45,7 +45,7 @@ type counters struct {
 	wakesRX, wakesProbe, wakesTimeout             atomic.Uint64
 	exposedNsTotal, exposedNsMax, exposedSamples  atomic.Uint64
 	eventsDropped                                 atomic.Uint64
-	blockedNsTotal                                atomic.Uint64
+	blockedNsTotal, busyNsTotal                   atomic.Uint64
 	_                                             [64]byte // keep hot counters off a neighbour's cache line
 }
 
@@ -75,6 +75,9 @@ type Stats struct {
 	ExposedMean    time.Duration `json:"exposed_mean_ns"`
 	ExposedMax     time.Duration `json:"exposed_max_ns"`
 	Blocked        time.Duration `json:"blocked_ns"` // total time blocked (core lent)
+	// Busy is the time spent handling frames (polls that found some): the
+	// loop's load is Busy over wall time, its capacity Packets over Busy.
+	Busy time.Duration `json:"busy_ns"`
 
 	EventsDropped uint64 `json:"events_dropped"`
 }
@@ -89,7 +92,8 @@ func (c *counters) snapshot() Stats {
 		Polls: c.polls.Load(), EmptyPolls: c.emptyPolls.Load(), Yields: c.yields.Load(), Heartbeat: c.heartbeat.Load(),
 		WakesRX: c.wakesRX.Load(), WakesProbe: c.wakesProbe.Load(), WakesTimeout: c.wakesTimeout.Load(),
 		ExposedSamples: c.exposedSamples.Load(), ExposedMax: time.Duration(c.exposedNsMax.Load()),
-		Blocked: time.Duration(c.blockedNsTotal.Load()), EventsDropped: c.eventsDropped.Load(),
+		Blocked: time.Duration(c.blockedNsTotal.Load()), Busy: time.Duration(c.busyNsTotal.Load()),
+		EventsDropped: c.eventsDropped.Load(),
 	}
 	if s.ExposedSamples > 0 {
 		s.ExposedMean = time.Duration(c.exposedNsTotal.Load() / s.ExposedSamples)

@@ -224,8 +224,7 @@ func openSockets(o Options) (sendFD, recvFD int, err error) {
 		// No UDP checksum: the DP loop's packet socket would otherwise send
 		// back a checksum the sender left to offload, which the receiver drops.
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_NO_CHECK, 1)
-		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 8<<20)
-		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4<<20)
+		setBuffers(fd)
 		tv := unix.NsecToTimeval(int64(100 * time.Millisecond))
 		_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
 		if o.Iface != "" {
@@ -257,7 +256,7 @@ func openSockets(o Options) (sendFD, recvFD int, err error) {
 			return fmt.Errorf("trafficgen: receive socket: %w", err)
 		}
 		recvFD = fd
-		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 8<<20)
+		setBuffers(fd)
 		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: o.DstPort, Addr: o.RecvAddr.As4()}); err != nil {
 			return fmt.Errorf("trafficgen: bind %v:%d in %s: %w", o.RecvAddr, o.DstPort, o.RecvNetNS, err)
 		}
@@ -271,6 +270,18 @@ func openSockets(o Options) (sendFD, recvFD int, err error) {
 		return -1, -1, err
 	}
 	return sendFD, recvFD, nil
+}
+
+// setBuffers enlarges the socket buffers so bursts survive a receiver that
+// is briefly off its CPU: beyond net.core.[rw]mem_max when privileged
+// (the FORCE options), else up to it.
+func setBuffers(fd int) {
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 16<<20)
+	}
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 4<<20) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4<<20)
+	}
 }
 
 // runState is shared by the sender and the receiver of one run.

@@ -1,0 +1,162 @@
+package dataplane_test
+
+// Benchmarks on the real testbed (root). They run one generator pass per
+// configuration, interleaved so that machine noise hits every
+// configuration alike, and print a side-by-side table; only the ratios in
+// one run mean anything on a shared VM. Run them with -benchtime 1x:
+//
+//	go test -run '^$' -bench 'YieldVsBusy|MaxPPS|RingFormat' -benchtime 1x ./dataplane/
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/taichi-sched/taichi/dataplane"
+	"github.com/taichi-sched/taichi/testbed"
+	"github.com/taichi-sched/taichi/trafficgen"
+)
+
+// runLoop starts a loop and returns a function that stops it and returns
+// its final stats.
+func runLoop(b *testing.B, cfg dataplane.LoopConfig, yieldAfter int) (*dataplane.Loop, func() dataplane.Stats) {
+	b.Helper()
+	l, err := dataplane.NewLoop(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	l.Control().SetYieldAfter(yieldAfter)
+	l.Control().SetSlice(10 * time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	select {
+	case <-l.Ready():
+	case err := <-done:
+		b.Fatalf("loop: %v", err)
+	}
+	go func() {
+		for range l.Events() { // keep the channel drained; counters carry the totals
+		}
+	}()
+	return l, func() dataplane.Stats {
+		cancel()
+		if err := <-done; err != nil {
+			b.Errorf("loop: %v", err)
+		}
+		return l.Stats()
+	}
+}
+
+type benchRow struct {
+	name               string
+	rate               int
+	rep                trafficgen.Report
+	st                 dataplane.Stats
+	wall               time.Duration
+	loopPPS, lentShare float64
+}
+
+func measure(b *testing.B, tb *testbed.Testbed, cfg dataplane.LoopConfig, yieldAfter, rate, count int) benchRow {
+	_, stop := runLoop(b, cfg, yieldAfter)
+	start := time.Now()
+	rep, err := trafficgen.Run(context.Background(), genOptions(tb, rate, count, trafficgen.PatternConstant))
+	wall := time.Since(start)
+	st := stop()
+	if err != nil {
+		b.Fatal(err)
+	}
+	row := benchRow{rate: rate, rep: rep, st: st, wall: wall}
+	if rep.SendTime > 0 {
+		row.loopPPS = float64(st.Packets) / rep.SendTime.Seconds()
+	}
+	row.lentShare = st.Blocked.Seconds() / wall.Seconds()
+	return row
+}
+
+func printTable(b *testing.B, title string, rows []benchRow) {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "\n%s\n%-12s %9s %10s %10s %8s %9s %9s %9s %8s %7s %10s\n", title,
+		"config", "rate", "sent", "recv_pps", "loss%", "p50_us", "p99_us", "max_us", "lent%", "yields", "exposed_us")
+	for _, r := range rows {
+		fmt.Fprintf(&sb, "%-12s %9d %10d %10.0f %8.3f %9.1f %9.1f %9.1f %8.1f %7d %10.1f\n",
+			r.name, r.rate, r.rep.Sent, r.rep.AchievedPPS, 100*r.rep.Loss, r.rep.LatencyUs.P50, r.rep.LatencyUs.P99,
+			r.rep.LatencyUs.Max, 100*r.lentShare, r.st.Yields, float64(r.st.ExposedMean)/1e3)
+	}
+	b.Log(sb.String())
+}
+
+// BenchmarkYieldVsBusy compares a busy-polling loop (YieldAfter -1) with a
+// yield-on-idle loop (YieldAfter 200) at three rates, interleaved.
+func BenchmarkYieldVsBusy(b *testing.B) {
+	tb := needTestbed(b, "by")
+	cfg := reflectConfig(tb)
+	rates := []int{1000, 10000, 50000}
+	var rows []benchRow
+	for b.Loop() {
+		rows = rows[:0]
+		for _, rate := range rates {
+			count := max(rate*2, 5000)
+			for _, m := range []struct {
+				name string
+				ya   int
+			}{{"busy", -1}, {"yield200", 200}} {
+				r := measure(b, tb, cfg, m.ya, rate, count)
+				r.name = m.name
+				rows = append(rows, r)
+			}
+		}
+	}
+	printTable(b, "busy-poll vs yield-on-idle (reflect, constant rate, one run, interleaved)", rows)
+	for _, r := range rows {
+		b.ReportMetric(r.rep.LatencyUs.P99, fmt.Sprintf("p99us_%s_%d", r.name, r.rate))
+	}
+}
+
+// BenchmarkMaxPPS offers far more than the loop can take and reports what
+// the loop handled per second (busy-poll), plus what came back.
+func BenchmarkMaxPPS(b *testing.B) {
+	tb := needTestbed(b, "mx")
+	var rows []benchRow
+	for b.Loop() {
+		for _, ring := range []string{dataplane.RingV2, dataplane.RingV3} {
+			cfg := reflectConfig(tb)
+			cfg.Ring = ring
+			r := measure(b, tb, cfg, -1, 2_000_000, 1_000_000)
+			r.name = "busy-" + ring
+			rows = append(rows, r)
+		}
+	}
+	var sb strings.Builder
+	for _, r := range rows {
+		capacity := float64(r.st.Packets) / r.st.Busy.Seconds()
+		fmt.Fprintf(&sb, "%s: generator sent %d at %.0f pps; loop handled %d (%.0f pps over the send time, busy %.1f%%); back %d (%.0f pps), tx_drops %d; loop capacity %.0f pps (packets / busy time, %.0f ns per packet)\n",
+			r.name, r.rep.Sent, r.rep.OfferedPPS, r.st.Packets, r.loopPPS, 100*r.st.Busy.Seconds()/r.rep.SendTime.Seconds(),
+			r.rep.Received, r.rep.AchievedPPS, r.st.TxDrops, capacity, 1e9/capacity)
+		b.ReportMetric(r.loopPPS, "loop_pps_"+r.name)
+		b.ReportMetric(capacity, "capacity_pps_"+r.name)
+	}
+	b.Log("\n" + sb.String())
+}
+
+// BenchmarkRingFormat compares TPACKET_V2 (per-frame hand-off) with
+// TPACKET_V3 (per-block hand-off, 1 ms retire timer) at a low and a
+// moderate rate, busy-polling: the choice of the default ring.
+func BenchmarkRingFormat(b *testing.B) {
+	tb := needTestbed(b, "rf")
+	var rows []benchRow
+	for b.Loop() {
+		for _, rate := range []int{1000, 50000} {
+			for _, ring := range []string{dataplane.RingV2, dataplane.RingV3} {
+				cfg := reflectConfig(tb)
+				cfg.Ring = ring
+				r := measure(b, tb, cfg, -1, rate, max(rate*2, 5000))
+				r.name = ring
+				rows = append(rows, r)
+			}
+		}
+	}
+	printTable(b, "RX ring format, busy-poll (reflect)", rows)
+}
