@@ -4,8 +4,9 @@
 // thread on CPU 1, timeouts, poll, cleanup on thread exit and on close, a
 // real blocker from the test-only hold path, and bad ioctl arguments.
 //
-//	qemutest run        all checks; prints HIST/LAT/BLOCKER lines and
-//	                    "QEMUTEST OK" or "QEMUTEST FAILED"
+//	qemutest run [KFUNC.o]  all checks; prints HIST/LAT/BLOCKER lines and
+//	                    "QEMUTEST OK" or "QEMUTEST FAILED"; with the XDP
+//	                    object (kmod/bpf/kick.bpf.c) also the BPF kfunc kick
 //	qemutest hold-open  register a DP thread on CPU 1 and keep the fd open
 //	                    (the VM script checks rmmod refuses, then kills it)
 package main
@@ -21,6 +22,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cilium/ebpf"
 
 	"github.com/taichi-sched/taichi/kmod"
 	"github.com/taichi-sched/taichi/kmod/internal/uapi"
@@ -47,7 +50,11 @@ func main() {
 	}
 	switch mode {
 	case "run":
-		run()
+		kfuncObj := ""
+		if len(os.Args) > 2 {
+			kfuncObj = os.Args[2]
+		}
+		run(kfuncObj)
 	case "hold-open":
 		holdOpen()
 	default:
@@ -128,7 +135,7 @@ func await(what string, ch <-chan error, d time.Duration) error {
 	}
 }
 
-func run() {
+func run(kfuncObj string) {
 	if err := pin(cpCPU); err != nil {
 		failf("%v", err)
 		finish()
@@ -157,6 +164,11 @@ func run() {
 	registerRules(d)
 	wakes(d)
 	pollPath()
+	if kfuncObj != "" {
+		kfuncKick(d, info, kfuncObj)
+	} else {
+		logf("kfunc check skipped: no BPF object given (module built without BTF)")
+	}
 	blocker(d)
 	exitCleanup(d)
 	closeCleanup(d)
@@ -440,6 +452,55 @@ func wakes(d *kmod.Device) {
 		h.Buckets[i] -= before.Latency.Buckets[i]
 	}
 	printHist("unblocked", h)
+}
+
+// kfuncKick: an XDP program calling the module's kfunc taichi_kick_cpu
+// wakes the DP thread (run through BPF_PROG_TEST_RUN on CPU 0).
+func kfuncKick(d *kmod.Device, info kmod.Info, obj string) {
+	if !info.Kfunc {
+		failf("module has no kfunc registered, but the test was built with module BTF")
+		return
+	}
+	spec, err := ebpf.LoadCollectionSpec(obj)
+	if err != nil {
+		failf("kfunc: %v", err)
+		return
+	}
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		failf("kfunc: load XDP program calling taichi_kick_cpu: %v", err)
+		return
+	}
+	defer coll.Close()
+	prog := coll.Programs["taichi_kick"]
+	if prog == nil {
+		failf("kfunc: program taichi_kick missing in %s", obj)
+		return
+	}
+	before, _ := d.Stats(dpCPU)
+	dp, err := startDP(d)
+	if err != nil {
+		failf("%v", err)
+		return
+	}
+	dp.cmd <- 2 * time.Second
+	time.Sleep(2 * time.Millisecond)
+	ret, err := prog.Run(&ebpf.RunOptions{Data: make([]byte, 64)})
+	if err != nil {
+		failf("kfunc: test run: %v", err)
+	} else if ret != 2 { // XDP_PASS: taichi_kick_cpu returned 1
+		failf("kfunc: XDP program returned %d, want XDP_PASS (a DP thread woken)", ret)
+	}
+	if w, ok := dp.result("kfunc kick"); ok && !w.Kicked {
+		failf("kfunc: DP thread woke without a kick: %+v", w)
+	}
+	if err := dp.stop(); err != nil {
+		failf("%v", err)
+	}
+	if after, _ := d.Stats(dpCPU); after.Wakes-before.Wakes != 1 || after.Kicks-before.Kicks != 1 {
+		failf("kfunc: stats kicks +%d wakes +%d, want +1 each", after.Kicks-before.Kicks, after.Wakes-before.Wakes)
+	}
+	logf("kfunc ok: XDP program kicked CPU %d through taichi_kick_cpu", dpCPU)
 }
 
 // pollPath: a DP loop polling the device fd beside its sockets sees a kick
