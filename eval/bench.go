@@ -14,6 +14,10 @@ import (
 	"github.com/taichi-sched/taichi/testbed"
 )
 
+// daemonRunsLoops says whether the daemon runs the DP loops of its config;
+// until it does, the bench runs the testbed's DP loop itself.
+const daemonRunsLoops = false
+
 // BenchOptions select the machine setup shared by every experiment.
 type BenchOptions struct {
 	// Prefix names the testbed, the CP cgroup and the pipeline namespaces;
@@ -32,6 +36,7 @@ type Bench struct {
 	Env     *Env
 	Testbed *testbed.Testbed
 	Daemon  *daemon.Daemon
+	loop    *loopSystem
 	workDir string
 }
 
@@ -82,8 +87,15 @@ func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
 	b.Daemon = d
+	var sys System = &DaemonSystem{D: d}
+	if !daemonRunsLoops {
+		if b.loop, err = startLocalLoop(ctx, &DaemonSystem{D: d}, b.Testbed); err != nil {
+			return nil, err
+		}
+		sys = b.loop
+	}
 	b.Env = &Env{
-		System:   &DaemonSystem{D: d},
+		System:   sys,
 		Prefix:   o.Prefix + "c",
 		WorkDir:  b.workDir,
 		GoHelper: helper,
@@ -100,6 +112,10 @@ func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
 // Close stops the daemon, removes its CP cgroup, and tears the testbed down.
 func (b *Bench) Close() error {
 	var errs []error
+	if b.loop != nil {
+		errs = append(errs, b.loop.close())
+		b.loop = nil
+	}
 	if b.Daemon != nil {
 		errs = append(errs, b.Daemon.Close())
 		if p := b.Daemon.Pool(); p != nil {

@@ -91,7 +91,7 @@ func DaemonConfig(tb *testbed.Testbed, name, stateDir, policy string) (*config.C
 	if policy != "" {
 		fmt.Fprintf(&b, "policy: %s\n", policy)
 	}
-	if tb != nil {
+	if tb != nil && daemonRunsLoops {
 		fmt.Fprintf(&b, "dataplane:\n  loops:\n    - name: dp0\n      cpu: %d\n      iface: %s\n      netns: %s\n      mode: reflect\n",
 			base.DPCPUs[0], tb.DPIface, tb.DPNS)
 		fmt.Fprintf(&b, "probe:\n  interfaces:\n    - {iface: %s, netns: %s, queue: -1, cpu: %d}\n", tb.NICIn, tb.NICNS, base.DPCPUs[0])

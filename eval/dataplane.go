@@ -132,7 +132,7 @@ func dataplaneRun(ctx context.Context, env *Env, cfg DataplaneConfig, policy str
 	before, serr := sys.Snapshot()
 	rate := int(load * float64(env.CapacityPPS))
 	if env.Traffic != nil && rate > 0 {
-		dp, err := env.Traffic(ctx, TrafficSpec{Rate: rate, Pattern: "onoff", Duration: cfg.Duration})
+		dp, err := env.Traffic(ctx, TrafficSpec{Rate: rate, Pattern: "onoff", Capacity: env.CapacityPPS, Duration: cfg.Duration})
 		if err != nil {
 			run.addErr(fmt.Errorf("traffic: %w", err))
 		}

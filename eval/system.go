@@ -68,6 +68,7 @@ type TrafficSpec struct {
 	Rate     int           // average packets per second
 	Pattern  string        // constant|poisson|onoff
 	Duration time.Duration // upper bound; the run also ends when ctx ends
+	Capacity int           // the path's measured capacity (pps), shapes bursts
 }
 
 // Traffic drives the DP loop and reports what came back. It must return

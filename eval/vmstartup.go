@@ -211,7 +211,7 @@ func vmStartupRun(ctx context.Context, env *Env, cfg VMStartupConfig, policy str
 	before, serr := sys.Snapshot()
 	if rate > 0 && env.Traffic != nil {
 		go func() {
-			dp, err := env.Traffic(trafCtx, TrafficSpec{Rate: rate, Pattern: "onoff", Duration: 10 * time.Minute})
+			dp, err := env.Traffic(trafCtx, TrafficSpec{Rate: rate, Pattern: "onoff", Capacity: env.CapacityPPS, Duration: 10 * time.Minute})
 			trafDone <- trafResult{dp, err}
 		}()
 		select {
