@@ -69,6 +69,7 @@ struct tc_cpu {
 	atomic64_t pending_kick_ns;	/* oldest kick not yet seen running (latency) */
 	u64 last_kick_ns;		/* reported by WAIT */
 	u64 ipi_kick_ns;		/* the kick the in-flight IPI looks for */
+	atomic_t ipi_busy;		/* csd in flight: it must not be queued twice */
 	call_single_data_t csd;
 
 	atomic64_t kicks, kicks_no_dp, wakes, timeouts, ipis, ipis_busy;
@@ -200,8 +201,11 @@ static void tc_inspect(void *info)
 	struct taichi_blocker *r;
 	struct pt_regs *regs;
 	unsigned int pc, flags = 0;
+	u64 kick_ns = READ_ONCE(c->ipi_kick_ns);
 	int slot;
 
+	/* The csd is already unlocked for async calls: allow the next one. */
+	atomic_set_release(&c->ipi_busy, 0);
 	if (!in_hardirq())
 		return;	/* flushed from idle or hotplug, not an IPI */
 	if (cur == READ_ONCE(c->dp) || is_idle_task(cur))
@@ -231,7 +235,7 @@ static void tc_inspect(void *info)
 	memset(r, 0, sizeof(*r));
 	r->seq = ++c->seq;
 	r->time_ns = ktime_get_ns();
-	r->kick_ns = c->ipi_kick_ns;
+	r->kick_ns = kick_ns;
 	r->pid = task_pid_nr(cur);
 	r->tgid = task_tgid_nr(cur);
 	r->cpu = smp_processor_id();
@@ -258,11 +262,19 @@ static int tc_kick_cpu(unsigned int cpu, unsigned int this_cpu, u64 now)
 	WRITE_ONCE(c->last_kick_ns, now);
 	/* Look before the wake-up's own IPI lets a preemptible task go. */
 	if (cpu != this_cpu) {
-		WRITE_ONCE(c->ipi_kick_ns, now);
-		if (smp_call_function_single_async(cpu, &c->csd))
+		/* smp_call_function_single_async() does not serialize
+		 * concurrent callers on one csd: kickers on two CPUs must. */
+		if (atomic_xchg(&c->ipi_busy, 1)) {
 			atomic64_inc(&c->ipis_busy);
-		else
-			atomic64_inc(&c->ipis);
+		} else {
+			WRITE_ONCE(c->ipi_kick_ns, now);
+			if (smp_call_function_single_async(cpu, &c->csd)) {
+				atomic_set(&c->ipi_busy, 0);
+				atomic64_inc(&c->ipis_busy);
+			} else {
+				atomic64_inc(&c->ipis);
+			}
+		}
 	}
 	atomic_set(&c->kicked, 1);
 	wake_up_interruptible(&c->wq);
