@@ -2,6 +2,7 @@ package eval
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -94,13 +95,48 @@ func ReadMachine(dpCores, cpCores []int) Machine {
 }
 
 // readPreempt returns the active preemption mode: debugfs shows the choices
-// with the active one in parentheses; without debugfs, the kernel config says
-// which model was built in.
+// with the active one in parentheses; without debugfs, a preempt= boot
+// parameter or else the kernel config's built-in model says it.
 func readPreempt() string {
 	for _, p := range []string{"/sys/kernel/debug/sched/preempt", "/sys/kernel/debug/sched_preempt"} {
 		if b, err := os.ReadFile(p); err == nil {
 			if mode := parsePreempt(string(b)); mode != "" {
 				return mode
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/cmdline"); err == nil {
+		for _, f := range strings.Fields(string(b)) {
+			if v, ok := strings.CutPrefix(f, "preempt="); ok {
+				return v + " (boot parameter)"
+			}
+		}
+	}
+	f, err := os.Open("/proc/config.gz")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		return ""
+	}
+	raw, err := io.ReadAll(io.LimitReader(zr, 16<<20))
+	if err != nil {
+		return ""
+	}
+	return preemptFromConfig(string(raw))
+}
+
+// preemptFromConfig names the preemption model a kernel config builds in.
+func preemptFromConfig(cfg string) string {
+	for _, m := range []struct{ key, mode string }{
+		{"CONFIG_PREEMPT_NONE=y", "none"}, {"CONFIG_PREEMPT_VOLUNTARY=y", "voluntary"},
+		{"CONFIG_PREEMPT=y", "full"}, {"CONFIG_PREEMPT_LAZY=y", "lazy"}, {"CONFIG_PREEMPT_RT=y", "rt"},
+	} {
+		for _, line := range strings.Split(cfg, "\n") {
+			if strings.TrimSpace(line) == m.key {
+				return m.mode + " (kernel config default)"
 			}
 		}
 	}

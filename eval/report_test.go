@@ -66,6 +66,9 @@ func TestParsePreempt(t *testing.T) {
 	if got := parsePreempt("none voluntary (full) lazy\n"); got != "full" {
 		t.Fatalf("got %q", got)
 	}
+	if got := preemptFromConfig("CONFIG_PREEMPT_BUILD=y\nCONFIG_PREEMPT_NONE=y\n"); got != "none (kernel config default)" {
+		t.Fatalf("config: got %q", got)
+	}
 	if got := parsePreempt("garbage"); got != "" {
 		t.Fatalf("got %q", got)
 	}

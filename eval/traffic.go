@@ -15,7 +15,7 @@ const onoffPeriod = 100 * time.Millisecond
 // burstShare is the rate during a burst relative to the path's capacity:
 // below saturation, so a burst's latency measures the DP loop, not a queue
 // the generator built.
-const burstShare = 0.8
+const burstShare = 0.5
 
 // newTraffic returns the generator driving the testbed's DP loop (reflect
 // mode) and the path's capacity: the packet rate that comes back when the
