@@ -128,6 +128,7 @@ func (x *XDP) Start(ctx context.Context) (err error) {
 	if err := ensureBPFFS(x.opts.PinDir); err != nil {
 		return fmt.Errorf("xdp probe: %w", err)
 	}
+	sweepDefunctPins(x.opts.PinDir)
 	err = netns.Do(x.opts.NetNS, func() error {
 		ifc, err := net.InterfaceByName(x.opts.Iface)
 		if err != nil {
@@ -218,6 +219,25 @@ func (x *XDP) attach() error {
 		return nil
 	}
 	return fmt.Errorf("attach: %w", errors.Join(errs...))
+}
+
+// sweepDefunctPins removes pinned links whose interface is gone (a crashed
+// run's namespace was deleted): the kernel detached them, but the pin keeps
+// the program and its maps in memory.
+func sweepDefunctPins(dir string) {
+	paths, _ := filepath.Glob(filepath.Join(dir, "xdp-*"))
+	for _, path := range paths {
+		l, err := link.LoadPinnedLink(path, nil)
+		if err != nil {
+			continue
+		}
+		if info, err := l.Info(); err == nil {
+			if xi := info.XDP(); xi != nil && xi.Ifindex == 0 {
+				_ = l.Unpin()
+			}
+		}
+		_ = l.Close()
+	}
 }
 
 func sameXDPTarget(l link.Link, ifindex int) bool {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
 
@@ -280,6 +282,60 @@ func TestXDPReplacesStaleProgramAfterKill(t *testing.T) {
 	}
 	if text, ok := xdpAttached(t, tb.NICNS, tb.NICIn); ok {
 		t.Fatalf("XDP program left after Stop:\n%s", text)
+	}
+}
+
+// A crashed run whose interface disappeared leaves a pin that holds a
+// detached program; the next Start (on any interface) removes it.
+func TestXDPSweepsPinsOfVanishedInterfaces(t *testing.T) {
+	gone := upTestbed(t)
+	pinDir := testPinDir(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashHelper$", "-test.count=1")
+	cmd.Env = append(os.Environ(), crashHelperEnv+"="+gone.NICNS+","+gone.NICIn+","+pinDir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	line := make([]byte, 256)
+	n, _ := out.Read(line)
+	if !strings.HasPrefix(string(line[:n]), "ready") {
+		t.Fatalf("helper: %q", line[:n])
+	}
+	_ = cmd.Process.Signal(unix.SIGKILL)
+	_ = cmd.Wait()
+	pins, _ := filepath.Glob(pinDir + "/xdp-*")
+	if len(pins) != 1 {
+		t.Fatalf("pins after kill -9: %v", pins)
+	}
+	if err := gone.Down(); err != nil {
+		t.Fatal(err)
+	}
+	// The kernel dismantles a deleted namespace asynchronously; the link
+	// detaches when its device is unregistered.
+	waitFor(t, "the stale link to detach", func() bool {
+		l, err := link.LoadPinnedLink(pins[0], nil)
+		if err != nil {
+			return false
+		}
+		defer l.Close()
+		info, err := l.Info()
+		return err == nil && info.XDP() != nil && info.XDP().Ifindex == 0
+	})
+	tb := upTestbed(t)
+	p, err := NewXDP(Options{Iface: tb.NICIn, NetNS: tb.NICNS, Core: 1, PinDir: pinDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	if _, err := os.Stat(pins[0]); !os.IsNotExist(err) {
+		t.Fatalf("defunct pin %s still there (%v)", pins[0], err)
 	}
 }
 
