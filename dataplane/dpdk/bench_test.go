@@ -2,6 +2,7 @@ package dpdk
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"runtime"
 	"slices"
@@ -123,12 +124,14 @@ func BenchmarkTestpmdLending(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+			waitBefore := runDelay(b, pid, tid)
 			start := monoNow()
-			var lat []float64
+			var lat, reclaimDelay []float64
 			lost := 0
 			for range b.N {
 				time.Sleep(10 * time.Millisecond)
 				seq++
+				sentAt := monotonicNs()
 				if err := io.send(seq); err != nil {
 					b.Fatal(err)
 				}
@@ -147,14 +150,22 @@ func BenchmarkTestpmdLending(b *testing.B) {
 				if !got {
 					lost++
 				}
+				if w != nil {
+					if at := w.Stats().LastReclaimAt; at > sentAt {
+						reclaimDelay = append(reclaimDelay, float64(at-sentAt))
+					}
+				}
 			}
 			elapsed := monoNow() - start
+			// Time the lcore spent runnable but not running: preempted.
+			b.ReportMetric(float64(runDelay(b, pid, tid)-waitBefore)/1e6, "lcore_wait_ms")
 			cancel()
 			wg.Wait()
 			if err := m.Promote(tid); err != nil {
 				b.Fatal(err)
 			}
 			report(b, "lat", lat)
+			report(b, "watch_delay", reclaimDelay) // frame sent -> watcher starts the reclaim
 			b.ReportMetric(float64(lost), "lost")
 			if h != nil {
 				b.ReportMetric(float64(h.stop())/float64(elapsed), "cp_share")
@@ -281,4 +292,18 @@ func BenchmarkNetDevCounter(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// runDelay is the time tid spent waiting on a run queue
+// (/proc/PID/task/TID/schedstat, second field, ns).
+func runDelay(t testing.TB, pid, tid int) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/schedstat", pid, tid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var run, wait int64
+	if _, err := fmt.Sscan(string(data), &run, &wait); err != nil {
+		t.Fatal(err)
+	}
+	return wait
 }

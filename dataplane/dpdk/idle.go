@@ -122,6 +122,8 @@ type IdleStats struct {
 	// LastPromoteNs and MaxPromoteNs time the reclaim syscalls (all lcores).
 	LastPromoteNs int64 `json:"last_promote_ns"`
 	MaxPromoteNs  int64 `json:"max_promote_ns"`
+	// LastReclaimAt is when the last reclaim started (CLOCK_MONOTONIC ns).
+	LastReclaimAt int64 `json:"last_reclaim_at"`
 }
 
 // IdleWatcher lends a busy-polling application's cores while its queues are
@@ -141,6 +143,7 @@ type IdleWatcher struct {
 
 	demotions, promotions, counterErrors atomic.Uint64
 	lastPromoteNs, maxPromoteNs          atomic.Int64
+	lastReclaimAt                        atomic.Int64
 }
 
 // NewIdleWatcher returns a watcher; Run starts it.
@@ -166,6 +169,7 @@ func (w *IdleWatcher) Stats() IdleStats {
 		CounterErrors: w.counterErrors.Load(),
 		LastPromoteNs: w.lastPromoteNs.Load(),
 		MaxPromoteNs:  w.maxPromoteNs.Load(),
+		LastReclaimAt: w.lastReclaimAt.Load(),
 	}
 }
 
@@ -281,6 +285,7 @@ func (w *IdleWatcher) reclaim() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	start := time.Now()
+	w.lastReclaimAt.Store(monotonicNs())
 	var errs []error
 	var keep []int
 	for _, tid := range w.lent {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -218,5 +219,29 @@ func TestManagerMovesLcoreOutOfCgroups(t *testing.T) {
 	}
 	if strings.Contains(string(data), tag) {
 		t.Fatalf("still in the test cgroups:\n%s", data)
+	}
+}
+
+func TestInspectMarksLcores(t *testing.T) {
+	name := fmt.Sprintf("i%d-worker-4", os.Getpid()%10000)
+	tid := namedThread(t, name)
+	threads, err := Inspect(os.Getpid(), regexp.MustCompile("^"+name+"$"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lcores := 0
+	for _, th := range threads {
+		if th.Lcore {
+			lcores++
+			if th.TID != tid || th.Name != name || len(th.Affinity) == 0 || th.Policy == "" {
+				t.Fatalf("lcore entry %+v", th)
+			}
+		}
+	}
+	if lcores != 1 || len(threads) < 2 {
+		t.Fatalf("%d lcores among %d threads", lcores, len(threads))
+	}
+	if _, err := Inspect(-1, regexp.MustCompile("")); err == nil {
+		t.Fatal("no error for a missing process")
 	}
 }

@@ -227,3 +227,45 @@ func toRootCgroups(pid, tid int) ([]string, error) {
 	}
 	return slices.Compact(moved), errors.Join(errs...)
 }
+
+// ThreadInfo is one thread of a process as `taichi dpdk inspect` shows it.
+type ThreadInfo struct {
+	TID      int      `json:"tid"`
+	Name     string   `json:"name"`
+	Lcore    bool     `json:"lcore"` // matches the lcore pattern
+	Affinity []int    `json:"affinity"`
+	LastCPU  int      `json:"last_cpu"`
+	Policy   string   `json:"policy"`
+	Priority int      `json:"priority"`
+	Cgroups  []string `json:"cgroups"` // v1 cpu and cpuset membership, "cpu:/path"
+}
+
+// Inspect lists every thread of pid with its placement, marking those whose
+// name matches the lcore pattern re. It changes nothing.
+func Inspect(pid int, re *regexp.Regexp) ([]ThreadInfo, error) {
+	all, err := listThreads(pid, regexp.MustCompile(""))
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(all, func(a, b int) bool { return all[a].TID < all[b].TID })
+	out := make([]ThreadInfo, 0, len(all))
+	for _, t := range all {
+		ti := ThreadInfo{TID: t.TID, Name: t.Name, Lcore: re.MatchString(t.Name), Affinity: t.Affinity,
+			LastCPU: t.LastCPU, Policy: PolicyName(t.Policy), Priority: int(t.Priority)}
+		if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/cgroup", pid, t.TID)); err == nil {
+			for line := range strings.SplitSeq(strings.TrimSpace(string(data)), "\n") {
+				parts := strings.SplitN(line, ":", 3)
+				if len(parts) != 3 {
+					continue
+				}
+				for ctrl := range strings.SplitSeq(parts[1], ",") {
+					if ctrl == "cpu" || ctrl == "cpuset" {
+						ti.Cgroups = append(ti.Cgroups, ctrl+":"+parts[2])
+					}
+				}
+			}
+		}
+		out = append(out, ti)
+	}
+	return out, nil
+}
