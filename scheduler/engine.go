@@ -1,0 +1,582 @@
+package scheduler
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Actuator carries the scheduler's decisions out; the daemon implements it
+// over the vCPU pool and the DP loops. Calls come from the scheduler's one
+// goroutine, in order.
+type Actuator interface {
+	// Lend adds cpu to the CP cpuset (slow path: a cgroup write).
+	Lend(cpu int) error
+	// Reclaim removes cpu from the CP cpuset (slow path).
+	Reclaim(cpu int) error
+	// SetYield sets the DP loop's fast-path knobs: yield after this many
+	// empty polls (<0: never) and block at most slice when it does.
+	SetYield(cpu int, yieldAfterEmptyPolls int64, slice time.Duration)
+	// Wake wakes the DP loop on cpu now.
+	Wake(cpu int)
+}
+
+// ProbeGate is optional: an Actuator that implements it is told whether the
+// current policy wants probe wake-ups delivered to a core's DP loop (dynamic
+// does not: only the packet itself may wake the loop).
+type ProbeGate interface {
+	SetProbeWake(cpu int, enabled bool)
+}
+
+// EventKind says what an Event reports.
+type EventKind int
+
+// Event kinds.
+const (
+	EvIdle      EventKind = iota // empty-poll streak (EmptyPolls)
+	EvBusy                       // the loop handled packets again
+	EvYield                      // the loop blocked
+	EvWake                       // the loop runs again (Wake, Latency = exposed wake latency)
+	EvProbe                      // the probe warns packets are coming for CPU
+	EvLoad                       // load sample (Interval, BusyFraction, Packets)
+	EvLatency                    // an SLO measurement for CPU's traffic (Latency)
+	EvHarvested                  // cumulative CP CPU time on CPU while lent (Harvested)
+	numEventKinds
+)
+
+var eventKindNames = [numEventKinds]string{"idle", "busy", "yield", "wake", "probe", "load", "latency", "harvested"}
+
+func (k EventKind) String() string {
+	if k >= 0 && k < numEventKinds {
+		return eventKindNames[k]
+	}
+	return "EventKind(?)"
+}
+
+// Event is one input. At is when it happened (zero: stamped on receipt).
+type Event struct {
+	Kind EventKind
+	CPU  int
+	At   time.Time
+
+	EmptyPolls   int64         // EvIdle
+	Wake         WakeCause     // EvWake
+	Latency      time.Duration // EvWake: exposed wake latency; EvLatency: measured latency
+	Interval     time.Duration // EvLoad: the interval the sample covers
+	BusyFraction float64       // EvLoad: 0..1 (DPDK: non-idle share of the interval)
+	Packets      int64         // EvLoad: packets in the interval
+	Harvested    time.Duration // EvHarvested: cumulative CP CPU time
+}
+
+// core is one DP core's state; only the engine touches it.
+type core struct {
+	cpu   int
+	state State
+	since time.Time
+	// blocked: the loop yielded while the core was not lendable (IDLE).
+	blocked bool
+
+	inCPUSet  bool
+	knobsSet  bool
+	yield     int64
+	knobSlice time.Duration
+	probeOn   bool
+	probeSet  bool
+	retryAt   time.Time // slow path: no new attempt before this after an error
+
+	lentAt      time.Time
+	lentTotal   time.Duration
+	lends       uint64
+	reclaims    [numCauses]uint64
+	pending     Cause // why the engine asked a lent core to wake
+	reclaimBy   time.Time
+	timeouts    uint64
+	transitions uint64
+	invalid     uint64
+	actErrors   uint64
+	cpusetLends uint64
+	cpusetBacks uint64
+	probes      uint64
+	emptyPolls  int64
+
+	wakeHist histogram
+	slo      sloWindow
+	sloSeen  uint64
+
+	// taichi adaptation
+	threshold int64
+	slice     time.Duration
+
+	benched      bool
+	benchedUntil time.Time
+	benchEnded   time.Time
+	nextBackoff  time.Duration
+	guardTrips   uint64
+
+	flapCycles    ring[time.Time]
+	flapHeld      bool
+	flapHeldUntil time.Time
+	flapsHeld     uint64
+
+	load     loadWindow
+	loadHeld bool
+	loadMean float64
+	packets  int64
+	harvest  time.Duration
+}
+
+// engine is the deterministic core: no goroutines, no clock reads. Time only
+// comes from event timestamps and advance.
+type engine struct {
+	p     Params
+	act   Actuator
+	gate  ProbeGate
+	log   *slog.Logger
+	pol   Policy
+	now   time.Time
+	cores []*core
+	byCPU map[int]*core
+
+	unknownCPU uint64
+	clamped    uint64
+	started    bool
+
+	// onTransition, if set, sees every state change (tests record sequences).
+	onTransition func(cpu int, from, to State, at time.Time)
+}
+
+func newEngine(p Params, cpus []int, act Actuator, log *slog.Logger, now time.Time) *engine {
+	pol, _ := policyByName(p.Policy)
+	e := &engine{p: p, act: act, log: log, pol: pol, now: now, byCPU: map[int]*core{}}
+	e.gate, _ = act.(ProbeGate)
+	for _, cpu := range cpus {
+		c := &core{
+			cpu:         cpu,
+			state:       DPActive,
+			since:       now,
+			threshold:   p.IdleThreshold,
+			slice:       p.SliceMin,
+			nextBackoff: p.GuardBackoff,
+			flapCycles:  newRing[time.Time](p.FlapLimit + 1),
+		}
+		c.slo.samples = newRing[latencySample](sloWindowCap)
+		c.load.samples = newRing[loadSample](loadWindowCap)
+		e.cores = append(e.cores, c)
+		e.byCPU[cpu] = c
+	}
+	return e
+}
+
+// start applies the policy to every core, including the slow path: the
+// cpuset's real contents are unknown until then.
+func (e *engine) start(now time.Time) {
+	e.advance(now)
+	e.started = true
+	e.log.Info("scheduler start", "policy", e.pol.Name(), "cpus", len(e.cores))
+	for _, c := range e.cores {
+		e.apply(c, true)
+	}
+}
+
+// setPolicy switches policy and re-applies every core's slow path.
+func (e *engine) setPolicy(pol Policy, now time.Time) {
+	e.advance(now)
+	old := e.pol.Name()
+	e.pol = pol
+	e.log.Info("scheduler policy", "from", old, "to", pol.Name())
+	if !e.started {
+		return
+	}
+	for _, c := range e.cores {
+		e.apply(c, true)
+	}
+}
+
+// advance moves engine time to t (never backwards), firing due timers at
+// their own times, earliest first, lowest CPU first on ties.
+func (e *engine) advance(t time.Time) {
+	if t.Before(e.now) {
+		t = e.now
+	}
+	for {
+		c, at, ok := e.nextDue()
+		if !ok || at.After(t) {
+			break
+		}
+		e.now = at
+		e.fire(c)
+	}
+	e.now = t
+}
+
+// deadline returns a core's earliest pending timer.
+func (e *engine) deadline(c *core) (time.Time, bool) {
+	var best time.Time
+	found := false
+	consider := func(t time.Time) {
+		if !found || t.Before(best) {
+			best, found = t, true
+		}
+	}
+	if c.benched {
+		consider(c.benchedUntil)
+	}
+	if c.flapHeld {
+		consider(c.flapHeldUntil)
+	}
+	if c.state == Reclaiming {
+		consider(c.reclaimBy)
+	}
+	if e.started && !c.retryAt.IsZero() && e.pol.plan(c, &e.p).InCPUSet != c.inCPUSet {
+		consider(c.retryAt)
+	}
+	return best, found
+}
+
+func (e *engine) nextDue() (*core, time.Time, bool) {
+	var best *core
+	var bestAt time.Time
+	for _, c := range e.cores {
+		if at, ok := e.deadline(c); ok && (best == nil || at.Before(bestAt)) {
+			best, bestAt = c, at
+		}
+	}
+	return best, bestAt, best != nil
+}
+
+// nextDeadline is when Run must wake up next, if ever.
+func (e *engine) nextDeadline() (time.Time, bool) {
+	_, at, ok := e.nextDue()
+	return at, ok
+}
+
+func (e *engine) fire(c *core) {
+	now := e.now
+	if c.state == Reclaiming && !now.Before(c.reclaimBy) {
+		// The wake report was lost; the loop's own bounded wait has long
+		// ended, so DP runs.
+		c.timeouts++
+		e.step(c, inReclaimTimeout, now)
+	}
+	if c.benched && !now.Before(c.benchedUntil) {
+		c.benched = false
+		c.benchEnded = c.benchedUntil
+		e.log.Info("slo guard: resume lending", "cpu", c.cpu, "next_backoff", c.nextBackoff)
+	}
+	if c.flapHeld && !now.Before(c.flapHeldUntil) {
+		c.flapHeld = false
+	}
+	if !c.retryAt.IsZero() && !now.Before(c.retryAt) {
+		c.retryAt = time.Time{}
+	}
+	e.apply(c, false)
+}
+
+// handle processes one event at its timestamp.
+func (e *engine) handle(ev Event) {
+	c, ok := e.byCPU[ev.CPU]
+	if !ok {
+		e.unknownCPU++
+		return
+	}
+	at := ev.At
+	if at.Before(e.now) {
+		e.clamped++
+		at = e.now
+	}
+	e.advance(at)
+	switch ev.Kind {
+	case EvIdle:
+		c.emptyPolls = ev.EmptyPolls
+		e.step(c, inIdle, at)
+	case EvBusy:
+		c.emptyPolls = 0
+		e.step(c, inBusy, at)
+	case EvYield:
+		e.step(c, inYield, at)
+	case EvWake:
+		if ev.Wake != WakeTimeout {
+			c.wakeHist.add(ev.Latency)
+			e.sloSample(c, at, ev.Latency)
+		}
+		e.wake(c, ev.Wake, at)
+	case EvProbe:
+		c.probes++
+		if e.pol.UsesProbe() && c.state == Lent {
+			c.reclaims[CauseProbe]++
+			e.requestReclaim(c, CauseProbe, at)
+		}
+	case EvLoad:
+		e.loadSample(c, ev, at)
+	case EvLatency:
+		e.sloSample(c, at, ev.Latency)
+	case EvHarvested:
+		c.harvest = ev.Harvested
+	default:
+		return
+	}
+	if e.started {
+		e.apply(c, false)
+	}
+}
+
+// move changes state if the table allows it; otherwise it counts an invalid
+// transition and reports false.
+func (e *engine) move(c *core, to State, at time.Time) bool {
+	from := c.state
+	if !transitionAllowed(from, to) {
+		c.invalid++
+		e.log.Debug("invalid transition", "cpu", c.cpu, "from", from, "to", to)
+		return false
+	}
+	switch {
+	case to == Lent:
+		c.lentAt = at
+		c.lends++
+	case from == Reclaiming:
+		c.lentTotal += at.Sub(c.lentAt)
+	}
+	c.state, c.since = to, at
+	c.transitions++
+	if e.onTransition != nil {
+		e.onTransition(c.cpu, from, to, at)
+	}
+	return true
+}
+
+func (e *engine) invalid(c *core, in input) {
+	c.invalid++
+	e.log.Debug("invalid input", "cpu", c.cpu, "state", c.state, "input", int(in))
+}
+
+// step applies the input table (see state.go).
+func (e *engine) step(c *core, in input, at time.Time) {
+	switch c.state {
+	case DPActive:
+		switch in {
+		case inIdle:
+			e.move(c, Idle, at)
+		case inYield:
+			// The streak report was not seen (sampled or dropped): the loop
+			// was idle before it yielded.
+			e.move(c, Idle, at)
+			e.step(c, inYield, at)
+		case inWake:
+			e.invalid(c, in)
+		}
+	case Idle:
+		switch in {
+		case inBusy:
+			c.blocked = false
+			e.move(c, DPActive, at)
+		case inYield:
+			if c.inCPUSet && !c.blocked {
+				e.move(c, Lent, at)
+				e.flapCheck(c, at)
+			} else {
+				c.blocked = true
+			}
+		case inWake:
+			c.blocked = false
+			e.move(c, DPActive, at)
+		}
+	case Lent:
+		switch in {
+		case inIdle, inBusy, inYield:
+			e.invalid(c, in)
+		case inReclaim:
+			c.reclaimBy = at.Add(e.p.ReclaimTimeout)
+			e.move(c, Reclaiming, at)
+		}
+	case Reclaiming:
+		switch in {
+		case inIdle, inBusy, inYield:
+			e.invalid(c, in)
+		case inWake, inReclaimTimeout:
+			e.move(c, DPActive, at)
+		}
+	}
+}
+
+// requestReclaim asks a lent core's loop to wake now.
+func (e *engine) requestReclaim(c *core, cause Cause, at time.Time) {
+	if c.state != Lent {
+		return
+	}
+	c.pending = cause
+	e.step(c, inReclaim, at)
+	e.act.Wake(c.cpu)
+}
+
+// wake handles the loop's report that it runs again.
+func (e *engine) wake(c *core, cause WakeCause, at time.Time) {
+	var why Cause
+	switch c.state {
+	case Lent:
+		why = map[WakeCause]Cause{WakeRx: CauseRx, WakeProbe: CauseProbe, WakeTimeout: CauseSliceEnd}[cause]
+		c.reclaims[why]++
+		c.pending = why
+		c.reclaimBy = at.Add(e.p.ReclaimTimeout)
+		e.move(c, Reclaiming, at)
+	case Reclaiming:
+		why = c.pending
+	default:
+		e.step(c, inWake, at)
+		return
+	}
+	lent := at.Sub(c.lentAt)
+	e.step(c, inWake, at)
+	if e.pol.adaptive() {
+		e.adapt(c, why, lent)
+	}
+}
+
+// adapt is taichi's admission and slice growth after a lent period.
+func (e *engine) adapt(c *core, why Cause, lent time.Duration) {
+	switch why {
+	case CauseSliceEnd:
+		// The gap outlasted the slice: lending pays here.
+		c.slice = min(2*c.slice, e.p.SliceMax)
+		c.threshold = max(c.threshold-c.threshold/4, e.p.IdleThresholdMin)
+	case CauseRx, CauseProbe:
+		c.slice = e.p.SliceMin
+		if lent < e.p.ShortLend {
+			// I/O came back before the switch paid off: wait longer first.
+			c.threshold = min(2*c.threshold, e.p.IdleThresholdMax)
+		}
+	}
+}
+
+// flapCheck counts lend cycles and holds a flapping core in DP.
+func (e *engine) flapCheck(c *core, at time.Time) {
+	if !e.pol.adaptive() || c.flapHeld {
+		return
+	}
+	for c.flapCycles.len() > 0 && !c.flapCycles.front().After(at.Add(-e.p.FlapWindow)) {
+		c.flapCycles.popFront()
+	}
+	c.flapCycles.push(at)
+	if c.flapCycles.len() > e.p.FlapLimit {
+		c.flapHeld = true
+		c.flapHeldUntil = at.Add(e.p.FlapHold)
+		c.flapsHeld++
+		c.flapCycles.clear()
+		e.log.Info("flap limiter: holding core in DP", "cpu", c.cpu,
+			"cycles", e.p.FlapLimit+1, "window", e.p.FlapWindow, "until", c.flapHeldUntil)
+	}
+}
+
+// sloSample feeds the SLO guard.
+func (e *engine) sloSample(c *core, at time.Time, lat time.Duration) {
+	c.sloSeen++
+	c.slo.expire(at, e.p.SLOWindow, e.p.SLO)
+	c.slo.add(at, lat, e.p.SLO)
+	if !e.pol.adaptive() || c.benched || c.slo.samples.len() < e.p.SLOMinSamples || !c.slo.p99Exceeds() {
+		return
+	}
+	p99 := c.slo.p99()
+	backoff := c.nextBackoff
+	if !c.benchEnded.IsZero() && at.Sub(c.benchEnded) >= e.p.GuardForgive {
+		backoff = e.p.GuardBackoff
+	}
+	c.benched = true
+	c.benchedUntil = at.Add(backoff)
+	c.nextBackoff = min(2*backoff, e.p.GuardBackoffMax)
+	c.guardTrips++
+	c.reclaims[CauseGuard]++
+	c.slo.reset()
+	e.log.Warn("slo guard: benching core", "cpu", c.cpu, "p99", p99, "slo", e.p.SLO,
+		"backoff", backoff, "until", c.benchedUntil, "trips", c.guardTrips)
+}
+
+// loadSample feeds the high-load hold.
+func (e *engine) loadSample(c *core, ev Event, at time.Time) {
+	c.packets += ev.Packets
+	busy := min(max(ev.BusyFraction, 0), 1)
+	c.load.expire(at, e.p.LoadWindow)
+	c.load.add(loadSample{at: at, interval: ev.Interval, busy: busy})
+	mean, covered := c.load.mean()
+	c.loadMean = mean
+	if !e.pol.adaptive() || covered < e.p.LoadWindow/2 {
+		return
+	}
+	switch {
+	case !c.loadHeld && mean > e.p.HighLoad:
+		c.loadHeld = true
+		c.reclaims[CauseLoad]++
+		e.log.Info("high DP load: taking core out of the CP cpuset", "cpu", c.cpu, "busy", mean)
+	case c.loadHeld && mean < e.p.LowLoad:
+		c.loadHeld = false
+		e.log.Info("DP load fell: lending core again", "cpu", c.cpu, "busy", mean)
+	}
+}
+
+// apply brings a core to the policy's plan. force re-issues everything
+// (policy start or switch). Slow-path calls happen only when membership
+// changes, and not again before ActuatorRetry after a failure.
+func (e *engine) apply(c *core, force bool) {
+	plan := e.pol.plan(c, &e.p)
+	now := e.now
+	knobsForced := false
+	if plan.InCPUSet != c.inCPUSet || force {
+		canTry := force || c.retryAt.IsZero() || !now.Before(c.retryAt)
+		switch {
+		case !canTry:
+		case plan.InCPUSet:
+			if err := e.act.Lend(c.cpu); err != nil {
+				c.actErrors++
+				c.inCPUSet = false
+				c.retryAt = now.Add(e.p.ActuatorRetry)
+				e.log.Warn("lend failed", "cpu", c.cpu, "err", err, "retry_at", c.retryAt)
+			} else {
+				c.inCPUSet = true
+				c.retryAt = time.Time{}
+				c.cpusetLends++
+			}
+		default:
+			// DP first: stop yielding and wake the loop before the cgroup write.
+			e.setKnobs(c, -1, plan.Slice, force)
+			knobsForced = force
+			if c.state == Lent {
+				cause := map[Hold]Cause{HoldGuard: CauseGuard, HoldLoad: CauseLoad}[plan.Hold]
+				if plan.Hold == HoldPolicy || plan.Hold == HoldNone {
+					cause = CausePolicy
+					c.reclaims[CausePolicy]++
+				}
+				e.requestReclaim(c, cause, now)
+			}
+			wasIn := c.inCPUSet
+			if err := e.act.Reclaim(c.cpu); err != nil {
+				c.actErrors++
+				c.inCPUSet = true // unknown: assume CP may still be there, retry
+				c.retryAt = now.Add(e.p.ActuatorRetry)
+				e.log.Warn("reclaim failed", "cpu", c.cpu, "err", err, "retry_at", c.retryAt)
+			} else {
+				c.inCPUSet = false
+				c.retryAt = time.Time{}
+				if wasIn {
+					c.cpusetBacks++
+				}
+			}
+		}
+	}
+	yield := plan.YieldAfter
+	if !c.inCPUSet || !plan.InCPUSet {
+		yield = -1
+	}
+	e.setKnobs(c, yield, plan.Slice, force && !knobsForced)
+	if e.gate != nil {
+		on := e.pol.UsesProbe()
+		if force || !c.probeSet || on != c.probeOn {
+			e.gate.SetProbeWake(c.cpu, on)
+			c.probeOn, c.probeSet = on, true
+		}
+	}
+}
+
+func (e *engine) setKnobs(c *core, yield int64, slice time.Duration, force bool) {
+	if c.knobsSet && !force && c.yield == yield && c.knobSlice == slice {
+		return
+	}
+	e.act.SetYield(c.cpu, yield, slice)
+	c.yield, c.knobSlice, c.knobsSet = yield, slice, true
+}

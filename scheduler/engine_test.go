@@ -1,0 +1,445 @@
+package scheduler
+
+import (
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestStaticNeverLends(t *testing.T) {
+	h := newHarness(t, PolicyStatic, nil)
+	eq(t, "start", h.act.take(), []string{"yield 1 -1 50µs", "reclaim 1"})
+	// A yield racing the knob change: the loop blocks, but the core is not in
+	// the cpuset, so it is IDLE (blocked), never LENT.
+	h.idle(1, 0)
+	h.yield(1, us(1))
+	h.probe(1, us(2))
+	h.wake(1, us(30), WakeRx, us(25))
+	eq(t, "states", h.takeSeq(), []string{"1 DP_ACTIVE->IDLE", "1 IDLE->DP_ACTIVE"})
+	eq(t, "actions", h.act.take(), nil)
+	s := h.snap(1, us(40))
+	if s.Lends != 0 || s.LentTotal != 0 || s.Hold != HoldPolicy || s.InCPUSet {
+		t.Errorf("static core snapshot: lends=%d lent=%v hold=%q in_cpuset=%v", s.Lends, s.LentTotal, s.Hold, s.InCPUSet)
+	}
+}
+
+func TestDynamicLendsEveryIdlePollAndIgnoresProbe(t *testing.T) {
+	h := newHarness(t, PolicyDynamic, func(p *Params) { p.SLO = us(10); p.SLOMinSamples = 1 })
+	eq(t, "start", h.act.take(), []string{"lend 1", "yield 1 1 5ms"})
+	h.yield(1, 0)
+	h.probe(1, us(10)) // no probe under dynamic: stays LENT
+	h.wake(1, us(40), WakeRx, us(35))
+	h.yield(1, us(50))
+	h.wake(1, us(50)+ms(5), WakeTimeout, 0)
+	eq(t, "states", h.takeSeq(), []string{
+		"1 DP_ACTIVE->IDLE", "1 IDLE->LENT", "1 LENT->RECLAIMING", "1 RECLAIMING->DP_ACTIVE",
+		"1 DP_ACTIVE->IDLE", "1 IDLE->LENT", "1 LENT->RECLAIMING", "1 RECLAIMING->DP_ACTIVE",
+	})
+	// No adaptation, no guard even though 35µs > SLO: the knobs never move.
+	eq(t, "actions", h.act.take(), nil)
+	s := h.snap(1, ms(10))
+	if s.Reclaims["rx"] != 1 || s.Reclaims["slice_end"] != 1 || s.Reclaims["probe"] != 0 || s.GuardTrips != 0 || s.Probes != 1 {
+		t.Errorf("reclaims %v guard trips %d probes %d", s.Reclaims, s.GuardTrips, s.Probes)
+	}
+	if want := us(40) + ms(5); s.LentTotal != want {
+		t.Errorf("lent total %v, want %v", s.LentTotal, want)
+	}
+}
+
+func TestTaichiTrickleGrowsSlicesAndLowersThreshold(t *testing.T) {
+	h := newHarness(t, PolicyTaichi, nil)
+	eq(t, "start", h.act.take(), []string{"lend 1", "yield 1 64 50µs"})
+	h.idle(1, 0)
+	h.yield(1, us(1))
+	h.wake(1, us(51), WakeTimeout, 0) // slice 50µs expired undisturbed
+	h.yield(1, us(52))
+	h.wake(1, us(152), WakeTimeout, 0)
+	h.yield(1, us(153))
+	h.wake(1, us(353), WakeTimeout, 0)
+	h.yield(1, us(354))
+	h.wake(1, us(700), WakeRx, us(30)) // the trickle's packet
+	eq(t, "actions", h.act.take(), []string{
+		"yield 1 48 100µs", "yield 1 36 200µs", "yield 1 27 400µs", // doubling slices, falling threshold
+		"yield 1 27 50µs", // reset by the packet; a long lend does not raise the threshold
+	})
+	eq(t, "states", h.takeSeq(), []string{
+		"1 DP_ACTIVE->IDLE", "1 IDLE->LENT", "1 LENT->RECLAIMING", "1 RECLAIMING->DP_ACTIVE",
+		"1 DP_ACTIVE->IDLE", "1 IDLE->LENT", "1 LENT->RECLAIMING", "1 RECLAIMING->DP_ACTIVE",
+		"1 DP_ACTIVE->IDLE", "1 IDLE->LENT", "1 LENT->RECLAIMING", "1 RECLAIMING->DP_ACTIVE",
+		"1 DP_ACTIVE->IDLE", "1 IDLE->LENT", "1 LENT->RECLAIMING", "1 RECLAIMING->DP_ACTIVE",
+	})
+	s := h.snap(1, ms(1))
+	if s.Reclaims["slice_end"] != 3 || s.Reclaims["rx"] != 1 || s.Lends != 4 {
+		t.Errorf("reclaims %v lends %d", s.Reclaims, s.Lends)
+	}
+	if want := us(50 + 100 + 200 + 346); s.LentTotal != want {
+		t.Errorf("lent %v, want %v", s.LentTotal, want)
+	}
+	if s.WakeLatency.Count != 1 || s.WakeLatency.P99 != us(30) || s.WakeLatency.Buckets[5].Count != 1 || s.WakeLatency.Buckets[4].Count != 0 {
+		t.Errorf("wake latency %+v", s.WakeLatency)
+	}
+	if s.Threshold != 27 || s.CurrentSlice != us(50) || s.State != DPActive {
+		t.Errorf("threshold %d slice %v state %v", s.Threshold, s.CurrentSlice, s.State)
+	}
+}
+
+func TestTaichiBurstsWithShortGapsRaiseThreshold(t *testing.T) {
+	h := newHarness(t, PolicyTaichi, nil)
+	h.act.take()
+	// Gaps of 20µs: each lend is cut short by the next burst.
+	for i := range 3 {
+		base := us(100 * i)
+		h.yield(1, base)
+		h.wake(1, base+us(20), WakeRx, us(15))
+	}
+	// Then a long quiet gap: the slice expires and the threshold eases.
+	h.yield(1, us(400))
+	h.wake(1, us(450), WakeTimeout, 0)
+	eq(t, "actions", h.act.take(), []string{
+		"yield 1 128 50µs", "yield 1 256 50µs", "yield 1 512 50µs",
+		"yield 1 384 100µs",
+	})
+	s := h.snap(1, us(500))
+	if s.Reclaims["rx"] != 3 || s.Reclaims["slice_end"] != 1 {
+		t.Errorf("reclaims %v", s.Reclaims)
+	}
+}
+
+func TestThresholdBounds(t *testing.T) {
+	h := newHarness(t, PolicyTaichi, func(p *Params) { p.IdleThreshold, p.IdleThresholdMin, p.IdleThresholdMax = 16, 10, 40 })
+	var got []int64
+	tm := time.Duration(0)
+	for range 3 { // rise: 32, 40 (cap), 40
+		h.yield(1, tm)
+		h.wake(1, tm+us(5), WakeRx, us(5))
+		got = append(got, h.core(1).threshold)
+		tm += us(100)
+	}
+	for range 4 { // fall by a quarter: 30, 23, 18, 14
+		h.yield(1, tm)
+		tm += time.Second
+		h.wake(1, tm, WakeTimeout, 0)
+		got = append(got, h.core(1).threshold)
+	}
+	for range 3 { // floor at 10: 11, 10, 10
+		h.yield(1, tm)
+		tm += time.Second
+		h.wake(1, tm, WakeTimeout, 0)
+		got = append(got, h.core(1).threshold)
+	}
+	if want := []int64{32, 40, 40, 30, 23, 18, 14, 11, 10, 10}; !slices.Equal(got, want) {
+		t.Errorf("threshold sequence %v, want %v", got, want)
+	}
+}
+
+func TestSliceDoublesToMaxAndResets(t *testing.T) {
+	for _, reset := range []WakeCause{WakeRx, WakeProbe} {
+		t.Run(reset.String(), func(t *testing.T) {
+			h := newHarness(t, PolicyTaichi, nil)
+			var slicesSeen []time.Duration
+			tm := time.Duration(0)
+			for range 8 {
+				h.yield(1, tm)
+				tm += h.core(1).slice
+				h.wake(1, tm, WakeTimeout, 0)
+				slicesSeen = append(slicesSeen, h.core(1).slice)
+			}
+			want := []time.Duration{us(100), us(200), us(400), us(800), us(1600), us(3200), us(3200), us(3200)}
+			if !slices.Equal(slicesSeen, want) {
+				t.Errorf("slices %v, want %v", slicesSeen, want)
+			}
+			h.yield(1, tm)
+			h.wake(1, tm+ms(1), reset, us(10))
+			if got := h.core(1).slice; got != us(50) {
+				t.Errorf("slice after %v reclaim %v, want 50µs", reset, got)
+			}
+		})
+	}
+}
+
+func TestProbeEarlyReclaim(t *testing.T) {
+	h := newHarness(t, PolicyTaichi, nil)
+	h.act.take()
+	h.yield(1, 0)
+	h.probe(1, us(30))
+	eq(t, "probe actions", h.act.take(), []string{"wake 1"})
+	if st := h.core(1).state; st != Reclaiming {
+		t.Fatalf("state after probe %v, want RECLAIMING", st)
+	}
+	h.probe(1, us(32)) // a second warning while reclaiming: nothing more to do
+	h.wake(1, us(40), WakeProbe, 0)
+	// Lent 40µs < ShortLend: the gap did not pay, wait longer next time.
+	eq(t, "after wake", h.act.take(), []string{"yield 1 128 50µs"})
+	eq(t, "states", h.takeSeq(), []string{"1 DP_ACTIVE->IDLE", "1 IDLE->LENT", "1 LENT->RECLAIMING", "1 RECLAIMING->DP_ACTIVE"})
+	s := h.snap(1, us(50))
+	if s.Reclaims["probe"] != 1 || s.Reclaims["rx"] != 0 || s.Probes != 2 || s.LentTotal != us(40) {
+		t.Errorf("reclaims %v probes %d lent %v", s.Reclaims, s.Probes, s.LentTotal)
+	}
+}
+
+func TestProbeSilenceReclaimsByRxOnly(t *testing.T) {
+	h := newHarness(t, PolicyTaichi, nil)
+	tm := time.Duration(0)
+	for range 20 {
+		h.yield(1, tm)
+		h.wake(1, tm+us(300), WakeRx, us(40))
+		tm += ms(1)
+	}
+	s := h.snap(1, tm)
+	if s.Reclaims["rx"] != 20 || s.Reclaims["probe"] != 0 || s.Reclaims["slice_end"] != 0 || s.Probes != 0 {
+		t.Errorf("reclaims %v probes %d", s.Reclaims, s.Probes)
+	}
+	if s.WakeLatency.Count != 20 || s.WakeLatency.P50 != us(40) {
+		t.Errorf("latency %+v", s.WakeLatency)
+	}
+}
+
+func TestSustainedLoadTakesCoreOutOfCPUSet(t *testing.T) {
+	h := newHarness(t, PolicyTaichi, nil)
+	h.act.take()
+	var heldAt, freedAt time.Duration
+	for i := 1; i <= 20; i++ {
+		busy := 0.95
+		if i > 5 {
+			busy = 0.1
+		}
+		h.load(1, ms(100*i), busy, ms(100))
+		if h.core(1).loadHeld && heldAt == 0 {
+			heldAt = ms(100 * i)
+			// A yield racing the hold: blocked, not lent.
+			h.yield(1, heldAt+us(1))
+			h.wake(1, heldAt+us(20), WakeRx, us(2))
+		}
+		if heldAt != 0 && !h.core(1).loadHeld && freedAt == 0 {
+			freedAt = ms(100 * i)
+		}
+	}
+	// Held once half the window is covered (500ms) with mean 0.95; freed when
+	// the mean over (100ms, 1100ms] drops to 0.44 < LowLoad.
+	if heldAt != ms(500) || freedAt != ms(1100) {
+		t.Errorf("held at %v freed at %v, want 500ms and 1.1s", heldAt, freedAt)
+	}
+	eq(t, "actions", h.act.take(), []string{"yield 1 -1 50µs", "reclaim 1", "lend 1", "yield 1 64 50µs"})
+	eq(t, "states", h.takeSeq(), []string{"1 DP_ACTIVE->IDLE", "1 IDLE->DP_ACTIVE"})
+	s := h.snap(1, ms(2000))
+	if s.Reclaims["load"] != 1 || s.CPUSetReclaims != 1 || s.CPUSetLends != 2 || s.Lends != 0 || s.Packets != 2000 {
+		t.Errorf("reclaims %v cpuset reclaims %d lends %d fast lends %d packets %d", s.Reclaims, s.CPUSetReclaims, s.CPUSetLends, s.Lends, s.Packets)
+	}
+}
+
+func TestFlapLimiterHoldsOnFastPathOnly(t *testing.T) {
+	h := newHarness(t, PolicyTaichi, func(p *Params) { p.FlapLimit, p.FlapWindow, p.FlapHold = 3, ms(10), ms(100) })
+	h.act.take()
+	for i := range 4 {
+		h.yield(1, ms(i))
+		h.wake(1, ms(i)+us(200), WakeRx, us(10))
+	}
+	eq(t, "hold", h.act.take(), []string{"yield 1 -1 50µs"})
+	if s := h.snap(1, ms(5)); s.FlapsHeld != 1 || !s.FlapHeld || s.Hold != HoldFlap || !s.InCPUSet {
+		t.Errorf("flap snapshot held=%v flaps=%d hold=%q in_cpuset=%v", s.FlapHeld, s.FlapsHeld, s.Hold, s.InCPUSet)
+	}
+	h.advance(ms(3) + ms(100) - 1)
+	eq(t, "still held", h.act.take(), nil)
+	h.advance(ms(3) + ms(100))
+	eq(t, "released", h.act.take(), []string{"yield 1 64 50µs"})
+	// Cycles spread wider than the window do not trip it.
+	for i := range 8 {
+		h.yield(1, ms(200+20*i))
+		h.wake(1, ms(200+20*i)+us(200), WakeRx, us(10))
+	}
+	if s := h.snap(1, ms(400)); s.FlapsHeld != 1 {
+		t.Errorf("flaps held %d after spread cycles, want 1", s.FlapsHeld)
+	}
+	eq(t, "no slow path", h.act.take(), nil)
+}
+
+func TestSLOGuardBackoffDoublesAndResumes(t *testing.T) {
+	h := newHarness(t, PolicyTaichi, func(p *Params) {
+		p.SLO, p.SLOMinSamples, p.SLOWindow = us(100), 3, time.Second
+		p.GuardBackoff, p.GuardBackoffMax, p.GuardForgive = time.Second, 4*time.Second, time.Minute
+	})
+	h.act.take()
+	breach := func(from time.Duration) time.Duration {
+		for i := range 3 {
+			tm := from + ms(i)
+			h.yield(1, tm)
+			h.wake(1, tm+us(200), WakeRx, us(300))
+		}
+		return from + ms(2) + us(200)
+	}
+	var backoffs []time.Duration
+	tm := time.Duration(0)
+	for trip := 1; trip <= 4; trip++ {
+		tripAt := breach(tm)
+		c := h.core(1)
+		if !c.benched || c.guardTrips != uint64(trip) {
+			t.Fatalf("trip %d: benched=%v trips=%d", trip, c.benched, c.guardTrips)
+		}
+		backoffs = append(backoffs, c.benchedUntil.Sub(at(tripAt)))
+		eq(t, "bench", h.act.take(), []string{"yield 1 -1 50µs", "reclaim 1"})
+		// Benched: yields do not lend, nothing touches the cpuset.
+		h.yield(1, tripAt+ms(1))
+		h.wake(1, tripAt+ms(2), WakeRx, us(10))
+		h.advance(c.benchedUntil.Sub(t0) - 1)
+		eq(t, "benched", h.act.take(), nil)
+		h.advance(c.benchedUntil.Sub(t0))
+		eq(t, "resume", h.act.take(), []string{"lend 1", "yield 1 64 50µs"})
+		tm = c.benchedUntil.Sub(t0) + ms(10)
+	}
+	if want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 4 * time.Second}; !slices.Equal(backoffs, want) {
+		t.Errorf("backoffs %v, want %v", backoffs, want)
+	}
+	// A breach long after the last bench starts over at GuardBackoff.
+	tripAt := breach(tm + 2*time.Minute)
+	if got := h.core(1).benchedUntil.Sub(at(tripAt)); got != time.Second {
+		t.Errorf("backoff after forgive %v, want 1s", got)
+	}
+	s := h.snap(1, tripAt+ms(1))
+	if s.GuardTrips != 5 || s.Reclaims["guard"] != 5 || !s.Benched || s.Hold != HoldGuard || s.InCPUSet {
+		t.Errorf("snapshot trips=%d reclaims=%v benched=%v hold=%q", s.GuardTrips, s.Reclaims, s.Benched, s.Hold)
+	}
+}
+
+func TestSLOGuardNeedsP99NotOneOutlier(t *testing.T) {
+	h := newHarness(t, PolicyTaichi, func(p *Params) { p.SLO, p.SLOMinSamples = us(100), 100 })
+	tm := time.Duration(0)
+	for i := range 200 {
+		lat := us(20)
+		if i == 50 { // 1 of 200 over the SLO: p99 is within it
+			lat = ms(5)
+		}
+		h.yield(1, tm)
+		h.wake(1, tm+us(200), WakeRx, lat)
+		tm += ms(1)
+	}
+	if h.core(1).guardTrips != 0 {
+		t.Fatalf("one outlier in 200 tripped the guard")
+	}
+	for i := range 3 { // two more (3 of 200) cross the p99
+		h.yield(1, tm)
+		h.wake(1, tm+us(200), WakeRx, ms(1))
+		tm += ms(1)
+		if trips := h.core(1).guardTrips; (i < 1 && trips != 0) || (i >= 1 && trips != 1) {
+			t.Fatalf("after %d more outliers: trips %d", i+1, trips)
+		}
+	}
+}
+
+func TestGuardWhileLentWakesLoopFirst(t *testing.T) {
+	h := newHarness(t, PolicyTaichi, func(p *Params) { p.SLO, p.SLOMinSamples = us(100), 1 })
+	h.act.take()
+	h.yield(1, 0)
+	// An external SLO measurement arrives while the core is lent.
+	h.ev(Event{Kind: EvLatency, CPU: 1, At: at(us(10)), Latency: ms(1)})
+	eq(t, "order", h.act.take(), []string{"yield 1 -1 50µs", "wake 1", "reclaim 1"})
+	h.wake(1, us(30), WakeProbe, 0)
+	eq(t, "states", h.takeSeq(), []string{"1 DP_ACTIVE->IDLE", "1 IDLE->LENT", "1 LENT->RECLAIMING", "1 RECLAIMING->DP_ACTIVE"})
+	if s := h.snap(1, us(40)); s.Reclaims["guard"] != 1 || s.Reclaims["probe"] != 0 {
+		t.Errorf("reclaims %v", s.Reclaims)
+	}
+}
+
+func TestReclaimTimeoutWhenWakeReportIsLost(t *testing.T) {
+	h := newHarness(t, PolicyTaichi, nil)
+	h.yield(1, 0)
+	h.probe(1, us(10))
+	h.advance(us(10) + ms(20))
+	eq(t, "states", h.takeSeq(), []string{"1 DP_ACTIVE->IDLE", "1 IDLE->LENT", "1 LENT->RECLAIMING", "1 RECLAIMING->DP_ACTIVE"})
+	h.wake(1, ms(21), WakeProbe, 0) // the late report
+	s := h.snap(1, ms(30))
+	if s.ReclaimTimeouts != 1 || s.InvalidTransitions != 1 || s.LentTotal != us(10)+ms(20) {
+		t.Errorf("timeouts %d invalid %d lent %v", s.ReclaimTimeouts, s.InvalidTransitions, s.LentTotal)
+	}
+}
+
+func TestEveryTransitionTaken(t *testing.T) {
+	h := newHarness(t, PolicyTaichi, nil)
+	h.idle(1, 0)
+	h.busy(1, us(1)) // IDLE -> DP_ACTIVE
+	h.idle(1, us(2))
+	h.yield(1, us(3))
+	h.wake(1, us(300), WakeRx, us(1))
+	seen := map[string]bool{}
+	for _, s := range h.seq {
+		seen[s[2:]] = true
+	}
+	for from, tos := range Transitions {
+		for _, to := range tos {
+			if !seen[from.String()+"->"+to.String()] {
+				t.Errorf("transition %v->%v not taken", from, to)
+			}
+		}
+	}
+	if n := h.core(1).invalid; n != 0 {
+		t.Errorf("invalid transitions %d", n)
+	}
+}
+
+func TestInvalidTransitionsCountedNotFatal(t *testing.T) {
+	cases := []struct {
+		name  string
+		setup func(h *harness)
+		event Event
+		state State
+	}{
+		{"wake while DP_ACTIVE", func(h *harness) {}, Event{Kind: EvWake, Wake: WakeRx}, DPActive},
+		{"idle while LENT", func(h *harness) { h.yield(1, 0) }, Event{Kind: EvIdle}, Lent},
+		{"busy while LENT", func(h *harness) { h.yield(1, 0) }, Event{Kind: EvBusy}, Lent},
+		{"yield while LENT", func(h *harness) { h.yield(1, 0) }, Event{Kind: EvYield}, Lent},
+		{"idle while RECLAIMING", func(h *harness) { h.yield(1, 0); h.probe(1, 0) }, Event{Kind: EvIdle}, Reclaiming},
+		{"busy while RECLAIMING", func(h *harness) { h.yield(1, 0); h.probe(1, 0) }, Event{Kind: EvBusy}, Reclaiming},
+		{"yield while RECLAIMING", func(h *harness) { h.yield(1, 0); h.probe(1, 0) }, Event{Kind: EvYield}, Reclaiming},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, PolicyTaichi, nil)
+			tc.setup(h)
+			tc.event.CPU, tc.event.At = 1, at(us(5))
+			h.ev(tc.event)
+			s := h.snap(1, us(6))
+			if s.InvalidTransitions != 1 || s.State != tc.state {
+				t.Errorf("invalid %d state %v, want 1 and %v", s.InvalidTransitions, s.State, tc.state)
+			}
+		})
+	}
+	h := newHarness(t, PolicyTaichi, nil)
+	h.yield(7, 0)
+	h.ev(Event{Kind: EventKind(99), CPU: 1, At: at(0)})
+	if snap := h.e.snapshot(at(0)); snap.UnknownCPUEvents != 1 || snap.InvalidTransitions != 0 {
+		t.Errorf("unknown cpu events %d invalid %d", snap.UnknownCPUEvents, snap.InvalidTransitions)
+	}
+}
+
+func TestActuatorErrorsRetryAfterDelay(t *testing.T) {
+	act := &recorder{lendErr: errInjected}
+	p := DefaultParams()
+	e := newEngine(p, []int{1}, act, quietLogger(), t0)
+	e.start(t0)
+	eq(t, "start", act.take(), []string{"lend 1", "yield 1 -1 50µs"})
+	e.handle(Event{Kind: EvYield, CPU: 1, At: at(us(1))}) // not in the cpuset: not lent
+	e.advance(at(p.ActuatorRetry - 1))
+	eq(t, "no retry storm", act.take(), nil)
+	act.lendErr = nil
+	e.advance(at(p.ActuatorRetry))
+	eq(t, "retry", act.take(), []string{"lend 1", "yield 1 64 50µs"})
+	if s := e.coreSnapshot(e.byCPU[1], at(time.Second)); s.ActuatorErrors != 1 || s.State != Idle || !s.InCPUSet {
+		t.Errorf("errors %d state %v in_cpuset %v", s.ActuatorErrors, s.State, s.InCPUSet)
+	}
+}
+
+func TestProbeGateFollowsPolicy(t *testing.T) {
+	act := gatedRecorder{&recorder{}}
+	p := DefaultParams()
+	p.Policy = PolicyDynamic
+	e := newEngine(p, []int{2, 3}, act, quietLogger(), t0)
+	e.start(t0)
+	eq(t, "dynamic", act.take(), []string{
+		"lend 2", "yield 2 1 5ms", "probewake 2 false",
+		"lend 3", "yield 3 1 5ms", "probewake 3 false",
+	})
+	e.setPolicy(taichiPolicy{}, at(ms(1)))
+	eq(t, "taichi", act.take(), []string{
+		"lend 2", "yield 2 64 50µs", "probewake 2 true",
+		"lend 3", "yield 3 64 50µs", "probewake 3 true",
+	})
+}

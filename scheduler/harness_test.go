@@ -1,0 +1,120 @@
+package scheduler
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// recorder is an Actuator that writes down every call, in order.
+type recorder struct {
+	calls      []string
+	lendErr    error
+	reclaimErr error
+	gate       bool
+}
+
+func (r *recorder) Lend(cpu int) error {
+	r.calls = append(r.calls, fmt.Sprintf("lend %d", cpu))
+	return r.lendErr
+}
+
+func (r *recorder) Reclaim(cpu int) error {
+	r.calls = append(r.calls, fmt.Sprintf("reclaim %d", cpu))
+	return r.reclaimErr
+}
+
+func (r *recorder) SetYield(cpu int, after int64, slice time.Duration) {
+	r.calls = append(r.calls, fmt.Sprintf("yield %d %d %v", cpu, after, slice))
+}
+
+func (r *recorder) Wake(cpu int) { r.calls = append(r.calls, fmt.Sprintf("wake %d", cpu)) }
+
+// gatedRecorder also implements ProbeGate.
+type gatedRecorder struct{ *recorder }
+
+func (g gatedRecorder) SetProbeWake(cpu int, on bool) {
+	g.calls = append(g.calls, fmt.Sprintf("probewake %d %v", cpu, on))
+}
+
+func (r *recorder) take() []string {
+	c := r.calls
+	r.calls = nil
+	return c
+}
+
+var errInjected = errors.New("injected")
+
+// harness drives an engine synchronously with a scripted trace.
+type harness struct {
+	t   *testing.T
+	e   *engine
+	act *recorder
+	seq []string // "cpu FROM->TO" in order
+}
+
+func newHarness(t *testing.T, policy string, tweak func(*Params), cpus ...int) *harness {
+	t.Helper()
+	p := DefaultParams()
+	p.Policy = policy
+	if tweak != nil {
+		tweak(&p)
+	}
+	if err := p.Validate(); err != nil {
+		t.Fatalf("params: %v", err)
+	}
+	if len(cpus) == 0 {
+		cpus = []int{1}
+	}
+	h := &harness{t: t, act: &recorder{}}
+	h.e = newEngine(p, cpus, h.act, quietLogger(), t0)
+	h.e.onTransition = func(cpu int, from, to State, at time.Time) {
+		h.seq = append(h.seq, fmt.Sprintf("%d %v->%v", cpu, from, to))
+	}
+	h.e.start(t0)
+	return h
+}
+
+func at(d time.Duration) time.Time { return t0.Add(d) }
+
+func (h *harness) ev(e Event)                     { h.e.handle(e) }
+func (h *harness) yield(cpu int, d time.Duration) { h.ev(Event{Kind: EvYield, CPU: cpu, At: at(d)}) }
+func (h *harness) idle(cpu int, d time.Duration) {
+	h.ev(Event{Kind: EvIdle, CPU: cpu, At: at(d), EmptyPolls: 10})
+}
+func (h *harness) busy(cpu int, d time.Duration)  { h.ev(Event{Kind: EvBusy, CPU: cpu, At: at(d)}) }
+func (h *harness) probe(cpu int, d time.Duration) { h.ev(Event{Kind: EvProbe, CPU: cpu, At: at(d)}) }
+func (h *harness) advance(d time.Duration)        { h.e.advance(at(d)) }
+func (h *harness) core(cpu int) *core             { return h.e.byCPU[cpu] }
+func (h *harness) snap(cpu int, d time.Duration) CoreSnapshot {
+	return h.e.coreSnapshot(h.core(cpu), at(d))
+}
+func (h *harness) wake(cpu int, d time.Duration, cause WakeCause, lat time.Duration) {
+	h.ev(Event{Kind: EvWake, CPU: cpu, At: at(d), Wake: cause, Latency: lat})
+}
+func (h *harness) load(cpu int, d time.Duration, busy float64, interval time.Duration) {
+	h.ev(Event{Kind: EvLoad, CPU: cpu, At: at(d), BusyFraction: busy, Interval: interval, Packets: 100})
+}
+
+func (h *harness) takeSeq() []string {
+	s := h.seq
+	h.seq = nil
+	return s
+}
+
+func eq(t *testing.T, what string, got, want []string) {
+	t.Helper()
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("%s:\n got  %q\n want %q", what, got, want)
+	}
+}
+
+func us(n int) time.Duration { return time.Duration(n) * time.Microsecond }
+func ms(n int) time.Duration { return time.Duration(n) * time.Millisecond }

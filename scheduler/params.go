@@ -1,0 +1,173 @@
+package scheduler
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Policy names accepted by Params.Policy and SetPolicy.
+const (
+	PolicyStatic  = "static"
+	PolicyDynamic = "dynamic"
+	PolicyTaichi  = "taichi"
+)
+
+// Params holds every tunable of the scheduler. The mapstructure/yaml tags are
+// the keys under `scheduler:` in the daemon's YAML.
+type Params struct {
+	// Policy is the policy at start: static, dynamic or taichi.
+	Policy string `mapstructure:"policy" yaml:"policy" json:"policy"`
+
+	// SLO is the bound on a core's exposed wake latency p99 (taichi's guard).
+	SLO time.Duration `mapstructure:"slo" yaml:"slo" json:"slo"`
+	// SLOWindow is the sliding window the p99 is taken over.
+	SLOWindow time.Duration `mapstructure:"slo_window" yaml:"slo_window" json:"slo_window"`
+	// SLOMinSamples is how many samples the window needs before the guard
+	// judges it (a p99 of three samples is just their maximum).
+	SLOMinSamples int `mapstructure:"slo_min_samples" yaml:"slo_min_samples" json:"slo_min_samples"`
+	// GuardBackoff is how long the guard benches a core on its first trip;
+	// each repeat doubles it up to GuardBackoffMax.
+	GuardBackoff    time.Duration `mapstructure:"guard_backoff" yaml:"guard_backoff" json:"guard_backoff"`
+	GuardBackoffMax time.Duration `mapstructure:"guard_backoff_max" yaml:"guard_backoff_max" json:"guard_backoff_max"`
+	// GuardForgive: a trip more than this long after the previous bench ended
+	// starts again at GuardBackoff.
+	GuardForgive time.Duration `mapstructure:"guard_forgive" yaml:"guard_forgive" json:"guard_forgive"`
+
+	// IdleThreshold is the initial number of consecutive empty polls before
+	// the DP loop may yield (taichi); it adapts within
+	// [IdleThresholdMin, IdleThresholdMax]: doubles when I/O reclaims a core
+	// sooner than ShortLend after lending, drops by a quarter when a lent
+	// slice expires undisturbed.
+	IdleThreshold    int64 `mapstructure:"idle_threshold" yaml:"idle_threshold" json:"idle_threshold"`
+	IdleThresholdMin int64 `mapstructure:"idle_threshold_min" yaml:"idle_threshold_min" json:"idle_threshold_min"`
+	IdleThresholdMax int64 `mapstructure:"idle_threshold_max" yaml:"idle_threshold_max" json:"idle_threshold_max"`
+	// ShortLend: a lent period ended by I/O sooner than this did not pay for
+	// the switch.
+	ShortLend time.Duration `mapstructure:"short_lend" yaml:"short_lend" json:"short_lend"`
+
+	// SliceMin is the first bounded wait of a lent core (taichi); it doubles
+	// on every undisturbed expiry up to SliceMax and resets on an I/O reclaim.
+	SliceMin time.Duration `mapstructure:"slice_min" yaml:"slice_min" json:"slice_min"`
+	SliceMax time.Duration `mapstructure:"slice_max" yaml:"slice_max" json:"slice_max"`
+	// DynamicSlice is the fixed bounded wait under the dynamic policy.
+	DynamicSlice time.Duration `mapstructure:"dynamic_slice" yaml:"dynamic_slice" json:"dynamic_slice"`
+
+	// FlapLimit lend cycles within FlapWindow hold the core in DP (no
+	// yielding; the cpuset is left alone) for FlapHold.
+	FlapLimit  int           `mapstructure:"flap_limit" yaml:"flap_limit" json:"flap_limit"`
+	FlapWindow time.Duration `mapstructure:"flap_window" yaml:"flap_window" json:"flap_window"`
+	FlapHold   time.Duration `mapstructure:"flap_hold" yaml:"flap_hold" json:"flap_hold"`
+
+	// HighLoad: when a core's mean busy fraction over LoadWindow exceeds it,
+	// taichi takes the core out of the CP cpuset (CP stops queueing behind the
+	// DP loop); it lends again when the mean falls below LowLoad.
+	HighLoad   float64       `mapstructure:"high_load" yaml:"high_load" json:"high_load"`
+	LowLoad    float64       `mapstructure:"low_load" yaml:"low_load" json:"low_load"`
+	LoadWindow time.Duration `mapstructure:"load_window" yaml:"load_window" json:"load_window"`
+
+	// ReclaimTimeout: a core asked to wake that has not reported running
+	// after this long is taken as running (its wake event was lost). Must
+	// exceed SliceMax and DynamicSlice: the loop's own bounded wait ends first.
+	ReclaimTimeout time.Duration `mapstructure:"reclaim_timeout" yaml:"reclaim_timeout" json:"reclaim_timeout"`
+	// ActuatorRetry is how long to wait before retrying a failed Lend/Reclaim.
+	ActuatorRetry time.Duration `mapstructure:"actuator_retry" yaml:"actuator_retry" json:"actuator_retry"`
+}
+
+// DefaultParams returns the defaults (also the daemon's embedded YAML values).
+func DefaultParams() Params {
+	return Params{
+		Policy:           PolicyTaichi,
+		SLO:              500 * time.Microsecond,
+		SLOWindow:        time.Second,
+		SLOMinSamples:    20,
+		GuardBackoff:     time.Second,
+		GuardBackoffMax:  30 * time.Second,
+		GuardForgive:     60 * time.Second,
+		IdleThreshold:    64,
+		IdleThresholdMin: 8,
+		IdleThresholdMax: 65536,
+		ShortLend:        100 * time.Microsecond,
+		SliceMin:         50 * time.Microsecond,
+		SliceMax:         3200 * time.Microsecond,
+		DynamicSlice:     5 * time.Millisecond,
+		FlapLimit:        50,
+		FlapWindow:       10 * time.Millisecond,
+		FlapHold:         100 * time.Millisecond,
+		HighLoad:         0.8,
+		LowLoad:          0.5,
+		LoadWindow:       time.Second,
+		ReclaimTimeout:   20 * time.Millisecond,
+		ActuatorRetry:    time.Second,
+	}
+}
+
+// FieldError names the Params field (and its YAML key) that is wrong.
+type FieldError struct {
+	Field   string // Go field name, e.g. "SliceMin"
+	Key     string // YAML key, e.g. "scheduler.slice_min"
+	Problem string
+}
+
+func (e *FieldError) Error() string { return e.Key + ": " + e.Problem }
+
+// Validate reports every bad field at once (errors.Join of *FieldError), or nil.
+func (p Params) Validate() error {
+	var errs []error
+	bad := func(field, key, format string, args ...any) {
+		errs = append(errs, &FieldError{Field: field, Key: "scheduler." + key, Problem: fmt.Sprintf(format, args...)})
+	}
+	positive := func(field, key string, d time.Duration) {
+		if d <= 0 {
+			bad(field, key, "must be a positive duration, got %v", d)
+		}
+	}
+	if _, err := policyByName(p.Policy); err != nil {
+		bad("Policy", "policy", "%v", err)
+	}
+	positive("SLO", "slo", p.SLO)
+	positive("SLOWindow", "slo_window", p.SLOWindow)
+	if p.SLOMinSamples < 1 {
+		bad("SLOMinSamples", "slo_min_samples", "must be at least 1, got %d", p.SLOMinSamples)
+	}
+	positive("GuardBackoff", "guard_backoff", p.GuardBackoff)
+	positive("GuardBackoffMax", "guard_backoff_max", p.GuardBackoffMax)
+	if p.GuardBackoff > 0 && p.GuardBackoffMax > 0 && p.GuardBackoffMax < p.GuardBackoff {
+		bad("GuardBackoffMax", "guard_backoff_max", "must be >= guard_backoff (%v), got %v", p.GuardBackoff, p.GuardBackoffMax)
+	}
+	positive("GuardForgive", "guard_forgive", p.GuardForgive)
+	if p.IdleThresholdMin < 1 {
+		bad("IdleThresholdMin", "idle_threshold_min", "must be at least 1, got %d", p.IdleThresholdMin)
+	}
+	if p.IdleThresholdMax < p.IdleThresholdMin {
+		bad("IdleThresholdMax", "idle_threshold_max", "must be >= idle_threshold_min (%d), got %d", p.IdleThresholdMin, p.IdleThresholdMax)
+	}
+	if p.IdleThreshold < p.IdleThresholdMin || p.IdleThreshold > p.IdleThresholdMax {
+		bad("IdleThreshold", "idle_threshold", "must be within [%d, %d], got %d", p.IdleThresholdMin, p.IdleThresholdMax, p.IdleThreshold)
+	}
+	positive("ShortLend", "short_lend", p.ShortLend)
+	positive("SliceMin", "slice_min", p.SliceMin)
+	positive("SliceMax", "slice_max", p.SliceMax)
+	if p.SliceMin > 0 && p.SliceMax > 0 && p.SliceMax < p.SliceMin {
+		bad("SliceMax", "slice_max", "must be >= slice_min (%v), got %v", p.SliceMin, p.SliceMax)
+	}
+	positive("DynamicSlice", "dynamic_slice", p.DynamicSlice)
+	if p.FlapLimit < 1 {
+		bad("FlapLimit", "flap_limit", "must be at least 1, got %d", p.FlapLimit)
+	}
+	positive("FlapWindow", "flap_window", p.FlapWindow)
+	positive("FlapHold", "flap_hold", p.FlapHold)
+	if !(p.HighLoad > 0 && p.HighLoad <= 1) {
+		bad("HighLoad", "high_load", "must be a fraction in (0, 1], got %v", p.HighLoad)
+	}
+	if !(p.LowLoad >= 0 && p.LowLoad < p.HighLoad) {
+		bad("LowLoad", "low_load", "must be in [0, high_load=%v), got %v", p.HighLoad, p.LowLoad)
+	}
+	positive("LoadWindow", "load_window", p.LoadWindow)
+	positive("ReclaimTimeout", "reclaim_timeout", p.ReclaimTimeout)
+	if p.ReclaimTimeout > 0 && (p.ReclaimTimeout <= p.SliceMax || p.ReclaimTimeout <= p.DynamicSlice) {
+		bad("ReclaimTimeout", "reclaim_timeout", "must exceed slice_max (%v) and dynamic_slice (%v), got %v", p.SliceMax, p.DynamicSlice, p.ReclaimTimeout)
+	}
+	positive("ActuatorRetry", "actuator_retry", p.ActuatorRetry)
+	return errors.Join(errs...)
+}

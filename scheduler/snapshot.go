@@ -1,0 +1,137 @@
+package scheduler
+
+import "time"
+
+// Snapshot is a consistent copy of the scheduler's state.
+type Snapshot struct {
+	At                 time.Time      `json:"at"`
+	Policy             string         `json:"policy"`
+	Cores              []CoreSnapshot `json:"cores"`
+	DroppedEvents      uint64         `json:"dropped_events"`        // Post found the queue full
+	UnknownCPUEvents   uint64         `json:"unknown_cpu_events"`    // events for CPUs not managed
+	ClampedEvents      uint64         `json:"clamped_events"`        // events stamped before engine time
+	InvalidTransitions uint64         `json:"invalid_transitions"`   // sum over cores
+	ActuatorErrors     uint64         `json:"actuator_errors"`       // sum over cores
+	HarvestedTotal     time.Duration  `json:"harvested_cp_total_ns"` // sum over cores
+}
+
+// CoreSnapshot is one DP core.
+type CoreSnapshot struct {
+	CPU        int           `json:"cpu"`
+	State      State         `json:"state"`
+	Since      time.Time     `json:"since"`
+	Policy     string        `json:"policy"`
+	Hold       Hold          `json:"hold"` // why it is not lending, "" if it may
+	InCPUSet   bool          `json:"in_cpuset"`
+	YieldAfter int64         `json:"yield_after"` // as last set on the loop; <0 never
+	Slice      time.Duration `json:"slice_ns"`    // as last set on the loop
+
+	Threshold    int64         `json:"threshold"`    // taichi's adaptive empty-poll threshold
+	CurrentSlice time.Duration `json:"cur_slice_ns"` // taichi's next lent slice
+	EmptyPolls   int64         `json:"empty_polls"`  // last reported streak
+
+	LentTotal time.Duration `json:"lent_ns"` // includes the current lent period
+	Lends     uint64        `json:"lends"`   // fast-path lends (entries into LENT)
+	// Reclaims counts lent periods ended by cause name (probe, rx,
+	// slice_end, policy) plus guard trips and load holds (guard, load).
+	Reclaims        map[string]uint64 `json:"reclaims"`
+	ReclaimTimeouts uint64            `json:"reclaim_timeouts"` // wake reports lost
+	CPUSetLends     uint64            `json:"cpuset_lends"`     // slow-path Lend calls that succeeded
+	CPUSetReclaims  uint64            `json:"cpuset_reclaims"`  // slow-path Reclaims of a lent-in core
+	Probes          uint64            `json:"probes"`
+
+	WakeLatency   LatencySnapshot `json:"wake_latency"`
+	SLOWindowP99  time.Duration   `json:"slo_window_p99_ns"`
+	SLOWindowSize int             `json:"slo_window_samples"`
+
+	GuardTrips   uint64        `json:"guard_trips"`
+	Benched      bool          `json:"benched"`
+	BenchedUntil time.Time     `json:"benched_until"`
+	NextBackoff  time.Duration `json:"next_backoff_ns"`
+
+	FlapsHeld     uint64    `json:"flaps_held"`
+	FlapHeld      bool      `json:"flap_held"`
+	FlapHeldUntil time.Time `json:"flap_held_until"`
+
+	LoadHeld bool    `json:"load_held"`
+	Load     float64 `json:"load"` // mean busy fraction over the load window
+	Packets  int64   `json:"packets"`
+
+	Harvested          time.Duration `json:"harvested_cp_ns"`
+	Transitions        uint64        `json:"transitions"`
+	InvalidTransitions uint64        `json:"invalid_transitions"`
+	ActuatorErrors     uint64        `json:"actuator_errors"`
+}
+
+// LatencySnapshot is the exposed wake latency histogram of a core.
+type LatencySnapshot struct {
+	Count uint64        `json:"count"`
+	Sum   time.Duration `json:"sum_ns"`
+	P50   time.Duration `json:"p50_ns"` // bucket upper bound: never an underestimate
+	P99   time.Duration `json:"p99_ns"`
+	Max   time.Duration `json:"max_ns"`
+	// Buckets are cumulative counts per upper bound (LatencyBuckets);
+	// samples above the last bound are only in Count.
+	Buckets []Bucket `json:"buckets"`
+}
+
+// Bucket is a cumulative histogram bucket.
+type Bucket struct {
+	Le    time.Duration `json:"le_ns"`
+	Count uint64        `json:"count"`
+}
+
+// Snapshot returns the current state; safe from any goroutine.
+func (s *Scheduler) Snapshot() Snapshot {
+	now := s.clock.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	snap := s.e.snapshot(now)
+	snap.DroppedEvents = s.dropped.Load()
+	return snap
+}
+
+func (e *engine) snapshot(now time.Time) Snapshot {
+	if now.Before(e.now) {
+		now = e.now
+	}
+	snap := Snapshot{At: now, Policy: e.pol.Name(), UnknownCPUEvents: e.unknownCPU, ClampedEvents: e.clamped}
+	for _, c := range e.cores {
+		cs := e.coreSnapshot(c, now)
+		snap.InvalidTransitions += cs.InvalidTransitions
+		snap.ActuatorErrors += cs.ActuatorErrors
+		snap.HarvestedTotal += cs.Harvested
+		snap.Cores = append(snap.Cores, cs)
+	}
+	return snap
+}
+
+func (e *engine) coreSnapshot(c *core, now time.Time) CoreSnapshot {
+	lent := c.lentTotal
+	if c.state == Lent || c.state == Reclaiming {
+		lent += now.Sub(c.lentAt)
+	}
+	reclaims := make(map[string]uint64, numCauses)
+	for i, n := range c.reclaims {
+		reclaims[Cause(i).String()] = n
+	}
+	h := c.wakeHist
+	lat := LatencySnapshot{Count: h.count, Sum: h.sum, P50: h.quantile(0.50), P99: h.quantile(0.99), Max: h.max}
+	var cum uint64
+	for i, le := range LatencyBuckets {
+		cum += h.counts[i]
+		lat.Buckets = append(lat.Buckets, Bucket{Le: le, Count: cum})
+	}
+	return CoreSnapshot{
+		CPU: c.cpu, State: c.state, Since: c.since, Policy: e.pol.Name(),
+		Hold: e.pol.plan(c, &e.p).Hold, InCPUSet: c.inCPUSet, YieldAfter: c.yield, Slice: c.knobSlice,
+		Threshold: c.threshold, CurrentSlice: c.slice, EmptyPolls: c.emptyPolls,
+		LentTotal: lent, Lends: c.lends, Reclaims: reclaims, ReclaimTimeouts: c.timeouts,
+		CPUSetLends: c.cpusetLends, CPUSetReclaims: c.cpusetBacks, Probes: c.probes,
+		WakeLatency: lat, SLOWindowP99: c.slo.p99(), SLOWindowSize: c.slo.samples.len(),
+		GuardTrips: c.guardTrips, Benched: c.benched, BenchedUntil: c.benchedUntil, NextBackoff: c.nextBackoff,
+		FlapsHeld: c.flapsHeld, FlapHeld: c.flapHeld, FlapHeldUntil: c.flapHeldUntil,
+		LoadHeld: c.loadHeld, Load: c.loadMean, Packets: c.packets,
+		Harvested: c.harvest, Transitions: c.transitions, InvalidTransitions: c.invalid, ActuatorErrors: c.actErrors,
+	}
+}

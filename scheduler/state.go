@@ -1,0 +1,165 @@
+package scheduler
+
+import "fmt"
+
+// State is where a DP core is in the lending cycle.
+type State int
+
+// The states of a DP core.
+const (
+	// DPActive: the DP loop polls and handles packets.
+	DPActive State = iota
+	// Idle: the loop reports empty polls, or it blocked on a core that is not
+	// in the CP cpuset (blocked but not lent).
+	Idle
+	// Lent: the loop blocked while the core is in the CP cpuset: CP runs here.
+	Lent
+	// Reclaiming: the loop has been told to wake; DP owns the core again once
+	// it reports running.
+	Reclaiming
+	numStates
+)
+
+var stateNames = [numStates]string{"DP_ACTIVE", "IDLE", "LENT", "RECLAIMING"}
+
+func (s State) String() string {
+	if s >= 0 && s < numStates {
+		return stateNames[s]
+	}
+	return fmt.Sprintf("State(%d)", int(s))
+}
+
+// MarshalText makes states readable in JSON status.
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Transitions is the table of allowed state changes; any other change an
+// event would cause is counted as an invalid transition and ignored.
+var Transitions = map[State][]State{
+	DPActive:   {Idle},
+	Idle:       {DPActive, Lent},
+	Lent:       {Reclaiming},
+	Reclaiming: {DPActive},
+}
+
+func transitionAllowed(from, to State) bool {
+	for _, s := range Transitions[from] {
+		if s == to {
+			return true
+		}
+	}
+	return false
+}
+
+// input is what drives the state machine; each (state, input) pair has one
+// row in handle's switch in engine.go, summarised here:
+//
+//	state       idle   busy       yield               wake                 reclaim     reclaim-timeout
+//	DP_ACTIVE   IDLE   -          IDLE, then as IDLE  invalid              -           -
+//	IDLE        -      DP_ACTIVE  LENT if in cpuset,  DP_ACTIVE            -           -
+//	                              else stay (blocked)
+//	LENT        inv.   invalid    invalid             RECLAIMING,DP_ACTIVE RECLAIMING  -
+//	RECLAIMING  inv.   invalid    invalid             DP_ACTIVE            -           DP_ACTIVE
+//
+// "-" means no change (not an error): repeated reports and stale timers.
+type input int
+
+const (
+	inIdle input = iota
+	inBusy
+	inYield
+	inWake
+	inReclaim
+	inReclaimTimeout
+)
+
+// Cause says why a lent core went back to DP.
+type Cause int
+
+// Reclaim causes.
+const (
+	CauseProbe    Cause = iota // the probe warned of packets (early reclaim)
+	CauseRx                    // the packet itself woke the loop (its socket)
+	CauseSliceEnd              // the lent slice expired undisturbed
+	CauseGuard                 // the SLO guard benched the core
+	CauseLoad                  // sustained DP load: core taken out of the CP cpuset
+	CausePolicy                // a policy switch took the core out of the CP cpuset
+	numCauses
+)
+
+var causeNames = [numCauses]string{"probe", "rx", "slice_end", "guard", "load", "policy"}
+
+func (c Cause) String() string {
+	if c >= 0 && c < numCauses {
+		return causeNames[c]
+	}
+	return fmt.Sprintf("Cause(%d)", int(c))
+}
+
+// Causes lists every reclaim cause, in counter order.
+func Causes() []Cause {
+	out := make([]Cause, numCauses)
+	for i := range out {
+		out[i] = Cause(i)
+	}
+	return out
+}
+
+// WakeCause is what the DP loop says woke it.
+type WakeCause int
+
+// Wake causes reported by the DP loop.
+const (
+	WakeRx      WakeCause = iota // its socket had a packet
+	WakeProbe                    // a wake source (probe, kick, Actuator.Wake) fired
+	WakeTimeout                  // its bounded wait (the slice) expired
+)
+
+func (w WakeCause) String() string {
+	switch w {
+	case WakeRx:
+		return "rx"
+	case WakeProbe:
+		return "probe"
+	case WakeTimeout:
+		return "timeout"
+	}
+	return fmt.Sprintf("WakeCause(%d)", int(w))
+}
+
+// ParseWakeCause maps the DP loop's cause names (rx, probe, timeout).
+func ParseWakeCause(s string) (WakeCause, error) {
+	switch s {
+	case "rx":
+		return WakeRx, nil
+	case "probe":
+		return WakeProbe, nil
+	case "timeout":
+		return WakeTimeout, nil
+	}
+	return 0, fmt.Errorf("unknown wake cause %q (want rx, probe or timeout)", s)
+}
+
+// Hold says why a core is not lending at the moment.
+type Hold int
+
+// Hold reasons.
+const (
+	HoldNone   Hold = iota
+	HoldPolicy      // the policy never lends (static)
+	HoldGuard       // benched by the SLO guard
+	HoldLoad        // sustained high DP load
+	HoldFlap        // too many lend cycles: kept in DP for a while (cpuset untouched)
+	numHolds
+)
+
+var holdNames = [numHolds]string{"", "policy", "guard", "load", "flap"}
+
+func (h Hold) String() string {
+	if h >= 0 && h < numHolds {
+		return holdNames[h]
+	}
+	return fmt.Sprintf("Hold(%d)", int(h))
+}
+
+// MarshalText makes holds readable in JSON status.
+func (h Hold) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
