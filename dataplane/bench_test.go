@@ -85,7 +85,8 @@ func printTable(b *testing.B, title string, rows []benchRow) {
 			r.name, r.rate, r.rep.Sent, r.rep.AchievedPPS, 100*r.rep.Loss, r.rep.LatencyUs.P50, r.rep.LatencyUs.P99,
 			r.rep.LatencyUs.Max, 100*r.lentShare, r.st.Yields, float64(r.st.ExposedMean)/1e3)
 	}
-	b.Log(sb.String())
+	// Straight to stdout: the benchmark log truncates long tables.
+	fmt.Println(sb.String())
 }
 
 // BenchmarkYieldVsBusy compares a busy-polling loop (YieldAfter -1) with a
@@ -138,7 +139,7 @@ func BenchmarkMaxPPS(b *testing.B) {
 		b.ReportMetric(r.loopPPS, "loop_pps_"+r.name)
 		b.ReportMetric(capacity, "capacity_pps_"+r.name)
 	}
-	b.Log("\n" + sb.String())
+	fmt.Println(sb.String())
 }
 
 // BenchmarkRingFormat compares TPACKET_V2 (per-frame hand-off) with
@@ -159,4 +160,29 @@ func BenchmarkRingFormat(b *testing.B) {
 		}
 	}
 	printTable(b, "RX ring format, busy-poll (reflect)", rows)
+}
+
+// BenchmarkIOPath compares the receive paths, AF_PACKET (TPACKET_V2 ring)
+// and AF_XDP (copy mode), busy-polling and yielding, interleaved over two
+// rounds: the choice of the default.
+func BenchmarkIOPath(b *testing.B) {
+	tb := needTestbed(b, "io")
+	var rows []benchRow
+	for b.Loop() {
+		for round := 0; round < 2; round++ {
+			for _, ya := range []int{-1, 200} {
+				for _, io := range []string{dataplane.IOPacket, dataplane.IOXDP} {
+					cfg := reflectConfig(tb)
+					cfg.IO = io
+					r := measure(b, tb, cfg, ya, 10000, 20000)
+					r.name = io
+					if ya >= 0 {
+						r.name += "-yield"
+					}
+					rows = append(rows, r)
+				}
+			}
+		}
+	}
+	printTable(b, "receive path: AF_PACKET v2 vs AF_XDP copy mode (reflect, 10 kpps constant, two interleaved rounds)", rows)
 }

@@ -22,3 +22,10 @@ func realToMonotonic(realNs int64) int64 {
 	real := time.Now().UnixNano()
 	return realNs - (real - mono)
 }
+
+// monotonicToReal is the inverse of realToMonotonic.
+func monotonicToReal(monoNs int64) int64 {
+	mono := nanotime()
+	real := time.Now().UnixNano()
+	return monoNs + (real - mono)
+}

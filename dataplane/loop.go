@@ -27,6 +27,12 @@ const (
 	ModeForward = "forward" // send out OutIface
 )
 
+// Receive paths.
+const (
+	IOPacket = "packet" // AF_PACKET with an mmap RX ring
+	IOXDP    = "xdp"    // AF_XDP in copy mode
+)
+
 // DefaultPriority is the SCHED_FIFO priority when LoopConfig.Priority is 0.
 const DefaultPriority = 50
 
@@ -46,7 +52,10 @@ type LoopConfig struct {
 	// DefaultPriority; negative keeps the normal policy (for runs without
 	// CAP_SYS_NICE; such a loop cannot preempt CP work when woken).
 	Priority int
-	// Ring is the RX ring format, RingV2 (default) or RingV3.
+	// IO is the receive path: IOPacket (AF_PACKET mmap ring, default) or
+	// IOXDP (AF_XDP copy mode with an XDP redirect program on Iface).
+	IO string
+	// Ring is the AF_PACKET RX ring format, RingV2 (default) or RingV3.
 	Ring string
 	// OutDstMAC, in forward mode, rewrites each frame's destination to this
 	// next hop (and its source to OutIface's MAC). Empty: frames leave unchanged.
@@ -65,6 +74,9 @@ func (c LoopConfig) withDefaults() LoopConfig {
 	}
 	if c.Ring == "" {
 		c.Ring = RingV2
+	}
+	if c.IO == "" {
+		c.IO = IOPacket
 	}
 	return c
 }
@@ -88,6 +100,8 @@ func (c LoopConfig) Validate() error {
 		return bad("out_iface", "required in forward mode")
 	case c.Priority > 99:
 		return bad("priority", "%d: SCHED_FIFO priorities are 1-99", c.Priority)
+	case c.IO != IOPacket && c.IO != IOXDP:
+		return bad("io", "%q: want %s or %s", c.IO, IOPacket, IOXDP)
 	case c.Ring != RingV2 && c.Ring != RingV3:
 		return bad("ring", "%q: want %s or %s", c.Ring, RingV2, RingV3)
 	case len(c.OutDstMAC) != 0 && len(c.OutDstMAC) != 6:
@@ -114,7 +128,7 @@ type Loop struct {
 	once    sync.Once
 
 	// Owned by the worker thread.
-	rx        *rxRing
+	rx        rxSource
 	tx        *txRing
 	outSrcMAC []byte
 	pollFDs   []unix.PollFd
@@ -228,7 +242,13 @@ func (l *Loop) setup() error {
 			return err
 		}
 	}
-	rx, err := openRX(l.cfg.Iface, l.cfg.Ring)
+	var rx rxSource
+	var err error
+	if l.cfg.IO == IOXDP {
+		rx, err = openXSK(l.cfg.Iface)
+	} else {
+		rx, err = openRX(l.cfg.Iface, l.cfg.Ring)
+	}
 	if err != nil {
 		return err
 	}
@@ -246,7 +266,7 @@ func (l *Loop) setup() error {
 		l.outSrcMAC = tx.mac
 	}
 	l.pollFDs = append(l.pollFDs,
-		unix.PollFd{Fd: int32(rx.fd), Events: unix.POLLIN},
+		unix.PollFd{Fd: int32(rx.fileDescriptor()), Events: unix.POLLIN},
 		unix.PollFd{Fd: int32(l.stopFD), Events: unix.POLLIN})
 	for _, ws := range l.wakes {
 		l.pollFDs = append(l.pollFDs, unix.PollFd{Fd: int32(ws.FD()), Events: unix.POLLIN})

@@ -226,3 +226,28 @@ func TestRingV3Reflects(t *testing.T) {
 		t.Fatalf("v3 ring: sent %d received %d", rep.Sent, rep.Received)
 	}
 }
+
+func TestXDPReflects(t *testing.T) {
+	tb := needTestbed(t, "x")
+	cfg := reflectConfig(tb)
+	cfg.IO = dataplane.IOXDP
+	l := startLoop(t, cfg, func(l *dataplane.Loop) {
+		l.Control().SetYieldAfter(100)
+		l.Control().SetSlice(5 * time.Millisecond)
+	})
+	o := genOptions(tb, 10000, 5000, trafficgen.PatternOnOff)
+	o.On, o.Off = 10*time.Millisecond, 20*time.Millisecond
+	rep, err := trafficgen.Run(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := l.Stats()
+	t.Logf("report: %+v", rep)
+	t.Logf("loop: %+v", st)
+	if rep.Received != rep.Sent || rep.Sent != 5000 {
+		t.Fatalf("AF_XDP: sent %d received %d", rep.Sent, rep.Received)
+	}
+	if st.WakesRX == 0 || st.ExposedSamples == 0 {
+		t.Fatalf("AF_XDP: no rx wakes with an exposed latency (XDP stamps): %+v", st)
+	}
+}

@@ -101,6 +101,8 @@ func openRX(iface string, version string) (*rxRing, error) {
 	return r, nil
 }
 
+func (r *rxRing) fileDescriptor() int { return r.fd }
+
 func (r *rxRing) close() {
 	if r.mem != nil {
 		_ = unix.Munmap(r.mem)
@@ -146,6 +148,17 @@ func (r *rxRing) ready() (realNs int64, ok bool) {
 		h := (*unix.Tpacket3Hdr)(unsafe.Add(p, b.Offset_to_first_pkt))
 		return int64(h.Sec)*1e9 + int64(h.Nsec), true
 	}
+}
+
+// rxSource is a receive path: an AF_PACKET ring or an AF_XDP socket.
+type rxSource interface {
+	// ready reports whether a frame is waiting and the CLOCK_REALTIME ns
+	// stamp of the first one (0 if unknown).
+	ready() (realNs int64, ok bool)
+	// drain hands up to max waiting frames to h and returns how many.
+	drain(h frameHandler, max int) int
+	fileDescriptor() int
+	close()
 }
 
 // frameHandler processes one received frame in place. status carries the

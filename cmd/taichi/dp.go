@@ -78,6 +78,7 @@ yields the core after N consecutive empty polls, waiting at most --slice.`,
 	f.StringVar(&cfg.Mode, "mode", dataplane.ModeReflect, "reflect or forward")
 	f.StringVar(&cfg.OutIface, "out-iface", "", "forward mode: TX interface")
 	f.StringVar(&outDstMAC, "out-dst-mac", "", "forward mode: rewrite destination MAC to this next hop")
+	f.StringVar(&cfg.IO, "io", dataplane.IOPacket, "receive path: packet (AF_PACKET mmap ring) or xdp (AF_XDP copy mode)")
 	f.StringVar(&cfg.Ring, "ring", dataplane.RingV2, "RX ring format: v2 (per-frame, low latency) or v3 (per-block)")
 	f.IntVar(&cfg.Priority, "priority", dataplane.DefaultPriority, "SCHED_FIFO priority 1-99 (negative: keep the normal policy)")
 	f.IntVar(&yieldAfter, "yield-after", -1, "empty polls before yielding the core (-1: never, busy-poll)")
