@@ -18,21 +18,23 @@ import (
 // One DP loop (or one watcher) per core calls Arm/Disarm; Stats may be read
 // from anywhere.
 type XDPWakeSource struct {
-	core    int
-	ring    *ebpf.Map
-	fd      int
-	cons    *ringConsumer
-	states  *mmapRegion // keeps the mapping behind state/fired/lost alive
-	state   *uint64     // core_states[core].state
-	fired   *uint64     // core_states[core].fired
-	lost    *uint64     // core_states[core].lost
-	last    Event       // last delivered event (owned by the Arm/Disarm caller)
-	closed  atomic.Bool
-	deliv   atomic.Uint64
-	missed  atomic.Uint64
-	garbled atomic.Uint64
-	stamp   atomic.Int64
-	lag     atomic.Int64
+	core   int
+	ring   *ebpf.Map
+	fd     int
+	cons   *ringConsumer
+	states *mmapRegion // keeps the mapping behind state/fired/lost alive
+	state  *uint64     // core_states[core].state
+	fired  *uint64     // core_states[core].fired
+	lost   *uint64     // core_states[core].lost
+	// lostAtArm is lost when Arm ran: a higher count at Disarm means this
+	// arming's record will never come (owned by the Arm/Disarm caller).
+	lostAtArm uint64
+	closed    atomic.Bool
+	deliv     atomic.Uint64
+	missed    atomic.Uint64
+	garbled   atomic.Uint64
+	stamp     atomic.Int64
+	lag       atomic.Int64
 }
 
 // disarmSpin bounds how long Disarm waits for a record whose core already
@@ -81,6 +83,7 @@ func (w *XDPWakeSource) Arm() {
 	if w.cons.pending() {
 		w.cons.drain()
 	}
+	w.lostAtArm = atomic.LoadUint64(w.lost)
 	atomic.StoreUint64(w.state, coreArmed)
 }
 
@@ -104,8 +107,8 @@ func (w *XDPWakeSource) DisarmEvent() (Event, bool) {
 		if ev, ok := w.take(); ok {
 			return ev, true
 		}
-		if atomic.LoadUint64(w.lost) > 0 && !w.cons.pending() && i > 0 {
-			// The program could not write the record.
+		if atomic.LoadUint64(w.lost) != w.lostAtArm {
+			// The program could not write this arming's record.
 			break
 		}
 		if i == 0 {
@@ -135,7 +138,6 @@ func (w *XDPWakeSource) take() (Event, bool) {
 	if !ok {
 		return Event{}, false
 	}
-	w.last = ev
 	w.deliv.Add(1)
 	w.stamp.Store(ev.StampNs)
 	w.lag.Store(monoNow() - ev.StampNs)
