@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"net"
 	"runtime"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -125,7 +124,6 @@ type Loop struct {
 	tid     atomic.Int64
 	ready   chan struct{}
 	stopFD  int
-	once    sync.Once
 
 	// Owned by the worker thread.
 	rx        rxSource
@@ -144,7 +142,7 @@ type batchCounts struct {
 // dropped and counted, never waited for.
 const eventBuffer = 4096
 
-// NewLoop validates cfg and prepares a loop. Its Control starts at
+// NewLoop validates cfg and prepares a loop (Run it, or Close it). Its Control starts at
 // YieldAfter -1 (busy-poll, as the static policy wants) and DefaultSlice.
 func NewLoop(cfg LoopConfig) (*Loop, error) {
 	if err := cfg.Validate(); err != nil {
@@ -198,13 +196,15 @@ func (l *Loop) Run(ctx context.Context) error {
 	if !l.started.CompareAndSwap(false, true) {
 		return errors.New("dataplane: loop already ran")
 	}
+	// The stop eventfd is closed here, after the worker is gone, so a stop
+	// request can never write to a closed (or reused) descriptor.
+	defer unix.Close(l.stopFD)
 	done := make(chan error, 1)
 	go func() { done <- l.worker() }()
 	select {
 	case <-ctx.Done():
 		l.requestStop()
-		<-done
-		return nil
+		return <-done
 	case err := <-done:
 		return err
 	}
@@ -218,7 +218,6 @@ func (l *Loop) requestStop() {
 
 func (l *Loop) worker() (err error) {
 	runtime.LockOSThread() // never unlocked: see Run
-	defer l.once.Do(func() { _ = unix.Close(l.stopFD) })
 	l.tid.Store(int64(unix.Gettid()))
 	if err := l.setup(); err != nil {
 		return fmt.Errorf("dataplane: loop %q: %w", l.cfg.Name, err)
@@ -446,4 +445,13 @@ func (l *Loop) WaitStats(timeout time.Duration, cond func(Stats) bool) (Stats, b
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// Close releases a loop that will not run. A loop that ran releases its
+// resources when Run returns; Close is then a no-op.
+func (l *Loop) Close() error {
+	if l.started.CompareAndSwap(false, true) {
+		return unix.Close(l.stopFD)
+	}
+	return nil
 }
