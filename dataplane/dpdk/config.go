@@ -59,7 +59,8 @@ type Config struct {
 	// IdleDemote lends the lcores' cores while their queues are idle.
 	IdleDemote bool `yaml:"idle_demote" mapstructure:"idle_demote" json:"idle_demote,omitempty"`
 	// IdleIfaces are the interfaces (in the application's network namespace)
-	// whose rx_packets counters feed the lcores; required with IdleDemote.
+	// whose rx_packets counters feed the lcores. Empty means the iface= of
+	// every --vdev on the application's command line (af_packet, af_xdp).
 	IdleIfaces []string `yaml:"idle_ifaces" mapstructure:"idle_ifaces" json:"idle_ifaces,omitempty"`
 	// IdleInterval is the counter polling period.
 	IdleInterval time.Duration `yaml:"idle_interval" mapstructure:"idle_interval" json:"idle_interval,omitempty"`
@@ -132,8 +133,8 @@ func (c *Config) Validate() error {
 	if c.IdleAfter < 0 {
 		bad("idle_after", "%d: must not be negative", c.IdleAfter)
 	}
-	if c.IdleDemote && len(c.IdleIfaces) == 0 {
-		bad("idle_ifaces", "idle_demote needs the interfaces whose counters show the lcores' traffic")
+	if c.IdleDemote && len(c.IdleIfaces) == 0 && len(c.Command) > 0 && len(VdevIfaces(c.Command)) == 0 {
+		bad("idle_ifaces", "idle_demote needs the interfaces whose counters show the lcores' traffic (none given, no --vdev ...,iface=X in command)")
 	}
 	for i, name := range c.IdleIfaces {
 		if name == "" || len(name) > 15 || strings.ContainsAny(name, "/ \x00") {
@@ -181,4 +182,31 @@ func FilePrefix(argv []string) string {
 		}
 	}
 	return "rte"
+}
+
+// VdevIfaces returns the kernel interfaces a DPDK command line's virtual
+// devices attach to: the iface= argument of each --vdev (net_af_packet,
+// net_af_xdp), in order.
+func VdevIfaces(argv []string) []string {
+	var out []string
+	for i, a := range argv {
+		if a == "--" {
+			break
+		}
+		var spec string
+		switch {
+		case strings.HasPrefix(a, "--vdev="):
+			spec = strings.TrimPrefix(a, "--vdev=")
+		case a == "--vdev" && i+1 < len(argv):
+			spec = argv[i+1]
+		default:
+			continue
+		}
+		for kv := range strings.SplitSeq(spec, ",") {
+			if v, ok := strings.CutPrefix(kv, "iface="); ok && v != "" {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
 }

@@ -45,7 +45,7 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"stop_timeout", func(c *Config) { c.StopTimeout = -time.Second }},
 		{"idle_interval", func(c *Config) { c.IdleInterval = -1 }},
 		{"idle_after", func(c *Config) { c.IdleAfter = -1 }},
-		{"idle_ifaces", func(c *Config) { c.IdleDemote = true }},
+		{"idle_ifaces", func(c *Config) { c.PID = 0; c.Command = []string{"app", "--no-pci"}; c.IdleDemote = true }},
 		{"idle_ifaces[0]", func(c *Config) { c.IdleIfaces = []string{"a/b"} }},
 	}
 	for _, tc := range cases {
@@ -136,5 +136,17 @@ func TestLcoreOrder(t *testing.T) {
 	}
 	if !slices.Equal(names, []string{"rte-worker-2", "rte-worker-3", "rte-worker-10"}) {
 		t.Fatalf("order %v", names)
+	}
+}
+
+func TestVdevIfaces(t *testing.T) {
+	argv := []string{"dpdk-testpmd", "--vdev=net_af_packet0,iface=dp0", "--vdev", "net_af_xdp1,iface=dp1,start_queue=0",
+		"--vdev=net_null0", "--", "--vdev=net_af_packet9,iface=app"}
+	if got := VdevIfaces(argv); !slices.Equal(got, []string{"dp0", "dp1"}) {
+		t.Fatalf("got %v", got)
+	}
+	c := Config{Name: "x", Command: argv, CPUs: []int{1}, Priority: 1, IdleDemote: true}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("vdev interfaces should satisfy idle_demote: %v", err)
 	}
 }

@@ -458,7 +458,11 @@ func (m *Manager) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	if m.cfg.IdleDemote {
-		w := NewIdleWatcher(m, NetDevCounter(m.PID(), m.cfg.IdleIfaces...), IdleWatcherOptions{
+		ifaces, err := m.idleIfaces()
+		if err != nil {
+			return err
+		}
+		w := NewIdleWatcher(m, NetDevCounter(m.PID(), ifaces...), IdleWatcherOptions{
 			Interval: m.cfg.IdleInterval, IdleAfter: m.cfg.IdleAfter, Priority: m.cfg.Priority, Logger: m.log,
 		})
 		m.mu.Lock()
@@ -492,6 +496,28 @@ func (m *Manager) Run(ctx context.Context) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// idleIfaces returns the interfaces whose counters show the lcores' work:
+// the configured ones, or the --vdev iface= arguments of the command line
+// (read from /proc/PID/cmdline for an adopted process).
+func (m *Manager) idleIfaces() ([]string, error) {
+	if len(m.cfg.IdleIfaces) > 0 {
+		return m.cfg.IdleIfaces, nil
+	}
+	argv := m.cfg.Command
+	if len(argv) == 0 {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", m.PID()))
+		if err != nil {
+			return nil, fmt.Errorf("dpdk %q: idle_ifaces: reading the command line: %w", m.cfg.Name, err)
+		}
+		argv = strings.Split(strings.TrimRight(string(data), "\x00"), "\x00")
+	}
+	ifaces := VdevIfaces(argv)
+	if len(ifaces) == 0 {
+		return nil, fmt.Errorf("dpdk %q: idle_ifaces: none given and no --vdev ...,iface=X on the command line", m.cfg.Name)
+	}
+	return ifaces, nil
 }
 
 // Stop reclaims lent cores; for a launched application it then sends

@@ -401,7 +401,7 @@ func TestTestpmdLaunchedWithIdleLending(t *testing.T) {
 	m, err := New(Config{
 		Name: "testpmd", Command: env.args(), NetNS: env.tb.DPNS, CPUs: []int{1}, Priority: prio,
 		ReconcileInterval: 100 * time.Millisecond, StopTimeout: 3 * time.Second,
-		IdleDemote: true, IdleIfaces: []string{env.tb.DPIface, env.tb.DPOutIface},
+		IdleDemote:   true, // interfaces from the --vdev arguments
 		IdleInterval: time.Millisecond, IdleAfter: 20,
 	}, WithOutput(logf))
 	if err != nil {
