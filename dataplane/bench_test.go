@@ -10,6 +10,7 @@ package dataplane_test
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -85,8 +86,57 @@ func printTable(b *testing.B, title string, rows []benchRow) {
 			r.name, r.rate, r.rep.Sent, r.rep.AchievedPPS, 100*r.rep.Loss, r.rep.LatencyUs.P50, r.rep.LatencyUs.P99,
 			r.rep.LatencyUs.Max, 100*r.lentShare, r.st.Yields, float64(r.st.ExposedMean)/1e3)
 	}
+	if med := medians(rows); len(med) < len(rows) {
+		fmt.Fprintf(&sb, "medians over rounds:\n")
+		for _, r := range med {
+			fmt.Fprintf(&sb, "%-12s %9d %10s %10.0f %8.3f %9.1f %9.1f %9.1f %8.1f %7d %10.1f\n",
+				r.name, r.rate, "", r.rep.AchievedPPS, 100*r.rep.Loss, r.rep.LatencyUs.P50, r.rep.LatencyUs.P99,
+				r.rep.LatencyUs.Max, 100*r.lentShare, r.st.Yields, float64(r.st.ExposedMean)/1e3)
+		}
+	}
 	// Straight to stdout: the benchmark log truncates long tables.
 	fmt.Println(sb.String())
+}
+
+// medians folds rows of the same config and rate into one row of medians.
+func medians(rows []benchRow) []benchRow {
+	type key struct {
+		name string
+		rate int
+	}
+	var order []key
+	groups := map[key][]benchRow{}
+	for _, r := range rows {
+		k := key{r.name, r.rate}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], r)
+	}
+	med := func(g []benchRow, f func(benchRow) float64) float64 {
+		v := make([]float64, len(g))
+		for i, r := range g {
+			v[i] = f(r)
+		}
+		sort.Float64s(v)
+		return v[len(v)/2]
+	}
+	var out []benchRow
+	for _, k := range order {
+		g := groups[k]
+		var m benchRow
+		m.name, m.rate = k.name, k.rate
+		m.rep.AchievedPPS = med(g, func(r benchRow) float64 { return r.rep.AchievedPPS })
+		m.rep.Loss = med(g, func(r benchRow) float64 { return r.rep.Loss })
+		m.rep.LatencyUs.P50 = med(g, func(r benchRow) float64 { return r.rep.LatencyUs.P50 })
+		m.rep.LatencyUs.P99 = med(g, func(r benchRow) float64 { return r.rep.LatencyUs.P99 })
+		m.rep.LatencyUs.Max = med(g, func(r benchRow) float64 { return r.rep.LatencyUs.Max })
+		m.lentShare = med(g, func(r benchRow) float64 { return r.lentShare })
+		m.st.Yields = uint64(med(g, func(r benchRow) float64 { return float64(r.st.Yields) }))
+		m.st.ExposedMean = time.Duration(med(g, func(r benchRow) float64 { return float64(r.st.ExposedMean) }))
+		out = append(out, m)
+	}
+	return out
 }
 
 // BenchmarkYieldVsBusy compares a busy-polling loop (YieldAfter -1) with a
@@ -98,20 +148,22 @@ func BenchmarkYieldVsBusy(b *testing.B) {
 	var rows []benchRow
 	for b.Loop() {
 		rows = rows[:0]
-		for _, rate := range rates {
-			count := max(rate*2, 5000)
-			for _, m := range []struct {
-				name string
-				ya   int
-			}{{"busy", -1}, {"yield200", 200}} {
-				r := measure(b, tb, cfg, m.ya, rate, count)
-				r.name = m.name
-				rows = append(rows, r)
+		for round := 0; round < 3; round++ {
+			for _, rate := range rates {
+				count := max(rate, 3000)
+				for _, m := range []struct {
+					name string
+					ya   int
+				}{{"busy", -1}, {"yield200", 200}} {
+					r := measure(b, tb, cfg, m.ya, rate, count)
+					r.name = m.name
+					rows = append(rows, r)
+				}
 			}
 		}
 	}
-	printTable(b, "busy-poll vs yield-on-idle (reflect, constant rate, one run, interleaved)", rows)
-	for _, r := range rows {
+	printTable(b, "busy-poll vs yield-on-idle (reflect, constant rate, 1 s per run, three interleaved rounds)", rows)
+	for _, r := range medians(rows) {
 		b.ReportMetric(r.rep.LatencyUs.P99, fmt.Sprintf("p99us_%s_%d", r.name, r.rate))
 	}
 }
@@ -149,13 +201,15 @@ func BenchmarkRingFormat(b *testing.B) {
 	tb := needTestbed(b, "rf")
 	var rows []benchRow
 	for b.Loop() {
-		for _, rate := range []int{1000, 50000} {
-			for _, ring := range []string{dataplane.RingV2, dataplane.RingV3} {
-				cfg := reflectConfig(tb)
-				cfg.Ring = ring
-				r := measure(b, tb, cfg, -1, rate, max(rate*2, 5000))
-				r.name = ring
-				rows = append(rows, r)
+		for round := 0; round < 3; round++ {
+			for _, rate := range []int{1000, 50000} {
+				for _, ring := range []string{dataplane.RingV2, dataplane.RingV3} {
+					cfg := reflectConfig(tb)
+					cfg.Ring = ring
+					r := measure(b, tb, cfg, -1, rate, max(rate, 3000))
+					r.name = ring
+					rows = append(rows, r)
+				}
 			}
 		}
 	}
@@ -169,12 +223,12 @@ func BenchmarkIOPath(b *testing.B) {
 	tb := needTestbed(b, "io")
 	var rows []benchRow
 	for b.Loop() {
-		for round := 0; round < 2; round++ {
+		for round := 0; round < 3; round++ {
 			for _, ya := range []int{-1, 200} {
 				for _, io := range []string{dataplane.IOPacket, dataplane.IOXDP} {
 					cfg := reflectConfig(tb)
 					cfg.IO = io
-					r := measure(b, tb, cfg, ya, 10000, 20000)
+					r := measure(b, tb, cfg, ya, 10000, 10000)
 					r.name = io
 					if ya >= 0 {
 						r.name += "-yield"
@@ -184,5 +238,5 @@ func BenchmarkIOPath(b *testing.B) {
 			}
 		}
 	}
-	printTable(b, "receive path: AF_PACKET v2 vs AF_XDP copy mode (reflect, 10 kpps constant, two interleaved rounds)", rows)
+	printTable(b, "receive path: AF_PACKET v2 vs AF_XDP copy mode (reflect, 10 kpps constant, three interleaved rounds, 1 s each)", rows)
 }
