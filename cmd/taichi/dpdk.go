@@ -66,12 +66,12 @@ func init() {
 		Use:   "pin --pid PID --cpus 1[,2] --priority N",
 		Short: "Pin the lcore threads to DP cores with SCHED_FIFO (optionally keep reconciling and lending)",
 		Long: "Pins once and prints the status; with --hold keeps re-applying the pinning (and with\n" +
-			"--idle-ifaces lends idle lcores' cores) until the duration ends or SIGINT/SIGTERM,\n" +
+			"--idle-demote lends idle lcores' cores) until the duration ends or SIGINT/SIGTERM,\n" +
 			"then reclaims every lent core. The application keeps running, pinned.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Name = fmt.Sprintf("pid%d", cfg.PID)
-			cfg.IdleDemote = len(cfg.IdleIfaces) > 0
+			cfg.IdleDemote = cfg.IdleDemote || len(cfg.IdleIfaces) > 0
 			m, err := dpdk.New(cfg)
 			if err != nil {
 				return &exitError{code: 2, err: err}
@@ -105,7 +105,8 @@ func init() {
 	f.IntVar(&cfg.Priority, "priority", 0, "SCHED_FIFO priority 1..99")
 	f.StringVar(&cfg.ThreadPattern, "pattern", "", "regular expression on thread names (default "+dpdk.DefaultThreadPattern+")")
 	f.DurationVar(&hold, "hold", 0, "keep reconciling for this long (0: pin once and exit)")
-	f.StringSliceVar(&cfg.IdleIfaces, "idle-ifaces", nil, "lend the lcores' cores while these interfaces (in the app's netns) receive nothing")
+	f.BoolVar(&cfg.IdleDemote, "idle-demote", false, "with --hold, lend the lcores' cores while their interfaces receive nothing (SCHED_IDLE)")
+	f.StringSliceVar(&cfg.IdleIfaces, "idle-ifaces", nil, "interfaces (in the app's netns) whose rx counters show the lcores' work (default: the --vdev iface= arguments)")
 	f.DurationVar(&cfg.IdleInterval, "idle-interval", 0, "rx counter polling period (default 1ms)")
 	f.IntVar(&cfg.IdleAfter, "idle-after", 0, "idle polls before lending (default 50)")
 
