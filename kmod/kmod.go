@@ -104,18 +104,19 @@ type Stats struct {
 // Blocker is one control-plane kernel path that was non-preemptible when a
 // kick for its CPU arrived.
 type Blocker struct {
-	Seq          uint64 `json:"seq"`
-	TimeNs       int64  `json:"time_ns"` // CLOCK_MONOTONIC when the IPI looked
-	KickNs       int64  `json:"kick_ns"`
-	WaitNs       int64  `json:"wait_ns"` // kick -> DP thread running; valid if Waited
-	Waited       bool   `json:"waited"`
-	Pid          int    `json:"pid"`
-	Tgid         int    `json:"tgid"`
-	CPU          int    `json:"cpu"`
-	PreemptCount uint32 `json:"preempt_count"`
-	Flags        uint32 `json:"flags"`
-	Comm         string `json:"comm"`
-	Symbol       string `json:"symbol"` // e.g. "taichi_test_hold_spin+0x3c/0x60 [taichi]"
+	Seq          uint64   `json:"seq"`
+	TimeNs       int64    `json:"time_ns"` // CLOCK_MONOTONIC when the IPI looked
+	KickNs       int64    `json:"kick_ns"`
+	WaitNs       int64    `json:"wait_ns"` // kick -> DP thread running; valid if Waited
+	Waited       bool     `json:"waited"`
+	Pid          int      `json:"pid"`
+	Tgid         int      `json:"tgid"`
+	CPU          int      `json:"cpu"`
+	PreemptCount uint32   `json:"preempt_count"`
+	Flags        uint32   `json:"flags"`
+	Comm         string   `json:"comm"`
+	Symbol       string   `json:"symbol"`  // e.g. "taichi_test_hold_spin+0x3c/0x60 [taichi]"
+	Callers      []string `json:"callers"` // innermost first (x86; empty on arm64 for now)
 }
 
 // Open opens DevicePath.
@@ -300,6 +301,11 @@ func (d *Device) Blockers(cpu int, consume bool) ([]Blocker, error) {
 			Seq: r.Seq, TimeNs: int64(r.TimeNs), KickNs: int64(r.KickNs), WaitNs: int64(r.WaitNs),
 			Waited: r.Flags&uapi.BlockerWaited != 0, Pid: int(r.Pid), Tgid: int(r.Tgid), CPU: int(r.CPU),
 			PreemptCount: r.PreemptCount, Flags: r.Flags, Comm: cString(r.Comm[:]), Symbol: cString(r.Symbol[:]),
+		}
+		for _, c := range r.Callers {
+			if s := cString(c[:]); s != "" {
+				out[i].Callers = append(out[i].Callers, s)
+			}
 		}
 	}
 	return out, nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -140,13 +141,14 @@ func printBlockers(w io.Writer, recs []kmod.Blocker) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CPU\tSEQ\tPID\tCOMM\tPREEMPT\tDP WAITED\tKERNEL PATH")
+	fmt.Fprintln(tw, "CPU\tSEQ\tPID\tCOMM\tPREEMPT\tDP WAITED\tKERNEL PATH (innermost first)")
 	for _, r := range recs {
 		waited := "-"
 		if r.Waited {
 			waited = time.Duration(r.WaitNs).String()
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%#x\t%s\t%s\n", r.CPU, r.Seq, r.Pid, r.Comm, r.PreemptCount, waited, r.Symbol)
+		path := strings.Join(append([]string{r.Symbol}, r.Callers...), " < ")
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%#x\t%s\t%s\n", r.CPU, r.Seq, r.Pid, r.Comm, r.PreemptCount, waited, path)
 	}
 	tw.Flush()
 }

@@ -38,6 +38,7 @@
 #include <linux/tracepoint.h>
 #include <linux/string.h>
 #include <linux/log2.h>
+#include <linux/rcupdate.h>
 #include <asm/irq_regs.h>
 #include <asm/ptrace.h>
 #ifdef CONFIG_X86
@@ -57,6 +58,14 @@ static bool test_hold;
 module_param(test_hold, bool, 0444);
 MODULE_PARM_DESC(test_hold, "enable TEST_HOLD (spin with a lock held, for tests; default off)");
 
+/* Per open file: poll/epoll wait here, so a loop may add the fd to epoll
+ * before its thread registers. Freed after an RCU grace period because
+ * kickers (also from BPF) reach it locklessly. */
+struct tc_file {
+	wait_queue_head_t wq;
+	struct rcu_head rcu;
+};
+
 /* Per-CPU state. The DP task pointer is only compared (never dereferenced)
  * outside reg_mutex, so the kick, IPI and sched_switch paths need no lock to
  * read it; the task reference we hold keeps the pointer from being reused
@@ -64,6 +73,7 @@ MODULE_PARM_DESC(test_hold, "enable TEST_HOLD (spin with a lock held, for tests;
 struct tc_cpu {
 	struct task_struct *dp;		/* registered DP thread; ref held */
 	struct file *owner;		/* the open file it registered through */
+	struct tc_file __rcu *owner_tf;	/* its poll waitqueue */
 	wait_queue_head_t wq;
 	atomic_t kicked;		/* a kick the DP thread has not consumed */
 	atomic64_t pending_kick_ns;	/* oldest kick not yet seen running (latency) */
@@ -82,7 +92,8 @@ struct tc_cpu {
 	unsigned int head, len;		/* ring: next slot, records held */
 	int pending_blk;		/* slot waiting for its wait_ns, -1 none */
 	struct taichi_blocker ring[TAICHI_RING_LEN];
-	unsigned long ring_ip[TAICHI_RING_LEN];	/* kept in the kernel: symbolized on copy-out */
+	/* kept in the kernel, symbolized on copy-out: [0] the IP, then callers */
+	unsigned long ring_ip[TAICHI_RING_LEN][1 + TAICHI_CALLERS];
 };
 
 static struct tc_cpu *tc_cpus;
@@ -163,25 +174,43 @@ static void tc_process_exit(void *data, struct task_struct *p)
 }
 
 /*
- * The registers of the context the IPI interrupted. arm64 sets irq_regs for
+ * The registers of the context the IPI interrupted, and the return
+ * addresses of up to TAICHI_CALLERS of its callers. arm64 sets irq_regs for
  * every interrupt, IPIs included; x86 sets them only for device IRQs and the
- * timer, not for call-function IPIs, so there the unwinder finds the entry
- * frame the IPI pushed (the first full pt_regs above us).
+ * timer, not for call-function IPIs, so there the ORC unwinder finds the
+ * entry frame the IPI pushed (the first full pt_regs above us) and goes on
+ * into the interrupted stack for the callers.
  */
-static struct pt_regs *tc_interrupted_regs(void)
+static struct pt_regs *tc_interrupted_regs(unsigned long *callers)
 {
 #if defined(CONFIG_X86) && defined(CONFIG_UNWINDER_ORC)
 	struct unwind_state st;
-	struct pt_regs *regs;
+	struct pt_regs *regs = NULL, *r;
+	unsigned long addr;
 	bool partial;
+	int n = 0;
 
 	for (unwind_start(&st, current, NULL, NULL); !unwind_done(&st);
 	     unwind_next_frame(&st)) {
-		regs = unwind_get_entry_regs(&st, &partial);
-		if (regs && !partial)
-			return regs;
+		r = unwind_get_entry_regs(&st, &partial);
+		if (!regs) {
+			if (r && !partial) {
+				regs = r;	/* this frame is the interrupted IP itself */
+				if (user_mode(regs))
+					break;
+			}
+			continue;
+		}
+		if (r)
+			break;		/* the next entry (syscall) boundary */
+		addr = unwind_get_return_address(&st);
+		if (!addr)
+			break;
+		callers[n++] = addr;
+		if (n == TAICHI_CALLERS)
+			break;
 	}
-	return NULL;
+	return regs;
 #elif defined(CONFIG_X86)
 	return NULL;	/* no reliable way: record nothing rather than a stale IP */
 #else
@@ -200,6 +229,7 @@ static void tc_inspect(void *info)
 	struct task_struct *cur = current;
 	struct taichi_blocker *r;
 	struct pt_regs *regs;
+	unsigned long callers[TAICHI_CALLERS] = { 0 };
 	unsigned int pc, flags = 0;
 	u64 kick_ns = READ_ONCE(c->ipi_kick_ns);
 	int slot;
@@ -210,7 +240,7 @@ static void tc_inspect(void *info)
 		return;	/* flushed from idle or hotplug, not an IPI */
 	if (cur == READ_ONCE(c->dp) || is_idle_task(cur))
 		return;
-	regs = tc_interrupted_regs();
+	regs = tc_interrupted_regs(callers);
 	if (!regs || user_mode(regs))
 		return;
 	pc = preempt_count() - HARDIRQ_OFFSET;	/* the interrupted context's */
@@ -243,7 +273,8 @@ static void tc_inspect(void *info)
 	r->flags = flags;
 	memcpy(r->comm, cur->comm, min(sizeof(r->comm), sizeof(cur->comm)));
 	r->comm[TAICHI_COMM_LEN - 1] = '\0';
-	c->ring_ip[slot] = instruction_pointer(regs);
+	c->ring_ip[slot][0] = instruction_pointer(regs);
+	memcpy(&c->ring_ip[slot][1], callers, sizeof(callers));
 	c->pending_blk = slot;
 	raw_spin_unlock(&c->lock);
 }
@@ -252,6 +283,7 @@ static void tc_inspect(void *info)
 static int tc_kick_cpu(unsigned int cpu, unsigned int this_cpu, u64 now)
 {
 	struct tc_cpu *c = &tc_cpus[cpu];
+	struct tc_file *tf;
 
 	atomic64_inc(&c->kicks);
 	if (!READ_ONCE(c->dp) || !cpu_online(cpu)) {
@@ -278,6 +310,11 @@ static int tc_kick_cpu(unsigned int cpu, unsigned int this_cpu, u64 now)
 	}
 	atomic_set(&c->kicked, 1);
 	wake_up_interruptible(&c->wq);
+	rcu_read_lock();
+	tf = rcu_dereference(c->owner_tf);
+	if (tf)
+		wake_up_interruptible(&tf->wq);
+	rcu_read_unlock();
 	return 1;
 }
 
@@ -289,7 +326,8 @@ static void tc_drop(struct tc_cpu *c)
 	if (!dp)
 		return;
 	WRITE_ONCE(c->dp, NULL);
-	c->owner = NULL;
+	WRITE_ONCE(c->owner, NULL);
+	RCU_INIT_POINTER(c->owner_tf, NULL);
 	atomic64_set(&c->pending_kick_ns, 0);
 	put_task_struct(dp);
 }
@@ -362,14 +400,17 @@ static long tc_ioc_register(struct file *f, void __user *uarg)
 	c = &tc_cpus[cpu];
 	mine = tc_find_current();
 	if (mine == c) {
-		c->owner = f;		/* idempotent; follow the newest fd */
+		/* idempotent; follow the newest fd */
+		WRITE_ONCE(c->owner, f);
+		rcu_assign_pointer(c->owner_tf, f->private_data);
 	} else if (mine || c->dp) {
 		ret = -EBUSY;		/* registered elsewhere, or CPU taken */
 	} else {
 		get_task_struct(current);
 		atomic_set(&c->kicked, 0);
 		atomic64_set(&c->pending_kick_ns, 0);
-		c->owner = f;
+		WRITE_ONCE(c->owner, f);
+		rcu_assign_pointer(c->owner_tf, f->private_data);
 		WRITE_ONCE(c->dp, current);
 	}
 	mutex_unlock(&reg_mutex);
@@ -525,8 +566,10 @@ static long tc_ioc_stats(void __user *uarg)
 }
 
 /* Copy up to max records of one CPU, oldest first; returns how many. */
+typedef unsigned long tc_ips_t[1 + TAICHI_CALLERS];
+
 static u32 tc_collect(struct tc_cpu *c, struct taichi_blocker *out,
-		      unsigned long *ips, u32 max, u64 *last_seq)
+		      tc_ips_t *ips, u32 max, u64 *last_seq)
 {
 	unsigned long flags;
 	unsigned int i, n, start;
@@ -538,7 +581,7 @@ static u32 tc_collect(struct tc_cpu *c, struct taichi_blocker *out,
 		unsigned int slot = (start + i) % TAICHI_RING_LEN;
 
 		out[i] = c->ring[slot];
-		ips[i] = c->ring_ip[slot];
+		memcpy(ips[i], c->ring_ip[slot], sizeof(ips[i]));
 	}
 	raw_spin_unlock_irqrestore(&c->lock, flags);
 	*last_seq = n ? out[n - 1].seq : 0;
@@ -567,9 +610,9 @@ static long tc_ioc_blockers(void __user *uarg)
 {
 	struct taichi_blockers b;
 	struct taichi_blocker *buf = NULL;
-	unsigned long *ips = NULL;
+	tc_ips_t *ips = NULL;
 	u64 *last = NULL;
-	unsigned int cpu, first, end, i;
+	unsigned int cpu, first, end, i, j;
 	u32 n = 0;
 	long ret = 0;
 
@@ -608,8 +651,11 @@ static long tc_ioc_blockers(void __user *uarg)
 		n += tc_collect(&tc_cpus[cpu], buf + n, ips + n, b.max - n, &last[cpu]);
 	/* Symbolize here, in process context; the raw address stays in the
 	 * kernel (no KASLR leak). */
-	for (i = 0; i < n; i++)
-		snprintf(buf[i].symbol, sizeof(buf[i].symbol), "%pS", (void *)ips[i]);
+	for (i = 0; i < n; i++) {
+		snprintf(buf[i].symbol, sizeof(buf[i].symbol), "%pS", (void *)ips[i][0]);
+		for (j = 0; j < TAICHI_CALLERS && ips[i][j + 1]; j++)
+			snprintf(buf[i].callers[j], TAICHI_SYM_LEN, "%pS", (void *)ips[i][j + 1]);
+	}
 	if (copy_to_user(u64_to_user_ptr(b.records), buf, n * sizeof(*buf))) {
 		ret = -EFAULT;	/* nothing consumed */
 		goto free;
@@ -683,24 +729,32 @@ static long tc_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 
 /* poll: readable when a DP thread registered through this file has a
  * pending kick, so a DP loop can wait on its socket and the kick together
- * (consume the kick with WAIT + TAICHI_WAIT_NONBLOCK). */
+ * (consume the kick with WAIT + TAICHI_WAIT_NONBLOCK). A file with no DP
+ * thread is never readable (not an error: a loop polling it must not spin). */
 static __poll_t tc_poll(struct file *f, struct poll_table_struct *pt)
 {
-	struct tc_cpu *c = NULL;
+	struct tc_file *tf = f->private_data;
 	unsigned int cpu;
 
-	mutex_lock(&reg_mutex);
+	poll_wait(f, &tf->wq, pt);
 	for_each_possible_cpu(cpu) {
-		if (tc_cpus[cpu].dp && tc_cpus[cpu].owner == f) {
-			c = &tc_cpus[cpu];
-			break;
-		}
+		struct tc_cpu *c = &tc_cpus[cpu];
+
+		if (READ_ONCE(c->owner) == f && READ_ONCE(c->dp))
+			return atomic_read(&c->kicked) ? EPOLLIN | EPOLLRDNORM : 0;
 	}
-	mutex_unlock(&reg_mutex);
-	if (!c)
-		return EPOLLERR;
-	poll_wait(f, &c->wq, pt);
-	return atomic_read(&c->kicked) ? EPOLLIN | EPOLLRDNORM : 0;
+	return 0;
+}
+
+static int tc_open(struct inode *inode, struct file *f)
+{
+	struct tc_file *tf = kzalloc(sizeof(*tf), GFP_KERNEL);
+
+	if (!tf)
+		return -ENOMEM;
+	init_waitqueue_head(&tf->wq);
+	f->private_data = tf;
+	return stream_open(inode, f);
 }
 
 static int tc_release(struct inode *inode, struct file *f)
@@ -712,6 +766,7 @@ static int tc_release(struct inode *inode, struct file *f)
 		if (tc_cpus[cpu].owner == f)
 			tc_drop(&tc_cpus[cpu]);
 	mutex_unlock(&reg_mutex);
+	kfree_rcu((struct tc_file *)f->private_data, rcu);
 	return 0;
 }
 
@@ -720,6 +775,7 @@ static const struct file_operations tc_fops = {
 	.unlocked_ioctl = tc_ioctl,
 	.compat_ioctl = compat_ptr_ioctl,
 	.poll = tc_poll,
+	.open = tc_open,
 	.release = tc_release,
 	.llseek = noop_llseek,
 };
@@ -857,6 +913,7 @@ static void __exit taichi_exit(void)
 	cancel_work_sync(&tc_reap_work);
 	/* Inspection IPIs still queued run before this synchronous one. */
 	on_each_cpu(tc_noop, NULL, 1);
+	rcu_barrier();	/* kfree_rcu callbacks of closed files */
 	mutex_lock(&reg_mutex);
 	for_each_possible_cpu(cpu)
 		tc_drop(&tc_cpus[cpu]);

@@ -34,6 +34,7 @@
 
 #define TAICHI_COMM_LEN		16
 #define TAICHI_SYM_LEN		96
+#define TAICHI_CALLERS		4	/* callers kept per blocker (x86; arm64: none yet) */
 #define TAICHI_RING_LEN		64	/* blocker records kept per CPU */
 #define TAICHI_MAX_RECORDS	4096	/* records one BLOCKERS call may ask for */
 #define TAICHI_MAX_WAIT_NS	10000000000ull	/* 10 s: a DP wait is always bounded */
@@ -119,6 +120,7 @@ struct taichi_blocker {
 	__u32 pad;
 	char comm[TAICHI_COMM_LEN];
 	char symbol[TAICHI_SYM_LEN];	/* interrupted kernel IP, "func+0x1f/0x80 [mod]" */
+	char callers[TAICHI_CALLERS][TAICHI_SYM_LEN];	/* its callers, innermost first; "" past the end */
 };
 
 /* taichi_blockers.flags */

@@ -31,7 +31,7 @@ var cStructs = []cStruct{
 		"kicks_no_dp", "wakes", "timeouts", "ipis", "ipis_busy", "blockers", "blockers_dropped",
 		"lat_count", "lat_sum_ns", "lat_max_ns", "hist"}},
 	{"taichi_blocker", reflect.TypeOf(Blocker{}), []string{"seq", "time_ns", "kick_ns", "wait_ns", "pid",
-		"tgid", "cpu", "preempt_count", "flags", "pad", "comm", "symbol"}},
+		"tgid", "cpu", "preempt_count", "flags", "pad", "comm", "symbol", "callers"}},
 	{"taichi_blockers", reflect.TypeOf(Blockers{}), []string{"records", "cpu", "max", "flags", "count"}},
 	{"taichi_hold", reflect.TypeOf(Hold{}), []string{"usec", "flags"}},
 }
@@ -45,6 +45,7 @@ var cConstants = map[string]uint64{
 	"TAICHI_HIST_SHIFT":       HistShift,
 	"TAICHI_COMM_LEN":         CommLen,
 	"TAICHI_SYM_LEN":          SymLen,
+	"TAICHI_CALLERS":          Callers,
 	"TAICHI_MAX_RECORDS":      MaxRecords,
 	"TAICHI_MAX_WAIT_NS":      MaxWaitNs,
 	"TAICHI_MAX_HOLD_US":      MaxHoldMicros,

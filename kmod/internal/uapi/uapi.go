@@ -21,6 +21,7 @@ const (
 
 	CommLen = 16
 	SymLen  = 96
+	Callers = 4 // callers kept per blocker record
 
 	// MaxRecords is the most blocker records one Blockers call copies out.
 	MaxRecords = 4096
@@ -109,6 +110,7 @@ type Blocker struct {
 	Pad          uint32
 	Comm         [CommLen]byte
 	Symbol       [SymLen]byte
+	Callers      [Callers][SymLen]byte
 }
 
 type Blockers struct {
