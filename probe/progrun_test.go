@@ -17,7 +17,7 @@ type progFixture struct {
 	ws     *XDPWakeSource
 }
 
-func loadFixture(t *testing.T, core int) *progFixture {
+func loadFixture(t testing.TB, core int) *progFixture {
 	t.Helper()
 	needRoot(t)
 	spec, err := loadProbe()
@@ -146,4 +146,34 @@ func TestProgRunLostWhenRingFull(t *testing.T) {
 	if !ok || ev.TagSeq() != 500 || ev.Seq != 101 {
 		t.Fatalf("after recovery: %+v ok=%v", ev, ok)
 	}
+}
+
+// BenchmarkArmDisarm: the DP loop's per-yield cost when no packet came
+// (the common idle-timeout case): a store and a swap on shared memory.
+func BenchmarkArmDisarm(b *testing.B) {
+	f := loadFixture(b, 1)
+	for b.Loop() {
+		f.ws.Arm()
+		f.ws.Disarm()
+	}
+}
+
+// BenchmarkQueueCounterRead compares reading a queue's counters from the
+// mmapped array with a map lookup syscall.
+func BenchmarkQueueCounterRead(b *testing.B) {
+	f := loadFixture(b, 1)
+	b.Run("mmap-atomic", func(b *testing.B) {
+		for b.Loop() {
+			_ = atomic.LoadUint64(f.counts.word(0))
+			_ = atomic.LoadUint64(f.counts.word(8))
+		}
+	})
+	b.Run("lookup-syscall", func(b *testing.B) {
+		var qc probeQueueCounter
+		for b.Loop() {
+			if err := f.objs.QueueCounters.Lookup(uint32(0), &qc); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
