@@ -87,8 +87,7 @@ func resolve(vmlinux, module string) (int, error) {
 		if s.Section != idsIndex || !strings.HasPrefix(s.Name, "__BTF_ID__") {
 			continue
 		}
-		rest := strings.TrimPrefix(s.Name, "__BTF_ID__")
-		kind, name, _ := strings.Cut(rest, "__")
+		kind, name := parseSymbol(s.Name)
 		switch kind {
 		case "set8":
 			sets = append(sets, set{off: s.Value, cnt: s.Size/8 - 1, pair: true})
@@ -96,10 +95,6 @@ func resolve(vmlinux, module string) (int, error) {
 		case "set":
 			sets = append(sets, set{off: s.Value, cnt: s.Size/4 - 1})
 			continue
-		}
-		// name is "<name>__<unique counter>"
-		if i := strings.LastIndex(name, "__"); i > 0 {
-			name = name[:i]
 		}
 		id, err := lookup(spec, kind, name)
 		if err != nil {
@@ -156,6 +151,19 @@ func loadBase(path string) (*btf.Spec, error) {
 		return nil, err
 	}
 	return btf.LoadSpecFromReader(bytes.NewReader(raw))
+}
+
+// parseSymbol splits "__BTF_ID__<kind>__<name>[__<counter>]": BTF_ID adds
+// a unique counter, set and set8 symbols carry the set's bare name.
+func parseSymbol(sym string) (kind, name string) {
+	kind, name, _ = strings.Cut(strings.TrimPrefix(sym, "__BTF_ID__"), "__")
+	if kind == "set" || kind == "set8" {
+		return kind, name
+	}
+	if i := strings.LastIndex(name, "__"); i > 0 {
+		name = name[:i]
+	}
+	return kind, name
 }
 
 func lookup(spec *btf.Spec, kind, name string) (btf.TypeID, error) {
