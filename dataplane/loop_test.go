@@ -251,3 +251,31 @@ func TestXDPReflects(t *testing.T) {
 		t.Fatalf("AF_XDP: no rx wakes with an exposed latency (XDP stamps): %+v", st)
 	}
 }
+
+// TestYieldedLoopComesBackAlone checks the wait is bounded: with no packet
+// and no wake source, the loop still returns to its core every Slice.
+func TestYieldedLoopComesBackAlone(t *testing.T) {
+	tb := needTestbed(t, "t")
+	l := startLoop(t, reflectConfig(tb), func(l *dataplane.Loop) {
+		l.Control().SetYieldAfter(0)
+		l.Control().SetSlice(20 * time.Millisecond)
+	})
+	st, ok := l.WaitStats(5*time.Second, func(s dataplane.Stats) bool { return s.WakesTimeout >= 3 })
+	if !ok {
+		t.Fatalf("no timeout wakes while idle: %+v", st)
+	}
+	if st.Packets != 0 || st.WakesRX != 0 || st.Yields < st.WakesTimeout {
+		t.Fatalf("idle loop: %+v", st)
+	}
+	// Raising the threshold at run time takes effect without a restart.
+	l.Control().SetYieldAfter(-1)
+	before, _ := l.WaitStats(time.Second, func(dataplane.Stats) bool { return true })
+	time.Sleep(100 * time.Millisecond)
+	after := l.Stats()
+	if after.Yields > before.Yields+1 {
+		t.Fatalf("still yielding after SetYieldAfter(-1): %d -> %d", before.Yields, after.Yields)
+	}
+	if after.Heartbeat <= before.Heartbeat {
+		t.Fatal("heartbeat stopped")
+	}
+}
