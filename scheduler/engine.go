@@ -75,13 +75,17 @@ type core struct {
 	// blocked: the loop yielded while the core was not lendable (IDLE).
 	blocked bool
 
-	inCPUSet  bool
-	knobsSet  bool
-	yield     int64
-	knobSlice time.Duration
-	probeOn   bool
-	probeSet  bool
-	retryAt   time.Time // slow path: no new attempt before this after an error
+	inCPUSet bool
+	// cpusetKnown: a Lend or Reclaim has succeeded, so inCPUSet is fact; a
+	// failed write then changes nothing. Before that, failures assume the
+	// worse case for DP.
+	cpusetKnown bool
+	knobsSet    bool
+	yield       int64
+	knobSlice   time.Duration
+	probeOn     bool
+	probeSet    bool
+	retryAt     time.Time // slow path: no new attempt before this after an error
 
 	lentAt      time.Time
 	lentTotal   time.Duration
@@ -517,6 +521,22 @@ func (e *engine) apply(c *core, force bool) {
 	plan := e.pol.plan(c, &e.p)
 	now := e.now
 	knobsForced := false
+	if !plan.InCPUSet && c.state == Lent {
+		// DP first, and not gated by slow-path retries: stop yielding and
+		// wake the loop before (or without) the cgroup write.
+		e.setKnobs(c, -1, plan.Slice, force)
+		knobsForced = force
+		cause := CausePolicy
+		switch plan.Hold {
+		case HoldGuard:
+			cause = CauseGuard // counted at the trip
+		case HoldLoad:
+			cause = CauseLoad // counted when the hold began
+		default:
+			c.reclaims[CausePolicy]++
+		}
+		e.requestReclaim(c, cause, now)
+	}
 	if plan.InCPUSet != c.inCPUSet || force {
 		canTry := force || c.retryAt.IsZero() || !now.Before(c.retryAt)
 		switch {
@@ -524,34 +544,31 @@ func (e *engine) apply(c *core, force bool) {
 		case plan.InCPUSet:
 			if err := e.act.Lend(c.cpu); err != nil {
 				c.actErrors++
-				c.inCPUSet = false
+				if !c.cpusetKnown {
+					c.inCPUSet = false
+				} // else a failed write changed nothing
 				c.retryAt = now.Add(e.p.ActuatorRetry)
 				e.log.Warn("lend failed", "cpu", c.cpu, "err", err, "retry_at", c.retryAt)
 			} else {
-				c.inCPUSet = true
+				c.inCPUSet, c.cpusetKnown = true, true
 				c.retryAt = time.Time{}
 				c.cpusetLends++
 			}
 		default:
-			// DP first: stop yielding and wake the loop before the cgroup write.
-			e.setKnobs(c, -1, plan.Slice, force)
-			knobsForced = force
-			if c.state == Lent {
-				cause := map[Hold]Cause{HoldGuard: CauseGuard, HoldLoad: CauseLoad}[plan.Hold]
-				if plan.Hold == HoldPolicy || plan.Hold == HoldNone {
-					cause = CausePolicy
-					c.reclaims[CausePolicy]++
-				}
-				e.requestReclaim(c, cause, now)
+			if !knobsForced {
+				e.setKnobs(c, -1, plan.Slice, force)
+				knobsForced = force
 			}
 			wasIn := c.inCPUSet
 			if err := e.act.Reclaim(c.cpu); err != nil {
 				c.actErrors++
-				c.inCPUSet = true // unknown: assume CP may still be there, retry
+				if !c.cpusetKnown {
+					c.inCPUSet = true // CP may be there: keep retrying
+				} // else a failed write changed nothing
 				c.retryAt = now.Add(e.p.ActuatorRetry)
 				e.log.Warn("reclaim failed", "cpu", c.cpu, "err", err, "retry_at", c.retryAt)
 			} else {
-				c.inCPUSet = false
+				c.inCPUSet, c.cpusetKnown = false, true
 				c.retryAt = time.Time{}
 				if wasIn {
 					c.cpusetBacks++

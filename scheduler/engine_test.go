@@ -135,7 +135,7 @@ func TestThresholdBounds(t *testing.T) {
 func TestSliceDoublesToMaxAndResets(t *testing.T) {
 	for _, reset := range []WakeCause{WakeRx, WakeProbe} {
 		t.Run(reset.String(), func(t *testing.T) {
-			h := newHarness(t, PolicyTaichi, nil)
+			h := newHarness(t, PolicyTaichi, func(p *Params) { p.SliceMax = us(3200) })
 			var slicesSeen []time.Duration
 			tm := time.Duration(0)
 			for range 8 {

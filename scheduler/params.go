@@ -74,25 +74,26 @@ type Params struct {
 	ActuatorRetry time.Duration `mapstructure:"actuator_retry" yaml:"actuator_retry" json:"actuator_retry"`
 }
 
-// DefaultParams returns the defaults (also the daemon's embedded YAML values).
+// DefaultParams returns the defaults; those with a key in the daemon's
+// embedded YAML (config/default.yaml) match it.
 func DefaultParams() Params {
 	return Params{
 		Policy:           PolicyTaichi,
-		SLO:              500 * time.Microsecond,
+		SLO:              200 * time.Microsecond,
 		SLOWindow:        time.Second,
-		SLOMinSamples:    20,
+		SLOMinSamples:    100,
 		GuardBackoff:     time.Second,
-		GuardBackoffMax:  30 * time.Second,
+		GuardBackoffMax:  time.Minute,
 		GuardForgive:     60 * time.Second,
 		IdleThreshold:    64,
 		IdleThresholdMin: 8,
-		IdleThresholdMax: 65536,
+		IdleThresholdMax: 4096,
 		ShortLend:        100 * time.Microsecond,
 		SliceMin:         50 * time.Microsecond,
-		SliceMax:         3200 * time.Microsecond,
+		SliceMax:         5 * time.Millisecond,
 		DynamicSlice:     5 * time.Millisecond,
-		FlapLimit:        50,
-		FlapWindow:       10 * time.Millisecond,
+		FlapLimit:        2000,
+		FlapWindow:       time.Second,
 		FlapHold:         100 * time.Millisecond,
 		HighLoad:         0.8,
 		LowLoad:          0.5,

@@ -59,15 +59,24 @@ func nearestRank(q float64, n int) int {
 }
 
 // ring is a bounded FIFO; pushing onto a full ring drops the oldest entry.
+// Its storage grows on demand up to the bound.
 type ring[T any] struct {
-	buf  []T
-	head int
-	n    int
+	buf   []T
+	head  int
+	n     int
+	limit int
 }
 
-func newRing[T any](capacity int) ring[T] { return ring[T]{buf: make([]T, capacity)} }
+func newRing[T any](limit int) ring[T] { return ring[T]{buf: make([]T, min(limit, 16)), limit: limit} }
 
 func (r *ring[T]) push(v T) (dropped T, wasFull bool) {
+	if r.n == len(r.buf) && len(r.buf) < r.limit {
+		grown := make([]T, min(2*len(r.buf), r.limit))
+		for i := range r.n {
+			grown[i] = r.at(i)
+		}
+		r.buf, r.head = grown, 0
+	}
 	if r.n == len(r.buf) {
 		dropped = r.buf[r.head]
 		r.buf[r.head] = v
