@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -83,6 +84,10 @@ type Manager struct {
 
 	schedMu sync.Mutex   // policy reads/writes and the demoted set
 	demoted map[int]bool // tids lent to CP (SCHED_IDLE on purpose)
+
+	// lcores is a read-only copy of assign for the reclaim path, so Promote
+	// never waits for a reconcile scan holding mu.
+	lcores atomic.Pointer[map[int]int]
 
 	watcher *IdleWatcher
 }
@@ -251,6 +256,12 @@ func (m *Manager) Reconcile() error {
 		}
 	}
 
+	snapshot := make(map[int]int, len(m.assign))
+	for tid, cpu := range m.assign {
+		snapshot[tid] = cpu
+	}
+	m.lcores.Store(&snapshot)
+
 	var errs []error
 	out := make([]ThreadStatus, 0, len(threads))
 	for _, t := range threads {
@@ -383,10 +394,12 @@ func (m *Manager) Status() Status {
 
 // LcoreTIDs returns the managed lcore threads that have a DP core.
 func (m *Manager) LcoreTIDs() []int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	tids := make([]int, 0, len(m.assign))
-	for tid := range m.assign {
+	p := m.lcores.Load()
+	if p == nil {
+		return nil
+	}
+	tids := make([]int, 0, len(*p))
+	for tid := range *p {
 		tids = append(tids, tid)
 	}
 	slices.Sort(tids)
@@ -394,9 +407,11 @@ func (m *Manager) LcoreTIDs() []int {
 }
 
 func (m *Manager) isLcore(tid int) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	_, ok := m.assign[tid]
+	p := m.lcores.Load()
+	if p == nil {
+		return false
+	}
+	_, ok := (*p)[tid]
 	return ok
 }
 
