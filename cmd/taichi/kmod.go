@@ -57,6 +57,7 @@ func newKmodCmd() *cobra.Command {
 
 	var blkCPU int
 	var blkJSON, blkConsume bool
+	var blkMinWait time.Duration
 	blockers := &cobra.Command{
 		Use:   "blockers",
 		Short: "Control-plane kernel paths that were non-preemptible when a DP core was kicked",
@@ -70,10 +71,14 @@ func newKmodCmd() *cobra.Command {
 				return err
 			}
 			defer d.Close()
+			if blkMinWait < 0 {
+				return &exitError{code: 2, err: fmt.Errorf("min-wait: %v is negative", blkMinWait)}
+			}
 			recs, err := d.Blockers(blkCPU, blkConsume)
 			if err != nil {
 				return err
 			}
+			recs = filterBlockers(recs, blkMinWait)
 			if blkJSON {
 				if recs == nil {
 					recs = []kmod.Blocker{}
@@ -86,10 +91,26 @@ func newKmodCmd() *cobra.Command {
 	}
 	blockers.Flags().IntVar(&blkCPU, "cpu", kmod.AllCPUs, "CPU to show (-1: all)")
 	blockers.Flags().BoolVar(&blkJSON, "json", false, "print JSON")
-	blockers.Flags().BoolVar(&blkConsume, "consume", false, "remove the printed records from the kernel's rings")
+	blockers.Flags().BoolVar(&blkConsume, "consume", false, "remove the records read from the kernel's rings")
+	blockers.Flags().DurationVar(&blkMinWait, "min-wait", 0, "show only records whose DP thread waited at least this long")
 
 	cmd.AddCommand(stats, blockers)
 	return cmd
+}
+
+// filterBlockers keeps the records whose kick->run wait is known and at
+// least minWait (all records when minWait is 0).
+func filterBlockers(recs []kmod.Blocker, minWait time.Duration) []kmod.Blocker {
+	if minWait == 0 {
+		return recs
+	}
+	var out []kmod.Blocker
+	for _, r := range recs {
+		if r.Waited && time.Duration(r.WaitNs) >= minWait {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 func openKmod(path string) (*kmod.Device, error) {

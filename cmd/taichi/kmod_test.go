@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/taichi-sched/taichi/kmod"
 )
@@ -44,5 +45,20 @@ func TestPrintKmodStatsHistogram(t *testing.T) {
 	printKmodStats(&out, st)
 	if !strings.Contains(out.String(), "[32.768µs,") || !strings.Contains(out.String(), "24") {
 		t.Errorf("histogram row missing:\n%s", out.String())
+	}
+}
+
+func TestFilterBlockersByWait(t *testing.T) {
+	recs := []kmod.Blocker{
+		{Seq: 1, Waited: true, WaitNs: 15_000},
+		{Seq: 2, Waited: false},
+		{Seq: 3, Waited: true, WaitNs: 5_000_000},
+	}
+	if got := filterBlockers(recs, 0); len(got) != 3 {
+		t.Errorf("no threshold kept %d records, want 3", len(got))
+	}
+	got := filterBlockers(recs, 100*time.Microsecond)
+	if len(got) != 1 || got[0].Seq != 3 {
+		t.Errorf("min-wait 100µs kept %+v, want only seq 3", got)
 	}
 }
