@@ -52,7 +52,8 @@ const (
 // loaded, or a kernel without loadable modules).
 var ErrNotSupported = errors.New("taichi kernel module not available")
 
-// Device is an open /dev/taichi. Its methods are safe for concurrent use;
+// Device is an open /dev/taichi. Its methods are safe for concurrent use
+// (Close excepted: call it when no other call is in flight);
 // Register, Unregister, Wait and Poll act on the calling OS thread.
 type Device struct {
 	f  *os.File
