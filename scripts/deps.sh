@@ -8,7 +8,7 @@ pkgs=(
   dpdk-dev                           # dpdk-testpmd for the DPDK lcore tests
   stress-ng rt-tests                 # kernel-heavy CP load, cyclictest reference
   python3 bash                       # heterogeneous CP helpers
-  qemu-system-x86 busybox-static cpio kmod linux-headers-amd64 linux-image-amd64  # kernel module boot test
+  qemu-system-x86 busybox-static cpio kmod linux-headers-amd64 linux-image-amd64 dwarves  # kernel module boot test (dwarves: pahole, module BTF for the kfunc)
 )
 missing=()
 for p in "${pkgs[@]}"; do
