@@ -109,6 +109,9 @@ type core struct {
 	// taichi adaptation
 	threshold int64
 	slice     time.Duration
+	// idleRun: the last lent period ended by its slice and no I/O came
+	// since: the same idle gap continues.
+	idleRun bool
 
 	benched      bool
 	benchedUntil time.Time
@@ -294,6 +297,7 @@ func (e *engine) handle(ev Event) {
 		e.step(c, inIdle, at)
 	case EvBusy:
 		c.emptyPolls = 0
+		c.idleRun = false
 		e.step(c, inBusy, at)
 	case EvYield:
 		e.step(c, inYield, at)
@@ -416,7 +420,14 @@ func (e *engine) wake(c *core, cause WakeCause, at time.Time) {
 	var why Cause
 	switch c.state {
 	case Lent:
-		why = map[WakeCause]Cause{WakeRx: CauseRx, WakeProbe: CauseProbe, WakeTimeout: CauseSliceEnd}[cause]
+		switch cause {
+		case WakeRx:
+			why = CauseRx
+		case WakeProbe:
+			why = CauseProbe
+		default:
+			why = CauseSliceEnd
+		}
 		c.reclaims[why]++
 		c.pending = why
 		c.reclaimBy = at.Add(e.p.ReclaimTimeout)
@@ -438,10 +449,15 @@ func (e *engine) wake(c *core, cause WakeCause, at time.Time) {
 func (e *engine) adapt(c *core, why Cause, lent time.Duration) {
 	switch why {
 	case CauseSliceEnd:
-		// The gap outlasted the slice: lending pays here.
+		// The gap outlasted the slice: lending pays here. One idle gap is
+		// one piece of evidence, however many slices it spans.
 		c.slice = min(2*c.slice, e.p.SliceMax)
-		c.threshold = max(c.threshold-c.threshold/4, e.p.IdleThresholdMin)
+		if !c.idleRun {
+			c.threshold = max(c.threshold-c.threshold/4, e.p.IdleThresholdMin)
+			c.idleRun = true
+		}
 	case CauseRx, CauseProbe:
+		c.idleRun = false
 		c.slice = e.p.SliceMin
 		if lent < e.p.ShortLend {
 			// I/O came back before the switch paid off: wait longer first.

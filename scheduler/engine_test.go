@@ -59,8 +59,9 @@ func TestTaichiTrickleGrowsSlicesAndLowersThreshold(t *testing.T) {
 	h.yield(1, us(354))
 	h.wake(1, us(700), WakeRx, us(30)) // the trickle's packet
 	eq(t, "actions", h.act.take(), []string{
-		"yield 1 48 100µs", "yield 1 36 200µs", "yield 1 27 400µs", // doubling slices, falling threshold
-		"yield 1 27 50µs", // reset by the packet; a long lend does not raise the threshold
+		// Doubling slices; the threshold falls once for the whole gap.
+		"yield 1 48 100µs", "yield 1 48 200µs", "yield 1 48 400µs",
+		"yield 1 48 50µs", // reset by the packet; a long lend does not raise the threshold
 	})
 	eq(t, "states", h.takeSeq(), []string{
 		"1 DP_ACTIVE->IDLE", "1 IDLE->LENT", "1 LENT->RECLAIMING", "1 RECLAIMING->DP_ACTIVE",
@@ -78,7 +79,7 @@ func TestTaichiTrickleGrowsSlicesAndLowersThreshold(t *testing.T) {
 	if s.WakeLatency.Count != 1 || s.WakeLatency.P99 != us(30) || s.WakeLatency.Buckets[5].Count != 1 || s.WakeLatency.Buckets[4].Count != 0 {
 		t.Errorf("wake latency %+v", s.WakeLatency)
 	}
-	if s.Threshold != 27 || s.CurrentSlice != us(50) || s.State != DPActive {
+	if s.Threshold != 48 || s.CurrentSlice != us(50) || s.State != DPActive {
 		t.Errorf("threshold %d slice %v state %v", s.Threshold, s.CurrentSlice, s.State)
 	}
 }
@@ -115,19 +116,38 @@ func TestThresholdBounds(t *testing.T) {
 		got = append(got, h.core(1).threshold)
 		tm += us(100)
 	}
-	for range 4 { // fall by a quarter: 30, 23, 18, 14
+	longGap := func() { // two slices expire, then a packet: one fall
+		for range 2 {
+			h.yield(1, tm)
+			tm += time.Second
+			h.wake(1, tm, WakeTimeout, 0)
+		}
 		h.yield(1, tm)
 		tm += time.Second
-		h.wake(1, tm, WakeTimeout, 0)
+		h.wake(1, tm, WakeRx, us(5))
 		got = append(got, h.core(1).threshold)
+	}
+	for range 4 { // fall by a quarter per gap: 30, 23, 18, 14
+		longGap()
 	}
 	for range 3 { // floor at 10: 11, 10, 10
+		longGap()
+	}
+	h.yield(1, tm) // a short lend: 20
+	h.wake(1, tm+us(5), WakeRx, us(5))
+	tm += ms(1)
+	for range 2 { // one gap of two slices: 15, 15
 		h.yield(1, tm)
 		tm += time.Second
 		h.wake(1, tm, WakeTimeout, 0)
 		got = append(got, h.core(1).threshold)
 	}
-	if want := []int64{32, 40, 40, 30, 23, 18, 14, 11, 10, 10}; !slices.Equal(got, want) {
+	h.busy(1, tm) // DP work ends the gap: the next expiry counts again: 12
+	h.yield(1, tm)
+	tm += time.Second
+	h.wake(1, tm, WakeTimeout, 0)
+	got = append(got, h.core(1).threshold)
+	if want := []int64{32, 40, 40, 30, 23, 18, 14, 11, 10, 10, 15, 15, 12}; !slices.Equal(got, want) {
 		t.Errorf("threshold sequence %v, want %v", got, want)
 	}
 }

@@ -38,7 +38,8 @@ type Params struct {
 	// the DP loop may yield (taichi); it adapts within
 	// [IdleThresholdMin, IdleThresholdMax]: doubles when I/O reclaims a core
 	// sooner than ShortLend after lending, drops by a quarter when a lent
-	// slice expires undisturbed.
+	// slice expires undisturbed (once per idle gap, however many slices the
+	// gap spans).
 	IdleThreshold    int64 `mapstructure:"idle_threshold" yaml:"idle_threshold" json:"idle_threshold"`
 	IdleThresholdMin int64 `mapstructure:"idle_threshold_min" yaml:"idle_threshold_min" json:"idle_threshold_min"`
 	IdleThresholdMax int64 `mapstructure:"idle_threshold_max" yaml:"idle_threshold_max" json:"idle_threshold_max"`

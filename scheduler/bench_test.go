@@ -1,0 +1,62 @@
+package scheduler
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+type nopActuator struct{}
+
+func (nopActuator) Lend(int) error                     { return nil }
+func (nopActuator) Reclaim(int) error                  { return nil }
+func (nopActuator) SetYield(int, int64, time.Duration) { return }
+func (nopActuator) Wake(int)                           {}
+
+// BenchmarkEngineYieldWake: the decision cost of one lend/reclaim cycle
+// (a yield and an rx wake with a latency sample) inside the event loop.
+func BenchmarkEngineYieldWake(b *testing.B) {
+	for _, pol := range []string{PolicyDynamic, PolicyTaichi} {
+		b.Run(pol, func(b *testing.B) {
+			p := DefaultParams()
+			p.Policy = pol
+			e := newEngine(p, []int{1, 2, 3, 4}, nopActuator{}, quietLogger(), t0)
+			e.start(t0)
+			tm := time.Duration(0)
+			b.ReportAllocs()
+			for b.Loop() {
+				cpu := 1 + int(tm/time.Microsecond)%4
+				e.handle(Event{Kind: EvYield, CPU: cpu, At: at(tm)})
+				tm += 200 * time.Microsecond
+				e.handle(Event{Kind: EvWake, CPU: cpu, At: at(tm), Wake: WakeRx, Latency: 20 * time.Microsecond})
+				tm += time.Microsecond
+			}
+		})
+	}
+}
+
+// BenchmarkSchedulerPost: posting events to a running Scheduler and having
+// them handled (channel hand-off to the Run goroutine included).
+func BenchmarkSchedulerPost(b *testing.B) {
+	p := DefaultParams()
+	s, err := New([]int{1}, nopActuator{}, p, WithLogger(quietLogger()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Run(ctx)
+	for s.Sync(ctx) != nil {
+		time.Sleep(time.Millisecond)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		for !s.Yielded(1, time.Time{}) {
+			s.Sync(ctx)
+		}
+		for !s.Woke(1, time.Time{}, WakeRx, 20*time.Microsecond) {
+			s.Sync(ctx)
+		}
+	}
+	s.Sync(ctx)
+}

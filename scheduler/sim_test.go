@@ -1,0 +1,154 @@
+package scheduler
+
+import (
+	"testing"
+	"time"
+)
+
+// loopModel is a deterministic model of a DP loop driven by the knobs the
+// engine sets: it polls (pollCost per empty poll), yields after YieldAfter
+// empty polls, blocks until a packet arrives (plus wakeCost) or the slice
+// ends, and reports yields and wakes to the engine like the real loop does.
+// It checks the closed loop (knobs -> behaviour -> events -> knobs), not
+// timings of the real machine.
+type loopModel struct {
+	e        *engine
+	cpu      int
+	knobs    *knobRecorder
+	arrivals []time.Duration // sorted packet arrival times
+	next     int
+
+	lends, shortLends int
+	exposed           []time.Duration
+}
+
+const (
+	pollCost   = time.Microsecond
+	packetCost = time.Microsecond
+	wakeCost   = 30 * time.Microsecond // cross-core wake on this VM (DESIGN.md)
+)
+
+type knobRecorder struct {
+	yield map[int]int64
+	slice map[int]time.Duration
+	in    map[int]bool
+}
+
+func (k *knobRecorder) Lend(cpu int) error    { k.in[cpu] = true; return nil }
+func (k *knobRecorder) Reclaim(cpu int) error { k.in[cpu] = false; return nil }
+func (k *knobRecorder) SetYield(cpu int, after int64, slice time.Duration) {
+	k.yield[cpu], k.slice[cpu] = after, slice
+}
+func (k *knobRecorder) Wake(int) {}
+
+func simulate(t *testing.T, policy string, tweak func(*Params), arrivals []time.Duration, end time.Duration) *loopModel {
+	t.Helper()
+	p := DefaultParams()
+	p.Policy = policy
+	if tweak != nil {
+		tweak(&p)
+	}
+	k := &knobRecorder{yield: map[int]int64{}, slice: map[int]time.Duration{}, in: map[int]bool{}}
+	e := newEngine(p, []int{1}, k, quietLogger(), t0)
+	e.start(t0)
+	m := &loopModel{e: e, cpu: 1, knobs: k, arrivals: arrivals}
+	now := time.Duration(0)
+	streak := int64(0)
+	for now < end {
+		if m.next < len(arrivals) && arrivals[m.next] <= now {
+			for m.next < len(arrivals) && arrivals[m.next] <= now {
+				m.next++
+				now += packetCost
+			}
+			streak = 0
+			continue
+		}
+		after := k.yield[1]
+		nextArrival := end
+		if m.next < len(arrivals) {
+			nextArrival = arrivals[m.next]
+		}
+		if after < 0 {
+			now = max(now+pollCost, nextArrival) // busy-polls until the packet
+			continue
+		}
+		// Empty polls until the threshold, unless a packet comes first.
+		yieldAt := now + time.Duration(after-streak)*pollCost
+		if nextArrival <= yieldAt {
+			now = nextArrival
+			continue
+		}
+		now = yieldAt
+		e.handle(Event{Kind: EvYield, CPU: 1, At: at(now)})
+		lentFrom := now
+		timeout := now + k.slice[1]
+		if nextArrival+wakeCost <= timeout {
+			now = nextArrival + wakeCost
+			e.handle(Event{Kind: EvWake, CPU: 1, At: at(now), Wake: WakeRx, Latency: wakeCost})
+			m.exposed = append(m.exposed, wakeCost)
+		} else {
+			now = timeout
+			e.handle(Event{Kind: EvWake, CPU: 1, At: at(now), Wake: WakeTimeout})
+		}
+		m.lends++
+		if now-lentFrom < p.ShortLend {
+			m.shortLends++
+		}
+		streak = 0
+	}
+	return m
+}
+
+// burstyTrace: bursts of 20 packets 5µs apart; within a group of 10 bursts
+// the gaps are 40µs (too short to pay for a switch), then a 5ms gap.
+func burstyTrace(groups int) ([]time.Duration, time.Duration) {
+	var out []time.Duration
+	now := time.Duration(0)
+	for range groups {
+		for b := range 10 {
+			for range 20 {
+				out = append(out, now)
+				now += 5 * time.Microsecond
+			}
+			if b < 9 {
+				now += 40 * time.Microsecond
+			}
+		}
+		now += 5 * time.Millisecond
+	}
+	return out, now
+}
+
+func TestClosedLoopAdmissionLearnsShortGaps(t *testing.T) {
+	arrivals, end := burstyTrace(40)
+	lowStart := func(p *Params) { p.IdleThreshold, p.IdleThresholdMin = 8, 8 }
+	dyn := simulate(t, PolicyDynamic, nil, arrivals, end)
+	tai := simulate(t, PolicyTaichi, lowStart, arrivals, end)
+	dynS := dyn.e.coreSnapshot(dyn.e.byCPU[1], at(end))
+	taiS := tai.e.coreSnapshot(tai.e.byCPU[1], at(end))
+	t.Logf("dynamic: lends %d short %d lent %v exposed wakes %d", dyn.lends, dyn.shortLends, dynS.LentTotal, len(dyn.exposed))
+	t.Logf("taichi:  lends %d short %d lent %v exposed wakes %d threshold %d", tai.lends, tai.shortLends, taiS.LentTotal, len(tai.exposed), taiS.Threshold)
+
+	// dynamic yields in every gap: all 9 short gaps of each group are lent
+	// and each costs the next burst a wake.
+	if dyn.shortLends < 9*40 {
+		t.Errorf("dynamic short lends %d, want at least %d", dyn.shortLends, 9*40)
+	}
+	// taichi learns that 40µs gaps do not pay: after the first groups it no
+	// longer lends them, so short lends stay a small fraction of dynamic's.
+	if tai.shortLends*10 > dyn.shortLends {
+		t.Errorf("taichi short lends %d not under a tenth of dynamic's %d", tai.shortLends, dyn.shortLends)
+	}
+	// ...while still lending the long gaps: at least half of dynamic's lent time.
+	if taiS.LentTotal*2 < dynS.LentTotal {
+		t.Errorf("taichi lent %v, less than half of dynamic's %v", taiS.LentTotal, dynS.LentTotal)
+	}
+	if taiS.Threshold <= 8 {
+		t.Errorf("threshold stayed at %d", taiS.Threshold)
+	}
+	// Static never yields.
+	st := simulate(t, PolicyStatic, nil, arrivals, end)
+	if st.lends != 0 || len(st.exposed) != 0 {
+		t.Errorf("static lent %d times", st.lends)
+	}
+}
