@@ -10,7 +10,7 @@ type nopActuator struct{}
 
 func (nopActuator) Lend(int) error                     { return nil }
 func (nopActuator) Reclaim(int) error                  { return nil }
-func (nopActuator) SetYield(int, int64, time.Duration) { return }
+func (nopActuator) SetYield(int, int64, time.Duration) {}
 func (nopActuator) Wake(int)                           {}
 
 // BenchmarkEngineYieldWake: the decision cost of one lend/reclaim cycle

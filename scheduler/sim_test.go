@@ -29,13 +29,14 @@ const (
 )
 
 type knobRecorder struct {
-	yield map[int]int64
-	slice map[int]time.Duration
-	in    map[int]bool
+	slowCalls int
+	yield     map[int]int64
+	slice     map[int]time.Duration
+	in        map[int]bool
 }
 
-func (k *knobRecorder) Lend(cpu int) error    { k.in[cpu] = true; return nil }
-func (k *knobRecorder) Reclaim(cpu int) error { k.in[cpu] = false; return nil }
+func (k *knobRecorder) Lend(cpu int) error    { k.slowCalls++; k.in[cpu] = true; return nil }
+func (k *knobRecorder) Reclaim(cpu int) error { k.slowCalls++; k.in[cpu] = false; return nil }
 func (k *knobRecorder) SetYield(cpu int, after int64, slice time.Duration) {
 	k.yield[cpu], k.slice[cpu] = after, slice
 }
@@ -142,6 +143,10 @@ func TestClosedLoopAdmissionLearnsShortGaps(t *testing.T) {
 	// ...while still lending the long gaps: at least half of dynamic's lent time.
 	if taiS.LentTotal*2 < dynS.LentTotal {
 		t.Errorf("taichi lent %v, less than half of dynamic's %v", taiS.LentTotal, dynS.LentTotal)
+	}
+	// Two speeds: bursts and gaps never touch the cpuset after the start.
+	if dyn.knobs.slowCalls != 1 || tai.knobs.slowCalls != 1 {
+		t.Errorf("cpuset writes: dynamic %d taichi %d, want only the start's", dyn.knobs.slowCalls, tai.knobs.slowCalls)
 	}
 	if taiS.Threshold <= 8 {
 		t.Errorf("threshold stayed at %d", taiS.Threshold)
