@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -18,28 +19,38 @@ import (
 
 // Counters is the coarse probe for interfaces XDP cannot reach (a DPDK
 // process owns the queues): it polls the interface's RX counters at an
-// interval and raises an event when they move after an idle poll, and wakes
-// the armed core's WakeSource when they move at all.
+// interval, counts a burst when they move after an idle poll, and wakes the
+// armed cores whose queues moved.
 //
-// It reads /proc/thread-self/net/dev, opened once inside the interface's
-// namespace: that file follows the namespace of the thread that opened it,
-// while /sys/class/net shows the namespace sysfs was mounted in. The kernel
-// keeps no per-queue RX counters that are common to all drivers, so there is
-// one counter for the whole interface (queue -1) and every packet maps to
-// Options.Core.
+// Interface totals come from /proc/thread-self/net/dev, opened once inside
+// the interface's namespace: that file follows the namespace of the thread
+// that opened it, while /sys/class/net shows the namespace sysfs was
+// mounted in. Per-queue counters come from the driver's ethtool stats when
+// it has them (see ethtoolQueues); then Options.Queues maps queues to
+// cores, and traffic the queue counters do not explain (veth counts only
+// its NAPI path per queue) goes to Options.Core.
 type Counters struct {
 	opts Options
 
-	mu      sync.Mutex
-	fd      int
-	cancel  context.CancelFunc
-	done    chan struct{}
-	wake    *CountersWakeSource
-	packets atomic.Uint64 // since Start
+	mu     sync.Mutex
+	devFD  int // /proc/thread-self/net/dev of the namespace
+	sockFD int // AF_INET socket for ethtool ioctls in the namespace
+	eth    *ethtoolQueues
+	cancel context.CancelFunc
+	done   chan struct{}
+	wakes  map[int]*CountersWakeSource
+	qs     []queueCount // per-queue totals since Start (per-queue mode)
+
+	packets atomic.Uint64 // interface totals since Start
 	bytes   atomic.Uint64
 	bursts  atomic.Uint64 // idle->traffic transitions seen by the poller
 	polls   atomic.Uint64
 	lastErr atomic.Value // string
+}
+
+type queueCount struct {
+	queue, core    int
+	packets, bytes atomic.Uint64
 }
 
 // NewCounters validates opts and returns an unstarted counters probe.
@@ -47,48 +58,86 @@ func NewCounters(opts Options) (*Counters, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	if len(opts.Queues) > 0 {
-		return nil, errors.New("queues: the counters backend sees only whole-interface counters; map the interface with core")
-	}
 	if opts.Interval == 0 {
 		opts.Interval = 10 * time.Millisecond
 	}
-	return &Counters{opts: opts, fd: -1}, nil
+	return &Counters{opts: opts, devFD: -1, sockFD: -1}, nil
 }
 
 // Start opens the counters in the interface's namespace and starts polling
-// until Stop or ctx ends.
-func (c *Counters) Start(ctx context.Context) error {
+// until Stop or ctx ends. Options.Queues needs per-queue counters: Start
+// fails, naming the field, when the driver has none.
+func (c *Counters) Start(ctx context.Context) (err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.done != nil {
 		return errors.New("counters probe: already started")
 	}
-	var fd int
-	err := netns.Do(c.opts.NetNS, func() error {
+	defer func() {
+		if err != nil {
+			c.closeFDs()
+		}
+	}()
+	err = netns.Do(c.opts.NetNS, func() error {
 		var err error
-		fd, err = unix.Open("/proc/thread-self/net/dev", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if c.devFD, err = unix.Open("/proc/thread-self/net/dev", unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
+			return err
+		}
+		c.sockFD, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("counters probe on %s: %w", c.where(), err)
 	}
 	buf := make([]byte, 64<<10)
-	base, err := readNetDev(fd, buf, c.opts.Iface)
+	base, err := readNetDev(c.devFD, buf, c.opts.Iface)
 	if err != nil {
-		unix.Close(fd)
 		return fmt.Errorf("counters probe on %s: %w", c.where(), err)
 	}
-	wake, err := newCountersWakeSource(c.opts.Core)
-	if err != nil {
-		unix.Close(fd)
-		return fmt.Errorf("counters probe: %w", err)
+	if c.eth, err = openEthtoolQueues(c.sockFD, c.opts.Iface); err != nil {
+		return fmt.Errorf("counters probe on %s: %w", c.where(), err)
 	}
-	c.fd, c.wake = fd, wake
+	if c.eth == nil && len(c.opts.Queues) > 0 {
+		return fmt.Errorf("queues: %s has no per-queue RX counters; map the interface with core", c.where())
+	}
+	var qbase []netDevRX
+	c.qs = nil
+	if c.eth != nil {
+		if err := c.eth.read(); err != nil {
+			return fmt.Errorf("counters probe on %s: %w", c.where(), err)
+		}
+		for _, q := range c.eth.queues() {
+			slot := min(q, MaxQueues)
+			c.qs = append(c.qs, queueCount{queue: q, core: c.opts.coreOf(slot)})
+			p, b := c.eth.queue(q)
+			qbase = append(qbase, netDevRX{packets: p, bytes: b})
+		}
+	}
+	c.wakes = make(map[int]*CountersWakeSource)
+	for _, core := range c.opts.cores() {
+		w, err := newCountersWakeSource(core)
+		if err != nil {
+			for _, w := range c.wakes {
+				w.close()
+			}
+			c.wakes = nil
+			return fmt.Errorf("counters probe: %w", err)
+		}
+		c.wakes[core] = w
+	}
 	ctx, c.cancel = context.WithCancel(ctx)
 	c.done = make(chan struct{})
-	go c.poll(ctx, buf, base)
+	go c.poll(ctx, buf, base, qbase)
 	return nil
+}
+
+func (c *Counters) closeFDs() {
+	for _, fd := range []*int{&c.devFD, &c.sockFD} {
+		if *fd >= 0 {
+			unix.Close(*fd)
+			*fd = -1
+		}
+	}
 }
 
 func (c *Counters) where() string {
@@ -98,19 +147,20 @@ func (c *Counters) where() string {
 	return c.opts.NetNS + "/" + c.opts.Iface
 }
 
-func (c *Counters) poll(ctx context.Context, buf []byte, last netDevRX) {
+func (c *Counters) poll(ctx context.Context, buf []byte, last netDevRX, qlast []netDevRX) {
 	defer close(c.done)
 	t := time.NewTicker(c.opts.Interval)
 	defer t.Stop()
 	idle := true
+	moved := make(map[int]bool, len(c.wakes))
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		now, err := readNetDev(c.fd, buf, c.opts.Iface)
 		c.polls.Add(1)
+		now, err := readNetDev(c.devFD, buf, c.opts.Iface)
 		if err != nil {
 			c.lastErr.Store(err.Error())
 			continue
@@ -122,7 +172,33 @@ func (c *Counters) poll(ctx context.Context, buf []byte, last netDevRX) {
 		c.packets.Add(dp)
 		c.bytes.Add(now.bytes - last.bytes)
 		last = now
-		if dp == 0 {
+
+		clear(moved)
+		var explained uint64
+		if c.eth != nil {
+			if err := c.eth.read(); err != nil {
+				c.lastErr.Store(err.Error())
+			} else {
+				for i := range c.qs {
+					q := &c.qs[i]
+					p, b := c.eth.queue(q.queue)
+					if p < qlast[i].packets || b < qlast[i].bytes {
+						qlast[i] = netDevRX{}
+					}
+					if d := p - qlast[i].packets; d > 0 {
+						moved[q.core] = true
+						explained += d
+						q.packets.Add(d)
+						q.bytes.Add(b - qlast[i].bytes)
+					}
+					qlast[i] = netDevRX{packets: p, bytes: b}
+				}
+			}
+		}
+		if dp > explained {
+			moved[c.opts.Core] = true
+		}
+		if len(moved) == 0 {
 			idle = true
 			continue
 		}
@@ -130,7 +206,12 @@ func (c *Counters) poll(ctx context.Context, buf []byte, last netDevRX) {
 			c.bursts.Add(1)
 			idle = false
 		}
-		c.wake.fire(monoNow())
+		stamp := monoNow()
+		for core := range moved {
+			if w := c.wakes[core]; w != nil {
+				w.fire(stamp)
+			}
+		}
 	}
 }
 
@@ -144,46 +225,60 @@ func (c *Counters) Stop() error {
 	c.cancel()
 	<-c.done
 	c.done = nil
-	err := unix.Close(c.fd)
-	c.fd = -1
-	c.wake.close()
-	return err
+	c.closeFDs()
+	for _, w := range c.wakes {
+		w.close()
+	}
+	return nil
 }
 
-// Mode returns "poll <interval>" while started.
+// Mode returns "poll <interval>" (plus " per-queue" with driver queue
+// counters) while started.
 func (c *Counters) Mode() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.done == nil {
 		return ""
 	}
-	return "poll " + c.opts.Interval.String()
+	m := "poll " + c.opts.Interval.String()
+	if c.eth != nil {
+		m += " per-queue"
+	}
+	return m
 }
 
 // Bursts returns how many idle->traffic transitions the poller saw.
 func (c *Counters) Bursts() uint64 { return c.bursts.Load() }
 
-// WakeSource returns the wake source of Options.Core.
+// WakeSource returns the wake source of a core named in Options.
 func (c *Counters) WakeSource(core int) (WakeSource, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.done == nil {
 		return nil, errors.New("counters probe: not started")
 	}
-	if core != c.opts.Core {
+	w, ok := c.wakes[core]
+	if !ok {
 		return nil, fmt.Errorf("counters probe: core %d has no queue mapped to it", core)
 	}
-	return c.wake, nil
+	return w, nil
 }
 
-// Stats returns the interface's counters since Start as queue -1.
+// Stats returns the interface's counters since Start as queue -1, then the
+// driver's per-queue counters since Start when it has them.
 func (c *Counters) Stats() Stats {
 	st := Stats{Backend: BackendCounters, Iface: c.opts.Iface, NetNS: c.opts.NetNS, Mode: c.Mode(),
 		Queues: []QueueStats{{Queue: -1, Core: c.opts.Core, Packets: c.packets.Load(), Bytes: c.bytes.Load()}}}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.wake != nil {
-		st.Cores = []CoreStats{c.wake.Stats()}
+	for i := range c.qs {
+		q := &c.qs[i]
+		st.Queues = append(st.Queues, QueueStats{Queue: q.queue, Core: q.core, Packets: q.packets.Load(), Bytes: q.bytes.Load()})
+	}
+	for _, core := range c.opts.cores() {
+		if w := c.wakes[core]; w != nil {
+			st.Cores = append(st.Cores, w.Stats())
+		}
 	}
 	return st
 }
@@ -239,7 +334,11 @@ func newCountersWakeSource(core int) (*CountersWakeSource, error) {
 	if err != nil {
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
-	return &CountersWakeSource{core: core, efd: efd}, nil
+	w := &CountersWakeSource{core: core, efd: efd}
+	// Closed when unreferenced, like the xdp rings: a DP loop polling FD
+	// after Stop must not find the number reused.
+	runtime.AddCleanup(w, func(fd int) { unix.Close(fd) }, efd)
+	return w, nil
 }
 
 // FD is an eventfd, readable while a wake is pending.
@@ -256,14 +355,21 @@ func (w *CountersWakeSource) Arm() {
 
 // Disarm stops reporting and returns the poll's stamp if the counters moved.
 func (w *CountersWakeSource) Disarm() (int64, bool) {
+	ev, ok := w.DisarmEvent()
+	return ev.StampNs, ok
+}
+
+// DisarmEvent is Disarm returning an Event (Core, StampNs and Seq set: the
+// counters know nothing about single packets).
+func (w *CountersWakeSource) DisarmEvent() (Event, bool) {
 	if w.closed.Load() || w.state.Swap(coreActive) != coreFired {
-		return 0, false
+		return Event{}, false
 	}
 	w.clear()
 	s := w.stampNs.Load()
-	w.deliv.Add(1)
+	n := w.deliv.Add(1)
 	w.lastLag.Store(monoNow() - s)
-	return s, true
+	return Event{Core: w.core, StampNs: s, Seq: n}, true
 }
 
 func (w *CountersWakeSource) clear() {
@@ -272,10 +378,10 @@ func (w *CountersWakeSource) clear() {
 }
 
 func (w *CountersWakeSource) fire(stamp int64) {
-	// Stamp first: Disarm reads it after it sees FIRED.
 	if w.state.Load() != coreArmed {
 		return
 	}
+	// Stamp before the compare-and-swap: Disarm reads it after it sees FIRED.
 	w.stampNs.Store(stamp)
 	if !w.state.CompareAndSwap(coreArmed, coreFired) {
 		return
@@ -292,8 +398,4 @@ func (w *CountersWakeSource) Stats() CoreStats {
 		LastStampNs: w.stampNs.Load(), LastLagNs: w.lastLag.Load()}
 }
 
-func (w *CountersWakeSource) close() {
-	if !w.closed.Swap(true) {
-		unix.Close(w.efd)
-	}
-}
+func (w *CountersWakeSource) close() { w.closed.Store(true) }

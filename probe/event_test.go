@@ -141,9 +141,6 @@ func TestOptionsValidate(t *testing.T) {
 	if o.coreOf(5) != 3 || o.coreOf(4) != 1 {
 		t.Fatal("coreOf")
 	}
-	if _, err := NewCounters(Options{Iface: "x", Queues: map[int]int{1: 1}}); err == nil || !strings.HasPrefix(err.Error(), "queues:") {
-		t.Fatalf("counters with queues: %v", err)
-	}
 	if _, err := New("afxdp", Options{Iface: "x"}); err == nil || !strings.HasPrefix(err.Error(), "backend:") {
 		t.Fatalf("unknown backend: %v", err)
 	}
@@ -179,5 +176,28 @@ func TestUDPSeq(t *testing.T) {
 	}
 	if _, ok := udpSeq(f[:50]); ok {
 		t.Fatal("short frame accepted")
+	}
+}
+
+func TestParseQueueStats(t *testing.T) {
+	e := parseQueueStats([]string{"rx_packets", "rx_queue_0_packets", "rx_queue_0_bytes", "rx1_packets", "rx-2.packets",
+		"rx-2.bytes", "rx_queue_3_xdp_packets", "tx_queue_0_packets", "rx_queue_0_drops", "rx0_xdp_drop"})
+	if e == nil {
+		t.Fatal("no queues found")
+	}
+	want := map[int]int{0: 1, 1: 3, 2: 4, 3: 6}
+	if len(e.packets) != len(want) {
+		t.Fatalf("packets %v, want %v", e.packets, want)
+	}
+	for q, i := range want {
+		if e.packets[q] != i {
+			t.Fatalf("packets %v, want %v", e.packets, want)
+		}
+	}
+	if e.bytes[0] != 2 || e.bytes[2] != 5 || len(e.bytes) != 2 {
+		t.Fatalf("bytes %v", e.bytes)
+	}
+	if parseQueueStats([]string{"rx_packets", "tx_queue_0_packets"}) != nil {
+		t.Fatal("found queues where there are none")
 	}
 }
