@@ -2,6 +2,8 @@ package eval
 
 import (
 	"fmt"
+	"math"
+	"strconv"
 	"path/filepath"
 	"slices"
 
@@ -24,6 +26,7 @@ func WritePlots(dir string, r *Report) ([]string, error) {
 		p.Y.Label.Text = "startup latency (ms)"
 		p.Legend.Top = true
 		p.Legend.Left = true
+		densityAxis(p, r)
 		for i, pol := range policiesOf(r) {
 			var p50, p99 plotter.XYs
 			for _, run := range r.Runs {
@@ -40,6 +43,7 @@ func WritePlots(dir string, r *Report) ([]string, error) {
 				return nil, err
 			}
 		}
+		logY(p)
 		path := filepath.Join(dir, "vm-startup.png")
 		return []string{path}, p.Save(8*vg.Inch, 5*vg.Inch, path)
 	case ExperimentDataplane:
@@ -73,6 +77,8 @@ func WritePlots(dir string, r *Report) ([]string, error) {
 				return nil, err
 			}
 		}
+		logY(dp)
+		logY(ct)
 		p1 := filepath.Join(dir, "dataplane.png")
 		p2 := filepath.Join(dir, "dataplane-cyclictest.png")
 		if err := dp.Save(8*vg.Inch, 5*vg.Inch, p1); err != nil {
@@ -140,4 +146,39 @@ func seriesOf(r *Report) []string {
 		}
 	}
 	return out
+}
+
+// densityAxis uses a log2 X axis with a tick at every density measured when
+// densities span a wide range (1..32), so small densities stay readable.
+func densityAxis(p *plot.Plot, r *Report) {
+	var ticks []plot.Tick
+	lo, hi := math.Inf(1), 0.0
+	for _, run := range r.Runs {
+		x := float64(run.VMs)
+		if x <= 0 {
+			return
+		}
+		if !slices.ContainsFunc(ticks, func(t plot.Tick) bool { return t.Value == x }) {
+			ticks = append(ticks, plot.Tick{Value: x, Label: strconv.Itoa(run.VMs)})
+		}
+		lo, hi = math.Min(lo, x), math.Max(hi, x)
+	}
+	if len(ticks) == 0 {
+		return
+	}
+	if hi/lo >= 8 {
+		p.X.Scale = plot.LogScale{}
+		p.X.Label.Text += " (log scale)"
+	}
+	p.X.Tick.Marker = plot.ConstantTicks(ticks)
+}
+
+// logY switches to a log Y axis when the data span more than 20×, so one
+// slow policy does not flatten the others into the axis.
+func logY(p *plot.Plot) {
+	if p.Y.Min > 0 && p.Y.Max/p.Y.Min > 20 {
+		p.Y.Scale = plot.LogScale{}
+		p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+		p.Y.Label.Text += " (log scale)"
+	}
 }
