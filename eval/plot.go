@@ -3,9 +3,9 @@ package eval
 import (
 	"fmt"
 	"math"
-	"strconv"
 	"path/filepath"
 	"slices"
+	"strconv"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
