@@ -17,8 +17,8 @@ func TestMonotonicBaseMapsOntoRealClock(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := b.Time(ts.Nano())
-	// Not a timing claim: a wrong clock (realtime, boottime) is off by
-	// hours or years; one second absorbs any scheduling delay here.
+	// Not a timing claim: a wrong clock (CLOCK_REALTIME read as monotonic)
+	// is off by decades; one second absorbs any scheduling delay here.
 	if d := time.Since(got); d < -time.Second || d > time.Second {
 		t.Errorf("converted now is %v away from time.Now", d)
 	}
