@@ -59,6 +59,13 @@ func testPinDir(t testing.TB) string {
 	return dir
 }
 
+// testLockDir is the lock directory of this test process's probes.
+func testLockDir(t testing.TB) string {
+	dir := fmt.Sprintf("%s/test-%d", os.TempDir(), os.Getpid())
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
+}
+
 func startXDP(t testing.TB, tb *testbed.Testbed, core int) *XDP {
 	t.Helper()
 	return startXDPMode(t, tb, core, "")
@@ -66,7 +73,7 @@ func startXDP(t testing.TB, tb *testbed.Testbed, core int) *XDP {
 
 func startXDPMode(t testing.TB, tb *testbed.Testbed, core int, mode string) *XDP {
 	t.Helper()
-	p, err := NewXDP(Options{Iface: tb.NICIn, NetNS: tb.NICNS, Core: core, PinDir: testPinDir(t), AttachMode: mode})
+	p, err := NewXDP(Options{Iface: tb.NICIn, NetNS: tb.NICNS, Core: core, PinDir: testPinDir(t), LockDir: testLockDir(t), AttachMode: mode})
 	if err != nil {
 		t.Fatal(err)
 	}

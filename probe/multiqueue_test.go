@@ -60,7 +60,7 @@ func twoNSMultiQueue(t *testing.T) (nsA, nsB, ifB string, dst netip.Addr) {
 func TestXDPQueueToCoreMapping(t *testing.T) {
 	nsA, nsB, ifB, dst := twoNSMultiQueue(t)
 	queues := map[int]int{0: 10, 1: 11, 2: 12, 3: 13}
-	p, err := NewXDP(Options{Iface: ifB, NetNS: nsB, Core: 1, Queues: queues, PinDir: testPinDir(t)})
+	p, err := NewXDP(Options{Iface: ifB, NetNS: nsB, Core: 1, Queues: queues, PinDir: testPinDir(t), LockDir: testLockDir(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

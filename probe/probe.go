@@ -58,6 +58,10 @@ type Options struct {
 	// PinDir is where the xdp backend pins its link so that a restarted daemon
 	// finds and replaces a program left behind by a crash. Default DefaultPinDir.
 	PinDir string
+	// LockDir holds one lock file per probed interface, held while a probe
+	// runs: Start refuses an interface a live process probes, and takes
+	// over one whose prober died. Default DefaultLockDir.
+	LockDir string
 	// Interval is the counters backend's polling period. Default 10ms.
 	Interval time.Duration
 	// AttachMode is the xdp attach mode: "" (native, falling back to
@@ -78,6 +82,9 @@ const MaxTagOffset = 1024
 
 // DefaultPinDir is the bpffs directory for taichi's pinned XDP links.
 const DefaultPinDir = "/sys/fs/bpf/taichi"
+
+// DefaultLockDir is where probes keep their interface locks.
+const DefaultLockDir = "/run/taichi/probe"
 
 // Validate checks Options; errors name the field.
 func (o Options) Validate() error {

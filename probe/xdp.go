@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -53,6 +54,7 @@ type XDP struct {
 	pinPath  string
 	mode     string
 	ifindex  int
+	lockFD   int         // flock'ed lock file of this interface; -1 when not held
 	counters *mmapRegion // queue_counters
 	states   *mmapRegion // core_states
 	wakes    map[int]*XDPWakeSource
@@ -66,10 +68,13 @@ func NewXDP(opts Options) (*XDP, error) {
 	if opts.PinDir == "" {
 		opts.PinDir = DefaultPinDir
 	}
+	if opts.LockDir == "" {
+		opts.LockDir = DefaultLockDir
+	}
 	if opts.TagOffset == 0 {
 		opts.TagOffset = DefaultTagOffset
 	}
-	return &XDP{opts: opts}, nil
+	return &XDP{opts: opts, lockFD: -1}, nil
 }
 
 // Start loads the program, creates a ring buffer per DP core and attaches
@@ -91,6 +96,11 @@ func (x *XDP) Start(ctx context.Context) (err error) {
 		}
 	}()
 
+	// A pinned link is either a crashed run's (replace it) or a live
+	// process's (leave it alone): the live one holds this lock.
+	if x.lockFD, err = lockInterface(x.opts.LockDir, filepath.Base(x.pinBase())); err != nil {
+		return fmt.Errorf("xdp probe on %s: %w", x.where(), err)
+	}
 	spec, err := loadProbe()
 	if err != nil {
 		return fmt.Errorf("xdp probe: %w", err)
@@ -249,6 +259,30 @@ func sameXDPTarget(l link.Link, ifindex int) bool {
 	return xi != nil && int(xi.Ifindex) == ifindex
 }
 
+// lockInterface takes an exclusive flock on dir/name and writes our pid
+// into it. The kernel drops the lock when the process dies, however it dies.
+func lockInterface(dir, name string) (int, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return -1, fmt.Errorf("lock dir: %w", err)
+	}
+	path := filepath.Join(dir, name+".lock")
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		return -1, fmt.Errorf("lock: %w", err)
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(path)
+		unix.Close(fd)
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return -1, fmt.Errorf("already probed by a live process (pid %s, lock %s)", strings.TrimSpace(string(holder)), path)
+		}
+		return -1, fmt.Errorf("lock %s: %w", path, err)
+	}
+	_ = unix.Ftruncate(fd, 0)
+	_, _ = unix.Pwrite(fd, []byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return fd, nil
+}
+
 // withVerifierLog puts the whole verifier log into the error text.
 func withVerifierLog(err error) error {
 	var ve *ebpf.VerifierError
@@ -310,6 +344,10 @@ func (x *XDP) releaseLocked() error {
 	}
 	x.objs = probeObjects{}
 	x.mode = ""
+	if x.lockFD >= 0 {
+		unix.Close(x.lockFD) // releases the flock
+		x.lockFD = -1
+	}
 	return errors.Join(errs...)
 }
 

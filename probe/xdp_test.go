@@ -223,8 +223,8 @@ func TestCrashHelper(t *testing.T) {
 	if spec == "" {
 		t.Skip("helper process for TestXDPReplacesStaleProgramAfterKill")
 	}
-	f := strings.Split(spec, ",") // netns,iface,pindir
-	p, err := NewXDP(Options{NetNS: f[0], Iface: f[1], PinDir: f[2], Core: 1})
+	f := strings.Split(spec, ",") // netns,iface,pindir,lockdir
+	p, err := NewXDP(Options{NetNS: f[0], Iface: f[1], PinDir: f[2], LockDir: f[3], Core: 1})
 	if err != nil {
 		fmt.Println("error", err)
 		os.Exit(1)
@@ -242,7 +242,7 @@ func TestXDPReplacesStaleProgramAfterKill(t *testing.T) {
 	tb := upTestbed(t)
 	pinDir := testPinDir(t)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashHelper$", "-test.count=1")
-	cmd.Env = append(os.Environ(), crashHelperEnv+"="+tb.NICNS+","+tb.NICIn+","+pinDir)
+	cmd.Env = append(os.Environ(), crashHelperEnv+"="+tb.NICNS+","+tb.NICIn+","+pinDir+","+testLockDir(t))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -292,7 +292,7 @@ func TestXDPSweepsPinsOfVanishedInterfaces(t *testing.T) {
 	gone := upTestbed(t)
 	pinDir := testPinDir(t)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashHelper$", "-test.count=1")
-	cmd.Env = append(os.Environ(), crashHelperEnv+"="+gone.NICNS+","+gone.NICIn+","+pinDir)
+	cmd.Env = append(os.Environ(), crashHelperEnv+"="+gone.NICNS+","+gone.NICIn+","+pinDir+","+testLockDir(t))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -327,7 +327,7 @@ func TestXDPSweepsPinsOfVanishedInterfaces(t *testing.T) {
 		return err == nil && info.XDP() != nil && info.XDP().Ifindex == 0
 	})
 	tb := upTestbed(t)
-	p, err := NewXDP(Options{Iface: tb.NICIn, NetNS: tb.NICNS, Core: 1, PinDir: pinDir})
+	p, err := NewXDP(Options{Iface: tb.NICIn, NetNS: tb.NICNS, Core: 1, PinDir: pinDir, LockDir: testLockDir(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -340,9 +340,43 @@ func TestXDPSweepsPinsOfVanishedInterfaces(t *testing.T) {
 	}
 }
 
+// A second probe on an interface a live probe holds is refused, and the
+// live one keeps working; after Stop the interface is free again.
+func TestXDPRefusesInterfaceOfLiveProbe(t *testing.T) {
+	tb := upTestbed(t)
+	opts := Options{Iface: tb.NICIn, NetNS: tb.NICNS, Core: 1, PinDir: testPinDir(t), LockDir: testLockDir(t)}
+	first, err := NewXDP(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer first.Stop()
+	firstID := first.ProgramID()
+	second, _ := NewXDP(opts)
+	err = second.Start(context.Background())
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("live process (pid %d", os.Getpid())) {
+		second.Stop()
+		t.Fatalf("second Start: %v, want a refusal naming our pid", err)
+	}
+	if text, _ := xdpAttached(t, tb.NICNS, tb.NICIn); !strings.Contains(text, fmt.Sprintf("id %d", firstID)) {
+		t.Fatalf("the live probe's program %d was displaced:\n%s", firstID, text)
+	}
+	if err := first.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Start(context.Background()); err != nil {
+		t.Fatalf("Start after the first stopped: %v", err)
+	}
+	if err := second.Stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestXDPStartErrors(t *testing.T) {
 	needRoot(t)
-	p, err := NewXDP(Options{Iface: "nosuchif0", Core: 1, PinDir: testPinDir(t)})
+	p, err := NewXDP(Options{Iface: "nosuchif0", Core: 1, PinDir: testPinDir(t), LockDir: testLockDir(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -461,7 +495,7 @@ func TestWatchEvents(t *testing.T) {
 func TestCountersPerQueueMatchXDP(t *testing.T) {
 	nsA, nsB, ifB, dst := twoNSMultiQueue(t)
 	queues := map[int]int{0: 10, 1: 11, 2: 12, 3: 13}
-	x, err := NewXDP(Options{Iface: ifB, NetNS: nsB, Core: 1, PinDir: testPinDir(t)})
+	x, err := NewXDP(Options{Iface: ifB, NetNS: nsB, Core: 1, PinDir: testPinDir(t), LockDir: testLockDir(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
