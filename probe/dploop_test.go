@@ -2,6 +2,7 @@ package probe
 
 import (
 	"context"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -117,7 +118,7 @@ func TestDPLoopWokenByProbe(t *testing.T) {
 // probe's wake source, interleaved.
 func BenchmarkDPLoopRTT(b *testing.B) {
 	tb := upTestbed(b)
-	const rounds = 2
+	const rounds = 3
 	var p50, p99 [2][]float64
 	var probeWakes, rxWakes [2]uint64
 	for r := 0; r < 2*rounds; r++ {
@@ -146,17 +147,15 @@ func BenchmarkDPLoopRTT(b *testing.B) {
 		b.Logf("probe=%v rtt p50 %.1f p99 %.1f µs, loss %.3f, wakes probe %d rx %d timeout %d",
 			with == 1, rep.LatencyUs.P50, rep.LatencyUs.P99, rep.Loss, st.WakesProbe, st.WakesRX, st.WakesTimeout)
 	}
-	mean := func(v []float64) float64 {
-		t := 0.0
-		for _, x := range v {
-			t += x
-		}
-		return t / float64(len(v))
+	median := func(v []float64) float64 {
+		s := slices.Clone(v)
+		slices.Sort(s)
+		return s[len(s)/2]
 	}
-	b.ReportMetric(mean(p50[0]), "rtt_p50_us_without")
-	b.ReportMetric(mean(p50[1]), "rtt_p50_us_with")
-	b.ReportMetric(mean(p99[0]), "rtt_p99_us_without")
-	b.ReportMetric(mean(p99[1]), "rtt_p99_us_with")
-	b.ReportMetric(mean(p50[1])/mean(p50[0]), "rtt_p50_ratio")
+	b.ReportMetric(median(p50[0]), "rtt_p50_us_without")
+	b.ReportMetric(median(p50[1]), "rtt_p50_us_with")
+	b.ReportMetric(median(p99[0]), "rtt_p99_us_without")
+	b.ReportMetric(median(p99[1]), "rtt_p99_us_with")
+	b.ReportMetric(median(p50[1])/median(p50[0]), "rtt_p50_ratio")
 	b.ReportMetric(float64(probeWakes[1])/float64(probeWakes[1]+rxWakes[1]), "probe_wake_frac")
 }
