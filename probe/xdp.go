@@ -259,28 +259,38 @@ func sameXDPTarget(l link.Link, ifindex int) bool {
 	return xi != nil && int(xi.Ifindex) == ifindex
 }
 
-// lockInterface takes an exclusive flock on dir/name and writes our pid
-// into it. The kernel drops the lock when the process dies, however it dies.
+// lockInterface takes an exclusive flock on dir/name.lock and writes our
+// pid into it. The kernel drops the lock when the process dies, however it
+// dies. Stop removes the file (unlockInterface), so a lock taken on a file
+// that was removed meanwhile is retried on the new one.
 func lockInterface(dir, name string) (int, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return -1, fmt.Errorf("lock dir: %w", err)
 	}
 	path := filepath.Join(dir, name+".lock")
-	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
-	if err != nil {
-		return -1, fmt.Errorf("lock: %w", err)
-	}
-	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		holder, _ := os.ReadFile(path)
-		unix.Close(fd)
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return -1, fmt.Errorf("already probed by a live process (pid %s, lock %s)", strings.TrimSpace(string(holder)), path)
+	for range 5 {
+		fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
+		if err != nil {
+			return -1, fmt.Errorf("lock: %w", err)
 		}
-		return -1, fmt.Errorf("lock %s: %w", path, err)
+		if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			holder, _ := os.ReadFile(path)
+			unix.Close(fd)
+			if errors.Is(err, unix.EWOULDBLOCK) {
+				return -1, fmt.Errorf("already probed by a live process (pid %s, lock %s)", strings.TrimSpace(string(holder)), path)
+			}
+			return -1, fmt.Errorf("lock %s: %w", path, err)
+		}
+		var held, now unix.Stat_t
+		if unix.Fstat(fd, &held) != nil || unix.Stat(path, &now) != nil || held.Ino != now.Ino || held.Dev != now.Dev {
+			unix.Close(fd) // locked a file its holder just removed
+			continue
+		}
+		_ = unix.Ftruncate(fd, 0)
+		_, _ = unix.Pwrite(fd, []byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+		return fd, nil
 	}
-	_ = unix.Ftruncate(fd, 0)
-	_, _ = unix.Pwrite(fd, []byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	return fd, nil
+	return -1, fmt.Errorf("lock %s: keeps being replaced", path)
 }
 
 // withVerifierLog puts the whole verifier log into the error text.
@@ -345,7 +355,9 @@ func (x *XDP) releaseLocked() error {
 	x.objs = probeObjects{}
 	x.mode = ""
 	if x.lockFD >= 0 {
-		unix.Close(x.lockFD) // releases the flock
+		// Remove while still holding the lock, then release it.
+		_ = os.Remove(filepath.Join(x.opts.LockDir, filepath.Base(x.pinBase())+".lock"))
+		unix.Close(x.lockFD)
 		x.lockFD = -1
 	}
 	return errors.Join(errs...)
