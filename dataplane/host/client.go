@@ -1,0 +1,146 @@
+package host
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/taichi-sched/taichi/dataplane"
+	"github.com/taichi-sched/taichi/internal/shm"
+)
+
+// Client drives a hosted loop through its segment (the daemon side). Calls
+// never block on the loop: knobs and wake requests are stores the host
+// applies on its next tick.
+type Client struct {
+	name string
+	seg  *shm.Segment
+	ring *shm.Ring
+	rec  []byte
+}
+
+// ErrNotReady means the segment exists but its host has not finished starting.
+var ErrNotReady = errors.New("dp segment not ready")
+
+// Attach maps a hosted loop's segment. Events queued before the attach are
+// skipped (a restarted daemon does not replay a dead one's backlog).
+func Attach(path, name string) (*Client, error) {
+	seg, err := shm.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	if len(seg.Bytes()) < segmentSize || u64(seg, offMagic).Load() != magic {
+		seg.Close()
+		return nil, fmt.Errorf("dp %s: %s: %w", name, path, ErrNotReady)
+	}
+	if v := u64(seg, offVersion).Load(); v != version {
+		seg.Close()
+		return nil, fmt.Errorf("dp %s: %s: segment version %d, want %d", name, path, v, version)
+	}
+	ring, err := shm.NewRing(seg.Bytes()[offRing:], ringLen, eventRec)
+	if err != nil {
+		seg.Close()
+		return nil, err
+	}
+	ring.Skip()
+	return &Client{name: name, seg: seg, ring: ring, rec: make([]byte, eventRec)}, nil
+}
+
+// PID is the hosting process.
+func (c *Client) PID() int { return int(u64(c.seg, offPID).Load()) }
+
+// CPU is the loop's DP core.
+func (c *Client) CPU() int { return int(u64(c.seg, offCPU).Load()) }
+
+// TID is the loop's worker thread.
+func (c *Client) TID() int { return int(u64(c.seg, offTID).Load()) }
+
+// SetYield sets the loop's yield threshold (<0: never yield) and slice.
+func (c *Client) SetYield(after int64, slice time.Duration) {
+	u64(c.seg, offYieldAfter).Store(uint64(after))
+	u64(c.seg, offSlice).Store(uint64(slice))
+	u64(c.seg, offKnobSeq).Add(1)
+}
+
+// SetProbeWake lets the probe wake the loop, or not.
+func (c *Client) SetProbeWake(on bool) {
+	v := uint64(0)
+	if on {
+		v = 1
+	}
+	u64(c.seg, offProbeWake).Store(v)
+	u64(c.seg, offKnobSeq).Add(1)
+}
+
+// Wake asks the loop to run now if it is blocked.
+func (c *Client) Wake() { u64(c.seg, offWakeReq).Add(1) }
+
+// Knobs returns the knobs the host last applied: yield threshold and slice,
+// and whether it has caught up with the latest SetYield/SetProbeWake.
+func (c *Client) Knobs() (after int64, slice time.Duration, applied bool) {
+	return int64(u64(c.seg, offYieldAfter).Load()), time.Duration(u64(c.seg, offSlice).Load()),
+		u64(c.seg, offKnobSeen).Load() == u64(c.seg, offKnobSeq).Load()
+}
+
+// HostBeat is the CLOCK_MONOTONIC time of the host's last tick: a stale
+// value means the hosting process is gone or stuck.
+func (c *Client) HostBeat() time.Duration { return time.Duration(u64(c.seg, offHostBeat).Load()) }
+
+// Alive reports whether the host ticked within the last second.
+func (c *Client) Alive() bool {
+	return dataplane.MonotonicNow()-int64(c.HostBeat()) < int64(time.Second)
+}
+
+// Snapshot reads the host's last published stats.
+func (c *Client) Snapshot() (Snapshot, error) {
+	var s Snapshot
+	for try := 0; try < 100; try++ {
+		seq := u64(c.seg, offStatsSeq)
+		s1 := seq.Load()
+		if s1%2 == 1 {
+			time.Sleep(10 * time.Microsecond)
+			continue
+		}
+		n := int(u64(c.seg, offStatsLen).Load())
+		if n == 0 {
+			return s, fmt.Errorf("dp %s: no stats published yet", c.name)
+		}
+		if n > maxStats {
+			return s, fmt.Errorf("dp %s: stats length %d", c.name, n)
+		}
+		buf := make([]byte, n)
+		copy(buf, c.seg.Bytes()[offStats:offStats+n])
+		if seq.Load() != s1 {
+			continue
+		}
+		if err := json.Unmarshal(buf, &s); err != nil {
+			return s, fmt.Errorf("dp %s: stats: %w", c.name, err)
+		}
+		return s, nil
+	}
+	return s, fmt.Errorf("dp %s: stats kept changing", c.name)
+}
+
+// Events hands every queued yield/wake event to fn and returns how many; a
+// garbled record is skipped and reported after the rest.
+func (c *Client) Events(fn func(dataplane.Event)) (int, error) {
+	n := 0
+	var bad error
+	for c.ring.Pop(c.rec) {
+		ev, err := decodeEvent(c.rec, c.name)
+		if err != nil {
+			bad = err
+			continue
+		}
+		fn(ev)
+		n++
+	}
+	return n, bad
+}
+
+// EventsDropped counts events the host could not queue (the daemon was slow or gone).
+func (c *Client) EventsDropped() uint64 { return c.ring.Dropped() }
+
+// Close unmaps the segment; the hosted loop keeps running.
+func (c *Client) Close() error { return c.seg.Close() }

@@ -1,0 +1,320 @@
+// Package host runs one DP loop (and the probe that warns it) behind a
+// shared-memory segment, so the daemon can drive it from another process.
+//
+// `taichi dp run --shm PATH` hosts a loop this way, and `taichi run` starts
+// one such process per configured loop: if the daemon dies — even by
+// SIGKILL — the DP loop keeps running with its last knobs, its waits stay
+// bounded and its socket still wakes it, so DP never waits on the daemon. A
+// restarted daemon attaches to the same segment and carries on. The daemon
+// side is Client; both sides speak only through the segment (knobs and wake
+// requests in, stats and yield/wake events out), never blocking the loop.
+package host
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/taichi-sched/taichi/dataplane"
+	"github.com/taichi-sched/taichi/internal/shm"
+	"github.com/taichi-sched/taichi/probe"
+)
+
+// Segment layout (byte offsets).
+const (
+	magic   = 0x5044494843494154 // "TAICHIDP" little-endian
+	version = 1
+
+	offMagic, offVersion, offPID, offCPU, offTID, offStarted = 0, 8, 16, 24, 32, 40
+
+	offKnobSeq, offYieldAfter, offSlice, offProbeWake, offWakeReq = 64, 72, 80, 88, 96
+	offKnobSeen, offWakeSeen, offHostBeat                         = 128, 136, 144
+
+	offStatsSeq, offStatsLen, offStats = 192, 200, 256
+	maxStats                           = 3840
+
+	offRing  = 4096
+	ringLen  = 4096
+	eventRec = 48
+
+	segmentSize = offRing + ringLen*eventRec + 3*64
+)
+
+// Tick is how often the host applies knobs and wake requests and publishes
+// stats. Knob changes are per trend, never per packet (the loop's own
+// yield/wake is the fast path), so a sub-millisecond tick is plenty.
+const Tick = 250 * time.Microsecond
+
+// Spec is one hosted loop.
+type Spec struct {
+	Loop dataplane.LoopConfig
+	// ProbeBackend is "xdp", "counters" or "" (no probe).
+	ProbeBackend string
+	Probe        probe.Options
+	// ShmPath is the segment's file (under /run/taichi/dp normally).
+	ShmPath string
+}
+
+// Snapshot is what the host publishes: the loop's counters and the probe's.
+type Snapshot struct {
+	Loop      dataplane.Stats `json:"loop"`
+	Probe     *probe.Stats    `json:"probe,omitempty"`
+	ProbeErr  string          `json:"probe_error,omitempty"`
+	Published int64           `json:"published_ns"` // CLOCK_MONOTONIC
+}
+
+// Host runs a loop and its probe behind a segment.
+type Host struct {
+	spec  Spec
+	seg   *shm.Segment
+	ring  *shm.Ring
+	loop  *dataplane.Loop
+	wake  *dataplane.EventWake
+	gate  *gatedWake
+	probe probe.Waker
+	perr  string
+	wg    sync.WaitGroup
+}
+
+func u64(seg *shm.Segment, off int) *atomic.Uint64 { return shm.Uint64At(seg.Bytes(), off) }
+
+// Start creates the segment, the loop (busy-polling until told otherwise: the
+// safe default), the probe if any, and runs them until ctx ends. A probe that
+// cannot attach is reported in the snapshot and the loop runs without it:
+// the core is then only lent by policies that do not need the probe's lead.
+func Start(ctx context.Context, spec Spec) (*Host, error) {
+	loop, err := dataplane.NewLoop(spec.Loop)
+	if err != nil {
+		return nil, err
+	}
+	seg, err := shm.Create(spec.ShmPath, segmentSize)
+	if err != nil {
+		loop.Close()
+		return nil, fmt.Errorf("dp %s: segment: %w", spec.Loop.Name, err)
+	}
+	ring, err := shm.NewRing(seg.Bytes()[offRing:], ringLen, eventRec)
+	if err != nil {
+		seg.Close()
+		loop.Close()
+		return nil, err
+	}
+	h := &Host{spec: spec, seg: seg, ring: ring, loop: loop}
+	u64(seg, offPID).Store(uint64(os.Getpid()))
+	u64(seg, offCPU).Store(uint64(spec.Loop.CPU))
+	u64(seg, offStarted).Store(uint64(dataplane.MonotonicNow()))
+	never := int64(-1)
+	u64(seg, offYieldAfter).Store(uint64(never))
+	u64(seg, offProbeWake).Store(1)
+
+	if h.wake, err = dataplane.NewEventWake(); err != nil {
+		h.release()
+		return nil, err
+	}
+	loop.AddWakeSource(h.wake)
+	if spec.ProbeBackend != "" {
+		if err := h.startProbe(ctx); err != nil {
+			h.perr = err.Error()
+		}
+	}
+	u64(seg, offVersion).Store(version)
+	u64(seg, offMagic).Store(magic) // last: the segment is now valid
+
+	h.wg.Add(3)
+	runErr := make(chan error, 1)
+	go func() {
+		defer h.wg.Done()
+		runErr <- loop.Run(ctx)
+	}()
+	go func() {
+		defer h.wg.Done()
+		h.forwardEvents(ctx)
+	}()
+	go func() {
+		defer h.wg.Done()
+		h.tick(ctx)
+	}()
+	select {
+	case <-loop.Ready():
+		u64(seg, offTID).Store(uint64(loop.TID()))
+		return h, nil
+	case err := <-runErr:
+		h.wg.Wait()
+		h.release()
+		if err == nil {
+			err = errors.New("loop stopped before it was ready")
+		}
+		return nil, fmt.Errorf("dp %s: %w", spec.Loop.Name, err)
+	}
+}
+
+func (h *Host) startProbe(ctx context.Context) error {
+	opts := h.spec.Probe
+	opts.Core = h.spec.Loop.CPU
+	p, err := probe.New(h.spec.ProbeBackend, opts)
+	if err != nil {
+		return err
+	}
+	if err := p.Start(ctx); err != nil {
+		return err
+	}
+	ws, err := p.WakeSource(h.spec.Loop.CPU)
+	if err != nil {
+		p.Stop()
+		return err
+	}
+	h.probe = p
+	h.gate = &gatedWake{inner: ws}
+	h.gate.enabled.Store(true)
+	h.loop.AddWakeSource(h.gate)
+	return nil
+}
+
+// Wait blocks until the loop and the host's goroutines have stopped (ctx
+// ended), then releases the probe and the segment mapping.
+func (h *Host) Wait() {
+	h.wg.Wait()
+	h.release()
+}
+
+func (h *Host) release() {
+	if h.probe != nil {
+		h.probe.Stop()
+	}
+	if h.loop != nil {
+		h.loop.Close()
+	}
+	if h.wake != nil {
+		h.wake.Close()
+	}
+	h.seg.Close()
+}
+
+// Loop gives in-process users the loop itself.
+func (h *Host) Loop() *dataplane.Loop { return h.loop }
+
+func (h *Host) forwardEvents(ctx context.Context) {
+	rec := make([]byte, eventRec)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-h.loop.Events():
+			if !ok {
+				return
+			}
+			encodeEvent(rec, ev)
+			h.ring.Push(rec)
+		}
+	}
+}
+
+func (h *Host) tick(ctx context.Context) {
+	t := time.NewTicker(Tick)
+	defer t.Stop()
+	n := 0
+	for {
+		select {
+		case <-ctx.Done():
+			h.publish()
+			return
+		case <-t.C:
+		}
+		u64(h.seg, offHostBeat).Store(uint64(dataplane.MonotonicNow()))
+		if seq := u64(h.seg, offKnobSeq).Load(); seq != u64(h.seg, offKnobSeen).Load() {
+			ctrl := h.loop.Control()
+			ctrl.SetSlice(time.Duration(int64(u64(h.seg, offSlice).Load())))
+			ctrl.SetYieldAfter(int(int64(u64(h.seg, offYieldAfter).Load())))
+			if h.gate != nil {
+				h.gate.enabled.Store(u64(h.seg, offProbeWake).Load() != 0)
+			}
+			u64(h.seg, offKnobSeen).Store(seq)
+		}
+		if req := u64(h.seg, offWakeReq).Load(); req != u64(h.seg, offWakeSeen).Load() {
+			h.wake.Kick(0)
+			u64(h.seg, offWakeSeen).Store(req)
+		}
+		if n++; n%4 == 0 {
+			h.publish()
+		}
+	}
+}
+
+func (h *Host) publish() {
+	s := Snapshot{Loop: h.loop.Stats(), ProbeErr: h.perr, Published: dataplane.MonotonicNow()}
+	if h.probe != nil {
+		ps := h.probe.Stats()
+		s.Probe = &ps
+	}
+	b, err := json.Marshal(s)
+	if err != nil || len(b) > maxStats {
+		return
+	}
+	seq := u64(h.seg, offStatsSeq)
+	seq.Add(1) // odd: writing
+	copy(h.seg.Bytes()[offStats:], b)
+	u64(h.seg, offStatsLen).Store(uint64(len(b)))
+	seq.Add(1)
+}
+
+// Event record: kind(1) cause(1) pad(6) at exposed lead blocked cpu (8 each).
+func encodeEvent(b []byte, ev dataplane.Event) {
+	clear(b)
+	b[0] = kindCode[ev.Kind]
+	b[1] = causeCode[ev.Cause]
+	le := binary.LittleEndian
+	le.PutUint64(b[8:], uint64(ev.AtNs))
+	le.PutUint64(b[16:], uint64(ev.ExposedNs))
+	le.PutUint64(b[24:], uint64(ev.LeadNs))
+	le.PutUint64(b[32:], uint64(ev.BlockedNs))
+	le.PutUint64(b[40:], uint64(ev.CPU))
+}
+
+func decodeEvent(b []byte, name string) (dataplane.Event, error) {
+	if len(b) < eventRec || int(b[0]) >= len(kindName) || int(b[1]) >= len(causeName) || b[0] == 0 {
+		return dataplane.Event{}, fmt.Errorf("dp %s: garbled event record", name)
+	}
+	le := binary.LittleEndian
+	return dataplane.Event{
+		Loop: name, Kind: kindName[b[0]], Cause: causeName[b[1]],
+		AtNs: int64(le.Uint64(b[8:])), ExposedNs: int64(le.Uint64(b[16:])),
+		LeadNs: int64(le.Uint64(b[24:])), BlockedNs: int64(le.Uint64(b[32:])),
+		CPU: int(le.Uint64(b[40:])),
+	}, nil
+}
+
+var (
+	kindName  = []string{"", dataplane.KindYield, dataplane.KindWake}
+	causeName = []string{"", dataplane.CauseRX, dataplane.CauseProbe, dataplane.CauseTimeout}
+	kindCode  = map[string]byte{dataplane.KindYield: 1, dataplane.KindWake: 2}
+	causeCode = map[string]byte{dataplane.CauseRX: 1, dataplane.CauseProbe: 2, dataplane.CauseTimeout: 3}
+)
+
+// gatedWake lets the policy switch probe wakes off (dynamic: only the packet
+// itself wakes the loop) without detaching the probe.
+type gatedWake struct {
+	inner   probe.WakeSource
+	enabled atomic.Bool
+	armed   bool // loop thread only
+}
+
+func (g *gatedWake) FD() int { return g.inner.FD() }
+
+func (g *gatedWake) Arm() {
+	if g.armed = g.enabled.Load(); g.armed {
+		g.inner.Arm()
+	}
+}
+
+func (g *gatedWake) Disarm() (int64, bool) {
+	if !g.armed {
+		return 0, false
+	}
+	g.armed = false
+	return g.inner.Disarm()
+}

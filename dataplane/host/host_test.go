@@ -1,0 +1,143 @@
+package host
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/taichi-sched/taichi/dataplane"
+	"github.com/taichi-sched/taichi/probe"
+	"github.com/taichi-sched/taichi/testbed"
+	"github.com/taichi-sched/taichi/trafficgen"
+)
+
+func TestEventCodecRoundTrip(t *testing.T) {
+	in := dataplane.Event{Loop: "x", CPU: 3, Kind: dataplane.KindWake, Cause: dataplane.CauseProbe, AtNs: 12345, ExposedNs: 77, LeadNs: -5, BlockedNs: 999}
+	b := make([]byte, eventRec)
+	encodeEvent(b, in)
+	out, err := decodeEvent(b, "x")
+	if err != nil || out != in {
+		t.Fatalf("round trip: %+v, %v; want %+v", out, err, in)
+	}
+	b[0] = 9
+	if _, err := decodeEvent(b, "x"); err == nil {
+		t.Fatal("garbled kind accepted")
+	}
+	if _, err := decodeEvent(b[:8], "x"); err == nil {
+		t.Fatal("short record accepted")
+	}
+}
+
+// TestHostedLoopThroughSegment drives a real loop (and the real XDP probe on
+// the testbed's nic hop) only through a Client on its segment.
+func TestHostedLoopThroughSegment(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: network namespaces, SCHED_FIFO, XDP")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	tb, err := testbed.Up(ctx, testbed.Options{Prefix: fmt.Sprintf("hs%d", os.Getpid()%100000)})
+	if err != nil {
+		t.Skipf("testbed: %v", err)
+	}
+	t.Cleanup(func() { tb.Down() })
+
+	path := filepath.Join(t.TempDir(), "dp.shm")
+	hctx, hcancel := context.WithCancel(ctx)
+	h, err := Start(hctx, Spec{
+		Loop:         dataplane.LoopConfig{Name: "hs", CPU: 1, Iface: tb.DPIface, NetNS: tb.DPNS},
+		ProbeBackend: probe.BackendXDP,
+		Probe:        probe.Options{Iface: tb.NICIn, NetNS: tb.NICNS, LockDir: t.TempDir()},
+		ShmPath:      path,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { hcancel(); h.Wait() }()
+
+	c, err := Attach(path, "hs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.PID() != os.Getpid() || c.CPU() != 1 || c.TID() == 0 {
+		t.Errorf("header pid %d cpu %d tid %d", c.PID(), c.CPU(), c.TID())
+	}
+	c.SetYield(4, 2*time.Millisecond)
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		if _, _, ok := c.Knobs(); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("host never applied the knobs")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got := h.Loop().Control().YieldAfter(); got != 4 {
+		t.Fatalf("loop YieldAfter = %d, want 4", got)
+	}
+
+	rep, err := trafficgen.Run(ctx, trafficgen.Options{
+		NetNS: tb.GenNS, Iface: tb.GenIface, Dst: tb.DPIP,
+		Rate: 20000, Count: 2000, Pattern: trafficgen.PatternOnOff, On: 5 * time.Millisecond, Off: 20 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Lost != 0 {
+		t.Errorf("lost %d of %d across yields", rep.Lost, rep.Sent)
+	}
+	time.Sleep(20 * Tick)
+
+	var yields, wakes, probeWakes int
+	if _, err := c.Events(func(ev dataplane.Event) {
+		switch {
+		case ev.Kind == dataplane.KindYield:
+			yields++
+		case ev.Kind == dataplane.KindWake:
+			wakes++
+			if ev.Cause == dataplane.CauseProbe {
+				probeWakes++
+			}
+		}
+		if ev.CPU != 1 {
+			t.Errorf("event for cpu %d", ev.CPU)
+		}
+	}); err != nil {
+		t.Error(err)
+	}
+	if yields == 0 || wakes == 0 {
+		t.Errorf("events through the segment: %d yields, %d wakes", yields, wakes)
+	}
+	snap, err := c.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Loop.Packets < rep.Sent {
+		t.Errorf("snapshot packets %d < sent %d", snap.Loop.Packets, rep.Sent)
+	}
+	if snap.ProbeErr != "" || snap.Probe == nil {
+		t.Fatalf("probe not running: %q", snap.ProbeErr)
+	}
+	if probeWakes == 0 {
+		t.Errorf("no wake attributed to the probe (%d wakes)", wakes)
+	}
+	t.Logf("sent %d, yields %d, wakes %d (probe %d), p99 %.0fus", rep.Sent, yields, wakes, probeWakes, rep.LatencyUs.P99)
+
+	// Wake request through the segment ends a long wait.
+	c.SetYield(1, 500*time.Millisecond)
+	time.Sleep(50 * time.Millisecond)
+	before := h.Loop().Stats().Wakes()
+	c.Wake()
+	time.Sleep(50 * time.Millisecond)
+	if h.Loop().Stats().Wakes() == before {
+		t.Error("Wake through the segment did not wake the blocked loop")
+	}
+	if !c.Alive() {
+		t.Error("host beat is stale")
+	}
+}
