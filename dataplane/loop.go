@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -199,6 +200,8 @@ func (l *Loop) Run(ctx context.Context) error {
 	// The stop eventfd is closed here, after the worker is gone, so a stop
 	// request can never write to a closed (or reused) descriptor.
 	defer unix.Close(l.stopFD)
+	reserveProc()
+	defer releaseProc()
 	done := make(chan error, 1)
 	go func() { done <- l.worker() }()
 	select {
@@ -454,4 +457,32 @@ func (l *Loop) Close() error {
 		return unix.Close(l.stopFD)
 	}
 	return nil
+}
+
+// A running loop holds a Go scheduler slot (P) whenever it is not blocked:
+// all the time while it busy-polls. So that the rest of the process keeps
+// as many Ps as before, and a loop coming back from its wait finds an idle
+// P at once instead of queueing for one behind CP goroutines, each running
+// loop raises GOMAXPROCS by one.
+var procs struct {
+	sync.Mutex
+	loops int
+	base  int
+}
+
+func reserveProc() {
+	procs.Lock()
+	defer procs.Unlock()
+	if procs.loops == 0 {
+		procs.base = runtime.GOMAXPROCS(0)
+	}
+	procs.loops++
+	runtime.GOMAXPROCS(procs.base + procs.loops)
+}
+
+func releaseProc() {
+	procs.Lock()
+	defer procs.Unlock()
+	procs.loops--
+	runtime.GOMAXPROCS(procs.base + procs.loops)
 }

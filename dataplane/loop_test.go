@@ -98,7 +98,17 @@ func TestWorkerPinnedFIFO(t *testing.T) {
 	tb := needTestbed(t, "s")
 	cfg := reflectConfig(tb)
 	cfg.Priority = 42
+	procsBefore := runtime.GOMAXPROCS(0)
+	t.Cleanup(func() {
+		// Registered first, runs last: after the loop stopped.
+		if got := runtime.GOMAXPROCS(0); got != procsBefore {
+			t.Errorf("GOMAXPROCS %d after the loop stopped, want %d back", got, procsBefore)
+		}
+	})
 	l := startLoop(t, cfg, nil)
+	if got := runtime.GOMAXPROCS(0); got != procsBefore+1 {
+		t.Errorf("GOMAXPROCS %d while a loop runs, want %d (one P for the loop)", got, procsBefore+1)
+	}
 	// Let the thread run on its core a little.
 	before := l.Stats().Heartbeat
 	if _, ok := l.WaitStats(2*time.Second, func(s dataplane.Stats) bool { return s.Heartbeat > before+1000 }); !ok {
