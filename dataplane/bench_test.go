@@ -10,6 +10,8 @@ package dataplane_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -18,6 +20,7 @@ import (
 	"github.com/taichi-sched/taichi/dataplane"
 	"github.com/taichi-sched/taichi/testbed"
 	"github.com/taichi-sched/taichi/trafficgen"
+	"golang.org/x/sys/unix"
 )
 
 // runLoop starts a loop and returns a function that stops it and returns
@@ -60,7 +63,28 @@ type benchRow struct {
 	loopPPS, lentShare float64
 }
 
+// seenRT collects foreign real-time threads seen during measurements.
+var seenRT = map[string]bool{}
+
+func noteForeignRT() {
+	for _, f := range foreignRT() {
+		seenRT[f] = true
+	}
+}
+
+func takeSeenRT() []string {
+	var out []string
+	for f := range seenRT {
+		out = append(out, f)
+	}
+	sort.Strings(out)
+	seenRT = map[string]bool{}
+	return out
+}
+
 func measure(b *testing.B, tb *testbed.Testbed, cfg dataplane.LoopConfig, yieldAfter, rate, count int) benchRow {
+	noteForeignRT()
+	defer noteForeignRT()
 	_, stop := runLoop(b, cfg, yieldAfter)
 	start := time.Now()
 	rep, err := trafficgen.Run(context.Background(), genOptions(tb, rate, count, trafficgen.PatternConstant))
@@ -77,8 +101,34 @@ func measure(b *testing.B, tb *testbed.Testbed, cfg dataplane.LoopConfig, yieldA
 	return row
 }
 
+// foreignRT lists other processes' real-time threads allowed on the DP
+// core: they preempt or share the loop's core and void the numbers.
+func foreignRT() []string {
+	var out []string
+	tasks, _ := filepath.Glob("/proc/[0-9]*/task/[0-9]*")
+	for _, task := range tasks {
+		if strings.HasPrefix(task, fmt.Sprintf("/proc/%d/", os.Getpid())) {
+			continue
+		}
+		var tid int
+		if _, err := fmt.Sscanf(filepath.Base(task), "%d", &tid); err != nil {
+			continue
+		}
+		ts, err := dataplane.ReadThreadSched(tid)
+		if err != nil || (ts.Policy != unix.SCHED_FIFO && ts.Policy != unix.SCHED_RR) || !ts.Allowed.IsSet(dpCPU) || ts.Allowed.Count() > 1 {
+			continue
+		}
+		comm, _ := os.ReadFile(task + "/comm")
+		out = append(out, fmt.Sprintf("%s(tid %d, prio %d)", strings.TrimSpace(string(comm)), tid, ts.Priority))
+	}
+	return out
+}
+
 func printTable(b *testing.B, title string, rows []benchRow) {
 	var sb strings.Builder
+	if f := takeSeenRT(); len(f) > 0 {
+		fmt.Fprintf(&sb, "\nWARNING: other real-time threads pinned to CPU %d during this run: %s\n", dpCPU, strings.Join(f, ", "))
+	}
 	fmt.Fprintf(&sb, "\n%s\n%-12s %9s %10s %10s %8s %9s %9s %9s %8s %7s %10s\n", title,
 		"config", "rate", "sent", "recv_pps", "loss%", "p50_us", "p99_us", "max_us", "lent%", "yields", "exposed_us")
 	for _, r := range rows {
@@ -183,6 +233,9 @@ func BenchmarkMaxPPS(b *testing.B) {
 		}
 	}
 	var sb strings.Builder
+	if f := takeSeenRT(); len(f) > 0 {
+		fmt.Fprintf(&sb, "WARNING: other real-time threads pinned to CPU %d during this run: %s\n", dpCPU, strings.Join(f, ", "))
+	}
 	for _, r := range rows {
 		capacity := float64(r.st.Packets) / r.st.Busy.Seconds()
 		fmt.Fprintf(&sb, "%s: generator sent %d at %.0f pps; loop handled %d (%.0f pps over the send time, busy %.1f%%); back %d (%.0f pps), tx_drops %d; loop capacity %.0f pps (packets / busy time, %.0f ns per packet)\n",
