@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/taichi-sched/taichi/daemon"
@@ -85,6 +86,14 @@ func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
 	}
 	if err = d.Start(ctx); err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	// The daemon pinned this process to the CP cores, and the Go runtime
+	// follows CPU affinity: GOMAXPROCS would drop to the number of CP cores,
+	// and a busy-polling DP loop goroutine holds one P for good, leaving the
+	// generator's sender and receiver waiting for a P (milliseconds, not
+	// microseconds). Fixing GOMAXPROCS keeps a P for each of them.
+	if n := runtime.NumCPU() + 4; runtime.GOMAXPROCS(0) < n {
+		runtime.GOMAXPROCS(n)
 	}
 	b.Daemon = d
 	var sys System = &DaemonSystem{D: d}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -39,6 +40,11 @@ type Machine struct {
 	Preempt string `json:"preempt,omitempty"` // e.g. "none"; empty when unreadable
 	DPCores []int  `json:"dp_cores"`
 	CPCores []int  `json:"cp_cores"`
+	// RTRuntimeUS/RTPeriodUS: real-time throttling (-1 runtime = off). With
+	// throttling on, a busy-polling SCHED_FIFO loop is stopped for
+	// period-runtime every period, which shows in DP tail latency.
+	RTRuntimeUS int `json:"rt_runtime_us"`
+	RTPeriodUS  int `json:"rt_period_us"`
 }
 
 // DP is the data plane's side of a run, measured by the traffic generator.
@@ -91,7 +97,21 @@ func ReadMachine(dpCores, cpCores []int) Machine {
 		m.Kernel = unix.ByteSliceToString(u.Release[:])
 	}
 	m.Preempt = readPreempt()
+	m.RTRuntimeUS = readInt("/proc/sys/kernel/sched_rt_runtime_us")
+	m.RTPeriodUS = readInt("/proc/sys/kernel/sched_rt_period_us")
 	return m
+}
+
+func readInt(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	v, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0
+	}
+	return v
 }
 
 // readPreempt returns the active preemption mode: debugfs shows the choices
@@ -189,8 +209,13 @@ func WriteMarkdown(w io.Writer, r *Report) {
 	if pre == "" {
 		pre = "unknown"
 	}
-	fmt.Fprintf(w, "Machine: %d cores (%s), kernel %s, preempt %s; DP cores %v, CP cores %v.\n\n",
+	fmt.Fprintf(w, "Machine: %d cores (%s), kernel %s, preempt %s; DP cores %v, CP cores %v.",
 		m.Cores, m.Arch, m.Kernel, pre, m.DPCores, m.CPCores)
+	if m.RTRuntimeUS > 0 && m.RTPeriodUS > m.RTRuntimeUS {
+		fmt.Fprintf(w, " RT throttling on (%d of every %d µs): a busy-polling DP loop (static) is stopped %d ms per second, which shows in its DP tail latency.",
+			m.RTRuntimeUS, m.RTPeriodUS, (m.RTPeriodUS-m.RTRuntimeUS)*1000/m.RTPeriodUS/1000)
+	}
+	fmt.Fprint(w, "\n\n")
 	switch r.Experiment {
 	case ExperimentVMStartup:
 		fmt.Fprintln(w, "| policy | VMs | ok/failed | startup p50 ms | p99 ms | max ms | speedup vs static | bound | DP pps (offered) | loss | DP p50 µs | DP p99 µs | DP max µs | lent s | harvested CP s |")
