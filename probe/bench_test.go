@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"net"
 	"runtime"
 	"slices"
 	"sync"
@@ -11,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/taichi-sched/taichi/internal/netns"
@@ -65,6 +69,36 @@ func blast(s *UDPSender, d time.Duration) (sent uint64) {
 	}
 }
 
+// barePass is an attached XDP program that only returns XDP_PASS.
+type barePass struct {
+	prog *ebpf.Program
+	lnk  link.Link
+}
+
+func (p *barePass) Stop() error { return errors.Join(p.lnk.Close(), p.prog.Close()) }
+
+func attachBarePass(b testing.TB, ns, iface string) *barePass {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := &barePass{prog: prog}
+	err = netns.Do(ns, func() error {
+		ifc, err := net.InterfaceByName(iface)
+		if err != nil {
+			return err
+		}
+		p.lnk, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifc.Index, Flags: link.XDPDriverMode})
+		return err
+	})
+	if err != nil {
+		prog.Close()
+		b.Fatal(err)
+	}
+	return p
+}
+
 // BenchmarkProbeOverhead: throughput through the nic hop to a packet-socket
 // reader on the DP interface (what a DP loop sees) at the highest rate one
 // sender thread reaches, with and without the XDP program, interleaved.
@@ -80,14 +114,20 @@ func BenchmarkProbeOverhead(b *testing.B) {
 	// Many short interleaved rounds and medians: other load on the machine
 	// comes in bursts, and should hit every mode alike.
 	const rounds, round = 8, 400 * time.Millisecond
-	modes := []string{"none", "native", "generic"}
-	var pps [3][]float64 // per mode: reader pps
-	var devPPS [3][]float64
+	// "pass" is a bare XDP_PASS program in native mode: on veth, native
+	// XDP itself changes the receive path (NAPI, ring, skb rebuild), so it
+	// separates that from the probe program's own cost.
+	modes := []string{"none", "native", "generic", "pass"}
+	var pps [4][]float64 // per mode: reader pps
+	var devPPS [4][]float64
 	for r := 0; r < len(modes)*rounds; r++ {
 		i := r % len(modes)
-		var p *XDP
-		if i > 0 {
+		var p interface{ Stop() error }
+		switch modes[i] {
+		case "native", "generic":
 			p = startXDPMode(b, tb, 1, modes[i])
+		case "pass":
+			p = attachBarePass(b, tb.NICNS, tb.NICIn)
 		}
 		var got atomic.Uint64
 		ctx, cancel := context.WithCancel(context.Background())
