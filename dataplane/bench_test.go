@@ -119,9 +119,22 @@ func foreignRT() []string {
 			continue
 		}
 		comm, _ := os.ReadFile(task + "/comm")
+		if kernelThread(string(comm)) {
+			continue
+		}
 		out = append(out, fmt.Sprintf("%s(tid %d, prio %d)", strings.TrimSpace(string(comm)), tid, ts.Priority))
 	}
 	return out
+}
+
+// kernelThread reports per-CPU kernel threads that are always there.
+func kernelThread(comm string) bool {
+	for _, p := range []string{"migration/", "irq/", "watchdog/", "idle_inject/", "cpuhp/"} {
+		if strings.HasPrefix(comm, p) {
+			return true
+		}
+	}
+	return false
 }
 
 func printTable(b *testing.B, title string, rows []benchRow) {
