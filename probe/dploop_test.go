@@ -114,19 +114,23 @@ func TestDPLoopWokenByProbe(t *testing.T) {
 }
 
 // BenchmarkDPLoopRTT: round trip through a yield-on-idle reflect loop at a
-// low rate (every packet finds the loop blocked), with and without the
-// probe's wake source, interleaved.
+// low rate (every packet finds the loop blocked), interleaved in three
+// setups: no probe; the probe attached at the nic hop but not waking the
+// loop (the XDP path's own effect); the probe waking the loop.
 func BenchmarkDPLoopRTT(b *testing.B) {
 	tb := upTestbed(b)
 	const rounds = 3
-	var p50, p99 [2][]float64
-	var probeWakes, rxWakes [2]uint64
-	for r := 0; r < 2*rounds; r++ {
-		with := r % 2
+	setups := []string{"none", "attached", "wake"}
+	var p50, p99 [3][]float64
+	var probeWakes, rxWakes uint64
+	for r := 0; r < len(setups)*rounds; r++ {
+		i := r % len(setups)
 		var ws dataplane.WakeSource
 		var p *XDP
-		if with == 1 {
+		if i > 0 {
 			p = startXDP(b, tb, dpCPU)
+		}
+		if i == 2 {
 			ws, _ = p.WakeSource(dpCPU)
 		}
 		l, stop := runLoop(b, tb, ws)
@@ -140,22 +144,25 @@ func BenchmarkDPLoopRTT(b *testing.B) {
 			b.Fatal(err)
 		}
 		st := l.Stats()
-		p50[with] = append(p50[with], rep.LatencyUs.P50)
-		p99[with] = append(p99[with], rep.LatencyUs.P99)
-		probeWakes[with] += st.WakesProbe
-		rxWakes[with] += st.WakesRX
-		b.Logf("probe=%v rtt p50 %.1f p99 %.1f µs, loss %.3f, wakes probe %d rx %d timeout %d",
-			with == 1, rep.LatencyUs.P50, rep.LatencyUs.P99, rep.Loss, st.WakesProbe, st.WakesRX, st.WakesTimeout)
+		p50[i] = append(p50[i], rep.LatencyUs.P50)
+		p99[i] = append(p99[i], rep.LatencyUs.P99)
+		if i == 2 {
+			probeWakes += st.WakesProbe
+			rxWakes += st.WakesRX
+		}
+		b.Logf("%-8s rtt p50 %.1f p99 %.1f µs, loss %.3f, wakes probe %d rx %d timeout %d",
+			setups[i], rep.LatencyUs.P50, rep.LatencyUs.P99, rep.Loss, st.WakesProbe, st.WakesRX, st.WakesTimeout)
 	}
 	median := func(v []float64) float64 {
 		s := slices.Clone(v)
 		slices.Sort(s)
 		return s[len(s)/2]
 	}
-	b.ReportMetric(median(p50[0]), "rtt_p50_us_without")
-	b.ReportMetric(median(p50[1]), "rtt_p50_us_with")
-	b.ReportMetric(median(p99[0]), "rtt_p99_us_without")
-	b.ReportMetric(median(p99[1]), "rtt_p99_us_with")
-	b.ReportMetric(median(p50[1])/median(p50[0]), "rtt_p50_ratio")
-	b.ReportMetric(float64(probeWakes[1])/float64(probeWakes[1]+rxWakes[1]), "probe_wake_frac")
+	for i, name := range setups {
+		b.ReportMetric(median(p50[i]), "rtt_p50_us_"+name)
+		b.ReportMetric(median(p99[i]), "rtt_p99_us_"+name)
+	}
+	b.ReportMetric(median(p50[2])/median(p50[0]), "rtt_p50_ratio_wake_vs_none")
+	b.ReportMetric(median(p50[2])/median(p50[1]), "rtt_p50_ratio_wake_vs_attached")
+	b.ReportMetric(float64(probeWakes)/float64(probeWakes+rxWakes), "probe_wake_frac")
 }
