@@ -255,14 +255,8 @@ func (l *Loop) setup() error {
 	if err := netns.Enter(l.cfg.NetNS); err != nil {
 		return err
 	}
-	if err := PinThread(0, l.cfg.CPU); err != nil {
-		return err
-	}
-	if l.cfg.Priority > 0 {
-		if err := SetFIFO(0, l.cfg.Priority); err != nil {
-			return err
-		}
-	}
+	// Sockets first, on whatever CPU the thread is on: setup does not wait
+	// for the DP core, which may still be busy.
 	var rx rxSource
 	var err error
 	if l.cfg.IO == IOXDP {
@@ -283,6 +277,14 @@ func (l *Loop) setup() error {
 		return err
 	}
 	l.rx, l.tx = rx, tx
+	if err := PinThread(0, l.cfg.CPU); err != nil {
+		return l.abortSetup(err)
+	}
+	if l.cfg.Priority > 0 {
+		if err := SetFIFO(0, l.cfg.Priority); err != nil {
+			return l.abortSetup(err)
+		}
+	}
 	if len(l.cfg.OutDstMAC) == 6 {
 		l.outSrcMAC = tx.mac
 	}
@@ -293,6 +295,12 @@ func (l *Loop) setup() error {
 		l.pollFDs = append(l.pollFDs, unix.PollFd{Fd: int32(ws.FD()), Events: unix.POLLIN})
 	}
 	return nil
+}
+
+func (l *Loop) abortSetup(err error) error {
+	l.rx.close()
+	l.tx.close()
+	return err
 }
 
 // loop is the worker's main loop: poll, handle, and yield after a run of
