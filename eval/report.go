@@ -212,8 +212,8 @@ func WriteMarkdown(w io.Writer, r *Report) {
 	fmt.Fprintf(w, "Machine: %d cores (%s), kernel %s, preempt %s; DP cores %v, CP cores %v.",
 		m.Cores, m.Arch, m.Kernel, pre, m.DPCores, m.CPCores)
 	if m.RTRuntimeUS > 0 && m.RTPeriodUS > m.RTRuntimeUS {
-		fmt.Fprintf(w, " RT throttling on (%d of every %d µs): a busy-polling DP loop (static) is stopped %d ms per second, which shows in its DP tail latency.",
-			m.RTRuntimeUS, m.RTPeriodUS, (m.RTPeriodUS-m.RTRuntimeUS)*1000/m.RTPeriodUS/1000)
+		fmt.Fprintf(w, " RT throttling is on (sched_rt_runtime_us %d of %d): a busy-polling DP loop (static) is stopped for %d ms in every %d ms, which shows in its DP tail latency.",
+			m.RTRuntimeUS, m.RTPeriodUS, (m.RTPeriodUS-m.RTRuntimeUS)/1000, m.RTPeriodUS/1000)
 	}
 	fmt.Fprint(w, "\n\n")
 	switch r.Experiment {

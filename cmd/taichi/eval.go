@@ -98,7 +98,7 @@ func newEvalDataplaneCmd() *cobra.Command {
 func runExperiment(cmd *cobra.Command, out, logFile string, steps int, run func(context.Context, *eval.Env) (*eval.Report, error)) error {
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	opts := eval.BenchOptions{Progress: eval.NewProgress(os.Stderr, steps)}
+	opts := eval.BenchOptions{Progress: eval.NewProgress(os.Stdout, steps)}
 	if logFile != "" {
 		lf, err := os.Create(logFile)
 		if err != nil {
