@@ -30,17 +30,7 @@ func newTraffic(ctx context.Context, tb *testbed.Testbed) (Traffic, int, error) 
 		o.Rate = spec.Rate
 		o.Deadline = d + 10*time.Second
 		if spec.Pattern == trafficgen.PatternOnOff {
-			// Bursts at burstShare of capacity, duty cycle chosen so the
-			// average is spec.Rate; a load above burstShare runs longer bursts.
-			capacity := spec.Capacity
-			if capacity <= 0 {
-				capacity = spec.Rate
-			}
-			burst := max(spec.Rate, int(burstShare*float64(capacity)))
-			duty := float64(spec.Rate) / float64(burst)
-			o.Rate = burst
-			o.On = time.Duration(duty * float64(onoffPeriod))
-			o.Off = onoffPeriod - o.On
+			o.Rate, o.On, o.Off = shapeOnOff(spec.Rate, spec.Capacity)
 			if o.Off <= 0 {
 				o.Pattern, o.On, o.Off = trafficgen.PatternConstant, 0, 0
 			}
@@ -65,4 +55,16 @@ func newTraffic(ctx context.Context, tb *testbed.Testbed) (Traffic, int, error) 
 		return nil, 0, fmt.Errorf("eval: measuring DP capacity: only %.0f pps came back (is a DP loop reflecting on %s/%s?)", rep.AchievedPPS, tb.DPNS, tb.DPIface)
 	}
 	return traffic, int(rep.AchievedPPS), nil
+}
+
+// shapeOnOff turns an average rate into bursts at burstShare of capacity
+// with the duty cycle that keeps the average; at or above burstShare there
+// is no gap left (off = 0: send constantly at rate).
+func shapeOnOff(rate, capacity int) (burst int, on, off time.Duration) {
+	if capacity <= 0 {
+		capacity = rate
+	}
+	burst = max(rate, int(burstShare*float64(capacity)))
+	on = time.Duration(float64(rate) / float64(burst) * float64(onoffPeriod))
+	return burst, on, onoffPeriod - on
 }
