@@ -13,11 +13,19 @@ import (
 	"github.com/taichi-sched/taichi/topology"
 )
 
+// Probe backend names.
+const (
+	ProbeXDP      = "xdp"
+	ProbeCounters = "counters"
+	ProbeKmod     = "kmod"
+	ProbeNone     = "none"
+)
+
 // Names accepted by the enumerated keys.
 var (
 	VCPUBackends  = []string{"auto", "cgroup", "kmod"}
 	VCPUClasses   = []string{"idle", "low-weight"}
-	ProbeBackends = []string{"xdp", "counters", "kmod", "none"}
+	ProbeBackends = []string{ProbeXDP, ProbeCounters, ProbeKmod, ProbeNone}
 	LoopModes     = []string{"reflect", "forward"}
 	LogLevels     = []string{"debug", "info", "warn", "error"}
 	LogFormats    = []string{"text", "json"}

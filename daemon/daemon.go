@@ -21,6 +21,7 @@ import (
 
 	"github.com/taichi-sched/taichi/config"
 	"github.com/taichi-sched/taichi/internal/sdnotify"
+	"github.com/taichi-sched/taichi/scheduler"
 	"github.com/taichi-sched/taichi/vcpu"
 )
 
@@ -36,25 +37,41 @@ func WithoutControlSocket() Option { return func(d *Daemon) { d.noControl = true
 // WithoutMetrics skips the metrics HTTP endpoint.
 func WithoutMetrics() Option { return func(d *Daemon) { d.noMetrics = true } }
 
+// WithInProcessLoops hosts DP loops inside this process instead of in
+// `taichi dp-host` processes (the eval and tests, whose binary is not taichi).
+// Such loops stop with the daemon.
+func WithInProcessLoops() Option { return func(d *Daemon) { d.inProcessLoops = true } }
+
+// WithDPDir puts the DP loops' segments and logs in dir (default DPDir).
+func WithDPDir(dir string) Option { return func(d *Daemon) { d.dpDir = dir } }
+
+// WithExecutable sets the taichi binary that hosts DP loops (default: this one).
+func WithExecutable(path string) Option { return func(d *Daemon) { d.exe = path } }
+
 // Daemon is one running taichi.
 type Daemon struct {
-	cfg       *config.Config
-	log       *slog.Logger
-	noControl bool
-	noMetrics bool
+	cfg            *config.Config
+	log            *slog.Logger
+	noControl      bool
+	noMetrics      bool
+	inProcessLoops bool
+	dpDir          string
+	exe            string
 
 	mu       sync.Mutex
 	started  time.Time
-	policy   string
 	override bool
-	lent     map[int]bool
-	lentAt   map[int]time.Time
-	lentSum  map[int]time.Duration
-	reclaims map[int]map[string]uint64
+	policy   string // the policy in force (the scheduler's, copied: actuator calls must not call back into it)
+	// policyOverride is a run-time policy restored from the checkpoint.
+	policyOverride string
+	lent           map[int]bool // DP cores in the CP cpuset (slow path)
 	adoptErr string
 
 	pool    vcpu.Pool
 	sel     vcpu.Selector
+	sched   *scheduler.Scheduler
+	mono    scheduler.MonotonicBase
+	loops   []*dpLoop
 	control *controlServer
 	metrics *metricsServer
 	cancel  context.CancelFunc
@@ -69,13 +86,11 @@ func New(cfg *config.Config, opts ...Option) (*Daemon, error) {
 		return nil, errors.New("daemon: configuration not loaded/validated (no CP cores resolved)")
 	}
 	d := &Daemon{
-		cfg:      cfg,
-		log:      slog.Default(),
-		policy:   cfg.Policy,
-		lent:     map[int]bool{},
-		lentAt:   map[int]time.Time{},
-		lentSum:  map[int]time.Duration{},
-		reclaims: map[int]map[string]uint64{},
+		cfg:    cfg,
+		policy: cfg.Policy,
+		log:   slog.Default(),
+		lent:  map[int]bool{},
+		dpDir: DPDir,
 	}
 	for _, o := range opts {
 		o(d)
@@ -85,7 +100,38 @@ func New(cfg *config.Config, opts ...Option) (*Daemon, error) {
 		return nil, err
 	}
 	d.sel = sel
+	if d.mono, err = scheduler.NewMonotonicBase(); err != nil {
+		return nil, err
+	}
+	d.sched, err = scheduler.New(cfg.DPCPUs, d, schedulerParams(cfg), scheduler.WithLogger(d.log))
+	if err != nil {
+		return nil, err
+	}
 	return d, nil
+}
+
+// schedulerParams maps the scheduler.* keys onto the engine's parameters;
+// keys the YAML does not expose keep the engine's defaults.
+func schedulerParams(cfg *config.Config) scheduler.Params {
+	p := scheduler.DefaultParams()
+	s := cfg.Scheduler
+	p.Policy = cfg.Policy
+	p.SLO, p.SLOWindow = s.SLO.D(), s.SLOWindow.D()
+	p.GuardBackoff, p.GuardBackoffMax = s.GuardBackoff.D(), s.GuardBackoffMax.D()
+	p.IdleThreshold, p.IdleThresholdMin, p.IdleThresholdMax = int64(s.IdleThreshold), int64(s.IdleThresholdMin), int64(s.IdleThresholdMax)
+	p.SliceMin, p.SliceMax = s.SliceMin.D(), s.SliceMax.D()
+	p.FlapLimit, p.FlapWindow = s.FlapLimit, s.FlapWindow.D()
+	p.HighLoad = s.HighLoad
+	if p.LowLoad >= p.HighLoad {
+		p.LowLoad = p.HighLoad / 2
+	}
+	if p.ReclaimTimeout <= p.SliceMax {
+		p.ReclaimTimeout = 4 * p.SliceMax
+	}
+	if p.DynamicSlice > p.SliceMax {
+		p.DynamicSlice = p.SliceMax
+	}
+	return p
 }
 
 func selectorFrom(a config.Adopt) (vcpu.Selector, error) {
@@ -146,7 +192,26 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	d.wg.Add(1)
 	go d.rescanLoop(runCtx)
 
-	if err := d.applyPolicy(d.policy); err != nil {
+	if err := d.startLoops(ctx); err != nil {
+		return err
+	}
+	if d.override {
+		if err := d.sched.SetPolicy(d.policyOverride); err != nil {
+			return err
+		}
+		d.policy = d.policyOverride
+	}
+	d.wg.Add(2)
+	go func() {
+		defer d.wg.Done()
+		d.sched.Run(runCtx)
+	}()
+	go func() {
+		defer d.wg.Done()
+		d.pump(runCtx)
+	}()
+	// Ready once the scheduler has applied the policy to every core.
+	if err := d.syncScheduler(ctx); err != nil {
 		return err
 	}
 	if !d.noMetrics && d.cfg.Metrics.Listen != "" {
@@ -163,6 +228,25 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	return nil
 }
 
+func (d *Daemon) syncScheduler(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		err := d.sched.Sync(ctx)
+		if !errors.Is(err, scheduler.ErrNotRunning) {
+			if err != nil {
+				return fmt.Errorf("scheduler: %w", err)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("scheduler did not start: %w", ctx.Err())
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
 // reconcileCheckpoint restores a run-time policy override if the config's
 // policy did not change since it was saved, and says what changed otherwise.
 func (d *Daemon) reconcileCheckpoint(cp *Checkpoint) {
@@ -173,7 +257,7 @@ func (d *Daemon) reconcileCheckpoint(cp *Checkpoint) {
 		return
 	}
 	if cp.Config == d.cfg.Policy && slices.Contains(config.Policies, cp.Policy) {
-		d.policy, d.override = cp.Policy, true
+		d.policyOverride, d.override = cp.Policy, true
 		d.log.Info("restoring policy set at run time", "policy", cp.Policy, "config_policy", d.cfg.Policy)
 	} else {
 		d.log.Info("config policy changed since the run-time override; using the config", "override", cp.Policy, "was", cp.Config, "now", d.cfg.Policy)
@@ -221,10 +305,11 @@ func (d *Daemon) SetPolicy(name string) error {
 	if !slices.Contains(config.Policies, name) {
 		return fmt.Errorf("policy: unknown value %q (want one of static, dynamic, taichi)", name)
 	}
-	if err := d.applyPolicy(name); err != nil {
+	if err := d.sched.SetPolicy(name); err != nil {
 		return err
 	}
 	d.mu.Lock()
+	d.policy = name
 	d.override = name != d.cfg.Policy
 	d.mu.Unlock()
 	d.log.Info("policy changed", "policy", name)
@@ -232,55 +317,56 @@ func (d *Daemon) SetPolicy(name string) error {
 	return nil
 }
 
-// applyPolicy puts the pool's slow-path state where policy wants it.
-func (d *Daemon) applyPolicy(policy string) error {
-	d.mu.Lock()
-	d.policy = policy
-	d.mu.Unlock()
-	for _, cpu := range d.cfg.DPCPUs {
-		var err error
-		if policy == config.PolicyStatic {
-			err = d.Reclaim(cpu, "policy")
-		} else {
-			err = d.Lend(cpu)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// Lend adds a DP core to the CP pool (slow path) and accounts for it.
+// Lend implements scheduler.Actuator: add a DP core to the CP cpuset.
 func (d *Daemon) Lend(cpu int) error {
 	if err := d.pool.Lend(cpu); err != nil {
 		return err
 	}
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.lent[cpu] {
-		d.lent[cpu] = true
-		d.lentAt[cpu] = time.Now()
+	changed := !d.lent[cpu]
+	d.lent[cpu] = true
+	d.mu.Unlock()
+	if changed {
+		d.checkpoint()
 	}
 	return nil
 }
 
-// Reclaim removes a DP core from the CP pool (slow path); cause labels it.
-func (d *Daemon) Reclaim(cpu int, cause string) error {
+// Reclaim implements scheduler.Actuator: take a DP core out of the CP cpuset.
+func (d *Daemon) Reclaim(cpu int) error {
 	if err := d.pool.Reclaim(cpu); err != nil {
 		return err
 	}
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.lent[cpu] {
-		d.lentSum[cpu] += time.Since(d.lentAt[cpu])
-		delete(d.lent, cpu)
-		if d.reclaims[cpu] == nil {
-			d.reclaims[cpu] = map[string]uint64{}
-		}
-		d.reclaims[cpu][cause]++
+	changed := d.lent[cpu]
+	delete(d.lent, cpu)
+	d.mu.Unlock()
+	if changed {
+		d.checkpoint()
 	}
 	return nil
+}
+
+// SetYield implements scheduler.Actuator: the DP loop's fast-path knobs.
+// Cores without a taichi loop (idle cores, DPDK lcores) have none.
+func (d *Daemon) SetYield(cpu int, after int64, slice time.Duration) {
+	if l := d.loopOn(cpu); l != nil {
+		l.client.SetYield(after, slice)
+	}
+}
+
+// Wake implements scheduler.Actuator.
+func (d *Daemon) Wake(cpu int) {
+	if l := d.loopOn(cpu); l != nil {
+		l.client.Wake()
+	}
+}
+
+// SetProbeWake implements scheduler.ProbeGate.
+func (d *Daemon) SetProbeWake(cpu int, on bool) {
+	if l := d.loopOn(cpu); l != nil {
+		l.client.SetProbeWake(on)
+	}
 }
 
 func (d *Daemon) rescanLoop(ctx context.Context) {
@@ -354,9 +440,11 @@ func (d *Daemon) Close() error {
 		errs = append(errs, d.metrics.close())
 	}
 	d.wg.Wait()
+	// DP first: loops stop yielding before the cores leave the CP cpuset.
+	d.stopLoops()
 	if d.pool != nil {
 		for _, cpu := range d.cfg.DPCPUs {
-			if err := d.Reclaim(cpu, "shutdown"); err != nil {
+			if err := d.Reclaim(cpu); err != nil {
 				errs = append(errs, err)
 			}
 		}

@@ -3,7 +3,12 @@ package daemon
 import (
 	"os"
 	"slices"
+	"strings"
 	"time"
+
+	"github.com/taichi-sched/taichi/dataplane"
+	"github.com/taichi-sched/taichi/probe"
+	"github.com/taichi-sched/taichi/scheduler"
 )
 
 // Core states shown in status.
@@ -23,7 +28,11 @@ type Status struct {
 	Override bool         `json:"policy_override,omitempty"`
 	Pool     PoolStatus   `json:"pool"`
 	Cores    []CoreStatus `json:"cores"`
+	Loops    []LoopStatus `json:"loops,omitempty"`
 	Probe    ProbeStatus  `json:"probe"`
+	// Scheduler is the policy engine's full snapshot (per-core knobs,
+	// latency histograms, guard and flap state).
+	Scheduler scheduler.Snapshot `json:"scheduler"`
 }
 
 // PoolStatus describes the CP pool.
@@ -44,26 +53,59 @@ type CoreStatus struct {
 	Role        string            `json:"role"` // "dp" or "cp"
 	State       string            `json:"state"`
 	InPool      bool              `json:"in_pool"`
+	Hold        string            `json:"hold,omitempty"` // why a DP core is not lent
 	LentSeconds float64           `json:"lent_s"`
 	Reclaims    map[string]uint64 `json:"reclaims,omitempty"`
+	WakeP99us   float64           `json:"wake_p99_us"`
+	GuardTrips  uint64            `json:"guard_trips,omitempty"`
+}
+
+// LoopStatus is one DP loop.
+type LoopStatus struct {
+	Name      string          `json:"name"`
+	CPU       int             `json:"cpu"`
+	PID       int             `json:"pid"`
+	TID       int             `json:"tid"`
+	Alive     bool            `json:"alive"`
+	InProcess bool            `json:"in_process,omitempty"`
+	Stats     dataplane.Stats `json:"stats"`
+	Dropped   uint64          `json:"events_dropped"`
+	Error     string          `json:"error,omitempty"`
 }
 
 // ProbeStatus describes the workload probe.
 type ProbeStatus struct {
-	Backend string `json:"backend"`
-	Mode    string `json:"mode,omitempty"`
-	State   string `json:"state"`
-	Error   string `json:"error,omitempty"`
+	Backend string        `json:"backend"`
+	Mode    string        `json:"mode,omitempty"`
+	State   string        `json:"state"`
+	Error   string        `json:"error,omitempty"`
+	Stats   []probe.Stats `json:"stats,omitempty"`
+}
+
+// stateName maps the engine's states onto status words.
+func stateName(s scheduler.State) string {
+	switch s {
+	case scheduler.DPActive:
+		return StateDPActive
+	case scheduler.Idle:
+		return StateIdle
+	case scheduler.Lent:
+		return StateLent
+	default:
+		return strings.ToLower(s.String())
+	}
 }
 
 // Status reports the daemon's state now.
 func (d *Daemon) Status() Status {
 	st := Status{
-		Version: buildVersion(),
-		PID:     os.Getpid(),
-		Uptime:  time.Since(d.started).Round(time.Second).String(),
-		Probe:   ProbeStatus{Backend: d.cfg.Probe.Backend, State: "off"},
+		Version:   buildVersion(),
+		PID:       os.Getpid(),
+		Uptime:    time.Since(d.started).Round(time.Second).String(),
+		Probe:     ProbeStatus{Backend: d.cfg.Probe.Backend, State: "off"},
+		Scheduler: d.sched.Snapshot(),
 	}
+	st.Policy = st.Scheduler.Policy
 	var poolCPUs []int
 	if d.pool != nil {
 		poolCPUs = d.pool.CPUs()
@@ -76,25 +118,53 @@ func (d *Daemon) Status() Status {
 	st.Pool.Group = d.cfg.VCPU.CgroupName
 	st.Pool.CPUs = poolCPUs
 
+	var probeErrs []string
+	for _, l := range d.loops {
+		ls := LoopStatus{Name: l.cfg.Name, CPU: l.cfg.CPU, PID: l.client.PID(), TID: l.client.TID(), Alive: l.client.Alive(), InProcess: l.inproc != nil, Dropped: l.client.EventsDropped()}
+		if snap, err := l.client.Snapshot(); err != nil {
+			ls.Error = err.Error()
+		} else {
+			ls.Stats = snap.Loop
+			if snap.Probe != nil {
+				st.Probe.Stats = append(st.Probe.Stats, *snap.Probe)
+				st.Probe.Mode = snap.Probe.Mode
+			}
+			if snap.ProbeErr != "" {
+				probeErrs = append(probeErrs, l.cfg.Name+": "+snap.ProbeErr)
+			}
+		}
+		st.Loops = append(st.Loops, ls)
+	}
+	switch {
+	case len(probeErrs) > 0:
+		st.Probe.State, st.Probe.Error = "failed", strings.Join(probeErrs, "; ")
+	case len(st.Probe.Stats) > 0:
+		st.Probe.State = "attached"
+	}
+
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	st.Policy, st.Override = d.policy, d.override
+	st.Override = d.override
 	st.Pool.AdoptErr = d.adoptErr
+	d.mu.Unlock()
 	for _, cpu := range d.cfg.CPCPUs {
 		st.Cores = append(st.Cores, CoreStatus{CPU: cpu, Role: "cp", State: StateCP, InPool: true})
 	}
-	for _, cpu := range d.cfg.DPCPUs {
-		cs := CoreStatus{CPU: cpu, Role: "dp", State: StateDPActive, InPool: slices.Contains(poolCPUs, cpu)}
-		lent := d.lentSum[cpu]
-		if d.lent[cpu] {
-			cs.State = StateLent
-			lent += time.Since(d.lentAt[cpu])
+	for _, c := range st.Scheduler.Cores {
+		cs := CoreStatus{
+			CPU: c.CPU, Role: "dp", State: stateName(c.State), InPool: slices.Contains(poolCPUs, c.CPU),
+			Hold: c.Hold.String(), LentSeconds: c.LentTotal.Seconds(), GuardTrips: c.GuardTrips,
+			WakeP99us: float64(c.WakeLatency.P99) / float64(time.Microsecond),
 		}
-		cs.LentSeconds = lent.Seconds()
-		if r := d.reclaims[cpu]; len(r) > 0 {
+		if cs.InPool && d.loopOn(c.CPU) == nil {
+			// No DP loop runs there: the whole core is CP's while it is in the pool.
+			cs.State = StateLent
+		}
+		if len(c.Reclaims) > 0 {
 			cs.Reclaims = map[string]uint64{}
-			for k, v := range r {
-				cs.Reclaims[k] = v
+			for k, v := range c.Reclaims {
+				if v > 0 {
+					cs.Reclaims[k] = v
+				}
 			}
 		}
 		st.Cores = append(st.Cores, cs)

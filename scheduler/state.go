@@ -32,6 +32,17 @@ func (s State) String() string {
 // MarshalText makes states readable in JSON status.
 func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
+// UnmarshalText reads a state back (status clients decode the daemon's JSON).
+func (s *State) UnmarshalText(b []byte) error {
+	for i, n := range stateNames {
+		if n == string(b) {
+			*s = State(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown state %q", b)
+}
+
 // Transitions is the table of allowed state changes; any other change an
 // event would cause is counted as an invalid transition and ignored.
 var Transitions = map[State][]State{
@@ -163,3 +174,14 @@ func (h Hold) String() string {
 
 // MarshalText makes holds readable in JSON status.
 func (h Hold) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
+
+// UnmarshalText reads a hold back.
+func (h *Hold) UnmarshalText(b []byte) error {
+	for i, n := range holdNames {
+		if n == string(b) {
+			*h = Hold(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown hold %q", b)
+}

@@ -126,14 +126,24 @@ func printStatus(w io.Writer, st *daemon.Status) {
 	}
 	fmt.Fprintf(w, "probe    %s  %s %s %s\n", st.Probe.Backend, st.Probe.State, st.Probe.Mode, st.Probe.Error)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CPU\tROLE\tSTATE\tIN POOL\tLENT\tRECLAIMS")
+	fmt.Fprintln(tw, "CPU\tROLE\tSTATE\tIN POOL\tHOLD\tLENT\tWAKE P99\tRECLAIMS")
 	for _, c := range st.Cores {
 		var rc []string
 		for cause, n := range c.Reclaims {
 			rc = append(rc, fmt.Sprintf("%s=%d", cause, n))
 		}
 		sort.Strings(rc)
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%v\t%.2fs\t%s\n", c.CPU, c.Role, c.State, c.InPool, c.LentSeconds, strings.Join(rc, " "))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%v\t%s\t%.2fs\t%.0fus\t%s\n", c.CPU, c.Role, c.State, c.InPool, c.Hold, c.LentSeconds, c.WakeP99us, strings.Join(rc, " "))
 	}
 	tw.Flush()
+	if len(st.Loops) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "LOOP\tCPU\tPID\tALIVE\tPACKETS\tYIELDS\tWAKES rx/probe/timeout\tEXPOSED MAX")
+		for _, l := range st.Loops {
+			s := l.Stats
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%v\t%d\t%d\t%d/%d/%d\t%s\n", l.Name, l.CPU, l.PID, l.Alive, s.Packets, s.Yields, s.WakesRX, s.WakesProbe, s.WakesTimeout, s.ExposedMax)
+		}
+		tw.Flush()
+	}
 }

@@ -1,0 +1,245 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/taichi-sched/taichi/config"
+	"github.com/taichi-sched/taichi/dataplane"
+	"github.com/taichi-sched/taichi/dataplane/host"
+	"github.com/taichi-sched/taichi/probe"
+)
+
+// DPDir holds the DP loops' shared segments and logs.
+const DPDir = "/run/taichi/dp"
+
+// dpLoop is one configured DP loop the daemon drives through its segment.
+type dpLoop struct {
+	cfg    config.Loop
+	client *host.Client
+	// Exactly one of these: a hosting process (survives the daemon) or an
+	// in-process host (tests, eval).
+	pid    int
+	inproc *host.Host
+	cancel context.CancelFunc
+
+	// Last load sample, for busy-fraction deltas.
+	lastBusy, lastAt time.Duration
+	lastPackets      uint64
+}
+
+func (d *Daemon) segmentPath(name string) string {
+	return filepath.Join(d.dpDir, name+".shm")
+}
+
+// hostSpec turns a configured loop into a host.Spec, with the probe the
+// config asks for (default: the loop's own interface feeds its core).
+func (d *Daemon) hostSpec(l config.Loop) host.Spec {
+	spec := host.Spec{
+		Loop: dataplane.LoopConfig{
+			Name: l.Name, CPU: l.CPU, Iface: l.Iface, NetNS: l.NetNS,
+			Mode: l.Mode, OutIface: l.OutIface, Priority: l.Priority,
+		},
+		ShmPath: d.segmentPath(l.Name),
+	}
+	switch d.cfg.Probe.Backend {
+	case config.ProbeXDP, config.ProbeCounters:
+		spec.ProbeBackend = d.cfg.Probe.Backend
+		spec.Probe = probe.Options{Iface: l.Iface, NetNS: l.NetNS, Interval: d.cfg.Probe.CountersInterval.D()}
+		for _, pi := range d.cfg.Probe.Interfaces {
+			if pi.CPU == l.CPU {
+				spec.Probe.Iface, spec.Probe.NetNS = pi.Iface, pi.NetNS
+				break
+			}
+		}
+	}
+	return spec
+}
+
+// startLoops attaches to DP loops a previous run left running, and starts
+// the others.
+func (d *Daemon) startLoops(ctx context.Context) error {
+	for _, l := range d.cfg.Dataplane.Loops {
+		dl, err := d.startLoop(ctx, l)
+		if err != nil {
+			return fmt.Errorf("dataplane.loops %s: %w", l.Name, err)
+		}
+		d.loops = append(d.loops, dl)
+		d.log.Info("DP loop ready", "name", l.Name, "cpu", l.CPU, "iface", l.Iface, "pid", dl.client.PID(), "tid", dl.client.TID(), "in_process", dl.inproc != nil)
+	}
+	return nil
+}
+
+func (d *Daemon) startLoop(ctx context.Context, l config.Loop) (*dpLoop, error) {
+	spec := d.hostSpec(l)
+	if d.inProcessLoops {
+		hctx, cancel := context.WithCancel(context.Background())
+		h, err := host.Start(hctx, spec)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		c, err := host.Attach(spec.ShmPath, l.Name)
+		if err != nil {
+			cancel()
+			h.Wait()
+			return nil, err
+		}
+		return &dpLoop{cfg: l, client: c, inproc: h, cancel: cancel}, nil
+	}
+	if c, pid, ok := d.adoptLoop(spec); ok {
+		d.log.Info("adopted running DP loop", "name", l.Name, "pid", pid)
+		return &dpLoop{cfg: l, client: c, pid: pid}, nil
+	}
+	return d.spawnLoop(ctx, spec, l)
+}
+
+// adoptLoop attaches to a live host of the same loop left by a previous run.
+func (d *Daemon) adoptLoop(spec host.Spec) (*host.Client, int, bool) {
+	c, err := host.Attach(spec.ShmPath, spec.Loop.Name)
+	if err != nil {
+		return nil, 0, false
+	}
+	pid := c.PID()
+	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	args := strings.Split(string(cmdline), "\x00")
+	if !c.Alive() || c.CPU() != spec.Loop.CPU || !hostArgsMatch(args, hostArgs(spec)) {
+		c.Close()
+		if pid > 0 && strings.Contains(string(cmdline), "dp-host") {
+			// A host of an older config: replace it.
+			stopProcess(pid, 2*time.Second)
+		}
+		return nil, 0, false
+	}
+	return c, pid, true
+}
+
+func hostArgs(spec host.Spec) []string {
+	a := []string{"dp-host",
+		"--name", spec.Loop.Name, "--cpu", strconv.Itoa(spec.Loop.CPU),
+		"--iface", spec.Loop.Iface, "--netns", spec.Loop.NetNS, "--mode", spec.Loop.Mode,
+		"--out-iface", spec.Loop.OutIface, "--priority", strconv.Itoa(spec.Loop.Priority),
+		"--shm", spec.ShmPath,
+	}
+	if spec.ProbeBackend != "" {
+		a = append(a, "--probe", spec.ProbeBackend, "--probe-iface", spec.Probe.Iface,
+			"--probe-netns", spec.Probe.NetNS, "--probe-interval", spec.Probe.Interval.String())
+	}
+	return a
+}
+
+// hostArgsMatch compares a running host's argv (after the binary) with what
+// the config wants now.
+func hostArgsMatch(running, want []string) bool {
+	if len(running) < 1 {
+		return false
+	}
+	got := running[1:]
+	if len(got) > 0 && got[len(got)-1] == "" {
+		got = got[:len(got)-1]
+	}
+	return strings.Join(got, "\x00") == strings.Join(want, "\x00")
+}
+
+func (d *Daemon) spawnLoop(ctx context.Context, spec host.Spec, l config.Loop) (*dpLoop, error) {
+	exe := d.exe
+	if exe == "" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.MkdirAll(d.dpDir, 0o700); err != nil {
+		return nil, err
+	}
+	os.Remove(spec.ShmPath)
+	logf, err := os.OpenFile(filepath.Join(d.dpDir, l.Name+".log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd := exec.Command(exe, hostArgs(spec)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its own session: signals to the daemon's process group do not reach
+	// it, and it outlives the daemon.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	pid := cmd.Process.Pid
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }() // reap it if it dies while we run
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if c, err := host.Attach(spec.ShmPath, l.Name); err == nil && c.PID() == pid {
+			return &dpLoop{cfg: l, client: c, pid: pid}, nil
+		} else if err == nil {
+			c.Close()
+		}
+		select {
+		case err := <-exited:
+			b, _ := os.ReadFile(filepath.Join(d.dpDir, l.Name+".log"))
+			return nil, fmt.Errorf("DP host exited (%v): %s", err, strings.TrimSpace(string(b)))
+		case <-ctx.Done():
+			stopProcess(pid, time.Second)
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			stopProcess(pid, time.Second)
+			return nil, errors.New("DP host did not become ready within 15s")
+		}
+	}
+}
+
+// stopLoops ends the DP loops this daemon drives (clean shutdown only: a
+// crashed daemon leaves them running and the next one adopts them).
+func (d *Daemon) stopLoops() {
+	for _, l := range d.loops {
+		l.client.SetYield(-1, 0)
+		l.client.Close()
+		if l.inproc != nil {
+			l.cancel()
+			l.inproc.Wait()
+			continue
+		}
+		stopProcess(l.pid, 3*time.Second)
+	}
+	d.loops = nil
+}
+
+// stopProcess sends SIGTERM, then SIGKILL after grace.
+func stopProcess(pid int, grace time.Duration) {
+	if pid <= 0 {
+		return
+	}
+	syscall.Kill(pid, syscall.SIGTERM)
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) {
+		if syscall.Kill(pid, 0) != nil {
+			return
+		}
+		if st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); strings.Contains(string(st), ") Z ") {
+			return // exited, waiting to be reaped by its parent
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+}
+
+func (d *Daemon) loopOn(cpu int) *dpLoop {
+	for _, l := range d.loops {
+		if l.cfg.CPU == cpu {
+			return l
+		}
+	}
+	return nil
+}

@@ -1,0 +1,80 @@
+package daemon
+
+import (
+	"context"
+	"time"
+
+	"github.com/taichi-sched/taichi/dataplane"
+	"github.com/taichi-sched/taichi/scheduler"
+)
+
+// Pump periods: DP loop events are forwarded promptly (they drive the
+// per-gap decisions), load and harvested CP time are trends.
+const (
+	eventPeriod = 200 * time.Microsecond
+	loadPeriod  = 100 * time.Millisecond
+)
+
+// pump feeds the scheduler: yield/wake events from every DP loop's
+// segment, load samples from their counters, and CP CPU time harvested on
+// DP cores from the pool's per-CPU usage.
+func (d *Daemon) pump(ctx context.Context) {
+	t := time.NewTicker(eventPeriod)
+	defer t.Stop()
+	lastLoad := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, l := range d.loops {
+			cpu := l.cfg.CPU
+			if _, err := l.client.Events(func(ev dataplane.Event) {
+				at := d.mono.Time(ev.AtNs)
+				switch ev.Kind {
+				case dataplane.KindYield:
+					d.sched.Yielded(cpu, at)
+				case dataplane.KindWake:
+					cause, err := scheduler.ParseWakeCause(ev.Cause)
+					if err != nil {
+						return
+					}
+					d.sched.Woke(cpu, at, cause, time.Duration(ev.ExposedNs))
+				}
+			}); err != nil {
+				d.log.Warn("DP loop event", "loop", l.cfg.Name, "err", err)
+			}
+		}
+		if time.Since(lastLoad) >= loadPeriod {
+			lastLoad = time.Now()
+			d.sampleLoad()
+		}
+	}
+}
+
+func (d *Daemon) sampleLoad() {
+	now := time.Now()
+	for _, l := range d.loops {
+		snap, err := l.client.Snapshot()
+		if err != nil {
+			continue
+		}
+		at := time.Duration(snap.Published)
+		if l.lastAt != 0 && at > l.lastAt {
+			interval := at - l.lastAt
+			busy := float64(snap.Loop.Busy-l.lastBusy) / float64(interval)
+			d.sched.Load(l.cfg.CPU, d.mono.Time(snap.Published), scheduler.LoadSample{
+				Interval: interval, BusyFraction: min(max(busy, 0), 1), Packets: int64(snap.Loop.Packets - l.lastPackets),
+			})
+		}
+		l.lastAt, l.lastBusy, l.lastPackets = at, snap.Loop.Busy, snap.Loop.Packets
+	}
+	if u, err := d.pool.Usage(); err == nil && u.PerCPUAvailable {
+		for _, cpu := range d.cfg.DPCPUs {
+			if cpu < len(u.PerCPU) {
+				d.sched.Harvested(cpu, now, u.PerCPU[cpu])
+			}
+		}
+	}
+}
