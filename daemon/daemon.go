@@ -65,7 +65,7 @@ type Daemon struct {
 	// policyOverride is a run-time policy restored from the checkpoint.
 	policyOverride string
 	lent           map[int]bool // DP cores in the CP cpuset (slow path)
-	adoptErr string
+	adoptErr       string
 
 	pool    vcpu.Pool
 	sel     vcpu.Selector
@@ -88,9 +88,9 @@ func New(cfg *config.Config, opts ...Option) (*Daemon, error) {
 	d := &Daemon{
 		cfg:    cfg,
 		policy: cfg.Policy,
-		log:   slog.Default(),
-		lent:  map[int]bool{},
-		dpDir: DPDir,
+		log:    slog.Default(),
+		lent:   map[int]bool{},
+		dpDir:  DPDir,
 	}
 	for _, o := range opts {
 		o(d)
