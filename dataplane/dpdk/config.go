@@ -5,6 +5,12 @@
 // pinning, and lends the core of a busy-polling lcore to CP without touching
 // the application: while the lcore's queues are idle its thread is demoted to
 // SCHED_IDLE, and one sched_setattr back to SCHED_FIFO reclaims the core.
+//
+// Crash behaviour: the application never depends on taichi. If the daemon
+// dies while an lcore is lent, the lcore stays SCHED_IDLE on its core (it
+// still polls, at idle weight) until a Manager starts again: its first
+// Reconcile makes every lcore SCHED_FIFO (`taichi run` on restart, or
+// `taichi dpdk pin` by hand).
 package dpdk
 
 import (
