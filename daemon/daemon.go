@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"regexp"
 	"runtime/debug"
 	"slices"
@@ -42,7 +43,8 @@ func WithoutMetrics() Option { return func(d *Daemon) { d.noMetrics = true } }
 // Such loops stop with the daemon.
 func WithInProcessLoops() Option { return func(d *Daemon) { d.inProcessLoops = true } }
 
-// WithDPDir puts the DP loops' segments and logs in dir (default DPDir).
+// WithDPDir puts the DP loops' segments and logs in dir (default: "dp"
+// beside the control socket, i.e. /run/taichi/dp).
 func WithDPDir(dir string) Option { return func(d *Daemon) { d.dpDir = dir } }
 
 // WithExecutable sets the taichi binary that hosts DP loops (default: this one).
@@ -90,7 +92,8 @@ func New(cfg *config.Config, opts ...Option) (*Daemon, error) {
 		policy: cfg.Policy,
 		log:    slog.Default(),
 		lent:   map[int]bool{},
-		dpDir:  DPDir,
+		// Segments live beside the control socket (/run/taichi/dp by default).
+		dpDir: filepath.Join(filepath.Dir(cfg.Control.Socket), "dp"),
 	}
 	for _, o := range opts {
 		o(d)

@@ -18,9 +18,6 @@ import (
 	"github.com/taichi-sched/taichi/probe"
 )
 
-// DPDir holds the DP loops' shared segments and logs.
-const DPDir = "/run/taichi/dp"
-
 // dpLoop is one configured DP loop the daemon drives through its segment.
 type dpLoop struct {
 	cfg    config.Loop

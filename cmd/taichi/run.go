@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -38,6 +39,20 @@ func init() {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
+			go func() {
+				// A shutdown that hangs must not keep the service from restarting:
+				// a second signal, or 20s, ends the process (the next start reconciles).
+				<-ctx.Done()
+				stop()
+				sig := make(chan os.Signal, 1)
+				signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+				select {
+				case <-sig:
+				case <-time.After(20 * time.Second):
+				}
+				log.Error("shutdown did not finish; exiting (the next start reconciles)")
+				os.Exit(1)
+			}()
 			log.Info("taichi starting", "policy", cfg.Policy, "dp", cfg.DPCPUs, "cp", cfg.CPCPUs, "config", orDefault(cfgPath))
 			if err := d.Run(ctx); err != nil {
 				return err

@@ -17,6 +17,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +54,10 @@ const (
 // yield/wake is the fast path), so a sub-millisecond tick is plenty.
 const Tick = 250 * time.Microsecond
 
+// tickPriority is the tick thread's SCHED_FIFO priority: above CP work,
+// below the DP loop and the cpuset writer.
+const tickPriority = 5
+
 // Spec is one hosted loop.
 type Spec struct {
 	Loop dataplane.LoopConfig
@@ -64,10 +71,26 @@ type Spec struct {
 // Snapshot is what the host publishes: the loop's counters and the probe's.
 type Snapshot struct {
 	Loop      dataplane.Stats `json:"loop"`
+	Progress  Progress        `json:"progress"`
 	Probe     *probe.Stats    `json:"probe,omitempty"`
 	ProbeErr  string          `json:"probe_error,omitempty"`
 	Published int64           `json:"published_ns"` // CLOCK_MONOTONIC
 }
+
+// Progress watches the loop's heartbeat from the host's tick: the longest
+// stretch without a single loop iteration, not counting stretches the
+// tick could not observe (it ran late itself) or that host steal time on
+// the DP core explains (a paravirtual CPU the hypervisor descheduled).
+type Progress struct {
+	MaxStallNs int64 `json:"max_stall_ns"`
+	// Excused counts stalls over ExcuseAbove left out for those reasons.
+	Excused uint64 `json:"excused"`
+	// StealNs is the DP core's steal time while this host ran.
+	StealNs int64 `json:"steal_ns"`
+}
+
+// ExcuseAbove: shorter stalls are always counted (the tick sees them fine).
+const ExcuseAbove = 2 * time.Millisecond
 
 // Host runs a loop and its probe behind a segment.
 type Host struct {
@@ -80,7 +103,19 @@ type Host struct {
 	probe probe.Waker
 	perr  string
 	wg    sync.WaitGroup
+
+	// Progress tracking (tick goroutine only, published under the seqlock).
+	prog                 Progress
+	lastBeat             uint64
+	lastChange, lastTick int64
+	tickLate             bool
+	steal                [64]stealSample // every stealEvery, a ring
+	stealN               int
 }
+
+type stealSample struct{ at, steal int64 }
+
+const stealEvery = 10 * time.Millisecond
 
 func u64(seg *shm.Segment, off int) *atomic.Uint64 { return shm.Uint64At(seg.Bytes(), off) }
 
@@ -215,6 +250,11 @@ func (h *Host) forwardEvents(ctx context.Context) {
 }
 
 func (h *Host) tick(ctx context.Context) {
+	// A low real-time priority keeps the tick (knobs, wake requests and the
+	// progress watch) on time under CP load; it runs for microseconds.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	dataplane.SetFIFO(0, tickPriority)
 	t := time.NewTicker(Tick)
 	defer t.Stop()
 	n := 0
@@ -225,7 +265,9 @@ func (h *Host) tick(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		u64(h.seg, offHostBeat).Store(uint64(dataplane.MonotonicNow()))
+		now := dataplane.MonotonicNow()
+		u64(h.seg, offHostBeat).Store(uint64(now))
+		h.trackProgress(now)
 		if seq := u64(h.seg, offKnobSeq).Load(); seq != u64(h.seg, offKnobSeen).Load() {
 			ctrl := h.loop.Control()
 			ctrl.SetSlice(time.Duration(int64(u64(h.seg, offSlice).Load())))
@@ -245,8 +287,71 @@ func (h *Host) tick(ctx context.Context) {
 	}
 }
 
+func (h *Host) trackProgress(now int64) {
+	if h.lastTick != 0 && now-h.lastTick > int64(ExcuseAbove) {
+		h.tickLate = true // the tick itself did not run: it cannot judge this stretch
+	}
+	h.lastTick = now
+	if h.stealN == 0 || now-h.steal[(h.stealN-1)%len(h.steal)].at >= int64(stealEvery) {
+		h.steal[h.stealN%len(h.steal)] = stealSample{now, stealNs(h.spec.Loop.CPU)}
+		h.stealN++
+	}
+	beat := h.loop.Stats().Heartbeat
+	if beat == h.lastBeat && h.lastChange != 0 {
+		return
+	}
+	if h.lastChange != 0 {
+		stall := now - h.lastChange
+		if stall > int64(ExcuseAbove) && (h.tickLate || h.stealSince(h.lastChange) > 0) {
+			h.prog.Excused++
+		} else if stall > h.prog.MaxStallNs {
+			h.prog.MaxStallNs = stall
+		}
+		h.prog.StealNs = h.steal[(h.stealN-1)%len(h.steal)].steal - h.steal[0].steal
+	}
+	h.lastBeat, h.lastChange, h.tickLate = beat, now, false
+}
+
+// stealSince is the DP core's steal time from the last sample at or before
+// t (or the oldest kept) to the newest sample.
+func (h *Host) stealSince(t int64) int64 {
+	newest := h.steal[(h.stealN-1)%len(h.steal)]
+	base := newest
+	for i := 1; i <= min(h.stealN, len(h.steal)); i++ {
+		s := h.steal[(h.stealN-i)%len(h.steal)]
+		base = s
+		if s.at <= t-int64(stealEvery) {
+			break
+		}
+	}
+	return newest.steal - base.steal
+}
+
+// stealNs reads cpu's steal time from /proc/stat (USER_HZ ticks).
+func stealNs(cpu int) int64 {
+	f, err := os.Open("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	var buf [4096]byte
+	n, _ := f.Read(buf[:])
+	prefix := "cpu" + strconv.Itoa(cpu) + " "
+	for _, line := range strings.Split(string(buf[:n]), "\n") {
+		if !strings.HasPrefix(line, prefix) {
+			continue
+		}
+		fields := strings.Fields(line)
+		if len(fields) > 8 {
+			ticks, _ := strconv.ParseInt(fields[8], 10, 64)
+			return ticks * int64(10*time.Millisecond)
+		}
+	}
+	return 0
+}
+
 func (h *Host) publish() {
-	s := Snapshot{Loop: h.loop.Stats(), ProbeErr: h.perr, Published: dataplane.MonotonicNow()}
+	s := Snapshot{Loop: h.loop.Stats(), Progress: h.prog, ProbeErr: h.perr, Published: dataplane.MonotonicNow()}
 	if h.probe != nil {
 		ps := h.probe.Stats()
 		s.Probe = &ps
