@@ -72,7 +72,15 @@ func init() {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Name = fmt.Sprintf("pid%d", cfg.PID)
 			cfg.IdleDemote = cfg.IdleDemote || len(cfg.IdleIfaces) > 0
-			m, err := dpdk.New(cfg)
+			var opts []dpdk.Option
+			if cfg.IdleDemote {
+				exe, err := os.Executable()
+				if err != nil {
+					return err
+				}
+				opts = append(opts, dpdk.WithGuard(exe, "dpdk", "guard"))
+			}
+			m, err := dpdk.New(cfg, opts...)
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
@@ -110,7 +118,21 @@ func init() {
 	f.DurationVar(&cfg.IdleInterval, "idle-interval", 0, "rx counter polling period (default 1ms)")
 	f.IntVar(&cfg.IdleAfter, "idle-after", 0, "idle polls before lending (default 50)")
 
-	dpdkCmd.AddCommand(inspect, pin)
+	guard := &cobra.Command{
+		Use:    "guard",
+		Short:  "Reclaim lent lcores when the process feeding stdin dies (started by the daemon)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			// Only the end of stdin ends the guard: a SIGTERM sent to the
+			// whole service must not take it down before the daemon's exit
+			// closes the pipe and it can reclaim.
+			signal.Ignore(os.Interrupt, syscall.SIGHUP, syscall.SIGTERM)
+			return dpdk.RunGuard(cmd.InOrStdin())
+		},
+	}
+
+	dpdkCmd.AddCommand(inspect, pin, guard)
 	rootCmd.AddCommand(dpdkCmd)
 }
 

@@ -65,6 +65,12 @@ func WithLogger(l *slog.Logger) Option { return func(m *Manager) { m.log = l } }
 // (default: discarded).
 func WithOutput(w io.Writer) Option { return func(m *Manager) { m.output = w } }
 
+// WithGuard runs argv (a command calling RunGuard on its stdin, e.g.
+// `taichi dpdk guard`) next to the daemon; it reclaims lent lcores if the
+// daemon dies. With a guard configured, Demote refuses to lend when the
+// guard cannot be told.
+func WithGuard(argv ...string) Option { return func(m *Manager) { m.guardArgv = argv } }
+
 // Manager keeps one DPDK application's lcore threads pinned to their DP
 // cores with SCHED_FIFO and lends those cores while the lcores are idle.
 type Manager struct {
@@ -90,6 +96,9 @@ type Manager struct {
 	lcores atomic.Pointer[map[int]int]
 
 	watcher *IdleWatcher
+
+	guardArgv []string
+	guard     *guardProc
 }
 
 // New validates cfg and returns a Manager that has not touched anything yet.
@@ -136,6 +145,13 @@ func (m *Manager) Start(ctx context.Context) error {
 		if !slices.Contains(online, cpu) {
 			return fmt.Errorf("dpdk %q: cpus[%d]: CPU %d is not online (online: %v)", m.cfg.Name, i, cpu, online)
 		}
+	}
+	if len(m.guardArgv) > 0 && m.guard == nil {
+		g, err := startGuard(m.guardArgv)
+		if err != nil {
+			return fmt.Errorf("dpdk %q: %w", m.cfg.Name, err)
+		}
+		m.guard = g
 	}
 	if m.cfg.PID != 0 {
 		if err := unix.Kill(m.cfg.PID, 0); err != nil {
@@ -423,7 +439,16 @@ func (m *Manager) Demote(tid int) error {
 	}
 	m.schedMu.Lock()
 	defer m.schedMu.Unlock()
+	// Tell the guard first: a crash right after setIdle must find the record.
+	if m.guard != nil {
+		if err := m.guard.send("lend %d %d", tid, m.cfg.Priority); err != nil {
+			return fmt.Errorf("dpdk %q: demote tid %d: guard unreachable, not lending: %w", m.cfg.Name, tid, err)
+		}
+	}
 	if err := setIdle(tid); err != nil {
+		if m.guard != nil {
+			_ = m.guard.send("reclaim %d", tid)
+		}
 		return fmt.Errorf("dpdk %q: demote: %w", m.cfg.Name, err)
 	}
 	m.demoted[tid] = true
@@ -445,6 +470,9 @@ func (m *Manager) Promote(tid int) error {
 		return fmt.Errorf("dpdk %q: promote: %w", m.cfg.Name, err)
 	}
 	delete(m.demoted, tid)
+	if m.guard != nil {
+		_ = m.guard.send("reclaim %d", tid) // after the reclaim: off the hot path
+	}
 	return nil
 }
 
@@ -540,6 +568,10 @@ func (m *Manager) idleIfaces() ([]string, error) {
 // An adopted application keeps running, pinned.
 func (m *Manager) Stop() error {
 	errs := []error{m.promoteAll()}
+	if m.guard != nil {
+		// Later Demotes fail on the closed guard: nothing is lent after Stop.
+		errs = append(errs, m.guard.close())
+	}
 	m.mu.Lock()
 	cmd, exited := m.cmd, m.exited
 	m.mu.Unlock()

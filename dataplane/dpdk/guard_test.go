@@ -1,0 +1,122 @@
+package dpdk
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// guardChildEnv makes the test binary act as the guard process, the way
+// `taichi dpdk guard` does in production.
+const guardChildEnv = "TAICHI_DPDK_TEST_GUARD"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(guardChildEnv) == "1" {
+		if err := RunGuard(os.Stdin); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func TestRunGuardReclaimsOnEOF(t *testing.T) {
+	needRoot(t)
+	tid := namedThread(t, fmt.Sprintf("g%d-worker-1", os.Getpid()%10000))
+	if err := setIdle(tid); err != nil {
+		t.Fatal(err)
+	}
+	// Lent then the pipe ends without "done": the guard reclaims.
+	if err := RunGuard(strings.NewReader(fmt.Sprintf("lend %d 6\nlend 999999 6\nreclaim 999999\n", tid))); err != nil {
+		t.Fatal(err)
+	}
+	if _, pol, prio := kernelState(t, tid); pol != unix.SCHED_FIFO || prio != 6 {
+		t.Fatalf("after EOF: %s/%d", PolicyName(pol), prio)
+	}
+	// A clean "done" leaves threads alone.
+	if err := setIdle(tid); err != nil {
+		t.Fatal(err)
+	}
+	if err := RunGuard(strings.NewReader(fmt.Sprintf("lend %d 6\ndone\n", tid))); err != nil {
+		t.Fatal(err)
+	}
+	if _, pol, _ := kernelState(t, tid); pol != unix.SCHED_IDLE {
+		t.Fatalf("after done: %s", PolicyName(pol))
+	}
+	if err := RunGuard(strings.NewReader("lend x 6\n")); err == nil || !strings.Contains(err.Error(), "bad record") {
+		t.Fatalf("bad record: %v", err)
+	}
+}
+
+func TestGuardReclaimsWhenDaemonVanishes(t *testing.T) {
+	needRoot(t)
+	t.Setenv(guardChildEnv, "1")
+	name := fmt.Sprintf("v%d-worker-1", os.Getpid()%10000)
+	tid := namedThread(t, name)
+	m, err := New(Config{Name: "guarded", PID: os.Getpid(), ThreadPattern: "^" + name + "$", CPUs: []int{1}, Priority: 9},
+		WithGuard(os.Args[0], "-test.run=^$"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Demote(tid); err != nil {
+		t.Fatal(err)
+	}
+	if _, pol, _ := kernelState(t, tid); pol != unix.SCHED_IDLE {
+		t.Fatalf("not lent: %s", PolicyName(pol))
+	}
+	// What the kernel does when the daemon dies: its pipe end closes.
+	m.guard.abandon()
+	waitFor(t, "the guard to reclaim the lent lcore", func() bool {
+		_, pol, prio := kernelState(t, tid)
+		return pol == unix.SCHED_FIFO && prio == 9
+	})
+	<-m.guard.done
+
+	// A Manager whose guard is gone refuses to lend.
+	if err := m.Demote(tid); err == nil || !strings.Contains(err.Error(), "guard unreachable") {
+		t.Fatalf("lent without a guard: %v", err)
+	}
+	if _, pol, _ := kernelState(t, tid); pol != unix.SCHED_FIFO {
+		t.Fatalf("policy changed after a refused lend: %s", PolicyName(pol))
+	}
+}
+
+func TestGuardCleanStop(t *testing.T) {
+	needRoot(t)
+	t.Setenv(guardChildEnv, "1")
+	name := fmt.Sprintf("s%d-worker-1", os.Getpid()%10000)
+	tid := namedThread(t, name)
+	m, err := New(Config{Name: "guarded", PID: os.Getpid(), ThreadPattern: "^" + name + "$", CPUs: []int{1}, Priority: 9},
+		WithGuard(os.Args[0], "-test.run=^$"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Demote(tid); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-m.guard.done:
+	default:
+		t.Fatal("guard still running after Stop")
+	}
+	if m.guard.cmd.ProcessState == nil || !m.guard.cmd.ProcessState.Success() {
+		t.Fatalf("guard exit: %v", m.guard.cmd.ProcessState)
+	}
+	if _, pol, _ := kernelState(t, tid); pol != unix.SCHED_FIFO {
+		t.Fatalf("Stop left the lcore lent: %s", PolicyName(pol))
+	}
+}
