@@ -22,6 +22,7 @@ import (
 
 	"github.com/taichi-sched/taichi/config"
 	"github.com/taichi-sched/taichi/internal/sdnotify"
+	"github.com/taichi-sched/taichi/kmod"
 	"github.com/taichi-sched/taichi/scheduler"
 	"github.com/taichi-sched/taichi/vcpu"
 )
@@ -72,6 +73,7 @@ type Daemon struct {
 	pool    vcpu.Pool
 	sel     vcpu.Selector
 	sched   *scheduler.Scheduler
+	kmod    *kmod.Device // nil without /dev/taichi
 	mono    scheduler.MonotonicBase
 	loops   []*dpLoop
 	control *controlServer
@@ -171,6 +173,9 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		d.reconcileCheckpoint(cp)
 	}
 	pinToCores(d.cfg.CPCPUs, d.log)
+	if err := d.openKmod(); err != nil {
+		return err
+	}
 
 	pool, err := vcpu.NewCgroup(vcpu.Options{
 		Name:           d.cfg.VCPU.CgroupName,
@@ -358,8 +363,15 @@ func (d *Daemon) SetYield(cpu int, after int64, slice time.Duration) {
 	}
 }
 
-// Wake implements scheduler.Actuator.
+// Wake implements scheduler.Actuator: one kick through the kernel module
+// when it is there (the wake-up preempts CP on that core at once), else a
+// wake request through the loop's segment.
 func (d *Daemon) Wake(cpu int) {
+	if d.kmod != nil {
+		if n, err := d.kmod.Kick(cpu); err == nil && n > 0 {
+			return
+		}
+	}
 	if l := d.loopOn(cpu); l != nil {
 		l.client.Wake()
 	}
@@ -445,6 +457,9 @@ func (d *Daemon) Close() error {
 	d.wg.Wait()
 	// DP first: loops stop yielding before the cores leave the CP cpuset.
 	d.stopLoops()
+	if d.kmod != nil {
+		d.kmod.Close()
+	}
 	if d.pool != nil {
 		for _, cpu := range d.cfg.DPCPUs {
 			if err := d.Reclaim(cpu); err != nil {

@@ -46,6 +46,7 @@ func (d *Daemon) hostSpec(l config.Loop) host.Spec {
 			Mode: l.Mode, OutIface: l.OutIface, Priority: l.Priority,
 		},
 		ShmPath: d.segmentPath(l.Name),
+		Kmod:    d.kmod != nil,
 	}
 	switch d.cfg.Probe.Backend {
 	case config.ProbeXDP, config.ProbeCounters:
@@ -125,6 +126,9 @@ func hostArgs(spec host.Spec) []string {
 		"--iface", spec.Loop.Iface, "--netns", spec.Loop.NetNS, "--mode", spec.Loop.Mode,
 		"--out-iface", spec.Loop.OutIface, "--priority", strconv.Itoa(spec.Loop.Priority),
 		"--shm", spec.ShmPath,
+	}
+	if spec.Kmod {
+		a = append(a, "--kmod")
 	}
 	if spec.ProbeBackend != "" {
 		a = append(a, "--probe", spec.ProbeBackend, "--probe-iface", spec.Probe.Iface,

@@ -30,6 +30,7 @@ type Status struct {
 	Cores    []CoreStatus `json:"cores"`
 	Loops    []LoopStatus `json:"loops,omitempty"`
 	Probe    ProbeStatus  `json:"probe"`
+	Kmod     *KmodStatus  `json:"kmod,omitempty"`
 	// Scheduler is the policy engine's full snapshot (per-core knobs,
 	// latency histograms, guard and flap state).
 	Scheduler scheduler.Snapshot `json:"scheduler"`
@@ -104,6 +105,7 @@ func (d *Daemon) Status() Status {
 		Uptime:    time.Since(d.started).Round(time.Second).String(),
 		Probe:     ProbeStatus{Backend: d.cfg.Probe.Backend, State: "off"},
 		Scheduler: d.sched.Snapshot(),
+		Kmod:      d.kmodStatus(),
 	}
 	st.Policy = st.Scheduler.Policy
 	var poolCPUs []int

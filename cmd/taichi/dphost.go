@@ -51,5 +51,6 @@ func init() {
 	f.StringVar(&spec.Probe.NetNS, "probe-netns", "", "network namespace of the probe interface")
 	f.DurationVar(&spec.Probe.Interval, "probe-interval", 0, "counters probe poll interval")
 	f.StringVar(&spec.ShmPath, "shm", "", "shared segment path")
+	f.BoolVar(&spec.Kmod, "kmod", false, "also wait on /dev/taichi kicks")
 	rootCmd.AddCommand(cmd)
 }

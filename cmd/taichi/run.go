@@ -140,6 +140,12 @@ func printStatus(w io.Writer, st *daemon.Status) {
 		fmt.Fprintf(w, "  adopt: %s\n", st.Pool.AdoptErr)
 	}
 	fmt.Fprintf(w, "probe    %s  %s %s %s\n", st.Probe.Backend, st.Probe.State, st.Probe.Mode, st.Probe.Error)
+	if st.Kmod != nil {
+		for _, k := range st.Kmod.Stats {
+			fmt.Fprintf(w, "kmod     cpu %d  dp tid %d  kicks %d  wakes %d  timeouts %d  blockers %d  kick->run p99 %v\n",
+				k.CPU, k.DPTid, k.Kicks, k.Wakes, k.Timeouts, k.Blockers, k.Latency.Quantile(0.99))
+		}
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "CPU\tROLE\tSTATE\tIN POOL\tHOLD\tLENT\tWAKE P99\tRECLAIMS")
 	for _, c := range st.Cores {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/taichi-sched/taichi/dataplane"
 	"github.com/taichi-sched/taichi/internal/shm"
+	"github.com/taichi-sched/taichi/kmod"
 	"github.com/taichi-sched/taichi/probe"
 )
 
@@ -66,6 +67,10 @@ type Spec struct {
 	Probe        probe.Options
 	// ShmPath is the segment's file (under /run/taichi/dp normally).
 	ShmPath string
+	// Kmod adds the kernel module's kick (/dev/taichi) to the loop's wait
+	// set, so a kick from the daemon or from the XDP probe's kfunc wakes the
+	// loop in one hop.
+	Kmod bool
 }
 
 // Snapshot is what the host publishes: the loop's counters and the probe's.
@@ -74,6 +79,7 @@ type Snapshot struct {
 	Progress  Progress        `json:"progress"`
 	Probe     *probe.Stats    `json:"probe,omitempty"`
 	ProbeErr  string          `json:"probe_error,omitempty"`
+	KmodErr   string          `json:"kmod_error,omitempty"`
 	Published int64           `json:"published_ns"` // CLOCK_MONOTONIC
 }
 
@@ -102,6 +108,8 @@ type Host struct {
 	gate  *gatedWake
 	probe probe.Waker
 	perr  string
+	kws   *kmod.WakeSource
+	kerr  string
 	wg    sync.WaitGroup
 
 	// Progress tracking (tick goroutine only, published under the seqlock).
@@ -155,6 +163,13 @@ func Start(ctx context.Context, spec Spec) (*Host, error) {
 	if spec.ProbeBackend != "" {
 		if err := h.startProbe(ctx); err != nil {
 			h.perr = err.Error()
+		}
+	}
+	if spec.Kmod {
+		if h.kws, err = kmod.NewWakeSource(); err != nil {
+			h.kerr = err.Error()
+		} else {
+			loop.AddWakeSource(h.kws)
 		}
 	}
 	u64(seg, offVersion).Store(version)
@@ -226,6 +241,9 @@ func (h *Host) release() {
 	}
 	if h.wake != nil {
 		h.wake.Close()
+	}
+	if h.kws != nil {
+		h.kws.Close()
 	}
 	h.seg.Close()
 }
@@ -351,7 +369,10 @@ func stealNs(cpu int) int64 {
 }
 
 func (h *Host) publish() {
-	s := Snapshot{Loop: h.loop.Stats(), Progress: h.prog, ProbeErr: h.perr, Published: dataplane.MonotonicNow()}
+	s := Snapshot{Loop: h.loop.Stats(), Progress: h.prog, ProbeErr: h.perr, KmodErr: h.kerr, Published: dataplane.MonotonicNow()}
+	if h.kws != nil && h.kws.Err() != nil {
+		s.KmodErr = h.kws.Err().Error()
+	}
 	if h.probe != nil {
 		ps := h.probe.Stats()
 		s.Probe = &ps
