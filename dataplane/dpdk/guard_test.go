@@ -1,10 +1,15 @@
 package dpdk
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -14,7 +19,14 @@ import (
 // `taichi dpdk guard` does in production.
 const guardChildEnv = "TAICHI_DPDK_TEST_GUARD"
 
+// daemonChildEnv makes the test binary a minimal daemon that lends the
+// lcore of the given pid under a guard, says "lent", and waits to be killed.
+const daemonChildEnv = "TAICHI_DPDK_TEST_DAEMON"
+
 func TestMain(m *testing.M) {
+	if pid := os.Getenv(daemonChildEnv); pid != "" {
+		os.Exit(runDaemonChild(pid))
+	}
 	if os.Getenv(guardChildEnv) == "1" {
 		if err := RunGuard(os.Stdin); err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -119,4 +131,72 @@ func TestGuardCleanStop(t *testing.T) {
 	if _, pol, _ := kernelState(t, tid); pol != unix.SCHED_FIFO {
 		t.Fatalf("Stop left the lcore lent: %s", PolicyName(pol))
 	}
+}
+
+func runDaemonChild(pidStr string) int {
+	pid, err := strconv.Atoi(pidStr)
+	if err != nil {
+		return 2
+	}
+	os.Unsetenv(daemonChildEnv)
+	os.Setenv(guardChildEnv, "1") // the guard is this binary too
+	m, err := New(Config{Name: "child", PID: pid, ThreadPattern: "^sleep$", CPUs: []int{1}, Priority: 8},
+		WithGuard(os.Args[0], "-test.run=^$"))
+	if err == nil {
+		err = m.Start(context.Background())
+	}
+	if err == nil {
+		tids := m.LcoreTIDs()
+		if len(tids) != 1 {
+			err = fmt.Errorf("lcores %v", tids)
+		} else {
+			err = m.Demote(tids[0])
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println("lent")
+	select {} // until SIGKILL
+}
+
+// TestGuardSurvivesSIGKILLedDaemon kills a daemon process with SIGKILL
+// while it has an lcore (here: a sleep process's thread) lent; the guard
+// must make the lcore SCHED_FIFO again.
+func TestGuardSurvivesSIGKILLedDaemon(t *testing.T) {
+	needRoot(t)
+	lcore := exec.Command("sleep", "30")
+	if err := lcore.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = lcore.Process.Kill(); _ = lcore.Wait() })
+	pid := lcore.Process.Pid
+
+	daemon := exec.Command(os.Args[0], "-test.run=^$")
+	daemon.Env = append(os.Environ(), daemonChildEnv+"="+strconv.Itoa(pid))
+	daemon.Stderr = os.Stderr
+	out, err := daemon.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = daemon.Process.Kill(); _ = daemon.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "lent\n" {
+		t.Fatalf("daemon child: %q %v", line, err)
+	}
+	if _, pol, _ := kernelState(t, pid); pol != unix.SCHED_IDLE {
+		t.Fatalf("lcore not lent: %s", PolicyName(pol))
+	}
+	if err := daemon.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = daemon.Wait()
+	waitFor(t, "the guard to reclaim after SIGKILL", func() bool {
+		aff, pol, prio := kernelState(t, pid)
+		return pol == unix.SCHED_FIFO && prio == 8 && slices.Equal(aff, []int{1})
+	})
 }
