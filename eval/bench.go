@@ -15,10 +15,6 @@ import (
 	"github.com/taichi-sched/taichi/testbed"
 )
 
-// daemonRunsLoops says whether the daemon runs the DP loops of its config;
-// until it does, the bench runs the testbed's DP loop itself.
-const daemonRunsLoops = false
-
 // BenchOptions select the machine setup shared by every experiment.
 type BenchOptions struct {
 	// Prefix names the testbed, the CP cgroup and the pipeline namespaces;
@@ -30,14 +26,29 @@ type BenchOptions struct {
 	Log io.Writer
 	// Progress, if set, is handed to the experiments.
 	Progress *Progress
+	// InProcessLoops runs the daemon's DP loops inside this process instead
+	// of in `taichi dp-host` processes (tests: the test binary is no taichi).
+	InProcessLoops bool
+	// CPClass and CPWeight override vcpu.class and vcpu.weight; empty/0
+	// keep the embedded defaults. On a 2-core testbed the traffic generator
+	// shares the only CP core with CP work: with class idle, CP gets next to
+	// nothing there while the generator runs, so the eval defaults to
+	// low-weight at a normal task's weight (DefaultCPClass, DefaultCPWeight).
+	CPClass  string
+	CPWeight int
 }
+
+// The CP placement the eval uses unless told otherwise (see BenchOptions).
+const (
+	DefaultCPClass  = "low-weight"
+	DefaultCPWeight = 100
+)
 
 // Bench is a running testbed + daemon + traffic generator.
 type Bench struct {
 	Env     *Env
 	Testbed *testbed.Testbed
 	Daemon  *daemon.Daemon
-	loop    *loopSystem
 	workDir string
 }
 
@@ -71,7 +82,7 @@ func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
 	if b.Testbed, err = testbed.Up(ctx, testbed.Options{Prefix: o.Prefix}); err != nil {
 		return nil, err
 	}
-	cfg, err := DaemonConfig(b.Testbed, "taichi.eval."+o.Prefix, filepath.Join(b.workDir, "daemon"), o.Policy)
+	cfg, err := DaemonConfig(b.Testbed, "taichi.eval."+o.Prefix, filepath.Join(b.workDir, "daemon"), o.Policy, o.CPClass, o.CPWeight)
 	if err != nil {
 		return nil, err
 	}
@@ -79,8 +90,13 @@ func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
 	if logw == nil {
 		logw = io.Discard
 	}
-	d, err := daemon.New(cfg, daemon.WithoutControlSocket(), daemon.WithoutMetrics(),
-		daemon.WithLogger(slog.New(slog.NewTextHandler(logw, nil))))
+	dopts := []daemon.Option{daemon.WithoutControlSocket(), daemon.WithoutMetrics(),
+		daemon.WithLogger(slog.New(slog.NewTextHandler(logw, nil))),
+		daemon.WithDPDir(filepath.Join(b.workDir, "dp"))}
+	if o.InProcessLoops {
+		dopts = append(dopts, daemon.WithInProcessLoops())
+	}
+	d, err := daemon.New(cfg, dopts...)
 	if err != nil {
 		return nil, err
 	}
@@ -96,20 +112,14 @@ func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
 		runtime.GOMAXPROCS(n)
 	}
 	b.Daemon = d
-	var sys System = &DaemonSystem{D: d}
-	if !daemonRunsLoops {
-		if b.loop, err = startLocalLoop(ctx, &DaemonSystem{D: d}, b.Testbed); err != nil {
-			return nil, err
-		}
-		sys = b.loop
-	}
 	b.Env = &Env{
-		System:   sys,
+		System:   &DaemonSystem{D: d},
 		Prefix:   o.Prefix + "c",
 		WorkDir:  b.workDir,
 		GoHelper: helper,
 		Progress: o.Progress,
 		Settle:   500 * time.Millisecond,
+		Facts:    map[string]any{"cp_class": cfg.VCPU.Class, "cp_weight": cfg.VCPU.Weight},
 	}
 	b.Env.Traffic, b.Env.CapacityPPS, err = newTraffic(ctx, b.Testbed)
 	if err != nil {
@@ -121,10 +131,6 @@ func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
 // Close stops the daemon, removes its CP cgroup, and tears the testbed down.
 func (b *Bench) Close() error {
 	var errs []error
-	if b.loop != nil {
-		errs = append(errs, b.loop.close())
-		b.loop = nil
-	}
 	if b.Daemon != nil {
 		errs = append(errs, b.Daemon.Close())
 		if p := b.Daemon.Pool(); p != nil {

@@ -44,6 +44,12 @@ func (s *DaemonSystem) Snapshot() (Snapshot, error) {
 			snap.LentS += c.LentSeconds
 		}
 	}
+	if len(st.Loops) > 0 {
+		snap.DPBusyS = 0
+		for _, l := range st.Loops {
+			snap.DPBusyS += l.Stats.Busy.Seconds()
+		}
+	}
 	if p := s.D.Pool(); p != nil {
 		if u, err := p.Usage(); err == nil {
 			snap.CPCPUS = u.Total.Seconds()
@@ -69,8 +75,9 @@ func (s *DaemonSystem) DPPriority() int {
 // DaemonConfig loads the embedded defaults with the overlay a benchmark
 // needs: its own CP cgroup name and state dir (so a running taichi is left
 // alone), no metrics listener, and one reflect-mode DP loop on the
-// testbed's DP interface, pinned to the first DP core. policy may be empty.
-func DaemonConfig(tb *testbed.Testbed, name, stateDir, policy string) (*config.Config, error) {
+// testbed's DP interface, pinned to the first DP core. policy, cpClass
+// (vcpu.class) and cpWeight (vcpu.weight, 0: default) may be empty.
+func DaemonConfig(tb *testbed.Testbed, name, stateDir, policy, cpClass string, cpWeight int) (*config.Config, error) {
 	topo, err := topology.Host()
 	if err != nil {
 		return nil, err
@@ -85,13 +92,19 @@ func DaemonConfig(tb *testbed.Testbed, name, stateDir, policy string) (*config.C
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "vcpu:\n  cgroup_name: %s\n", name)
+	if cpClass != "" {
+		fmt.Fprintf(&b, "  class: %s\n", cpClass)
+	}
+	if cpWeight > 0 {
+		fmt.Fprintf(&b, "  weight: %d\n", cpWeight)
+	}
 	fmt.Fprintf(&b, "state_dir: %s\n", stateDir)
 	fmt.Fprintf(&b, "metrics:\n  listen: \"\"\n")
 	fmt.Fprintf(&b, "control:\n  socket: %s/taichi.sock\n", stateDir)
 	if policy != "" {
 		fmt.Fprintf(&b, "policy: %s\n", policy)
 	}
-	if tb != nil && daemonRunsLoops {
+	if tb != nil {
 		fmt.Fprintf(&b, "dataplane:\n  loops:\n    - name: dp0\n      cpu: %d\n      iface: %s\n      netns: %s\n      mode: reflect\n",
 			base.DPCPUs[0], tb.DPIface, tb.DPNS)
 		fmt.Fprintf(&b, "probe:\n  interfaces:\n    - {iface: %s, netns: %s, queue: -1, cpu: %d}\n", tb.NICIn, tb.NICNS, base.DPCPUs[0])

@@ -3,6 +3,7 @@ package eval
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os/exec"
 	"strconv"
 	"sync"
@@ -69,6 +70,7 @@ func RunDataplane(ctx context.Context, env *Env, cfg DataplaneConfig) (*Report, 
 			"busy-polls under static does not starve it) on DP core %v, 200 µs period, after each cell's traffic with the CP load still running.",
 			sys.DPPriority()+1, sys.DPCores())},
 	}
+	maps.Copy(rep.Params, env.Facts)
 	if _, err := exec.LookPath("stress-ng"); err != nil {
 		return nil, fmt.Errorf("stress-ng not found (Debian package stress-ng)")
 	}

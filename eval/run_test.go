@@ -156,7 +156,7 @@ func TestVMStartupEndToEnd(t *testing.T) {
 	prefix := fmt.Sprintf("tee%d", os.Getpid())
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	b, err := StartBench(ctx, BenchOptions{Prefix: prefix})
+	b, err := StartBench(ctx, BenchOptions{Prefix: prefix, InProcessLoops: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -28,6 +29,8 @@ type Env struct {
 	GoHelperEnv []string
 	// Progress, if set, is advanced once per run.
 	Progress *Progress
+	// Facts are added to every report's params (e.g. the CP class in use).
+	Facts map[string]any
 	// Settle is the pause after a policy change and after a teardown, so one
 	// run's leftovers (namespace cleanup runs in kernel workers) do not land
 	// in the next. Default 500ms.
@@ -118,6 +121,7 @@ func RunVMStartup(ctx context.Context, env *Env, cfg VMStartupConfig) (*Report, 
 			"The traffic generator runs on the CP core here (2 cores): under static it competes with the CP pipeline for the only CP core, " +
 			"so speedups can exceed the capacity bound. DP loss includes packets still in flight when the traffic stops at the last VM's completion."},
 	}
+	maps.Copy(rep.Params, env.Facts)
 	for _, n := range cfg.VMs {
 		for _, pol := range cfg.Policies {
 			if ctx.Err() != nil {

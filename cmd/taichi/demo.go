@@ -47,5 +47,6 @@ func newDemoCmd() *cobra.Command {
 	f.Float64Var(&dpLoad, "dp-load", 0.3, "average DP utilisation offered by the generator")
 	f.StringVar(&out, "out", "out/demo", "output directory")
 	f.StringVar(&logFile, "log", "", "write the daemon's log here (default: discard)")
+	addCPFlags(cmd)
 	return cmd
 }

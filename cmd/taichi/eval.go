@@ -56,6 +56,7 @@ func newEvalVMStartupCmd() *cobra.Command {
 	f.Float64Var(&work, "work", 1, "scales every VM's CP work")
 	f.StringVar(&out, "out", "out/eval", "output directory")
 	f.StringVar(&logFile, "log", "", "write the daemon's log here (default: discard)")
+	addCPFlags(cmd)
 	return cmd
 }
 
@@ -90,7 +91,15 @@ func newEvalDataplaneCmd() *cobra.Command {
 	f.DurationVar(&ct, "cyclictest", 5*time.Second, "cyclictest per cell (negative: skip)")
 	f.StringVar(&out, "out", "out/eval", "output directory")
 	f.StringVar(&logFile, "log", "", "write the daemon's log here (default: discard)")
+	addCPFlags(cmd)
 	return cmd
+}
+
+// addCPFlags adds the CP placement override every experiment takes.
+func addCPFlags(cmd *cobra.Command) {
+	cmd.Flags().String("cp-class", eval.DefaultCPClass,
+		"vcpu.class for CP work: idle or low-weight (the generator shares the CP core here; with idle, CP starves behind it)")
+	cmd.Flags().Int("cp-weight", eval.DefaultCPWeight, "vcpu.weight with --cp-class low-weight (100 = a normal task)")
 }
 
 // runExperiment sets the bench up, runs one experiment, writes its files and
@@ -99,6 +108,8 @@ func runExperiment(cmd *cobra.Command, out, logFile string, steps int, run func(
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	opts := eval.BenchOptions{Progress: eval.NewProgress(os.Stdout, steps)}
+	opts.CPClass, _ = cmd.Flags().GetString("cp-class")
+	opts.CPWeight, _ = cmd.Flags().GetInt("cp-weight")
 	if logFile != "" {
 		lf, err := os.Create(logFile)
 		if err != nil {
