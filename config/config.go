@@ -130,6 +130,13 @@ type DPDK struct {
 	CPUs          []int    `key:"cpus"`
 	Priority      int      `key:"priority" default:"50"`
 	IdleDemote    bool     `key:"idle_demote"`
+	// NetNS launches Command inside this network namespace (where its
+	// af_packet/af_xdp vdev interfaces live).
+	NetNS string `key:"netns"`
+	// IdleIfaces feed the idle detector; empty: the --vdev iface= arguments.
+	IdleIfaces   []string `key:"idle_ifaces"`
+	IdleInterval Duration `key:"idle_interval" default:"1ms"`
+	IdleAfter    int      `key:"idle_after" default:"50"`
 }
 
 // Metrics configures the Prometheus endpoint.

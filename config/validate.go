@@ -204,6 +204,11 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 			}
 		}
 		c.intRange(key+".priority", dp.Priority, 1, 99)
+		c.positive(key+".idle_interval", dp.IdleInterval)
+		c.intRange(key+".idle_after", dp.IdleAfter, 1, 1<<20)
+		if dp.NetNS != "" && dp.PID != 0 {
+			c.fail(key+".netns", "only used when launching (command), not with pid")
+		}
 	}
 
 	if cfg.Metrics.Listen != "" {

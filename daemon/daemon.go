@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/taichi-sched/taichi/config"
+	"github.com/taichi-sched/taichi/dataplane/dpdk"
 	"github.com/taichi-sched/taichi/internal/sdnotify"
 	"github.com/taichi-sched/taichi/kmod"
 	"github.com/taichi-sched/taichi/scheduler"
@@ -76,6 +77,7 @@ type Daemon struct {
 	kmod    *kmod.Device // nil without /dev/taichi
 	mono    scheduler.MonotonicBase
 	loops   []*dpLoop
+	dpdk    []*dpdk.Manager
 	control *controlServer
 	metrics *metricsServer
 	cancel  context.CancelFunc
@@ -201,6 +203,9 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	go d.rescanLoop(runCtx)
 
 	if err := d.startLoops(ctx); err != nil {
+		return err
+	}
+	if err := d.startDPDK(ctx, runCtx); err != nil {
 		return err
 	}
 	if d.override {
@@ -455,8 +460,10 @@ func (d *Daemon) Close() error {
 		errs = append(errs, d.metrics.close())
 	}
 	d.wg.Wait()
-	// DP first: loops stop yielding before the cores leave the CP cpuset.
+	// DP first: loops stop yielding (lcores are promoted) before the cores
+	// leave the CP cpuset.
 	d.stopLoops()
+	d.stopDPDK()
 	if d.kmod != nil {
 		d.kmod.Close()
 	}

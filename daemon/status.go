@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/taichi-sched/taichi/dataplane"
+	"github.com/taichi-sched/taichi/dataplane/dpdk"
 	"github.com/taichi-sched/taichi/probe"
 	"github.com/taichi-sched/taichi/scheduler"
 )
@@ -21,16 +22,17 @@ const (
 
 // Status is what `taichi status` shows.
 type Status struct {
-	Version  string       `json:"version"`
-	PID      int          `json:"pid"`
-	Uptime   string       `json:"uptime"`
-	Policy   string       `json:"policy"`
-	Override bool         `json:"policy_override,omitempty"`
-	Pool     PoolStatus   `json:"pool"`
-	Cores    []CoreStatus `json:"cores"`
-	Loops    []LoopStatus `json:"loops,omitempty"`
-	Probe    ProbeStatus  `json:"probe"`
-	Kmod     *KmodStatus  `json:"kmod,omitempty"`
+	Version  string        `json:"version"`
+	PID      int           `json:"pid"`
+	Uptime   string        `json:"uptime"`
+	Policy   string        `json:"policy"`
+	Override bool          `json:"policy_override,omitempty"`
+	Pool     PoolStatus    `json:"pool"`
+	Cores    []CoreStatus  `json:"cores"`
+	Loops    []LoopStatus  `json:"loops,omitempty"`
+	DPDK     []dpdk.Status `json:"dpdk,omitempty"`
+	Probe    ProbeStatus   `json:"probe"`
+	Kmod     *KmodStatus   `json:"kmod,omitempty"`
 	// Scheduler is the policy engine's full snapshot (per-core knobs,
 	// latency histograms, guard and flap state).
 	Scheduler scheduler.Snapshot `json:"scheduler"`
@@ -106,6 +108,7 @@ func (d *Daemon) Status() Status {
 		Probe:     ProbeStatus{Backend: d.cfg.Probe.Backend, State: "off"},
 		Scheduler: d.sched.Snapshot(),
 		Kmod:      d.kmodStatus(),
+		DPDK:      d.dpdkStatus(),
 	}
 	st.Policy = st.Scheduler.Policy
 	var poolCPUs []int
@@ -157,7 +160,7 @@ func (d *Daemon) Status() Status {
 			Hold: c.Hold.String(), LentSeconds: c.LentTotal.Seconds(), GuardTrips: c.GuardTrips,
 			WakeP99us: float64(c.WakeLatency.P99) / float64(time.Microsecond),
 		}
-		if cs.InPool && d.loopOn(c.CPU) == nil {
+		if cs.InPool && d.loopOn(c.CPU) == nil && !d.dpdkOn(c.CPU) {
 			// No DP loop runs there: the whole core is CP's while it is in the pool.
 			cs.State = StateLent
 		}

@@ -167,4 +167,10 @@ func printStatus(w io.Writer, st *daemon.Status) {
 		}
 		tw.Flush()
 	}
+	for _, a := range st.DPDK {
+		fmt.Fprintf(w, "\nDPDK %s  pid %d  running %v  reapplied %d %s\n", a.Name, a.PID, a.Running, a.Reapplied, a.Error)
+		for _, th := range a.Threads {
+			fmt.Fprintf(w, "  lcore %-14s tid %-7d cpu %d  %s/%d  pinned %v  lent %v\n", th.Name, th.TID, th.CPU, th.Policy, th.Priority, th.Pinned, th.Demoted)
+		}
+	}
 }
