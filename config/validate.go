@@ -211,6 +211,17 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 		}
 	}
 
+	if cfg.Probe.Backend == ProbeXDP || cfg.Probe.Backend == ProbeCounters {
+		probed := map[string]string{}
+		for i, l := range cfg.Dataplane.Loops {
+			iface, ns := cfg.ProbeInterfaceFor(l)
+			id := ns + "/" + iface
+			if other, ok := probed[id]; ok {
+				c.fail(fmt.Sprintf("dataplane.loops[%d]", i), "its probe interface %q (netns %q) already feeds loop %s; each DP loop needs its own probed interface", iface, ns, other)
+			}
+			probed[id] = l.Name
+		}
+	}
 	if cfg.Metrics.Listen != "" {
 		if _, port, err := net.SplitHostPort(cfg.Metrics.Listen); err != nil {
 			c.fail("metrics.listen", "want host:port, got %q", cfg.Metrics.Listen)
@@ -304,4 +315,15 @@ func (cfg *Config) resolveCores(c *checker, topo *topology.Topology) {
 		return
 	}
 	cfg.DPCPUs, cfg.CPCPUs = dp, cp
+}
+
+// ProbeInterfaceFor is the interface (and its netns) whose probe warns loop
+// l: the probe.interfaces entry for l's core, else l's own RX interface.
+func (cfg *Config) ProbeInterfaceFor(l Loop) (iface, netns string) {
+	for _, pi := range cfg.Probe.Interfaces {
+		if pi.CPU == l.CPU {
+			return pi.Iface, pi.NetNS
+		}
+	}
+	return l.Iface, l.NetNS
 }

@@ -51,13 +51,8 @@ func (d *Daemon) hostSpec(l config.Loop) host.Spec {
 	switch d.cfg.Probe.Backend {
 	case config.ProbeXDP, config.ProbeCounters:
 		spec.ProbeBackend = d.cfg.Probe.Backend
-		spec.Probe = probe.Options{Iface: l.Iface, NetNS: l.NetNS, Interval: d.cfg.Probe.CountersInterval.D()}
-		for _, pi := range d.cfg.Probe.Interfaces {
-			if pi.CPU == l.CPU {
-				spec.Probe.Iface, spec.Probe.NetNS = pi.Iface, pi.NetNS
-				break
-			}
-		}
+		iface, ns := d.cfg.ProbeInterfaceFor(l)
+		spec.Probe = probe.Options{Iface: iface, NetNS: ns, Interval: d.cfg.Probe.CountersInterval.D()}
 	}
 	return spec
 }
