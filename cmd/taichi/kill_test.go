@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/taichi-sched/taichi/dataplane"
 	"github.com/taichi-sched/taichi/dataplane/host"
 	"github.com/taichi-sched/taichi/testbed"
 	"github.com/taichi-sched/taichi/trafficgen"
@@ -78,9 +79,13 @@ dataplane:
 	}()
 
 	rng := rand.New(rand.NewPCG(uint64(os.Getpid()), 7))
+	phaseStart := dataplane.MonotonicNow()
+	var moments []string // when each kill and restart happened, to place a stall
+	mark := func(what string) { moments = append(moments, fmt.Sprintf("%s@%d", what, dataplane.MonotonicNow()/1e6)) }
 	for i := 0; i < 20; i++ {
 		time.Sleep(time.Duration(100+rng.IntN(300)) * time.Millisecond)
 		before, _ := client.Snapshot()
+		mark(fmt.Sprintf("kill%d", i))
 		d.Process.Signal(syscall.SIGKILL)
 		d.Wait()
 		if err := syscall.Kill(hostPID, 0); err != nil {
@@ -99,12 +104,16 @@ dataplane:
 		if !progressed {
 			t.Fatalf("kill %d: DP loop made no progress without the daemon", i)
 		}
+		mark(fmt.Sprintf("start%d", i))
 		d = e.start(t)
+		mark(fmt.Sprintf("ready%d", i))
 		st := e.status(t)
 		if len(st.Loops) != 1 || st.Loops[0].PID != hostPID {
 			t.Fatalf("kill %d: restarted daemon did not adopt the running loop (pid %d): %+v", i, hostPID, st.Loops)
 		}
 	}
+	phaseEnd := dataplane.MonotonicNow()
+	time.Sleep(10 * host.Tick)
 	final, _ := client.Snapshot()
 	wcancel()
 	wg.Wait()
@@ -118,8 +127,13 @@ dataplane:
 	if final.Loop.Packets == 0 || final.Loop.Yields == 0 {
 		t.Errorf("no lending workload: packets %d yields %d", final.Loop.Packets, final.Loop.Yields)
 	}
-	if stall > 10*time.Millisecond {
-		t.Errorf("DP loop progress stalled %v (not explained by steal)", stall)
+	// Stalls while the daemon was being killed and restarted (a stall that
+	// ended before the first kill belongs to the start, reported above).
+	for _, s := range final.Progress.Recent {
+		if s.EndNs-s.Ns >= phaseStart && s.EndNs <= phaseEnd+int64(10*time.Millisecond) && s.Ns > int64(10*time.Millisecond) {
+			t.Errorf("DP loop progress stalled %v, ending at %dms (not explained by steal); kills and restarts (ms): %s",
+				time.Duration(s.Ns), s.EndNs/1e6, strings.Join(moments, " "))
+		}
 	}
 	if rep.Sent > 0 && float64(rep.Lost) > 0.005*float64(rep.Sent) {
 		t.Errorf("lost %d of %d packets across the kills", rep.Lost, rep.Sent)

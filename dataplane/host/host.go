@@ -89,11 +89,25 @@ type Snapshot struct {
 // the DP core explains (a paravirtual CPU the hypervisor descheduled).
 type Progress struct {
 	MaxStallNs int64 `json:"max_stall_ns"`
+	// MaxStallEndNs is when the longest stall ended (CLOCK_MONOTONIC).
+	MaxStallEndNs int64 `json:"max_stall_end_ns"`
+	// Recent are the last counted stalls longer than ExcuseAbove, oldest
+	// first, so a stall can be placed against events.
+	Recent []Stall `json:"recent,omitempty"`
 	// Excused counts stalls over ExcuseAbove left out for those reasons.
 	Excused uint64 `json:"excused"`
 	// StealNs is the DP core's steal time while this host ran.
 	StealNs int64 `json:"steal_ns"`
 }
+
+// Stall is one stretch without loop progress.
+type Stall struct {
+	EndNs int64 `json:"end_ns"` // CLOCK_MONOTONIC
+	Ns    int64 `json:"ns"`
+}
+
+// recentStalls bounds Progress.Recent.
+const recentStalls = 32
 
 // ExcuseAbove: shorter stalls are always counted (the tick sees them fine).
 const ExcuseAbove = 2 * time.Millisecond
@@ -322,8 +336,16 @@ func (h *Host) trackProgress(now int64) {
 		stall := now - h.lastChange
 		if stall > int64(ExcuseAbove) && (h.tickLate || h.stealSince(h.lastChange) > 0) {
 			h.prog.Excused++
-		} else if stall > h.prog.MaxStallNs {
-			h.prog.MaxStallNs = stall
+		} else {
+			if stall > h.prog.MaxStallNs {
+				h.prog.MaxStallNs, h.prog.MaxStallEndNs = stall, now
+			}
+			if stall > int64(ExcuseAbove) {
+				if len(h.prog.Recent) == recentStalls {
+					h.prog.Recent = append(h.prog.Recent[:0], h.prog.Recent[1:]...)
+				}
+				h.prog.Recent = append(h.prog.Recent, Stall{EndNs: now, Ns: stall})
+			}
 		}
 		h.prog.StealNs = h.steal[(h.stealN-1)%len(h.steal)].steal - h.steal[0].steal
 	}
