@@ -69,7 +69,10 @@ type Daemon struct {
 	// policyOverride is a run-time policy restored from the checkpoint.
 	policyOverride string
 	lent           map[int]bool // DP cores in the CP cpuset (slow path)
-	adoptErr       string
+	// probeDown holds DP cores whose probe failed to attach: they fall back
+	// to static (never lent) and status says why.
+	probeDown map[int]string
+	adoptErr  string
 
 	pool    vcpu.Pool
 	sel     vcpu.Selector
@@ -92,10 +95,11 @@ func New(cfg *config.Config, opts ...Option) (*Daemon, error) {
 		return nil, errors.New("daemon: configuration not loaded/validated (no CP cores resolved)")
 	}
 	d := &Daemon{
-		cfg:    cfg,
-		policy: cfg.Policy,
-		log:    slog.Default(),
-		lent:   map[int]bool{},
+		cfg:       cfg,
+		policy:    cfg.Policy,
+		log:       slog.Default(),
+		lent:      map[int]bool{},
+		probeDown: map[int]string{},
 		// Segments live beside the control socket (/run/taichi/dp by default).
 		dpDir: filepath.Join(filepath.Dir(cfg.Control.Socket), "dp"),
 	}
@@ -330,8 +334,17 @@ func (d *Daemon) SetPolicy(name string) error {
 	return nil
 }
 
+// errProbeDown refuses to lend a core whose probe failed.
+var errProbeDown = errors.New("probe failed on this core: held static")
+
 // Lend implements scheduler.Actuator: add a DP core to the CP cpuset.
 func (d *Daemon) Lend(cpu int) error {
+	d.mu.Lock()
+	why, down := d.probeDown[cpu]
+	d.mu.Unlock()
+	if down {
+		return fmt.Errorf("cpu %d: %w (%s)", cpu, errProbeDown, why)
+	}
 	if err := d.pool.Lend(cpu); err != nil {
 		return err
 	}
@@ -363,6 +376,12 @@ func (d *Daemon) Reclaim(cpu int) error {
 // SetYield implements scheduler.Actuator: the DP loop's fast-path knobs.
 // Cores without a taichi loop (idle cores, DPDK lcores) have none.
 func (d *Daemon) SetYield(cpu int, after int64, slice time.Duration) {
+	d.mu.Lock()
+	_, down := d.probeDown[cpu]
+	d.mu.Unlock()
+	if down {
+		after = -1 // static: the loop never yields its core
+	}
 	if l := d.loopOn(cpu); l != nil {
 		l.client.SetYield(after, slice)
 	}

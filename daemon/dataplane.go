@@ -66,6 +66,12 @@ func (d *Daemon) startLoops(ctx context.Context) error {
 			return fmt.Errorf("dataplane.loops %s: %w", l.Name, err)
 		}
 		d.loops = append(d.loops, dl)
+		if why := dl.probeError(); why != "" {
+			d.mu.Lock()
+			d.probeDown[l.CPU] = why
+			d.mu.Unlock()
+			d.log.Error("probe failed; this DP core falls back to static (never lent)", "loop", l.Name, "cpu", l.CPU, "err", why)
+		}
 		d.log.Info("DP loop ready", "name", l.Name, "cpu", l.CPU, "iface", l.Iface, "pid", dl.client.PID(), "tid", dl.client.TID(), "in_process", dl.inproc != nil)
 	}
 	return nil
@@ -238,4 +244,20 @@ func (d *Daemon) loopOn(cpu int) *dpLoop {
 		}
 	}
 	return nil
+}
+
+// probeError waits for the host's first published stats and returns its
+// probe error, if any ("" when the probe runs or none was asked for).
+func (l *dpLoop) probeError() string {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		snap, err := l.client.Snapshot()
+		if err == nil {
+			return snap.ProbeErr
+		}
+		if time.Now().After(deadline) {
+			return ""
+		}
+		time.Sleep(host.Tick)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,22 +21,24 @@ import (
 type statusCollector struct {
 	d                                            *Daemon
 	state, lent, reclaims, members, harvest, bld *prometheus.Desc
+	probeDown                                    *prometheus.Desc
 }
 
 func newStatusCollector(d *Daemon) *statusCollector {
 	return &statusCollector{
-		d:        d,
-		state:    prometheus.NewDesc("taichi_core_state", "1 for the state each CPU is in.", []string{"cpu", "role", "state"}, nil),
-		lent:     prometheus.NewDesc("taichi_lent_seconds_total", "Seconds a DP core spent lent to the control plane.", []string{"cpu"}, nil),
-		reclaims: prometheus.NewDesc("taichi_reclaims_total", "DP core reclaims by cause.", []string{"cpu", "cause"}, nil),
-		members:  prometheus.NewDesc("taichi_cp_tasks", "Processes in the CP pool.", nil, nil),
-		harvest:  prometheus.NewDesc("taichi_harvested_cp_seconds_total", "CP CPU seconds run on DP cores.", nil, nil),
-		bld:      prometheus.NewDesc("taichi_build_info", "Build information.", []string{"version", "goversion", "policy"}, nil),
+		d:         d,
+		state:     prometheus.NewDesc("taichi_core_state", "1 for the state each CPU is in.", []string{"cpu", "role", "state"}, nil),
+		lent:      prometheus.NewDesc("taichi_lent_seconds_total", "Seconds a DP core spent lent to the control plane.", []string{"cpu"}, nil),
+		reclaims:  prometheus.NewDesc("taichi_reclaims_total", "DP core reclaims by cause.", []string{"cpu", "cause"}, nil),
+		members:   prometheus.NewDesc("taichi_cp_tasks", "Processes in the CP pool.", nil, nil),
+		harvest:   prometheus.NewDesc("taichi_harvested_cp_seconds_total", "CP CPU seconds run on DP cores.", nil, nil),
+		bld:       prometheus.NewDesc("taichi_build_info", "Build information.", []string{"version", "goversion", "policy"}, nil),
+		probeDown: prometheus.NewDesc("taichi_probe_failed", "1 when the DP core's probe failed and the core is held static.", []string{"cpu"}, nil),
 	}
 }
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.state, c.lent, c.reclaims, c.members, c.harvest, c.bld} {
+	for _, d := range []*prometheus.Desc{c.state, c.lent, c.reclaims, c.members, c.harvest, c.bld, c.probeDown} {
 		ch <- d
 	}
 }
@@ -49,6 +52,11 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		ch <- prometheus.MustNewConstMetric(c.lent, prometheus.CounterValue, core.LentSeconds, cpu)
+		down := 0.0
+		if strings.HasPrefix(core.Hold, "probe-failed") {
+			down = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.probeDown, prometheus.GaugeValue, down, cpu)
 		for cause, n := range core.Reclaims {
 			ch <- prometheus.MustNewConstMetric(c.reclaims, prometheus.CounterValue, float64(n), cpu, cause)
 		}

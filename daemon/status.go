@@ -160,6 +160,11 @@ func (d *Daemon) Status() Status {
 			Hold: c.Hold.String(), LentSeconds: c.LentTotal.Seconds(), GuardTrips: c.GuardTrips,
 			WakeP99us: float64(c.WakeLatency.P99) / float64(time.Microsecond),
 		}
+		d.mu.Lock()
+		if why, down := d.probeDown[c.CPU]; down {
+			cs.Hold = "probe-failed: " + why
+		}
+		d.mu.Unlock()
 		if cs.InPool && d.loopOn(c.CPU) == nil && !d.dpdkOn(c.CPU) {
 			// No DP loop runs there: the whole core is CP's while it is in the pool.
 			cs.State = StateLent
