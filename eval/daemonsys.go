@@ -39,9 +39,13 @@ func (s *DaemonSystem) Place(pid int) error {
 func (s *DaemonSystem) Snapshot() (Snapshot, error) {
 	st := s.D.Status()
 	snap := Snapshot{At: time.Now(), CPOnDPS: st.Pool.HarvestedCPSeconds, CPCPUS: -1, DPBusyS: -1}
+	snap.Reclaims = map[string]uint64{}
 	for _, c := range st.Cores {
 		if c.Role == "dp" {
 			snap.LentS += c.LentSeconds
+			for cause, n := range c.Reclaims {
+				snap.Reclaims[cause] += n
+			}
 		}
 	}
 	if len(st.Loops) > 0 {

@@ -144,7 +144,7 @@ func dataplaneRun(ctx context.Context, env *Env, cfg DataplaneConfig, policy str
 	if serr == nil && aerr == nil {
 		d := after.Sub(before)
 		run.WallS = d.WallS
-		run.LentS, run.CPCPUS, run.HarvestedCPS = d.LentS, d.CPCPUS, d.CPOnDPS
+		run.LentS, run.CPCPUS, run.HarvestedCPS, run.Reclaims = d.LentS, d.CPCPUS, d.CPOnDPS, d.Reclaims
 		run.DP.IdleShare = idleShare(d, len(sys.DPCores()), load)
 	} else {
 		run.DP.IdleShare = 1 - load

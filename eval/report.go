@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -77,10 +78,12 @@ type Run struct {
 	// run beside the CP load: an independent view of the same question.
 	CyclictestUS *Percentiles `json:"cyclictest_us,omitempty"`
 
-	LentS        float64 `json:"lent_s"`         // DP-core seconds lent to CP
-	HarvestedCPS float64 `json:"harvested_cp_s"` // CP CPU seconds that ran on DP cores
-	CPCPUS       float64 `json:"cp_cpu_s"`       // CP CPU seconds in total
-	WallS        float64 `json:"wall_s"`
+	LentS float64 `json:"lent_s"` // DP-core seconds lent to CP
+	// Reclaims counts lent periods ended during the run, by cause.
+	Reclaims     map[string]uint64 `json:"reclaims,omitempty"`
+	HarvestedCPS float64           `json:"harvested_cp_s"` // CP CPU seconds that ran on DP cores
+	CPCPUS       float64           `json:"cp_cpu_s"`       // CP CPU seconds in total
+	WallS        float64           `json:"wall_s"`
 	// CapacityBound = 1 + DP idle share × DP cores / CP cores: the best CP
 	// speedup borrowing could give; SpeedupVsStatic is what this run got
 	// (static's startup p50 at the same density over this run's).
@@ -232,17 +235,17 @@ func WriteMarkdown(w io.Writer, r *Report) {
 				num(run.LentS), num(run.HarvestedCPS))
 		}
 	default:
-		fmt.Fprintln(w, "| policy | load | CP load | DP pps (offered) | loss | DP p50 µs | DP p99 µs | DP max µs | cyclictest p50 µs | p99 µs | max µs | lent s | harvested CP s |")
-		fmt.Fprintln(w, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+		fmt.Fprintln(w, "| policy | load | CP load | DP pps (offered) | loss | DP p50 µs | DP p99 µs | DP max µs | cyclictest p50 µs | p99 µs | max µs | lent s | harvested CP s | reclaims by cause |")
+		fmt.Fprintln(w, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 		for _, run := range r.Runs {
 			c := Percentiles{}
 			if run.CyclictestUS != nil {
 				c = *run.CyclictestUS
 			}
-			fmt.Fprintf(w, "| %s | %s | %s | %s (%s) | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			fmt.Fprintf(w, "| %s | %s | %s | %s (%s) | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 				run.Policy, num(run.Load), run.CPLoad, num(run.DP.PPS), num(run.DP.OfferedPPS), pct(run.DP.Loss),
 				num(run.DP.LatUS.P50), num(run.DP.LatUS.P99), num(run.DP.LatUS.Max),
-				num(c.P50), num(c.P99), num(c.Max), num(run.LentS), num(run.HarvestedCPS))
+				num(c.P50), num(c.P99), num(c.Max), num(run.LentS), num(run.HarvestedCPS), causes(run.Reclaims))
 		}
 	}
 	var errs []string
@@ -289,3 +292,20 @@ func ratio(v float64) string {
 }
 
 func pct(v float64) string { return fmt.Sprintf("%.2f%%", 100*v) }
+
+// causes renders reclaim counts as "probe=3 rx=1", sorted by cause.
+func causes(m map[string]uint64) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
+	}
+	return strings.Join(parts, " ")
+}

@@ -39,11 +39,15 @@ type Snapshot struct {
 	// DPBusyS: seconds the DP loops spent handling packets (summed over
 	// loops); negative when the loop does not report it.
 	DPBusyS float64
+	// Reclaims counts lent periods ended, by cause (probe, rx, slice_end,
+	// guard, load, policy), summed over DP cores.
+	Reclaims map[string]uint64
 }
 
 // Delta is what happened between two snapshots.
 type Delta struct {
 	WallS, LentS, CPCPUS, CPOnDPS, DPBusyS float64
+	Reclaims                               map[string]uint64
 }
 
 // Sub returns s - before, keeping unknown (negative) values unknown.
@@ -55,11 +59,12 @@ func (s Snapshot) Sub(before Snapshot) Delta {
 		return a - b
 	}
 	return Delta{
-		WallS:   s.At.Sub(before.At).Seconds(),
-		LentS:   d(s.LentS, before.LentS),
-		CPCPUS:  d(s.CPCPUS, before.CPCPUS),
-		CPOnDPS: d(s.CPOnDPS, before.CPOnDPS),
-		DPBusyS: d(s.DPBusyS, before.DPBusyS),
+		WallS:    s.At.Sub(before.At).Seconds(),
+		LentS:    d(s.LentS, before.LentS),
+		CPCPUS:   d(s.CPCPUS, before.CPCPUS),
+		CPOnDPS:  d(s.CPOnDPS, before.CPOnDPS),
+		DPBusyS:  d(s.DPBusyS, before.DPBusyS),
+		Reclaims: subCounts(s.Reclaims, before.Reclaims),
 	}
 }
 
@@ -75,3 +80,17 @@ type TrafficSpec struct {
 // (with what it measured so far) when ctx ends, and stop by itself after
 // spec.Duration.
 type Traffic func(ctx context.Context, spec TrafficSpec) (DP, error)
+
+// subCounts is a - b per key, dropping keys that did not move.
+func subCounts(a, b map[string]uint64) map[string]uint64 {
+	out := map[string]uint64{}
+	for k, v := range a {
+		if v > b[k] {
+			out[k] = v - b[k]
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}

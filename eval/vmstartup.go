@@ -267,7 +267,7 @@ func vmStartupRun(ctx context.Context, env *Env, cfg VMStartupConfig, policy str
 	if serr == nil && aerr == nil {
 		d := after.Sub(before)
 		run.WallS = d.WallS
-		run.LentS, run.CPCPUS, run.HarvestedCPS = d.LentS, d.CPCPUS, d.CPOnDPS
+		run.LentS, run.CPCPUS, run.HarvestedCPS, run.Reclaims = d.LentS, d.CPCPUS, d.CPOnDPS, d.Reclaims
 		run.DP.IdleShare = idleShare(d, len(sys.DPCores()), cfg.DPLoad)
 	} else {
 		run.DP.IdleShare = 1 - cfg.DPLoad
