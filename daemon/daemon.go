@@ -179,6 +179,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		d.reconcileCheckpoint(cp)
 	}
 	pinToCores(d.cfg.CPCPUs, d.log)
+	d.escapeRTGroup()
 	if err := d.openKmod(); err != nil {
 		return err
 	}
