@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"os"
 	"os/exec"
 	"strconv"
 	"sync"
@@ -104,18 +105,26 @@ func dataplaneRun(ctx context.Context, env *Env, cfg DataplaneConfig, policy str
 		run.Error = fmt.Sprintf("set policy: %v", err)
 		return run
 	}
+	// stress-ng's dentry storm works in a directory of ours, removed after
+	// (a killed stressor leaves its files behind).
+	stressDir, terr := os.MkdirTemp("", "taichi-stress-")
+	if terr != nil {
+		run.addErr(terr)
+		return run
+	}
 	cpCtx, stopCP := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() {
 		stopCP()
 		wg.Wait()
+		os.RemoveAll(stressDir)
 		env.settle(ctx)
 	}()
 	if withCP {
 		run.CPLoad = cpLoadName
 		bound := cfg.Duration + max(0, cfg.Cyclictest) + 30*time.Second
 		loads := [][]string{
-			{"stress-ng", "--dentry", "2", "--timeout", strconv.Itoa(int(bound.Seconds())) + "s", "--quiet"},
+			{"stress-ng", "--dentry", "2", "--temp-path", stressDir, "--timeout", strconv.Itoa(int(bound.Seconds())) + "s", "--quiet"},
 			append(append([]string(nil), env.GoHelper...), "mmap", "128", "100000"),
 		}
 		for _, argv := range loads {
