@@ -56,3 +56,22 @@ func ownCgroup(ctrl string) string {
 	}
 	return ""
 }
+
+// warnRTThrottling tells operators when the kernel's RT throttling will
+// stop a DP loop that never yields (static, or a benched core) for
+// 1 - runtime/period of every period: tens of ms every second by default.
+func (d *Daemon) warnRTThrottling() {
+	if len(d.cfg.Dataplane.Loops) == 0 && len(d.cfg.Dataplane.DPDK) == 0 {
+		return
+	}
+	b, err := os.ReadFile("/proc/sys/kernel/sched_rt_runtime_us")
+	if err != nil {
+		return
+	}
+	rt, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || rt < 0 {
+		return
+	}
+	d.log.Warn("RT throttling is on: a DP loop that busy-polls is stopped for part of every second; on DP hosts set kernel.sched_rt_runtime_us=-1",
+		"sched_rt_runtime_us", rt)
+}
