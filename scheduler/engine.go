@@ -40,10 +40,11 @@ const (
 	EvLoad                       // load sample (Interval, BusyFraction, Packets)
 	EvLatency                    // an SLO measurement for CPU's traffic (Latency)
 	EvHarvested                  // cumulative CP CPU time on CPU while lent (Harvested)
+	EvProbeDown                  // the core's probe failed (ProbeDown true) or runs again (false)
 	numEventKinds
 )
 
-var eventKindNames = [numEventKinds]string{"idle", "busy", "yield", "wake", "probe", "load", "latency", "harvested"}
+var eventKindNames = [numEventKinds]string{"idle", "busy", "yield", "wake", "probe", "load", "latency", "harvested", "probe-down"}
 
 func (k EventKind) String() string {
 	if k >= 0 && k < numEventKinds {
@@ -65,6 +66,7 @@ type Event struct {
 	BusyFraction float64       // EvLoad: 0..1 (DPDK: non-idle share of the interval)
 	Packets      int64         // EvLoad: packets in the interval
 	Harvested    time.Duration // EvHarvested: cumulative CP CPU time
+	ProbeDown    bool          // EvProbeDown
 }
 
 // core is one DP core's state; only the engine touches it.
@@ -74,6 +76,8 @@ type core struct {
 	since time.Time
 	// blocked: the loop yielded while the core was not lendable (IDLE).
 	blocked bool
+	// probeDown: the core's probe failed; every policy holds it static.
+	probeDown bool
 
 	inCPUSet bool
 	// cpusetKnown: a Lend or Reclaim has succeeded, so inCPUSet is fact; a
@@ -233,7 +237,7 @@ func (e *engine) deadline(c *core) (time.Time, bool) {
 	if c.state == Reclaiming {
 		consider(c.reclaimBy)
 	}
-	if e.started && !c.retryAt.IsZero() && e.pol.plan(c, &e.p).InCPUSet != c.inCPUSet {
+	if e.started && !c.retryAt.IsZero() && e.planFor(c).InCPUSet != c.inCPUSet {
 		consider(c.retryAt)
 	}
 	return best, found
@@ -319,6 +323,11 @@ func (e *engine) handle(ev Event) {
 		e.sloSample(c, at, ev.Latency)
 	case EvHarvested:
 		c.harvest = ev.Harvested
+	case EvProbeDown:
+		if c.probeDown != ev.ProbeDown {
+			c.probeDown = ev.ProbeDown
+			e.apply(c, false)
+		}
 	default:
 		return
 	}
@@ -530,11 +539,21 @@ func (e *engine) loadSample(c *core, ev Event, at time.Time) {
 	}
 }
 
+// planFor is the policy's plan for c, except that a core whose probe
+// failed is never lent, whatever the policy.
+func (e *engine) planFor(c *core) Plan {
+	plan := e.pol.plan(c, &e.p)
+	if c.probeDown {
+		plan = Plan{InCPUSet: false, YieldAfter: -1, Slice: plan.Slice, Hold: HoldProbe}
+	}
+	return plan
+}
+
 // apply brings a core to the policy's plan. force re-issues everything
 // (policy start or switch). Slow-path calls happen only when membership
 // changes, and not again before ActuatorRetry after a failure.
 func (e *engine) apply(c *core, force bool) {
-	plan := e.pol.plan(c, &e.p)
+	plan := e.planFor(c)
 	now := e.now
 	knobsForced := false
 	if !plan.InCPUSet && c.state == Lent {

@@ -217,6 +217,23 @@ func (s *Scheduler) Harvested(cpu int, at time.Time, total time.Duration) bool {
 	return s.Post(Event{Kind: EvHarvested, CPU: cpu, At: at, Harvested: total})
 }
 
+// ProbeDown reports that cpu's probe failed (down true) or runs again:
+// a core without its probe falls back to static under every policy. Before
+// Run it takes effect at once, so the core is never lent even briefly.
+func (s *Scheduler) ProbeDown(cpu int, at time.Time, down bool) bool {
+	s.mu.Lock()
+	if !s.running {
+		defer s.mu.Unlock()
+		c, ok := s.e.byCPU[cpu]
+		if ok {
+			c.probeDown = down
+		}
+		return ok
+	}
+	s.mu.Unlock()
+	return s.Post(Event{Kind: EvProbeDown, CPU: cpu, At: at, ProbeDown: down})
+}
+
 // SetPolicy switches the policy by name and re-applies every core's slow
 // path. Running: it returns once applied. Not running: the policy is stored
 // and applied when Run starts. Unknown names change nothing.

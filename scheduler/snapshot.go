@@ -124,7 +124,7 @@ func (e *engine) coreSnapshot(c *core, now time.Time) CoreSnapshot {
 	}
 	return CoreSnapshot{
 		CPU: c.cpu, State: c.state, Since: c.since, Policy: e.pol.Name(),
-		Hold: e.pol.plan(c, &e.p).Hold, InCPUSet: c.inCPUSet, YieldAfter: c.yield, Slice: c.knobSlice,
+		Hold: e.planFor(c).Hold, InCPUSet: c.inCPUSet, YieldAfter: c.yield, Slice: c.knobSlice,
 		Threshold: c.threshold, CurrentSlice: c.slice, EmptyPolls: c.emptyPolls,
 		LentTotal: lent, Lends: c.lends, Reclaims: reclaims, ReclaimTimeouts: c.timeouts,
 		CPUSetLends: c.cpusetLends, CPUSetReclaims: c.cpusetBacks, Probes: c.probes,

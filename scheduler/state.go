@@ -160,10 +160,11 @@ const (
 	HoldGuard       // benched by the SLO guard
 	HoldLoad        // sustained high DP load
 	HoldFlap        // too many lend cycles: kept in DP for a while (cpuset untouched)
+	HoldProbe       // the core's probe failed: held static
 	numHolds
 )
 
-var holdNames = [numHolds]string{"", "policy", "guard", "load", "flap"}
+var holdNames = [numHolds]string{"", "policy", "guard", "load", "flap", "probe"}
 
 func (h Hold) String() string {
 	if h >= 0 && h < numHolds {
