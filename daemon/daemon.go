@@ -68,9 +68,8 @@ type Daemon struct {
 	policy   string // the policy in force (the scheduler's, copied: actuator calls must not call back into it)
 	// policyOverride is a run-time policy restored from the checkpoint.
 	policyOverride string
-	lent           map[int]bool // DP cores in the CP cpuset (slow path)
-	// probeDown holds DP cores whose probe failed to attach: they fall back
-	// to static (never lent) and status says why.
+	// probeDown keeps why a DP core's probe failed, for status; the
+	// scheduler holds such a core static.
 	probeDown map[int]string
 	adoptErr  string
 
@@ -98,7 +97,6 @@ func New(cfg *config.Config, opts ...Option) (*Daemon, error) {
 		cfg:       cfg,
 		policy:    cfg.Policy,
 		log:       slog.Default(),
-		lent:      map[int]bool{},
 		probeDown: map[int]string{},
 		// Segments live beside the control socket (/run/taichi/dp by default).
 		dpDir: filepath.Join(filepath.Dir(cfg.Control.Socket), "dp"),
@@ -336,40 +334,23 @@ func (d *Daemon) SetPolicy(name string) error {
 	return nil
 }
 
-// errProbeDown refuses to lend a core whose probe failed.
-var errProbeDown = errors.New("probe failed on this core: held static")
-
 // Lend implements scheduler.Actuator: add a DP core to the CP cpuset.
-func (d *Daemon) Lend(cpu int) error {
-	d.mu.Lock()
-	why, down := d.probeDown[cpu]
-	d.mu.Unlock()
-	if down {
-		return fmt.Errorf("cpu %d: %w (%s)", cpu, errProbeDown, why)
-	}
-	if err := d.pool.Lend(cpu); err != nil {
-		return err
-	}
-	d.mu.Lock()
-	changed := !d.lent[cpu]
-	d.lent[cpu] = true
-	d.mu.Unlock()
-	if changed {
-		d.checkpoint()
-	}
-	return nil
-}
+func (d *Daemon) Lend(cpu int) error { return d.setLent(cpu, true) }
 
 // Reclaim implements scheduler.Actuator: take a DP core out of the CP cpuset.
-func (d *Daemon) Reclaim(cpu int) error {
-	if err := d.pool.Reclaim(cpu); err != nil {
+func (d *Daemon) Reclaim(cpu int) error { return d.setLent(cpu, false) }
+
+// setLent writes the pool and checkpoints when membership changed.
+func (d *Daemon) setLent(cpu int, lend bool) error {
+	was := slices.Contains(d.pool.CPUs(), cpu)
+	write := d.pool.Reclaim
+	if lend {
+		write = d.pool.Lend
+	}
+	if err := write(cpu); err != nil {
 		return err
 	}
-	d.mu.Lock()
-	changed := d.lent[cpu]
-	delete(d.lent, cpu)
-	d.mu.Unlock()
-	if changed {
+	if was != lend {
 		d.checkpoint()
 	}
 	return nil
@@ -378,12 +359,6 @@ func (d *Daemon) Reclaim(cpu int) error {
 // SetYield implements scheduler.Actuator: the DP loop's fast-path knobs.
 // Cores without a taichi loop (idle cores, DPDK lcores) have none.
 func (d *Daemon) SetYield(cpu int, after int64, slice time.Duration) {
-	d.mu.Lock()
-	_, down := d.probeDown[cpu]
-	d.mu.Unlock()
-	if down {
-		after = -1 // static: the loop never yields its core
-	}
 	if l := d.loopOn(cpu); l != nil {
 		l.client.SetYield(after, slice)
 	}
@@ -450,11 +425,14 @@ func (d *Daemon) Adopt(pids []int) (int, error) { return d.pool.Adopt(pids) }
 func (d *Daemon) checkpoint() {
 	d.mu.Lock()
 	cp := Checkpoint{PID: os.Getpid(), Policy: d.policy, Override: d.override, Config: d.cfg.Policy, Saved: time.Now()}
-	for cpu := range d.lent {
-		cp.Lent = append(cp.Lent, cpu)
-	}
 	d.mu.Unlock()
-	slices.Sort(cp.Lent)
+	if d.pool != nil {
+		for _, cpu := range d.pool.CPUs() {
+			if slices.Contains(d.cfg.DPCPUs, cpu) {
+				cp.Lent = append(cp.Lent, cpu)
+			}
+		}
+	}
 	if err := saveCheckpoint(d.cfg.StateDir, cp); err != nil {
 		d.log.Warn("checkpoint not saved", "err", err)
 	}

@@ -70,6 +70,7 @@ func (d *Daemon) startLoops(ctx context.Context) error {
 			d.mu.Lock()
 			d.probeDown[l.CPU] = why
 			d.mu.Unlock()
+			d.sched.ProbeDown(l.CPU, time.Time{}, true)
 			d.log.Error("probe failed; this DP core falls back to static (never lent)", "loop", l.Name, "cpu", l.CPU, "err", why)
 		}
 		d.log.Info("DP loop ready", "name", l.Name, "cpu", l.CPU, "iface", l.Iface, "pid", dl.client.PID(), "tid", dl.client.TID(), "in_process", dl.inproc != nil)
