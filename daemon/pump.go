@@ -70,11 +70,8 @@ func (d *Daemon) sampleLoad() {
 		}
 		l.lastAt, l.lastBusy, l.lastPackets = at, snap.Loop.Busy, snap.Loop.Packets
 	}
-	if u, err := d.pool.Usage(); err == nil && u.PerCPUAvailable {
-		for _, cpu := range d.cfg.DPCPUs {
-			if cpu < len(u.PerCPU) {
-				d.sched.Harvested(cpu, now, u.PerCPU[cpu])
-			}
-		}
+	per, _ := d.harvestedPerDPCore()
+	for cpu, t := range per {
+		d.sched.Harvested(cpu, now, t)
 	}
 }

@@ -185,15 +185,29 @@ func (d *Daemon) Status() Status {
 
 // harvested sums CP CPU time on DP cores, or -1 when unknown.
 func (d *Daemon) harvested() float64 {
-	u, err := d.pool.Usage()
-	if err != nil || !u.PerCPUAvailable {
+	per, ok := d.harvestedPerDPCore()
+	if !ok {
 		return -1
 	}
 	var sum time.Duration
-	for _, cpu := range d.cfg.DPCPUs {
-		if cpu < len(u.PerCPU) {
-			sum += u.PerCPU[cpu]
-		}
+	for _, t := range per {
+		sum += t
 	}
 	return sum.Seconds()
+}
+
+// harvestedPerDPCore is the CP cgroup's CPU time on each DP core; false
+// where the kernel reports only a total (cgroup v2).
+func (d *Daemon) harvestedPerDPCore() (map[int]time.Duration, bool) {
+	u, err := d.pool.Usage()
+	if err != nil || !u.PerCPUAvailable {
+		return nil, false
+	}
+	per := map[int]time.Duration{}
+	for _, cpu := range d.cfg.DPCPUs {
+		if cpu < len(u.PerCPU) {
+			per[cpu] = u.PerCPU[cpu]
+		}
+	}
+	return per, true
 }
