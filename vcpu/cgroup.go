@@ -235,8 +235,14 @@ func (p *cgroupPool) checkDP(op string, cpu int) error {
 	return nil
 }
 
-func (p *cgroupPool) Lend(cpu int) error {
-	if err := p.checkDP("Lend", cpu); err != nil {
+func (p *cgroupPool) Lend(cpu int) error { return p.setLent("Lend", cpu, true) }
+
+func (p *cgroupPool) Reclaim(cpu int) error { return p.setLent("Reclaim", cpu, false) }
+
+// setLent writes the pool's CPU set with cpu lent or not; on a failed write
+// the core keeps the membership it had (as far as the kernel knows).
+func (p *cgroupPool) setLent(op string, cpu int, lend bool) error {
+	if err := p.checkDP(op, cpu); err != nil {
 		return err
 	}
 	p.mu.Lock()
@@ -245,34 +251,20 @@ func (p *cgroupPool) Lend(cpu int) error {
 		return err
 	}
 	was := p.lent[cpu]
-	p.lent[cpu] = true
+	p.setMember(cpu, lend)
 	if err := p.writeCPUs(); err != nil {
-		if !was {
-			delete(p.lent, cpu)
-		}
+		p.setMember(cpu, was)
 		return err
 	}
 	return nil
 }
 
-func (p *cgroupPool) Reclaim(cpu int) error {
-	if err := p.checkDP("Reclaim", cpu); err != nil {
-		return err
+func (p *cgroupPool) setMember(cpu int, lent bool) {
+	if lent {
+		p.lent[cpu] = true
+	} else {
+		delete(p.lent, cpu)
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if err := p.usable(); err != nil {
-		return err
-	}
-	was := p.lent[cpu]
-	delete(p.lent, cpu)
-	if err := p.writeCPUs(); err != nil {
-		if was {
-			p.lent[cpu] = true // still lent as far as the kernel knows
-		}
-		return err
-	}
-	return nil
 }
 
 func (p *cgroupPool) CPUs() []int {
