@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -88,4 +89,25 @@ func exists(path string) bool {
 // isGone reports an error that means the task exited meanwhile.
 func isGone(err error) bool {
 	return errors.Is(err, syscall.ESRCH) || errors.Is(err, os.ErrNotExist)
+}
+
+// applyClass sets a group's CP class in its cpu directory dir: cpu.idle=1
+// for ClassIdle, else cpu.idle=0 (the kernel rejects a weight on an idle
+// group) and weightFile=weight. It reports whether cpu.idle is missing
+// (before Linux 5.15), so idle must be set per thread with SCHED_IDLE.
+func applyClass(dir, class, weightFile string, weight int) (perThreadIdle bool, err error) {
+	idle := filepath.Join(dir, "cpu.idle")
+	hasIdle := exists(idle)
+	if class == ClassIdle {
+		if !hasIdle {
+			return true, nil
+		}
+		return false, writeValue(idle, "1")
+	}
+	if hasIdle {
+		if err := writeValue(idle, "0"); err != nil {
+			return false, err
+		}
+	}
+	return false, writeInt(filepath.Join(dir, weightFile), weight)
 }

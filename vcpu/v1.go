@@ -83,21 +83,7 @@ func (h *cgroupV1) parentCPUs() ([]int, error) {
 func (h *cgroupV1) cpusFile() string { return filepath.Join(h.cpusetDir, "cpuset.cpus") }
 
 func (h *cgroupV1) applyClass(class string, weight int) (bool, error) {
-	idle := filepath.Join(h.cpuDir, "cpu.idle")
-	hasIdle := exists(idle)
-	if class == ClassIdle {
-		if !hasIdle {
-			return true, nil
-		}
-		return false, writeValue(idle, "1")
-	}
-	// The kernel rejects shares on an idle group: clear idle first.
-	if hasIdle {
-		if err := writeValue(idle, "0"); err != nil {
-			return false, err
-		}
-	}
-	return false, writeInt(filepath.Join(h.cpuDir, "cpu.shares"), weightToShares(weight))
+	return applyClass(h.cpuDir, class, "cpu.shares", weightToShares(weight))
 }
 
 // weightToShares maps cgroup v2 weight (1..10000, 100 normal) onto v1

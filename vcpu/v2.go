@@ -61,20 +61,7 @@ func (h *cgroupV2) parentCPUs() ([]int, error) {
 func (h *cgroupV2) cpusFile() string { return filepath.Join(h.dir, "cpuset.cpus") }
 
 func (h *cgroupV2) applyClass(class string, weight int) (bool, error) {
-	idle := filepath.Join(h.dir, "cpu.idle")
-	hasIdle := exists(idle) // since Linux 5.15
-	if class == ClassIdle {
-		if !hasIdle {
-			return true, nil
-		}
-		return false, writeValue(idle, "1")
-	}
-	if hasIdle {
-		if err := writeValue(idle, "0"); err != nil {
-			return false, err
-		}
-	}
-	return false, writeInt(filepath.Join(h.dir, "cpu.weight"), weight)
+	return applyClass(h.dir, class, "cpu.weight", weight)
 }
 
 // threadGranular: v2 moves whole processes (threaded mode is not used: it
