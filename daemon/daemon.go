@@ -340,15 +340,25 @@ func (d *Daemon) Lend(cpu int) error { return d.setLent(cpu, true) }
 // Reclaim implements scheduler.Actuator: take a DP core out of the CP cpuset.
 func (d *Daemon) Reclaim(cpu int) error { return d.setLent(cpu, false) }
 
-// setLent writes the pool and checkpoints when membership changed.
+// setLent writes the pool and checkpoints when membership changed. The
+// core's DP loop is SCHED_FIFO before CP may run there and goes back to
+// SCHED_OTHER only once CP has left (setLoopClass).
 func (d *Daemon) setLent(cpu int, lend bool) error {
 	was := slices.Contains(d.pool.CPUs(), cpu)
 	write := d.pool.Reclaim
 	if lend {
+		if err := d.setLoopClass(cpu, true); err != nil {
+			return fmt.Errorf("cpu %d: DP loop to SCHED_FIFO before lending: %w", cpu, err)
+		}
 		write = d.pool.Lend
 	}
 	if err := write(cpu); err != nil {
 		return err
+	}
+	if !lend {
+		if err := d.setLoopClass(cpu, false); err != nil {
+			d.log.Warn("DP loop stays SCHED_FIFO on a reclaimed core", "cpu", cpu, "err", err)
+		}
 	}
 	if was != lend {
 		d.checkpoint()

@@ -36,6 +36,18 @@ func SetFIFO(tid, prio int) error {
 	return nil
 }
 
+// SetNormal makes thread tid (0: the calling thread) SCHED_OTHER at nice 0.
+// A DP loop alone on its core (its core not lent) runs this way, busy-polling
+// like an operator's data plane does: never stopped by RT throttling, which
+// limits only real-time threads.
+func SetNormal(tid int) error {
+	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_NORMAL}
+	if err := unix.SchedSetAttr(tid, &attr, 0); err != nil {
+		return fmt.Errorf("sched_setattr SCHED_OTHER: %w", err)
+	}
+	return nil
+}
+
 // ThreadSched describes where a thread runs and how it is scheduled.
 type ThreadSched struct {
 	LastCPU  int    // the CPU it last ran on (/proc stat field 39)

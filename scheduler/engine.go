@@ -306,7 +306,7 @@ func (e *engine) handle(ev Event) {
 	case EvYield:
 		e.step(c, inYield, at)
 	case EvWake:
-		if ev.Wake != WakeTimeout {
+		if ev.Wake != WakeTimeout && ev.Latency >= 0 { // negative: no sample
 			c.wakeHist.add(ev.Latency)
 			e.sloSample(c, at, ev.Latency)
 		}

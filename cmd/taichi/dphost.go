@@ -46,6 +46,7 @@ func init() {
 	f.StringVar(&spec.Loop.Mode, "mode", dataplane.ModeReflect, "reflect or forward")
 	f.StringVar(&spec.Loop.OutIface, "out-iface", "", "forward-mode TX interface")
 	f.IntVar(&spec.Loop.Priority, "priority", dataplane.DefaultPriority, "SCHED_FIFO priority")
+	f.BoolVar(&spec.Loop.StartNormal, "start-normal", false, "start SCHED_OTHER; the daemon raises the loop to SCHED_FIFO while it lends the core")
 	f.StringVar(&spec.ProbeBackend, "probe", "", "probe backend: xdp, counters or empty")
 	f.StringVar(&spec.Probe.Iface, "probe-iface", "", "interface the probe watches")
 	f.StringVar(&spec.Probe.NetNS, "probe-netns", "", "network namespace of the probe interface")
