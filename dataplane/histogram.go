@@ -171,6 +171,16 @@ func (h Histogram) Above(d time.Duration) uint64 {
 	return n
 }
 
+// AtMost returns how many samples were at most d (counting whole buckets
+// that end at or below d, so it never counts a sample above d).
+func (h Histogram) AtMost(d time.Duration) uint64 {
+	var n uint64
+	for i := 0; i < HistBuckets && HistUpper(i) <= int64(d)+1; i++ {
+		n += h.Buckets[i]
+	}
+	return n
+}
+
 // Mean returns the average sample, 0 without samples.
 func (h Histogram) Mean() time.Duration {
 	if h.Count == 0 {

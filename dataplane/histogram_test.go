@@ -124,3 +124,19 @@ func TestHistJSONRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestHistAtMostNeverCountsAbove(t *testing.T) {
+	var h latencyHist
+	for _, v := range []int64{500, 1_000, 1_001, 2_000_000} {
+		h.record(v)
+	}
+	s := h.snapshot()
+	for _, c := range []struct {
+		d    time.Duration
+		want uint64
+	}{{0, 0}, {768 * time.Nanosecond, 1}, {time.Millisecond, 3}, {2 * time.Millisecond, 3}, {time.Second, 4}} {
+		if got := s.AtMost(c.d); got != c.want {
+			t.Errorf("AtMost(%v) = %d, want %d", c.d, got, c.want)
+		}
+	}
+}
