@@ -85,6 +85,8 @@ type Daemon struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	closed  bool
+	// slo is the guard's residence bound and where it came from.
+	slo SLOStatus
 }
 
 // New prepares a daemon for cfg, which must come from config.Load (already
@@ -125,7 +127,10 @@ func schedulerParams(cfg *config.Config) scheduler.Params {
 	p := scheduler.DefaultParams()
 	s := cfg.Scheduler
 	p.Policy = cfg.Policy
-	p.SLO, p.SLOWindow = s.SLO.D(), s.SLOWindow.D()
+	p.SLOWindow = s.SLOWindow.D()
+	if !s.SLO.Auto() {
+		p.SLO = s.SLO.D()
+	} // auto: a placeholder until Start derives it (deriveSLO)
 	p.GuardBackoff, p.GuardBackoffMax = s.GuardBackoff.D(), s.GuardBackoffMax.D()
 	p.IdleThreshold, p.IdleThresholdMin, p.IdleThresholdMax = int64(s.IdleThreshold), int64(s.IdleThresholdMin), int64(s.IdleThresholdMax)
 	p.SliceMin, p.SliceMax = s.SliceMin.D(), s.SliceMax.D()
@@ -210,6 +215,9 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		return err
 	}
 	if err := d.startDPDK(ctx, runCtx); err != nil {
+		return err
+	}
+	if err := d.deriveSLO(); err != nil {
 		return err
 	}
 	if d.override {

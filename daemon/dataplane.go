@@ -28,9 +28,10 @@ type dpLoop struct {
 	inproc *host.Host
 	cancel context.CancelFunc
 
-	// Last load sample, for busy-fraction deltas.
+	// Last load sample, for busy-fraction and residence deltas.
 	lastBusy, lastAt time.Duration
 	lastPackets      uint64
+	lastResidence    dataplane.Histogram
 }
 
 func (d *Daemon) segmentPath(name string) string {

@@ -33,6 +33,8 @@ type Status struct {
 	DPDK     []dpdk.Status `json:"dpdk,omitempty"`
 	Probe    ProbeStatus   `json:"probe"`
 	Kmod     *KmodStatus   `json:"kmod,omitempty"`
+	// SLO is the guard's bound on per-packet RX residence p99.
+	SLO SLOStatus `json:"slo"`
 	// Scheduler is the policy engine's full snapshot (per-core knobs,
 	// latency histograms, guard and flap state).
 	Scheduler scheduler.Snapshot `json:"scheduler"`
@@ -112,6 +114,7 @@ func (d *Daemon) Status() Status {
 		Scheduler: d.sched.Snapshot(),
 		Kmod:      d.kmodStatus(),
 		DPDK:      d.dpdkStatus(),
+		SLO:       d.slo,
 	}
 	st.Policy = st.Scheduler.Policy
 	var poolCPUs []int

@@ -69,6 +69,10 @@ func TestLoopIsRealtimeOnlyWhileLent(t *testing.T) {
 			t.Errorf("%s: loop thread ran on CPU %d, want %d", policy, ts.LastCPU, dp)
 		}
 	}
+	// scheduler.slo is auto by default: derived at start, shown with why.
+	if slo := e.status(t).SLO; slo.Source != "auto" || slo.Value < 250*time.Microsecond || slo.Value > 2*time.Millisecond || slo.Why == "" {
+		t.Errorf("auto SLO in status: %+v", slo)
+	}
 	expect("static", false, unix.SCHED_NORMAL)
 	expect("dynamic", true, unix.SCHED_FIFO)
 	expect("static", false, unix.SCHED_NORMAL)
