@@ -56,17 +56,17 @@ type Cores struct {
 // Scheduler holds the lending policy's tunables.
 type Scheduler struct {
 	SLO              AutoDuration `key:"slo"`
-	SLOWindow        Duration `key:"slo_window"`
-	GuardBackoff     Duration `key:"guard_backoff"`
-	GuardBackoffMax  Duration `key:"guard_backoff_max"`
-	IdleThreshold    int      `key:"idle_threshold"`
-	IdleThresholdMin int      `key:"idle_threshold_min"`
-	IdleThresholdMax int      `key:"idle_threshold_max"`
-	SliceMin         Duration `key:"slice_min"`
-	SliceMax         Duration `key:"slice_max"`
-	FlapLimit        int      `key:"flap_limit"`
-	FlapWindow       Duration `key:"flap_window"`
-	HighLoad         float64  `key:"high_load"`
+	SLOWindow        Duration     `key:"slo_window"`
+	GuardBackoff     Duration     `key:"guard_backoff"`
+	GuardBackoffMax  Duration     `key:"guard_backoff_max"`
+	IdleThreshold    int          `key:"idle_threshold"`
+	IdleThresholdMin int          `key:"idle_threshold_min"`
+	IdleThresholdMax int          `key:"idle_threshold_max"`
+	SliceMin         Duration     `key:"slice_min"`
+	SliceMax         Duration     `key:"slice_max"`
+	FlapLimit        int          `key:"flap_limit"`
+	FlapWindow       Duration     `key:"flap_window"`
+	HighLoad         float64      `key:"high_load"`
 }
 
 // VCPU configures the CP pool.

@@ -153,7 +153,7 @@ func (d *decoder) decodeStruct(prefix string, m map[string]any, dst reflect.Valu
 var (
 	durationType     = reflect.TypeOf(Duration(0))
 	autoDurationType = reflect.TypeOf(AutoDuration(0))
-	sizeType     = reflect.TypeOf(Size(0))
+	sizeType         = reflect.TypeOf(Size(0))
 )
 
 func (d *decoder) decodeValue(path string, raw any, dst reflect.Value, fromViper bool) {

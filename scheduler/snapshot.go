@@ -40,7 +40,7 @@ type CoreSnapshot struct {
 	CPUSetReclaims  uint64            `json:"cpuset_reclaims"`  // slow-path Reclaims of a lent-in core
 	Probes          uint64            `json:"probes"`
 
-	WakeLatency   LatencySnapshot `json:"wake_latency"`
+	WakeLatency LatencySnapshot `json:"wake_latency"`
 	// The SLO guard's window of per-packet RX residence: its worst
 	// interval p99, its packets and how many of them waited at least the SLO.
 	SLOWindowP99     time.Duration `json:"slo_window_p99_ns"`

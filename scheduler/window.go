@@ -105,7 +105,6 @@ func (r *ring[T]) clear() {
 	}
 }
 
-
 // residenceSample is one interval of a DP loop's per-packet RX residence.
 type residenceSample struct {
 	at            time.Time
