@@ -359,14 +359,19 @@ func (d *Daemon) setLent(cpu int, lend bool) error {
 			return fmt.Errorf("cpu %d: DP loop to SCHED_FIFO before lending: %w", cpu, err)
 		}
 		write = d.pool.Lend
+	} else if err := d.setDPDKLending(cpu, false); err != nil {
+		// DP first: lent lcores run again before the cpuset shrinks.
+		return fmt.Errorf("cpu %d: reclaiming DPDK lcores: %w", cpu, err)
 	}
 	if err := write(cpu); err != nil {
 		return err
 	}
-	if !lend {
-		if err := d.setLoopClass(cpu, false); err != nil {
-			d.log.Warn("DP loop stays SCHED_FIFO on a reclaimed core", "cpu", cpu, "err", err)
+	if lend {
+		if err := d.setDPDKLending(cpu, true); err != nil {
+			d.log.Warn("DPDK idle lending stays off on a lent core", "cpu", cpu, "err", err)
 		}
+	} else if err := d.setLoopClass(cpu, false); err != nil {
+		d.log.Warn("DP loop stays SCHED_FIFO on a reclaimed core", "cpu", cpu, "err", err)
 	}
 	if was != lend {
 		d.checkpoint()
