@@ -28,6 +28,9 @@ type SLOStatus struct {
 	Source string `json:"source"`
 	// Why explains an auto value (the measurement and the rule).
 	Why string `json:"why,omitempty"`
+	// WakeP50/WakeP99: the measured wake cost an auto value came from.
+	WakeP50 time.Duration `json:"wake_p50_ns,omitempty"`
+	WakeP99 time.Duration `json:"wake_p99_ns,omitempty"`
 }
 
 // deriveSLO measures the DP cores' wake cost when scheduler.slo is auto and
@@ -51,7 +54,7 @@ func (d *Daemon) deriveSLO() error {
 		}
 	}
 	slo := min(max(sloWakeFactor*worst.P99, sloFloor), sloCeiling)
-	d.slo = SLOStatus{Value: slo, Source: "auto", Why: fmt.Sprintf(
+	d.slo = SLOStatus{Value: slo, Source: "auto", WakeP50: worst.P50, WakeP99: worst.P99, Why: fmt.Sprintf(
 		"%d x the wake-to-run p99 of a SCHED_FIFO thread on DP core %d (%v over %d wakes, p50 %v; nothing lent), within %v..%v",
 		sloWakeFactor, worstCPU, worst.P99, worst.Samples, worst.P50, sloFloor, sloCeiling)}
 	d.log.Info("slo guard: residence p99 bound derived", "slo", slo, "why", d.slo.Why)

@@ -445,6 +445,7 @@ func (l *Loop) block() (graceUntil int64) {
 		}
 		if rxNs != 0 {
 			ev.LeadNs = rxNs - probeNs
+			l.c.lead.record(ev.LeadNs)
 		}
 	case rxWaiting:
 		ev.Cause = CauseRX

@@ -51,7 +51,9 @@ type counters struct {
 	residence latencyHist
 	// exposed: per wake with a packet waiting (or a probe wake before it).
 	exposed latencyHist
-	_       [64]byte // keep hot counters off a neighbour's cache line
+	// lead: per probe wake whose packet came after it, the probe's lead.
+	lead latencyHist
+	_    [64]byte // keep hot counters off a neighbour's cache line
 }
 
 // Stats is a snapshot of a loop's counters.
@@ -80,7 +82,10 @@ type Stats struct {
 	// delay the DP core adds whatever the sender's CPU does.
 	Residence Histogram `json:"residence"`
 	// Exposed is the exposed wake latency per wake (see Event.ExposedNs).
-	Exposed Histogram     `json:"exposed"`
+	Exposed Histogram `json:"exposed"`
+	// Lead is the probe's lead per probe wake that came before its packet
+	// (packet RX stamp - probe stamp): how much of a wake the probe hid.
+	Lead    Histogram     `json:"lead"`
 	Blocked time.Duration `json:"blocked_ns"` // total time blocked (core lent)
 	// Busy is the time spent handling frames (polls that found some): the
 	// loop's load is Busy over wall time, its capacity Packets over Busy.
@@ -98,7 +103,7 @@ func (c *counters) snapshot() Stats {
 		TxDrops: c.txDrops.Load(), Unhandled: c.unhandled.Load(),
 		Polls: c.polls.Load(), EmptyPolls: c.emptyPolls.Load(), Yields: c.yields.Load(), Heartbeat: c.heartbeat.Load(),
 		WakesRX: c.wakesRX.Load(), WakesProbe: c.wakesProbe.Load(), WakesTimeout: c.wakesTimeout.Load(),
-		Residence: c.residence.snapshot(), Exposed: c.exposed.snapshot(),
+		Residence: c.residence.snapshot(), Exposed: c.exposed.snapshot(), Lead: c.lead.snapshot(),
 		Blocked: time.Duration(c.blockedNsTotal.Load()), Busy: time.Duration(c.busyNsTotal.Load()),
 		EventsDropped: c.eventsDropped.Load(),
 	}

@@ -45,9 +45,41 @@ func finish(r *Report) *Report {
 		parts = append(parts, pol+" "+strings.Join(classes[pol], "/"))
 	}
 	r.Machine.DPLoopClass = strings.Join(parts, ", ")
+	if note := probeLeadNote(r); note != "" {
+		r.Notes = append(r.Notes, note)
+	}
 	fillSpeedups(r)
 	SelfCheck(r)
 	return r
+}
+
+// probeLeadNote reads the probe's lead against the host's wake cost: the
+// share of a wake the probe hides (a lead at least the wake cost hides it
+// all).
+func probeLeadNote(r *Report) string {
+	wake, ok := r.Params["wake_cost_p50_us"].(float64)
+	if !ok || wake <= 0 {
+		return ""
+	}
+	var parts []string
+	for _, c := range cellsOf(r) {
+		lead := aggregate(c.runs, func(run Run) float64 {
+			if run.DP.ProbeLeadUS.N == 0 {
+				return math.NaN()
+			}
+			return run.DP.ProbeLeadUS.P50
+		})
+		if lead.N == 0 {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s %s: lead p50 %s µs (hides %.0f%% of a wake)",
+			c.key.Policy, cellName(c.runs[0]), num(lead.Median), 100*min(1, lead.Median/wake)))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("Probe lead against this host's wake cost (p50 %s µs, measured at start with nothing lent): %s.",
+		num(wake), strings.Join(parts, "; "))
 }
 
 // SelfCheck evaluates the claims a report's table rests on, sets Checks

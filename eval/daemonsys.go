@@ -58,6 +58,7 @@ func (s *DaemonSystem) Snapshot() (Snapshot, error) {
 			snap.DPBusyS += l.Stats.Busy.Seconds()
 			snap.Residence.Add(l.Stats.Residence)
 			snap.Exposed.Add(l.Stats.Exposed)
+			snap.Lead.Add(l.Stats.Lead)
 		}
 		snap.LoopClass = threadClass(st.Loops[0].TID)
 	}

@@ -47,6 +47,7 @@ func (r *Run) measured(sys System, before, after Snapshot, beforeErr, afterErr e
 			r.DP.ResidenceUS = histUS(d.Residence)
 			r.DP.ResidenceHist = &d.Residence
 			r.DP.ExposedWakeUS = histUS(d.Exposed)
+			r.DP.ProbeLeadUS = histUS(d.Lead)
 		}
 		r.DP.LoopClass = after.LoopClass
 	} else {

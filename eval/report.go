@@ -83,6 +83,10 @@ type DP struct {
 	// (the loop's busy time) or "derived" (1 - offered load).
 	IdleShare       float64 `json:"idle_share"`
 	IdleShareSource string  `json:"idle_share_source"`
+	// ProbeLeadUS: per probe wake that came before its packet, how long
+	// before the packet the probe fired (compare with the wake cost in the
+	// report's params: the share of a wake the probe hides).
+	ProbeLeadUS Percentiles `json:"probe_lead_us"`
 	// LoopClass is the DP loop thread's scheduling class seen at the end of
 	// the run ("SCHED_FIFO/50", "SCHED_OTHER"), empty when not read.
 	LoopClass string `json:"loop_class,omitempty"`

@@ -47,8 +47,8 @@ type Snapshot struct {
 	// Residence and Exposed are the DP loops' cumulative RX residence and
 	// exposed wake latency histograms (merged over loops); HaveDPHist says
 	// the system reports them.
-	Residence, Exposed dataplane.Histogram
-	HaveDPHist         bool
+	Residence, Exposed, Lead dataplane.Histogram
+	HaveDPHist               bool
 	// LoopClass is the first DP loop thread's scheduling class now.
 	LoopClass string
 }
@@ -57,7 +57,7 @@ type Snapshot struct {
 type Delta struct {
 	WallS, LentS, CPCPUS, CPOnDPS, DPBusyS float64
 	Reclaims                               map[string]uint64
-	Residence, Exposed                     dataplane.Histogram
+	Residence, Exposed, Lead               dataplane.Histogram
 	HaveDPHist                             bool
 }
 
@@ -80,6 +80,7 @@ func (s Snapshot) Sub(before Snapshot) Delta {
 		HaveDPHist: s.HaveDPHist && before.HaveDPHist && s.Residence.Count >= before.Residence.Count,
 		Residence:  s.Residence.Sub(before.Residence),
 		Exposed:    s.Exposed.Sub(before.Exposed),
+		Lead:       s.Lead.Sub(before.Lead),
 	}
 }
 
