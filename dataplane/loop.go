@@ -285,7 +285,12 @@ func (l *Loop) setup() error {
 	if err := PinThread(0, l.cfg.CPU); err != nil {
 		return l.abortSetup(err)
 	}
-	if l.cfg.Priority > 0 && !l.cfg.StartNormal {
+	switch {
+	case l.cfg.Priority > 0 && l.cfg.StartNormal:
+		if err := SetNormal(0); err != nil {
+			return l.abortSetup(err)
+		}
+	case l.cfg.Priority > 0:
 		if err := SetFIFO(0, l.cfg.Priority); err != nil {
 			return l.abortSetup(err)
 		}

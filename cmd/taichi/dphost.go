@@ -29,6 +29,12 @@ func init() {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
+			// The host runs in a session (autogroup) of its own; with
+			// autogroups a thread's nice counts only inside its group, so the
+			// group itself gets the DP loop's weight (dataplane.NormalNice).
+			if err := dataplane.SetAutogroupNice(dataplane.NormalNice); err != nil {
+				fmt.Fprintln(os.Stderr, "taichi dp-host: autogroup nice:", err)
+			}
 			h, err := host.Start(ctx, spec)
 			if err != nil {
 				return err
