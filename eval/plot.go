@@ -75,8 +75,9 @@ func vmStartupFigure(r *Report) *figure {
 		f.legend.Add(pol, sty.thumbs()...)
 	}
 	f.legend.Add("")
-	f.legend.Add("solid: startup p50", seriesStyleOf(color.Black, draw.CircleGlyph{}).lineThumb())
-	f.legend.Add("dashed: startup p99", seriesStyleOf(color.Black, draw.CircleGlyph{}).dashed().lineThumb())
+	black := seriesStyleOf(color.Black, nil)
+	f.legend.Add("solid: startup p50", black.lineThumb())
+	f.legend.Add("dashed: startup p99", black.dashed().lineThumb())
 	f.noteRepeats(r)
 	for _, p := range []*panel{cp, dp} {
 		p.xLog, p.xTicks, p.yAuto = true, densities(r), true
@@ -95,7 +96,10 @@ func dataplaneFigure(r *Report) *figure {
 	if kind := cpLoadKind(r); kind != "" {
 		at = append(at, "CP load "+kind)
 	}
-	tailTitle := "DP: " + residenceLabel + ", tail\n" + strings.Join(at, ", ")
+	tailTitle := "DP: " + residenceLabel + ", tail"
+	if len(at) > 0 {
+		tailTitle += "\n" + strings.Join(at, ", ")
+	}
 	tail := newPanel(tailTitle, "RX residence x (µs, log scale)", "fraction of packets with residence > x\n(log scale; crossing 0.01 = p99)")
 	p99 := newPanel("DP: "+residenceLabel+" p99 vs load", loadLabel, "RX residence p99 (µs)\n(kernel RX stamp to DP loop)")
 	f := newFigure(wideW, tail, p99)
@@ -109,7 +113,7 @@ func dataplaneFigure(r *Report) *figure {
 	var most uint64
 	for i, key := range keys {
 		sty := dataplaneStyle(r, key)
-		of := func(k cellKey) bool { return seriesKey(Run{Policy: k.Policy, CPLoad: k.CPLoad}) == key }
+		of := inSeries(key)
 		p99.add(seriesPoints(cells, of, cellLoad, residenceP99), sty, dodgeSlot(i, len(keys)))
 		f.legend.Add(key, sty.thumbs()...)
 		var h dataplane.Histogram
@@ -169,7 +173,7 @@ func cyclictestFigure(r *Report) *figure {
 	keys := seriesOf(r)
 	for i, key := range keys {
 		sty := dataplaneStyle(r, key)
-		of := func(k cellKey) bool { return seriesKey(Run{Policy: k.Policy, CPLoad: k.CPLoad}) == key }
+		of := inSeries(key)
 		p.add(seriesPoints(cellsOf(r), of, cellLoad, func(run Run) float64 {
 			return known(run.CyclictestUS, func(p Percentiles) float64 { return p.P99 })
 		}), sty, dodgeSlot(i, len(keys)))
@@ -668,6 +672,11 @@ func seriesKey(run Run) string {
 		return run.Policy + noCPSuffix
 	}
 	return run.Policy + withCPSuffix
+}
+
+// inSeries matches the cells of the series named key.
+func inSeries(key string) func(cellKey) bool {
+	return func(k cellKey) bool { return seriesKey(Run{Policy: k.Policy, CPLoad: k.CPLoad}) == key }
 }
 
 func seriesOf(r *Report) []string {
