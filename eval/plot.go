@@ -385,13 +385,11 @@ func (p *panel) build() (*plot.Plot, error) {
 	pl.Title.Text = p.title
 	pl.Title.TextStyle.Font.Size = vg.Points(12)
 	pl.X.Label.Text, pl.Y.Label.Text = p.xLabel, p.yLabel
+	p.dropUnshowable()
 	xs, ys := p.values()
 	if p.yAuto && len(ys) > 0 && ys[0] > 0 && ys[len(ys)-1]/ys[0] > 20 {
 		p.yLog = true
 		pl.Y.Label.Text = strings.Replace(pl.Y.Label.Text, ")", ", log scale)", 1)
-	}
-	if p.xLog && len(xs) > 0 && xs[0] <= 0 || p.yLog && len(ys) > 0 && ys[0] <= 0 {
-		return nil, fmt.Errorf("eval: plot %q: a value <= 0 on a log axis", p.title)
 	}
 	fx, fy := scaleOf(p.xLog), scaleOf(p.yLog)
 	xlo, xhi := p.xRange(xs)
@@ -445,6 +443,29 @@ func (p *panel) build() (*plot.Plot, error) {
 	p.xAxis(pl, xlo, xhi)
 	p.yAxis(pl, ys)
 	return pl, nil
+}
+
+// dropUnshowable drops the points a log axis cannot show (x <= 0, or
+// y <= 0 with any bar) rather than failing the whole figure.
+func (p *panel) dropUnshowable() {
+	var kept []series
+	for _, s := range p.series {
+		var out series
+		out.sty, out.slot = s.sty, s.slot
+		for i, pt := range s.xys {
+			if p.xLog && pt.X <= 0 || p.yLog && (pt.Y <= 0 || s.lo != nil && s.lo[i] <= 0) {
+				continue
+			}
+			out.xys = append(out.xys, pt)
+			if s.lo != nil {
+				out.lo, out.hi = append(out.lo, s.lo[i]), append(out.hi, s.hi[i])
+			}
+		}
+		if len(out.xys) > 0 {
+			kept = append(kept, out)
+		}
+	}
+	p.series = kept
 }
 
 // values returns every X and every Y (bars included) of the panel, sorted.
