@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/taichi-sched/taichi/dataplane"
+	"github.com/taichi-sched/taichi/internal/testenv"
 	"github.com/taichi-sched/taichi/testbed"
 	"github.com/taichi-sched/taichi/trafficgen"
 	"golang.org/x/sys/unix"
@@ -19,9 +20,7 @@ const dpCPU = 1
 
 func needTestbed(t testing.TB, name string) *testbed.Testbed {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: network namespaces, AF_PACKET, SCHED_FIFO")
-	}
+	testenv.NeedRoot(t, "network namespaces, AF_PACKET, SCHED_FIFO")
 	if runtime.NumCPU() <= dpCPU {
 		t.Skipf("needs CPU %d", dpCPU)
 	}

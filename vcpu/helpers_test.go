@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/procfs"
 
 	"github.com/taichi-sched/taichi/internal/cpuset"
+	"github.com/taichi-sched/taichi/internal/testenv"
 )
 
 // cpCore and dpCore follow this machine's layout: CPU 0 for CP, CPU 1 DP.
@@ -34,9 +35,7 @@ func uniqueName(t testing.TB) string {
 // online CPUs and a usable cpuset+cpu layout.
 func requireCgroups(t testing.TB) Mounts {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create cgroups and a SCHED_FIFO writer")
-	}
+	testenv.NeedRoot(t, "cgroups and a SCHED_FIFO writer")
 	online, err := readCPUList("/sys/devices/system/cpu/online")
 	if err != nil {
 		t.Fatal(err)
