@@ -9,6 +9,7 @@ pkgs=(
   stress-ng rt-tests                 # kernel-heavy CP load, cyclictest reference
   python3 bash                       # heterogeneous CP helpers
   qemu-system-x86 busybox-static cpio kmod linux-headers-amd64 linux-image-amd64 dwarves  # kernel module boot test (dwarves: pahole, module BTF for the kfunc)
+  lintian dkms file                  # make deb: package checks and the DKMS build in its install test
 )
 missing=()
 for p in "${pkgs[@]}"; do
