@@ -3,6 +3,9 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"fmt"
+	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -14,6 +17,8 @@ import (
 	"github.com/taichi-sched/taichi/daemon"
 	"github.com/taichi-sched/taichi/dataplane"
 	"github.com/taichi-sched/taichi/scheduler"
+	"github.com/taichi-sched/taichi/testbed"
+	"github.com/taichi-sched/taichi/trafficgen"
 )
 
 // watchFixture is a daemon's status one second apart: DP core 3 lent half
@@ -124,13 +129,47 @@ func TestWatchInterval(t *testing.T) {
 	}
 }
 
-// The binary against a running daemon, its stdout a pipe: plain frames one
-// after the other, the second with rates, and a clean exit on SIGINT.
+// The binary against a running daemon with a DP loop under traffic, its
+// stdout a pipe: plain frames one after the other, rates from the second
+// frame on (the loop's pps among them), and a clean exit on SIGINT.
 func TestStatusWatchPlainOutputAgainstDaemon(t *testing.T) {
-	e := newDaemonEnv(t, "dynamic", "^taichi-no-such-cp-task$")
-	e.start(t)
+	needRootCgroups(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	tb, err := testbed.Up(ctx, testbed.Options{Prefix: fmt.Sprintf("w%d", os.Getpid()%100000)})
+	if err != nil {
+		t.Skipf("testbed: %v", err)
+	}
+	t.Cleanup(func() { tb.Down() })
 
-	cmd := exec.Command(e.bin, "status", "--watch", "200ms", "--socket", e.socket)
+	name := fmt.Sprintf("cpwt%d", os.Getpid()%100000)
+	e := newDaemonEnv(t, "dynamic", "^"+name+"$")
+	dp := e.dp[0]
+	loop := fmt.Sprintf("dataplane:\n  loops: [{name: wdp, cpu: %d, iface: %s, netns: %s}]\n", dp, tb.DPIface, tb.DPNS)
+	if err := os.WriteFile(e.cfgPath, []byte(mustRead(t, e.cfgPath)+loop), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spawnCP(t, name)
+	e.start(t)
+	st := e.status(t)
+	if len(st.Loops) != 1 || !st.Loops[0].Alive {
+		t.Fatalf("loop not running: %+v", st.Loops)
+	}
+	hostPID := st.Loops[0].PID
+	t.Cleanup(func() { syscall.Kill(hostPID, syscall.SIGKILL) })
+
+	gctx, stopGen := context.WithCancel(ctx)
+	genDone := make(chan struct{})
+	go func() {
+		defer close(genDone)
+		trafficgen.Run(gctx, trafficgen.Options{
+			NetNS: tb.GenNS, Iface: tb.GenIface, Dst: tb.DPIP, PinSender: true, SenderCPU: e.cp[0],
+			Rate: 2000, Count: 200000, Deadline: 90 * time.Second,
+		})
+	}()
+	t.Cleanup(func() { stopGen(); <-genDone })
+
+	cmd := exec.Command(e.bin, "status", "--watch", "300ms", "--socket", e.socket)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -142,38 +181,40 @@ func TestStatusWatchPlainOutputAgainstDaemon(t *testing.T) {
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 
-	header := regexp.MustCompile(`^taichi \S+  pid \d+  up \S+  policy dynamic  every 200ms  \d\d:\d\d:\d\d$`)
-	var all, second strings.Builder
+	// Frames until one (after the first) shows the loop moving packets:
+	// waiting on what the view shows, at most 100 frames (30 s).
+	header := regexp.MustCompile(`^taichi \S+  pid \d+  up \S+  policy dynamic  every 300ms  \d\d:\d\d:\d\d$`)
+	var all, frame, moving strings.Builder
 	frames := 0
 	sc := bufio.NewScanner(stdout)
-	for sc.Scan() {
+	for moving.Len() == 0 && frames <= 100 && sc.Scan() {
 		line := sc.Text()
 		all.WriteString(line + "\n")
 		if header.MatchString(line) {
 			frames++
-			if frames == 3 {
-				break
+			frame.Reset()
+		}
+		frame.WriteString(line + "\n")
+		if f := strings.Fields(line); frames > 1 && len(f) > 4 && f[0] == "wdp" {
+			if pps, err := strconv.Atoi(f[4]); err == nil && pps > 0 {
+				moving.WriteString(frame.String())
 			}
 		}
-		if frames == 2 {
-			second.WriteString(line + "\n")
-		}
 	}
-	if frames < 3 {
-		t.Fatalf("saw %d frames before the output ended (stderr %s):\n%s", frames, stderr.String(), all.String())
+	if moving.Len() == 0 {
+		t.Fatalf("no frame in %d showed the loop's pps (stderr %s); last frame:\n%s", frames, stderr.String(), frame.String())
 	}
 	cmd.Process.Signal(syscall.SIGINT)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("status --watch after SIGINT: %v (stderr %s)", err, stderr.String())
 	}
+	t.Logf("frame %d:\n%s", frames, moving.String())
 	if strings.ContainsRune(all.String(), '\x1b') {
 		t.Errorf("terminal escapes written to a pipe:\n%q", all.String())
 	}
-	// Every DP core has a row with its lent share over the interval.
-	for _, cpu := range e.dp {
-		got := row(t, second.String(), strconv.Itoa(cpu)+" ")
-		if len(got) < 4 || got[1] != "dp" || !strings.HasSuffix(got[3], "%") {
-			t.Errorf("second frame's row for DP core %d: %q, want a lent share in %%\n%s", cpu, got, second.String())
-		}
+	// The DP core's row carries its lent share over the interval.
+	got := row(t, moving.String(), strconv.Itoa(dp)+" ")
+	if len(got) < 4 || got[1] != "dp" || !strings.HasSuffix(got[3], "%") {
+		t.Errorf("row for DP core %d: %q, want a lent share in %%", dp, got)
 	}
 }
