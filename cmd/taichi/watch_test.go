@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/taichi-sched/taichi/daemon"
 	"github.com/taichi-sched/taichi/dataplane"
@@ -216,5 +219,87 @@ func TestStatusWatchPlainOutputAgainstDaemon(t *testing.T) {
 	got := row(t, moving.String(), strconv.Itoa(dp)+" ")
 	if len(got) < 4 || got[1] != "dp" || !strings.HasSuffix(got[3], "%") {
 		t.Errorf("row for DP core %d: %q, want a lent share in %%", dp, got)
+	}
+}
+
+// openPTY returns a pseudo-terminal pair (master, the terminal side).
+func openPTY(t *testing.T) (*os.File, *os.File) {
+	t.Helper()
+	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals: %v", err)
+	}
+	t.Cleanup(func() { master.Close() })
+	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tty, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tty.Close() })
+	return master, tty
+}
+
+// On a terminal the view redraws in place: cursor home, each line clearing
+// its rest, the screen below cleared, the cursor hidden until it ends.
+func TestWatchRedrawsInPlaceOnATerminal(t *testing.T) {
+	master, tty := openPTY(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	if !isTerminal(tty) || isTerminal(w) || isTerminal(&bytes.Buffer{}) {
+		t.Fatalf("isTerminal: tty %v, pipe %v, buffer %v", isTerminal(tty), isTerminal(w), isTerminal(&bytes.Buffer{}))
+	}
+
+	// No daemon behind the socket: each frame says so, drawn the same way.
+	done := make(chan error, 1)
+	go func() { done <- watchStatus(tty, filepath.Join(t.TempDir(), "none.sock"), 100*time.Millisecond, false) }()
+	var screen bytes.Buffer
+	buf := make([]byte, 4096)
+	for strings.Count(screen.String(), "\x1b[H") < 2 {
+		master.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, err := master.Read(buf)
+		if err != nil {
+			t.Fatalf("reading the terminal after %q: %v", screen.String(), err)
+		}
+		screen.Write(buf[:n])
+	}
+	// watchStatus stops on SIGINT (it has installed its handler: it drew).
+	syscall.Kill(os.Getpid(), syscall.SIGINT)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("watch did not stop on SIGINT")
+	}
+	for master.SetReadDeadline(time.Now().Add(200 * time.Millisecond)); ; {
+		n, err := master.Read(buf)
+		screen.Write(buf[:n])
+		if err != nil || strings.HasSuffix(screen.String(), "\x1b[?25h") {
+			break
+		}
+	}
+	s := screen.String()
+	if !strings.HasPrefix(s, "\x1b[?25l\x1b[2J\x1b[H") {
+		t.Errorf("does not hide the cursor, clear and home first: %q", s[:min(len(s), 40)])
+	}
+	if !strings.Contains(s, "daemon not answering on") {
+		t.Errorf("frame does not say the daemon is not answering: %q", s)
+	}
+	if !strings.Contains(s, "\x1b[K\r\n\x1b[J\x1b[H") {
+		t.Errorf("frames are not line-cleared, bottom-cleared and redrawn from home: %q", s)
+	}
+	if !strings.HasSuffix(s, "\x1b[?25h") {
+		t.Errorf("cursor not shown again at the end: %q", s[max(0, len(s)-40):])
 	}
 }
