@@ -524,6 +524,9 @@ func pinToCores(cpus []int, log *slog.Logger) {
 }
 
 func buildVersion() string {
+	if Version != "" {
+		return Version
+	}
 	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 		return bi.Main.Version
 	}

@@ -18,6 +18,17 @@ import (
 	"github.com/taichi-sched/taichi/dataplane"
 )
 
+// The DP loops' latency histograms.
+const (
+	residenceFamily = "taichi_dp_rx_residence_seconds"
+	exposedFamily   = "taichi_dp_exposed_wake_seconds"
+)
+
+// HistogramFamilies names the families the daemon exports as histograms
+// from its status; they have samples only while DP loops run, so a scrape
+// of an idle registry cannot tell their type.
+func HistogramFamilies() []string { return []string{residenceFamily, exposedFamily} }
+
 // statusCollector turns Status into Prometheus metrics at scrape time, so
 // the numbers cannot drift from what `taichi status` shows.
 type statusCollector struct {
@@ -36,9 +47,9 @@ func newStatusCollector(d *Daemon) *statusCollector {
 		harvest:   prometheus.NewDesc("taichi_harvested_cp_seconds_total", "CP CPU seconds run on DP cores.", nil, nil),
 		bld:       prometheus.NewDesc("taichi_build_info", "Build information.", []string{"version", "goversion", "policy"}, nil),
 		probeDown: prometheus.NewDesc("taichi_probe_failed", "1 when the DP core's probe failed and the core is held static.", []string{"cpu"}, nil),
-		residence: prometheus.NewDesc("taichi_dp_rx_residence_seconds",
+		residence: prometheus.NewDesc(residenceFamily,
 			"Per packet: from the kernel's RX stamp to the DP loop picking it up (the delay the DP core adds).", []string{"loop", "cpu"}, nil),
-		exposed: prometheus.NewDesc("taichi_dp_exposed_wake_seconds",
+		exposed: prometheus.NewDesc(exposedFamily,
 			"Per DP loop wake: how long the first waiting packet had been in the ring (0 when the probe woke the loop first).", []string{"loop", "cpu"}, nil),
 	}
 }

@@ -10,6 +10,7 @@ pkgs=(
   python3 bash                       # heterogeneous CP helpers
   qemu-system-x86 busybox-static cpio kmod linux-headers-amd64 linux-image-amd64 dwarves  # kernel module boot test (dwarves: pahole, module BTF for the kfunc)
   qemu-user-static libc6-dev-arm64-cross  # arm64 test pass (make test-arm64): qemu-aarch64-static, arm64 C headers for the uapi layout check
+  lintian dkms file                  # make deb: package checks and the DKMS build in its install test
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -66,11 +66,22 @@ func init() {
 
 	var socket string
 	var asJSON bool
+	var watch time.Duration
 	statusCmd := &cobra.Command{
-		Use:   "status",
+		Use:   "status [--watch [INTERVAL]]",
 		Short: "Show the running daemon's cores, pool, policy and probe",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("watch") {
+				iv, err := watchInterval(watch, args)
+				if err != nil {
+					return err
+				}
+				return watchStatus(cmd.OutOrStdout(), socket, iv, asJSON)
+			}
+			if len(args) > 0 {
+				return fmt.Errorf("unexpected argument %q (an interval goes after --watch)", args[0])
+			}
 			resp, err := daemon.Call(socket, daemon.Request{Cmd: "status"})
 			if err != nil {
 				return err
@@ -85,7 +96,9 @@ func init() {
 		},
 	}
 	statusCmd.Flags().StringVar(&socket, "socket", "/run/taichi/taichi.sock", "control socket of the daemon")
-	statusCmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	statusCmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (with --watch: one line per refresh)")
+	statusCmd.Flags().DurationVar(&watch, "watch", time.Second, "refresh every INTERVAL until interrupted, with per-interval rates")
+	statusCmd.Flags().Lookup("watch").NoOptDefVal = "1s"
 	rootCmd.AddCommand(statusCmd)
 
 	policyCmd := &cobra.Command{Use: "policy", Short: "Change the running daemon's lending policy"}
