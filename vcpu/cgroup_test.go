@@ -335,12 +335,14 @@ func TestRestartAfterKill(t *testing.T) {
 	}
 	requireRunning(t, hog)
 	eventually(t, "the hog runs on the CP core", func() bool { return lastCPU(t, hog) == cpCore })
-	// No duplicate groups: exactly one directory of that name per hierarchy.
+	// No duplicate groups: exactly one directory of that name (and one of
+	// its confined sibling) per hierarchy.
 	for _, root := range []string{m.CPUSet, m.CPU, m.CPUAcct, m.Unified} {
 		if root == "" {
 			continue
 		}
 		matches, _ := filepath.Glob(filepath.Join(root, name+"*"))
+		matches = slices.DeleteFunc(matches, func(d string) bool { return d == filepath.Join(root, ConfinedName(name)) })
 		if len(matches) > 1 {
 			t.Fatalf("duplicate groups under %s: %v", root, matches)
 		}
