@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -31,6 +32,7 @@ func TestMain(m *testing.M) {
 		os.Exit(m.Run())
 	case "storm":
 		stormHelper()
+		os.Exit(0)
 	case "sleep":
 		// A forked child: lives until its parent's stdin pipe closes.
 		_, _ = io.Copy(io.Discard, os.Stdin)
@@ -39,8 +41,8 @@ func TestMain(m *testing.M) {
 	os.Exit(3)
 }
 
-// stormHelper maps and unmaps large populated regions in a loop: system
-// calls that spend long stretches in the kernel. It stops when stdin
+// stormHelper runs system calls that spend long stretches in the kernel:
+// a dentry storm (STORM=mmap: large populated mmap/munmap instead). It stops when stdin
 // closes (the test ended or died) or after a minute. The line "fork" on
 // stdin makes it start a child and print "child PID".
 func stormHelper() {
@@ -69,22 +71,51 @@ func stormHelper() {
 		}
 		close(stop)
 	}()
+	dir, err := os.MkdirTemp("", "taichi-blocker-storm-")
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	defer os.RemoveAll(dir)
 	fmt.Println("ready")
 	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) {
+	for round := 0; time.Now().Before(deadline); round++ {
 		select {
 		case <-stop:
-			os.Exit(0)
+			return
 		default:
 		}
-		b, err := unix.Mmap(-1, 0, 64<<20, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
-		if err != nil {
-			fmt.Println("error:", err)
-			os.Exit(1)
+		if os.Getenv("STORM") == "mmap" {
+			b, err := unix.Mmap(-1, 0, 64<<20, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
+			if err == nil {
+				_ = unix.Munmap(b)
+			}
+			continue
 		}
-		_ = unix.Munmap(b)
+		dentryRound(dir, round)
 	}
-	os.Exit(0)
+}
+
+// dentryRound creates, unlinks and looks up (now negative) dentries in a
+// directory of their own and removes it: stress-ng's dentry storm, whose
+// kernel paths hold the CPU for long stretches.
+func dentryRound(parent string, round int) {
+	dir := filepath.Join(parent, strconv.Itoa(round))
+	if err := unix.Mkdir(dir, 0o700); err != nil {
+		return
+	}
+	const n = 2048
+	for i := range n {
+		if fd, err := unix.Open(filepath.Join(dir, strconv.Itoa(i)), unix.O_CREAT|unix.O_WRONLY, 0o600); err == nil {
+			_ = unix.Close(fd)
+		}
+	}
+	var st unix.Stat_t
+	for i := range n {
+		_ = unix.Unlink(filepath.Join(dir, strconv.Itoa(i)))
+		_ = unix.Stat(filepath.Join(dir, "x"+strconv.Itoa(i)), &st)
+	}
+	_ = unix.Rmdir(dir)
 }
 
 // storm is a running stormHelper pinned to one CPU.

@@ -10,8 +10,8 @@ import (
 )
 
 // TestTracerNamesKernelStorm: a FIFO DP thread on the DP core wakes every
-// 200 µs while a process pinned there maps and unmaps large populated
-// regions; the tracer must blame that process, caught in the kernel.
+// 200 µs while a process pinned there runs a dentry storm; the tracer must
+// blame that process, caught in the kernel.
 func TestTracerNamesKernelStorm(t *testing.T) {
 	tr := requireTracer(t, Options{Threshold: 50 * time.Microsecond})
 	t.Logf("load+attach: %v", tr.LoadTime())
@@ -81,7 +81,7 @@ wait:
 	if inKernel < want {
 		t.Fatalf("storm pid %d blamed in kernel %d times, want >= %d", s.pid, inKernel, want)
 	}
-	if st.Runs == 0 || st.Wakes < st.Runs {
-		t.Fatalf("stats: %d wakes, %d runs: want runs > 0 and wakes >= runs", st.Wakes, st.Runs)
+	if st.Runs == 0 || st.Wakes == 0 {
+		t.Fatalf("stats: %d wakes, %d runs: want both counted", st.Wakes, st.Runs)
 	}
 }
