@@ -31,6 +31,7 @@ const (
 	statLost
 	statExecs
 	statUnstamped
+	statDelaySum
 )
 
 var (
@@ -310,6 +311,8 @@ type Stats struct {
 	Lost      uint64 // events a full ring buffer dropped
 	Execs     uint64 // exec events written
 	Unstamped uint64 // wakes of a DP thread still on its CPU (no delay)
+	// DelaySum is the sum of the measured wake→run delays.
+	DelaySum time.Duration
 	// Hist counts delays by log2 bucket: Hist[b] holds delays in
 	// [2^b, 2^(b+1)) ns (Hist[0] also 0 ns).
 	Hist [histBuckets]uint64
@@ -324,13 +327,16 @@ func (t *Tracer) Stats() (Stats, error) {
 	}
 	var s Stats
 	var per []uint64
-	slots := []*uint64{&s.Wakes, &s.Runs, &s.Reported, &s.Lost, &s.Execs, &s.Unstamped}
+	var delaySum uint64
+	slots := []*uint64{statWakes: &s.Wakes, statRuns: &s.Runs, statReported: &s.Reported, statLost: &s.Lost,
+		statExecs: &s.Execs, statUnstamped: &s.Unstamped, statDelaySum: &delaySum}
 	for i, dst := range slots {
 		if err := t.objs.Stats.Lookup(uint32(i), &per); err != nil {
 			return Stats{}, fmt.Errorf("blocker: read stat %d: %w", i, err)
 		}
 		*dst = sum(per)
 	}
+	s.DelaySum = time.Duration(delaySum)
 	for b := range s.Hist {
 		if err := t.objs.DelayHist.Lookup(uint32(b), &per); err != nil {
 			return Stats{}, fmt.Errorf("blocker: read histogram bucket %d: %w", b, err)
@@ -354,6 +360,7 @@ func (s Stats) Sub(earlier Stats) Stats {
 		Wakes: s.Wakes - earlier.Wakes, Runs: s.Runs - earlier.Runs,
 		Reported: s.Reported - earlier.Reported, Lost: s.Lost - earlier.Lost,
 		Execs: s.Execs - earlier.Execs, Unstamped: s.Unstamped - earlier.Unstamped,
+		DelaySum: s.DelaySum - earlier.DelaySum,
 	}
 	for b := range s.Hist {
 		d.Hist[b] = s.Hist[b] - earlier.Hist[b]

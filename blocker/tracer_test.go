@@ -81,7 +81,7 @@ wait:
 	if inKernel < want {
 		t.Fatalf("storm pid %d blamed in kernel %d times, want >= %d", s.pid, inKernel, want)
 	}
-	if st.Runs == 0 || st.Wakes == 0 {
-		t.Fatalf("stats: %d wakes, %d runs: want both counted", st.Wakes, st.Runs)
+	if st.Runs == 0 || st.Wakes == 0 || st.DelaySum <= 0 {
+		t.Fatalf("stats: %d wakes, %d runs, delays summing to %v: want all counted", st.Wakes, st.Runs, st.DelaySum)
 	}
 }

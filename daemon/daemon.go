@@ -85,6 +85,8 @@ type Daemon struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	closed  bool
+
+	blockers *blockerWatch // blocker-aware lending; nil when off
 }
 
 // New prepares a daemon for cfg, which must come from config.Load (already
@@ -212,6 +214,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	if err := d.startDPDK(ctx, runCtx); err != nil {
 		return err
 	}
+	d.startBlockers(runCtx)
 	if d.override {
 		if err := d.sched.SetPolicy(d.policyOverride); err != nil {
 			return err

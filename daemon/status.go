@@ -33,6 +33,8 @@ type Status struct {
 	DPDK     []dpdk.Status `json:"dpdk,omitempty"`
 	Probe    ProbeStatus   `json:"probe"`
 	Kmod     *KmodStatus   `json:"kmod,omitempty"`
+	// Blockers: who delays DP threads and which of them are confined.
+	Blockers *BlockersStatus `json:"blockers,omitempty"`
 	// Scheduler is the policy engine's full snapshot (per-core knobs,
 	// latency histograms, guard and flap state).
 	Scheduler scheduler.Snapshot `json:"scheduler"`
@@ -109,6 +111,7 @@ func (d *Daemon) Status() Status {
 		Scheduler: d.sched.Snapshot(),
 		Kmod:      d.kmodStatus(),
 		DPDK:      d.dpdkStatus(),
+		Blockers:  d.blockersStatus(),
 	}
 	st.Policy = st.Scheduler.Policy
 	var poolCPUs []int

@@ -55,6 +55,7 @@ typedef _Bool bool;
 #define STAT_LOST 3      /* blame or exec events the full ring dropped */
 #define STAT_EXECS 4     /* exec events written */
 #define STAT_UNSTAMPED 5 /* DP wakes that never ran (it was still on the CPU) */
+#define STAT_DELAY_SUM 6 /* sum of measured delays, ns */
 #define STAT_SLOTS 8
 
 struct task_struct;
@@ -339,6 +340,10 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_stru
 	__u64 delay = now > t->wake_ns ? now - t->wake_ns : 0;
 	dequeue(t);
 	count(STAT_RUNS);
+	__u32 sum_slot = STAT_DELAY_SUM;
+	__u64 *sum = bpf_map_lookup_elem(&stats, &sum_slot);
+	if (sum)
+		*sum += delay;
 	__u32 b = log2_bucket(delay);
 	__u64 *h = bpf_map_lookup_elem(&delay_hist, &b);
 	if (h)
