@@ -138,6 +138,14 @@ type Command struct {
 	refused map[int]bool // not retried under this back-off
 }
 
+// Change is one process confined or released.
+type Change struct {
+	TGID     int
+	Comm     string
+	Confined bool      // true: confined; false: released
+	Until    time.Time // end of the back-off (Confined only)
+}
+
 type tracked struct {
 	Blocker
 	recent []time.Time // in-kernel blame times within the window, oldest first
@@ -152,7 +160,10 @@ type Confiner struct {
 	act    Actuator
 	procs  Processes
 
+	notify func(Change)
+
 	mu       sync.Mutex
+	changes  []Change // made under mu, told to notify after it
 	active   bool
 	blockers map[int]*tracked
 	commands map[string]*Command
@@ -170,6 +181,23 @@ func NewConfiner(p Policy, clock Clock, act Actuator, procs Processes) (*Confine
 		blockers: map[int]*tracked{}, commands: map[string]*Command{}, owner: map[int]string{}}, nil
 }
 
+// OnChange sets a function told of every confinement and release, after
+// the call that made it returns its lock (it may call back into the
+// Confiner). Set it before use; nil turns it off.
+func (c *Confiner) OnChange(f func(Change)) { c.notify = f }
+
+// unlock releases mu and tells notify what changed meanwhile.
+func (c *Confiner) unlock() {
+	changes := c.changes
+	c.changes = nil
+	c.mu.Unlock()
+	if c.notify != nil {
+		for _, ch := range changes {
+			c.notify(ch)
+		}
+	}
+}
+
 // Policy returns the policy in force (defaults filled in).
 func (c *Confiner) Policy() Policy { return c.policy }
 
@@ -178,7 +206,7 @@ func (c *Confiner) Policy() Policy { return c.policy }
 // confined process and forgets the back-offs; blame is still recorded.
 func (c *Confiner) SetActive(on bool) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock()
 	if c.active == on {
 		return nil
 	}
@@ -207,7 +235,7 @@ func (c *Confiner) Active() bool {
 // failed; the state is updated either way.
 func (c *Confiner) Observe(ev Event) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock()
 	now := c.clock.Now()
 	switch ev.Kind {
 	case KindExec:
@@ -308,6 +336,7 @@ func (c *Confiner) confine(tgid int, cmd *Command) error {
 	}
 	c.owner[tgid] = cmd.Comm
 	cmd.PIDs = append(cmd.PIDs, tgid)
+	c.changes = append(c.changes, Change{TGID: tgid, Comm: cmd.Comm, Confined: true, Until: cmd.Until})
 	if b != nil {
 		b.ConfinedUntil = cmd.Until
 		b.Error = ""
@@ -350,7 +379,7 @@ func (c *Confiner) onExec(ev Event, now time.Time) error {
 // now run the command are confined too.
 func (c *Confiner) Tick() error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock()
 	now := c.clock.Now()
 	var errs []error
 	for _, comm := range c.sortedCommands() {
@@ -421,6 +450,7 @@ func (c *Confiner) releaseCommand(comm string) error {
 			}
 		}
 		delete(c.owner, pid)
+		c.changes = append(c.changes, Change{TGID: pid, Comm: comm})
 		if b := c.blockers[pid]; b != nil {
 			b.ConfinedUntil = time.Time{}
 		}

@@ -128,6 +128,11 @@ func TestConfinerThreshold(t *testing.T) {
 func TestConfinerBackoffDoublesAndReleases(t *testing.T) {
 	p := Policy{MinBlames: 1, Backoff: time.Second, MaxBackoff: 4 * time.Second}
 	c, clk, act := newTestConfiner(t, p, nil)
+	var told []Change
+	c.OnChange(func(ch Change) {
+		_ = c.ConfinedCount() // may call back in: told after the lock is gone
+		told = append(told, ch)
+	})
 	for i, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 4 * time.Second} {
 		observe(t, c, blame(10, "storm", time.Millisecond, inKernel))
 		if !act.confined[10] {
@@ -150,6 +155,9 @@ func TestConfinerBackoffDoublesAndReleases(t *testing.T) {
 		if b := c.Blockers()[0]; !b.ConfinedUntil.IsZero() {
 			t.Fatalf("round %d: released blocker still shows confined until %v", i, b.ConfinedUntil)
 		}
+	}
+	if len(told) != 8 || !told[0].Confined || told[0].TGID != 10 || !told[0].Until.Equal(t0.Add(time.Second)) || told[1].Confined {
+		t.Fatalf("told %+v, want confined/released pairs for pid 10", told)
 	}
 	// Clear for longer than the longest back-off: the next one starts over.
 	clk.Advance(p.MaxBackoff + time.Second)

@@ -39,7 +39,6 @@ type blockerWatch struct {
 	kmodSeq    map[int]uint64 // last kernel-module record seen per CPU
 	kmodBlames uint64
 	lastErr    string
-	confined   int
 }
 
 // startBlockers starts the tracer and the Confiner loop. A kernel where the
@@ -60,6 +59,7 @@ func (d *Daemon) startBlockers(runCtx context.Context) {
 		return
 	}
 	w.conf = conf
+	conf.OnChange(w.changed)
 	tr, err := blocker.Open(blocker.Options{Threshold: cfg.Threshold.D()})
 	if err != nil {
 		w.err = err.Error()
@@ -195,28 +195,38 @@ func (w *blockerWatch) newKmodEvents(recs []kmod.Blocker) []blocker.Event {
 	return out
 }
 
+// changed is told of each confinement and release. The scheduler could be
+// told here too (a core's guard judging a window that held a blocker now
+// confined).
+func (w *blockerWatch) changed(ch blocker.Change) {
+	if ch.Confined {
+		w.d.log.Debug("blocker confined to CP cores", "pid", ch.TGID, "comm", ch.Comm, "until", ch.Until.Format(time.RFC3339Nano))
+	} else {
+		w.d.log.Debug("blocker released", "pid", ch.TGID, "comm", ch.Comm)
+	}
+}
+
 // afterChange tells the tracer which commands to report at exec, and logs
-// when the number of confined processes changes.
+// when the set of commands under back-off changes (one line per change,
+// however many processes run them).
 func (w *blockerWatch) afterChange() {
 	watched := w.conf.WatchedCommands()
-	n := w.conf.ConfinedCount()
 	w.mu.Lock()
 	changed := !slices.Equal(watched, w.watched)
-	was := w.confined
-	w.confined = n
 	w.mu.Unlock()
-	if changed && w.tracer != nil {
+	if !changed {
+		return
+	}
+	w.d.log.Info("blocking commands confined to CP cores", "commands", watched, "processes", w.conf.ConfinedCount())
+	if w.tracer != nil {
 		if err := w.tracer.SetCommands(watched); err != nil {
 			w.note("blocker tracer", err)
-		} else {
-			w.mu.Lock()
-			w.watched = watched
-			w.mu.Unlock()
+			return // retried at the next change check
 		}
 	}
-	if n != was {
-		w.d.log.Info("blockers confined to CP cores", "processes", n, "commands", watched)
-	}
+	w.mu.Lock()
+	w.watched = watched
+	w.mu.Unlock()
 }
 
 // note logs an error once until a different one comes (refusals of

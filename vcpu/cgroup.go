@@ -307,6 +307,15 @@ func (p *cgroupPool) Adopt(pids []int) (int, error) {
 	adopted := 0
 	var errs []error
 	seen := map[int]bool{}
+	// Confined processes stay confined: a selector that matches them again
+	// must not pull them back into the pool before their back-off ends.
+	confined, err := p.confined.procs()
+	if err != nil {
+		return 0, err
+	}
+	for _, id := range confined {
+		seen[id] = true
+	}
 	for _, pid := range pids {
 		ok, err := p.moveOne(p.h, pid, seen)
 		if ok {

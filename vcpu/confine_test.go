@@ -62,6 +62,13 @@ func TestConfineRelease(t *testing.T) {
 	if ok, err := p.Confine(blocker); !ok || err != nil {
 		t.Fatalf("second Confine = %v, %v; want true, nil", ok, err)
 	}
+	// A rescan whose selector matches it again leaves it confined.
+	if n, err := p.Adopt([]int{blocker, other}); n != 1 || err != nil {
+		t.Fatalf("Adopt(confined, member) = %d, %v; want 1 (the member), nil", n, err)
+	}
+	if c, err := p.Confined(); err != nil || !slices.Equal(c, []int{blocker}) {
+		t.Fatalf("Confined() after a re-adopt = %v, %v; want [%d]", c, err, blocker)
+	}
 	// The pool's cpuset writes leave the confined group alone.
 	if err := p.Reclaim(dpCore); err != nil {
 		t.Fatal(err)

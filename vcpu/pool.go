@@ -31,7 +31,8 @@ type Pool interface {
 	// afterwards. Idempotent: a member is counted again, not moved twice.
 	// Processes that vanished meanwhile are ignored; refused ones (kernel
 	// threads, taichi itself, real-time threads) are reported in the error
-	// as *SkipError values (errors.As), beside the valid count.
+	// as *SkipError values (errors.As), beside the valid count. Confined
+	// processes (Confine) stay confined and are not counted.
 	Adopt(pids []int) (int, error)
 	// Members returns the process ids (thread group ids) in the pool, sorted.
 	// Confined processes are not members while confined.
