@@ -495,37 +495,11 @@ func TestLendRejectsNonDPCore(t *testing.T) {
 func TestChildrenFollow(t *testing.T) {
 	requireCgroups(t)
 	p := startPool(t, Options{})
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=parent")
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var kid int
-	t.Cleanup(func() {
-		if kid > 0 {
-			_ = syscall.Kill(kid, syscall.SIGKILL)
-		}
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	if n, err := p.Adopt([]int{cmd.Process.Pid}); n != 1 || err != nil {
+	parent := startParent(t)
+	if n, err := p.Adopt([]int{parent.pid}); n != 1 || err != nil {
 		t.Fatalf("Adopt(parent) = %d, %v", n, err)
 	}
-	if _, err := fmt.Fprintln(in, "fork now"); err != nil {
-		t.Fatal(err)
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if _, serr := fmt.Sscan(line, &kid); err != nil || serr != nil {
-		t.Fatalf("parent said %q, %v", line, err)
-	}
+	kid := parent.fork()
 	members, err := p.Members()
 	if err != nil || !slices.Contains(members, kid) {
 		t.Fatalf("Members() = %v, %v; want the child %d forked after adoption", members, err, kid)

@@ -1,7 +1,6 @@
 package vcpu
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -9,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 )
 
@@ -126,43 +124,17 @@ func TestConfineRefusals(t *testing.T) {
 func TestConfinedChildrenFollow(t *testing.T) {
 	requireCgroups(t)
 	p := startPool(t, Options{})
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=parent")
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var kid int
-	t.Cleanup(func() {
-		if kid > 0 {
-			_ = syscall.Kill(kid, syscall.SIGKILL)
-		}
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	if n, err := p.Adopt([]int{cmd.Process.Pid}); n != 1 || err != nil {
+	parent := startParent(t)
+	if n, err := p.Adopt([]int{parent.pid}); n != 1 || err != nil {
 		t.Fatalf("Adopt(parent) = %d, %v", n, err)
 	}
 	if err := p.Lend(dpCore); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := p.Confine(cmd.Process.Pid); !ok || err != nil {
+	if ok, err := p.Confine(parent.pid); !ok || err != nil {
 		t.Fatalf("Confine(parent) = %v, %v", ok, err)
 	}
-	if _, err := fmt.Fprintln(in, "fork now"); err != nil {
-		t.Fatal(err)
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if _, serr := fmt.Sscan(line, &kid); err != nil || serr != nil {
-		t.Fatalf("parent said %q, %v", line, err)
-	}
+	kid := parent.fork()
 	if c, err := p.Confined(); err != nil || !slices.Contains(c, kid) {
 		t.Fatalf("Confined() = %v, %v; want the child %d forked while confined", c, err, kid)
 	}
