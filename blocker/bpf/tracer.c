@@ -113,7 +113,9 @@ struct dp_thread {
 
 /* Per CPU: DP wakes waiting to run there, and the last other task that got
  * the CPU meanwhile. Written from other CPUs too (wakeups), so a plain
- * array with atomic counts rather than a per-CPU one. */
+ * array with atomic counts rather than a per-CPU one. A DP thread removed
+ * from dp_tids between its wakeup and its run leaves its count behind: that
+ * CPU then takes the (still correct) slow path on every switch. */
 struct cpu_pending {
 	__u32 count;
 	__u32 other_pid;
