@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/taichi-sched/taichi/internal/testenv"
 )
 
 // cpCore and dpCore follow this machine's layout: CPU 0 for CP, CPU 1 DP.
@@ -280,9 +282,7 @@ func percentile(v []time.Duration, q float64) time.Duration {
 // requireTracer opens a tracer or skips when the test cannot load one.
 func requireTracer(t testing.TB, opts Options) *Tracer {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to load BPF programs")
-	}
+	testenv.NeedRoot(t, "loading BPF programs")
 	tr, err := Open(opts)
 	if errors.Is(err, ErrNotSupported) {
 		t.Skipf("kernel cannot run the tracer: %v", err)

@@ -64,7 +64,7 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 
 	s := cfg.Scheduler
 	for key, d := range map[string]Duration{
-		"scheduler.slo": s.SLO, "scheduler.slo_window": s.SLOWindow,
+		"scheduler.slo_window":    s.SLOWindow,
 		"scheduler.guard_backoff": s.GuardBackoff, "scheduler.guard_backoff_max": s.GuardBackoffMax,
 		"scheduler.slice_min": s.SliceMin, "scheduler.slice_max": s.SliceMax,
 		"scheduler.flap_window": s.FlapWindow,

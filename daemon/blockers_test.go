@@ -10,6 +10,7 @@ import (
 
 	"github.com/taichi-sched/taichi/blocker"
 	"github.com/taichi-sched/taichi/config"
+	"github.com/taichi-sched/taichi/internal/testenv"
 	"github.com/taichi-sched/taichi/kmod"
 	"github.com/taichi-sched/taichi/scheduler"
 )
@@ -85,6 +86,7 @@ taichi_blocker_confined_tasks 1
 // TestBlockerMetricsWithTracer: with a real tracer the histogram and the
 // tracer's blame counter are exported (root and BTF; skipped otherwise).
 func TestBlockerMetricsWithTracer(t *testing.T) {
+	testenv.NeedRoot(t, "loading BPF programs")
 	tr, err := blocker.Open(blocker.Options{})
 	if err != nil {
 		t.Skipf("tracer unavailable (needs root and kernel BTF): %v", err)

@@ -33,6 +33,8 @@ type Status struct {
 	DPDK     []dpdk.Status `json:"dpdk,omitempty"`
 	Probe    ProbeStatus   `json:"probe"`
 	Kmod     *KmodStatus   `json:"kmod,omitempty"`
+	// SLO is the guard's bound on per-packet RX residence p99.
+	SLO SLOStatus `json:"slo"`
 	// Blockers: who delays DP threads and which of them are confined.
 	Blockers *BlockersStatus `json:"blockers,omitempty"`
 	// Scheduler is the policy engine's full snapshot (per-core knobs,
@@ -62,7 +64,10 @@ type CoreStatus struct {
 	LentSeconds float64           `json:"lent_s"`
 	Reclaims    map[string]uint64 `json:"reclaims,omitempty"`
 	WakeP99us   float64           `json:"wake_p99_us"`
-	GuardTrips  uint64            `json:"guard_trips,omitempty"`
+	// ResidenceP99us is the core's DP loop's RX residence p99 since it
+	// started (0 without a loop of ours or packets).
+	ResidenceP99us float64 `json:"residence_p99_us,omitempty"`
+	GuardTrips     uint64  `json:"guard_trips,omitempty"`
 }
 
 // LoopStatus is one DP loop.
@@ -111,6 +116,7 @@ func (d *Daemon) Status() Status {
 		Scheduler: d.sched.Snapshot(),
 		Kmod:      d.kmodStatus(),
 		DPDK:      d.dpdkStatus(),
+		SLO:       d.slo,
 		Blockers:  d.blockersStatus(),
 	}
 	st.Policy = st.Scheduler.Policy
@@ -171,6 +177,11 @@ func (d *Daemon) Status() Status {
 		if cs.InPool && d.loopOn(c.CPU) == nil && !d.dpdkOn(c.CPU) {
 			// No DP loop runs there: the whole core is CP's while it is in the pool.
 			cs.State = StateLent
+		}
+		for _, l := range st.Loops {
+			if l.CPU == c.CPU {
+				cs.ResidenceP99us = float64(l.Stats.Residence.Quantile(0.99)) / float64(time.Microsecond)
+			}
 		}
 		if len(c.Reclaims) > 0 {
 			cs.Reclaims = map[string]uint64{}

@@ -109,8 +109,10 @@ func TestHandleDoesNotAllocate(t *testing.T) {
 	for _, mode := range []string{ModeReflect, ModeForward} {
 		l := memLoop(mode)
 		f := testFrame(64)
+		wait := int64(0)
 		allocs := testing.AllocsPerRun(10000, func() {
-			l.handle(f, 0)
+			wait += 777 // every call records a residence sample
+			l.handle(f, 0, wait)
 			if l.tx.next == 0 {
 				freeTX(l)
 			}
@@ -121,13 +123,16 @@ func TestHandleDoesNotAllocate(t *testing.T) {
 		if l.batch.packets == 0 || l.batch.tx == 0 {
 			t.Errorf("%s: handle did not count: %+v", mode, l.batch)
 		}
+		if r := l.c.residence.snapshot(); r.Count < 10000 || r.MaxNs < uint64(wait) {
+			t.Errorf("%s: residence not recorded per frame: count %d max %d", mode, r.Count, r.MaxNs)
+		}
 	}
 }
 
 func TestHandleQueuesReflectedFrame(t *testing.T) {
 	l := memLoop(ModeReflect)
 	f := testFrame(16)
-	l.handle(f, 0)
+	l.handle(f, 0, -1)
 	got := l.tx.mem[txDataOffset : txDataOffset+len(f)]
 	if !bytes.Equal(got, f) || !bytes.Equal(got[0:6], []byte{2, 0, 0, 0, 0, 1}) {
 		t.Fatalf("TX slot holds %x", got[:14])
@@ -135,7 +140,7 @@ func TestHandleQueuesReflectedFrame(t *testing.T) {
 	if st := binary.NativeEndian.Uint32(l.tx.mem); st != unix.TP_STATUS_SEND_REQUEST {
 		t.Fatalf("TX slot status %d, want send request", st)
 	}
-	l.handle(testFrame(16)[:20], 0)
+	l.handle(testFrame(16)[:20], 0, -1)
 	if l.batch.unhandled != 1 {
 		t.Fatalf("short frame: unhandled %d", l.batch.unhandled)
 	}
@@ -146,7 +151,7 @@ func BenchmarkHandle(b *testing.B) {
 	f := testFrame(64)
 	b.ReportAllocs()
 	for b.Loop() {
-		l.handle(f, 0)
+		l.handle(f, 0, -1)
 		if l.tx.next == 0 {
 			freeTX(l)
 		}

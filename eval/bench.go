@@ -121,6 +121,15 @@ func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
 		Settle:   500 * time.Millisecond,
 		Facts:    map[string]any{"cp_class": cfg.VCPU.Class, "cp_weight": cfg.VCPU.Weight},
 	}
+	// The guard's bound and the wake cost it came from: the probe's lead
+	// is read against that cost (how much of a wake the probe hides).
+	slo := d.Status().SLO
+	b.Env.Facts["slo_us"] = float64(slo.Value) / 1e3
+	b.Env.Facts["slo_source"] = slo.Source
+	if slo.WakeP50 > 0 {
+		b.Env.Facts["wake_cost_p50_us"] = float64(slo.WakeP50) / 1e3
+		b.Env.Facts["wake_cost_p99_us"] = float64(slo.WakeP99) / 1e3
+	}
 	b.Env.Traffic, b.Env.CapacityPPS, err = newTraffic(ctx, b.Testbed)
 	if err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ pkgs=(
   stress-ng rt-tests                 # kernel-heavy CP load, cyclictest reference
   python3 bash                       # heterogeneous CP helpers
   qemu-system-x86 busybox-static cpio kmod linux-headers-amd64 linux-image-amd64 dwarves  # kernel module boot test (dwarves: pahole, module BTF for the kfunc)
+  qemu-user-static libc6-dev-arm64-cross  # arm64 test pass (make test-arm64): qemu-aarch64-static, arm64 C headers for the uapi layout check
 )
 missing=()
 for p in "${pkgs[@]}"; do

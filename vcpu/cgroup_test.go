@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/taichi-sched/taichi/internal/testenv"
 )
 
 // Helper modes: the test binary re-executes itself to play a daemon that
@@ -93,7 +95,7 @@ func parentHelper() {
 	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
 		os.Exit(1)
 	}
-	kid := exec.Command(os.Args[0], "-test.run=^$")
+	kid := testenv.Command(os.Args[0], "-test.run=^$")
 	kid.Env = append(os.Environ(), helperEnv+"=sleep")
 	if err := kid.Start(); err != nil {
 		fmt.Println("error:", err)
@@ -107,7 +109,7 @@ func parentHelper() {
 // with the first line it printed.
 func startHelper(t *testing.T, mode string, env ...string) (*exec.Cmd, string) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd := testenv.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), append(env, helperEnv+"="+mode)...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"github.com/prometheus/procfs"
 
 	"github.com/taichi-sched/taichi/internal/cpuset"
+	"github.com/taichi-sched/taichi/internal/testenv"
 )
 
 // cpCore and dpCore follow this machine's layout: CPU 0 for CP, CPU 1 DP.
@@ -37,9 +37,7 @@ func uniqueName(t testing.TB) string {
 // online CPUs and a usable cpuset+cpu layout.
 func requireCgroups(t testing.TB) Mounts {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create cgroups and a SCHED_FIFO writer")
-	}
+	testenv.NeedRoot(t, "cgroups and a SCHED_FIFO writer")
 	online, err := readCPUList("/sys/devices/system/cpu/online")
 	if err != nil {
 		t.Fatal(err)
@@ -190,7 +188,7 @@ type parentProc struct {
 // startParent runs the parent helper and kills it and its child at cleanup.
 func startParent(t *testing.T) parentProc {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd := testenv.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperEnv+"=parent")
 	in, err := cmd.StdinPipe()
 	if err != nil {

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/taichi-sched/taichi/internal/testenv"
 )
 
 // inQemuEnv is set by the VM's init for the test binary running inside it.
@@ -44,6 +46,7 @@ func TestCgroupV2InQemu(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a VM under TCG: skipped in -short mode")
 	}
+	testenv.SkipIfEmulated(t, "an x86_64 VM running this package's tests built for it")
 	qemu, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
 		t.Skip("qemu-system-x86_64 not installed (Debian: qemu-system-x86)")

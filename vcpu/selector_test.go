@@ -2,12 +2,13 @@ package vcpu
 
 import (
 	"os"
-	"os/exec"
 	"regexp"
 	"slices"
 	"testing"
 
 	"github.com/prometheus/procfs"
+
+	"github.com/taichi-sched/taichi/internal/testenv"
 )
 
 func TestSelectorMatches(t *testing.T) {
@@ -108,7 +109,7 @@ func TestScanFindsChild(t *testing.T) {
 // minute) and returns its pid; the child dies at the end of the test.
 func startChild(t testing.TB, name, mode string) int {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd := testenv.Command(os.Args[0], "-test.run=^$")
 	cmd.Args[0] = name
 	cmd.Env = append(os.Environ(), helperEnv+"="+mode)
 	if err := cmd.Start(); err != nil {

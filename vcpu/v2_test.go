@@ -10,15 +10,15 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/taichi-sched/taichi/internal/testenv"
 )
 
 // TestV2RealMount runs the pool on a cgroup2 mount the test makes itself.
 // Where the cpuset and cpu controllers are bound to v1 hierarchies (this
 // development VM), cgroup2 cannot enable them and the test says so.
 func TestV2RealMount(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount cgroup2")
-	}
+	testenv.NeedRoot(t, "mounting cgroup2")
 	dir := t.TempDir()
 	if err := unix.Mount("none", dir, "cgroup2", 0, ""); err != nil {
 		t.Skipf("cannot mount cgroup2 on %s: %v", dir, err)
@@ -109,7 +109,7 @@ func TestV2Seam(t *testing.T) {
 	name := uniqueName(t)
 	m, group := fakeV2(t, name)
 	prio := 0
-	if os.Geteuid() != 0 {
+	if !testenv.Privileged() {
 		prio = -1 // a SCHED_FIFO writer needs root; the files do not care
 	}
 	p, err := newCgroupPool(Options{Name: name, CPCores: []int{cpCore}, DPCores: []int{dpCore},
@@ -162,7 +162,7 @@ func TestV2Seam(t *testing.T) {
 		t.Fatalf("Usage() = %+v, %v; want 1.5ms total and per-CPU marked unavailable", u, err)
 	}
 
-	if os.Geteuid() == 0 {
+	if testenv.Privileged() {
 		// v2 moves whole processes: one real-time thread keeps all out.
 		helper, _ := startHelper(t, "mixed")
 		n, err := p.Adopt([]int{helper.Process.Pid})
@@ -272,9 +272,7 @@ func TestOptionsValidation(t *testing.T) {
 // teardown gives SCHED_OTHER back. The file tree is the seam; the policy
 // changes are real.
 func TestPerThreadIdleFallback(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to return threads from SCHED_IDLE to SCHED_OTHER")
-	}
+	testenv.NeedRoot(t, "returning threads from SCHED_IDLE to SCHED_OTHER")
 	name := uniqueName(t)
 	m, group := fakeV2(t, name)
 	if err := os.Remove(filepath.Join(group, "cpu.idle")); err != nil {

@@ -163,10 +163,12 @@ func printStatus(w io.Writer, st *daemon.Status) {
 	if len(st.Loops) > 0 {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "LOOP\tCPU\tPID\tALIVE\tPACKETS\tYIELDS\tWAKES rx/probe/timeout\tEXPOSED MAX")
+		fmt.Fprintln(tw, "LOOP\tCPU\tPID\tALIVE\tPACKETS\tRESIDENCE p50/p99/max\tYIELDS\tWAKES rx/probe/timeout\tEXPOSED p99")
 		for _, l := range st.Loops {
 			s := l.Stats
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%v\t%d\t%d\t%d/%d/%d\t%s\n", l.Name, l.CPU, l.PID, l.Alive, s.Packets, s.Yields, s.WakesRX, s.WakesProbe, s.WakesTimeout, s.ExposedMax)
+			r := s.Residence
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%v\t%d\t%s/%s/%s\t%d\t%d/%d/%d\t%s\n", l.Name, l.CPU, l.PID, l.Alive, s.Packets,
+				r.Quantile(0.5), r.Quantile(0.99), time.Duration(r.MaxNs), s.Yields, s.WakesRX, s.WakesProbe, s.WakesTimeout, s.Exposed.Quantile(0.99))
 		}
 		tw.Flush()
 	}

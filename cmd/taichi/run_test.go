@@ -14,6 +14,7 @@ import (
 
 	"github.com/taichi-sched/taichi/daemon"
 	"github.com/taichi-sched/taichi/internal/cpuset"
+	"github.com/taichi-sched/taichi/internal/testenv"
 	"github.com/taichi-sched/taichi/topology"
 	"github.com/taichi-sched/taichi/vcpu"
 )
@@ -27,9 +28,7 @@ type daemonEnv struct {
 
 func needRootCgroups(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (cgroups)")
-	}
+	testenv.NeedRoot(t, "cgroups")
 	if _, err := os.Stat("/sys/fs/cgroup/cpuset/cpuset.cpus"); err != nil {
 		if _, err2 := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err2 != nil {
 			t.Skip("no cpuset cgroup hierarchy")
