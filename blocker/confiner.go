@@ -149,6 +149,9 @@ type Change struct {
 type tracked struct {
 	Blocker
 	recent []time.Time // in-kernel blame times within the window, oldest first
+	// refusedUntil: the actuator refused it (outside the pool, real-time
+	// threads); not tried again before then.
+	refusedUntil time.Time
 }
 
 // Confiner turns blame into confinement. It is pure policy: all time comes
@@ -278,13 +281,25 @@ func (c *Confiner) onBlame(ev Event, now time.Time) error {
 	if len(b.recent) > c.policy.MinBlames {
 		b.recent = b.recent[len(b.recent)-c.policy.MinBlames:]
 	}
-	if !c.active || !b.ConfinedUntil.IsZero() || len(b.recent) < c.policy.MinBlames {
+	if !c.active || !b.ConfinedUntil.IsZero() || len(b.recent) < c.policy.MinBlames || now.Before(b.refusedUntil) {
 		return nil
 	}
 	b.recent = nil
+	// Move it first: a process the pool refuses must not start a back-off
+	// for its command (nothing of it could be confined).
+	ok, err := c.act.Confine(b.TGID)
+	if err != nil {
+		b.Error = err.Error()
+		b.refusedUntil = now.Add(c.policy.MaxBackoff)
+		return fmt.Errorf("blocker: confine pid %d (%s): %w", b.TGID, b.Comm, err)
+	}
 	cmd := c.learn(b.Comm, b.CgroupID, now)
-	err := c.confine(b.TGID, cmd)
-	return errors.Join(err, c.confineSiblings(cmd))
+	if ok {
+		c.own(b.TGID, cmd)
+	} else {
+		delete(c.blockers, b.TGID) // it vanished; its command is still learned
+	}
+	return c.confineSiblings(cmd)
 }
 
 // learn starts (or extends) a back-off for comm: doubling on repeat.
@@ -319,9 +334,8 @@ func (c *Confiner) confine(tgid int, cmd *Command) error {
 		return nil
 	}
 	ok, err := c.act.Confine(tgid)
-	b := c.blockers[tgid]
 	if err != nil {
-		if b != nil {
+		if b := c.blockers[tgid]; b != nil {
 			b.Error = err.Error()
 		}
 		if cmd.refused == nil {
@@ -334,14 +348,19 @@ func (c *Confiner) confine(tgid int, cmd *Command) error {
 		delete(c.blockers, tgid) // vanished
 		return nil
 	}
+	c.own(tgid, cmd)
+	return nil
+}
+
+// own records tgid as confined under cmd's back-off.
+func (c *Confiner) own(tgid int, cmd *Command) {
 	c.owner[tgid] = cmd.Comm
 	cmd.PIDs = append(cmd.PIDs, tgid)
 	c.changes = append(c.changes, Change{TGID: tgid, Comm: cmd.Comm, Confined: true, Until: cmd.Until})
-	if b != nil {
+	if b := c.blockers[tgid]; b != nil {
 		b.ConfinedUntil = cmd.Until
 		b.Error = ""
 	}
-	return nil
 }
 
 // confineSiblings confines the live processes that run cmd's command.

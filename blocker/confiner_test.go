@@ -298,3 +298,27 @@ func TestPolicyValidate(t *testing.T) {
 		t.Fatalf("defaults rejected: %v", err)
 	}
 }
+
+// TestConfinerRefusedBlockerLearnsNothing: a blamed process the pool
+// refuses (outside it) starts no back-off for its command and is not tried
+// again before MaxBackoff has passed.
+func TestConfinerRefusedBlockerLearnsNothing(t *testing.T) {
+	c, clk, act := newTestConfiner(t, Policy{MinBlames: 1, MaxBackoff: 10 * time.Second}, fakeProcs{"go": {60, 61}})
+	act.refuse[60] = true
+	if err := c.Observe(blame(60, "go", time.Millisecond, inKernel)); err == nil || !strings.Contains(err.Error(), "pid 60") {
+		t.Fatalf("Observe = %v, want the refusal named", err)
+	}
+	if cmds := c.Commands(); len(cmds) != 0 || len(act.confined) != 0 {
+		t.Fatalf("after a refusal: commands %+v, confined %v; want none (sibling 61 untouched)", cmds, act.pids())
+	}
+	calls := len(act.calls)
+	observe(t, c, blame(60, "go", time.Millisecond, inKernel))
+	if len(act.calls) != calls {
+		t.Fatalf("retried a refused process at once: %v", act.calls[calls:])
+	}
+	clk.Advance(11 * time.Second)
+	_ = c.Observe(blame(60, "go", time.Millisecond, inKernel))
+	if len(act.calls) != calls+1 {
+		t.Fatalf("calls %v, want one retry after MaxBackoff", act.calls)
+	}
+}
