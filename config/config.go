@@ -67,6 +67,7 @@ type Scheduler struct {
 	FlapLimit        int          `key:"flap_limit"`
 	FlapWindow       Duration     `key:"flap_window"`
 	HighLoad         float64      `key:"high_load"`
+	Blockers         Blockers     `key:"blockers"`
 }
 
 // VCPU configures the CP pool.

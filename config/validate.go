@@ -89,6 +89,7 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 	if !(s.HighLoad > 0 && s.HighLoad <= 1) {
 		c.fail("scheduler.high_load", "must be a share in (0, 1], got %v", s.HighLoad)
 	}
+	c.blockers(s.Blockers)
 
 	v := cfg.VCPU
 	c.oneOf("vcpu.backend", v.Backend, VCPUBackends)

@@ -18,7 +18,7 @@ import (
 
 // Request is one control-socket request (a JSON line).
 type Request struct {
-	Cmd    string `json:"cmd"`              // "status" | "set-policy"
+	Cmd    string `json:"cmd"`              // "status" | "set-policy" | "blockers"
 	Policy string `json:"policy,omitempty"` // for set-policy
 }
 
@@ -27,6 +27,8 @@ type Response struct {
 	OK     bool    `json:"ok"`
 	Error  string  `json:"error,omitempty"`
 	Status *Status `json:"status,omitempty"`
+	// Blockers answers "blockers".
+	Blockers *BlockersStatus `json:"blockers,omitempty"`
 }
 
 // controlServer serves the control socket. Anyone who can connect may read
@@ -131,8 +133,10 @@ func (s *controlServer) dispatch(line []byte, uid uint32) Response {
 		}
 		st := s.d.Status()
 		return Response{OK: true, Status: &st}
+	case "blockers":
+		return Response{OK: true, Blockers: s.d.Blockers()}
 	default:
-		return Response{Error: fmt.Sprintf("cmd: unknown command %q (want status or set-policy)", req.Cmd)}
+		return Response{Error: fmt.Sprintf("cmd: unknown command %q (want status, set-policy or blockers)", req.Cmd)}
 	}
 }
 

@@ -87,6 +87,8 @@ type Daemon struct {
 	closed  bool
 	// slo is the guard's residence bound and where it came from.
 	slo SLOStatus
+
+	blockers *blockerWatch // blocker-aware lending; nil when off
 }
 
 // New prepares a daemon for cfg, which must come from config.Load (already
@@ -220,6 +222,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	if err := d.deriveSLO(); err != nil {
 		return err
 	}
+	d.startBlockers(runCtx)
 	if d.override {
 		if err := d.sched.SetPolicy(d.policyOverride); err != nil {
 			return err

@@ -122,6 +122,7 @@ func (d *Daemon) Registry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newStatusCollector(d), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(d.sched.Collectors()...)
+	reg.MustRegister(newBlockerCollector(d))
 	return reg
 }
 

@@ -35,6 +35,8 @@ type Status struct {
 	Kmod     *KmodStatus   `json:"kmod,omitempty"`
 	// SLO is the guard's bound on per-packet RX residence p99.
 	SLO SLOStatus `json:"slo"`
+	// Blockers: who delays DP threads and which of them are confined.
+	Blockers *BlockersStatus `json:"blockers,omitempty"`
 	// Scheduler is the policy engine's full snapshot (per-core knobs,
 	// latency histograms, guard and flap state).
 	Scheduler scheduler.Snapshot `json:"scheduler"`
@@ -115,6 +117,7 @@ func (d *Daemon) Status() Status {
 		Kmod:      d.kmodStatus(),
 		DPDK:      d.dpdkStatus(),
 		SLO:       d.slo,
+		Blockers:  d.blockersStatus(),
 	}
 	st.Policy = st.Scheduler.Policy
 	var poolCPUs []int

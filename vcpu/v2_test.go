@@ -66,20 +66,27 @@ func fakeV2(t *testing.T, name string) (Mounts, string) {
 	t.Helper()
 	root := t.TempDir()
 	group := filepath.Join(root, name)
-	if err := os.Mkdir(group, 0o755); err != nil {
-		t.Fatal(err)
+	for _, dir := range []string{group, filepath.Join(root, ConfinedName(name))} {
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
+	confined := ConfinedName(name)
 	files := map[string]string{
-		"cgroup.controllers":     "cpuset cpu io memory pids\n",
-		"cgroup.subtree_control": "memory\n",
-		"cgroup.procs":           "",
-		"cpuset.cpus.effective":  "0-1\n",
-		name + "/cpuset.cpus":    "0-1\n", // as a crashed run left it: lent
-		name + "/cpuset.mems":    "",
-		name + "/cpu.idle":       "0\n",
-		name + "/cpu.weight":     "100\n",
-		name + "/cgroup.procs":   "",
-		name + "/cpu.stat":       "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n",
+		"cgroup.controllers":       "cpuset cpu io memory pids\n",
+		"cgroup.subtree_control":   "memory\n",
+		"cgroup.procs":             "",
+		"cpuset.cpus.effective":    "0-1\n",
+		name + "/cpuset.cpus":      "0-1\n", // as a crashed run left it: lent
+		name + "/cpuset.mems":      "",
+		name + "/cpu.idle":         "0\n",
+		name + "/cpu.weight":       "100\n",
+		name + "/cgroup.procs":     "",
+		name + "/cpu.stat":         "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n",
+		confined + "/cpuset.cpus":  "",
+		confined + "/cpu.idle":     "0\n",
+		confined + "/cpu.weight":   "100\n",
+		confined + "/cgroup.procs": "",
 	}
 	for f, content := range files {
 		if err := os.WriteFile(filepath.Join(root, f), []byte(content), 0o644); err != nil {
@@ -125,6 +132,10 @@ func TestV2Seam(t *testing.T) {
 	}
 	if got := mustRead(t, filepath.Join(group, "cpu.idle")); got != "1" {
 		t.Fatalf("idle class: cpu.idle = %q", got)
+	}
+	confined := filepath.Join(m.Unified, ConfinedName(name))
+	if cpus, idle := mustRead(t, filepath.Join(confined, "cpuset.cpus")), mustRead(t, filepath.Join(confined, "cpu.idle")); cpus != "0" || idle != "1" {
+		t.Fatalf("confined group: cpuset.cpus=%q cpu.idle=%q; want the CP cores and the pool's idle class", cpus, idle)
 	}
 	if err := p.Lend(dpCore); err != nil {
 		t.Fatal(err)

@@ -58,7 +58,7 @@ func TestGuardBenchesCoreWhenKernelHeavyCPBreaksSLO(t *testing.T) {
   interfaces: [{iface: %s, netns: %s, cpu: %d}]
 dataplane:
   loops: [{name: gd, cpu: %d, iface: %s, netns: %s}]
-scheduler: {slo: 300us, guard_backoff: 3s}
+scheduler: {slo: 300us, guard_backoff: 3s, blockers: {enabled: false}}
 `, tb.NICIn, tb.NICNS, dp, dp, tb.DPIface, tb.DPNS), 1)
 	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

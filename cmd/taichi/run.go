@@ -153,6 +153,9 @@ func printStatus(w io.Writer, st *daemon.Status) {
 		fmt.Fprintf(w, "  adopt: %s\n", st.Pool.AdoptErr)
 	}
 	fmt.Fprintf(w, "probe    %s  %s %s %s\n", st.Probe.Backend, st.Probe.State, st.Probe.Mode, st.Probe.Error)
+	if b := st.Blockers; b != nil {
+		fmt.Fprintf(w, "blockers %s  confined %d  blames %d  wake->run p99 <%.0fus %s\n", b.State, b.Confined, b.Blames+b.KmodBlame, b.WakeRunP99us, b.Error)
+	}
 	if st.Kmod != nil {
 		for _, k := range st.Kmod.Stats {
 			fmt.Fprintf(w, "kmod     cpu %d  dp tid %d  kicks %d  wakes %d  timeouts %d  blockers %d  kick->run p99 %v\n",
