@@ -85,6 +85,8 @@ func WritePlots(dir string, r *Report) ([]string, error) {
 			return nil, err
 		}
 		return []string{p1, p2}, ct.Save(8*vg.Inch, 5*vg.Inch, p2)
+	case ExperimentPing:
+		return nil, nil // the table is the result
 	}
 	return nil, fmt.Errorf("eval: no plots for experiment %q", r.Experiment)
 }
