@@ -292,7 +292,7 @@ func pingRun(ctx context.Context, env *Env, cfg PingConfig, policy string, withC
 
 	before, serr := sys.Snapshot()
 	st, times, err := runPing(ctx, env, cfg)
-	after, aerr := sys.Snapshot()
+	after, aerr := snapshotCounted(ctx, sys, before, uint64(st.Received), time.Second)
 	if err != nil {
 		run.addErr(err)
 	}
@@ -312,6 +312,24 @@ func pingRun(ctx context.Context, env *Env, cfg PingConfig, policy string, withC
 		run.DP.PPS = float64(st.Received) / run.WallS
 	}
 	return run
+}
+
+// snapshotCounted takes the snapshot that ends a run once the DP loop's
+// published residence counts at least want more packets than before (its
+// stats reach the daemon a few milliseconds late), or after bound.
+func snapshotCounted(ctx context.Context, sys System, before Snapshot, want uint64, bound time.Duration) (Snapshot, error) {
+	deadline := time.Now().Add(bound)
+	for {
+		s, err := sys.Snapshot()
+		if err != nil || !s.HaveDPHist || !before.HaveDPHist || s.Residence.Count >= before.Residence.Count+want ||
+			ctx.Err() != nil || time.Now().After(deadline) {
+			return s, err
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
 }
 
 func pingClientNote(fifo int) string {
