@@ -19,6 +19,8 @@ import (
 // dataplane.png (DP p99 vs load per policy) and dataplane-cyclictest.png.
 func WritePlots(dir string, r *Report) ([]string, error) {
 	switch r.Experiment {
+	case ExperimentPing:
+		return nil, nil // the table is the result
 	case ExperimentVMStartup:
 		p := plot.New()
 		p.Title.Text = "VM startup latency vs density (solid p50, dashed p99)"
@@ -85,8 +87,6 @@ func WritePlots(dir string, r *Report) ([]string, error) {
 			return nil, err
 		}
 		return []string{p1, p2}, ct.Save(8*vg.Inch, 5*vg.Inch, p2)
-	case ExperimentPing:
-		return nil, nil // the table is the result
 	}
 	return nil, fmt.Errorf("eval: no plots for experiment %q", r.Experiment)
 }
