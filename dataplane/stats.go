@@ -66,7 +66,7 @@ type Stats struct {
 	Bytes     uint64 `json:"bytes"`      // bytes received
 	TxPackets uint64 `json:"tx_packets"` // frames queued for sending
 	TxDrops   uint64 `json:"tx_drops"`   // frames dropped: TX ring full
-	Unhandled uint64 `json:"unhandled"`  // frames the mode does not handle (reflect: not IPv4/UDP)
+	Unhandled uint64 `json:"unhandled"`  // frames the mode does not handle (reflect: neither IPv4 UDP nor an ICMP echo request)
 
 	Polls      uint64 `json:"polls"`
 	EmptyPolls uint64 `json:"empty_polls"`

@@ -114,6 +114,8 @@ func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
 	b.Daemon = d
 	b.Env = &Env{
 		System:   &DaemonSystem{D: d},
+		GenNS:    b.Testbed.GenNS,
+		DPIP:     b.Testbed.DPIP,
 		Prefix:   o.Prefix + "c",
 		WorkDir:  b.workDir,
 		GoHelper: helper,

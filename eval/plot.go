@@ -40,6 +40,8 @@ const residenceLabel = "RX residence (kernel RX stamp to DP loop)"
 // Lines are medians over repeats; bars span the repeats' min–max.
 func WritePlots(dir string, r *Report) ([]string, error) {
 	switch r.Experiment {
+	case ExperimentPing:
+		return nil, nil // the table is the result
 	case ExperimentVMStartup:
 		path := filepath.Join(dir, "vm-startup.png")
 		return []string{path}, vmStartupFigure(r).save(path)

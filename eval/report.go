@@ -111,6 +111,8 @@ type Run struct {
 	// CyclictestUS: rt-tests' cyclictest on the DP core at the DP priority,
 	// run beside the CP load: an independent view of the same question.
 	CyclictestUS *Percentiles `json:"cyclictest_us,omitempty"`
+	// Ping: iputils ping's own summary (experiment ping).
+	Ping *PingStats `json:"ping,omitempty"`
 
 	LentS float64 `json:"lent_s"` // DP-core seconds lent to CP
 	// Reclaims counts lent periods ended during the run, by cause.
@@ -327,6 +329,8 @@ func WriteMarkdown(w io.Writer, r *Report) {
 				medNum(c.runs, rtt99), pct(aggregate(c.runs, func(r Run) float64 { return r.DP.Loss }).Median),
 				medNum(c.runs, func(r Run) float64 { return r.LentS }), med(c.runs, harvest))
 		}
+	case ExperimentPing:
+		writePingTable(w, r)
 	default:
 		fmt.Fprintln(w, "| policy | load | CP load | repeats | DP pps (offered) | loss | DP residence p50 µs | residence p99 µs | residence max µs | exposed wake p99 µs | RTT p99 µs | cyclictest p99 µs | cyclictest max µs | lent s | harvested CP s | idle share | reclaims by cause |")
 		fmt.Fprintln(w, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +18,10 @@ import (
 type Env struct {
 	System  System
 	Traffic Traffic
+	// GenNS and DPIP are the generator's network namespace and the DP
+	// loop's address, for clients other than Traffic (ping).
+	GenNS string
+	DPIP  netip.Addr
 	// CapacityPPS is the DP loop's packet rate at full utilisation on this
 	// testbed; a load of 0.3 offers 0.3 × CapacityPPS on average.
 	CapacityPPS int

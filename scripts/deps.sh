@@ -4,6 +4,7 @@
 set -euo pipefail
 pkgs=(
   iproute2 nftables ethtool          # testbed, control-plane vports, tc/nft rules
+  iputils-ping                       # taichi eval ping: the real ping client against the DP loop
   clang llvm libbpf-dev              # BPF probe (go generate) and its CI diff check
   dpdk-dev                           # dpdk-testpmd for the DPDK lcore tests
   stress-ng rt-tests                 # kernel-heavy CP load, cyclictest reference

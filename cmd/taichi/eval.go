@@ -21,7 +21,7 @@ func init() {
 		Use:   "eval",
 		Short: "Benchmarks: VM startup vs density, data-plane impact (JSON, Markdown, PNG)",
 	}
-	evalCmd.AddCommand(newEvalVMStartupCmd(), newEvalDataplaneCmd())
+	evalCmd.AddCommand(newEvalVMStartupCmd(), newEvalDataplaneCmd(), newEvalPingCmd())
 	rootCmd.AddCommand(evalCmd, newCPHelperCmd())
 }
 
