@@ -55,6 +55,11 @@ type Machine struct {
 	// period-runtime every period, which shows in DP tail latency.
 	RTRuntimeUS int `json:"rt_runtime_us"`
 	RTPeriodUS  int `json:"rt_period_us"`
+	// TstampPrequeue is net.core.netdev_tstamp_prequeue during the runs:
+	// 0 means a packet's RX stamp is taken when the softirq delivers it to
+	// the DP loop's socket (what residence needs), 1 when it was queued on
+	// the sending CPU (residence then includes that CPU's softirq wait).
+	TstampPrequeue int `json:"netdev_tstamp_prequeue"`
 	// DPLoopClass is the DP loop's scheduling class in each state, as the
 	// runs observed it (see Run.DP.LoopClass).
 	DPLoopClass string `json:"dp_loop_class,omitempty"`
@@ -142,6 +147,7 @@ func ReadMachine(dpCores, cpCores []int) Machine {
 	}
 	m.Preempt = readPreempt()
 	m.RTRuntimeUS = readInt("/proc/sys/kernel/sched_rt_runtime_us")
+	m.TstampPrequeue = readInt(tstampPrequeue)
 	m.RTPeriodUS = readInt("/proc/sys/kernel/sched_rt_period_us")
 	return m
 }
@@ -265,6 +271,9 @@ func WriteMarkdown(w io.Writer, r *Report) {
 	}
 	if m.DPLoopClass != "" {
 		fmt.Fprintf(w, " DP loop class: %s.", m.DPLoopClass)
+	}
+	if m.TstampPrequeue != 0 {
+		fmt.Fprint(w, " RX stamps are taken when a packet is queued on the sending CPU (net.core.netdev_tstamp_prequeue=1): residence includes that CPU's softirq wait.")
 	}
 	fmt.Fprint(w, "\n\n")
 	med := func(runs []Run, f func(Run) float64) string { return aggregate(runs, f).String() }

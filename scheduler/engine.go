@@ -501,6 +501,11 @@ func (e *engine) flapCheck(c *core, at time.Time) {
 func (e *engine) sloSample(c *core, at time.Time, r Residence) {
 	c.sloSeen++
 	c.slo.expire(at, e.p.SLOWindow)
+	if !c.inCPUSet {
+		// Not lendable (static, benched, held): what packets felt then says
+		// nothing about lending, and must not bench the core when it resumes.
+		return
+	}
 	c.slo.add(residenceSample{at: at, packets: r.Packets, late: min(r.Late, r.Packets), p99: r.P99})
 	if !e.pol.adaptive() || c.benched || c.slo.packets < uint64(e.p.SLOMinSamples) || !c.slo.p99Exceeds() {
 		return

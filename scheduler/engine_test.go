@@ -301,13 +301,19 @@ func TestSLOGuardBackoffDoublesAndResumes(t *testing.T) {
 		}
 		backoffs = append(backoffs, c.benchedUntil.Sub(at(tripAt)))
 		eq(t, "bench", h.act.take(), []string{"yield 1 -1 50µs", "reclaim 1"})
-		// Benched: yields do not lend, nothing touches the cpuset.
+		// Benched: yields do not lend, nothing touches the cpuset, and late
+		// packets now say nothing about lending (no trip on resume).
 		h.yield(1, tripAt+ms(1))
 		h.wake(1, tripAt+ms(2), WakeRx, us(10))
+		h.residence(1, tripAt+ms(3), 100, 50)
 		h.advance(c.benchedUntil.Sub(t0) - 1)
 		eq(t, "benched", h.act.take(), nil)
 		h.advance(c.benchedUntil.Sub(t0))
 		eq(t, "resume", h.act.take(), []string{"lend 1", "yield 1 64 50µs"})
+		h.residence(1, c.benchedUntil.Sub(t0)+ms(1), 10, 0) // on time while lent again
+		if c.benched {
+			t.Fatalf("trip %d: late packets from the benched period benched the core again", trip)
+		}
 		tm = c.benchedUntil.Sub(t0) + ms(10)
 	}
 	if want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 4 * time.Second}; !slices.Equal(backoffs, want) {
