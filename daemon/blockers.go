@@ -201,6 +201,9 @@ func (w *blockerWatch) newKmodEvents(recs []kmod.Blocker) []blocker.Event {
 func (w *blockerWatch) changed(ch blocker.Change) {
 	if ch.Confined {
 		w.d.log.Debug("blocker confined to CP cores", "pid", ch.TGID, "comm", ch.Comm, "until", ch.Until.Format(time.RFC3339Nano))
+		// The late packets the guard has counted so far are this blocker's
+		// doing, and it is gone from the DP cores: judge lending afresh.
+		w.d.sched.BlockerConfined(time.Now())
 	} else {
 		w.d.log.Debug("blocker released", "pid", ch.TGID, "comm", ch.Comm)
 	}

@@ -41,10 +41,11 @@ const (
 	EvResidence                  // per-packet RX residence over an interval (Residence)
 	EvHarvested                  // cumulative CP CPU time on CPU while lent (Harvested)
 	EvProbeDown                  // the core's probe failed (ProbeDown true) or runs again (false)
+	EvBlockerConfined            // a blocker was kept off the DP cores (CPU: any)
 	numEventKinds
 )
 
-var eventKindNames = [numEventKinds]string{"idle", "busy", "yield", "wake", "probe", "load", "residence", "harvested", "probe-down"}
+var eventKindNames = [numEventKinds]string{"idle", "busy", "yield", "wake", "probe", "load", "residence", "harvested", "probe-down", "blocker-confined"}
 
 func (k EventKind) String() string {
 	if k >= 0 && k < numEventKinds {
@@ -285,6 +286,13 @@ func (e *engine) fire(c *core) {
 
 // handle processes one event at its timestamp.
 func (e *engine) handle(ev Event) {
+	if ev.Kind == EvBlockerConfined { // concerns every core
+		e.advance(ev.At)
+		for _, c := range e.cores {
+			c.slo.reset()
+		}
+		return
+	}
 	c, ok := e.byCPU[ev.CPU]
 	if !ok {
 		e.unknownCPU++

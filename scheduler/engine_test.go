@@ -470,3 +470,14 @@ func TestProbeGateFollowsPolicy(t *testing.T) {
 		"lend 3", "yield 3 64 50µs", "probewake 3 true",
 	})
 }
+
+// A confined blocker takes its late packets with it: the window starts over.
+func TestConfinedBlockerClearsTheGuardWindow(t *testing.T) {
+	h := newHarness(t, PolicyTaichi, func(p *Params) { p.SLO, p.SLOMinSamples = us(100), 100 })
+	h.residence(1, ms(1), 90, 1)
+	h.ev(Event{Kind: EvBlockerConfined, CPU: -1, At: at(ms(2))})
+	h.residence(1, ms(3), 100, 1) // 1 of 100: within the p99; with the old 1 of 90 it would trip
+	if c := h.core(1); c.guardTrips != 0 || c.slo.packets != 100 {
+		t.Fatalf("trips %d, window %d packets: the confined blocker's late packets still count", c.guardTrips, c.slo.packets)
+	}
+}

@@ -273,6 +273,13 @@ func (s *Scheduler) SetPolicy(name string) error {
 	}
 }
 
+// BlockerConfined reports that a task which delayed DP threads has been
+// kept off the DP cores: the guard's windows forget the late packets
+// counted so far, which were its doing.
+func (s *Scheduler) BlockerConfined(at time.Time) bool {
+	return s.Post(Event{Kind: EvBlockerConfined, CPU: -1, At: at})
+}
+
 // SetSLO sets the guard's bound on per-packet RX residence p99. Only before
 // Run: the daemon derives it from the host at start.
 func (s *Scheduler) SetSLO(d time.Duration) error {
