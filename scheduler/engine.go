@@ -32,16 +32,16 @@ type EventKind int
 
 // Event kinds.
 const (
-	EvIdle      EventKind = iota // empty-poll streak (EmptyPolls)
-	EvBusy                       // the loop handled packets again
-	EvYield                      // the loop blocked
-	EvWake                       // the loop runs again (Wake, Latency = exposed wake latency)
-	EvProbe                      // the probe warns packets are coming for CPU
-	EvLoad                       // load sample (Interval, BusyFraction, Packets)
-	EvResidence                  // per-packet RX residence over an interval (Residence)
-	EvHarvested                  // cumulative CP CPU time on CPU while lent (Harvested)
-	EvProbeDown                  // the core's probe failed (ProbeDown true) or runs again (false)
-	EvBlockerConfined            // a blocker was kept off the DP cores (CPU: any)
+	EvIdle            EventKind = iota // empty-poll streak (EmptyPolls)
+	EvBusy                             // the loop handled packets again
+	EvYield                            // the loop blocked
+	EvWake                             // the loop runs again (Wake, Latency = exposed wake latency)
+	EvProbe                            // the probe warns packets are coming for CPU
+	EvLoad                             // load sample (Interval, BusyFraction, Packets)
+	EvResidence                        // per-packet RX residence over an interval (Residence)
+	EvHarvested                        // cumulative CP CPU time on CPU while lent (Harvested)
+	EvProbeDown                        // the core's probe failed (ProbeDown true) or runs again (false)
+	EvBlockerConfined                  // a blocker was kept off the DP cores (CPU: any)
 	numEventKinds
 )
 
