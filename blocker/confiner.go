@@ -52,8 +52,8 @@ type Policy struct {
 const (
 	DefaultMinBlames  = 3
 	DefaultWindow     = time.Second
-	DefaultBackoff    = 2 * time.Second
-	DefaultMaxBackoff = time.Minute
+	DefaultBackoff    = 10 * time.Second
+	DefaultMaxBackoff = 5 * time.Minute
 	DefaultRecheck    = 100 * time.Millisecond
 	DefaultMaxTracked = 256
 )
@@ -217,11 +217,15 @@ func (c *Confiner) SetActive(on bool) error {
 	if on {
 		return nil
 	}
+	// Every process goes back to the pool, but what was learned stays: a
+	// command still under back-off is confined again, at the first Tick,
+	// when confinement comes back (a policy switch is not a pardon).
 	var errs []error
-	for comm := range c.commands {
-		errs = append(errs, c.releaseCommand(comm))
+	for _, cmd := range c.commands {
+		until := cmd.Until
+		errs = append(errs, c.releaseCommand(cmd.Comm))
+		cmd.Until = until
 	}
-	c.commands = map[string]*Command{}
 	return errors.Join(errs...)
 }
 

@@ -322,3 +322,38 @@ func TestConfinerRefusedBlockerLearnsNothing(t *testing.T) {
 		t.Fatalf("calls %v, want one retry after MaxBackoff", act.calls)
 	}
 }
+
+// A policy switch releases everything but forgets nothing: a command still
+// under back-off is confined again once confinement is back.
+func TestConfinerRemembersAcrossDeactivation(t *testing.T) {
+	procs := fakeProcs{"storm": {10}}
+	c, clk, act := newTestConfiner(t, Policy{MinBlames: 1, Backoff: 10 * time.Second}, procs)
+	observe(t, c, blame(10, "storm", time.Millisecond, inKernel))
+	if !act.confined[10] {
+		t.Fatal("not confined")
+	}
+	if err := c.SetActive(false); err != nil {
+		t.Fatal(err)
+	}
+	if len(act.confined) != 0 {
+		t.Fatalf("inactive: still confined %v", act.pids())
+	}
+	clk.Advance(time.Second)
+	tick(t, c) // inactive: nothing is confined
+	if len(act.confined) != 0 {
+		t.Fatalf("inactive tick confined %v", act.pids())
+	}
+	if err := c.SetActive(true); err != nil {
+		t.Fatal(err)
+	}
+	procs["storm"] = []int{10, 11} // a new process of the same command too
+	tick(t, c)
+	if !slices.Equal(act.pids(), []int{10, 11}) {
+		t.Fatalf("re-activated with storm under back-off: confined %v, want [10 11] without new blame", act.pids())
+	}
+	clk.Advance(10 * time.Second)
+	tick(t, c)
+	if len(act.confined) != 0 {
+		t.Fatalf("back-off over: still confined %v", act.pids())
+	}
+}
