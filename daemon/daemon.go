@@ -85,6 +85,10 @@ type Daemon struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	closed  bool
+	lock    *instanceLock
+	// startFailed: Close undoes only what this process started (a DP host
+	// or DPDK app adopted from an earlier run keeps running).
+	startFailed bool
 }
 
 // New prepares a daemon for cfg, which must come from config.Load (already
@@ -166,8 +170,13 @@ func (d *Daemon) Pool() vcpu.Pool { return d.pool }
 // every part. If any part fails, everything started so far is undone.
 func (d *Daemon) Start(ctx context.Context) (err error) {
 	d.started = time.Now()
+	// One daemon per state: taken before anything is looked at or changed.
+	if d.lock, err = acquireInstanceLock(d.cfg.StateDir); err != nil {
+		return err
+	}
 	defer func() {
 		if err != nil {
+			d.startFailed = true
 			d.Close()
 		}
 	}()
@@ -475,6 +484,7 @@ func (d *Daemon) Close() error {
 		errs = append(errs, d.pool.Close())
 		d.checkpoint()
 	}
+	d.lock.release()
 	return errors.Join(errs...)
 }
 
