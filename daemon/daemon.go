@@ -86,6 +86,7 @@ type Daemon struct {
 	wg      sync.WaitGroup
 	closed  bool
 	lock    *instanceLock
+	ckMu    sync.Mutex
 	// startFailed: Close undoes only what this process started (a DP host
 	// or DPDK app adopted from an earlier run keeps running).
 	startFailed bool
@@ -431,7 +432,11 @@ func (d *Daemon) rescan() {
 // CP workload they spawn).
 func (d *Daemon) Adopt(pids []int) (int, error) { return d.pool.Adopt(pids) }
 
+// checkpoint saves the current state. ckMu makes the snapshot and its write
+// one step, so a slower save of older state never lands after a newer one.
 func (d *Daemon) checkpoint() {
+	d.ckMu.Lock()
+	defer d.ckMu.Unlock()
 	d.mu.Lock()
 	cp := Checkpoint{PID: os.Getpid(), Policy: d.policy, Override: d.override, Config: d.cfg.Policy, Saved: time.Now()}
 	d.mu.Unlock()
