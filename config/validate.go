@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -235,6 +236,11 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 		c.fail("control.socket", "must be an absolute path, got %q", cfg.Control.Socket)
 	} else if len(cfg.Control.Socket) > 107 {
 		c.fail("control.socket", "path longer than a unix socket allows (107 bytes)")
+	}
+	if g := cfg.Control.Group; g != "" {
+		if _, err := user.LookupGroup(g); err != nil {
+			c.fail("control.group", "no such group %q on this host", g)
+		}
 	}
 	if !filepath.IsAbs(cfg.StateDir) {
 		c.fail("state_dir", "must be an absolute path, got %q", cfg.StateDir)

@@ -247,7 +247,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		}
 	}
 	if !d.noControl {
-		if d.control, err = listenControl(d, d.cfg.Control.Socket); err != nil {
+		if d.control, err = listenControl(d, d.cfg.Control.Socket, d.cfg.Control.Group); err != nil {
 			return err
 		}
 	}
