@@ -16,6 +16,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -87,6 +88,11 @@ type Daemon struct {
 	closed  bool
 	lock    *instanceLock
 	ckMu    sync.Mutex
+
+	// Watchdog: progress stamps (stamp()) and a scheduler barrier in flight.
+	pumpBeat, superviseBeat atomic.Int64
+	schedProbe              chan error
+	unhealthy               bool
 	// startFailed: Close undoes only what this process started (a DP host
 	// or DPDK app adopted from an earlier run keeps running).
 	startFailed bool
@@ -301,7 +307,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.log.Warn("systemd notify failed", "err", err)
 	}
 	var tick <-chan time.Time
-	if iv := sdnotify.WatchdogInterval(); iv > 0 {
+	iv := sdnotify.WatchdogInterval()
+	if iv > 0 {
 		t := time.NewTicker(iv)
 		defer t.Stop()
 		tick = t.C
@@ -312,10 +319,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			sdnotify.Notify("STOPPING=1")
 			return d.Close()
 		case <-tick:
-			// Only pet the watchdog while the pool still answers.
-			if d.pool != nil && len(d.pool.CPUs()) > 0 {
-				sdnotify.Notify("WATCHDOG=1")
-			}
+			d.petWatchdog(iv)
 		}
 	}
 }
