@@ -93,6 +93,8 @@ type Daemon struct {
 	pumpBeat, superviseBeat atomic.Int64
 	schedProbe              chan error
 	unhealthy               bool
+
+	selfCPU selfCPU
 	// startFailed: Close undoes only what this process started (a DP host
 	// or DPDK app adopted from an earlier run keeps running).
 	startFailed bool
@@ -219,8 +221,12 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	d.rescan()
-	d.wg.Add(1)
+	d.wg.Add(2)
 	go d.rescanLoop(runCtx)
+	go func() {
+		defer d.wg.Done()
+		d.selfCPU.run(runCtx)
+	}()
 
 	if err := d.startLoops(ctx); err != nil {
 		return err

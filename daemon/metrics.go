@@ -21,7 +21,7 @@ import (
 type statusCollector struct {
 	d                                            *Daemon
 	state, lent, reclaims, members, harvest, bld *prometheus.Desc
-	probeDown                                    *prometheus.Desc
+	probeDown, selfShare                         *prometheus.Desc
 }
 
 func newStatusCollector(d *Daemon) *statusCollector {
@@ -34,11 +34,12 @@ func newStatusCollector(d *Daemon) *statusCollector {
 		harvest:   prometheus.NewDesc("taichi_harvested_cp_seconds_total", "CP CPU seconds run on DP cores.", nil, nil),
 		bld:       prometheus.NewDesc("taichi_build_info", "Build information.", []string{"version", "goversion", "policy"}, nil),
 		probeDown: prometheus.NewDesc("taichi_probe_failed", "1 when the DP core's probe failed and the core is held static.", []string{"cpu"}, nil),
+		selfShare: prometheus.NewDesc("taichi_daemon_cpu_share", "The daemon's own CPU time (utime+stime) per second over the last 10s, as a share of one core (its total is process_cpu_seconds_total).", nil, nil),
 	}
 }
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.state, c.lent, c.reclaims, c.members, c.harvest, c.bld, c.probeDown} {
+	for _, d := range []*prometheus.Desc{c.state, c.lent, c.reclaims, c.members, c.harvest, c.bld, c.probeDown, c.selfShare} {
 		ch <- d
 	}
 }
@@ -65,6 +66,7 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	if st.Pool.HarvestedCPSeconds >= 0 {
 		ch <- prometheus.MustNewConstMetric(c.harvest, prometheus.CounterValue, st.Pool.HarvestedCPSeconds)
 	}
+	ch <- prometheus.MustNewConstMetric(c.selfShare, prometheus.GaugeValue, st.Daemon.Share)
 	ch <- prometheus.MustNewConstMetric(c.bld, prometheus.GaugeValue, 1, st.Version, runtime.Version(), st.Policy)
 }
 

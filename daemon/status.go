@@ -33,6 +33,8 @@ type Status struct {
 	DPDK     []dpdk.Status `json:"dpdk,omitempty"`
 	Probe    ProbeStatus   `json:"probe"`
 	Kmod     *KmodStatus   `json:"kmod,omitempty"`
+	// Daemon is taichi's own CPU cost.
+	Daemon SelfCPU `json:"daemon"`
 	// Scheduler is the policy engine's full snapshot (per-core knobs,
 	// latency histograms, guard and flap state).
 	Scheduler scheduler.Snapshot `json:"scheduler"`
@@ -109,6 +111,7 @@ func (d *Daemon) Status() Status {
 		Scheduler: d.sched.Snapshot(),
 		Kmod:      d.kmodStatus(),
 		DPDK:      d.dpdkStatus(),
+		Daemon:    d.selfCPU.status(),
 	}
 	st.Policy = st.Scheduler.Policy
 	var poolCPUs []int
