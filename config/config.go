@@ -55,18 +55,19 @@ type Cores struct {
 
 // Scheduler holds the lending policy's tunables.
 type Scheduler struct {
-	SLO              Duration `key:"slo"`
-	SLOWindow        Duration `key:"slo_window"`
-	GuardBackoff     Duration `key:"guard_backoff"`
-	GuardBackoffMax  Duration `key:"guard_backoff_max"`
-	IdleThreshold    int      `key:"idle_threshold"`
-	IdleThresholdMin int      `key:"idle_threshold_min"`
-	IdleThresholdMax int      `key:"idle_threshold_max"`
-	SliceMin         Duration `key:"slice_min"`
-	SliceMax         Duration `key:"slice_max"`
-	FlapLimit        int      `key:"flap_limit"`
-	FlapWindow       Duration `key:"flap_window"`
-	HighLoad         float64  `key:"high_load"`
+	SLO              AutoDuration `key:"slo"`
+	SLOWindow        Duration     `key:"slo_window"`
+	GuardBackoff     Duration     `key:"guard_backoff"`
+	GuardBackoffMax  Duration     `key:"guard_backoff_max"`
+	IdleThreshold    int          `key:"idle_threshold"`
+	IdleThresholdMin int          `key:"idle_threshold_min"`
+	IdleThresholdMax int          `key:"idle_threshold_max"`
+	SliceMin         Duration     `key:"slice_min"`
+	SliceMax         Duration     `key:"slice_max"`
+	FlapLimit        int          `key:"flap_limit"`
+	FlapWindow       Duration     `key:"flap_window"`
+	HighLoad         float64      `key:"high_load"`
+	Blockers         Blockers     `key:"blockers"`
 }
 
 // VCPU configures the CP pool.
@@ -165,6 +166,23 @@ type Duration time.Duration
 func (d Duration) D() time.Duration { return time.Duration(d) }
 
 func (d Duration) String() string { return time.Duration(d).String() }
+
+// AutoDuration is a positive duration, or "auto" (the zero value): the
+// daemon derives it from the host at start.
+type AutoDuration Duration
+
+// Auto reports whether the value is left to the daemon.
+func (a AutoDuration) Auto() bool { return a == 0 }
+
+// D returns the duration (0 when auto).
+func (a AutoDuration) D() time.Duration { return time.Duration(a) }
+
+func (a AutoDuration) String() string {
+	if a.Auto() {
+		return "auto"
+	}
+	return time.Duration(a).String()
+}
 
 // Size is a byte count written as "64KiB", "4MiB" or a plain number.
 type Size int64

@@ -158,3 +158,21 @@ func FuzzLoadBytes(f *testing.F) {
 		}
 	})
 }
+
+func TestSLOAutoOrDuration(t *testing.T) {
+	topo := fourCPUs
+	cfg, err := LoadBytes(nil, topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Scheduler.SLO.Auto() || cfg.Scheduler.SLO.String() != "auto" {
+		t.Errorf("default scheduler.slo = %v, want auto", cfg.Scheduler.SLO)
+	}
+	cfg, err = LoadBytes([]byte("scheduler: {slo: 750us}\n"), topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Scheduler.SLO.Auto() || cfg.Scheduler.SLO.D() != 750*time.Microsecond {
+		t.Errorf("scheduler.slo 750us read as %v", cfg.Scheduler.SLO)
+	}
+}

@@ -151,12 +151,30 @@ func (d *decoder) decodeStruct(prefix string, m map[string]any, dst reflect.Valu
 }
 
 var (
-	durationType = reflect.TypeOf(Duration(0))
-	sizeType     = reflect.TypeOf(Size(0))
+	durationType     = reflect.TypeOf(Duration(0))
+	autoDurationType = reflect.TypeOf(AutoDuration(0))
+	sizeType         = reflect.TypeOf(Size(0))
 )
 
 func (d *decoder) decodeValue(path string, raw any, dst reflect.Value, fromViper bool) {
 	switch dst.Type() {
+	case autoDurationType:
+		s, ok := raw.(string)
+		if !ok {
+			d.fail(path, "want auto or a duration such as 500us, got %v", raw)
+			return
+		}
+		if strings.TrimSpace(s) == "auto" {
+			dst.SetInt(0)
+			return
+		}
+		dur, err := time.ParseDuration(strings.TrimSpace(s))
+		if err != nil || dur <= 0 {
+			d.fail(path, "want auto or a positive duration (e.g. 500us, 2ms), got %q", s)
+			return
+		}
+		dst.SetInt(int64(dur))
+		return
 	case durationType:
 		s, ok := raw.(string)
 		if !ok {

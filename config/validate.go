@@ -66,7 +66,7 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 
 	s := cfg.Scheduler
 	for key, d := range map[string]Duration{
-		"scheduler.slo": s.SLO, "scheduler.slo_window": s.SLOWindow,
+		"scheduler.slo_window":    s.SLOWindow,
 		"scheduler.guard_backoff": s.GuardBackoff, "scheduler.guard_backoff_max": s.GuardBackoffMax,
 		"scheduler.slice_min": s.SliceMin, "scheduler.slice_max": s.SliceMax,
 		"scheduler.flap_window": s.FlapWindow,
@@ -91,6 +91,7 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 	if !(s.HighLoad > 0 && s.HighLoad <= 1) {
 		c.fail("scheduler.high_load", "must be a share in (0, 1], got %v", s.HighLoad)
 	}
+	c.blockers(s.Blockers)
 
 	v := cfg.VCPU
 	c.oneOf("vcpu.backend", v.Backend, VCPUBackends)

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/taichi-sched/taichi/internal/testenv"
 )
 
 // The test binary doubles as the Go helper when this variable is set.
@@ -41,9 +43,7 @@ func testOptions(t *testing.T) Options {
 
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces, veth pairs, tc and nft rules")
-	}
+	testenv.NeedRoot(t, "network namespaces, veth pairs, tc and nft rules")
 	for _, tool := range []string{"ip", "tc", "nft", "bash"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("needs %s (Debian iproute2/nftables)", tool)

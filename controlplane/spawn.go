@@ -71,7 +71,11 @@ func run(ctx context.Context, placer Placer, env []string, stdin string, argv ..
 		// Linux 6.2 a cpuset only narrows a task's own (user-requested) mask:
 		// a spawner pinned to the CP cores would keep its children off every
 		// lent core. Start them unpinned, like a service manager does.
-		_ = unix.SchedSetaffinity(cmd.Process.Pid, allCPUs())
+		if err := unix.SchedSetaffinity(cmd.Process.Pid, allCPUs()); err != nil {
+			gateW.Close()
+			_ = cmd.Wait()
+			return "", fmt.Errorf("%s: unpin pid %d before placing it: %w", argv[0], cmd.Process.Pid, err)
+		}
 		if err := placer.Place(cmd.Process.Pid); err != nil {
 			gateW.Close() // the gate sees EOF and exits 125 without running argv
 			_ = cmd.Wait()

@@ -22,7 +22,7 @@ import (
 
 // Request is one control-socket request (a JSON line).
 type Request struct {
-	Cmd    string `json:"cmd"`              // "status" | "set-policy"
+	Cmd    string `json:"cmd"`              // "status" | "set-policy" | "blockers"
 	Policy string `json:"policy,omitempty"` // for set-policy
 }
 
@@ -31,6 +31,8 @@ type Response struct {
 	OK     bool    `json:"ok"`
 	Error  string  `json:"error,omitempty"`
 	Status *Status `json:"status,omitempty"`
+	// Blockers answers "blockers".
+	Blockers *BlockersStatus `json:"blockers,omitempty"`
 }
 
 // controlServer serves the control socket. Anyone who can connect may read
@@ -51,6 +53,7 @@ type controlServer struct {
 type controlTarget interface {
 	Status() Status
 	SetPolicy(name string) error
+	Blockers() *BlockersStatus
 }
 
 // maxControlClients caps clients served at once; more get a busy answer.
@@ -208,8 +211,10 @@ func (s *controlServer) dispatch(line []byte, uid uint32) Response {
 		}
 		st := s.t.Status()
 		return Response{OK: true, Status: &st}
+	case "blockers":
+		return Response{OK: true, Blockers: s.t.Blockers()}
 	default:
-		return Response{Error: fmt.Sprintf("cmd: unknown command %q (want status or set-policy)", req.Cmd)}
+		return Response{Error: fmt.Sprintf("cmd: unknown command %q (want status, set-policy or blockers)", req.Cmd)}
 	}
 }
 

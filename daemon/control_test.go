@@ -267,3 +267,5 @@ func TestControlSocketSurvivesEMFILE(t *testing.T) {
 		t.Fatalf("after %d failed accepts: %+v, %v; the accept loop gave up", s.acceptErrs.Load(), resp, err)
 	}
 }
+
+func (s *stubTarget) Blockers() *BlockersStatus { return nil }

@@ -98,6 +98,11 @@ type Daemon struct {
 	// startFailed: Close undoes only what this process started (a DP host
 	// or DPDK app adopted from an earlier run keeps running).
 	startFailed bool
+
+	// slo is the guard's residence bound and where it came from.
+	slo SLOStatus
+
+	blockers *blockerWatch // blocker-aware lending; nil when off
 }
 
 // New prepares a daemon for cfg, which must come from config.Load (already
@@ -138,7 +143,10 @@ func schedulerParams(cfg *config.Config) scheduler.Params {
 	p := scheduler.DefaultParams()
 	s := cfg.Scheduler
 	p.Policy = cfg.Policy
-	p.SLO, p.SLOWindow = s.SLO.D(), s.SLOWindow.D()
+	p.SLOWindow = s.SLOWindow.D()
+	if !s.SLO.Auto() {
+		p.SLO = s.SLO.D()
+	} // auto: a placeholder until Start derives it (deriveSLO)
 	p.GuardBackoff, p.GuardBackoffMax = s.GuardBackoff.D(), s.GuardBackoffMax.D()
 	p.IdleThreshold, p.IdleThresholdMin, p.IdleThresholdMax = int64(s.IdleThreshold), int64(s.IdleThresholdMin), int64(s.IdleThresholdMax)
 	p.SliceMin, p.SliceMax = s.SliceMin.D(), s.SliceMax.D()
@@ -234,6 +242,10 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	if err := d.startDPDK(ctx, runCtx); err != nil {
 		return err
 	}
+	if err := d.deriveSLO(); err != nil {
+		return err
+	}
+	d.startBlockers(runCtx)
 	if d.override {
 		if err := d.sched.SetPolicy(d.policyOverride); err != nil {
 			return err
@@ -360,15 +372,30 @@ func (d *Daemon) Lend(cpu int) error { return d.setLent(cpu, true) }
 // Reclaim implements scheduler.Actuator: take a DP core out of the CP cpuset.
 func (d *Daemon) Reclaim(cpu int) error { return d.setLent(cpu, false) }
 
-// setLent writes the pool and checkpoints when membership changed.
+// setLent writes the pool and checkpoints when membership changed. The
+// core's DP loop is SCHED_FIFO before CP may run there and goes back to
+// SCHED_OTHER only once CP has left (setLoopClass).
 func (d *Daemon) setLent(cpu int, lend bool) error {
 	was := slices.Contains(d.pool.CPUs(), cpu)
 	write := d.pool.Reclaim
 	if lend {
+		if err := d.setLoopClass(cpu, true); err != nil {
+			return fmt.Errorf("cpu %d: DP loop to SCHED_FIFO before lending: %w", cpu, err)
+		}
 		write = d.pool.Lend
+	} else if err := d.setDPDKLending(cpu, false); err != nil {
+		// DP first: lent lcores run again before the cpuset shrinks.
+		return fmt.Errorf("cpu %d: reclaiming DPDK lcores: %w", cpu, err)
 	}
 	if err := write(cpu); err != nil {
 		return err
+	}
+	if lend {
+		if err := d.setDPDKLending(cpu, true); err != nil {
+			d.log.Warn("DPDK idle lending stays off on a lent core", "cpu", cpu, "err", err)
+		}
+	} else if err := d.setLoopClass(cpu, false); err != nil {
+		d.log.Warn("DP loop stays SCHED_FIFO on a reclaimed core", "cpu", cpu, "err", err)
 	}
 	if was != lend {
 		d.checkpoint()
@@ -526,6 +553,9 @@ func pinToCores(cpus []int, log *slog.Logger) {
 }
 
 func buildVersion() string {
+	if Version != "" {
+		return Version
+	}
 	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 		return bi.Main.Version
 	}

@@ -30,9 +30,10 @@ type dpLoop struct {
 	inproc  *host.Host
 	cancel  context.CancelFunc
 
-	// Last load sample, for busy-fraction deltas.
+	// Last load sample, for busy-fraction and residence deltas.
 	lastBusy, lastAt time.Duration
 	lastPackets      uint64
+	lastResidence    dataplane.Histogram
 }
 
 func (d *Daemon) segmentPath(name string) string {
@@ -46,6 +47,8 @@ func (d *Daemon) hostSpec(l config.Loop) host.Spec {
 		Loop: dataplane.LoopConfig{
 			Name: l.Name, CPU: l.CPU, Iface: l.Iface, NetNS: l.NetNS,
 			Mode: l.Mode, OutIface: l.OutIface, Priority: l.Priority,
+			// SCHED_FIFO only while the core is lent (setLoopClass).
+			StartNormal: true,
 		},
 		ShmPath: d.segmentPath(l.Name),
 		Kmod:    d.kmod != nil,
@@ -130,6 +133,9 @@ func hostArgs(spec host.Spec) []string {
 		"--iface", spec.Loop.Iface, "--netns", spec.Loop.NetNS, "--mode", spec.Loop.Mode,
 		"--out-iface", spec.Loop.OutIface, "--priority", strconv.Itoa(spec.Loop.Priority),
 		"--shm", spec.ShmPath,
+	}
+	if spec.Loop.StartNormal {
+		a = append(a, "--start-normal")
 	}
 	if spec.Kmod {
 		a = append(a, "--kmod")
@@ -244,6 +250,30 @@ func stopProcess(pid int, grace time.Duration) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	syscall.Kill(pid, syscall.SIGKILL)
+}
+
+// setLoopClass gives cpu's DP loop the scheduling class its core's state
+// needs: SCHED_FIFO while the core is in the CP cpuset (the loop must
+// preempt CP the moment it wakes), SCHED_OTHER otherwise (alone on its
+// core it busy-polls like a static data plane and RT throttling never
+// stops it). Cores without a loop of ours have nothing to do.
+func (d *Daemon) setLoopClass(cpu int, realtime bool) error {
+	l := d.loopOn(cpu)
+	if l == nil || l.cfg.Priority < 0 {
+		return nil
+	}
+	tid := l.client.TID()
+	if tid <= 0 {
+		return fmt.Errorf("dataplane.loops %s: no worker thread id yet", l.cfg.Name)
+	}
+	if realtime {
+		prio := l.cfg.Priority
+		if prio == 0 {
+			prio = dataplane.DefaultPriority
+		}
+		return dataplane.SetFIFO(tid, prio)
+	}
+	return dataplane.SetNormal(tid)
 }
 
 func (d *Daemon) loopOn(cpu int) *dpLoop {

@@ -2,9 +2,11 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/taichi-sched/taichi/config"
 	"github.com/taichi-sched/taichi/dataplane/dpdk"
@@ -43,6 +45,8 @@ func (d *Daemon) startDPDK(ctx context.Context, runCtx context.Context) error {
 		if err := m.Start(ctx); err != nil {
 			return fmt.Errorf("dataplane.dpdk[%d] %s: %w", i, c.Name, err)
 		}
+		// No lending until the scheduler applies the policy to the core.
+		_ = m.SetLending(false)
 		d.dpdk = append(d.dpdk, m)
 		d.wg.Add(1)
 		go func() {
@@ -76,6 +80,18 @@ func (d *Daemon) dpdkStatus() []dpdk.Status {
 		out = append(out, m.Status())
 	}
 	return out
+}
+
+// setDPDKLending lets the DPDK applications with an lcore on cpu lend it
+// when idle, or forbids it: the policy governs DPDK lending too.
+func (d *Daemon) setDPDKLending(cpu int, on bool) error {
+	var errs []error
+	for _, m := range d.dpdk {
+		if slices.Contains(m.Config().CPUs, cpu) {
+			errs = append(errs, m.SetLending(on))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (d *Daemon) dpdkOn(cpu int) bool {

@@ -14,14 +14,27 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/taichi-sched/taichi/dataplane"
 )
+
+// The DP loops' latency histograms.
+const (
+	residenceFamily = "taichi_dp_rx_residence_seconds"
+	exposedFamily   = "taichi_dp_exposed_wake_seconds"
+)
+
+// HistogramFamilies names the families the daemon exports as histograms
+// from its status; they have samples only while DP loops run, so a scrape
+// of an idle registry cannot tell their type.
+func HistogramFamilies() []string { return []string{residenceFamily, exposedFamily} }
 
 // statusCollector turns Status into Prometheus metrics at scrape time, so
 // the numbers cannot drift from what `taichi status` shows.
 type statusCollector struct {
 	d                                            *Daemon
 	state, lent, reclaims, members, harvest, bld *prometheus.Desc
-	probeDown, selfShare                         *prometheus.Desc
+	probeDown, residence, exposed, selfShare     *prometheus.Desc
 }
 
 func newStatusCollector(d *Daemon) *statusCollector {
@@ -35,11 +48,15 @@ func newStatusCollector(d *Daemon) *statusCollector {
 		bld:       prometheus.NewDesc("taichi_build_info", "Build information.", []string{"version", "goversion", "policy"}, nil),
 		probeDown: prometheus.NewDesc("taichi_probe_failed", "1 when the DP core's probe failed and the core is held static.", []string{"cpu"}, nil),
 		selfShare: prometheus.NewDesc("taichi_daemon_cpu_share", "The daemon's own CPU time (utime+stime) per second over the last 10s, as a share of one core (its total is process_cpu_seconds_total).", nil, nil),
+		residence: prometheus.NewDesc(residenceFamily,
+			"Per packet: from the kernel's RX stamp to the DP loop picking it up (the delay the DP core adds).", []string{"loop", "cpu"}, nil),
+		exposed: prometheus.NewDesc(exposedFamily,
+			"Per DP loop wake: how long the first waiting packet had been in the ring (0 when the probe woke the loop first).", []string{"loop", "cpu"}, nil),
 	}
 }
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.state, c.lent, c.reclaims, c.members, c.harvest, c.bld, c.probeDown, c.selfShare} {
+	for _, d := range []*prometheus.Desc{c.state, c.lent, c.reclaims, c.members, c.harvest, c.bld, c.probeDown, c.residence, c.exposed, c.selfShare} {
 		ch <- d
 	}
 }
@@ -62,12 +79,39 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.reclaims, prometheus.CounterValue, float64(n), cpu, cause)
 		}
 	}
+	for _, l := range st.Loops {
+		cpu := strconv.Itoa(l.CPU)
+		ch <- constHistogram(c.residence, l.Stats.Residence, l.Name, cpu)
+		ch <- constHistogram(c.exposed, l.Stats.Exposed, l.Name, cpu)
+	}
 	ch <- prometheus.MustNewConstMetric(c.members, prometheus.GaugeValue, float64(st.Pool.Members))
 	if st.Pool.HarvestedCPSeconds >= 0 {
 		ch <- prometheus.MustNewConstMetric(c.harvest, prometheus.CounterValue, st.Pool.HarvestedCPSeconds)
 	}
 	ch <- prometheus.MustNewConstMetric(c.selfShare, prometheus.GaugeValue, st.Daemon.Share)
 	ch <- prometheus.MustNewConstMetric(c.bld, prometheus.GaugeValue, 1, st.Version, runtime.Version(), st.Policy)
+}
+
+// promBuckets are the exported latency buckets (seconds), 1-2-5 steps from
+// 1 µs to 1 s: enough to read a p99 against an SLO, far fewer series than
+// the loop's own buckets.
+var promBuckets = func() []float64 {
+	var b []float64
+	for decade := 1e-6; decade < 1; decade *= 10 {
+		b = append(b, decade, 2*decade, 5*decade)
+	}
+	return append(b, 1)
+}()
+
+// constHistogram exports a loop histogram. A Prometheus bucket counts the
+// samples of every loop bucket that ends at or below its bound, so it never
+// counts a sample above the bound.
+func constHistogram(desc *prometheus.Desc, h dataplane.Histogram, labels ...string) prometheus.Metric {
+	counts := make(map[float64]uint64, len(promBuckets))
+	for _, le := range promBuckets {
+		counts[le] = h.AtMost(time.Duration(le * float64(time.Second)))
+	}
+	return prometheus.MustNewConstHistogram(desc, h.Count, float64(h.SumNs)/1e9, counts, labels...)
 }
 
 type metricsServer struct {
@@ -80,6 +124,7 @@ func (d *Daemon) Registry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newStatusCollector(d), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(d.sched.Collectors()...)
+	reg.MustRegister(newBlockerCollector(d))
 	return reg
 }
 

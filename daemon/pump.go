@@ -69,8 +69,16 @@ func (d *Daemon) sampleLoad() {
 			d.sched.Load(l.cfg.CPU, d.mono.Time(snap.Published), scheduler.LoadSample{
 				Interval: interval, BusyFraction: min(max(busy, 0), 1), Packets: int64(snap.Loop.Packets - l.lastPackets),
 			})
+			// What packets felt in the interval, judged against the SLO (a
+			// packet in the bucket that straddles the SLO counts on time).
+			if r := snap.Loop.Residence; r.Count >= l.lastResidence.Count {
+				delta := r.Sub(l.lastResidence)
+				d.sched.ResidenceSample(l.cfg.CPU, d.mono.Time(snap.Published), scheduler.Residence{
+					Packets: delta.Count, Late: delta.Above(d.sched.SLO()), P99: delta.Quantile(0.99),
+				})
+			}
 		}
-		l.lastAt, l.lastBusy, l.lastPackets = at, snap.Loop.Busy, snap.Loop.Packets
+		l.lastAt, l.lastBusy, l.lastPackets, l.lastResidence = at, snap.Loop.Busy, snap.Loop.Packets, snap.Loop.Residence
 	}
 	per, _ := d.harvestedPerDPCore()
 	for cpu, t := range per {

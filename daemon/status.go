@@ -35,6 +35,10 @@ type Status struct {
 	Kmod     *KmodStatus   `json:"kmod,omitempty"`
 	// Daemon is taichi's own CPU cost.
 	Daemon SelfCPU `json:"daemon"`
+	// SLO is the guard's bound on per-packet RX residence p99.
+	SLO SLOStatus `json:"slo"`
+	// Blockers: who delays DP threads and which of them are confined.
+	Blockers *BlockersStatus `json:"blockers,omitempty"`
 	// Scheduler is the policy engine's full snapshot (per-core knobs,
 	// latency histograms, guard and flap state).
 	Scheduler scheduler.Snapshot `json:"scheduler"`
@@ -62,7 +66,10 @@ type CoreStatus struct {
 	LentSeconds float64           `json:"lent_s"`
 	Reclaims    map[string]uint64 `json:"reclaims,omitempty"`
 	WakeP99us   float64           `json:"wake_p99_us"`
-	GuardTrips  uint64            `json:"guard_trips,omitempty"`
+	// ResidenceP99us is the core's DP loop's RX residence p99 since it
+	// started (0 without a loop of ours or packets).
+	ResidenceP99us float64 `json:"residence_p99_us,omitempty"`
+	GuardTrips     uint64  `json:"guard_trips,omitempty"`
 }
 
 // LoopStatus is one DP loop.
@@ -112,6 +119,8 @@ func (d *Daemon) Status() Status {
 		Kmod:      d.kmodStatus(),
 		DPDK:      d.dpdkStatus(),
 		Daemon:    d.selfCPU.status(),
+		SLO:       d.slo,
+		Blockers:  d.blockersStatus(),
 	}
 	st.Policy = st.Scheduler.Policy
 	var poolCPUs []int
@@ -171,6 +180,11 @@ func (d *Daemon) Status() Status {
 		if cs.InPool && d.loopOn(c.CPU) == nil && !d.dpdkOn(c.CPU) {
 			// No DP loop runs there: the whole core is CP's while it is in the pool.
 			cs.State = StateLent
+		}
+		for _, l := range st.Loops {
+			if l.CPU == c.CPU {
+				cs.ResidenceP99us = float64(l.Stats.Residence.Quantile(0.99)) / float64(time.Microsecond)
+			}
 		}
 		if len(c.Reclaims) > 0 {
 			cs.Reclaims = map[string]uint64{}

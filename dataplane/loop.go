@@ -80,6 +80,11 @@ type LoopConfig struct {
 	// OutDstMAC, in forward mode, rewrites each frame's destination to this
 	// next hop (and its source to OutIface's MAC). Empty: frames leave unchanged.
 	OutDstMAC net.HardwareAddr
+	// StartNormal starts the worker SCHED_OTHER instead of SCHED_FIFO: a
+	// scheduler that lends the core raises it to SCHED_FIFO (Priority) only
+	// while CP may run there, so a core that is not lent busy-polls
+	// without RT throttling (SetFIFO, SetNormal on the loop's TID).
+	StartNormal bool
 }
 
 func (c LoopConfig) withDefaults() LoopConfig {
@@ -289,7 +294,12 @@ func (l *Loop) setup() error {
 	if err := PinThread(0, l.cfg.CPU); err != nil {
 		return l.abortSetup(err)
 	}
-	if l.cfg.Priority > 0 {
+	switch {
+	case l.cfg.Priority > 0 && l.cfg.StartNormal:
+		if err := SetNormal(0); err != nil {
+			return l.abortSetup(err)
+		}
+	case l.cfg.Priority > 0:
 		if err := SetFIFO(0, l.cfg.Priority); err != nil {
 			return l.abortSetup(err)
 		}
@@ -374,7 +384,10 @@ func (l *Loop) poll() int {
 }
 
 // handle processes one frame (frameHandler). It must not allocate.
-func (l *Loop) handle(frame []byte, status uint32) {
+func (l *Loop) handle(frame []byte, status uint32, waitNs int64) {
+	if waitNs >= 0 {
+		l.c.residence.record(waitNs)
+	}
 	b := &l.batch
 	b.packets++
 	b.bytes += uint64(len(frame))
@@ -437,25 +450,20 @@ func (l *Loop) block() (graceUntil int64) {
 	}
 
 	ev := Event{Kind: KindWake, AtNs: now, BlockedNs: now - start}
-	earliest := int64(0)
 	switch {
 	case probed && (!rxWaiting || rxNs == 0 || probeNs <= rxNs):
 		ev.Cause = CauseProbe
 		l.c.wakesProbe.Add(1)
-		earliest = probeNs
 		if !rxWaiting {
 			graceUntil = now + int64(ProbeGrace)
 		}
 		if rxNs != 0 {
 			ev.LeadNs = rxNs - probeNs
+			l.c.lead.record(ev.LeadNs)
 		}
 	case rxWaiting:
 		ev.Cause = CauseRX
 		l.c.wakesRX.Add(1)
-		earliest = rxNs
-		if probed && probeNs < earliest {
-			earliest = probeNs
-		}
 	default:
 		if l.stop.Load() {
 			return 0
@@ -463,14 +471,20 @@ func (l *Loop) block() (graceUntil int64) {
 		ev.Cause = CauseTimeout
 		l.c.wakesTimeout.Add(1)
 	}
-	if earliest != 0 {
-		exposed := max(now-earliest, 0)
-		ev.ExposedNs = exposed
-		l.c.exposedSamples.Add(1)
-		l.c.exposedNsTotal.Add(uint64(exposed))
-		if uint64(exposed) > l.c.exposedNsMax.Load() {
-			l.c.exposedNsMax.Store(uint64(exposed))
-		}
+	// Exposed wake latency is what the first waiting packet paid: how long
+	// it had been in the ring when the loop ran. A probe that woke the loop
+	// before the packet arrived hid the wake entirely (0): its lead is
+	// never latency. A timeout with nothing waiting is no sample.
+	switch {
+	case rxWaiting && rxNs != 0:
+		ev.ExposedNs = max(now-rxNs, 0)
+	case ev.Cause == CauseProbe && !rxWaiting:
+		ev.ExposedNs = 0
+	default:
+		ev.ExposedNs = -1
+	}
+	if ev.ExposedNs >= 0 {
+		l.c.exposed.record(ev.ExposedNs)
 	}
 	l.c.blockedNsTotal.Add(uint64(ev.BlockedNs))
 	l.emit(ev)

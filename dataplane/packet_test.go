@@ -3,6 +3,7 @@ package dataplane
 import (
 	"bytes"
 	"encoding/binary"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -56,6 +57,90 @@ func TestReflectFrameSwaps(t *testing.T) {
 	}
 }
 
+// internetChecksum is RFC 1071's checksum computed from scratch: the
+// independent reference the reflected frames are checked against.
+func internetChecksum(b []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
+}
+
+// echoFrame builds an Ethernet/IPv4/ICMP echo request as ping sends it,
+// both checksums computed from scratch.
+func echoFrame(id, seq uint16, payload []byte) []byte {
+	f := make([]byte, 14+20+8+len(payload))
+	copy(f[0:6], []byte{2, 0, 0, 0, 0, 2})  // dst
+	copy(f[6:12], []byte{2, 0, 0, 0, 0, 1}) // src
+	binary.BigEndian.PutUint16(f[12:], 0x0800)
+	ip := f[14:]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+8+len(payload)))
+	binary.BigEndian.PutUint16(ip[4:], seq^0x5a5a) // IP ID
+	binary.BigEndian.PutUint16(ip[6:], 0x4000)     // DF, as ping sets it
+	ip[8] = 64
+	ip[9] = unix.IPPROTO_ICMP
+	copy(ip[12:16], []byte{10, 0, 0, 1})
+	copy(ip[16:20], []byte{10, 0, 0, 2})
+	binary.BigEndian.PutUint16(ip[10:], internetChecksum(ip[:20]))
+	icmp := ip[20:]
+	icmp[0] = 8
+	binary.BigEndian.PutUint16(icmp[4:], id)
+	binary.BigEndian.PutUint16(icmp[6:], seq)
+	copy(icmp[8:], payload)
+	binary.BigEndian.PutUint16(icmp[2:], internetChecksum(icmp))
+	return f
+}
+
+func TestReflectFrameAnswersEcho(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for n := 0; n < 2000; n++ {
+		payload := make([]byte, rng.IntN(200)) // odd and even lengths, including none
+		for i := range payload {
+			payload[i] = byte(rng.Uint32())
+		}
+		id, seq := uint16(rng.Uint32()), uint16(rng.Uint32())
+		if n < 4 { // the words next to the type at their extremes
+			id, seq = []uint16{0, 0xffff, 0, 0xffff}[n], []uint16{0, 0xffff, 1, 0xfffe}[n]
+		}
+		f := echoFrame(id, seq, payload)
+		req := append([]byte(nil), f...)
+		if !reflectFrame(f, n%2 == 0) {
+			t.Fatalf("frame %d: echo request not answered", n)
+		}
+		ip, icmp := f[14:34], f[34:]
+		if !bytes.Equal(f[0:6], req[6:12]) || !bytes.Equal(f[6:12], req[0:6]) {
+			t.Fatalf("frame %d: MACs not swapped: %x", n, f[:12])
+		}
+		if !bytes.Equal(ip[12:16], req[30:34]) || !bytes.Equal(ip[16:20], req[26:30]) {
+			t.Fatalf("frame %d: IPs not swapped: %v", n, ip[12:20])
+		}
+		if icmp[0] != 0 || icmp[1] != 0 || !bytes.Equal(icmp[4:], req[38:]) {
+			t.Fatalf("frame %d: reply header/body %x, request %x", n, icmp[:8], req[34:42])
+		}
+		if got, want := binary.BigEndian.Uint16(icmp[2:]), checksumWithout(icmp, 2); got != want {
+			t.Fatalf("frame %d (id %#x seq %#x, %d bytes): ICMP checksum %#04x, recomputed %#04x", n, id, seq, len(payload), got, want)
+		}
+		if internetChecksum(ip) != 0 || binary.BigEndian.Uint16(ip[10:]) != binary.BigEndian.Uint16(req[24:]) {
+			t.Fatalf("frame %d: IP header checksum no longer valid or changed", n)
+		}
+	}
+}
+
+// checksumWithout recomputes the checksum of b with its field at off zeroed.
+func checksumWithout(b []byte, off int) uint16 {
+	c := append([]byte(nil), b...)
+	c[off], c[off+1] = 0, 0
+	return internetChecksum(c)
+}
+
 func TestReflectFrameRejects(t *testing.T) {
 	cases := map[string]func([]byte) []byte{
 		"short":   func(f []byte) []byte { return f[:40] },
@@ -64,6 +149,15 @@ func TestReflectFrameRejects(t *testing.T) {
 		"ipv6":    func(f []byte) []byte { f[14] = 0x65; return f },
 		"bad ihl": func(f []byte) []byte { f[14] = 0x44; return f },
 	}
+	echo := func(mut func([]byte)) func([]byte) []byte {
+		return func([]byte) []byte { f := echoFrame(7, 1, []byte("ping")); mut(f); return f }
+	}
+	cases["echo reply"] = echo(func(f []byte) { f[34] = 0 })
+	cases["icmp timestamp"] = echo(func(f []byte) { f[34] = 13 })
+	cases["echo code 1"] = echo(func(f []byte) { f[35] = 1 })
+	cases["echo more fragments"] = echo(func(f []byte) { f[20] |= 0x20 })
+	cases["echo fragment offset"] = echo(func(f []byte) { f[21] = 1 })
+	cases["short echo"] = func([]byte) []byte { return echoFrame(7, 1, nil)[:14+20+7] }
 	for name, mut := range cases {
 		f := mut(testFrame(16))
 		orig := append([]byte(nil), f...)
@@ -106,20 +200,29 @@ func freeTX(l *Loop) {
 }
 
 func TestHandleDoesNotAllocate(t *testing.T) {
+	frames := map[string][]byte{"udp": testFrame(64), "icmp echo": echoFrame(7, 1, make([]byte, 56))}
 	for _, mode := range []string{ModeReflect, ModeForward} {
-		l := memLoop(mode)
-		f := testFrame(64)
-		allocs := testing.AllocsPerRun(10000, func() {
-			l.handle(f, 0)
-			if l.tx.next == 0 {
-				freeTX(l)
+		for kind, orig := range frames {
+			l := memLoop(mode)
+			f := append([]byte(nil), orig...)
+			wait := int64(0)
+			allocs := testing.AllocsPerRun(10000, func() {
+				copy(f, orig) // a fresh request each time (a reflected echo is a reply)
+				wait += 777   // every call records a residence sample
+				l.handle(f, 0, wait)
+				if l.tx.next == 0 {
+					freeTX(l)
+				}
+			})
+			if allocs != 0 {
+				t.Errorf("%s/%s: %v allocations per frame", mode, kind, allocs)
 			}
-		})
-		if allocs != 0 {
-			t.Errorf("%s: %v allocations per frame", mode, allocs)
-		}
-		if l.batch.packets == 0 || l.batch.tx == 0 {
-			t.Errorf("%s: handle did not count: %+v", mode, l.batch)
+			if l.batch.packets == 0 || l.batch.tx != l.batch.packets || l.batch.unhandled != 0 {
+				t.Errorf("%s/%s: handle did not send every frame: %+v", mode, kind, l.batch)
+			}
+			if r := l.c.residence.snapshot(); r.Count < 10000 || r.MaxNs < uint64(wait) {
+				t.Errorf("%s/%s: residence not recorded per frame: count %d max %d", mode, kind, r.Count, r.MaxNs)
+			}
 		}
 	}
 }
@@ -127,7 +230,7 @@ func TestHandleDoesNotAllocate(t *testing.T) {
 func TestHandleQueuesReflectedFrame(t *testing.T) {
 	l := memLoop(ModeReflect)
 	f := testFrame(16)
-	l.handle(f, 0)
+	l.handle(f, 0, -1)
 	got := l.tx.mem[txDataOffset : txDataOffset+len(f)]
 	if !bytes.Equal(got, f) || !bytes.Equal(got[0:6], []byte{2, 0, 0, 0, 0, 1}) {
 		t.Fatalf("TX slot holds %x", got[:14])
@@ -135,7 +238,7 @@ func TestHandleQueuesReflectedFrame(t *testing.T) {
 	if st := binary.NativeEndian.Uint32(l.tx.mem); st != unix.TP_STATUS_SEND_REQUEST {
 		t.Fatalf("TX slot status %d, want send request", st)
 	}
-	l.handle(testFrame(16)[:20], 0)
+	l.handle(testFrame(16)[:20], 0, -1)
 	if l.batch.unhandled != 1 {
 		t.Fatalf("short frame: unhandled %d", l.batch.unhandled)
 	}
@@ -146,7 +249,7 @@ func BenchmarkHandle(b *testing.B) {
 	f := testFrame(64)
 	b.ReportAllocs()
 	for b.Loop() {
-		l.handle(f, 0)
+		l.handle(f, 0, -1)
 		if l.tx.next == 0 {
 			freeTX(l)
 		}

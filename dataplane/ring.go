@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -162,14 +163,28 @@ type rxSource interface {
 }
 
 // frameHandler processes one received frame in place. status carries the
-// kernel's TP_STATUS bits (e.g. checksum not ready).
+// kernel's TP_STATUS bits (e.g. checksum not ready); waitNs is how long the
+// frame had been in the ring when the batch was picked up (from its kernel
+// RX stamp), or -1 when the frame carries no stamp.
 type frameHandler interface {
-	handle(frame []byte, status uint32)
+	handle(frame []byte, status uint32, waitNs int64)
+}
+
+// frameWait is now - stamp for a frame stamp in the same clock, or -1 for
+// a missing stamp. A clock step can make it negative: that counts as 0.
+func frameWait(nowNs, stampNs int64) int64 {
+	if stampNs == 0 {
+		return -1
+	}
+	return max(nowNs-stampNs, 0)
 }
 
 // drain hands up to max waiting frames (V2) or one block (V3) to h and
-// returns them to the kernel. It returns how many frames it handled.
+// returns them to the kernel. It returns how many frames it handled. Ring
+// stamps are CLOCK_REALTIME: one clock read per batch prices every frame's
+// wait (the frames of a batch are handled within microseconds).
 func (r *rxRing) drain(h frameHandler, max int) int {
+	now := time.Now().UnixNano()
 	if r.version == unix.TPACKET_V2 {
 		n := 0
 		for n < max {
@@ -180,7 +195,7 @@ func (r *rxRing) drain(h frameHandler, max int) int {
 			}
 			hdr := (*unix.Tpacket2Hdr)(p)
 			off := r.next*r.slotLen + int(hdr.Mac)
-			h.handle(r.mem[off:off+int(hdr.Snaplen)], st)
+			h.handle(r.mem[off:off+int(hdr.Snaplen)], st, frameWait(now, int64(hdr.Sec)*1e9+int64(hdr.Nsec)))
 			storeStatus(p, unix.TP_STATUS_KERNEL)
 			r.next++
 			if r.next == r.nslots {
@@ -201,7 +216,7 @@ func (r *rxRing) drain(h frameHandler, max int) int {
 	for i := 0; i < n; i++ {
 		hdr := (*unix.Tpacket3Hdr)(unsafe.Pointer(&r.mem[base+off]))
 		start := base + off + int(hdr.Mac)
-		h.handle(r.mem[start:start+int(hdr.Snaplen)], hdr.Status)
+		h.handle(r.mem[start:start+int(hdr.Snaplen)], hdr.Status, frameWait(now, int64(hdr.Sec)*1e9+int64(hdr.Nsec)))
 		off += int(hdr.Next_offset)
 	}
 	storeStatus(unsafe.Pointer(&b.Block_status), unix.TP_STATUS_KERNEL)

@@ -1,7 +1,9 @@
 package dataplane
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
@@ -34,6 +36,36 @@ func SetFIFO(tid, prio int) error {
 		return fmt.Errorf("priority %d: sched_setattr SCHED_FIFO: %w", prio, err)
 	}
 	return nil
+}
+
+// NormalNice is the nice value of a DP loop that is not real-time: the
+// highest CFS weight, so a stray normal task that lands on the DP core gets
+// about 1% of it instead of half.
+const NormalNice = -20
+
+// SetNormal makes thread tid (0: the calling thread) SCHED_OTHER at
+// NormalNice. A DP loop whose core is not lent runs this way, busy-polling
+// like an operator's data plane does: never stopped by RT throttling, which
+// limits only real-time threads.
+func SetNormal(tid int) error {
+	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_NORMAL, Nice: NormalNice}
+	if err := unix.SchedSetAttr(tid, &attr, 0); err != nil {
+		return fmt.Errorf("sched_setattr SCHED_OTHER: %w", err)
+	}
+	return nil
+}
+
+// SetAutogroupNice sets the calling process's autogroup nice. With
+// sched_autogroup_enabled every session is one scheduling group at the top
+// level, and a thread's own nice only counts inside it: a SCHED_OTHER DP
+// loop's weight must be its group's too. Without autogroups (the file is
+// missing) there is nothing to do.
+func SetAutogroupNice(nice int) error {
+	err := os.WriteFile("/proc/self/autogroup", []byte(strconv.Itoa(nice)), 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
 }
 
 // ThreadSched describes where a thread runs and how it is scheduled.

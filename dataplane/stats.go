@@ -27,9 +27,11 @@ type Event struct {
 	AtNs int64 `json:"at_ns"`
 	// Cause and the latencies are set on wake events.
 	Cause string `json:"cause,omitempty"`
-	// ExposedNs is the exposed wake latency: from the earliest evidence of
-	// the waiting packet (a WakeSource stamp or the packet's kernel RX
-	// stamp) to AtNs. 0 when nothing was waiting (a timeout).
+	// ExposedNs is the exposed wake latency: how long the first waiting
+	// packet had been in the ring (from its kernel RX stamp) when the loop
+	// ran; 0 when a WakeSource woke the loop before any packet arrived;
+	// -1 when there is no sample (a timeout with nothing waiting, or a
+	// packet without a stamp).
 	ExposedNs int64 `json:"exposed_ns,omitempty"`
 	// LeadNs is how long before the packet reached the ring the WakeSource
 	// fired (positive: it was earlier), when both are known.
@@ -43,10 +45,15 @@ type counters struct {
 	packets, bytes, txPackets, txDrops, unhandled atomic.Uint64
 	polls, emptyPolls, yields, heartbeat          atomic.Uint64
 	wakesRX, wakesProbe, wakesTimeout             atomic.Uint64
-	exposedNsTotal, exposedNsMax, exposedSamples  atomic.Uint64
 	eventsDropped                                 atomic.Uint64
 	blockedNsTotal, busyNsTotal                   atomic.Uint64
-	_                                             [64]byte // keep hot counters off a neighbour's cache line
+	// residence: per packet, kernel RX stamp to the loop picking it up.
+	residence latencyHist
+	// exposed: per wake with a packet waiting (or a probe wake before it).
+	exposed latencyHist
+	// lead: per probe wake whose packet came after it, the probe's lead.
+	lead latencyHist
+	_    [64]byte // keep hot counters off a neighbour's cache line
 }
 
 // Stats is a snapshot of a loop's counters.
@@ -59,7 +66,7 @@ type Stats struct {
 	Bytes     uint64 `json:"bytes"`      // bytes received
 	TxPackets uint64 `json:"tx_packets"` // frames queued for sending
 	TxDrops   uint64 `json:"tx_drops"`   // frames dropped: TX ring full
-	Unhandled uint64 `json:"unhandled"`  // frames the mode does not handle (reflect: not IPv4/UDP)
+	Unhandled uint64 `json:"unhandled"`  // frames the mode does not handle (reflect: neither IPv4 UDP nor an ICMP echo request)
 
 	Polls      uint64 `json:"polls"`
 	EmptyPolls uint64 `json:"empty_polls"`
@@ -70,11 +77,16 @@ type Stats struct {
 	WakesProbe   uint64 `json:"wakes_probe"`
 	WakesTimeout uint64 `json:"wakes_timeout"`
 
-	// Exposed wake latency over wakes that had a packet waiting.
-	ExposedSamples uint64        `json:"exposed_samples"`
-	ExposedMean    time.Duration `json:"exposed_mean_ns"`
-	ExposedMax     time.Duration `json:"exposed_max_ns"`
-	Blocked        time.Duration `json:"blocked_ns"` // total time blocked (core lent)
+	// Residence is the RX residence of every packet the loop processed:
+	// from the kernel's RX stamp to the loop picking the packet up, the
+	// delay the DP core adds whatever the sender's CPU does.
+	Residence Histogram `json:"residence"`
+	// Exposed is the exposed wake latency per wake (see Event.ExposedNs).
+	Exposed Histogram `json:"exposed"`
+	// Lead is the probe's lead per probe wake that came before its packet
+	// (packet RX stamp - probe stamp): how much of a wake the probe hid.
+	Lead    Histogram     `json:"lead"`
+	Blocked time.Duration `json:"blocked_ns"` // total time blocked (core lent)
 	// Busy is the time spent handling frames (polls that found some): the
 	// loop's load is Busy over wall time, its capacity Packets over Busy.
 	Busy time.Duration `json:"busy_ns"`
@@ -91,12 +103,9 @@ func (c *counters) snapshot() Stats {
 		TxDrops: c.txDrops.Load(), Unhandled: c.unhandled.Load(),
 		Polls: c.polls.Load(), EmptyPolls: c.emptyPolls.Load(), Yields: c.yields.Load(), Heartbeat: c.heartbeat.Load(),
 		WakesRX: c.wakesRX.Load(), WakesProbe: c.wakesProbe.Load(), WakesTimeout: c.wakesTimeout.Load(),
-		ExposedSamples: c.exposedSamples.Load(), ExposedMax: time.Duration(c.exposedNsMax.Load()),
+		Residence: c.residence.snapshot(), Exposed: c.exposed.snapshot(), Lead: c.lead.snapshot(),
 		Blocked: time.Duration(c.blockedNsTotal.Load()), Busy: time.Duration(c.busyNsTotal.Load()),
 		EventsDropped: c.eventsDropped.Load(),
-	}
-	if s.ExposedSamples > 0 {
-		s.ExposedMean = time.Duration(c.exposedNsTotal.Load() / s.ExposedSamples)
 	}
 	return s
 }

@@ -244,9 +244,10 @@ func (x *xskRX) drain(h frameHandler, max int) int {
 	}
 	n := min(avail, max)
 	fprod := atomic.LoadUint32(x.fill.producer)
+	now := nanotime() // the program's stamps are CLOCK_MONOTONIC
 	for i := 0; i < n; i++ {
 		d := x.desc(cons + uint32(i))
-		h.handle(x.umem[d.Addr:d.Addr+uint64(d.Len)], 0)
+		h.handle(x.umem[d.Addr:d.Addr+uint64(d.Len)], 0, frameWait(now, x.stamp(d)))
 		*(*uint64)(unsafe.Add(x.fill.descs, uintptr((fprod+uint32(i))&x.fill.mask)*8)) = d.Addr - d.Addr%xskChunk
 	}
 	atomic.StoreUint32(x.fill.producer, fprod+uint32(n))

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"time"
 
 	"github.com/taichi-sched/taichi/daemon"
@@ -50,7 +51,19 @@ type Bench struct {
 	Testbed *testbed.Testbed
 	Daemon  *daemon.Daemon
 	workDir string
+	// prequeue is net.core.netdev_tstamp_prequeue before the bench set it
+	// (restored by Close); -1 when untouched.
+	prequeue int
 }
+
+// tstampPrequeue is the sysctl that says where the kernel stamps received
+// packets once any socket asked for timestamps (the generator does): 1 when
+// the packet is queued to the receiving CPU's backlog, 0 when that CPU's
+// softirq delivers it. On veth the backlog is the sender's CPU, which here
+// is the CP core: with 1, a packet's "RX residence" would include the CP
+// core's softirq wait. The bench sets 0, so residence starts when the packet
+// reaches the DP loop's socket.
+const tstampPrequeue = "/proc/sys/net/core/netdev_tstamp_prequeue"
 
 // StartBench brings the testbed up, starts the daemon on the embedded
 // defaults (with a private cgroup name and state dir, and a DP loop on the
@@ -69,12 +82,17 @@ func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Bench{}
+	b := &Bench{prequeue: -1}
 	defer func() {
 		if err != nil {
 			b.Close()
 		}
 	}()
+	if old := readInt(tstampPrequeue); old != 0 {
+		if werr := os.WriteFile(tstampPrequeue, []byte("0"), 0o644); werr == nil {
+			b.prequeue = old
+		}
+	}
 	b.workDir, err = os.MkdirTemp("", "taichi-eval-")
 	if err != nil {
 		return nil, err
@@ -114,12 +132,23 @@ func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
 	b.Daemon = d
 	b.Env = &Env{
 		System:   &DaemonSystem{D: d},
+		GenNS:    b.Testbed.GenNS,
+		DPIP:     b.Testbed.DPIP,
 		Prefix:   o.Prefix + "c",
 		WorkDir:  b.workDir,
 		GoHelper: helper,
 		Progress: o.Progress,
 		Settle:   500 * time.Millisecond,
 		Facts:    map[string]any{"cp_class": cfg.VCPU.Class, "cp_weight": cfg.VCPU.Weight},
+	}
+	// The guard's bound and the wake cost it came from: the probe's lead
+	// is read against that cost (how much of a wake the probe hides).
+	slo := d.Status().SLO
+	b.Env.Facts["slo_us"] = float64(slo.Value) / 1e3
+	b.Env.Facts["slo_source"] = slo.Source
+	if slo.WakeP50 > 0 {
+		b.Env.Facts["wake_cost_p50_us"] = float64(slo.WakeP50) / 1e3
+		b.Env.Facts["wake_cost_p99_us"] = float64(slo.WakeP99) / 1e3
 	}
 	b.Env.Traffic, b.Env.CapacityPPS, err = newTraffic(ctx, b.Testbed)
 	if err != nil {
@@ -131,6 +160,10 @@ func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
 // Close stops the daemon, removes its CP cgroup, and tears the testbed down.
 func (b *Bench) Close() error {
 	var errs []error
+	if b.prequeue >= 0 {
+		errs = append(errs, os.WriteFile(tstampPrequeue, []byte(strconv.Itoa(b.prequeue)), 0o644))
+		b.prequeue = -1
+	}
 	if b.Daemon != nil {
 		errs = append(errs, b.Daemon.Close())
 		if p := b.Daemon.Pool(); p != nil {

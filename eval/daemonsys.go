@@ -6,8 +6,11 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/taichi-sched/taichi/config"
 	"github.com/taichi-sched/taichi/daemon"
+	"github.com/taichi-sched/taichi/dataplane"
 	"github.com/taichi-sched/taichi/testbed"
 	"github.com/taichi-sched/taichi/topology"
 )
@@ -50,9 +53,14 @@ func (s *DaemonSystem) Snapshot() (Snapshot, error) {
 	}
 	if len(st.Loops) > 0 {
 		snap.DPBusyS = 0
+		snap.HaveDPHist = true
 		for _, l := range st.Loops {
 			snap.DPBusyS += l.Stats.Busy.Seconds()
+			snap.Residence.Add(l.Stats.Residence)
+			snap.Exposed.Add(l.Stats.Exposed)
+			snap.Lead.Add(l.Stats.Lead)
 		}
+		snap.LoopClass = threadClass(st.Loops[0].TID)
 	}
 	if p := s.D.Pool(); p != nil {
 		if u, err := p.Usage(); err == nil {
@@ -60,6 +68,29 @@ func (s *DaemonSystem) Snapshot() (Snapshot, error) {
 		}
 	}
 	return snap, nil
+}
+
+// threadClass names a thread's scheduling class ("SCHED_FIFO/50"), or ""
+// when it cannot be read.
+func threadClass(tid int) string {
+	if tid <= 0 {
+		return ""
+	}
+	ts, err := dataplane.ReadThreadSched(tid)
+	if err != nil {
+		return ""
+	}
+	switch ts.Policy {
+	case unix.SCHED_FIFO:
+		return fmt.Sprintf("SCHED_FIFO/%d", ts.Priority)
+	case unix.SCHED_RR:
+		return fmt.Sprintf("SCHED_RR/%d", ts.Priority)
+	case unix.SCHED_NORMAL:
+		return "SCHED_OTHER"
+	case unix.SCHED_IDLE:
+		return "SCHED_IDLE"
+	}
+	return fmt.Sprintf("policy %d", ts.Policy)
 }
 
 // DPCores are the daemon's DP cores.

@@ -4,13 +4,9 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"os"
 	"os/exec"
-	"strconv"
-	"sync"
+	"slices"
 	"time"
-
-	"github.com/taichi-sched/taichi/controlplane"
 )
 
 // DataplaneConfig selects a dataplane experiment.
@@ -21,6 +17,11 @@ type DataplaneConfig struct {
 	// Cyclictest is how long cyclictest runs per cell after the traffic,
 	// beside the same CP load; 0 = default 5s, negative = skip.
 	Cyclictest time.Duration
+	// Repeat runs every cell this many times, the policies interleaved
+	// within each repeat; default 1.
+	Repeat int
+	// CPLoad is the backlogged CP workload: mixed (default), kernel or user.
+	CPLoad string
 }
 
 // Validate names the first bad field.
@@ -39,16 +40,20 @@ func (c *DataplaneConfig) Validate() error {
 	if c.Duration < 0 || c.Duration > time.Hour {
 		return fmt.Errorf("duration: %v: want 0..1h", c.Duration)
 	}
+	if c.Repeat < 0 || c.Repeat > 100 {
+		return fmt.Errorf("repeat: %d: want 1..100", c.Repeat)
+	}
+	if c.CPLoad != "" && !slices.Contains(CPLoads, c.CPLoad) {
+		return fmt.Errorf("cp-load: unknown %q (want %s, %s or %s)", c.CPLoad, CPLoadMixed, CPLoadKernel, CPLoadUser)
+	}
 	return nil
 }
 
-// cpLoadName describes the backlogged CP workload in the report.
-const cpLoadName = "stress-ng --dentry 2 + mmap storm"
-
-// RunDataplane measures DP latency/throughput with a backlogged,
-// kernel-heavy CP workload under each policy and load, beside a reference
-// cell (static, no CP load) per load; rt-tests' cyclictest runs on the DP
-// core after each cell's traffic, beside the same CP load.
+// RunDataplane measures what a backlogged CP workload on a lent DP core
+// does to packets, under each policy and load, beside a reference cell
+// (static, no CP load) per load. The headline is the DP loop's per-packet
+// RX residence; rt-tests' cyclictest runs on the DP core after each cell's
+// traffic, beside the same CP load.
 func RunDataplane(ctx context.Context, env *Env, cfg DataplaneConfig) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -59,43 +64,54 @@ func RunDataplane(ctx context.Context, env *Env, cfg DataplaneConfig) (*Report, 
 	if cfg.Cyclictest == 0 {
 		cfg.Cyclictest = 5 * time.Second
 	}
+	cfg.Repeat = max(cfg.Repeat, 1)
+	if cfg.CPLoad == "" {
+		cfg.CPLoad = CPLoadMixed
+	}
 	sys := env.System
 	rep := &Report{
 		Experiment: ExperimentDataplane,
 		Started:    time.Now().UTC(),
 		Machine:    ReadMachine(sys.DPCores(), sys.CPCores()),
 		Params: map[string]any{"policies": cfg.Policies, "loads": cfg.Loads, "duration_s": cfg.Duration.Seconds(),
-			"cyclictest_s": max(0, cfg.Cyclictest.Seconds()), "capacity_pps": env.CapacityPPS, "cp_load": cpLoadName,
-			"traffic": "onoff", "cyclictest_priority": sys.DPPriority() + 1},
-		Notes: []string{fmt.Sprintf("cyclictest runs at SCHED_FIFO %d (the DP loop's priority + 1, so a DP loop that "+
-			"busy-polls under static does not starve it) on DP core %v, 200 µs period, after each cell's traffic with the CP load still running.",
-			sys.DPPriority()+1, sys.DPCores())},
+			"cyclictest_s": max(0, cfg.Cyclictest.Seconds()), "capacity_pps": env.CapacityPPS, "cp_load": cfg.CPLoad,
+			"repeat": cfg.Repeat, "traffic": "onoff", "cyclictest_priority": sys.DPPriority() + 1},
+		Notes: []string{
+			"DP residence is measured in the DP loop for every packet: from the kernel's RX stamp to the loop picking the packet up. " +
+				"RTT is the generator's round trip, which also runs through the generator's core (shared with CP here).",
+			fmt.Sprintf("cyclictest runs at SCHED_FIFO %d (the DP loop's priority + 1) on DP core %v, 200 µs period, after each cell's traffic with the CP load still running.",
+				sys.DPPriority()+1, sys.DPCores()),
+		},
 	}
 	maps.Copy(rep.Params, env.Facts)
-	if _, err := exec.LookPath("stress-ng"); err != nil {
+	if _, err := exec.LookPath("stress-ng"); err != nil && cfg.CPLoad != CPLoadUser {
 		return nil, fmt.Errorf("stress-ng not found (Debian package stress-ng)")
 	}
 	for _, load := range cfg.Loads {
-		cells := append([]string{"reference"}, cfg.Policies...)
-		for _, cell := range cells {
-			if ctx.Err() != nil {
-				return rep, ctx.Err()
-			}
-			policy, withCP := cell, true
-			if cell == "reference" {
-				policy, withCP = "static", false
-			}
-			if env.Progress != nil {
-				env.Progress.Show(fmt.Sprintf("%s, load %.2f", cell, load))
-			}
-			run := dataplaneRun(ctx, env, cfg, policy, load, withCP)
-			rep.Runs = append(rep.Runs, run)
-			if env.Progress != nil {
-				env.Progress.Step(fmt.Sprintf("%s, load %.2f: DP p99 %s µs", cell, load, num(run.DP.LatUS.P99)))
+		for r := range cfg.Repeat {
+			cells := append([]string{"reference"}, cfg.Policies...)
+			for _, cell := range cells {
+				if ctx.Err() != nil {
+					return finish(rep), ctx.Err()
+				}
+				policy, withCP := cell, true
+				if cell == "reference" {
+					policy, withCP = "static", false
+				}
+				label := fmt.Sprintf("%s, load %.2f, repeat %d/%d", cell, load, r+1, cfg.Repeat)
+				if env.Progress != nil {
+					env.Progress.Show(label)
+				}
+				run := dataplaneRun(ctx, env, cfg, policy, load, withCP)
+				run.Repeat = r
+				rep.Runs = append(rep.Runs, run)
+				if env.Progress != nil {
+					env.Progress.Step(fmt.Sprintf("%s: residence p99 %s µs", label, num(run.DP.ResidenceUS.P99)))
+				}
 			}
 		}
 	}
-	return rep, nil
+	return finish(rep), nil
 }
 
 func dataplaneRun(ctx context.Context, env *Env, cfg DataplaneConfig, policy string, load float64, withCP bool) (run Run) {
@@ -105,38 +121,16 @@ func dataplaneRun(ctx context.Context, env *Env, cfg DataplaneConfig, policy str
 		run.Error = fmt.Sprintf("set policy: %v", err)
 		return run
 	}
-	// stress-ng's dentry storm works in a directory of ours, removed after
-	// (a killed stressor leaves its files behind).
-	stressDir, terr := os.MkdirTemp("", "taichi-stress-")
-	if terr != nil {
-		run.addErr(terr)
-		return run
-	}
-	cpCtx, stopCP := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer func() {
-		stopCP()
-		wg.Wait()
-		os.RemoveAll(stressDir)
-		env.settle(ctx)
-	}()
+	defer env.settle(ctx) // after the CP load stopped (defers run last first)
 	if withCP {
-		run.CPLoad = cpLoadName
 		bound := cfg.Duration + max(0, cfg.Cyclictest) + 30*time.Second
-		loads := [][]string{
-			{"stress-ng", "--dentry", "2", "--temp-path", stressDir, "--timeout", strconv.Itoa(int(bound.Seconds())) + "s", "--quiet"},
-			append(append([]string(nil), env.GoHelper...), "mmap", "128", "100000"),
+		l, name, err := startCPLoad(ctx, env, cfg.CPLoad, bound)
+		if err != nil {
+			run.addErr(err)
+			return run
 		}
-		for _, argv := range loads {
-			wg.Add(1)
-			go func(argv []string) {
-				defer wg.Done()
-				lctx, cancel := context.WithTimeout(cpCtx, bound)
-				defer cancel()
-				// Ends by cancellation; its exit status then says nothing.
-				_, _ = controlplane.RunPlaced(lctx, controlplane.PlacerFunc(sys.Place), env.GoHelperEnv, argv...)
-			}(argv)
-		}
+		run.CPLoad = name
+		defer func() { run.CPLoadErrors = append(run.CPLoadErrors, l.stop()...) }()
 	}
 	env.settle(ctx)
 
@@ -150,15 +144,7 @@ func dataplaneRun(ctx context.Context, env *Env, cfg DataplaneConfig, policy str
 		run.DP = dp
 	}
 	after, aerr := sys.Snapshot()
-	if serr == nil && aerr == nil {
-		d := after.Sub(before)
-		run.WallS = d.WallS
-		run.LentS, run.CPCPUS, run.HarvestedCPS, run.Reclaims = d.LentS, d.CPCPUS, d.CPOnDPS, d.Reclaims
-		run.DP.IdleShare = idleShare(d, len(sys.DPCores()), load)
-	} else {
-		run.DP.IdleShare = 1 - load
-	}
-	run.CapacityBound = CapacityBound(run.DP.IdleShare, len(sys.DPCores()), len(sys.CPCores()))
+	run.measured(sys, before, after, serr, aerr, load)
 
 	if cfg.Cyclictest > 0 && len(sys.DPCores()) > 0 {
 		ct, err := Cyclictest(ctx, sys.DPCores()[0], sys.DPPriority()+1, cfg.Cyclictest)

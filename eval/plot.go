@@ -1,122 +1,676 @@
 package eval
 
 import (
+	"errors"
 	"fmt"
+	"image/color"
 	"math"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
+
+	"github.com/taichi-sched/taichi/dataplane"
 )
 
+// Figure sizes: two panels and a legend column, or one panel and a legend.
+const (
+	wideW, narrowW, figH = 13 * vg.Inch, 9 * vg.Inch, 5.5 * vg.Inch
+)
+
+// residenceLabel names the headline DP latency on every axis that shows it.
+const residenceLabel = "RX residence (kernel RX stamp to DP loop)"
+
 // WritePlots writes the experiment's PNGs into dir and returns their paths:
-// vm-startup.png (startup p50 solid, p99 dashed, vs VMs per policy);
-// dataplane.png (DP p99 vs load per policy) and dataplane-cyclictest.png.
+//   - vm-startup.png: CP VM-startup p50/p99 against density beside DP RX
+//     residence p99 against density, per policy, so CP gains and DP cost
+//     are seen together;
+//   - dataplane.png: the RX residence tail (1 − CDF) per cell at one load
+//     beside residence p99 against load;
+//   - dataplane-cyclictest.png: cyclictest p99 on the DP core against load.
+//
+// Lines are medians over repeats; bars span the repeats' min–max.
 func WritePlots(dir string, r *Report) ([]string, error) {
 	switch r.Experiment {
+	case ExperimentPing:
+		return nil, nil // the table is the result
 	case ExperimentVMStartup:
-		p := plot.New()
-		p.Title.Text = "VM startup latency vs density (solid p50, dashed p99)"
-		p.X.Label.Text = "VMs requested at once"
-		p.Y.Label.Text = "startup latency (ms)"
-		p.Legend.Top = true
-		p.Legend.Left = true
-		densityAxis(p, r)
-		for i, pol := range policiesOf(r) {
-			var p50, p99 plotter.XYs
-			for _, run := range r.Runs {
-				if run.Policy != pol || run.StartupMS == nil || run.StartupMS.N == 0 {
-					continue
-				}
-				p50 = append(p50, plotter.XY{X: float64(run.VMs), Y: run.StartupMS.P50})
-				p99 = append(p99, plotter.XY{X: float64(run.VMs), Y: run.StartupMS.P99})
-			}
-			if err := addSeries(p, i, pol+" p50", p50, false); err != nil {
-				return nil, err
-			}
-			if err := addSeries(p, i, pol+" p99", p99, true); err != nil {
-				return nil, err
-			}
-		}
-		logY(p)
 		path := filepath.Join(dir, "vm-startup.png")
-		return []string{path}, p.Save(8*vg.Inch, 5*vg.Inch, path)
+		return []string{path}, vmStartupFigure(r).save(path)
 	case ExperimentDataplane:
-		dp := plot.New()
-		dp.Title.Text = "DP latency p99 vs load (backlogged CP)"
-		dp.X.Label.Text = "DP load (offered share of capacity)"
-		dp.Y.Label.Text = "DP round-trip p99 (µs)"
-		ct := plot.New()
-		ct.Title.Text = "cyclictest p99 on the DP core vs load"
-		ct.X.Label.Text = "DP load (offered share of capacity)"
-		ct.Y.Label.Text = "cyclictest p99 (µs)"
-		for _, p := range []*plot.Plot{dp, ct} {
-			p.Legend.Top = true
-			p.Legend.Left = true
-		}
-		for i, key := range seriesOf(r) {
-			var lat, cyc plotter.XYs
-			for _, run := range r.Runs {
-				if seriesKey(run) != key {
-					continue
-				}
-				lat = append(lat, plotter.XY{X: run.Load, Y: run.DP.LatUS.P99})
-				if run.CyclictestUS != nil && run.CyclictestUS.N > 0 {
-					cyc = append(cyc, plotter.XY{X: run.Load, Y: run.CyclictestUS.P99})
-				}
-			}
-			if err := addSeries(dp, i, key, lat, false); err != nil {
-				return nil, err
-			}
-			if err := addSeries(ct, i, key, cyc, false); err != nil {
-				return nil, err
-			}
-		}
-		logY(dp)
-		logY(ct)
 		p1 := filepath.Join(dir, "dataplane.png")
 		p2 := filepath.Join(dir, "dataplane-cyclictest.png")
-		if err := dp.Save(8*vg.Inch, 5*vg.Inch, p1); err != nil {
+		if err := dataplaneFigure(r).save(p1); err != nil {
 			return nil, err
 		}
-		return []string{p1, p2}, ct.Save(8*vg.Inch, 5*vg.Inch, p2)
+		return []string{p1, p2}, cyclictestFigure(r).save(p2)
 	}
 	return nil, fmt.Errorf("eval: no plots for experiment %q", r.Experiment)
 }
 
-func addSeries(p *plot.Plot, i int, name string, xys plotter.XYs, dashed bool) error {
-	if len(xys) == 0 {
+// vmStartupFigure: left CP startup p50 (solid) and p99 (dashed), right DP
+// residence p99, both against density, one color per policy.
+func vmStartupFigure(r *Report) *figure {
+	cells := cellsOf(r)
+	density := func(k cellKey) float64 { return float64(k.VMs) }
+	cp := newPanel("CP: VM startup latency vs density", "VMs started at once (log scale)", "VM startup latency (ms)")
+	dp := newPanel("DP: "+residenceLabel+" p99 vs density"+atLoad(r), "VMs started at once (log scale)",
+		"RX residence p99 (µs)\n(kernel RX stamp to DP loop)")
+	f := newFigure(wideW, cp, dp)
+	pols := policiesOf(r)
+	for i, pol := range pols {
+		of := func(k cellKey) bool { return k.Policy == pol }
+		p50 := seriesPoints(cells, of, density, func(run Run) float64 { return known(run.StartupMS, func(p Percentiles) float64 { return p.P50 }) })
+		p99 := seriesPoints(cells, of, density, func(run Run) float64 { return known(run.StartupMS, func(p Percentiles) float64 { return p.P99 }) })
+		sty := seriesStyle(pols, pol)
+		cp.add(p50, sty, dodgeSlot(2*i, 2*len(pols)))
+		cp.add(p99, sty.dashed(), dodgeSlot(2*i+1, 2*len(pols)))
+		dp.add(seriesPoints(cells, of, density, residenceP99), sty, dodgeSlot(i, len(pols)))
+		f.legend.Add(pol, sty.thumbs()...)
+	}
+	f.legend.Add("")
+	black := seriesStyleOf(color.Black, nil)
+	f.legend.Add("solid: startup p50", black.lineThumb())
+	f.legend.Add("dashed: startup p99", black.dashed().lineThumb())
+	f.noteRepeats(r)
+	for _, p := range []*panel{cp, dp} {
+		p.xLog, p.xTicks, p.yAuto = true, densities(r), true
+	}
+	return f
+}
+
+// dataplaneFigure: left the residence tail per cell at one load (repeats
+// merged), right residence p99 against load per cell.
+func dataplaneFigure(r *Report) *figure {
+	load, ok := plotLoad(r)
+	var at []string
+	if ok {
+		at = append(at, "at DP load "+strconv.FormatFloat(load, 'g', 3, 64))
+	}
+	if kind := cpLoadKind(r); kind != "" {
+		at = append(at, "CP load "+kind)
+	}
+	tailTitle := "DP: " + residenceLabel + ", tail"
+	if len(at) > 0 {
+		tailTitle += "\n" + strings.Join(at, ", ")
+	}
+	tail := newPanel(tailTitle, "RX residence x (µs, log scale)", "fraction of packets with residence > x\n(log scale; crossing 0.01 = p99)")
+	p99 := newPanel("DP: "+residenceLabel+" p99 vs load", loadLabel, "RX residence p99 (µs)\n(kernel RX stamp to DP loop)")
+	f := newFigure(wideW, tail, p99)
+	keys := seriesOf(r)
+	cells := cellsOf(r)
+	type curve struct {
+		cdf plotter.XYs
+		sty style
+	}
+	var curves []curve
+	var most uint64
+	for i, key := range keys {
+		sty := dataplaneStyle(r, key)
+		of := inSeries(key)
+		p99.add(seriesPoints(cells, of, cellLoad, residenceP99), sty, dodgeSlot(i, len(keys)))
+		f.legend.Add(key, sty.thumbs()...)
+		var h dataplane.Histogram
+		for _, c := range cells {
+			if !ok || !of(c.key) || c.key.Load != load {
+				continue
+			}
+			for _, run := range c.runs {
+				if run.DP.ResidenceHist != nil {
+					h.Add(*run.DP.ResidenceHist)
+				}
+			}
+		}
+		if cdf := residenceCDF(h); cdf != nil {
+			curves = append(curves, curve{cdf, sty})
+			most = max(most, h.Count)
+		}
+	}
+	if len(curves) == 0 {
+		tail.title += "\n(no residence histograms in this report)"
+	} else {
+		floor := tailFloor(most)
+		for _, c := range curves {
+			tail.addCurve(tailXYs(c.cdf, floor), c.sty)
+		}
+		tail.xLog, tail.yLog = true, true
+		tail.yMin, tail.yMax, tail.yTicks = floor, 1.5, tailTicks(floor)
+		tail.grid = true
+		f.legend.Add("")
+		f.legend.Add("tail: repeats merged;")
+		f.legend.Add("a curve meets the bottom")
+		f.legend.Add("at its max")
+	}
+	f.noteRepeats(r)
+	p99.xTicks, p99.yAuto = loadsOf(r), true
+	return f
+}
+
+// cpLoadKind names the report's CP load by its kind ("mixed"), the part
+// of the runs' load name before its description.
+func cpLoadKind(r *Report) string {
+	for _, run := range r.Runs {
+		if run.CPLoad != "none" && run.CPLoad != "" {
+			kind, _, _ := strings.Cut(run.CPLoad, ":")
+			return kind
+		}
+	}
+	return ""
+}
+
+const loadLabel = "DP load (offered share of capacity)"
+
+// cyclictestFigure: cyclictest p99 on the DP core against load per cell.
+func cyclictestFigure(r *Report) *figure {
+	p := newPanel("cyclictest p99 on the DP core vs load (beside the CP load)", loadLabel, "cyclictest p99 (µs)")
+	f := newFigure(narrowW, p)
+	keys := seriesOf(r)
+	for i, key := range keys {
+		sty := dataplaneStyle(r, key)
+		of := inSeries(key)
+		p.add(seriesPoints(cellsOf(r), of, cellLoad, func(run Run) float64 {
+			return known(run.CyclictestUS, func(p Percentiles) float64 { return p.P99 })
+		}), sty, dodgeSlot(i, len(keys)))
+		f.legend.Add(key, sty.thumbs()...)
+	}
+	f.noteRepeats(r)
+	p.xTicks, p.yAuto = loadsOf(r), true
+	return f
+}
+
+// residenceCDF is h's empirical CDF at its bucket edges, x in µs: the lower
+// edge of the first non-empty bucket at 0, then the upper edge of each
+// non-empty bucket at the fraction of samples at most that edge, ending at
+// 1 on the maximum. x never decreases; a bucket starting at 0 ns starts the
+// curve at half its width so a log axis can show it. nil without samples.
+func residenceCDF(h dataplane.Histogram) plotter.XYs {
+	var total uint64
+	for _, c := range h.Buckets {
+		total += c
+	}
+	if total == 0 {
 		return nil
 	}
-	slices.SortFunc(xys, func(a, b plotter.XY) int {
-		switch {
-		case a.X < b.X:
-			return -1
-		case a.X > b.X:
-			return 1
+	var out plotter.XYs
+	var seen uint64
+	x := 0.0
+	for i, c := range h.Buckets {
+		if c == 0 {
+			continue
 		}
-		return 0
-	})
-	l, pts, err := plotter.NewLinePoints(xys)
+		if out == nil {
+			x = histLowerUS(i)
+			if x == 0 {
+				x = float64(dataplane.HistUpper(i)) / 2 / 1e3
+			}
+			out = append(out, plotter.XY{X: x, Y: 0})
+		}
+		seen += c
+		edge := float64(dataplane.HistUpper(i)) / 1e3
+		if seen == total && h.MaxNs > 0 {
+			// The last bucket ends at the largest sample, not its edge.
+			edge = math.Max(math.Min(edge, float64(h.MaxNs)/1e3), histLowerUS(i))
+		}
+		x = math.Max(x, edge)
+		out = append(out, plotter.XY{X: x, Y: float64(seen) / float64(total)})
+	}
+	return out
+}
+
+// histLowerUS is bucket i's lower edge in µs.
+func histLowerUS(i int) float64 { return float64(dataplane.HistLower(i)) / 1e3 }
+
+// tailXYs turns a CDF into 1 − CDF for a log axis: 0 (past the maximum)
+// becomes floor, so the curve drops to the axis at the maximum.
+func tailXYs(cdf plotter.XYs, floor float64) plotter.XYs {
+	out := make(plotter.XYs, len(cdf))
+	for i, p := range cdf {
+		out[i] = plotter.XY{X: p.X, Y: math.Max(1-p.Y, floor)}
+	}
+	return out
+}
+
+// tailFloor is the power of ten below half a sample of the largest curve:
+// under every fraction a curve can reach before its maximum.
+func tailFloor(samples uint64) float64 {
+	return math.Pow(10, math.Floor(math.Log10(0.5/float64(max(samples, 1)))))
+}
+
+// tailTicks labels the tail's powers of ten with the percentile each
+// fraction stands for: 0.01 is p99.
+func tailTicks(floor float64) []plot.Tick {
+	var ticks []plot.Tick
+	for e := 0; math.Pow(10, -float64(e)) >= floor*0.999; e++ {
+		v := math.Pow(10, -float64(e))
+		label := tickLabel(v)
+		switch {
+		case e == 0:
+			label = "1 (all)"
+		case e <= 4:
+			label += " (p" + strconv.FormatFloat(100*(1-v), 'f', max(e-2, 0), 64) + ")"
+		}
+		ticks = append(ticks, plot.Tick{Value: v, Label: label})
+	}
+	return ticks
+}
+
+// figure is one PNG: panels side by side and one legend to their right,
+// outside every data area.
+type figure struct {
+	w      vg.Length
+	panels []*panel
+	legend plot.Legend
+}
+
+func newFigure(w vg.Length, panels ...*panel) *figure {
+	l := plot.NewLegend()
+	l.Top, l.Left = true, true
+	l.TextStyle.Font.Size = vg.Points(11)
+	return &figure{w: w, panels: panels, legend: l}
+}
+
+// noteRepeats explains the bars when there are repeats to span.
+func (f *figure) noteRepeats(r *Report) {
+	n := 0
+	for _, c := range cellsOf(r) {
+		n = max(n, len(c.runs))
+	}
+	if n > 1 {
+		f.legend.Add("")
+		f.legend.Add(fmt.Sprintf("line: median of %d repeats", n))
+		f.legend.Add("bars: min–max of the repeats")
+	}
+}
+
+// save draws the panels aligned in one row and the legend to their right.
+func (f *figure) save(path string) (err error) {
+	plots := make([]*plot.Plot, len(f.panels))
+	for i, p := range f.panels {
+		if plots[i], err = p.build(); err != nil {
+			return err
+		}
+	}
+	img := vgimg.New(f.w, figH)
+	dc := draw.New(img)
+	pad := vg.Points(12)
+	legendW := f.legend.Rectangle(dc).Size().X + 2*pad
+	area := dc
+	area.Max.X -= legendW
+	tiles := draw.Tiles{Rows: 1, Cols: len(plots), PadX: vg.Points(30), PadTop: pad, PadBottom: pad / 2, PadLeft: pad / 2}
+	for i, c := range plot.Align([][]*plot.Plot{plots}, tiles, area)[0] {
+		plots[i].Draw(c)
+	}
+	lc := dc
+	lc.Min.X = area.Max.X + pad
+	lc.Max.Y -= 3 * pad
+	f.legend.Draw(lc)
+	fh, err := os.Create(path)
 	if err != nil {
 		return err
 	}
-	c := plotutil.Color(i)
-	l.Color, pts.Color = c, c
-	l.Width = vg.Points(1.5)
-	pts.Shape = plotutil.Shape(i)
-	if dashed {
-		l.Dashes = []vg.Length{vg.Points(5), vg.Points(3)}
-		pts.Shape = draw.CrossGlyph{}
+	defer func() { err = errors.Join(err, fh.Close()) }()
+	_, err = vgimg.PngCanvas{Canvas: img}.WriteTo(fh)
+	return err
+}
+
+// panel is one plot of a figure, kept in data units until build. A log
+// axis is drawn as a linear axis over log10 of the data with ticks at the
+// data's values: gonum sizes a log axis's label around the arithmetic
+// midpoint, which squeezes the data area.
+type panel struct {
+	title, xLabel, yLabel string
+	series                []series
+	xLog, yLog            bool
+	// yAuto: log Y when the data span more than 20×, so one slow policy
+	// does not flatten the others into the axis.
+	yAuto bool
+	// xTicks: a tick at each of these (densities, loads); else 1-2-5.
+	xTicks []float64
+	// yMin, yMax, yTicks fix the Y axis (0: from the data).
+	yMin, yMax float64
+	yTicks     []plot.Tick
+	grid       bool
+}
+
+// series is one line: points with optional min–max bars.
+type series struct {
+	xys    plotter.XYs
+	lo, hi []float64 // per point, nil for none
+	sty    style
+	slot   float64 // sideways shift in dodge widths (0: none)
+}
+
+func newPanel(title, x, y string) *panel { return &panel{title: title, xLabel: x, yLabel: y} }
+
+// add draws pts as a line through the medians with a bar over each
+// point's min–max, shifted sideways by slot so bars do not overlap.
+func (p *panel) add(pts []point, sty style, slot float64) {
+	if len(pts) == 0 {
+		return
 	}
-	p.Add(l, pts)
-	p.Legend.Add(name, l, pts)
-	return nil
+	s := series{sty: sty, slot: slot}
+	spans := false
+	for _, pt := range pts {
+		s.xys = append(s.xys, plotter.XY{X: pt.x, Y: pt.s.Median})
+		s.lo, s.hi = append(s.lo, pt.s.Min), append(s.hi, pt.s.Max)
+		spans = spans || pt.s.Min < pt.s.Max
+	}
+	if !spans {
+		s.lo, s.hi = nil, nil
+	}
+	p.series = append(p.series, s)
+}
+
+// addCurve draws a line without points or bars.
+func (p *panel) addCurve(xys plotter.XYs, sty style) {
+	sty.glyph = nil
+	p.series = append(p.series, series{xys: xys, sty: sty})
+}
+
+// dodgeSlot centres n series' shifts around 0.
+func dodgeSlot(i, n int) float64 { return float64(i) - float64(n-1)/2 }
+
+// dodgeShare is one dodge width as a share of the X axis: about two
+// glyphs' width on a panel.
+const dodgeShare = 0.015
+
+func (p *panel) build() (*plot.Plot, error) {
+	pl := plot.New()
+	pl.Title.Text = p.title
+	pl.Title.TextStyle.Font.Size = vg.Points(12)
+	pl.X.Label.Text, pl.Y.Label.Text = p.xLabel, p.yLabel
+	p.dropUnshowable()
+	xs, ys := p.values()
+	if p.yAuto && len(ys) > 0 && ys[0] > 0 && ys[len(ys)-1]/ys[0] > 20 {
+		p.yLog = true
+		pl.Y.Label.Text = strings.Replace(pl.Y.Label.Text, ")", ", log scale)", 1)
+	}
+	fx, fy := scaleOf(p.xLog), scaleOf(p.yLog)
+	xlo, xhi := p.xRange(xs)
+	shift := dodgeShare * (fx(xhi) - fx(xlo) + 2*xMargin(fx(xlo), fx(xhi)))
+	for _, s := range p.series {
+		xys := make(plotter.XYs, len(s.xys))
+		for i, pt := range s.xys {
+			xys[i] = plotter.XY{X: fx(pt.X) + s.slot*shift, Y: fy(pt.Y)}
+		}
+		if s.lo != nil {
+			errs := make(plotter.YErrors, len(xys))
+			for i := range errs {
+				errs[i].Low, errs[i].High = xys[i].Y-fy(s.lo[i]), fy(s.hi[i])-xys[i].Y
+			}
+			bars, err := plotter.NewYErrorBars(struct {
+				plotter.XYs
+				plotter.YErrors
+			}{xys, errs})
+			if err != nil {
+				return nil, err
+			}
+			bars.LineStyle.Color, bars.LineStyle.Width = s.sty.color, vg.Points(1)
+			pl.Add(bars)
+		}
+		l, err := plotter.NewLine(xys)
+		if err != nil {
+			return nil, err
+		}
+		l.LineStyle = s.sty.line
+		pl.Add(l)
+		if s.sty.glyph != nil {
+			sc, err := plotter.NewScatter(xys)
+			if err != nil {
+				return nil, err
+			}
+			sc.GlyphStyle = draw.GlyphStyle{Color: s.sty.color, Radius: vg.Points(3), Shape: s.sty.glyph}
+			pl.Add(sc)
+		}
+	}
+	if p.grid {
+		pl.Add(plotter.NewGrid())
+	}
+	if len(p.series) == 0 {
+		// Nothing measured: say so, and no ticks that would read as values.
+		if !strings.Contains(pl.Title.Text, "(no ") {
+			pl.Title.Text += "\n(nothing measured)"
+		}
+		pl.X.Tick.Marker, pl.Y.Tick.Marker = plot.ConstantTicks(nil), plot.ConstantTicks(nil)
+		return pl, nil
+	}
+	p.xAxis(pl, xlo, xhi)
+	p.yAxis(pl, ys)
+	return pl, nil
+}
+
+// dropUnshowable drops the points a log axis cannot show (x <= 0, or
+// y <= 0 with any bar) rather than failing the whole figure.
+func (p *panel) dropUnshowable() {
+	var kept []series
+	for _, s := range p.series {
+		var out series
+		out.sty, out.slot = s.sty, s.slot
+		for i, pt := range s.xys {
+			if p.xLog && pt.X <= 0 || p.yLog && (pt.Y <= 0 || s.lo != nil && s.lo[i] <= 0) {
+				continue
+			}
+			out.xys = append(out.xys, pt)
+			if s.lo != nil {
+				out.lo, out.hi = append(out.lo, s.lo[i]), append(out.hi, s.hi[i])
+			}
+		}
+		if len(out.xys) > 0 {
+			kept = append(kept, out)
+		}
+	}
+	p.series = kept
+}
+
+// values returns every X and every Y (bars included) of the panel, sorted.
+func (p *panel) values() (xs, ys []float64) {
+	for _, s := range p.series {
+		for i, pt := range s.xys {
+			xs, ys = append(xs, pt.X), append(ys, pt.Y)
+			if s.lo != nil {
+				ys = append(ys, s.lo[i], s.hi[i])
+			}
+		}
+	}
+	slices.Sort(xs)
+	slices.Sort(ys)
+	return xs, ys
+}
+
+// xRange is the X axis' extent in data units: the ticks' or the data's.
+func (p *panel) xRange(xs []float64) (lo, hi float64) {
+	if len(p.xTicks) > 0 {
+		xs = slices.Sorted(slices.Values(p.xTicks))
+	}
+	if len(xs) == 0 {
+		return 0, 1
+	}
+	return xs[0], xs[len(xs)-1]
+}
+
+func (p *panel) xAxis(pl *plot.Plot, lo, hi float64) {
+	fx := scaleOf(p.xLog)
+	if len(p.xTicks) > 0 {
+		var ticks []plot.Tick
+		for _, v := range p.xTicks {
+			ticks = append(ticks, plot.Tick{Value: fx(v), Label: tickLabel(v)})
+		}
+		pl.X.Tick.Marker = plot.ConstantTicks(ticks)
+	} else if p.xLog {
+		pl.X.Tick.Marker = logTicks{}
+	}
+	if lo <= 0 && p.xLog {
+		return // no data
+	}
+	margin := xMargin(fx(lo), fx(hi))
+	pl.X.Min, pl.X.Max = fx(lo)-margin, fx(hi)+margin
+}
+
+// xMargin is the room beside the outermost points for their bars and
+// glyphs, in axis units.
+func xMargin(lo, hi float64) float64 { return 0.06 * math.Max(hi-lo, 0.5) }
+
+func (p *panel) yAxis(pl *plot.Plot, ys []float64) {
+	fy := scaleOf(p.yLog)
+	switch {
+	case p.yTicks != nil:
+		ticks := slices.Clone(p.yTicks)
+		for i := range ticks {
+			ticks[i].Value = fy(ticks[i].Value)
+		}
+		pl.Y.Tick.Marker = plot.ConstantTicks(ticks)
+	case p.yLog:
+		pl.Y.Tick.Marker = logTicks{}
+	default:
+		pl.Y.Tick.Marker = linearTicks{}
+	}
+	switch {
+	case p.yMax > 0:
+		pl.Y.Min, pl.Y.Max = fy(p.yMin), fy(p.yMax)
+	case len(ys) == 0:
+	case p.yLog:
+		pl.Y.Min, pl.Y.Max = fy(ys[0]/1.3), fy(ys[len(ys)-1]*1.3)
+	default:
+		// A linear latency axis starts at 0, so ratios read true.
+		pl.Y.Min, pl.Y.Max = math.Min(0, ys[0]), ys[len(ys)-1]*1.08
+	}
+}
+
+// scaleOf maps data to axis units: log10 on a log axis.
+func scaleOf(log bool) func(float64) float64 {
+	if log {
+		return math.Log10
+	}
+	return func(v float64) float64 { return v }
+}
+
+// linearTicks are gonum's default ticks, labelled without trailing zeros
+// (50, not 50.00).
+type linearTicks struct{}
+
+// Ticks implements plot.Ticker.
+func (linearTicks) Ticks(lo, hi float64) []plot.Tick {
+	ticks := plot.DefaultTicks{}.Ticks(lo, hi)
+	for i := range ticks {
+		if ticks[i].Label != "" {
+			ticks[i].Label = tickLabel(ticks[i].Value)
+		}
+	}
+	return ticks
+}
+
+// logTicks marks an axis in log10 units at 1-2-5 of the data's values.
+type logTicks struct{}
+
+// Ticks implements plot.Ticker.
+func (logTicks) Ticks(lo, hi float64) []plot.Tick {
+	ticks := ticks125{}.Ticks(math.Pow(10, lo), math.Pow(10, hi))
+	for i := range ticks {
+		ticks[i].Value = math.Log10(ticks[i].Value)
+	}
+	return ticks
+}
+
+// style is one series' look, shared by every panel of a figure.
+type style struct {
+	color color.Color
+	line  draw.LineStyle
+	glyph draw.GlyphDrawer
+}
+
+func seriesStyleOf(c color.Color, g draw.GlyphDrawer) style {
+	return style{color: c, glyph: g, line: draw.LineStyle{Color: c, Width: vg.Points(1.8)}}
+}
+
+func (s style) dashed() style {
+	s.line.Dashes = []vg.Length{vg.Points(6), vg.Points(3)}
+	return s
+}
+
+func (s style) lineThumb() plot.Thumbnailer {
+	return &plotter.Line{LineStyle: s.line}
+}
+
+func (s style) thumbs() []plot.Thumbnailer {
+	return []plot.Thumbnailer{s.lineThumb(),
+		&plotter.Scatter{GlyphStyle: draw.GlyphStyle{Color: s.color, Radius: vg.Points(3), Shape: s.glyph}}}
+}
+
+// palette is Okabe and Ito's color-blind-safe set, without black (the
+// reference cell's) and yellow (too light on white).
+var palette = []color.Color{
+	color.RGBA{0x00, 0x72, 0xB2, 0xff}, // blue
+	color.RGBA{0xD5, 0x5E, 0x00, 0xff}, // vermillion
+	color.RGBA{0x00, 0x9E, 0x73, 0xff}, // bluish green
+	color.RGBA{0xCC, 0x79, 0xA7, 0xff}, // reddish purple
+	color.RGBA{0xE6, 0x9F, 0x00, 0xff}, // orange
+	color.RGBA{0x56, 0xB4, 0xE9, 0xff}, // sky blue
+}
+
+// seriesStyle gives a policy the same color and glyph in every panel.
+func seriesStyle(pols []string, pol string) style {
+	i := max(slices.Index(pols, pol), 0)
+	return seriesStyleOf(palette[i%len(palette)], plotutil.Shape(i))
+}
+
+// dataplaneStyle: the policy's style with CP; black squares for the
+// reference without CP.
+func dataplaneStyle(r *Report, key string) style {
+	if strings.HasSuffix(key, noCPSuffix) {
+		return seriesStyleOf(color.Black, draw.SquareGlyph{}).dashed()
+	}
+	pol := strings.TrimSuffix(key, withCPSuffix)
+	return seriesStyle(policiesOf(r), pol)
+}
+
+// point is one cell on a figure: its x and the spread over its repeats.
+type point struct {
+	x float64
+	s spread
+}
+
+// seriesPoints gives the cells of one series (match) as points sorted by
+// x, skipping cells where f knows nothing in any repeat.
+func seriesPoints(cells []cell, match func(cellKey) bool, x func(cellKey) float64, f func(Run) float64) []point {
+	var out []point
+	for _, c := range cells {
+		if !match(c.key) {
+			continue
+		}
+		if s := aggregate(c.runs, f); s.N > 0 {
+			out = append(out, point{x: x(c.key), s: s})
+		}
+	}
+	slices.SortFunc(out, func(a, b point) int { return cmpFloat(a.x, b.x) })
+	return out
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func cellLoad(k cellKey) float64 { return k.Load }
+
+// known applies f to p, NaN when p holds no samples.
+func known(p *Percentiles, f func(Percentiles) float64) float64 {
+	if p == nil || p.N == 0 {
+		return math.NaN()
+	}
+	return f(*p)
 }
 
 // policiesOf lists the runs' policies in first-seen order.
@@ -130,12 +684,22 @@ func policiesOf(r *Report) []string {
 	return out
 }
 
+const (
+	noCPSuffix   = ", no CP (reference)"
+	withCPSuffix = " + CP"
+)
+
 // seriesKey separates the no-CP reference from the same policy under CP load.
 func seriesKey(run Run) string {
 	if run.CPLoad == "none" {
-		return run.Policy + " (no CP)"
+		return run.Policy + noCPSuffix
 	}
-	return run.Policy
+	return run.Policy + withCPSuffix
+}
+
+// inSeries matches the cells of the series named key.
+func inSeries(key string) func(cellKey) bool {
+	return func(k cellKey) bool { return seriesKey(Run{Policy: k.Policy, CPLoad: k.CPLoad}) == key }
 }
 
 func seriesOf(r *Report) []string {
@@ -148,42 +712,58 @@ func seriesOf(r *Report) []string {
 	return out
 }
 
-// densityAxis uses a log2 X axis with a tick at every density measured when
-// densities span a wide range (1..32), so small densities stay readable.
-func densityAxis(p *plot.Plot, r *Report) {
-	var ticks []plot.Tick
-	lo, hi := math.Inf(1), 0.0
+// densities lists the VMs counts measured, ascending.
+func densities(r *Report) []float64 {
+	var out []float64
 	for _, run := range r.Runs {
-		x := float64(run.VMs)
-		if x <= 0 {
-			return
+		if x := float64(run.VMs); x > 0 && !slices.Contains(out, x) {
+			out = append(out, x)
 		}
-		if !slices.ContainsFunc(ticks, func(t plot.Tick) bool { return t.Value == x }) {
-			ticks = append(ticks, plot.Tick{Value: x, Label: strconv.Itoa(run.VMs)})
-		}
-		lo, hi = math.Min(lo, x), math.Max(hi, x)
 	}
-	if len(ticks) == 0 {
-		return
-	}
-	if hi/lo >= 8 {
-		p.X.Scale = plot.LogScale{}
-		p.X.Label.Text += " (log scale)"
-	}
-	p.X.Tick.Marker = plot.ConstantTicks(ticks)
+	slices.Sort(out)
+	return out
 }
 
-// logY switches to a log Y axis when the data span more than 20×, so one
-// slow policy does not flatten the others into the axis.
-func logY(p *plot.Plot) {
-	if p.Y.Min > 0 && p.Y.Max/p.Y.Min > 20 {
-		p.Y.Scale = plot.LogScale{}
-		p.Y.Tick.Marker = ticks125{}
-		p.Y.Label.Text += " (log scale)"
+func loadsOf(r *Report) []float64 {
+	var out []float64
+	for _, run := range r.Runs {
+		if !slices.Contains(out, run.Load) {
+			out = append(out, run.Load)
+		}
 	}
+	slices.Sort(out)
+	return out
 }
 
-// ticks125 labels a log axis at 1, 2 and 5 times each power of ten.
+// plotLoad picks the load of the tail panel: the one nearest 0.3 (the
+// paper's operating point) when one lies within 0.1 of it, else the middle.
+func plotLoad(r *Report) (float64, bool) {
+	loads := loadsOf(r)
+	if len(loads) == 0 {
+		return 0, false
+	}
+	best := loads[len(loads)/2]
+	for _, l := range loads {
+		if math.Abs(l-0.3) <= 0.1+1e-9 && math.Abs(l-0.3) < math.Abs(best-0.3) {
+			best = l
+		}
+	}
+	if math.Abs(best-0.3) > 0.1+1e-9 {
+		best = loads[len(loads)/2]
+	}
+	return best, true
+}
+
+// atLoad names the DP load of a VM-startup report's runs.
+func atLoad(r *Report) string {
+	if loads := loadsOf(r); len(loads) == 1 && loads[0] > 0 {
+		return "\n(DP load " + strconv.FormatFloat(loads[0], 'g', 3, 64) + ")"
+	}
+	return ""
+}
+
+// ticks125 labels a log axis at 1, 2 and 5 times each power of ten, or
+// only at powers of ten (2 and 5 unlabelled) over more than four decades.
 type ticks125 struct{}
 
 // Ticks implements plot.Ticker.
@@ -192,13 +772,39 @@ func (ticks125) Ticks(lo, hi float64) []plot.Tick {
 	if lo <= 0 || hi <= lo {
 		return out
 	}
+	sparse := hi/lo > 1e4
 	for e := math.Floor(math.Log10(lo)); e <= math.Ceil(math.Log10(hi)); e++ {
 		for _, m := range []float64{1, 2, 5} {
 			v := m * math.Pow(10, e)
-			if v >= lo && v <= hi {
-				out = append(out, plot.Tick{Value: v, Label: strconv.FormatFloat(v, 'g', -1, 64)})
+			if v < lo || v > hi {
+				continue
 			}
+			t := plot.Tick{Value: v}
+			if m == 1 || !sparse {
+				t.Label = tickLabel(v)
+			}
+			out = append(out, t)
 		}
 	}
 	return out
+}
+
+// tickLabel prints v with three significant digits, plainly from 0.0001
+// to 99999 (5000, 0.05) and as 1e5 or 1e-5 beyond.
+func tickLabel(v float64) string {
+	s := strconv.FormatFloat(v, 'g', 3, 64)
+	i := strings.Index(s, "e")
+	if i < 0 {
+		return s
+	}
+	if a := math.Abs(v); a >= 1e-4 && a < 1e5 {
+		r, _ := strconv.ParseFloat(s, 64)
+		return strconv.FormatFloat(r, 'f', -1, 64)
+	}
+	exp := s[i+1:]
+	sign := ""
+	if exp[0] == '-' {
+		sign = "-"
+	}
+	return s[:i] + "e" + sign + strings.TrimLeft(exp[1:], "0")
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/taichi-sched/taichi/dataplane"
 )
 
 // Experiment names, also the base names of the output files.
@@ -29,8 +32,14 @@ type Report struct {
 	Started    time.Time      `json:"started"`
 	Machine    Machine        `json:"machine"`
 	Params     map[string]any `json:"params"`
-	Runs       []Run          `json:"runs"`
-	Notes      []string       `json:"notes,omitempty"`
+	// Runs holds every run of every repeat; the Markdown table folds the
+	// repeats of a cell into their median and min–max.
+	Runs []Run `json:"runs"`
+	// Valid is false when a self-check failed (Checks says which): the
+	// numbers were measured but do not mean what the table claims.
+	Valid  bool     `json:"valid"`
+	Checks []Check  `json:"checks,omitempty"`
+	Notes  []string `json:"notes,omitempty"`
 }
 
 // Machine records what the numbers were measured on.
@@ -46,22 +55,52 @@ type Machine struct {
 	// period-runtime every period, which shows in DP tail latency.
 	RTRuntimeUS int `json:"rt_runtime_us"`
 	RTPeriodUS  int `json:"rt_period_us"`
+	// TstampPrequeue is net.core.netdev_tstamp_prequeue during the runs:
+	// 0 means a packet's RX stamp is taken when the softirq delivers it to
+	// the DP loop's socket (what residence needs), 1 when it was queued on
+	// the sending CPU (residence then includes that CPU's softirq wait).
+	TstampPrequeue int `json:"netdev_tstamp_prequeue"`
+	// DPLoopClass is the DP loop's scheduling class in each state, as the
+	// runs observed it (see Run.DP.LoopClass).
+	DPLoopClass string `json:"dp_loop_class,omitempty"`
 }
 
-// DP is the data plane's side of a run, measured by the traffic generator.
+// DP is the data plane's side of a run.
 type DP struct {
-	OfferedPPS float64     `json:"offered_pps"`
-	PPS        float64     `json:"pps"`
-	Loss       float64     `json:"loss"` // fraction of sent packets not received back
-	LatUS      Percentiles `json:"lat_us"`
-	// IdleShare is the DP loop's idle share during the run (empty polls and
-	// yielded time over its run time), the input of the capacity bound.
-	IdleShare float64 `json:"idle_share"`
+	OfferedPPS float64 `json:"offered_pps"`
+	PPS        float64 `json:"pps"`
+	Loss       float64 `json:"loss"` // fraction of sent packets not received back
+	// ResidenceUS is the headline DP latency: per packet, from the kernel's
+	// RX stamp to the DP loop picking it up, measured in the loop. It is the
+	// delay the DP core adds, whatever the generator's CPU is doing.
+	ResidenceUS Percentiles `json:"residence_us"`
+	// ResidenceHist is the run's residence histogram (the loop's buckets,
+	// see dataplane.HistLower), for CDFs and for merging repeats.
+	ResidenceHist *dataplane.Histogram `json:"residence_hist,omitempty"`
+	// ExposedWakeUS: per wake of the loop, how long the first waiting packet
+	// had been in the ring (0 when the probe woke the loop first).
+	ExposedWakeUS Percentiles `json:"exposed_wake_us"`
+	// LatUS is the generator's end-to-end round trip: it also measures the
+	// generator's own core (shared with CP here), so it is secondary.
+	LatUS Percentiles `json:"lat_us"`
+	// IdleShare is the DP loop's idle share during the run, the input of
+	// the capacity bound; IdleShareSource says whether it was "measured"
+	// (the loop's busy time) or "derived" (1 - offered load).
+	IdleShare       float64 `json:"idle_share"`
+	IdleShareSource string  `json:"idle_share_source"`
+	// ProbeLeadUS: per probe wake that came before its packet, how long
+	// before the packet the probe fired (compare with the wake cost in the
+	// report's params: the share of a wake the probe hides).
+	ProbeLeadUS Percentiles `json:"probe_lead_us"`
+	// LoopClass is the DP loop thread's scheduling class seen at the end of
+	// the run ("SCHED_FIFO/50", "SCHED_OTHER"), empty when not read.
+	LoopClass string `json:"loop_class,omitempty"`
 }
 
 // Run is one (policy, density or load) cell.
 type Run struct {
 	Policy string  `json:"policy"`
+	Repeat int     `json:"repeat"` // 0-based repeat of this cell
 	VMs    int     `json:"vms,omitempty"`
 	Load   float64 `json:"load,omitempty"`    // DP utilisation the generator aimed at
 	CPLoad string  `json:"cp_load,omitempty"` // "none", "vm-startup", "stress-ng --dentry ..."
@@ -77,13 +116,20 @@ type Run struct {
 	// CyclictestUS: rt-tests' cyclictest on the DP core at the DP priority,
 	// run beside the CP load: an independent view of the same question.
 	CyclictestUS *Percentiles `json:"cyclictest_us,omitempty"`
+	// Ping: iputils ping's own summary (experiment ping).
+	Ping *PingStats `json:"ping,omitempty"`
 
 	LentS float64 `json:"lent_s"` // DP-core seconds lent to CP
 	// Reclaims counts lent periods ended during the run, by cause.
-	Reclaims     map[string]uint64 `json:"reclaims,omitempty"`
-	HarvestedCPS float64           `json:"harvested_cp_s"` // CP CPU seconds that ran on DP cores
-	CPCPUS       float64           `json:"cp_cpu_s"`       // CP CPU seconds in total
-	WallS        float64           `json:"wall_s"`
+	Reclaims map[string]uint64 `json:"reclaims,omitempty"`
+	// HarvestedCPS: CP CPU seconds that ran on DP cores; null where the
+	// kernel reports no per-CPU usage (cgroup v2).
+	HarvestedCPS *float64 `json:"harvested_cp_s"`
+	CPCPUS       float64  `json:"cp_cpu_s"` // CP CPU seconds in total (-1 unknown)
+	WallS        float64  `json:"wall_s"`
+	// CPLoadErrors: a CP load process that could not be placed or that
+	// ended before the run did (the run's CP side did not run as claimed).
+	CPLoadErrors []string `json:"cp_load_errors,omitempty"`
 	// CapacityBound = 1 + DP idle share × DP cores / CP cores: the best CP
 	// speedup borrowing could give; SpeedupVsStatic is what this run got
 	// (static's startup p50 at the same density over this run's).
@@ -101,6 +147,7 @@ func ReadMachine(dpCores, cpCores []int) Machine {
 	}
 	m.Preempt = readPreempt()
 	m.RTRuntimeUS = readInt("/proc/sys/kernel/sched_rt_runtime_us")
+	m.TstampPrequeue = readInt(tstampPrequeue)
 	m.RTPeriodUS = readInt("/proc/sys/kernel/sched_rt_period_us")
 	return m
 }
@@ -204,7 +251,10 @@ func WriteFiles(dir string, r *Report) ([]string, error) {
 	return []string{jp, mp}, nil
 }
 
-// WriteMarkdown writes a table a person can read, one row per run.
+// WriteMarkdown writes a table a person can read: one row per cell, each
+// figure the median over the cell's repeats with their min–max beside it.
+// The DP columns lead with RX residence (measured in the DP loop); the
+// generator's round trip is secondary.
 func WriteMarkdown(w io.Writer, r *Report) {
 	fmt.Fprintf(w, "## %s\n\n", r.Experiment)
 	m := r.Machine
@@ -215,52 +265,145 @@ func WriteMarkdown(w io.Writer, r *Report) {
 	fmt.Fprintf(w, "Machine: %d cores (%s), kernel %s, preempt %s; DP cores %v, CP cores %v.",
 		m.Cores, m.Arch, m.Kernel, pre, m.DPCores, m.CPCores)
 	if m.RTRuntimeUS > 0 && m.RTPeriodUS > m.RTRuntimeUS {
-		fmt.Fprintf(w, " RT throttling is on (sched_rt_runtime_us %d of %d): a busy-polling DP loop (static) is stopped for %d ms in every %d ms, which shows in its DP tail latency.",
+		fmt.Fprintf(w, " RT throttling is on (sched_rt_runtime_us %d of %d): a SCHED_FIFO thread that never sleeps is stopped for %d ms in every %d ms; "+
+			"DP loops are SCHED_FIFO only while their core is lent, so a static core never meets it.",
 			m.RTRuntimeUS, m.RTPeriodUS, (m.RTPeriodUS-m.RTRuntimeUS)/1000, m.RTPeriodUS/1000)
 	}
+	if m.DPLoopClass != "" {
+		fmt.Fprintf(w, " DP loop class: %s.", m.DPLoopClass)
+	}
+	if m.TstampPrequeue != 0 {
+		fmt.Fprint(w, " RX stamps are taken when a packet is queued on the sending CPU (net.core.netdev_tstamp_prequeue=1): residence includes that CPU's softirq wait.")
+	}
 	fmt.Fprint(w, "\n\n")
+	med := func(runs []Run, f func(Run) float64) string { return aggregate(runs, f).String() }
+	medNum := func(runs []Run, f func(Run) float64) string {
+		a := aggregate(runs, f)
+		if a.N == 0 {
+			return "n/a"
+		}
+		return num(a.Median)
+	}
+	res := func(f func(Percentiles) float64) func(Run) float64 {
+		return func(r Run) float64 {
+			if r.DP.ResidenceUS.N == 0 {
+				return math.NaN()
+			}
+			return f(r.DP.ResidenceUS)
+		}
+	}
+	harvest := func(r Run) float64 {
+		if r.HarvestedCPS == nil {
+			return math.NaN()
+		}
+		return *r.HarvestedCPS
+	}
+	rtt99 := func(r Run) float64 {
+		if r.DP.LatUS.N == 0 {
+			return math.NaN()
+		}
+		return r.DP.LatUS.P99
+	}
 	switch r.Experiment {
 	case ExperimentVMStartup:
-		fmt.Fprintln(w, "| policy | VMs | ok/failed | startup p50 ms | p99 ms | max ms | speedup vs static | bound | DP pps (offered) | loss | DP p50 µs | DP p99 µs | DP max µs | lent s | harvested CP s |")
+		fmt.Fprintln(w, "| policy | VMs | repeats | ok/failed | startup p50 ms | startup p99 ms | speedup vs static | bound | DP residence p50 µs | residence p99 µs | residence max µs | RTT p99 µs | loss | lent s | harvested CP s |")
 		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-		for _, run := range r.Runs {
-			s := Percentiles{}
-			if run.StartupMS != nil {
-				s = *run.StartupMS
+		for _, c := range cellsOf(r) {
+			ok, failed := 0, 0
+			for _, run := range c.runs {
+				ok, failed = ok+run.VMsOK, failed+run.VMsFailed
 			}
-			fmt.Fprintf(w, "| %s | %d | %d/%d | %s | %s | %s | %s | %s | %s (%s) | %s | %s | %s | %s | %s | %s |\n",
-				run.Policy, run.VMs, run.VMsOK, run.VMsFailed, num(s.P50), num(s.P99), num(s.Max),
-				ratio(run.SpeedupVsStatic), ratio(run.CapacityBound), num(run.DP.PPS), num(run.DP.OfferedPPS),
-				pct(run.DP.Loss), num(run.DP.LatUS.P50), num(run.DP.LatUS.P99), num(run.DP.LatUS.Max),
-				num(run.LentS), num(run.HarvestedCPS))
+			startup := func(f func(Percentiles) float64) func(Run) float64 {
+				return func(r Run) float64 {
+					if r.StartupMS == nil || r.StartupMS.N == 0 {
+						return math.NaN()
+					}
+					return f(*r.StartupMS)
+				}
+			}
+			speed := aggregate(c.runs, func(r Run) float64 {
+				if r.SpeedupVsStatic == 0 {
+					return math.NaN()
+				}
+				return r.SpeedupVsStatic
+			})
+			fmt.Fprintf(w, "| %s | %d | %d | %d/%d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+				c.key.Policy, c.key.VMs, len(c.runs), ok, failed,
+				med(c.runs, startup(func(p Percentiles) float64 { return p.P50 })),
+				medNum(c.runs, startup(func(p Percentiles) float64 { return p.P99 })),
+				ratio(speed.Median), ratio(aggregate(c.runs, func(r Run) float64 { return r.CapacityBound }).Median),
+				medNum(c.runs, res(func(p Percentiles) float64 { return p.P50 })),
+				med(c.runs, res(func(p Percentiles) float64 { return p.P99 })),
+				medNum(c.runs, res(func(p Percentiles) float64 { return p.Max })),
+				medNum(c.runs, rtt99), pct(aggregate(c.runs, func(r Run) float64 { return r.DP.Loss }).Median),
+				medNum(c.runs, func(r Run) float64 { return r.LentS }), med(c.runs, harvest))
 		}
+	case ExperimentPing:
+		writePingTable(w, r)
 	default:
-		fmt.Fprintln(w, "| policy | load | CP load | DP pps (offered) | loss | DP p50 µs | DP p99 µs | DP max µs | cyclictest p50 µs | p99 µs | max µs | lent s | harvested CP s | reclaims by cause |")
-		fmt.Fprintln(w, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-		for _, run := range r.Runs {
-			c := Percentiles{}
-			if run.CyclictestUS != nil {
-				c = *run.CyclictestUS
+		fmt.Fprintln(w, "| policy | load | CP load | repeats | DP pps (offered) | loss | DP residence p50 µs | residence p99 µs | residence max µs | exposed wake p99 µs | RTT p99 µs | cyclictest p99 µs | cyclictest max µs | lent s | harvested CP s | idle share | reclaims by cause |")
+		fmt.Fprintln(w, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+		for _, c := range cellsOf(r) {
+			cyc := func(f func(Percentiles) float64) func(Run) float64 {
+				return func(r Run) float64 {
+					if r.CyclictestUS == nil || r.CyclictestUS.N == 0 {
+						return math.NaN()
+					}
+					return f(*r.CyclictestUS)
+				}
 			}
-			fmt.Fprintf(w, "| %s | %s | %s | %s (%s) | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
-				run.Policy, num(run.Load), run.CPLoad, num(run.DP.PPS), num(run.DP.OfferedPPS), pct(run.DP.Loss),
-				num(run.DP.LatUS.P50), num(run.DP.LatUS.P99), num(run.DP.LatUS.Max),
-				num(c.P50), num(c.P99), num(c.Max), num(run.LentS), num(run.HarvestedCPS), causes(run.Reclaims))
+			last := c.runs[len(c.runs)-1]
+			fmt.Fprintf(w, "| %s | %s | %s | %d | %s (%s) | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s %s | %s |\n",
+				c.key.Policy, num(c.key.Load), c.key.CPLoad, len(c.runs),
+				medNum(c.runs, func(r Run) float64 { return r.DP.PPS }), medNum(c.runs, func(r Run) float64 { return r.DP.OfferedPPS }),
+				pct(aggregate(c.runs, func(r Run) float64 { return r.DP.Loss }).Median),
+				medNum(c.runs, res(func(p Percentiles) float64 { return p.P50 })),
+				med(c.runs, res(func(p Percentiles) float64 { return p.P99 })),
+				med(c.runs, res(func(p Percentiles) float64 { return p.Max })),
+				medNum(c.runs, func(r Run) float64 {
+					if r.DP.ExposedWakeUS.N == 0 {
+						return math.NaN()
+					}
+					return r.DP.ExposedWakeUS.P99
+				}),
+				medNum(c.runs, rtt99),
+				med(c.runs, cyc(func(p Percentiles) float64 { return p.P99 })),
+				medNum(c.runs, cyc(func(p Percentiles) float64 { return p.Max })),
+				medNum(c.runs, func(r Run) float64 { return r.LentS }), med(c.runs, harvest),
+				medNum(c.runs, func(r Run) float64 { return r.DP.IdleShare }), last.DP.IdleShareSource,
+				causes(last.Reclaims))
 		}
 	}
 	var errs []string
 	for _, run := range r.Runs {
 		if run.Error != "" {
-			errs = append(errs, fmt.Sprintf("%s/%d/%s: %s", run.Policy, run.VMs, num(run.Load), run.Error))
+			errs = append(errs, fmt.Sprintf("%s/%s/repeat %d: %s", run.Policy, cellName(run), run.Repeat, run.Error))
 		}
 		for _, f := range run.Failures {
-			errs = append(errs, fmt.Sprintf("%s/%d: %s", run.Policy, run.VMs, f))
+			errs = append(errs, fmt.Sprintf("%s/%s/repeat %d: %s", run.Policy, cellName(run), run.Repeat, f))
+		}
+		for _, f := range run.CPLoadErrors {
+			errs = append(errs, fmt.Sprintf("%s/%s/repeat %d: CP load: %s", run.Policy, cellName(run), run.Repeat, f))
 		}
 	}
 	if len(errs) > 0 {
 		fmt.Fprintln(w, "\nErrors:")
 		for _, e := range errs {
 			fmt.Fprintf(w, "* %s\n", e)
+		}
+	}
+	if len(r.Checks) > 0 {
+		verdict := "passed"
+		if !r.Valid {
+			verdict = "FAILED: the table does not mean what it claims"
+		}
+		fmt.Fprintf(w, "\nSelf-check %s:\n", verdict)
+		for _, c := range r.Checks {
+			mark := "ok"
+			if !c.OK {
+				mark = "FAIL"
+			}
+			fmt.Fprintf(w, "* %s: %s (%s)\n", mark, c.Name, c.Detail)
 		}
 	}
 	for _, n := range r.Notes {

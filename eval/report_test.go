@@ -76,20 +76,26 @@ func TestParsePreempt(t *testing.T) {
 
 func sampleReport(exp string) *Report {
 	r := &Report{Experiment: exp, Machine: ReadMachine([]int{1}, []int{0}), Params: map[string]any{"dp_load": 0.3}}
-	for _, pol := range []string{"static", "taichi"} {
-		for i, n := range []int{1, 4} {
-			s := Summarize([]float64{float64(10 * n), float64(12 * n), float64(20 * n)})
-			r.Runs = append(r.Runs, Run{
-				Policy: pol, VMs: n, Load: 0.1 * float64(i+1), CPLoad: "vm-startup", StartupMS: &s, VMsOK: n,
-				DP:            DP{OfferedPPS: 1000, PPS: 990, Loss: 0.01, LatUS: Percentiles{N: 10, P50: 40, P99: 90, Max: 200}},
-				CyclictestUS:  &Percentiles{N: 100, P50: 30, P99: 70, Max: 120},
-				CapacityBound: 1.7, LentS: 1.5, HarvestedCPS: 0.4,
-			})
+	for rep := range sampleRepeats {
+		for _, pol := range []string{"static", "taichi"} {
+			for i, n := range []int{1, 4} {
+				s := Summarize([]float64{float64(10 * n), float64(12 * n), float64(20 * n)})
+				r.Runs = append(r.Runs, Run{
+					Policy: pol, Repeat: rep, VMs: n, Load: 0.1 * float64(i+1), CPLoad: "vm-startup", StartupMS: &s, VMsOK: n,
+					DP: DP{OfferedPPS: 1000, PPS: 990, Loss: 0.01, LatUS: Percentiles{N: 10, P50: 40, P99: 90, Max: 200},
+						ResidenceUS: Percentiles{N: 10, P50: 5, P99: float64(20 + 10*rep), Max: 50}},
+					CyclictestUS:  &Percentiles{N: 100, P50: 30, P99: 70, Max: 120},
+					CapacityBound: 1.7, LentS: 1.5, HarvestedCPS: knownSeconds(0.4), CPCPUS: 2,
+				})
+			}
 		}
 	}
 	r.Runs[0].Failures = []string{"vm 0: vport: boom"}
-	return r
+	return finish(r)
 }
+
+// sampleRepeats is how many repeats sampleReport holds of each cell.
+const sampleRepeats = 3
 
 // TestJSONSchema checks the keys DESIGN.md promises, not the values.
 func TestJSONSchema(t *testing.T) {
@@ -113,11 +119,16 @@ func TestJSONSchema(t *testing.T) {
 		}
 	}
 	runs := doc["runs"].([]any)
-	if len(runs) != 4 {
-		t.Fatalf("%d runs", len(runs))
+	if len(runs) != 4*sampleRepeats {
+		t.Fatalf("%d runs, want every repeat kept", len(runs))
+	}
+	for _, k := range []string{"valid", "checks"} {
+		if _, ok := doc[k]; !ok {
+			t.Errorf("missing top-level key %q", k)
+		}
 	}
 	run := runs[0].(map[string]any)
-	for _, k := range []string{"policy", "vms", "startup_ms", "dp", "lent_s", "harvested_cp_s", "capacity_bound"} {
+	for _, k := range []string{"policy", "repeat", "vms", "startup_ms", "dp", "lent_s", "harvested_cp_s", "capacity_bound"} {
 		if _, ok := run[k]; !ok {
 			t.Errorf("run: missing %q", k)
 		}
@@ -128,7 +139,7 @@ func TestJSONSchema(t *testing.T) {
 		}
 	}
 	dp := run["dp"].(map[string]any)
-	for _, k := range []string{"offered_pps", "pps", "loss", "lat_us"} {
+	for _, k := range []string{"offered_pps", "pps", "loss", "lat_us", "residence_us", "exposed_wake_us", "idle_share_source"} {
 		if _, ok := dp[k]; !ok {
 			t.Errorf("dp: missing %q", k)
 		}
@@ -163,8 +174,13 @@ func TestMarkdownTables(t *testing.T) {
 				rows++
 			}
 		}
-		if header != 1 || rows != len(r.Runs)+1 {
-			t.Errorf("%s: %d separator lines and %d rows, want 1 and %d", exp, header, rows, len(r.Runs)+1)
+		cells := len(r.Runs) / sampleRepeats
+		if header != 1 || rows != cells+1 {
+			t.Errorf("%s: %d separator lines and %d rows, want 1 and one per cell, %d", exp, header, rows, cells+1)
+		}
+		// Residence p99 over the repeats 20, 30, 40: median and range.
+		if !strings.Contains(buf.String(), "| 30.0 (20.0–40.0) |") {
+			t.Errorf("%s: repeats not folded into median (min–max):\n%s", exp, buf.String())
 		}
 		if !strings.Contains(buf.String(), "boom") {
 			t.Errorf("%s: failure not listed", exp)
@@ -228,4 +244,80 @@ func TestParseCyclictest(t *testing.T) {
 	if _, err := parseCyclictest(strings.NewReader("# Histogram\n")); err == nil {
 		t.Fatal("empty output accepted")
 	}
+}
+
+func TestHarvestUnknownIsNotANumber(t *testing.T) {
+	r := sampleReport(ExperimentDataplane)
+	for i := range r.Runs {
+		r.Runs[i].HarvestedCPS = nil
+	}
+	var buf bytes.Buffer
+	WriteMarkdown(&buf, r)
+	if strings.Contains(buf.String(), "-1") || !strings.Contains(buf.String(), "n/a") {
+		t.Fatalf("unknown harvest not shown as n/a:\n%s", buf.String())
+	}
+	var js bytes.Buffer
+	if err := WriteJSON(&js, r); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(js.String(), `"harvested_cp_s": null`) {
+		t.Fatal("unknown harvest not null in JSON")
+	}
+}
+
+// dataplaneReport is one load with the reference cell, static and a
+// lending policy under CP load, each with three repeats.
+func dataplaneReport(refP99, dynP99 float64, harvest float64) *Report {
+	r := &Report{Experiment: ExperimentDataplane}
+	for rep := range 3 {
+		for _, c := range []struct {
+			pol, load string
+			p99       float64
+		}{{"static", "none", refP99}, {"static", "mixed", refP99 * 1.2}, {"dynamic", "mixed", dynP99}} {
+			run := Run{Policy: c.pol, Repeat: rep, Load: 0.3, CPLoad: c.load, CPCPUS: 3,
+				DP: DP{ResidenceUS: Percentiles{N: 1000, P99: c.p99 + float64(rep)}}}
+			if c.pol == "dynamic" {
+				run.HarvestedCPS = knownSeconds(harvest)
+			}
+			r.Runs = append(r.Runs, run)
+		}
+	}
+	return finish(r)
+}
+
+func TestSelfCheck(t *testing.T) {
+	if r := dataplaneReport(40, 400, 2); !r.Valid {
+		t.Fatalf("a sound report failed its self-check: %+v", r.Checks)
+	}
+	// The reference is worse than a cell with CP on the DP core: the
+	// yardstick is broken (e.g. a throttled static loop).
+	r := dataplaneReport(500, 100, 2)
+	if r.Valid || !failed(r, "static without CP has the lowest residence p99") {
+		t.Errorf("reference above another cell not caught: %+v", r.Checks)
+	}
+	r = dataplaneReport(40, 400, 0)
+	if r.Valid || !failed(r, "lending policies harvest CP time") {
+		t.Errorf("lending policy without harvest not caught: %+v", r.Checks)
+	}
+	r = dataplaneReport(40, 400, 2)
+	r.Runs[1].CPLoadErrors = []string{"stress-ng: place pid 7 in CP pool: boom"}
+	r.Runs[2].CPCPUS = 0
+	SelfCheck(r)
+	if r.Valid || !failed(r, "CP load ran and was placed") {
+		t.Errorf("CP load failure not caught: %+v", r.Checks)
+	}
+	var buf bytes.Buffer
+	WriteMarkdown(&buf, r)
+	if !strings.Contains(buf.String(), "Self-check FAILED") || !strings.Contains(buf.String(), "boom") {
+		t.Errorf("failed self-check not shown:\n%s", buf.String())
+	}
+}
+
+func failed(r *Report, name string) bool {
+	for _, c := range r.Checks {
+		if c.Name == name && !c.OK {
+			return true
+		}
+	}
+	return false
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/taichi-sched/taichi/controlplane"
 	"github.com/taichi-sched/taichi/internal/netns"
+	"github.com/taichi-sched/taichi/internal/testenv"
 )
 
 const helperEnv = "TAICHI_EVAL_CP_HELPER_TEST"
@@ -27,9 +28,7 @@ func TestMain(m *testing.M) {
 
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: network namespaces, tc/nft, cgroups")
-	}
+	testenv.NeedRoot(t, "network namespaces, tc/nft, cgroups")
 }
 
 // plainSystem is the unit-test seam: no pool, no policies; it records what

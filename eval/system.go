@@ -3,6 +3,8 @@ package eval
 import (
 	"context"
 	"time"
+
+	"github.com/taichi-sched/taichi/dataplane"
 )
 
 // Policies the eval knows, in the order it runs them.
@@ -42,12 +44,21 @@ type Snapshot struct {
 	// Reclaims counts lent periods ended, by cause (probe, rx, slice_end,
 	// guard, load, policy), summed over DP cores.
 	Reclaims map[string]uint64
+	// Residence and Exposed are the DP loops' cumulative RX residence and
+	// exposed wake latency histograms (merged over loops); HaveDPHist says
+	// the system reports them.
+	Residence, Exposed, Lead dataplane.Histogram
+	HaveDPHist               bool
+	// LoopClass is the first DP loop thread's scheduling class now.
+	LoopClass string
 }
 
 // Delta is what happened between two snapshots.
 type Delta struct {
 	WallS, LentS, CPCPUS, CPOnDPS, DPBusyS float64
 	Reclaims                               map[string]uint64
+	Residence, Exposed, Lead               dataplane.Histogram
+	HaveDPHist                             bool
 }
 
 // Sub returns s - before, keeping unknown (negative) values unknown.
@@ -65,6 +76,11 @@ func (s Snapshot) Sub(before Snapshot) Delta {
 		CPOnDPS:  d(s.CPOnDPS, before.CPOnDPS),
 		DPBusyS:  d(s.DPBusyS, before.DPBusyS),
 		Reclaims: subCounts(s.Reclaims, before.Reclaims),
+		// Counters restart with a loop: a shrinking count is no interval.
+		HaveDPHist: s.HaveDPHist && before.HaveDPHist && s.Residence.Count >= before.Residence.Count,
+		Residence:  s.Residence.Sub(before.Residence),
+		Exposed:    s.Exposed.Sub(before.Exposed),
+		Lead:       s.Lead.Sub(before.Lead),
 	}
 }
 

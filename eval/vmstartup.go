@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +18,10 @@ import (
 type Env struct {
 	System  System
 	Traffic Traffic
+	// GenNS and DPIP are the generator's network namespace and the DP
+	// loop's address, for clients other than Traffic (ping).
+	GenNS string
+	DPIP  netip.Addr
 	// CapacityPPS is the DP loop's packet rate at full utilisation on this
 	// testbed; a load of 0.3 offers 0.3 × CapacityPPS on average.
 	CapacityPPS int
@@ -58,6 +63,9 @@ type VMStartupConfig struct {
 	// FailVM, when >= 0, gives that VM index an invalid vport request in
 	// every run (tests use it to check failures are reported per VM).
 	FailVM int
+	// Repeat runs every density this many times, the policies interleaved
+	// within each repeat; default 1.
+	Repeat int
 }
 
 // Validate names the first bad field.
@@ -81,6 +89,9 @@ func (c *VMStartupConfig) Validate() error {
 	}
 	if c.Work < 0 {
 		return fmt.Errorf("work: %v: want > 0", c.Work)
+	}
+	if c.Repeat < 0 || c.Repeat > 100 {
+		return fmt.Errorf("repeat: %d: want 1..100", c.Repeat)
 	}
 	return nil
 }
@@ -110,6 +121,7 @@ func RunVMStartup(ctx context.Context, env *Env, cfg VMStartupConfig) (*Report, 
 	if cfg.Work == 0 {
 		cfg.Work = 1
 	}
+	cfg.Repeat = max(cfg.Repeat, 1)
 	sys := env.System
 	rep := &Report{
 		Experiment: ExperimentVMStartup,
@@ -121,24 +133,28 @@ func RunVMStartup(ctx context.Context, env *Env, cfg VMStartupConfig) (*Report, 
 			"The traffic generator runs on the CP core here (2 cores): under static it competes with the CP pipeline for the only CP core, " +
 			"so speedups can exceed the capacity bound. DP loss includes packets still in flight when the traffic stops at the last VM's completion."},
 	}
+	rep.Params["repeat"] = cfg.Repeat
 	maps.Copy(rep.Params, env.Facts)
 	for _, n := range cfg.VMs {
-		for _, pol := range cfg.Policies {
-			if ctx.Err() != nil {
-				return rep, ctx.Err()
-			}
-			if env.Progress != nil {
-				env.Progress.Show(fmt.Sprintf("%s, %d VMs", pol, n))
-			}
-			run := vmStartupRun(ctx, env, cfg, pol, n, len(rep.Runs))
-			rep.Runs = append(rep.Runs, run)
-			if env.Progress != nil {
-				env.Progress.Step(fmt.Sprintf("%s, %d VMs: p50 %s ms", pol, n, num(pNum(run.StartupMS).P50)))
+		for r := range cfg.Repeat {
+			for _, pol := range cfg.Policies {
+				if ctx.Err() != nil {
+					return finish(rep), ctx.Err()
+				}
+				label := fmt.Sprintf("%s, %d VMs, repeat %d/%d", pol, n, r+1, cfg.Repeat)
+				if env.Progress != nil {
+					env.Progress.Show(label)
+				}
+				run := vmStartupRun(ctx, env, cfg, pol, n, len(rep.Runs))
+				run.Repeat = r
+				rep.Runs = append(rep.Runs, run)
+				if env.Progress != nil {
+					env.Progress.Step(fmt.Sprintf("%s: p50 %s ms", label, num(pNum(run.StartupMS).P50)))
+				}
 			}
 		}
 	}
-	fillSpeedups(rep)
-	return rep, nil
+	return finish(rep), nil
 }
 
 func pNum(p *Percentiles) Percentiles {
@@ -148,7 +164,8 @@ func pNum(p *Percentiles) Percentiles {
 	return *p
 }
 
-// fillSpeedups sets each run's startup speedup over static at its density.
+// fillSpeedups sets each run's startup speedup over static at its density,
+// in the same repeat (the runs of a repeat are interleaved: same conditions).
 func fillSpeedups(rep *Report) {
 	for i := range rep.Runs {
 		r := &rep.Runs[i]
@@ -156,7 +173,7 @@ func fillSpeedups(rep *Report) {
 			continue
 		}
 		for _, s := range rep.Runs {
-			if s.Policy == "static" && s.VMs == r.VMs && s.StartupMS != nil && s.StartupMS.P50 > 0 {
+			if s.Policy == "static" && s.VMs == r.VMs && s.Repeat == r.Repeat && s.StartupMS != nil && s.StartupMS.P50 > 0 {
 				r.SpeedupVsStatic = s.StartupMS.P50 / r.StartupMS.P50
 			}
 		}
@@ -264,24 +281,8 @@ func vmStartupRun(ctx context.Context, env *Env, cfg VMStartupConfig, policy str
 			run.StepMS[k] = v / float64(stepN[k])
 		}
 	}
-	if serr == nil && aerr == nil {
-		d := after.Sub(before)
-		run.WallS = d.WallS
-		run.LentS, run.CPCPUS, run.HarvestedCPS, run.Reclaims = d.LentS, d.CPCPUS, d.CPOnDPS, d.Reclaims
-		run.DP.IdleShare = idleShare(d, len(sys.DPCores()), cfg.DPLoad)
-	} else {
-		run.DP.IdleShare = 1 - cfg.DPLoad
-	}
-	run.CapacityBound = CapacityBound(run.DP.IdleShare, len(sys.DPCores()), len(sys.CPCores()))
+	run.measured(sys, before, after, serr, aerr, cfg.DPLoad)
 	return run
-}
-
-// idleShare prefers the DP loops' own busy time; without it, the offered load.
-func idleShare(d Delta, dpCores int, load float64) float64 {
-	if d.DPBusyS >= 0 && d.WallS > 0 && dpCores > 0 {
-		return max(0, 1-d.DPBusyS/(d.WallS*float64(dpCores)))
-	}
-	return 1 - load
 }
 
 // SelfHelper returns the argv that runs this binary's cp-helper subcommand.

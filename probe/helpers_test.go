@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
+	"github.com/taichi-sched/taichi/internal/testenv"
 	"github.com/taichi-sched/taichi/testbed"
 )
 
@@ -23,9 +24,7 @@ var bedSeq atomic.Int32
 // needRoot skips tests that need root (namespaces, BPF).
 func needRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: network namespaces, veth pairs and BPF programs")
-	}
+	testenv.NeedRoot(t, "network namespaces, veth pairs and BPF programs")
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skip("needs iproute2's ip")
 	}

@@ -32,19 +32,20 @@ type EventKind int
 
 // Event kinds.
 const (
-	EvIdle      EventKind = iota // empty-poll streak (EmptyPolls)
-	EvBusy                       // the loop handled packets again
-	EvYield                      // the loop blocked
-	EvWake                       // the loop runs again (Wake, Latency = exposed wake latency)
-	EvProbe                      // the probe warns packets are coming for CPU
-	EvLoad                       // load sample (Interval, BusyFraction, Packets)
-	EvLatency                    // an SLO measurement for CPU's traffic (Latency)
-	EvHarvested                  // cumulative CP CPU time on CPU while lent (Harvested)
-	EvProbeDown                  // the core's probe failed (ProbeDown true) or runs again (false)
+	EvIdle            EventKind = iota // empty-poll streak (EmptyPolls)
+	EvBusy                             // the loop handled packets again
+	EvYield                            // the loop blocked
+	EvWake                             // the loop runs again (Wake, Latency = exposed wake latency)
+	EvProbe                            // the probe warns packets are coming for CPU
+	EvLoad                             // load sample (Interval, BusyFraction, Packets)
+	EvResidence                        // per-packet RX residence over an interval (Residence)
+	EvHarvested                        // cumulative CP CPU time on CPU while lent (Harvested)
+	EvProbeDown                        // the core's probe failed (ProbeDown true) or runs again (false)
+	EvBlockerConfined                  // a blocker was kept off the DP cores (CPU: any)
 	numEventKinds
 )
 
-var eventKindNames = [numEventKinds]string{"idle", "busy", "yield", "wake", "probe", "load", "latency", "harvested", "probe-down"}
+var eventKindNames = [numEventKinds]string{"idle", "busy", "yield", "wake", "probe", "load", "residence", "harvested", "probe-down", "blocker-confined"}
 
 func (k EventKind) String() string {
 	if k >= 0 && k < numEventKinds {
@@ -61,7 +62,8 @@ type Event struct {
 
 	EmptyPolls   int64         // EvIdle
 	Wake         WakeCause     // EvWake
-	Latency      time.Duration // EvWake: exposed wake latency; EvLatency: measured latency
+	Latency      time.Duration // EvWake: exposed wake latency (negative: none)
+	Residence    Residence     // EvResidence
 	Interval     time.Duration // EvLoad: the interval the sample covers
 	BusyFraction float64       // EvLoad: 0..1 (DPDK: non-idle share of the interval)
 	Packets      int64         // EvLoad: packets in the interval
@@ -169,7 +171,7 @@ func newEngine(p Params, cpus []int, act Actuator, log *slog.Logger, now time.Ti
 			nextBackoff: p.GuardBackoff,
 			flapCycles:  newRing[time.Time](p.FlapLimit + 1),
 		}
-		c.slo.samples = newRing[latencySample](sloWindowCap)
+		c.slo.samples = newRing[residenceSample](sloWindowCap)
 		c.load.samples = newRing[loadSample](loadWindowCap)
 		e.cores = append(e.cores, c)
 		e.byCPU[cpu] = c
@@ -284,6 +286,13 @@ func (e *engine) fire(c *core) {
 
 // handle processes one event at its timestamp.
 func (e *engine) handle(ev Event) {
+	if ev.Kind == EvBlockerConfined { // concerns every core
+		e.advance(ev.At)
+		for _, c := range e.cores {
+			c.slo.reset()
+		}
+		return
+	}
 	c, ok := e.byCPU[ev.CPU]
 	if !ok {
 		e.unknownCPU++
@@ -306,9 +315,8 @@ func (e *engine) handle(ev Event) {
 	case EvYield:
 		e.step(c, inYield, at)
 	case EvWake:
-		if ev.Wake != WakeTimeout {
+		if ev.Wake != WakeTimeout && ev.Latency >= 0 { // negative: no sample
 			c.wakeHist.add(ev.Latency)
-			e.sloSample(c, at, ev.Latency)
 		}
 		e.wake(c, ev.Wake, at)
 	case EvProbe:
@@ -319,8 +327,8 @@ func (e *engine) handle(ev Event) {
 		}
 	case EvLoad:
 		e.loadSample(c, ev, at)
-	case EvLatency:
-		e.sloSample(c, at, ev.Latency)
+	case EvResidence:
+		e.sloSample(c, at, ev.Residence)
 	case EvHarvested:
 		c.harvest = ev.Harvested
 	case EvProbeDown:
@@ -494,15 +502,23 @@ func (e *engine) flapCheck(c *core, at time.Time) {
 	}
 }
 
-// sloSample feeds the SLO guard.
-func (e *engine) sloSample(c *core, at time.Time, lat time.Duration) {
+// sloSample feeds the SLO guard with what packets felt: the window's
+// per-packet RX residence p99 against the SLO. A wake's latency is not the
+// signal: a probe that fires early is never latency, and only packets that
+// waited count.
+func (e *engine) sloSample(c *core, at time.Time, r Residence) {
 	c.sloSeen++
-	c.slo.expire(at, e.p.SLOWindow, e.p.SLO)
-	c.slo.add(at, lat, e.p.SLO)
-	if !e.pol.adaptive() || c.benched || c.slo.samples.len() < e.p.SLOMinSamples || !c.slo.p99Exceeds() {
+	c.slo.expire(at, e.p.SLOWindow)
+	if !c.inCPUSet {
+		// Not lendable (static, benched, held): what packets felt then says
+		// nothing about lending, and must not bench the core when it resumes.
 		return
 	}
-	p99 := c.slo.p99()
+	c.slo.add(residenceSample{at: at, packets: r.Packets, late: min(r.Late, r.Packets), p99: r.P99})
+	if !e.pol.adaptive() || c.benched || c.slo.packets < uint64(e.p.SLOMinSamples) || !c.slo.p99Exceeds() {
+		return
+	}
+	p99 := c.slo.worstP99()
 	backoff := c.nextBackoff
 	if !c.benchEnded.IsZero() && at.Sub(c.benchEnded) >= e.p.GuardForgive {
 		backoff = e.p.GuardBackoff
@@ -512,8 +528,9 @@ func (e *engine) sloSample(c *core, at time.Time, lat time.Duration) {
 	c.nextBackoff = min(2*backoff, e.p.GuardBackoffMax)
 	c.guardTrips++
 	c.reclaims[CauseGuard]++
+	late, packets := c.slo.late, c.slo.packets
 	c.slo.reset()
-	e.log.Warn("slo guard: benching core", "cpu", c.cpu, "p99", p99, "slo", e.p.SLO,
+	e.log.Warn("slo guard: benching core", "cpu", c.cpu, "residence_p99", p99, "late", late, "packets", packets, "slo", e.p.SLO,
 		"backoff", backoff, "until", c.benchedUntil, "trips", c.guardTrips)
 }
 

@@ -25,6 +25,7 @@ func TestStaticNeverLends(t *testing.T) {
 
 func TestDynamicLendsEveryIdlePollAndIgnoresProbe(t *testing.T) {
 	h := newHarness(t, PolicyDynamic, func(p *Params) { p.SLO = us(10); p.SLOMinSamples = 1 })
+	h.residence(1, 0, 100, 100) // every packet late: dynamic has no guard
 	eq(t, "start", h.act.take(), []string{"lend 1", "yield 1 1 5ms"})
 	h.yield(1, 0)
 	h.probe(1, us(10)) // no probe under dynamic: stays LENT
@@ -279,16 +280,19 @@ func TestSLOGuardBackoffDoublesAndResumes(t *testing.T) {
 		p.GuardBackoff, p.GuardBackoffMax, p.GuardForgive = time.Second, 4*time.Second, time.Minute
 	})
 	h.act.take()
+	// A wake's latency, however high, is not what the guard judges.
+	h.yield(1, 0)
+	h.wake(1, us(200), WakeRx, ms(50))
+	if h.core(1).benched {
+		t.Fatal("a slow wake benched the core: the guard must judge packets' residence")
+	}
+	h.act.take()
 	breach := func(from time.Duration) time.Duration {
-		for i := range 3 {
-			tm := from + ms(i)
-			h.yield(1, tm)
-			h.wake(1, tm+us(200), WakeRx, us(300))
-		}
-		return from + ms(2) + us(200)
+		h.residence(1, from, 100, 2) // 2 of 100 packets late: p99 above the SLO
+		return from
 	}
 	var backoffs []time.Duration
-	tm := time.Duration(0)
+	tm := ms(1)
 	for trip := 1; trip <= 4; trip++ {
 		tripAt := breach(tm)
 		c := h.core(1)
@@ -297,13 +301,19 @@ func TestSLOGuardBackoffDoublesAndResumes(t *testing.T) {
 		}
 		backoffs = append(backoffs, c.benchedUntil.Sub(at(tripAt)))
 		eq(t, "bench", h.act.take(), []string{"yield 1 -1 50µs", "reclaim 1"})
-		// Benched: yields do not lend, nothing touches the cpuset.
+		// Benched: yields do not lend, nothing touches the cpuset, and late
+		// packets now say nothing about lending (no trip on resume).
 		h.yield(1, tripAt+ms(1))
 		h.wake(1, tripAt+ms(2), WakeRx, us(10))
+		h.residence(1, tripAt+ms(3), 100, 50)
 		h.advance(c.benchedUntil.Sub(t0) - 1)
 		eq(t, "benched", h.act.take(), nil)
 		h.advance(c.benchedUntil.Sub(t0))
 		eq(t, "resume", h.act.take(), []string{"lend 1", "yield 1 64 50µs"})
+		h.residence(1, c.benchedUntil.Sub(t0)+ms(1), 10, 0) // on time while lent again
+		if c.benched {
+			t.Fatalf("trip %d: late packets from the benched period benched the core again", trip)
+		}
 		tm = c.benchedUntil.Sub(t0) + ms(10)
 	}
 	if want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 4 * time.Second}; !slices.Equal(backoffs, want) {
@@ -322,26 +332,23 @@ func TestSLOGuardBackoffDoublesAndResumes(t *testing.T) {
 
 func TestSLOGuardNeedsP99NotOneOutlier(t *testing.T) {
 	h := newHarness(t, PolicyTaichi, func(p *Params) { p.SLO, p.SLOMinSamples = us(100), 100 })
-	tm := time.Duration(0)
-	for i := range 200 {
-		lat := us(20)
-		if i == 50 { // 1 of 200 over the SLO: p99 is within it
-			lat = ms(5)
-		}
-		h.yield(1, tm)
-		h.wake(1, tm+us(200), WakeRx, lat)
-		tm += ms(1)
+	// Too few packets to judge: even all of them late does not trip.
+	h.residence(1, 0, 50, 50)
+	if h.core(1).guardTrips != 0 {
+		t.Fatal("50 packets, fewer than slo_min_samples, tripped the guard")
+	}
+	h.advance(2 * time.Second) // the window forgets them
+	tm := 2 * time.Second
+	for i := range 20 { // 200 packets, 2 late (1%): p99 within the SLO
+		h.residence(1, tm, 10, uint64(i%10/9))
+		tm += ms(10)
 	}
 	if h.core(1).guardTrips != 0 {
-		t.Fatalf("one outlier in 200 tripped the guard")
+		t.Fatalf("1%% late packets tripped the guard: window %d/%d", h.core(1).slo.late, h.core(1).slo.packets)
 	}
-	for i := range 3 { // two more (3 of 200) cross the p99
-		h.yield(1, tm)
-		h.wake(1, tm+us(200), WakeRx, ms(1))
-		tm += ms(1)
-		if trips := h.core(1).guardTrips; (i < 1 && trips != 0) || (i >= 1 && trips != 1) {
-			t.Fatalf("after %d more outliers: trips %d", i+1, trips)
-		}
+	h.residence(1, tm, 10, 1) // 3 of 210 late: the p99 crosses
+	if h.core(1).guardTrips != 1 {
+		t.Fatalf("3 of 210 late: trips %d", h.core(1).guardTrips)
 	}
 }
 
@@ -349,8 +356,8 @@ func TestGuardWhileLentWakesLoopFirst(t *testing.T) {
 	h := newHarness(t, PolicyTaichi, func(p *Params) { p.SLO, p.SLOMinSamples = us(100), 1 })
 	h.act.take()
 	h.yield(1, 0)
-	// An external SLO measurement arrives while the core is lent.
-	h.ev(Event{Kind: EvLatency, CPU: 1, At: at(us(10)), Latency: ms(1)})
+	// Late packets are reported while the core is lent.
+	h.residence(1, us(10), 100, 5)
 	eq(t, "order", h.act.take(), []string{"yield 1 -1 50µs", "wake 1", "reclaim 1"})
 	h.wake(1, us(30), WakeProbe, 0)
 	eq(t, "states", h.takeSeq(), []string{"1 DP_ACTIVE->IDLE", "1 IDLE->LENT", "1 LENT->RECLAIMING", "1 RECLAIMING->DP_ACTIVE"})
@@ -462,4 +469,15 @@ func TestProbeGateFollowsPolicy(t *testing.T) {
 		"lend 2", "yield 2 64 50µs", "probewake 2 true",
 		"lend 3", "yield 3 64 50µs", "probewake 3 true",
 	})
+}
+
+// A confined blocker takes its late packets with it: the window starts over.
+func TestConfinedBlockerClearsTheGuardWindow(t *testing.T) {
+	h := newHarness(t, PolicyTaichi, func(p *Params) { p.SLO, p.SLOMinSamples = us(100), 100 })
+	h.residence(1, ms(1), 90, 1)
+	h.ev(Event{Kind: EvBlockerConfined, CPU: -1, At: at(ms(2))})
+	h.residence(1, ms(3), 100, 1) // 1 of 100: within the p99; with the old 1 of 90 it would trip
+	if c := h.core(1); c.guardTrips != 0 || c.slo.packets != 100 {
+		t.Fatalf("trips %d, window %d packets: the confined blocker's late packets still count", c.guardTrips, c.slo.packets)
+	}
 }

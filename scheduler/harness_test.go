@@ -98,6 +98,9 @@ func (h *harness) snap(cpu int, d time.Duration) CoreSnapshot {
 func (h *harness) wake(cpu int, d time.Duration, cause WakeCause, lat time.Duration) {
 	h.ev(Event{Kind: EvWake, CPU: cpu, At: at(d), Wake: cause, Latency: lat})
 }
+func (h *harness) residence(cpu int, d time.Duration, packets, late uint64) {
+	h.ev(Event{Kind: EvResidence, CPU: cpu, At: at(d), Residence: Residence{Packets: packets, Late: late, P99: us(int(late))}})
+}
 func (h *harness) load(cpu int, d time.Duration, busy float64, interval time.Duration) {
 	h.ev(Event{Kind: EvLoad, CPU: cpu, At: at(d), BusyFraction: busy, Interval: interval, Packets: 100})
 }

@@ -19,12 +19,13 @@ type Params struct {
 	// Policy is the policy at start: static, dynamic or taichi.
 	Policy string `mapstructure:"policy" yaml:"policy" json:"policy"`
 
-	// SLO is the bound on a core's exposed wake latency p99 (taichi's guard).
+	// SLO is the bound on a core's per-packet RX residence p99 (taichi's
+	// guard): how long packets may wait at the DP core.
 	SLO time.Duration `mapstructure:"slo" yaml:"slo" json:"slo"`
 	// SLOWindow is the sliding window the p99 is taken over.
 	SLOWindow time.Duration `mapstructure:"slo_window" yaml:"slo_window" json:"slo_window"`
-	// SLOMinSamples is how many samples the window needs before the guard
-	// judges it (a p99 of three samples is just their maximum).
+	// SLOMinSamples is how many packets the window needs before the guard
+	// judges it (a p99 of three packets is just their maximum).
 	SLOMinSamples int `mapstructure:"slo_min_samples" yaml:"slo_min_samples" json:"slo_min_samples"`
 	// GuardBackoff is how long the guard benches a core on its first trip;
 	// each repeat doubles it up to GuardBackoffMax.

@@ -206,9 +206,18 @@ func (s *Scheduler) Load(cpu int, at time.Time, l LoadSample) bool {
 	return s.Post(Event{Kind: EvLoad, CPU: cpu, At: at, Interval: l.Interval, BusyFraction: l.BusyFraction, Packets: l.Packets})
 }
 
-// Latency feeds an SLO measurement for cpu's traffic into the SLO guard.
-func (s *Scheduler) Latency(cpu int, at time.Time, d time.Duration) bool {
-	return s.Post(Event{Kind: EvLatency, CPU: cpu, At: at, Latency: d})
+// Residence is one interval of a DP loop's per-packet RX residence: how
+// many packets it processed, how many of them had waited at least the SLO
+// (Params.SLO), and the interval's p99 (shown in status).
+type Residence struct {
+	Packets, Late uint64
+	P99           time.Duration
+}
+
+// ResidenceSample feeds an interval of cpu's per-packet RX residence, ending
+// at at, into the SLO guard.
+func (s *Scheduler) ResidenceSample(cpu int, at time.Time, r Residence) bool {
+	return s.Post(Event{Kind: EvResidence, CPU: cpu, At: at, Residence: r})
 }
 
 // Harvested reports the cumulative CP CPU time spent on cpu (from the CP
@@ -262,6 +271,35 @@ func (s *Scheduler) SetPolicy(name string) error {
 	case <-stopped:
 		return ErrNotRunning
 	}
+}
+
+// BlockerConfined reports that a task which delayed DP threads has been
+// kept off the DP cores: the guard's windows forget the late packets
+// counted so far, which were its doing.
+func (s *Scheduler) BlockerConfined(at time.Time) bool {
+	return s.Post(Event{Kind: EvBlockerConfined, CPU: -1, At: at})
+}
+
+// SetSLO sets the guard's bound on per-packet RX residence p99. Only before
+// Run: the daemon derives it from the host at start.
+func (s *Scheduler) SetSLO(d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("scheduler: slo: must be positive, got %v", d)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running {
+		return errors.New("scheduler: slo: set it before Run")
+	}
+	s.e.p.SLO = d
+	return nil
+}
+
+// SLO returns the guard's bound on per-packet RX residence p99.
+func (s *Scheduler) SLO() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.e.p.SLO
 }
 
 // Policy returns the current policy's name.

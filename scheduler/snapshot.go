@@ -40,9 +40,12 @@ type CoreSnapshot struct {
 	CPUSetReclaims  uint64            `json:"cpuset_reclaims"`  // slow-path Reclaims of a lent-in core
 	Probes          uint64            `json:"probes"`
 
-	WakeLatency   LatencySnapshot `json:"wake_latency"`
-	SLOWindowP99  time.Duration   `json:"slo_window_p99_ns"`
-	SLOWindowSize int             `json:"slo_window_samples"`
+	WakeLatency LatencySnapshot `json:"wake_latency"`
+	// The SLO guard's window of per-packet RX residence: its worst
+	// interval p99, its packets and how many of them waited at least the SLO.
+	SLOWindowP99     time.Duration `json:"slo_window_p99_ns"`
+	SLOWindowPackets uint64        `json:"slo_window_packets"`
+	SLOWindowLate    uint64        `json:"slo_window_late"`
 
 	GuardTrips   uint64        `json:"guard_trips"`
 	Benched      bool          `json:"benched"`
@@ -128,7 +131,7 @@ func (e *engine) coreSnapshot(c *core, now time.Time) CoreSnapshot {
 		Threshold: c.threshold, CurrentSlice: c.slice, EmptyPolls: c.emptyPolls,
 		LentTotal: lent, Lends: c.lends, Reclaims: reclaims, ReclaimTimeouts: c.timeouts,
 		CPUSetLends: c.cpusetLends, CPUSetReclaims: c.cpusetBacks, Probes: c.probes,
-		WakeLatency: lat, SLOWindowP99: c.slo.p99(), SLOWindowSize: c.slo.samples.len(),
+		WakeLatency: lat, SLOWindowP99: c.slo.worstP99(), SLOWindowPackets: c.slo.packets, SLOWindowLate: c.slo.late,
 		GuardTrips: c.guardTrips, Benched: c.benched, BenchedUntil: c.benchedUntil, NextBackoff: c.nextBackoff,
 		FlapsHeld: c.flapsHeld, FlapHeld: c.flapHeld, FlapHeldUntil: c.flapHeldUntil,
 		LoadHeld: c.loadHeld, Load: c.loadMean, Packets: c.packets,

@@ -105,60 +105,59 @@ func (r *ring[T]) clear() {
 	}
 }
 
-type latencySample struct {
-	at  time.Time
-	lat time.Duration
+// residenceSample is one interval of a DP loop's per-packet RX residence.
+type residenceSample struct {
+	at            time.Time
+	packets, late uint64
+	p99           time.Duration
 }
 
-// sloWindow keeps the latency samples of the last window and how many exceed
-// the SLO, so "p99 > SLO" is an O(1) exact test.
+// sloWindow holds the residence intervals of the last window with their
+// totals, so "the window's p99 is above the SLO" is an O(1) exact test on
+// packet counts: more than 1% of the packets were late.
 type sloWindow struct {
-	samples  ring[latencySample]
-	exceeded int
+	samples       ring[residenceSample]
+	packets, late uint64
 }
 
-const sloWindowCap = 8192
+const sloWindowCap = 1024
 
-func (w *sloWindow) add(at time.Time, lat, slo time.Duration) {
-	if old, full := w.samples.push(latencySample{at, lat}); full && old.lat > slo {
-		w.exceeded--
+func (w *sloWindow) add(s residenceSample) {
+	if old, full := w.samples.push(s); full {
+		w.packets -= old.packets
+		w.late -= old.late
 	}
-	if lat > slo {
-		w.exceeded++
-	}
+	w.packets += s.packets
+	w.late += s.late
 }
 
-func (w *sloWindow) expire(now time.Time, window, slo time.Duration) {
+func (w *sloWindow) expire(now time.Time, window time.Duration) {
 	for w.samples.len() > 0 && !w.samples.front().at.After(now.Add(-window)) {
-		if w.samples.popFront().lat > slo {
-			w.exceeded--
-		}
+		old := w.samples.popFront()
+		w.packets -= old.packets
+		w.late -= old.late
 	}
 }
 
-// p99Exceeds reports whether the nearest-rank p99 of the window is above the
-// SLO: fewer samples are within the SLO than the p99's rank.
+// p99Exceeds reports whether the nearest-rank p99 of the window's packets
+// is above the SLO: fewer packets were on time than the p99's rank.
 func (w *sloWindow) p99Exceeds() bool {
-	n := w.samples.len()
-	return n > 0 && n-w.exceeded < nearestRank(0.99, n)
+	n := w.packets
+	return n > 0 && n-w.late < uint64(nearestRank(0.99, int(n)))
 }
 
-func (w *sloWindow) p99() time.Duration {
-	n := w.samples.len()
-	if n == 0 {
-		return 0
+// worstP99 is the highest interval p99 in the window (status only).
+func (w *sloWindow) worstP99() time.Duration {
+	var worst time.Duration
+	for i := range w.samples.len() {
+		worst = max(worst, w.samples.at(i).p99)
 	}
-	lats := make([]time.Duration, n)
-	for i := range n {
-		lats[i] = w.samples.at(i).lat
-	}
-	slices.Sort(lats)
-	return lats[nearestRank(0.99, n)-1]
+	return worst
 }
 
 func (w *sloWindow) reset() {
 	w.samples.clear()
-	w.exceeded = 0
+	w.packets, w.late = 0, 0
 }
 
 type loadSample struct {

@@ -45,26 +45,27 @@ func TestHistogramQuantilesNeverUnderestimate(t *testing.T) {
 }
 
 func TestSLOWindowExactP99(t *testing.T) {
-	w := sloWindow{samples: newRing[latencySample](sloWindowCap)}
-	slo := 100 * time.Microsecond
-	for i := range 100 {
-		lat := 10 * time.Microsecond
-		if i < 2 {
-			lat = time.Millisecond
+	w := sloWindow{samples: newRing[residenceSample](sloWindowCap)}
+	// 10 intervals of 10 packets; the first holds 2 late packets.
+	for i := range 10 {
+		s := residenceSample{at: t0.Add(time.Duration(i) * time.Millisecond), packets: 10, p99: 10 * time.Microsecond}
+		if i == 0 {
+			s.late, s.p99 = 2, time.Millisecond
 		}
-		w.add(t0.Add(time.Duration(i)*time.Millisecond), lat, slo)
+		w.add(s)
 	}
-	// 2 of 100 above: the 99th smallest is above the SLO.
-	if !w.p99Exceeds() || w.p99() != time.Millisecond {
-		t.Fatalf("2/100: exceeds=%v p99=%v", w.p99Exceeds(), w.p99())
+	// 2 of 100 late: the 99th smallest is above the SLO.
+	if !w.p99Exceeds() || w.worstP99() != time.Millisecond {
+		t.Fatalf("2/100: exceeds=%v worst p99=%v", w.p99Exceeds(), w.worstP99())
 	}
-	// Expire the first sample: 1 of 99 above, p99 (rank 99 of 99) is still it.
-	w.expire(t0.Add(time.Second), time.Second, slo)
-	if w.samples.len() != 99 || !w.p99Exceeds() {
-		t.Fatalf("after expiry: n=%d exceeds=%v", w.samples.len(), w.p99Exceeds())
+	// 1 of 100 late is within the p99.
+	w.late = 1
+	if w.p99Exceeds() {
+		t.Fatal("1/100 late: p99 must be within the SLO")
 	}
-	w.expire(t0.Add(time.Second+time.Millisecond), time.Second, slo)
-	if w.p99Exceeds() || w.exceeded != 0 {
-		t.Fatalf("all outliers expired: exceeds=%v count=%d", w.p99Exceeds(), w.exceeded)
+	w.late = 2
+	w.expire(t0.Add(time.Second), time.Second)
+	if w.samples.len() != 9 || w.packets != 90 || w.late != 0 || w.p99Exceeds() {
+		t.Fatalf("after expiry: n=%d packets=%d late=%d exceeds=%v", w.samples.len(), w.packets, w.late, w.p99Exceeds())
 	}
 }

@@ -4,11 +4,14 @@
 set -euo pipefail
 pkgs=(
   iproute2 nftables ethtool          # testbed, control-plane vports, tc/nft rules
+  iputils-ping                       # taichi eval ping: the real ping client against the DP loop
   clang llvm libbpf-dev              # BPF probe (go generate) and its CI diff check
   dpdk-dev                           # dpdk-testpmd for the DPDK lcore tests
   stress-ng rt-tests                 # kernel-heavy CP load, cyclictest reference
   python3 bash                       # heterogeneous CP helpers
   qemu-system-x86 busybox-static cpio kmod linux-headers-amd64 linux-image-amd64 dwarves  # kernel module boot test (dwarves: pahole, module BTF for the kfunc)
+  qemu-user-static libc6-dev-arm64-cross  # arm64 test pass (make test-arm64): qemu-aarch64-static, arm64 C headers for the uapi layout check
+  lintian dkms file                  # make deb: package checks and the DKMS build in its install test
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/taichi-sched/taichi/internal/netns"
+	"github.com/taichi-sched/taichi/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,9 +39,7 @@ func TestLayoutRejectsBadPrefix(t *testing.T) {
 
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
+	testenv.NeedRoot(t, "network namespaces")
 }
 
 func testPrefix(name string) string { return fmt.Sprintf("tb%s%d", name, os.Getpid()%100000) }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/taichi-sched/taichi/internal/netns"
+	"github.com/taichi-sched/taichi/internal/testenv"
 )
 
 func TestValidateNamesField(t *testing.T) {
@@ -96,9 +97,7 @@ func TestScheduleOnOff(t *testing.T) {
 // TestRunEcho runs the generator against a plain UDP echo socket inside a
 // namespace's loopback: the full send/receive/report path without a DP loop.
 func TestRunEcho(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create a network namespace")
-	}
+	testenv.NeedRoot(t, "a network namespace")
 	ns := fmt.Sprintf("tgecho%d", os.Getpid()%100000)
 	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v %s", err, out)
@@ -145,9 +144,7 @@ func TestRunEcho(t *testing.T) {
 }
 
 func TestRunStopsAtDeadline(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create a network namespace")
-	}
+	testenv.NeedRoot(t, "a network namespace")
 	ns := fmt.Sprintf("tgdl%d", os.Getpid()%100000)
 	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v %s", err, out)

@@ -21,8 +21,11 @@ import (
 type cgroupPool struct {
 	opts Options
 	h    hierarchy
-	proc procfs.FS
-	self int
+	// confined is the sibling group of confined processes (Confine): same
+	// CP class, CPU set = the CP cores, never touched by Lend/Reclaim.
+	confined hierarchy
+	proc     procfs.FS
+	self     int
 
 	// mu serialises state changes and cpuset writes, so that the order of
 	// writes is the order of Lend/Reclaim calls.
@@ -61,18 +64,28 @@ func newCgroupPool(opts Options) (*cgroupPool, error) {
 	if err != nil {
 		return nil, err
 	}
-	var h hierarchy
-	if version == "v2" {
-		h = newCgroupV2(m, opts.Name)
-	} else {
-		h = newCgroupV1(m, opts.Name)
-	}
+	h, confined := newHierarchy(version, m, opts.Name), newHierarchy(version, m, ConfinedName(opts.Name))
 	fs, err := procfs.NewDefaultFS()
 	if err != nil {
 		return nil, fmt.Errorf("vcpu: open /proc: %w", err)
 	}
-	return &cgroupPool{opts: opts, h: h, proc: fs, self: selfPID(), lent: map[int]bool{}}, nil
+	return &cgroupPool{opts: opts, h: h, confined: confined, proc: fs, self: selfPID(), lent: map[int]bool{}}, nil
 }
+
+func newHierarchy(version string, m Mounts, name string) hierarchy {
+	if version == "v2" {
+		return newCgroupV2(m, name)
+	}
+	return newCgroupV1(m, name)
+}
+
+// ConfinedName is the name of a pool's group of confined processes: a
+// sibling of the pool's group, so that it can hold processes on cgroup v2
+// too (no processes in inner groups) and the pool's cpuset writes never
+// reach it.
+func ConfinedName(pool string) string { return pool + confinedSuffix }
+
+const confinedSuffix = "-confined"
 
 func selfPID() int { return os.Getpid() }
 
@@ -178,6 +191,18 @@ func (p *cgroupPool) Start(ctx context.Context) error {
 			p.perThreadIdle, err = p.h.applyClass(p.opts.Class, p.opts.Weight)
 			return err
 		},
+		p.confined.create,
+		p.confined.prepare,
+		func() error {
+			return p.writer.write(p.confined.cpusFile(), cpuset.Format(p.opts.CPCores)).err
+		},
+		func() error {
+			_, err := p.confined.applyClass(p.opts.Class, p.opts.Weight)
+			return err
+		},
+		// Reconcile: processes a previous run confined go back to the
+		// pool; the blocker policy confines them again if they still block.
+		p.releaseAll,
 	}
 	for _, step := range steps {
 		if err := ctx.Err(); err != nil {
@@ -282,8 +307,17 @@ func (p *cgroupPool) Adopt(pids []int) (int, error) {
 	adopted := 0
 	var errs []error
 	seen := map[int]bool{}
+	// Confined processes stay confined: a selector that matches them again
+	// must not pull them back into the pool before their back-off ends.
+	confined, err := p.confined.procs()
+	if err != nil {
+		return 0, err
+	}
+	for _, id := range confined {
+		seen[id] = true
+	}
 	for _, pid := range pids {
-		ok, err := p.adoptOne(pid, seen)
+		ok, err := p.moveOne(p.h, pid, seen)
 		if ok {
 			adopted++
 		}
@@ -294,8 +328,9 @@ func (p *cgroupPool) Adopt(pids []int) (int, error) {
 	return adopted, errors.Join(errs...)
 }
 
-// adoptOne moves one process; ok reports that it is a member afterwards.
-func (p *cgroupPool) adoptOne(pid int, seen map[int]bool) (ok bool, err error) {
+// moveOne moves one process into group h (the pool's or the confined
+// one); ok reports that it is a member afterwards.
+func (p *cgroupPool) moveOne(h hierarchy, pid int, seen map[int]bool) (ok bool, err error) {
 	if pid <= 0 {
 		return false, &SkipError{PID: pid, Reason: "not a process id"}
 	}
@@ -341,7 +376,7 @@ func (p *cgroupPool) adoptOne(pid int, seen map[int]bool) (ok bool, err error) {
 			return false, errors.Join(skips...)
 		}
 	}
-	if err := p.h.addProcess(st.tgid, tids); err != nil {
+	if err := h.addProcess(st.tgid, tids); err != nil {
 		if isGone(err) {
 			return false, errors.Join(skips...)
 		}
@@ -392,14 +427,14 @@ func (p *cgroupPool) closeLocked() error {
 	if p.writer == nil {
 		return nil
 	}
-	var err error
+	var errs []error
 	if p.started {
 		p.lent = map[int]bool{}
-		err = p.writeCPUs()
+		errs = append(errs, p.writeCPUs(), p.releaseAll())
 	}
 	p.writer.stop()
 	p.writer = nil
-	return err
+	return errors.Join(errs...)
 }
 
 func (p *cgroupPool) Destroy() error {
@@ -409,7 +444,7 @@ func (p *cgroupPool) Destroy() error {
 	if p.perThreadIdle {
 		p.restoreThreadPolicies()
 	}
-	errs = append(errs, p.h.destroy())
+	errs = append(errs, p.confined.destroy(), p.h.destroy())
 	return errors.Join(errs...)
 }
 
@@ -469,8 +504,5 @@ func DestroyGroup(name string, mounts *Mounts) error {
 	if err != nil {
 		return err
 	}
-	if version == "v2" {
-		return newCgroupV2(m, name).destroy()
-	}
-	return newCgroupV1(m, name).destroy()
+	return errors.Join(newHierarchy(version, m, ConfinedName(name)).destroy(), newHierarchy(version, m, name).destroy())
 }

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/taichi-sched/taichi/internal/testenv"
 )
 
 // Helper modes: the test binary re-executes itself to play a daemon that
@@ -93,7 +95,7 @@ func parentHelper() {
 	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
 		os.Exit(1)
 	}
-	kid := exec.Command(os.Args[0], "-test.run=^$")
+	kid := testenv.Command(os.Args[0], "-test.run=^$")
 	kid.Env = append(os.Environ(), helperEnv+"=sleep")
 	if err := kid.Start(); err != nil {
 		fmt.Println("error:", err)
@@ -107,7 +109,7 @@ func parentHelper() {
 // with the first line it printed.
 func startHelper(t *testing.T, mode string, env ...string) (*exec.Cmd, string) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd := testenv.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), append(env, helperEnv+"="+mode)...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -335,12 +337,14 @@ func TestRestartAfterKill(t *testing.T) {
 	}
 	requireRunning(t, hog)
 	eventually(t, "the hog runs on the CP core", func() bool { return lastCPU(t, hog) == cpCore })
-	// No duplicate groups: exactly one directory of that name per hierarchy.
+	// No duplicate groups: exactly one directory of that name (and one of
+	// its confined sibling) per hierarchy.
 	for _, root := range []string{m.CPUSet, m.CPU, m.CPUAcct, m.Unified} {
 		if root == "" {
 			continue
 		}
 		matches, _ := filepath.Glob(filepath.Join(root, name+"*"))
+		matches = slices.DeleteFunc(matches, func(d string) bool { return d == filepath.Join(root, ConfinedName(name)) })
 		if len(matches) > 1 {
 			t.Fatalf("duplicate groups under %s: %v", root, matches)
 		}
@@ -493,37 +497,11 @@ func TestLendRejectsNonDPCore(t *testing.T) {
 func TestChildrenFollow(t *testing.T) {
 	requireCgroups(t)
 	p := startPool(t, Options{})
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=parent")
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var kid int
-	t.Cleanup(func() {
-		if kid > 0 {
-			_ = syscall.Kill(kid, syscall.SIGKILL)
-		}
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	if n, err := p.Adopt([]int{cmd.Process.Pid}); n != 1 || err != nil {
+	parent := startParent(t)
+	if n, err := p.Adopt([]int{parent.pid}); n != 1 || err != nil {
 		t.Fatalf("Adopt(parent) = %d, %v", n, err)
 	}
-	if _, err := fmt.Fprintln(in, "fork now"); err != nil {
-		t.Fatal(err)
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if _, serr := fmt.Sscan(line, &kid); err != nil || serr != nil {
-		t.Fatalf("parent said %q, %v", line, err)
-	}
+	kid := parent.fork()
 	members, err := p.Members()
 	if err != nil || !slices.Contains(members, kid) {
 		t.Fatalf("Members() = %v, %v; want the child %d forked after adoption", members, err, kid)

@@ -1,18 +1,21 @@
 package vcpu
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"os"
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/procfs"
 
 	"github.com/taichi-sched/taichi/internal/cpuset"
+	"github.com/taichi-sched/taichi/internal/testenv"
 )
 
 // cpCore and dpCore follow this machine's layout: CPU 0 for CP, CPU 1 DP.
@@ -34,9 +37,7 @@ func uniqueName(t testing.TB) string {
 // online CPUs and a usable cpuset+cpu layout.
 func requireCgroups(t testing.TB) Mounts {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create cgroups and a SCHED_FIFO writer")
-	}
+	testenv.NeedRoot(t, "cgroups and a SCHED_FIFO writer")
 	online, err := readCPUList("/sys/devices/system/cpu/online")
 	if err != nil {
 		t.Fatal(err)
@@ -175,4 +176,49 @@ func requireRunning(t testing.TB, pid int) {
 		now, err := p.Stat()
 		return err == nil && now.UTime+now.STime > first.UTime+first.STime
 	})
+}
+
+// parentProc is a running "parent" helper: a process that forks a child
+// when told to.
+type parentProc struct {
+	pid  int
+	fork func() int // starts the child and returns its pid
+}
+
+// startParent runs the parent helper and kills it and its child at cleanup.
+func startParent(t *testing.T) parentProc {
+	t.Helper()
+	cmd := testenv.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"=parent")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var kid int
+	t.Cleanup(func() {
+		if kid > 0 {
+			_ = syscall.Kill(kid, syscall.SIGKILL)
+		}
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	fork := func() int {
+		t.Helper()
+		if _, err := fmt.Fprintln(in, "fork now"); err != nil {
+			t.Fatal(err)
+		}
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if _, serr := fmt.Sscan(line, &kid); err != nil || serr != nil {
+			t.Fatalf("parent said %q, %v", line, err)
+		}
+		return kid
+	}
+	return parentProc{pid: cmd.Process.Pid, fork: fork}
 }

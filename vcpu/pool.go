@@ -31,19 +31,35 @@ type Pool interface {
 	// afterwards. Idempotent: a member is counted again, not moved twice.
 	// Processes that vanished meanwhile are ignored; refused ones (kernel
 	// threads, taichi itself, real-time threads) are reported in the error
-	// as *SkipError values (errors.As), beside the valid count.
+	// as *SkipError values (errors.As), beside the valid count. Confined
+	// processes (Confine) stay confined and are not counted.
 	Adopt(pids []int) (int, error)
 	// Members returns the process ids (thread group ids) in the pool, sorted.
+	// Confined processes are not members while confined.
 	Members() ([]int, error)
+	// Confine moves a member (the whole process) into the pool's confined
+	// group, which runs on the CP cores only, with the pool's CP class, and
+	// is never changed by Lend or Reclaim. Its children start there too.
+	// It reports whether the process is confined afterwards: false with a
+	// nil error when it vanished meanwhile. Processes outside the pool are
+	// refused with a *SkipError. Idempotent.
+	Confine(pid int) (bool, error)
+	// Release moves a confined process back into the pool. Idempotent; a
+	// process that is not confined or vanished is not an error.
+	Release(pid int) error
+	// Confined returns the confined processes (thread group ids), sorted.
+	// Start, Close and Destroy release them all: nothing stays confined
+	// across a restart.
+	Confined() ([]int, error)
 	// Usage returns the CPU time CP work used, per CPU where the kernel
 	// reports it.
 	Usage() (Usage, error)
-	// Close shrinks the pool to the CP cores and stops its writer; the group
-	// and its tasks stay in place and runnable so that a restart adopts
-	// them. Idempotent.
+	// Close shrinks the pool to the CP cores, releases confined processes
+	// into it and stops its writer; the group and its tasks stay in place
+	// and runnable so that a restart adopts them. Idempotent.
 	Close() error
 	// Destroy closes the pool, moves its tasks back to the parent group and
-	// removes the group. Idempotent.
+	// removes the group and the confined group. Idempotent.
 	Destroy() error
 	// Backend names the mechanism, e.g. "cgroup-v1" or "cgroup-v2".
 	Backend() string

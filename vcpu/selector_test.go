@@ -3,7 +3,6 @@ package vcpu
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"regexp"
 	"runtime"
 	"slices"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"github.com/prometheus/procfs"
+
+	"github.com/taichi-sched/taichi/internal/testenv"
 )
 
 func TestSelectorMatches(t *testing.T) {
@@ -113,7 +114,7 @@ func TestScanFindsChild(t *testing.T) {
 // minute) and returns its pid; the child dies at the end of the test.
 func startChild(t testing.TB, name, mode string) int {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd := testenv.Command(os.Args[0], "-test.run=^$")
 	cmd.Args[0] = name
 	cmd.Env = append(os.Environ(), helperEnv+"="+mode)
 	if err := cmd.Start(); err != nil {

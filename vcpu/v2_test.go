@@ -10,15 +10,15 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/taichi-sched/taichi/internal/testenv"
 )
 
 // TestV2RealMount runs the pool on a cgroup2 mount the test makes itself.
 // Where the cpuset and cpu controllers are bound to v1 hierarchies (this
 // development VM), cgroup2 cannot enable them and the test says so.
 func TestV2RealMount(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount cgroup2")
-	}
+	testenv.NeedRoot(t, "mounting cgroup2")
 	dir := t.TempDir()
 	if err := unix.Mount("none", dir, "cgroup2", 0, ""); err != nil {
 		t.Skipf("cannot mount cgroup2 on %s: %v", dir, err)
@@ -66,20 +66,27 @@ func fakeV2(t *testing.T, name string) (Mounts, string) {
 	t.Helper()
 	root := t.TempDir()
 	group := filepath.Join(root, name)
-	if err := os.Mkdir(group, 0o755); err != nil {
-		t.Fatal(err)
+	for _, dir := range []string{group, filepath.Join(root, ConfinedName(name))} {
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
+	confined := ConfinedName(name)
 	files := map[string]string{
-		"cgroup.controllers":     "cpuset cpu io memory pids\n",
-		"cgroup.subtree_control": "memory\n",
-		"cgroup.procs":           "",
-		"cpuset.cpus.effective":  "0-1\n",
-		name + "/cpuset.cpus":    "0-1\n", // as a crashed run left it: lent
-		name + "/cpuset.mems":    "",
-		name + "/cpu.idle":       "0\n",
-		name + "/cpu.weight":     "100\n",
-		name + "/cgroup.procs":   "",
-		name + "/cpu.stat":       "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n",
+		"cgroup.controllers":       "cpuset cpu io memory pids\n",
+		"cgroup.subtree_control":   "memory\n",
+		"cgroup.procs":             "",
+		"cpuset.cpus.effective":    "0-1\n",
+		name + "/cpuset.cpus":      "0-1\n", // as a crashed run left it: lent
+		name + "/cpuset.mems":      "",
+		name + "/cpu.idle":         "0\n",
+		name + "/cpu.weight":       "100\n",
+		name + "/cgroup.procs":     "",
+		name + "/cpu.stat":         "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n",
+		confined + "/cpuset.cpus":  "",
+		confined + "/cpu.idle":     "0\n",
+		confined + "/cpu.weight":   "100\n",
+		confined + "/cgroup.procs": "",
 	}
 	for f, content := range files {
 		if err := os.WriteFile(filepath.Join(root, f), []byte(content), 0o644); err != nil {
@@ -102,7 +109,7 @@ func TestV2Seam(t *testing.T) {
 	name := uniqueName(t)
 	m, group := fakeV2(t, name)
 	prio := 0
-	if os.Geteuid() != 0 {
+	if !testenv.Privileged() {
 		prio = -1 // a SCHED_FIFO writer needs root; the files do not care
 	}
 	p, err := newCgroupPool(Options{Name: name, CPCores: []int{cpCore}, DPCores: []int{dpCore},
@@ -125,6 +132,10 @@ func TestV2Seam(t *testing.T) {
 	}
 	if got := mustRead(t, filepath.Join(group, "cpu.idle")); got != "1" {
 		t.Fatalf("idle class: cpu.idle = %q", got)
+	}
+	confined := filepath.Join(m.Unified, ConfinedName(name))
+	if cpus, idle := mustRead(t, filepath.Join(confined, "cpuset.cpus")), mustRead(t, filepath.Join(confined, "cpu.idle")); cpus != "0" || idle != "1" {
+		t.Fatalf("confined group: cpuset.cpus=%q cpu.idle=%q; want the CP cores and the pool's idle class", cpus, idle)
 	}
 	if err := p.Lend(dpCore); err != nil {
 		t.Fatal(err)
@@ -151,7 +162,7 @@ func TestV2Seam(t *testing.T) {
 		t.Fatalf("Usage() = %+v, %v; want 1.5ms total and per-CPU marked unavailable", u, err)
 	}
 
-	if os.Geteuid() == 0 {
+	if testenv.Privileged() {
 		// v2 moves whole processes: one real-time thread keeps all out.
 		helper, _ := startHelper(t, "mixed")
 		n, err := p.Adopt([]int{helper.Process.Pid})
@@ -261,9 +272,7 @@ func TestOptionsValidation(t *testing.T) {
 // teardown gives SCHED_OTHER back. The file tree is the seam; the policy
 // changes are real.
 func TestPerThreadIdleFallback(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to return threads from SCHED_IDLE to SCHED_OTHER")
-	}
+	testenv.NeedRoot(t, "returning threads from SCHED_IDLE to SCHED_OTHER")
 	name := uniqueName(t)
 	m, group := fakeV2(t, name)
 	if err := os.Remove(filepath.Join(group, "cpu.idle")); err != nil {

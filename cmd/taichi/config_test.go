@@ -6,17 +6,22 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/taichi-sched/taichi/config"
+	"github.com/taichi-sched/taichi/internal/testenv"
 )
 
-// buildTaichi compiles the binary once per test binary run.
+// buildTaichi compiles the binary for the architecture under test (run it
+// with testenv.Command: under qemu-user it is not the host's).
 func buildTaichi(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "taichi")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Env = append(os.Environ(), "GOARCH="+runtime.GOARCH)
+	out, err := build.CombinedOutput()
 	if err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -41,11 +46,11 @@ func TestConfigValidateExitCodes(t *testing.T) {
 	bin := buildTaichi(t)
 	sysfs := fakeSysfs(t)
 
-	def, err := exec.Command(bin, "config", "default").Output()
+	def, err := testenv.Command(bin, "config", "default").Output()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "--sysfs", sysfs, "config", "validate", "/dev/stdin")
+	cmd := testenv.Command(bin, "--sysfs", sysfs, "config", "validate", "/dev/stdin")
 	cmd.Stdin = bytes.NewReader(def)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("taichi config default | taichi config validate /dev/stdin: %v\n%s", err, out)
@@ -62,7 +67,7 @@ func TestConfigValidateExitCodes(t *testing.T) {
 				t.Fatal(err)
 			}
 			var stderr bytes.Buffer
-			cmd := exec.Command(bin, "--sysfs", sysfs, "config", "validate", path)
+			cmd := testenv.Command(bin, "--sysfs", sysfs, "config", "validate", path)
 			cmd.Stderr = &stderr
 			err := cmd.Run()
 			var ee *exec.ExitError

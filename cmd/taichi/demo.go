@@ -22,7 +22,7 @@ func newDemoCmd() *cobra.Command {
 		Short: "Testbed + daemon + a short VM-startup comparison: prints the table, writes the plot, cleans up",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg := eval.VMStartupConfig{DPLoad: dpLoad, FailVM: -1}
+			cfg := eval.VMStartupConfig{DPLoad: dpLoad, FailVM: -1, Repeat: 1}
 			var err error
 			if cfg.VMs, err = parseInts("vms", vms); err != nil {
 				return &exitError{code: 2, err: err}

@@ -29,6 +29,12 @@ func init() {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
+			// The host runs in a session (autogroup) of its own; with
+			// autogroups a thread's nice counts only inside its group, so the
+			// group itself gets the DP loop's weight (dataplane.NormalNice).
+			if err := dataplane.SetAutogroupNice(dataplane.NormalNice); err != nil {
+				fmt.Fprintln(os.Stderr, "taichi dp-host: autogroup nice:", err)
+			}
 			h, err := host.Start(ctx, spec)
 			if err != nil {
 				return err
@@ -46,6 +52,7 @@ func init() {
 	f.StringVar(&spec.Loop.Mode, "mode", dataplane.ModeReflect, "reflect or forward")
 	f.StringVar(&spec.Loop.OutIface, "out-iface", "", "forward-mode TX interface")
 	f.IntVar(&spec.Loop.Priority, "priority", dataplane.DefaultPriority, "SCHED_FIFO priority")
+	f.BoolVar(&spec.Loop.StartNormal, "start-normal", false, "start SCHED_OTHER; the daemon raises the loop to SCHED_FIFO while it lends the core")
 	f.StringVar(&spec.ProbeBackend, "probe", "", "probe backend: xdp, counters or empty")
 	f.StringVar(&spec.Probe.Iface, "probe-iface", "", "interface the probe watches")
 	f.StringVar(&spec.Probe.NetNS, "probe-netns", "", "network namespace of the probe interface")

@@ -21,20 +21,20 @@ func init() {
 		Use:   "eval",
 		Short: "Benchmarks: VM startup vs density, data-plane impact (JSON, Markdown, PNG)",
 	}
-	evalCmd.AddCommand(newEvalVMStartupCmd(), newEvalDataplaneCmd())
+	evalCmd.AddCommand(newEvalVMStartupCmd(), newEvalDataplaneCmd(), newEvalPingCmd())
 	rootCmd.AddCommand(evalCmd, newCPHelperCmd())
 }
 
 func newEvalVMStartupCmd() *cobra.Command {
 	var vms, policies, out, logFile string
 	var dpLoad, work float64
-	var vmSize int
+	var vmSize, repeat int
 	cmd := &cobra.Command{
 		Use:   "vm-startup",
 		Short: "VM startup latency as VM density grows, per policy, with the DP loop under on/off traffic",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg := eval.VMStartupConfig{DPLoad: dpLoad, VMSize: vmSize, Work: work, FailVM: -1}
+			cfg := eval.VMStartupConfig{DPLoad: dpLoad, VMSize: vmSize, Work: work, FailVM: -1, Repeat: repeat}
 			var err error
 			if cfg.VMs, err = parseInts("vms", vms); err != nil {
 				return &exitError{code: 2, err: err}
@@ -43,12 +43,13 @@ func newEvalVMStartupCmd() *cobra.Command {
 			if err := cfg.Validate(); err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			return runExperiment(cmd, out, logFile, len(cfg.VMs)*len(cfg.Policies), func(ctx context.Context, env *eval.Env) (*eval.Report, error) {
+			return runExperiment(cmd, out, logFile, len(cfg.VMs)*len(cfg.Policies)*repeat, func(ctx context.Context, env *eval.Env) (*eval.Report, error) {
 				return eval.RunVMStartup(ctx, env, cfg)
 			})
 		},
 	}
 	f := cmd.Flags()
+	f.IntVar(&repeat, "repeat", 3, "runs per cell, policies interleaved within each repeat (the table shows the median and min–max)")
 	f.StringVar(&vms, "vms", "1,2,4,8,16,32", "densities: VMs requested at once")
 	f.StringVar(&policies, "policies", "static,dynamic,taichi", "policies, run interleaved per density")
 	f.Float64Var(&dpLoad, "dp-load", 0.3, "average DP utilisation offered by the generator (on/off bursts)")
@@ -61,14 +62,15 @@ func newEvalVMStartupCmd() *cobra.Command {
 }
 
 func newEvalDataplaneCmd() *cobra.Command {
-	var policies, loads, out, logFile string
+	var policies, loads, out, logFile, cpLoad string
 	var dur, ct time.Duration
+	var repeat int
 	cmd := &cobra.Command{
 		Use:   "dataplane",
 		Short: "DP latency/throughput under a backlogged kernel-heavy CP load, per policy and load, with cyclictest beside",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg := eval.DataplaneConfig{Policies: splitList(policies), Duration: dur, Cyclictest: ct}
+			cfg := eval.DataplaneConfig{Policies: splitList(policies), Duration: dur, Cyclictest: ct, Repeat: repeat, CPLoad: cpLoad}
 			for _, s := range splitList(loads) {
 				v, err := strconv.ParseFloat(s, 64)
 				if err != nil {
@@ -79,12 +81,14 @@ func newEvalDataplaneCmd() *cobra.Command {
 			if err := cfg.Validate(); err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			return runExperiment(cmd, out, logFile, len(cfg.Loads)*(len(cfg.Policies)+1), func(ctx context.Context, env *eval.Env) (*eval.Report, error) {
+			return runExperiment(cmd, out, logFile, len(cfg.Loads)*(len(cfg.Policies)+1)*repeat, func(ctx context.Context, env *eval.Env) (*eval.Report, error) {
 				return eval.RunDataplane(ctx, env, cfg)
 			})
 		},
 	}
 	f := cmd.Flags()
+	f.IntVar(&repeat, "repeat", 3, "runs per cell, policies interleaved within each repeat (the table shows the median and min–max)")
+	f.StringVar(&cpLoad, "cp-load", eval.CPLoadMixed, "backlogged CP workload: mixed (kernel-heavy and user-mode), kernel or user")
 	f.StringVar(&policies, "policies", "static,dynamic,taichi", "policies (a static run without CP load is added per load as the reference)")
 	f.StringVar(&loads, "loads", "0.1,0.3,0.7", "DP utilisations offered by the generator")
 	f.DurationVar(&dur, "duration", 5*time.Second, "traffic per cell")
@@ -133,6 +137,9 @@ func runExperiment(cmd *cobra.Command, out, logFile string, steps int, run func(
 	return writeReport(cmd, out, rep, err)
 }
 
+// writeReport writes the files, prints the table, warns about failed
+// self-checks, and fails (exit 1) when any run or CP load failed: a table
+// with failed runs must not pass for a result.
 func writeReport(cmd *cobra.Command, out string, rep *eval.Report, runErr error) error {
 	files, err := eval.WriteFiles(out, rep)
 	if err != nil {
@@ -144,7 +151,18 @@ func writeReport(cmd *cobra.Command, out string, rep *eval.Report, runErr error)
 	}
 	eval.WriteMarkdown(cmd.OutOrStdout(), rep)
 	fmt.Fprintf(cmd.OutOrStdout(), "\nwrote %s\n", strings.Join(append(files, pngs...), " "))
-	return runErr
+	for _, c := range rep.Checks {
+		if !c.OK {
+			fmt.Fprintf(cmd.ErrOrStderr(), "taichi: warning: self-check failed: %s: %s\n", c.Name, c.Detail)
+		}
+	}
+	if runErr != nil {
+		return runErr
+	}
+	if n := eval.FailedRuns(rep); n > 0 {
+		return &exitError{code: 1, err: fmt.Errorf("%d of %d runs failed or lost their CP load (see Errors in the table)", n, len(rep.Runs))}
+	}
+	return nil
 }
 
 // newCPHelperCmd is the Go helper process of the VM-startup pipeline.

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/taichi-sched/taichi/internal/testenv"
 	"github.com/taichi-sched/taichi/probe"
 	"github.com/taichi-sched/taichi/testbed"
 )
@@ -50,9 +51,7 @@ func TestProbeWatchBadInputExit2(t *testing.T) {
 // TestProbeWatchOnTestbed runs `taichi probe watch --json` on a testbed
 // while sending: the report counts every packet and matches lead times.
 func TestProbeWatchOnTestbed(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: network namespaces and BPF")
-	}
+	testenv.NeedRoot(t, "network namespaces and BPF")
 	ctx := context.Background()
 	tb, err := testbed.Up(ctx, testbed.Options{Prefix: fmt.Sprintf("tpw%d", os.Getpid())})
 	if err != nil {

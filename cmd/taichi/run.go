@@ -66,11 +66,22 @@ func init() {
 
 	var socket string
 	var asJSON bool
+	var watch time.Duration
 	statusCmd := &cobra.Command{
-		Use:   "status",
+		Use:   "status [--watch [INTERVAL]]",
 		Short: "Show the running daemon's cores, pool, policy and probe",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("watch") {
+				iv, err := watchInterval(watch, args)
+				if err != nil {
+					return err
+				}
+				return watchStatus(cmd.OutOrStdout(), socket, iv, asJSON)
+			}
+			if len(args) > 0 {
+				return fmt.Errorf("unexpected argument %q (an interval goes after --watch)", args[0])
+			}
 			resp, err := daemon.Call(socket, daemon.Request{Cmd: "status"})
 			if err != nil {
 				return err
@@ -85,7 +96,9 @@ func init() {
 		},
 	}
 	statusCmd.Flags().StringVar(&socket, "socket", "/run/taichi/taichi.sock", "control socket of the daemon")
-	statusCmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	statusCmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (with --watch: one line per refresh)")
+	statusCmd.Flags().DurationVar(&watch, "watch", time.Second, "refresh every INTERVAL until interrupted, with per-interval rates")
+	statusCmd.Flags().Lookup("watch").NoOptDefVal = "1s"
 	rootCmd.AddCommand(statusCmd)
 
 	policyCmd := &cobra.Command{Use: "policy", Short: "Change the running daemon's lending policy"}
@@ -140,6 +153,9 @@ func printStatus(w io.Writer, st *daemon.Status) {
 		fmt.Fprintf(w, "  adopt: %s\n", st.Pool.AdoptErr)
 	}
 	fmt.Fprintf(w, "probe    %s  %s %s %s\n", st.Probe.Backend, st.Probe.State, st.Probe.Mode, st.Probe.Error)
+	if b := st.Blockers; b != nil {
+		fmt.Fprintf(w, "blockers %s  confined %d  blames %d  wake->run p99 <%.0fus %s\n", b.State, b.Confined, b.Blames+b.KmodBlame, b.WakeRunP99us, b.Error)
+	}
 	if st.Kmod != nil {
 		for _, k := range st.Kmod.Stats {
 			fmt.Fprintf(w, "kmod     cpu %d  dp tid %d  kicks %d  wakes %d  timeouts %d  blockers %d  kick->run p99 %v\n",
@@ -160,10 +176,12 @@ func printStatus(w io.Writer, st *daemon.Status) {
 	if len(st.Loops) > 0 {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "LOOP\tCPU\tPID\tALIVE\tPACKETS\tYIELDS\tWAKES rx/probe/timeout\tEXPOSED MAX")
+		fmt.Fprintln(tw, "LOOP\tCPU\tPID\tALIVE\tPACKETS\tRESIDENCE p50/p99/max\tYIELDS\tWAKES rx/probe/timeout\tEXPOSED p99")
 		for _, l := range st.Loops {
 			s := l.Stats
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%v\t%d\t%d\t%d/%d/%d\t%s\n", l.Name, l.CPU, l.PID, l.Alive, s.Packets, s.Yields, s.WakesRX, s.WakesProbe, s.WakesTimeout, s.ExposedMax)
+			r := s.Residence
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%v\t%d\t%s/%s/%s\t%d\t%d/%d/%d\t%s\n", l.Name, l.CPU, l.PID, l.Alive, s.Packets,
+				r.Quantile(0.5), r.Quantile(0.99), time.Duration(r.MaxNs), s.Yields, s.WakesRX, s.WakesProbe, s.WakesTimeout, s.Exposed.Quantile(0.99))
 		}
 		tw.Flush()
 	}

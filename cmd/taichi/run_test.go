@@ -14,7 +14,9 @@ import (
 
 	"github.com/taichi-sched/taichi/daemon"
 	"github.com/taichi-sched/taichi/internal/cpuset"
+	"github.com/taichi-sched/taichi/internal/testenv"
 	"github.com/taichi-sched/taichi/topology"
+	"github.com/taichi-sched/taichi/vcpu"
 )
 
 // daemonEnv is one isolated daemon setup: its own cgroup name, socket and
@@ -26,9 +28,7 @@ type daemonEnv struct {
 
 func needRootCgroups(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (cgroups)")
-	}
+	testenv.NeedRoot(t, "cgroups")
 	if _, err := os.Stat("/sys/fs/cgroup/cpuset/cpuset.cpus"); err != nil {
 		if _, err2 := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err2 != nil {
 			t.Skip("no cpuset cgroup hierarchy")
@@ -66,17 +66,23 @@ vcpu: {cgroup_name: %s, rescan: 100ms, adopt: {commands: [%q]}}
 	return e
 }
 
-// removeGroup moves leftover tasks to the root and removes the test group.
+// removeGroup moves leftover tasks to the root and removes the test group
+// and its confined sibling.
 func removeGroup(name string) {
 	for _, ctrl := range []string{"cpuset", "cpu", "cpuacct", "unified"} {
-		dir := filepath.Join("/sys/fs/cgroup", ctrl, name)
-		if b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs")); err == nil {
-			for _, pid := range strings.Fields(string(b)) {
-				os.WriteFile(filepath.Join("/sys/fs/cgroup", ctrl, "cgroup.procs"), []byte(pid), 0o644)
-			}
-		}
-		os.Remove(dir)
+		removeOneGroup(ctrl, vcpu.ConfinedName(name))
+		removeOneGroup(ctrl, name)
 	}
+}
+
+func removeOneGroup(ctrl, name string) {
+	dir := filepath.Join("/sys/fs/cgroup", ctrl, name)
+	if b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs")); err == nil {
+		for _, pid := range strings.Fields(string(b)) {
+			os.WriteFile(filepath.Join("/sys/fs/cgroup", ctrl, "cgroup.procs"), []byte(pid), 0o644)
+		}
+	}
+	os.Remove(dir)
 }
 
 func (e *daemonEnv) start(t *testing.T) *exec.Cmd {
@@ -202,6 +208,15 @@ func TestDaemonAdoptsLendsAndSwitchesPolicy(t *testing.T) {
 	if st.Policy != "dynamic" {
 		t.Errorf("policy = %s", st.Policy)
 	}
+	// Blocker-aware lending watches under dynamic and never confines.
+	if st.Blockers == nil || (st.Blockers.State != daemon.BlockersWatching && st.Blockers.State != daemon.BlockersUnavailable) {
+		t.Errorf("status blockers = %+v, want watching (or unavailable with a reason)", st.Blockers)
+	} else if st.Blockers.State == daemon.BlockersUnavailable {
+		t.Logf("blocker tracer unavailable here: %s", st.Blockers.Error)
+	}
+	if out, err := exec.Command(e.bin, "blockers", "--socket", e.socket).CombinedOutput(); err != nil || !strings.HasPrefix(string(out), "blockers ") {
+		t.Errorf("taichi blockers: %v\n%s", err, out)
+	}
 	for _, cpu := range e.dp {
 		if !slices.Contains(allowedCPUs(t, cp.Process.Pid), cpu) {
 			t.Errorf("dynamic: DP core %d not allowed for the CP task (allowed %v)", cpu, allowedCPUs(t, cp.Process.Pid))
@@ -230,6 +245,17 @@ func TestDaemonAdoptsLendsAndSwitchesPolicy(t *testing.T) {
 	info, err := os.Stat(e.socket)
 	if err != nil || info.Mode().Perm() != 0o600 {
 		t.Errorf("control socket mode = %v, %v; want 0600", info.Mode().Perm(), err)
+	}
+
+	// Under taichi blockers are confined (the policy decides, within a recheck).
+	if st.Blockers != nil && st.Blockers.State == daemon.BlockersWatching {
+		if err := exec.Command(e.bin, "policy", "set", "taichi", "--socket", e.socket).Run(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "blocker confinement on under taichi", func() bool {
+			b := e.status(t).Blockers
+			return b != nil && b.State == daemon.BlockersConfining
+		})
 	}
 
 	// SIGTERM: the pool shrinks to CP cores, CP stays runnable.
@@ -275,6 +301,7 @@ func TestDaemonKill9ThenRestartReconciles(t *testing.T) {
 		t.Errorf("CP task allowed on %v after restart, want %v", got, e.cp)
 	}
 	matches, _ := filepath.Glob("/sys/fs/cgroup/cpuset/" + e.group + "*")
+	matches = slices.DeleteFunc(matches, func(d string) bool { return d == "/sys/fs/cgroup/cpuset/"+vcpu.ConfinedName(e.group) })
 	if len(matches) > 1 {
 		t.Errorf("duplicate groups: %v", matches)
 	}

@@ -140,6 +140,9 @@ type IdleWatcher struct {
 	mu      sync.Mutex
 	lent    []int // tids this watcher demoted
 	demoted atomic.Bool
+	// forbidden: the lending policy keeps these cores out of CP's reach
+	// (static, a benched core): the watcher never lends them.
+	forbidden atomic.Bool
 
 	demotions, promotions, counterErrors atomic.Uint64
 	lastPromoteNs, maxPromoteNs          atomic.Int64
@@ -158,6 +161,17 @@ func NewIdleWatcher(l Lender, counter CounterFunc, opts IdleWatcherOptions) *Idl
 		opts.Logger = slog.Default()
 	}
 	return &IdleWatcher{lender: l, counter: counter, opts: opts}
+}
+
+// SetAllowed lets the watcher lend idle lcores (the default) or forbids it.
+// Forbidding reclaims every lent lcore before it returns, so a caller that
+// then takes the core out of the CP cpuset finds the lcore running.
+func (w *IdleWatcher) SetAllowed(on bool) error {
+	w.forbidden.Store(!on)
+	if on {
+		return nil
+	}
+	return w.reclaim()
 }
 
 // Stats returns the counters so far.
@@ -233,7 +247,7 @@ func (w *IdleWatcher) loop(ctx context.Context) error {
 			continue
 		}
 		idle++
-		if idle >= w.opts.IdleAfter && !w.demoted.Load() {
+		if idle >= w.opts.IdleAfter && !w.demoted.Load() && !w.forbidden.Load() {
 			if err := w.lend(); err != nil {
 				w.opts.Logger.Warn("lend", "err", err)
 			}
@@ -262,6 +276,9 @@ func sleepUntil(deadlineNs int64) {
 func (w *IdleWatcher) lend() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.forbidden.Load() { // checked under mu: SetAllowed(false) reclaims after us
+		return nil
+	}
 	var errs []error
 	for _, tid := range w.lender.LcoreTIDs() {
 		if err := w.lender.Demote(tid); err != nil {

@@ -125,3 +125,34 @@ func TestNetDevCounterReadsProc(t *testing.T) {
 		t.Fatalf("missing interface: %v", err)
 	}
 }
+
+// The policy gate: forbidden, an idle watcher promotes what it lent before
+// SetAllowed returns and never lends again until allowed.
+func TestIdleWatcherFollowsThePolicyGate(t *testing.T) {
+	counter := func() (uint64, error) { return 0, nil } // always idle
+	l := &fakeLender{demoted: map[int]bool{}}
+	w := NewIdleWatcher(l, counter, IdleWatcherOptions{Interval: time.Millisecond, IdleAfter: 2})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	waitFor(t, "lending while allowed", func() bool { return l.allDemoted(true) })
+
+	if err := w.SetAllowed(false); err != nil {
+		t.Fatal(err)
+	}
+	if !l.allDemoted(false) {
+		t.Fatal("SetAllowed(false) returned with lcores still demoted")
+	}
+	demotions := w.Stats().Demotions
+	time.Sleep(20 * time.Millisecond) // 10 idle intervals: would lend if it could
+	if l.allDemoted(true) || w.Stats().Demotions != demotions {
+		t.Fatal("lent while forbidden")
+	}
+	if err := w.SetAllowed(true); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "lending again once allowed", func() bool { return l.allDemoted(true) })
+	cancel()
+	<-done
+}

@@ -97,6 +97,8 @@ type Manager struct {
 	lcores atomic.Pointer[map[int]int]
 
 	watcher *IdleWatcher
+	// lendingOff: the daemon's policy keeps the cores out of CP's reach.
+	lendingOff atomic.Bool
 
 	guardArgv []string
 	guard     *guardProc
@@ -431,6 +433,20 @@ func (m *Manager) Status() Status {
 	return s
 }
 
+// SetLending follows the lending policy: off, idle lcores are never
+// demoted and any lent one is promoted before SetLending returns (static,
+// or a core the policy holds); on, idle demotion works as configured.
+func (m *Manager) SetLending(on bool) error {
+	m.mu.Lock()
+	m.lendingOff.Store(!on)
+	w := m.watcher
+	m.mu.Unlock()
+	if w != nil {
+		return w.SetAllowed(on)
+	}
+	return nil
+}
+
 // LcoreTIDs returns the managed lcore threads that have a DP core.
 func (m *Manager) LcoreTIDs() []int {
 	p := m.lcores.Load()
@@ -532,6 +548,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			Interval: m.cfg.IdleInterval, IdleAfter: m.cfg.IdleAfter, Priority: m.cfg.Priority, Logger: m.log,
 		})
 		m.mu.Lock()
+		w.forbidden.Store(m.lendingOff.Load())
 		m.watcher = w
 		m.mu.Unlock()
 		wg.Go(func() { _ = w.Run(ctx) })

@@ -15,6 +15,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/taichi-sched/taichi/internal/testenv"
 )
 
 // The test's main goroutine keeps the main thread, so the threads tests
@@ -24,9 +26,7 @@ func init() { runtime.LockOSThread() }
 // needRoot skips tests that change other threads' scheduling.
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: sched_setattr SCHED_FIFO, sched_setaffinity and cgroup moves")
-	}
+	testenv.NeedRoot(t, "sched_setattr SCHED_FIFO, sched_setaffinity and cgroup moves")
 	if runtime.NumCPU() < 2 {
 		t.Skip("needs CPU 1 as the DP core")
 	}

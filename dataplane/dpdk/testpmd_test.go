@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/taichi-sched/taichi/internal/netns"
+	"github.com/taichi-sched/taichi/internal/testenv"
 	"github.com/taichi-sched/taichi/testbed"
 	"golang.org/x/sys/unix"
 )
@@ -48,9 +49,7 @@ type testpmdEnv struct {
 
 func setupTestpmd(t testing.TB) *testpmdEnv {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: network namespaces, af_packet, SCHED_FIFO")
-	}
+	testenv.NeedRoot(t, "network namespaces, af_packet, SCHED_FIFO")
 	if runtime.NumCPU() < 2 {
 		t.Skip("needs CPU 1 as the DP core")
 	}

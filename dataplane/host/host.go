@@ -32,8 +32,9 @@ import (
 
 // Segment layout (byte offsets).
 const (
-	magic   = 0x5044494843494154 // "TAICHIDP" little-endian
-	version = 1
+	magic = 0x5044494843494154 // "TAICHIDP" little-endian
+	// version 2: a 16 KiB stats area (the loop's latency histograms).
+	version = 2
 
 	offMagic, offVersion, offPID, offCPU, offTID, offStarted = 0, 8, 16, 24, 32, 40
 
@@ -41,9 +42,9 @@ const (
 	offKnobSeen, offWakeSeen, offHostBeat                         = 128, 136, 144
 
 	offStatsSeq, offStatsLen, offStats = 192, 200, 256
-	maxStats                           = 3840
+	maxStats                           = offRing - offStats
 
-	offRing  = 4096
+	offRing  = 16384
 	ringLen  = 4096
 	eventRec = 48
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/taichi-sched/taichi/dataplane"
+	"github.com/taichi-sched/taichi/internal/testenv"
 	"github.com/taichi-sched/taichi/probe"
 	"github.com/taichi-sched/taichi/testbed"
 	"github.com/taichi-sched/taichi/trafficgen"
@@ -34,9 +35,7 @@ func TestEventCodecRoundTrip(t *testing.T) {
 // TestHostedLoopThroughSegment drives a real loop (and the real XDP probe on
 // the testbed's nic hop) only through a Client on its segment.
 func TestHostedLoopThroughSegment(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: network namespaces, SCHED_FIFO, XDP")
-	}
+	testenv.NeedRoot(t, "network namespaces, SCHED_FIFO, XDP")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	tb, err := testbed.Up(ctx, testbed.Options{Prefix: fmt.Sprintf("hs%d", os.Getpid()%100000)})

@@ -7,12 +7,12 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/taichi-sched/taichi/internal/testenv"
 )
 
 func TestDoSwitchesAndRestores(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create a network namespace")
-	}
+	testenv.NeedRoot(t, "a network namespace")
 	name := fmt.Sprintf("tcnsx%d", os.Getpid()%100000)
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		t.Skipf("ip netns add: %v %s", err, out)

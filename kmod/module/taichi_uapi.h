@@ -2,7 +2,8 @@
 /*
  * taichi_uapi.h - the ioctl ABI of /dev/taichi, shared by the kernel module,
  * the Go client (kmod/abi.go mirrors it; kmod's layout test compiles this
- * header with gcc and compares sizeof/offsetof) and any C user.
+ * header with clang for x86_64 and arm64 and compares sizeof/offsetof) and
+ * any C user.
  *
  * Every struct is naturally aligned with explicit padding, so its layout is
  * the same on x86_64 and arm64 and the kernel never copies out padding bytes.

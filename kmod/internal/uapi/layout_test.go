@@ -1,14 +1,13 @@
 package uapi
 
 import (
-	"bufio"
-	"bytes"
+	"debug/elf"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
-	"strconv"
+	"runtime"
 	"strings"
 	"testing"
 	"unsafe"
@@ -72,34 +71,56 @@ var cConstants = map[string]uint64{
 	"TAICHI_IOC_TEST_HOLD":    uint64(IocTestHold),
 }
 
-// TestLayoutMatchesC compiles a C program against the module's uapi header
-// and compares every struct size, field offset and field size, and the
-// constants and ioctl numbers, with the Go mirrors. It needs gcc only.
+// cTargets maps GOARCH to the clang target whose C ABI the Go mirrors must
+// match: the test compares the layout of the architecture it runs as (under
+// qemu-user, arm64 on an x86_64 host).
+var cTargets = map[string]string{"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}
+
+// TestLayoutMatchesC compiles the module's uapi header for the test binary's
+// own architecture and compares every struct size, field offset and field
+// size, and the constants and ioctl numbers, with the Go mirrors. It needs
+// clang (any target, no linker: the values are read from the object file)
+// and that architecture's C headers.
 func TestLayoutMatchesC(t *testing.T) {
-	gcc, err := exec.LookPath("gcc")
-	if err != nil {
-		t.Skip("gcc not installed")
-	}
 	if unsafe.Sizeof(uintptr(0)) != 8 {
 		t.Skip("layout is checked on 64-bit hosts")
 	}
+	clang, err := exec.LookPath("clang")
+	if err != nil {
+		t.Skip("clang not installed (Debian: clang)")
+	}
+	target, ok := cTargets[runtime.GOARCH]
+	if !ok {
+		t.Skipf("no C target known for GOARCH %s", runtime.GOARCH)
+	}
+	includes, err := cHeaders(target)
+	if err != nil {
+		t.Skip(err)
+	}
+
+	// One array holds every value, in the order of keys.
+	var keys []string
 	var prog strings.Builder
-	prog.WriteString("#include <stdio.h>\n#include <stddef.h>\n#include \"taichi_uapi.h\"\nint main(void) {\n")
+	prog.WriteString("#include <stddef.h>\n#include \"taichi_uapi.h\"\nconst unsigned long long taichi_layout[] = {\n")
+	add := func(key, expr string) {
+		keys = append(keys, key)
+		fmt.Fprintf(&prog, "\t(unsigned long long)(%s),\n", expr)
+	}
 	for _, s := range cStructs {
-		fmt.Fprintf(&prog, "printf(\"%s sizeof %%zu\\n\", sizeof(struct %s));\n", s.name, s.name)
+		add(s.name+" sizeof", fmt.Sprintf("sizeof(struct %s)", s.name))
 		for _, f := range s.fields {
-			fmt.Fprintf(&prog, "printf(\"%s.%s offset %%zu\\n\", offsetof(struct %s, %s));\n", s.name, f, s.name, f)
-			fmt.Fprintf(&prog, "printf(\"%s.%s size %%zu\\n\", sizeof(((struct %s *)0)->%s));\n", s.name, f, s.name, f)
+			add(s.name+"."+f+" offset", fmt.Sprintf("offsetof(struct %s, %s)", s.name, f))
+			add(s.name+"."+f+" size", fmt.Sprintf("sizeof(((struct %s *)0)->%s)", s.name, f))
 		}
 	}
 	for name := range cConstants {
-		fmt.Fprintf(&prog, "printf(\"%s value %%llu\\n\", (unsigned long long)(%s));\n", name, name)
+		add(name+" value", name)
 	}
-	prog.WriteString("return 0;\n}\n")
+	prog.WriteString("};\n")
 
 	dir := t.TempDir()
 	src := filepath.Join(dir, "layout.c")
-	bin := filepath.Join(dir, "layout")
+	obj := filepath.Join(dir, "layout.o")
 	if err := os.WriteFile(src, []byte(prog.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -107,25 +128,17 @@ func TestLayoutMatchesC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command(gcc, "-Wall", "-Werror", "-I", abs, "-o", bin, src).CombinedOutput(); err != nil {
-		t.Fatalf("gcc: %v\n%s", err, out)
+	args := append([]string{"--target=" + target, "-Wall", "-Werror", "-c", "-I", abs}, includes...)
+	if out, err := exec.Command(clang, append(args, "-o", obj, src)...).CombinedOutput(); err != nil {
+		t.Fatalf("clang %s: %v\n%s", target, err, out)
 	}
-	out, err := exec.Command(bin).Output()
+	values, err := readLayout(obj, runtime.GOARCH, len(keys))
 	if err != nil {
-		t.Fatalf("running layout program: %v", err)
+		t.Fatal(err)
 	}
 	got := map[string]uint64{}
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) != 3 {
-			t.Fatalf("bad line %q", sc.Text())
-		}
-		v, err := strconv.ParseUint(f[2], 10, 64)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got[f[0]+" "+f[1]] = v
+	for i, k := range keys {
+		got[k] = values[i]
 	}
 
 	for _, s := range cStructs {
@@ -152,4 +165,58 @@ func TestLayoutMatchesC(t *testing.T) {
 			t.Errorf("%s = %#x in C, %#x in Go", name, c, want)
 		}
 	}
+}
+
+// cHeaders returns the clang flags that find target's C library headers:
+// none when they are the host's own (Debian multiarch), else Debian's
+// cross-compilation headers (libc6-dev-arm64-cross) in /usr/<target>/include.
+func cHeaders(target string) ([]string, error) {
+	if _, err := os.Stat(filepath.Join("/usr/include", target, "sys/ioctl.h")); err == nil {
+		return nil, nil
+	}
+	cross := filepath.Join("/usr", target, "include")
+	if _, err := os.Stat(filepath.Join(cross, "sys/ioctl.h")); err == nil {
+		return []string{"-nostdlibinc", "-isystem", cross}, nil
+	}
+	return nil, fmt.Errorf("no C headers for %s (Debian: libc6-dev-%s-cross)", target, runtime.GOARCH)
+}
+
+// elfMachines is the ELF machine clang's object must have for each GOARCH.
+var elfMachines = map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}
+
+// readLayout reads the n values of taichi_layout from the compiled object.
+func readLayout(path, goarch string, n int) ([]uint64, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if f.Machine != elfMachines[goarch] {
+		return nil, fmt.Errorf("%s: object for %v, want %v", path, f.Machine, elfMachines[goarch])
+	}
+	syms, err := f.Symbols()
+	if err != nil {
+		return nil, err
+	}
+	for _, sym := range syms {
+		if sym.Name != "taichi_layout" {
+			continue
+		}
+		if sym.Size != uint64(8*n) || int(sym.Section) >= len(f.Sections) {
+			return nil, fmt.Errorf("taichi_layout: %d bytes in section %d, want %d values", sym.Size, sym.Section, n)
+		}
+		data, err := f.Sections[sym.Section].Data()
+		if err != nil {
+			return nil, err
+		}
+		if sym.Value+sym.Size > uint64(len(data)) {
+			return nil, fmt.Errorf("taichi_layout: past the end of its section")
+		}
+		values := make([]uint64, n)
+		for i := range values {
+			values[i] = f.ByteOrder.Uint64(data[sym.Value+uint64(8*i):])
+		}
+		return values, nil
+	}
+	return nil, fmt.Errorf("%s: no taichi_layout symbol", path)
 }

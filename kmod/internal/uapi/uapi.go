@@ -5,7 +5,8 @@ package uapi
 import "unsafe"
 
 // The types mirror the C structs field by field; TestLayoutMatchesC compiles
-// the header with gcc and checks every size, offset and constant.
+// the header with clang for the architecture it runs as (amd64, or arm64
+// under qemu-user) and checks every size, offset and constant.
 
 const (
 	ABIVersion = 1

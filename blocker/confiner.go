@@ -1,0 +1,571 @@
+package blocker
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Clock is where the Confiner takes time from (scheduler.RealClock and
+// scheduler.FakeClock satisfy it).
+type Clock interface{ Now() time.Time }
+
+// Actuator moves processes; vcpu.Pool's Confine and Release satisfy it.
+type Actuator interface {
+	// Confine keeps a process on the CP cores; false with a nil error
+	// means it vanished.
+	Confine(pid int) (bool, error)
+	// Release lets it borrow DP cores again; a vanished process is not an
+	// error.
+	Release(pid int) error
+	// Confined lists the confined processes, including children they
+	// forked (which start confined).
+	Confined() ([]int, error)
+}
+
+// Processes finds the live processes (thread group ids) that run a command:
+// the candidates for confining a blocker's siblings.
+type Processes interface {
+	ByCommand(comm string) ([]int, error)
+}
+
+// Policy configures a Confiner.
+type Policy struct {
+	// MinBlames in-kernel blames of one process within Window confine it.
+	MinBlames int
+	Window    time.Duration
+	// Backoff is the first confinement of a command; each repeat doubles
+	// it, up to MaxBackoff. A command that stayed clear for MaxBackoff
+	// after its release starts again at Backoff.
+	Backoff, MaxBackoff time.Duration
+	// Recheck is how often Tick should run: releases, and same-command
+	// processes that appeared meanwhile.
+	Recheck time.Duration
+	// MaxTracked bounds the table of blamed processes (oldest dropped).
+	MaxTracked int
+}
+
+// Defaults for zero Policy fields.
+const (
+	DefaultMinBlames  = 3
+	DefaultWindow     = time.Second
+	DefaultBackoff    = 2 * time.Second
+	DefaultMaxBackoff = time.Minute
+	DefaultRecheck    = 100 * time.Millisecond
+	DefaultMaxTracked = 256
+)
+
+func (p Policy) withDefaults() Policy {
+	if p.MinBlames == 0 {
+		p.MinBlames = DefaultMinBlames
+	}
+	if p.Window == 0 {
+		p.Window = DefaultWindow
+	}
+	if p.Backoff == 0 {
+		p.Backoff = DefaultBackoff
+	}
+	if p.MaxBackoff == 0 {
+		p.MaxBackoff = max(DefaultMaxBackoff, p.Backoff)
+	}
+	if p.Recheck == 0 {
+		p.Recheck = DefaultRecheck
+	}
+	if p.MaxTracked == 0 {
+		p.MaxTracked = DefaultMaxTracked
+	}
+	return p
+}
+
+// Validate names every bad field.
+func (p Policy) Validate() error {
+	var errs []error
+	if p.MinBlames < 1 {
+		errs = append(errs, fmt.Errorf("min_blames: %d, want at least 1", p.MinBlames))
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"window", p.Window}, {"backoff", p.Backoff}, {"max_backoff", p.MaxBackoff}, {"recheck", p.Recheck}} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s: %v, want a positive duration", d.key, d.v))
+		}
+	}
+	if p.MaxBackoff < p.Backoff {
+		errs = append(errs, fmt.Errorf("max_backoff: %v is shorter than backoff %v", p.MaxBackoff, p.Backoff))
+	}
+	if p.MaxTracked < 1 {
+		errs = append(errs, fmt.Errorf("max_tracked: %d, want at least 1", p.MaxTracked))
+	}
+	return errors.Join(errs...)
+}
+
+// Blocker is what the Confiner knows about one blamed process.
+type Blocker struct {
+	TGID     int
+	Comm     string
+	CgroupID uint64
+	// Kernel: a kernel thread; reported, never moved.
+	Kernel bool
+	// Count blames, InKernel of them caught in a kernel path; Worst and
+	// Total are the DP delay they caused.
+	Count, InKernel int
+	Worst, Total    time.Duration
+	First, Last     time.Time
+	// ConfinedUntil is when it will be released; zero when not confined.
+	ConfinedUntil time.Time
+	// Error is the last refusal or failure moving it ("" when none).
+	Error string
+}
+
+// Command is a learned blocking command: processes running it are confined
+// while it is under back-off, including new ones at exec.
+type Command struct {
+	Comm string
+	// CgroupIDs where its blocking processes ran (cgroup v2 ids; empty
+	// when unknown). A new process matches when its cgroup is one of them,
+	// or either side does not know its cgroup.
+	CgroupIDs []uint64
+	Backoff   time.Duration // the current (last applied) back-off
+	Until     time.Time     // end of the current back-off; zero when none
+	Strikes   int           // confinements so far (doubling)
+	Released  time.Time     // last release
+	PIDs      []int         // processes confined under it now
+
+	refused map[int]bool // not retried under this back-off
+}
+
+// Change is one process confined or released.
+type Change struct {
+	TGID     int
+	Comm     string
+	Confined bool      // true: confined; false: released
+	Until    time.Time // end of the back-off (Confined only)
+}
+
+type tracked struct {
+	Blocker
+	recent []time.Time // in-kernel blame times within the window, oldest first
+	// refusedUntil: the actuator refused it (outside the pool, real-time
+	// threads); not tried again before then.
+	refusedUntil time.Time
+}
+
+// Confiner turns blame into confinement. It is pure policy: all time comes
+// from its Clock and all moves go through its Actuator, so tests drive it
+// with a fake clock. Methods are safe for concurrent use.
+type Confiner struct {
+	policy Policy
+	clock  Clock
+	act    Actuator
+	procs  Processes
+
+	notify func(Change)
+
+	mu       sync.Mutex
+	changes  []Change // made under mu, told to notify after it
+	active   bool
+	blockers map[int]*tracked
+	commands map[string]*Command
+	owner    map[int]string // confined tgid -> command it is confined under
+}
+
+// NewConfiner returns an active Confiner after checking the policy (zero
+// fields take their defaults).
+func NewConfiner(p Policy, clock Clock, act Actuator, procs Processes) (*Confiner, error) {
+	p = p.withDefaults()
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("blocker: bad policy: %w", err)
+	}
+	return &Confiner{policy: p, clock: clock, act: act, procs: procs, active: true,
+		blockers: map[int]*tracked{}, commands: map[string]*Command{}, owner: map[int]string{}}, nil
+}
+
+// OnChange sets a function told of every confinement and release, after
+// the call that made it returns its lock (it may call back into the
+// Confiner). Set it before use; nil turns it off.
+func (c *Confiner) OnChange(f func(Change)) { c.notify = f }
+
+// unlock releases mu and tells notify what changed meanwhile.
+func (c *Confiner) unlock() {
+	changes := c.changes
+	c.changes = nil
+	c.mu.Unlock()
+	if c.notify != nil {
+		for _, ch := range changes {
+			c.notify(ch)
+		}
+	}
+}
+
+// Policy returns the policy in force (defaults filled in).
+func (c *Confiner) Policy() Policy { return c.policy }
+
+// SetActive turns confinement on or off (the lending policy decides:
+// only one that lends with guards confines). Turning it off releases every
+// confined process and forgets the back-offs; blame is still recorded.
+func (c *Confiner) SetActive(on bool) error {
+	c.mu.Lock()
+	defer c.unlock()
+	if c.active == on {
+		return nil
+	}
+	c.active = on
+	if on {
+		return nil
+	}
+	var errs []error
+	for comm := range c.commands {
+		errs = append(errs, c.releaseCommand(comm))
+	}
+	c.commands = map[string]*Command{}
+	return errors.Join(errs...)
+}
+
+// Active reports whether confinement is on.
+func (c *Confiner) Active() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.active
+}
+
+// Observe takes one tracer event: blame is aggregated per process and may
+// confine it (and its command's siblings); an exec of a command under
+// back-off confines the new process at once. Errors name the moves that
+// failed; the state is updated either way.
+func (c *Confiner) Observe(ev Event) error {
+	c.mu.Lock()
+	defer c.unlock()
+	now := c.clock.Now()
+	switch ev.Kind {
+	case KindExec:
+		return c.onExec(ev, now)
+	case KindBlame:
+		return c.onBlame(ev, now)
+	}
+	return nil
+}
+
+func (c *Confiner) onBlame(ev Event, now time.Time) error {
+	b := c.blockers[ev.TGID]
+	if b == nil {
+		c.evict()
+		b = &tracked{Blocker: Blocker{TGID: ev.TGID, First: now}}
+		c.blockers[ev.TGID] = b
+	}
+	b.Comm = ev.Comm
+	if ev.CgroupID != 0 {
+		b.CgroupID = ev.CgroupID
+	}
+	b.Kernel = b.Kernel || ev.KernelThread()
+	b.Count++
+	b.Worst = max(b.Worst, ev.Delay)
+	b.Total += ev.Delay
+	b.Last = now
+	if !ev.InKernel() {
+		return nil
+	}
+	b.InKernel++
+	if b.Kernel {
+		return nil // reported, never moved
+	}
+	b.recent = append(b.recent, now)
+	cut := 0
+	for cut < len(b.recent) && now.Sub(b.recent[cut]) > c.policy.Window {
+		cut++
+	}
+	b.recent = b.recent[cut:]
+	if len(b.recent) > c.policy.MinBlames {
+		b.recent = b.recent[len(b.recent)-c.policy.MinBlames:]
+	}
+	if !c.active || !b.ConfinedUntil.IsZero() || len(b.recent) < c.policy.MinBlames || now.Before(b.refusedUntil) {
+		return nil
+	}
+	b.recent = nil
+	// Move it first: a process the pool refuses must not start a back-off
+	// for its command (nothing of it could be confined).
+	ok, err := c.act.Confine(b.TGID)
+	if err != nil {
+		b.Error = err.Error()
+		b.refusedUntil = now.Add(c.policy.MaxBackoff)
+		return fmt.Errorf("blocker: confine pid %d (%s): %w", b.TGID, b.Comm, err)
+	}
+	cmd := c.learn(b.Comm, b.CgroupID, now)
+	if ok {
+		c.own(b.TGID, cmd)
+	} else {
+		delete(c.blockers, b.TGID) // it vanished; its command is still learned
+	}
+	return c.confineSiblings(cmd)
+}
+
+// learn starts (or extends) a back-off for comm: doubling on repeat.
+func (c *Confiner) learn(comm string, cgroup uint64, now time.Time) *Command {
+	cmd := c.commands[comm]
+	if cmd == nil {
+		cmd = &Command{Comm: comm}
+		c.commands[comm] = cmd
+	}
+	if cgroup != 0 && !slices.Contains(cmd.CgroupIDs, cgroup) {
+		cmd.CgroupIDs = append(cmd.CgroupIDs, cgroup)
+	}
+	if !cmd.Until.IsZero() {
+		return cmd // already under back-off: this process joins it
+	}
+	if !cmd.Released.IsZero() && now.Sub(cmd.Released) > c.policy.MaxBackoff {
+		cmd.Strikes = 0 // clear long enough: start over
+	}
+	cmd.Backoff = c.policy.Backoff
+	for i := 0; i < cmd.Strikes && cmd.Backoff < c.policy.MaxBackoff; i++ {
+		cmd.Backoff *= 2
+	}
+	cmd.Backoff = min(cmd.Backoff, c.policy.MaxBackoff)
+	cmd.Strikes++
+	cmd.Until = now.Add(cmd.Backoff)
+	return cmd
+}
+
+// confine moves tgid under cmd's back-off. A vanished process is dropped.
+func (c *Confiner) confine(tgid int, cmd *Command) error {
+	if _, ok := c.owner[tgid]; ok || cmd.refused[tgid] {
+		return nil
+	}
+	ok, err := c.act.Confine(tgid)
+	if err != nil {
+		if b := c.blockers[tgid]; b != nil {
+			b.Error = err.Error()
+		}
+		if cmd.refused == nil {
+			cmd.refused = map[int]bool{}
+		}
+		cmd.refused[tgid] = true
+		return fmt.Errorf("blocker: confine pid %d (%s): %w", tgid, cmd.Comm, err)
+	}
+	if !ok {
+		delete(c.blockers, tgid) // vanished
+		return nil
+	}
+	c.own(tgid, cmd)
+	return nil
+}
+
+// own records tgid as confined under cmd's back-off.
+func (c *Confiner) own(tgid int, cmd *Command) {
+	c.owner[tgid] = cmd.Comm
+	cmd.PIDs = append(cmd.PIDs, tgid)
+	c.changes = append(c.changes, Change{TGID: tgid, Comm: cmd.Comm, Confined: true, Until: cmd.Until})
+	if b := c.blockers[tgid]; b != nil {
+		b.ConfinedUntil = cmd.Until
+		b.Error = ""
+	}
+}
+
+// confineSiblings confines the live processes that run cmd's command.
+func (c *Confiner) confineSiblings(cmd *Command) error {
+	if c.procs == nil {
+		return nil
+	}
+	pids, err := c.procs.ByCommand(cmd.Comm)
+	if err != nil {
+		return fmt.Errorf("blocker: find processes running %q: %w", cmd.Comm, err)
+	}
+	var errs []error
+	for _, pid := range pids {
+		if b := c.blockers[pid]; b != nil && b.Kernel {
+			continue
+		}
+		errs = append(errs, c.confine(pid, cmd))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Confiner) onExec(ev Event, now time.Time) error {
+	cmd := c.commands[ev.Comm]
+	if !c.active || cmd == nil || cmd.Until.IsZero() || !now.Before(cmd.Until) {
+		return nil
+	}
+	if ev.CgroupID != 0 && len(cmd.CgroupIDs) > 0 && !slices.Contains(cmd.CgroupIDs, ev.CgroupID) {
+		return nil // same name, another kind of process
+	}
+	return c.confine(ev.TGID, cmd)
+}
+
+// Tick runs the periodic work (every Policy.Recheck): commands whose
+// back-off ended are released; under a running back-off, processes that
+// now run the command are confined too.
+func (c *Confiner) Tick() error {
+	c.mu.Lock()
+	defer c.unlock()
+	now := c.clock.Now()
+	var errs []error
+	for _, comm := range c.sortedCommands() {
+		cmd := c.commands[comm]
+		switch {
+		case cmd.Until.IsZero():
+			if now.Sub(cmd.Released) > c.policy.MaxBackoff {
+				delete(c.commands, comm) // clear for long: forgotten
+			}
+		case !now.Before(cmd.Until):
+			errs = append(errs, c.releaseCommand(comm))
+			cmd.Released = now
+		case c.active:
+			errs = append(errs, c.confineSiblings(cmd))
+		}
+	}
+	errs = append(errs, c.adoptChildren())
+	for tgid, b := range c.blockers {
+		if b.ConfinedUntil.IsZero() && now.Sub(b.Last) > c.policy.MaxBackoff {
+			delete(c.blockers, tgid)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// adoptChildren accounts for confined processes the Confiner did not move
+// itself: children forked by confined processes start confined. Each joins
+// the back-off that ends last (its parent's, or a longer one), so it is
+// released with it; with no back-off running it is released now.
+func (c *Confiner) adoptChildren() error {
+	pids, err := c.act.Confined()
+	if err != nil {
+		return fmt.Errorf("blocker: list confined processes: %w", err)
+	}
+	var latest *Command
+	for _, cmd := range c.commands {
+		if !cmd.Until.IsZero() && (latest == nil || cmd.Until.After(latest.Until)) {
+			latest = cmd
+		}
+	}
+	var errs []error
+	for _, pid := range pids {
+		if _, ok := c.owner[pid]; ok {
+			continue
+		}
+		if latest == nil || !c.active {
+			if err := c.act.Release(pid); err != nil {
+				errs = append(errs, fmt.Errorf("blocker: release pid %d: %w", pid, err))
+			}
+			continue
+		}
+		c.owner[pid] = latest.Comm
+		latest.PIDs = append(latest.PIDs, pid)
+	}
+	return errors.Join(errs...)
+}
+
+// releaseCommand releases every process confined under comm and ends its
+// back-off (keeping the strikes).
+func (c *Confiner) releaseCommand(comm string) error {
+	cmd := c.commands[comm]
+	var errs []error
+	for _, pid := range cmd.PIDs {
+		if err := c.act.Release(pid); err != nil {
+			errs = append(errs, fmt.Errorf("blocker: release pid %d (%s): %w", pid, comm, err))
+			if b := c.blockers[pid]; b != nil {
+				b.Error = err.Error()
+			}
+		}
+		delete(c.owner, pid)
+		c.changes = append(c.changes, Change{TGID: pid, Comm: comm})
+		if b := c.blockers[pid]; b != nil {
+			b.ConfinedUntil = time.Time{}
+		}
+	}
+	cmd.PIDs = nil
+	cmd.refused = nil
+	cmd.Until = time.Time{}
+	return errors.Join(errs...)
+}
+
+func (c *Confiner) sortedCommands() []string {
+	names := make([]string, 0, len(c.commands))
+	for n := range c.commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// evict drops the least recently blamed unconfined process when the table
+// is full.
+func (c *Confiner) evict() {
+	if len(c.blockers) < c.policy.MaxTracked {
+		return
+	}
+	victim := 0
+	var oldest time.Time
+	for tgid, b := range c.blockers {
+		if !b.ConfinedUntil.IsZero() {
+			continue
+		}
+		if victim == 0 || b.Last.Before(oldest) {
+			victim, oldest = tgid, b.Last
+		}
+	}
+	if victim != 0 {
+		delete(c.blockers, victim)
+	}
+}
+
+// Blockers returns the blamed processes, most total delay first.
+func (c *Confiner) Blockers() []Blocker {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]Blocker, 0, len(c.blockers))
+	for _, b := range c.blockers {
+		out = append(out, b.Blocker)
+	}
+	// Confined processes that were never blamed themselves (siblings,
+	// exec'd) show up too.
+	for tgid, comm := range c.owner {
+		if c.blockers[tgid] == nil {
+			out = append(out, Blocker{TGID: tgid, Comm: comm, ConfinedUntil: c.commands[comm].Until})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Total != out[j].Total {
+			return out[i].Total > out[j].Total
+		}
+		return out[i].TGID < out[j].TGID
+	})
+	return out
+}
+
+// Commands returns the learned commands, by name.
+func (c *Confiner) Commands() []Command {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []Command
+	for _, n := range c.sortedCommands() {
+		cmd := *c.commands[n]
+		cmd.refused = nil
+		cmd.CgroupIDs = slices.Clone(cmd.CgroupIDs)
+		cmd.PIDs = slices.Clone(cmd.PIDs)
+		out = append(out, cmd)
+	}
+	return out
+}
+
+// WatchedCommands are the commands under back-off: the tracer should report
+// their execs (Tracer.SetCommands).
+func (c *Confiner) WatchedCommands() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, n := range c.sortedCommands() {
+		if !c.commands[n].Until.IsZero() && c.active {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// ConfinedCount is how many processes are confined now.
+func (c *Confiner) ConfinedCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.owner)
+}

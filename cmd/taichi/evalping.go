@@ -1,0 +1,50 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/taichi-sched/taichi/eval"
+)
+
+func newEvalPingCmd() *cobra.Command {
+	var policies, out, logFile, cpLoad string
+	var count, repeat, clientFIFO int
+	var interval, timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "ping",
+		Short: "The paper's ping table: iputils ping against the DP loop, static without CP and each policy with a backlogged CP load",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg := eval.PingConfig{Policies: splitList(policies), Count: count, Interval: interval, Timeout: timeout,
+				Repeat: repeat, CPLoad: cpLoad, ClientFIFO: clientFIFO}
+			// The config reads zero as "default"; on the command line it is a mistake.
+			for key, v := range map[string]int64{"count": int64(count), "interval": int64(interval), "timeout": int64(timeout), "repeat": int64(repeat)} {
+				if v <= 0 {
+					return &exitError{code: 2, err: fmt.Errorf("%s: must be positive", key)}
+				}
+			}
+			if err := cfg.Validate(); err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			return runExperiment(cmd, out, logFile, (len(cfg.Policies)+1)*repeat, func(ctx context.Context, env *eval.Env) (*eval.Report, error) {
+				return eval.RunPing(ctx, env, cfg)
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&count, "count", 10000, "echoes per run (ping -c)")
+	f.DurationVar(&interval, "interval", time.Millisecond, "between echoes (ping -i; below 2ms needs root)")
+	f.DurationVar(&timeout, "timeout", time.Second, "wait per reply (ping -W)")
+	f.IntVar(&repeat, "repeat", 1, "runs per setup, setups interleaved within each repeat (the table shows the median and min–max)")
+	f.IntVar(&clientFIFO, "client-fifo", 1, "SCHED_FIFO priority for ping, which shares its core with the CP load (0: normal priority)")
+	f.StringVar(&cpLoad, "cp-load", eval.CPLoadMixed, "backlogged CP workload: mixed (kernel-heavy and user-mode), kernel or user")
+	f.StringVar(&policies, "policies", "static,dynamic,taichi", "policies run with the CP load (a static run without CP load leads as the reference)")
+	f.StringVar(&out, "out", "out/eval", "output directory")
+	f.StringVar(&logFile, "log", "", "write the daemon's log here (default: discard)")
+	addCPFlags(cmd)
+	return cmd
+}

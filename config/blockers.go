@@ -1,0 +1,30 @@
+package config
+
+// Blockers configures blocker-aware lending (scheduler.blockers): who
+// delays DP threads, and keeping those processes on the CP cores.
+type Blockers struct {
+	Enabled    bool     `key:"enabled"`
+	Threshold  Duration `key:"threshold"`
+	MinBlames  int      `key:"min_blames"`
+	Window     Duration `key:"window"`
+	Backoff    Duration `key:"backoff"`
+	MaxBackoff Duration `key:"max_backoff"`
+	Recheck    Duration `key:"recheck"`
+}
+
+func (c *checker) blockers(b Blockers) {
+	const p = "scheduler.blockers."
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{{"threshold", b.Threshold}, {"window", b.Window}, {"backoff", b.Backoff}, {"max_backoff", b.MaxBackoff}, {"recheck", b.Recheck}} {
+		c.positive(p+d.key, d.v)
+	}
+	c.intRange(p+"min_blames", b.MinBlames, 1, 1<<20)
+	if b.MaxBackoff < b.Backoff {
+		c.fail(p+"max_backoff", "must not be below scheduler.blockers.backoff (%s < %s)", b.MaxBackoff, b.Backoff)
+	}
+	if b.Recheck > b.Backoff && b.Backoff > 0 {
+		c.fail(p+"recheck", "must not exceed scheduler.blockers.backoff (%s > %s): releases would be late", b.Recheck, b.Backoff)
+	}
+}
