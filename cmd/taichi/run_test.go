@@ -134,7 +134,8 @@ func (e *daemonEnv) groupCPUs(t *testing.T) []int {
 }
 
 // spawnCP starts a busy process under a unique command name (a copy of sh),
-// bounded to a minute, so selectors can find it.
+// bounded to three minutes (the kill test runs that long), so selectors can
+// find it.
 func spawnCP(t *testing.T, name string) *exec.Cmd {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), name)
@@ -145,7 +146,7 @@ func spawnCP(t *testing.T, name string) *exec.Cmd {
 	if err := os.WriteFile(bin, src, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-c", "end=$(($(date +%s)+60)); while [ $(date +%s) -lt $end ]; do :; done")
+	cmd := exec.Command(bin, "-c", "end=$(($(date +%s)+180)); while [ $(date +%s) -lt $end ]; do :; done")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
