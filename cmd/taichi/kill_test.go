@@ -115,7 +115,8 @@ func TestKill9DuringLendingKeepsDPForwarding(t *testing.T) {
 
 	// The daemon's own cost at steady state: one lent core, traffic, a CP
 	// task; a full rate window first.
-	waitFor20s(t, "a full window of the daemon's CPU rate", func() bool {
+	// Asking once a second costs the measured daemon little.
+	waitForEvery(t, "a full window of the daemon's CPU rate", 20*time.Second, time.Second, func() bool {
 		w, err := time.ParseDuration(e.status(t).Daemon.Window)
 		return err == nil && w >= 10*time.Second
 	})
@@ -195,17 +196,4 @@ func TestKill9DuringLendingKeepsDPForwarding(t *testing.T) {
 	d.Process.Signal(syscall.SIGTERM)
 	d.Wait()
 	waitFor(t, "SIGTERM to end the DP host", func() bool { return syscall.Kill(hostPID, 0) != nil || processState(hostPID) == "Z" })
-}
-
-// waitFor20s is waitFor with room for a 10 s measurement window, asking
-// once a second so the asking costs the measured daemon little.
-func waitFor20s(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Second)
-	}
 }

@@ -175,14 +175,19 @@ func allowedCPUs(t *testing.T, pid int) []int {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
+	waitForEvery(t, what, 10*time.Second, 50*time.Millisecond, cond)
+}
+
+// waitForEvery checks cond every `every` until it holds, failing after within.
+func waitForEvery(t *testing.T, what string, within, every time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(every)
 	}
-	t.Fatalf("timed out waiting for %s", what)
 }
 
 func processState(pid int) string {

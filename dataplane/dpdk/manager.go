@@ -63,7 +63,9 @@ type Option func(*Manager)
 func WithLogger(l *slog.Logger) Option { return func(m *Manager) { m.log = l } }
 
 // WithOutput sends a launched application's stdout and stderr to w
-// (default: discarded).
+// (default: the null device). An *os.File is handed to the application
+// itself; any other writer goes through a pipe that ends with this process,
+// so an application that outlives it dies on its next write.
 func WithOutput(w io.Writer) Option { return func(m *Manager) { m.output = w } }
 
 // WithGuard runs argv (a command calling RunGuard on its stdin, e.g.
@@ -183,7 +185,12 @@ func (m *Manager) Start(ctx context.Context) error {
 
 func (m *Manager) launch() error {
 	cmd := exec.Command(m.cfg.Command[0], m.cfg.Command[1:]...)
-	cmd.Stdout, cmd.Stderr = m.output, m.output
+	// Discarded output goes to the null device itself: a pipe to this
+	// process would close when the daemon dies, and the application's next
+	// write (testpmd's periodic stats) would kill it with SIGPIPE.
+	if m.output != io.Discard {
+		cmd.Stdout, cmd.Stderr = m.output, m.output
+	}
 	// Own process group: a terminal's Ctrl-C to the daemon does not kill the
 	// data plane. No parent-death signal either: DP keeps forwarding if the
 	// daemon dies.
