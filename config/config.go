@@ -148,6 +148,9 @@ type Metrics struct {
 // Control configures the control socket.
 type Control struct {
 	Socket string `key:"socket"`
+	// Group, when set, may read status: the socket becomes 0660 with this
+	// group. State changes stay root-only (the peer's uid, SO_PEERCRED).
+	Group string `key:"group"`
 }
 
 // Log configures logging.

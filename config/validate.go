@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/taichi-sched/taichi/internal/cpuset"
+	"github.com/taichi-sched/taichi/internal/safename"
 	"github.com/taichi-sched/taichi/topology"
 )
 
@@ -97,9 +99,7 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 	c.intRange("vcpu.weight", v.Weight, 1, 10000)
 	c.intRange("vcpu.writer_priority", v.WriterPriority, 1, 99)
 	c.positive("vcpu.rescan", v.Rescan)
-	if v.CgroupName == "" || strings.ContainsAny(v.CgroupName, "/\x00") || v.CgroupName == "." || v.CgroupName == ".." {
-		c.fail("vcpu.cgroup_name", "must be a single path component, got %q", v.CgroupName)
-	}
+	c.pathName("vcpu.cgroup_name", v.CgroupName)
 	c.uniqueStrings("vcpu.adopt.units", v.Adopt.Units, func(key, u string) {
 		if u == "" || strings.ContainsAny(u, "/ ") {
 			c.fail(key, "not a systemd unit name: %q", u)
@@ -138,6 +138,7 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 	for i, pi := range p.Interfaces {
 		key := fmt.Sprintf("probe.interfaces[%d]", i)
 		c.ifaceName(key+".iface", pi.Iface)
+		c.netnsName(key+".netns", pi.NetNS)
 		if pi.Queue < -1 {
 			c.fail(key+".queue", "must be -1 (all queues) or a queue number, got %d", pi.Queue)
 		}
@@ -159,8 +160,8 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 		cpuOwner[cpu] = key
 	}
 	name := func(key, n string) {
-		if n == "" {
-			c.fail(key, "must not be empty")
+		if !c.pathName(key, n) {
+			return
 		} else if names[n] {
 			c.fail(key, "duplicate name %q", n)
 		}
@@ -173,6 +174,7 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 			claim(key+".cpu", l.CPU)
 		}
 		c.ifaceName(key+".iface", l.Iface)
+		c.netnsName(key+".netns", l.NetNS)
 		c.oneOf(key+".mode", l.Mode, LoopModes)
 		if l.Mode == "forward" {
 			c.ifaceName(key+".out_iface", l.OutIface)
@@ -207,6 +209,7 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 		c.intRange(key+".priority", dp.Priority, 1, 99)
 		c.positive(key+".idle_interval", dp.IdleInterval)
 		c.intRange(key+".idle_after", dp.IdleAfter, 1, 1<<20)
+		c.netnsName(key+".netns", dp.NetNS)
 		if dp.NetNS != "" && dp.PID != 0 {
 			c.fail(key+".netns", "only used when launching (command), not with pid")
 		}
@@ -235,6 +238,11 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 	} else if len(cfg.Control.Socket) > 107 {
 		c.fail("control.socket", "path longer than a unix socket allows (107 bytes)")
 	}
+	if g := cfg.Control.Group; g != "" {
+		if _, err := user.LookupGroup(g); err != nil {
+			c.fail("control.group", "no such group %q on this host", g)
+		}
+	}
 	if !filepath.IsAbs(cfg.StateDir) {
 		c.fail("state_dir", "must be an absolute path, got %q", cfg.StateDir)
 	}
@@ -252,6 +260,23 @@ func (c *checker) uniqueStrings(key string, vals []string, each func(key, v stri
 			c.fail(k, "duplicate entry %q", v)
 		}
 		seen[v] = true
+	}
+}
+
+// pathName checks a name that becomes a file or cgroup directory name
+// (the same check the packages that build those paths apply).
+func (c *checker) pathName(key, name string) bool {
+	if err := safename.Check(name); err != nil {
+		c.fail(key, "%v", err)
+		return false
+	}
+	return true
+}
+
+// netnsName checks an optional network namespace name (/run/netns/NAME).
+func (c *checker) netnsName(key, name string) {
+	if name != "" {
+		c.pathName(key, name)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -15,8 +16,8 @@ const checkpointVersion = 1
 
 // Checkpoint is the daemon's run-time state that a restart must not lose:
 // a policy set through the control socket and which cores were lent. It is
-// written on every change (atomically: temp file + rename) and checked with
-// a checksum, like kubelet's cpu_manager_state; on start it is reconciled
+// written on every change (atomically and durably: writeFileAtomic) and
+// checked with a checksum, like kubelet's cpu_manager_state; on start it is reconciled
 // against the config, never a reason to refuse to start.
 type Checkpoint struct {
 	Version  int       `json:"version"`
@@ -38,6 +39,10 @@ func (c Checkpoint) sum() string {
 
 func checkpointPath(stateDir string) string { return filepath.Join(stateDir, "state.json") }
 
+// checkpointMu serializes checkpoint writes: the scheduler, the control
+// socket and Close all save, and each save must land whole and in order.
+var checkpointMu sync.Mutex
+
 func saveCheckpoint(stateDir string, c Checkpoint) error {
 	c.Version = checkpointVersion
 	c.Lent = slices.Clone(c.Lent)
@@ -46,14 +51,53 @@ func saveCheckpoint(stateDir string, c Checkpoint) error {
 	if err != nil {
 		return err
 	}
+	checkpointMu.Lock()
+	defer checkpointMu.Unlock()
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return fmt.Errorf("state_dir: %w", err)
 	}
-	tmp := checkpointPath(stateDir) + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	if err := writeFileAtomic(checkpointPath(stateDir), b, 0o600); err != nil {
 		return fmt.Errorf("state_dir: %w", err)
 	}
-	return os.Rename(tmp, checkpointPath(stateDir))
+	return nil
+}
+
+// writeFileAtomic replaces path with data the way kubelet's filestore does:
+// a temp file of its own in the same directory, fsync, rename over path,
+// then fsync the directory so the rename itself survives a power cut. A
+// reader sees the old file or the new one, never a mix.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			os.Remove(tmp)
+		}
+	}()
+	if err = f.Chmod(perm); err == nil {
+		if _, err = f.Write(data); err == nil {
+			err = f.Sync()
+		}
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err = os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // loadCheckpoint returns the saved state; a missing file is (nil, nil), a

@@ -7,10 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -32,14 +36,44 @@ type Response struct {
 }
 
 // controlServer serves the control socket. Anyone who can connect may read
-// status; only root peers (SO_PEERCRED uid 0) may change state.
+// status (root, or members of control.group when set); only root peers
+// (SO_PEERCRED uid 0) may change state.
 type controlServer struct {
-	d  *Daemon
-	ln *net.UnixListener
-	wg sync.WaitGroup
+	t     controlTarget
+	log   *slog.Logger
+	ln    *net.UnixListener
+	wg    sync.WaitGroup
+	slots chan struct{} // one per client being served
+	done  chan struct{}
+	// acceptErrs counts failed accepts (transient ones the loop survived).
+	acceptErrs atomic.Int64
 }
 
-func listenControl(d *Daemon, path string) (*controlServer, error) {
+// controlTarget is what the socket serves: the Daemon.
+type controlTarget interface {
+	Status() Status
+	SetPolicy(name string) error
+	Blockers() *BlockersStatus
+}
+
+// maxControlClients caps clients served at once; more get a busy answer.
+const maxControlClients = 16
+
+func listenControl(d *Daemon, path, group string) (*controlServer, error) {
+	return serveControl(d, d.log, path, group, maxControlClients)
+}
+
+func serveControl(t controlTarget, log *slog.Logger, path, group string, maxClients int) (*controlServer, error) {
+	gid := -1
+	if group != "" {
+		g, err := user.LookupGroup(group)
+		if err != nil {
+			return nil, fmt.Errorf("control.group: %w", err)
+		}
+		if gid, err = strconv.Atoi(g.Gid); err != nil {
+			return nil, fmt.Errorf("control.group: gid %q: %w", g.Gid, err)
+		}
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("control.socket: %w", err)
 	}
@@ -58,25 +92,69 @@ func listenControl(d *Daemon, path string) (*controlServer, error) {
 		return nil, fmt.Errorf("control.socket: %w", err)
 	}
 	ln.SetUnlinkOnClose(true)
-	s := &controlServer{d: d, ln: ln}
+	if gid >= 0 {
+		// Group first, then the mode: the group never sees a socket it should not.
+		if err := os.Chown(path, 0, gid); err == nil {
+			err = os.Chmod(path, 0o660)
+		}
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("control.group: %w", err)
+		}
+	}
+	s := &controlServer{t: t, log: log, ln: ln, slots: make(chan struct{}, maxClients), done: make(chan struct{})}
 	s.wg.Add(1)
 	go s.serve()
 	return s, nil
 }
 
+// serve accepts until the listener closes. Any other accept error (EMFILE,
+// ENFILE, ECONNABORTED, ENOBUFS) is transient: back off and keep serving,
+// as net/http does, instead of leaving a running daemon without its socket.
 func (s *controlServer) serve() {
 	defer s.wg.Done()
+	var backoff time.Duration
 	for {
 		c, err := s.ln.AcceptUnix()
 		if err != nil {
-			return
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.acceptErrs.Add(1)
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("control socket accept failed; retrying", "err", err, "in", backoff)
+			select {
+			case <-s.done:
+				return
+			case <-time.After(backoff):
+			}
+			continue
+		}
+		backoff = 0
+		select {
+		case s.slots <- struct{}{}:
+		default:
+			s.refuse(c)
+			continue
 		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			defer func() { <-s.slots }()
 			s.handle(c)
 		}()
 	}
+}
+
+// refuse answers a client over the cap. It reads the request first (briefly:
+// this runs in the accept loop) so the client's write does not fail before
+// it can read the answer.
+func (s *controlServer) refuse(c *net.UnixConn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(50 * time.Millisecond))
+	bufio.NewReader(io.LimitReader(c, 64<<10)).ReadBytes('\n')
+	b, _ := json.Marshal(Response{Error: fmt.Sprintf("busy: %d clients are being served; try again", cap(s.slots))})
+	c.Write(append(b, '\n'))
 }
 
 func peerUID(c *net.UnixConn) (uint32, error) {
@@ -122,25 +200,26 @@ func (s *controlServer) dispatch(line []byte, uid uint32) Response {
 	}
 	switch req.Cmd {
 	case "status":
-		st := s.d.Status()
+		st := s.t.Status()
 		return Response{OK: true, Status: &st}
 	case "set-policy":
 		if uid != 0 {
 			return Response{Error: "set-policy: permission denied (only root may change state)"}
 		}
-		if err := s.d.SetPolicy(req.Policy); err != nil {
+		if err := s.t.SetPolicy(req.Policy); err != nil {
 			return Response{Error: "set-policy: " + err.Error()}
 		}
-		st := s.d.Status()
+		st := s.t.Status()
 		return Response{OK: true, Status: &st}
 	case "blockers":
-		return Response{OK: true, Blockers: s.d.Blockers()}
+		return Response{OK: true, Blockers: s.t.Blockers()}
 	default:
 		return Response{Error: fmt.Sprintf("cmd: unknown command %q (want status, set-policy or blockers)", req.Cmd)}
 	}
 }
 
 func (s *controlServer) close() {
+	close(s.done)
 	s.ln.Close()
 	s.wg.Wait()
 }

@@ -16,6 +16,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -85,6 +86,19 @@ type Daemon struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	closed  bool
+	lock    *instanceLock
+	ckMu    sync.Mutex
+
+	// Watchdog: progress stamps (stamp()) and a scheduler barrier in flight.
+	pumpBeat, superviseBeat atomic.Int64
+	schedProbe              chan error
+	unhealthy               bool
+
+	selfCPU selfCPU
+	// startFailed: Close undoes only what this process started (a DP host
+	// or DPDK app adopted from an earlier run keeps running).
+	startFailed bool
+
 	// slo is the guard's residence bound and where it came from.
 	slo SLOStatus
 
@@ -173,8 +187,13 @@ func (d *Daemon) Pool() vcpu.Pool { return d.pool }
 // every part. If any part fails, everything started so far is undone.
 func (d *Daemon) Start(ctx context.Context) (err error) {
 	d.started = time.Now()
+	// One daemon per state: taken before anything is looked at or changed.
+	if d.lock, err = acquireInstanceLock(d.cfg.StateDir); err != nil {
+		return err
+	}
 	defer func() {
 		if err != nil {
+			d.startFailed = true
 			d.Close()
 		}
 	}()
@@ -210,8 +229,12 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	d.rescan()
-	d.wg.Add(1)
+	d.wg.Add(2)
 	go d.rescanLoop(runCtx)
+	go func() {
+		defer d.wg.Done()
+		d.selfCPU.run(runCtx)
+	}()
 
 	if err := d.startLoops(ctx); err != nil {
 		return err
@@ -248,7 +271,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		}
 	}
 	if !d.noControl {
-		if d.control, err = listenControl(d, d.cfg.Control.Socket); err != nil {
+		if d.control, err = listenControl(d, d.cfg.Control.Socket, d.cfg.Control.Group); err != nil {
 			return err
 		}
 	}
@@ -302,7 +325,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.log.Warn("systemd notify failed", "err", err)
 	}
 	var tick <-chan time.Time
-	if iv := sdnotify.WatchdogInterval(); iv > 0 {
+	iv := sdnotify.WatchdogInterval()
+	if iv > 0 {
 		t := time.NewTicker(iv)
 		defer t.Stop()
 		tick = t.C
@@ -313,10 +337,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			sdnotify.Notify("STOPPING=1")
 			return d.Close()
 		case <-tick:
-			// Only pet the watchdog while the pool still answers.
-			if d.pool != nil && len(d.pool.CPUs()) > 0 {
-				sdnotify.Notify("WATCHDOG=1")
-			}
+			d.petWatchdog(iv)
 		}
 	}
 }
@@ -448,7 +469,11 @@ func (d *Daemon) rescan() {
 // CP workload they spawn).
 func (d *Daemon) Adopt(pids []int) (int, error) { return d.pool.Adopt(pids) }
 
+// checkpoint saves the current state. ckMu makes the snapshot and its write
+// one step, so a slower save of older state never lands after a newer one.
 func (d *Daemon) checkpoint() {
+	d.ckMu.Lock()
+	defer d.ckMu.Unlock()
 	d.mu.Lock()
 	cp := Checkpoint{PID: os.Getpid(), Policy: d.policy, Override: d.override, Config: d.cfg.Policy, Saved: time.Now()}
 	d.mu.Unlock()
@@ -501,6 +526,7 @@ func (d *Daemon) Close() error {
 		errs = append(errs, d.pool.Close())
 		d.checkpoint()
 	}
+	d.lock.release()
 	return errors.Join(errs...)
 }
 

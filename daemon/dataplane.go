@@ -24,9 +24,11 @@ type dpLoop struct {
 	client *host.Client
 	// Exactly one of these: a hosting process (survives the daemon) or an
 	// in-process host (tests, eval).
-	pid    int
-	inproc *host.Host
-	cancel context.CancelFunc
+	pid int
+	// spawned: this process started the host (else it was adopted).
+	spawned bool
+	inproc  *host.Host
+	cancel  context.CancelFunc
 
 	// Last load sample, for busy-fraction and residence deltas.
 	lastBusy, lastAt time.Duration
@@ -189,7 +191,7 @@ func (d *Daemon) spawnLoop(ctx context.Context, spec host.Spec, l config.Loop) (
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		if c, err := host.Attach(spec.ShmPath, l.Name); err == nil && c.PID() == pid {
-			return &dpLoop{cfg: l, client: c, pid: pid}, nil
+			return &dpLoop{cfg: l, client: c, pid: pid, spawned: true}, nil
 		} else if err == nil {
 			c.Close()
 		}
@@ -210,9 +212,15 @@ func (d *Daemon) spawnLoop(ctx context.Context, spec host.Spec, l config.Loop) (
 }
 
 // stopLoops ends the DP loops this daemon drives (clean shutdown only: a
-// crashed daemon leaves them running and the next one adopts them).
+// crashed daemon leaves them running and the next one adopts them). After a
+// failed start, a host adopted from an earlier run is left running as it
+// was: only the loops this process started are stopped.
 func (d *Daemon) stopLoops() {
 	for _, l := range d.loops {
+		if d.startFailed && l.inproc == nil && !l.spawned {
+			l.client.Close()
+			continue
+		}
 		l.client.SetYield(-1, 0)
 		l.client.Close()
 		if l.inproc != nil {

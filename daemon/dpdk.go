@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 
 	"github.com/taichi-sched/taichi/config"
@@ -31,7 +32,9 @@ func (d *Daemon) startDPDK(ctx context.Context, runCtx context.Context) error {
 		exe, _ = os.Executable()
 	}
 	for i, c := range d.cfg.Dataplane.DPDK {
-		opts := []dpdk.Option{dpdk.WithLogger(d.log.With("dpdk", c.Name))}
+		// A restarted daemon finds the application an earlier run launched.
+		opts := []dpdk.Option{dpdk.WithLogger(d.log.With("dpdk", c.Name)),
+			dpdk.WithPIDFile(filepath.Join(d.cfg.StateDir, "dpdk", c.Name+".pid"))}
 		if exe != "" && !d.inProcessLoops {
 			opts = append(opts, dpdk.WithGuard(exe, "dpdk", "guard"))
 		}
@@ -60,7 +63,11 @@ func (d *Daemon) startDPDK(ctx context.Context, runCtx context.Context) error {
 
 func (d *Daemon) stopDPDK() {
 	for _, m := range d.dpdk {
-		if err := m.Stop(); err != nil {
+		stop := m.Stop
+		if d.startFailed && !m.LaunchedHere() {
+			stop = m.Release // not started in this life: leave it running
+		}
+		if err := stop(); err != nil {
 			d.log.Warn("stopping DPDK application", "name", m.Config().Name, "err", err)
 		}
 	}

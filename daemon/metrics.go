@@ -34,7 +34,7 @@ func HistogramFamilies() []string { return []string{residenceFamily, exposedFami
 type statusCollector struct {
 	d                                            *Daemon
 	state, lent, reclaims, members, harvest, bld *prometheus.Desc
-	probeDown, residence, exposed                *prometheus.Desc
+	probeDown, residence, exposed, selfShare     *prometheus.Desc
 }
 
 func newStatusCollector(d *Daemon) *statusCollector {
@@ -47,6 +47,7 @@ func newStatusCollector(d *Daemon) *statusCollector {
 		harvest:   prometheus.NewDesc("taichi_harvested_cp_seconds_total", "CP CPU seconds run on DP cores.", nil, nil),
 		bld:       prometheus.NewDesc("taichi_build_info", "Build information.", []string{"version", "goversion", "policy"}, nil),
 		probeDown: prometheus.NewDesc("taichi_probe_failed", "1 when the DP core's probe failed and the core is held static.", []string{"cpu"}, nil),
+		selfShare: prometheus.NewDesc("taichi_daemon_cpu_share", "The daemon's own CPU time (utime+stime) per second over the last 10s, as a share of one core (its total is process_cpu_seconds_total).", nil, nil),
 		residence: prometheus.NewDesc(residenceFamily,
 			"Per packet: from the kernel's RX stamp to the DP loop picking it up (the delay the DP core adds).", []string{"loop", "cpu"}, nil),
 		exposed: prometheus.NewDesc(exposedFamily,
@@ -55,7 +56,7 @@ func newStatusCollector(d *Daemon) *statusCollector {
 }
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.state, c.lent, c.reclaims, c.members, c.harvest, c.bld, c.probeDown, c.residence, c.exposed} {
+	for _, d := range []*prometheus.Desc{c.state, c.lent, c.reclaims, c.members, c.harvest, c.bld, c.probeDown, c.residence, c.exposed, c.selfShare} {
 		ch <- d
 	}
 }
@@ -87,6 +88,7 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	if st.Pool.HarvestedCPSeconds >= 0 {
 		ch <- prometheus.MustNewConstMetric(c.harvest, prometheus.CounterValue, st.Pool.HarvestedCPSeconds)
 	}
+	ch <- prometheus.MustNewConstMetric(c.selfShare, prometheus.GaugeValue, st.Daemon.Share)
 	ch <- prometheus.MustNewConstMetric(c.bld, prometheus.GaugeValue, 1, st.Version, runtime.Version(), st.Policy)
 }
 

@@ -28,6 +28,7 @@ func (d *Daemon) pump(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		d.pumpBeat.Store(d.stamp())
 		for _, l := range d.loops {
 			cpu := l.cfg.CPU
 			if _, err := l.client.Events(func(ev dataplane.Event) {
@@ -49,6 +50,7 @@ func (d *Daemon) pump(ctx context.Context) {
 		if time.Since(lastLoad) >= loadPeriod {
 			lastLoad = time.Now()
 			d.sampleLoad()
+			d.superviseBeat.Store(d.stamp())
 		}
 	}
 }

@@ -33,6 +33,8 @@ type Status struct {
 	DPDK     []dpdk.Status `json:"dpdk,omitempty"`
 	Probe    ProbeStatus   `json:"probe"`
 	Kmod     *KmodStatus   `json:"kmod,omitempty"`
+	// Daemon is taichi's own CPU cost.
+	Daemon SelfCPU `json:"daemon"`
 	// SLO is the guard's bound on per-packet RX residence p99.
 	SLO SLOStatus `json:"slo"`
 	// Blockers: who delays DP threads and which of them are confined.
@@ -116,6 +118,7 @@ func (d *Daemon) Status() Status {
 		Scheduler: d.sched.Snapshot(),
 		Kmod:      d.kmodStatus(),
 		DPDK:      d.dpdkStatus(),
+		Daemon:    d.selfCPU.status(),
 		SLO:       d.slo,
 		Blockers:  d.blockersStatus(),
 	}

@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/taichi-sched/taichi/internal/netns"
+	"github.com/taichi-sched/taichi/internal/safename"
 	"golang.org/x/sys/unix"
 )
 
@@ -110,6 +111,14 @@ func (c LoopConfig) Validate() error {
 	c = c.withDefaults()
 	bad := func(field, format string, a ...any) error {
 		return fmt.Errorf("dataplane: loop %q: %s: %s", c.Name, field, fmt.Sprintf(format, a...))
+	}
+	if err := safename.Check(c.Name); err != nil {
+		return bad("name", "%v", err)
+	}
+	if c.NetNS != "" {
+		if err := safename.Check(c.NetNS); err != nil {
+			return bad("netns", "%v", err)
+		}
 	}
 	switch {
 	case c.CPU < 0:

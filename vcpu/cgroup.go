@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/taichi-sched/taichi/internal/cpuset"
+	"github.com/taichi-sched/taichi/internal/safename"
 )
 
 // cgroupPool is the cgroup backend of Pool.
@@ -112,8 +112,8 @@ func withDefaults(o Options) Options {
 // validateOptions names the offending field for every problem.
 func validateOptions(o Options, online []int) error {
 	var errs []error
-	if o.Name == "." || o.Name == ".." || strings.ContainsAny(o.Name, "/\n") {
-		errs = append(errs, fmt.Errorf("name: %q is not a single cgroup directory name", o.Name))
+	if err := safename.Check(o.Name); err != nil {
+		errs = append(errs, fmt.Errorf("name: %w", err))
 	}
 	switch o.Class {
 	case ClassIdle, ClassLowWeight:
@@ -490,8 +490,8 @@ func (p *cgroupPool) lastWriteDuration() time.Duration { return time.Duration(p.
 // nil means detect. Threads a previous run set to SCHED_IDLE one by one
 // (kernels without cpu.idle) keep that policy: use Pool.Destroy for those.
 func DestroyGroup(name string, mounts *Mounts) error {
-	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\n") {
-		return fmt.Errorf("vcpu: name: %q is not a single cgroup directory name", name)
+	if err := safename.Check(name); err != nil {
+		return fmt.Errorf("vcpu: name: %w", err)
 	}
 	var m Mounts
 	var err error

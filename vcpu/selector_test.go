@@ -1,10 +1,15 @@
 package vcpu
 
 import (
+	"fmt"
 	"os"
 	"regexp"
+	"runtime"
 	"slices"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/prometheus/procfs"
 
@@ -119,6 +124,50 @@ func startChild(t testing.TB, name, mode string) int {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	})
-	// Start returns after exec, so argv[0] is already the new one.
+	waitForArgv0(t, cmd.Process.Pid, name)
 	return cmd.Process.Pid
+}
+
+// waitForArgv0 waits until pid's /proc cmdline shows argv[0] = name. Start
+// returns once the exec has begun, but the kernel fills in the new command
+// line a little later (it can read empty in between), so a Scan right after
+// Start may miss the child.
+func waitForArgv0(t testing.TB, pid int, name string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second) // a cap for a broken child, not a wait
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			t.Fatalf("child %d (%s): %v", pid, name, err)
+		}
+		if argv0, _, _ := strings.Cut(string(b), "\x00"); argv0 == name {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("child %d never showed argv[0] %q (cmdline %q)", pid, name, b)
+		}
+		runtime.Gosched()
+	}
+}
+
+// TestStartChildIsScannableAtOnce: every child startChild returns already
+// shows its name, which is what Scan matches. Exec publishes the command
+// line after Start returns (it reads empty for a moment, seen in a few
+// percent of starts here), so without the wait this fails within 100
+// children.
+func TestStartChildIsScannableAtOnce(t *testing.T) {
+	for i := range 100 {
+		name := fmt.Sprintf("%s-%d", uniqueName(t), i)
+		pid := startChild(t, name, "sleep")
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if argv0, _, _ := strings.Cut(string(b), "\x00"); err != nil || argv0 != name {
+			t.Fatalf("child %d right after startChild: cmdline %q, %v; want argv[0] %q", i, b, err, name)
+		}
+		if i == 0 {
+			if got, err := Scan(Selector{Commands: []*regexp.Regexp{byName(name)}}); err != nil || !slices.Equal(got, []int{pid}) {
+				t.Fatalf("Scan(%q) = %v, %v; want [%d]", name, got, err, pid)
+			}
+		}
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
 }

@@ -142,7 +142,7 @@ func printStatus(w io.Writer, st *daemon.Status) {
 	if st.Override {
 		fmt.Fprint(w, " (set at run time)")
 	}
-	fmt.Fprintln(w)
+	fmt.Fprintf(w, "  daemon cpu %.2f%% of a core (last %s), %.1fs in all\n", 100*st.Daemon.Share, st.Daemon.Window, st.Daemon.Seconds)
 	harvest := "n/a"
 	if st.Pool.HarvestedCPSeconds >= 0 {
 		harvest = fmt.Sprintf("%.2fs", st.Pool.HarvestedCPSeconds)

@@ -92,7 +92,8 @@ func (e *daemonEnv) start(t *testing.T) *exec.Cmd {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	// SIGTERM, not SIGKILL: a clean stop also ends the DP hosts it started.
+	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		if _, err := daemon.Call(e.socket, daemon.Request{Cmd: "status"}); err == nil {
@@ -133,7 +134,8 @@ func (e *daemonEnv) groupCPUs(t *testing.T) []int {
 }
 
 // spawnCP starts a busy process under a unique command name (a copy of sh),
-// bounded to a minute, so selectors can find it.
+// bounded to three minutes (the kill test runs that long), so selectors can
+// find it.
 func spawnCP(t *testing.T, name string) *exec.Cmd {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), name)
@@ -144,7 +146,7 @@ func spawnCP(t *testing.T, name string) *exec.Cmd {
 	if err := os.WriteFile(bin, src, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-c", "end=$(($(date +%s)+60)); while [ $(date +%s) -lt $end ]; do :; done")
+	cmd := exec.Command(bin, "-c", "end=$(($(date +%s)+180)); while [ $(date +%s) -lt $end ]; do :; done")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -173,14 +175,19 @@ func allowedCPUs(t *testing.T, pid int) []int {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
+	waitForEvery(t, what, 10*time.Second, 50*time.Millisecond, cond)
+}
+
+// waitForEvery checks cond every `every` until it holds, failing after within.
+func waitForEvery(t *testing.T, what string, within, every time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(every)
 	}
-	t.Fatalf("timed out waiting for %s", what)
 }
 
 func processState(pid int) string {

@@ -18,6 +18,11 @@ func TestVCPUScan(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = sleeper.Process.Kill(); _ = sleeper.Wait() })
 	pid := sleeper.Process.Pid
+	// The kernel names the child after Start returns: wait for the name.
+	waitFor(t, "the child named sleep", func() bool {
+		b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+		return string(b) == "sleep\n"
+	})
 
 	var out bytes.Buffer
 	cmd := newVCPUCmd()

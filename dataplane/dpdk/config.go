@@ -19,6 +19,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/taichi-sched/taichi/internal/safename"
 )
 
 // DefaultThreadPattern matches the worker lcore threads EAL creates:
@@ -74,8 +76,6 @@ type Config struct {
 	IdleAfter int `yaml:"idle_after" mapstructure:"idle_after" json:"idle_after,omitempty"`
 }
 
-var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
-
 // Validate checks the configuration and returns every problem, each naming
 // its field ("cpus[1]: ..."), joined into one error.
 func (c *Config) Validate() error {
@@ -83,10 +83,8 @@ func (c *Config) Validate() error {
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
 	}
-	if c.Name == "" {
-		bad("name", "must be set")
-	} else if !namePattern.MatchString(c.Name) {
-		bad("name", "%q: use letters, digits, '_', '-', '.'", c.Name)
+	if err := safename.Check(c.Name); err != nil {
+		bad("name", "%v", err)
 	}
 	switch {
 	case len(c.Command) == 0 && c.PID == 0:
@@ -101,8 +99,10 @@ func (c *Config) Validate() error {
 	if c.NetNS != "" && c.PID != 0 {
 		bad("netns", "only for a launched command (an adopted process already has its namespace)")
 	}
-	if c.NetNS != "" && strings.ContainsAny(c.NetNS, "/\x00") {
-		bad("netns", "%q: a namespace name, not a path", c.NetNS)
+	if c.NetNS != "" {
+		if err := safename.Check(c.NetNS); err != nil {
+			bad("netns", "%v", err)
+		}
 	}
 	if c.ThreadPattern != "" {
 		if _, err := regexp.Compile(c.ThreadPattern); err != nil {

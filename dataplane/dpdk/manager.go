@@ -47,6 +47,7 @@ type Status struct {
 	Name          string         `json:"name"`
 	PID           int            `json:"pid"`
 	Launched      bool           `json:"launched"`
+	Readopted     bool           `json:"readopted,omitempty"` // launched by an earlier run, adopted back
 	Running       bool           `json:"running"`
 	Threads       []ThreadStatus `json:"threads"`
 	Reapplied     uint64         `json:"reapplied"` // corrections after the first pinning
@@ -62,7 +63,9 @@ type Option func(*Manager)
 func WithLogger(l *slog.Logger) Option { return func(m *Manager) { m.log = l } }
 
 // WithOutput sends a launched application's stdout and stderr to w
-// (default: discarded).
+// (default: the null device). An *os.File is handed to the application
+// itself; any other writer goes through a pipe that ends with this process,
+// so an application that outlives it dies on its next write.
 func WithOutput(w io.Writer) Option { return func(m *Manager) { m.output = w } }
 
 // WithGuard runs argv (a command calling RunGuard on its stdin, e.g.
@@ -101,6 +104,10 @@ type Manager struct {
 
 	guardArgv []string
 	guard     *guardProc
+
+	pidFile string
+	// readopted: launched by an earlier Manager, found through pidFile.
+	readopted bool
 }
 
 // New validates cfg and returns a Manager that has not touched anything yet.
@@ -163,6 +170,10 @@ func (m *Manager) Start(ctx context.Context) error {
 		m.pid = m.cfg.PID
 		m.mu.Unlock()
 		m.log.Info("adopted", "pid", m.cfg.PID)
+	} else if pid, ok := m.findLaunched(); ok {
+		if err := m.adoptLaunched(pid); err != nil {
+			return err
+		}
 	} else if err := m.launch(); err != nil {
 		return err
 	}
@@ -174,7 +185,12 @@ func (m *Manager) Start(ctx context.Context) error {
 
 func (m *Manager) launch() error {
 	cmd := exec.Command(m.cfg.Command[0], m.cfg.Command[1:]...)
-	cmd.Stdout, cmd.Stderr = m.output, m.output
+	// Discarded output goes to the null device itself: a pipe to this
+	// process would close when the daemon dies, and the application's next
+	// write (testpmd's periodic stats) would kill it with SIGPIPE.
+	if m.output != io.Discard {
+		cmd.Stdout, cmd.Stderr = m.output, m.output
+	}
 	// Own process group: a terminal's Ctrl-C to the daemon does not kill the
 	// data plane. No parent-death signal either: DP keeps forwarding if the
 	// daemon dies.
@@ -198,7 +214,20 @@ func (m *Manager) launch() error {
 	m.pid, m.cmd, m.exited = cmd.Process.Pid, cmd, exited
 	m.mu.Unlock()
 	m.log.Info("launched", "pid", cmd.Process.Pid, "command", m.cfg.Command)
+	if m.pidFile != "" {
+		if err := writePIDFile(m.pidFile, cmd.Process.Pid); err != nil {
+			m.log.Warn("pid file not written; a restarted daemon would launch a second copy", "path", m.pidFile, "err", err)
+		}
+	}
 	return nil
+}
+
+// LaunchedHere reports whether this Manager started the application itself
+// (not adopted by pid, not re-adopted from an earlier run).
+func (m *Manager) LaunchedHere() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cmd != nil
 }
 
 // Exited is closed when a launched application has exited (nil when adopted).
@@ -227,7 +256,8 @@ func (m *Manager) Reconcile() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	pid := m.pid
-	m.status.Name, m.status.PID, m.status.Launched = m.cfg.Name, pid, m.cmd != nil
+	m.status.Name, m.status.PID, m.status.Launched = m.cfg.Name, pid, m.cmd != nil || m.readopted
+	m.status.Readopted = m.readopted
 	m.status.LastReconcile = time.Now()
 	if !m.running(pid) {
 		m.status.Running = false
@@ -580,37 +610,49 @@ func (m *Manager) idleIfaces() ([]string, error) {
 	return ifaces, nil
 }
 
-// Stop reclaims lent cores; for a launched application it then sends
-// SIGTERM, SIGKILL after StopTimeout, and removes its EAL runtime directory.
-// An adopted application keeps running, pinned.
-func (m *Manager) Stop() error {
+// Release reclaims lent cores and ends the guard, leaving the application
+// running, pinned (a daemon whose start failed must not stop what it did not
+// start).
+func (m *Manager) Release() error {
 	errs := []error{m.promoteAll()}
 	if m.guard != nil {
-		// Later Demotes fail on the closed guard: nothing is lent after Stop.
+		// Later Demotes fail on the closed guard: nothing is lent after this.
 		errs = append(errs, m.guard.close())
 	}
+	return errors.Join(errs...)
+}
+
+// Stop releases (see Release); for an application taichi launched — in this
+// run or an earlier one — it then sends SIGTERM, SIGKILL after StopTimeout,
+// and removes its EAL runtime directory and pid file. An adopted
+// application keeps running, pinned.
+func (m *Manager) Stop() error {
+	errs := []error{m.Release()}
 	m.mu.Lock()
-	cmd, exited := m.cmd, m.exited
+	pid, launched, exited := m.pid, m.cmd != nil || m.readopted, m.exited
 	m.mu.Unlock()
-	if cmd == nil {
+	if !launched {
 		return errors.Join(errs...)
 	}
 	select {
 	case <-exited:
 	default:
-		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = unix.Kill(pid, unix.SIGTERM)
 		select {
 		case <-exited:
 		case <-time.After(m.cfg.StopTimeout):
-			m.log.Warn("no exit after SIGTERM, killing", "pid", cmd.Process.Pid, "after", m.cfg.StopTimeout)
-			_ = cmd.Process.Kill()
+			m.log.Warn("no exit after SIGTERM, killing", "pid", pid, "after", m.cfg.StopTimeout)
+			_ = unix.Kill(pid, unix.SIGKILL)
 			select {
 			case <-exited:
 			case <-time.After(5 * time.Second):
-				errs = append(errs, fmt.Errorf("dpdk %q: pid %d survived SIGKILL", m.cfg.Name, cmd.Process.Pid))
+				errs = append(errs, fmt.Errorf("dpdk %q: pid %d survived SIGKILL", m.cfg.Name, pid))
 				return errors.Join(errs...)
 			}
 		}
+	}
+	if m.pidFile != "" {
+		os.Remove(m.pidFile)
 	}
 	errs = append(errs, RemoveRuntimeDir(FilePrefix(m.cfg.Command)))
 	return errors.Join(errs...)

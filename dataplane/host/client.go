@@ -102,13 +102,16 @@ func (c *Client) Snapshot() (Snapshot, error) {
 			time.Sleep(10 * time.Microsecond)
 			continue
 		}
-		n := int(u64(c.seg, offStatsLen).Load())
-		if n == 0 {
+		// Checked before it becomes an int: a corrupt length must not turn
+		// negative or past the stats area.
+		ln := u64(c.seg, offStatsLen).Load()
+		if ln == 0 {
 			return s, fmt.Errorf("dp %s: no stats published yet", c.name)
 		}
-		if n > maxStats {
-			return s, fmt.Errorf("dp %s: stats length %d", c.name, n)
+		if ln > maxStats {
+			return s, fmt.Errorf("dp %s: stats length %d (corrupt segment)", c.name, ln)
 		}
+		n := int(ln)
 		buf := make([]byte, n)
 		copy(buf, c.seg.Bytes()[offStats:offStats+n])
 		if seq.Load() != s1 {
@@ -122,12 +125,22 @@ func (c *Client) Snapshot() (Snapshot, error) {
 	return s, fmt.Errorf("dp %s: stats kept changing", c.name)
 }
 
-// Events hands every queued yield/wake event to fn and returns how many; a
-// garbled record is skipped and reported after the rest.
+// Events hands the queued yield/wake events to fn and returns how many; a
+// garbled record is skipped and reported after the rest. One call takes at
+// most a ring's worth, so neither a fast producer nor corrupt indices keep
+// the caller here; corrupt indices are reported and the ring resynchronised.
 func (c *Client) Events(fn func(dataplane.Event)) (int, error) {
 	n := 0
 	var bad error
-	for c.ring.Pop(c.rec) {
+	for range c.ring.Len() {
+		ok, err := c.ring.Pop(c.rec)
+		if err != nil {
+			c.ring.Skip()
+			return n, fmt.Errorf("dp %s: events: %w", c.name, err)
+		}
+		if !ok {
+			break
+		}
 		ev, err := decodeEvent(c.rec, c.name)
 		if err != nil {
 			bad = err

@@ -11,6 +11,7 @@
 package host
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -85,30 +86,25 @@ type Snapshot struct {
 }
 
 // Progress watches the loop's heartbeat from the host's tick: the longest
-// stretch without a single loop iteration, not counting stretches the
-// tick could not observe (it ran late itself) or that host steal time on
-// the DP core explains (a paravirtual CPU the hypervisor descheduled).
+// stretch without a single loop iteration, not counting the time the loop
+// was blocked on purpose (a yield with nothing to do is not a stall), nor
+// stretches the tick could not observe (it ran late itself) or that host
+// steal time on the DP core explains (a paravirtual CPU the hypervisor
+// descheduled). Excused stretches are counted, so a judge can bound them.
 type Progress struct {
 	MaxStallNs int64 `json:"max_stall_ns"`
 	// MaxStallEndNs is when the longest stall ended (CLOCK_MONOTONIC).
 	MaxStallEndNs int64 `json:"max_stall_end_ns"`
-	// Recent are the last counted stalls longer than ExcuseAbove, oldest
-	// first, so a stall can be placed against events.
-	Recent []Stall `json:"recent,omitempty"`
-	// Excused counts stalls over ExcuseAbove left out for those reasons.
-	Excused uint64 `json:"excused"`
+	// Stalls counts counted stalls longer than ExcuseAbove (all of them:
+	// no ring that forgets the early ones).
+	Stalls uint64 `json:"stalls"`
+	// Excused counts stalls over ExcuseAbove left out for those reasons,
+	// and ExcusedMaxNs is the longest of them.
+	Excused      uint64 `json:"excused"`
+	ExcusedMaxNs int64  `json:"excused_max_ns"`
 	// StealNs is the DP core's steal time while this host ran.
 	StealNs int64 `json:"steal_ns"`
 }
-
-// Stall is one stretch without loop progress.
-type Stall struct {
-	EndNs int64 `json:"end_ns"` // CLOCK_MONOTONIC
-	Ns    int64 `json:"ns"`
-}
-
-// recentStalls bounds Progress.Recent.
-const recentStalls = 32
 
 // ExcuseAbove: shorter stalls are always counted (the tick sees them fine).
 const ExcuseAbove = 2 * time.Millisecond
@@ -130,6 +126,7 @@ type Host struct {
 	// Progress tracking (tick goroutine only, published under the seqlock).
 	prog                 Progress
 	lastBeat             uint64
+	lastBlocked          int64 // loop's blocked time at lastChange
 	lastChange, lastTick int64
 	tickLate             bool
 	steal                [64]stealSample // every stealEvery, a ring
@@ -329,28 +326,30 @@ func (h *Host) trackProgress(now int64) {
 		h.steal[h.stealN%len(h.steal)] = stealSample{now, stealNs(h.spec.Loop.CPU)}
 		h.stealN++
 	}
-	beat := h.loop.Stats().Heartbeat
+	st := h.loop.Stats()
+	beat, blocked := st.Heartbeat, int64(st.Blocked)
 	if beat == h.lastBeat && h.lastChange != 0 {
 		return
 	}
 	if h.lastChange != 0 {
-		stall := now - h.lastChange
-		if stall > int64(ExcuseAbove) && (h.tickLate || h.stealSince(h.lastChange) > 0) {
+		// The loop adds a block's length when it wakes, with the same beat:
+		// what remains of the gap is time it wanted to run and did not.
+		stall := now - h.lastChange - (blocked - h.lastBlocked)
+		switch {
+		case stall > int64(ExcuseAbove) && (h.tickLate || h.stealSince(h.lastChange) > 0):
 			h.prog.Excused++
-		} else {
+			h.prog.ExcusedMaxNs = max(h.prog.ExcusedMaxNs, stall)
+		default:
 			if stall > h.prog.MaxStallNs {
 				h.prog.MaxStallNs, h.prog.MaxStallEndNs = stall, now
 			}
 			if stall > int64(ExcuseAbove) {
-				if len(h.prog.Recent) == recentStalls {
-					h.prog.Recent = append(h.prog.Recent[:0], h.prog.Recent[1:]...)
-				}
-				h.prog.Recent = append(h.prog.Recent, Stall{EndNs: now, Ns: stall})
+				h.prog.Stalls++
 			}
 		}
 		h.prog.StealNs = h.steal[(h.stealN-1)%len(h.steal)].steal - h.steal[0].steal
 	}
-	h.lastBeat, h.lastChange, h.tickLate = beat, now, false
+	h.lastBeat, h.lastBlocked, h.lastChange, h.tickLate = beat, blocked, now, false
 }
 
 // stealSince is the DP core's steal time from the last sample at or before
@@ -368,27 +367,34 @@ func (h *Host) stealSince(t int64) int64 {
 	return newest.steal - base.steal
 }
 
-// stealNs reads cpu's steal time from /proc/stat (USER_HZ ticks).
+// stealNs reads cpu's steal time from /proc/stat (USER_HZ ticks). The file
+// is read line by line to the CPU's line, however far down it is (a fixed
+// buffer missed the later CPUs of a large host and read 0).
 func stealNs(cpu int) int64 {
 	f, err := os.Open("/proc/stat")
 	if err != nil {
 		return 0
 	}
 	defer f.Close()
-	var buf [4096]byte
-	n, _ := f.Read(buf[:])
+	return stealFrom(bufio.NewReader(f), cpu)
+}
+
+func stealFrom(r *bufio.Reader, cpu int) int64 {
 	prefix := "cpu" + strconv.Itoa(cpu) + " "
-	for _, line := range strings.Split(string(buf[:n]), "\n") {
-		if !strings.HasPrefix(line, prefix) {
-			continue
+	for {
+		line, err := r.ReadString('\n')
+		if strings.HasPrefix(line, prefix) {
+			fields := strings.Fields(line)
+			if len(fields) > 8 {
+				ticks, _ := strconv.ParseInt(fields[8], 10, 64)
+				return ticks * int64(10*time.Millisecond)
+			}
+			return 0
 		}
-		fields := strings.Fields(line)
-		if len(fields) > 8 {
-			ticks, _ := strconv.ParseInt(fields[8], 10, 64)
-			return ticks * int64(10*time.Millisecond)
+		if err != nil || (len(line) > 0 && !strings.HasPrefix(line, "cpu")) {
+			return 0 // past the cpu lines
 		}
 	}
-	return 0
 }
 
 func (h *Host) publish() {

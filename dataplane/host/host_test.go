@@ -1,10 +1,12 @@
 package host
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -138,5 +140,25 @@ func TestHostedLoopThroughSegment(t *testing.T) {
 	}
 	if !c.Alive() {
 		t.Error("host beat is stale")
+	}
+}
+
+// The steal of a CPU whose line lies past the first 4 KiB of /proc/stat
+// (a large host) is read, not taken for 0.
+func TestStealOfALateCPULine(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("cpu  1 2 3 4 5 6 7 8 0 0\n")
+	for cpu := range 200 {
+		fmt.Fprintf(&b, "cpu%d 100 0 200 300000 10 0 5 %d 0 0\n", cpu, cpu+1)
+	}
+	b.WriteString("intr 12345 0 0 0\nctxt 999\n")
+	if b.Len() < 4<<10+1000 {
+		t.Fatalf("synthetic /proc/stat only %d bytes", b.Len())
+	}
+	if got, want := stealFrom(bufio.NewReader(strings.NewReader(b.String())), 150), int64(151)*int64(10*time.Millisecond); got != want {
+		t.Errorf("steal of cpu150 = %d, want %d", got, want)
+	}
+	if got := stealFrom(bufio.NewReader(strings.NewReader(b.String())), 999); got != 0 {
+		t.Errorf("steal of a missing cpu = %d, want 0", got)
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"runtime"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/taichi-sched/taichi/internal/safename"
 )
 
 // Dir is where iproute2 keeps named namespaces.
@@ -18,8 +20,24 @@ const Dir = "/run/netns"
 // Path returns the bind-mount path of a named namespace.
 func Path(name string) string { return filepath.Join(Dir, name) }
 
+// open opens a named namespace; a name that is not one path component
+// (say "../x") never reaches the file system.
+func open(name string) (int, error) {
+	if err := safename.Check(name); err != nil {
+		return -1, fmt.Errorf("netns: name: %w", err)
+	}
+	fd, err := unix.Open(Path(name), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("netns %q: %w", name, err)
+	}
+	return fd, nil
+}
+
 // Exists reports whether the named namespace exists.
 func Exists(name string) bool {
+	if safename.Check(name) != nil {
+		return false
+	}
 	_, err := os.Stat(Path(name))
 	return err == nil
 }
@@ -33,9 +51,9 @@ func Do(name string, fn func() error) error {
 	if name == "" {
 		return fn()
 	}
-	target, err := unix.Open(Path(name), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	target, err := open(name)
 	if err != nil {
-		return fmt.Errorf("netns %q: %w", name, err)
+		return err
 	}
 	defer unix.Close(target)
 
@@ -65,9 +83,9 @@ func Enter(name string) error {
 	if name == "" {
 		return nil
 	}
-	fd, err := unix.Open(Path(name), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd, err := open(name)
 	if err != nil {
-		return fmt.Errorf("netns %q: %w", name, err)
+		return err
 	}
 	defer unix.Close(fd)
 	if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {

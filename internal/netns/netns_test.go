@@ -45,3 +45,16 @@ func TestDoSwitchesAndRestores(t *testing.T) {
 		t.Fatal("Do on a missing namespace: want error")
 	}
 }
+
+// A name that is a path never reaches the file system: "../../proc/self/ns/net"
+// would otherwise resolve to this process's own namespace and be entered.
+func TestNameThatIsAPathIsRefused(t *testing.T) {
+	called := false
+	err := Do("../../proc/self/ns/net", func() error { called = true; return nil })
+	if err == nil || called {
+		t.Fatalf("Do(path-like name) = %v, fn called %v; want an error and no call", err, called)
+	}
+	if Exists("../../proc/self/ns/net") {
+		t.Error("Exists accepted a path-like name")
+	}
+}

@@ -137,6 +137,7 @@ func NewRing(mem []byte, n, recSize int) (*Ring, error) {
 // counts the drop. Producer side only.
 func (r *Ring) Push(rec []byte) bool {
 	t := r.tail.Load()
+	// A head ahead of the tail (corrupt) wraps to a huge gap: dropped too.
 	if t-r.head.Load() > r.mask {
 		r.dropped.Add(1)
 		return false
@@ -147,17 +148,32 @@ func (r *Ring) Push(rec []byte) bool {
 	return true
 }
 
-// Pop copies the oldest record into dst. Consumer side only.
-func (r *Ring) Pop(dst []byte) bool {
-	h := r.head.Load()
-	if h == r.tail.Load() {
-		return false
+// ErrRingCorrupt reports head and tail indices no producer could have left:
+// more records queued than the ring holds. The other side of a shared
+// segment is not trusted; a consumer that believed such a tail would read
+// for almost ever.
+var ErrRingCorrupt = errors.New("shm: ring indices corrupt")
+
+// Pop copies the oldest record into dst and reports whether there was one.
+// Corrupt indices are an error (call Skip to resynchronise). Consumer side
+// only.
+func (r *Ring) Pop(dst []byte) (bool, error) {
+	h, t := r.head.Load(), r.tail.Load()
+	if h == t {
+		return false, nil
 	}
-	i := int(h&r.mask) * r.recSize
+	if t-h > r.mask+1 {
+		return false, fmt.Errorf("%w: head %d tail %d in a ring of %d", ErrRingCorrupt, h, t, r.mask+1)
+	}
+	i := int(h&r.mask) * r.recSize // in range: the mask bounds the index
 	copy(dst, r.recs[i:i+r.recSize])
 	r.head.Store(h + 1)
-	return true
+	return true, nil
 }
+
+// Len is how many records a consumer may pop at most in one pass: the
+// ring's capacity (a producer refills it meanwhile, so drain in passes).
+func (r *Ring) Len() int { return int(r.mask + 1) }
 
 // Skip drops everything queued (a consumer attaching after a restart does
 // not replay stale records). Consumer side only.

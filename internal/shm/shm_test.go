@@ -2,6 +2,7 @@ package shm
 
 import (
 	"encoding/binary"
+	"errors"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -44,16 +45,16 @@ func TestRingOrderDropAndSkip(t *testing.T) {
 		t.Fatalf("dropped = %d, want 2", prod.Dropped())
 	}
 	for i := 0; i < 4; i++ {
-		if !cons.Pop(rec) || binary.LittleEndian.Uint64(rec) != uint64(i) {
+		if ok, _ := cons.Pop(rec); !ok || binary.LittleEndian.Uint64(rec) != uint64(i) {
 			t.Fatalf("pop %d = %d", i, binary.LittleEndian.Uint64(rec))
 		}
 	}
-	if cons.Pop(rec) {
+	if ok, _ := cons.Pop(rec); ok {
 		t.Fatal("pop from empty ring")
 	}
 	prod.Push(rec)
 	cons.Skip()
-	if cons.Pop(rec) {
+	if ok, _ := cons.Pop(rec); ok {
 		t.Fatal("Skip left records")
 	}
 	if _, err := NewRing(mem, 3, 16); err == nil {
@@ -81,7 +82,7 @@ func TestRingConcurrentSPSC(t *testing.T) {
 	}()
 	rec := make([]byte, 8)
 	for want := uint64(0); want < n; {
-		if r.Pop(rec) {
+		if ok, _ := r.Pop(rec); ok {
 			if got := binary.LittleEndian.Uint64(rec); got != want {
 				t.Fatalf("got %d, want %d", got, want)
 			}
@@ -89,4 +90,20 @@ func TestRingConcurrentSPSC(t *testing.T) {
 		}
 	}
 	wg.Wait()
+}
+
+func TestRingCorruptTailIsAnError(t *testing.T) {
+	mem := make([]byte, RingBytes(4, 8))
+	r, err := NewRing(mem, 4, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	Uint64At(mem, 0).Store(1 << 40) // tail: a trillion records "queued"
+	if ok, err := r.Pop(make([]byte, 8)); ok || !errors.Is(err, ErrRingCorrupt) {
+		t.Fatalf("Pop on a corrupt ring = %v, %v; want ErrRingCorrupt", ok, err)
+	}
+	r.Skip()
+	if ok, err := r.Pop(make([]byte, 8)); ok || err != nil {
+		t.Fatalf("Pop after Skip = %v, %v; want empty", ok, err)
+	}
 }
