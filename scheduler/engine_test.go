@@ -248,21 +248,21 @@ func TestSustainedLoadTakesCoreOutOfCPUSet(t *testing.T) {
 	}
 }
 
-func TestFlapLimiterHoldsOnFastPathOnly(t *testing.T) {
+func TestFlapLimiterHoldsCoreOutOfTheCPUSet(t *testing.T) {
 	h := newHarness(t, PolicyTaichi, func(p *Params) { p.FlapLimit, p.FlapWindow, p.FlapHold = 3, ms(10), ms(100) })
 	h.act.take()
 	for i := range 4 {
 		h.yield(1, ms(i))
 		h.wake(1, ms(i)+us(200), WakeRx, us(10))
 	}
-	eq(t, "hold", h.act.take(), []string{"yield 1 -1 50µs"})
-	if s := h.snap(1, ms(5)); s.FlapsHeld != 1 || !s.FlapHeld || s.Hold != HoldFlap || !s.InCPUSet {
+	eq(t, "hold", h.act.take(), []string{"yield 1 -1 50µs", "wake 1", "reclaim 1"})
+	if s := h.snap(1, ms(5)); s.FlapsHeld != 1 || !s.FlapHeld || s.Hold != HoldFlap || s.InCPUSet {
 		t.Errorf("flap snapshot held=%v flaps=%d hold=%q in_cpuset=%v", s.FlapHeld, s.FlapsHeld, s.Hold, s.InCPUSet)
 	}
 	h.advance(ms(3) + ms(100) - 1)
 	eq(t, "still held", h.act.take(), nil)
 	h.advance(ms(3) + ms(100))
-	eq(t, "released", h.act.take(), []string{"yield 1 64 50µs"})
+	eq(t, "released", h.act.take(), []string{"lend 1", "yield 1 64 50µs"})
 	// Cycles spread wider than the window do not trip it.
 	for i := range 8 {
 		h.yield(1, ms(200+20*i))

@@ -25,7 +25,9 @@ type Params struct {
 	// SLOWindow is the sliding window the p99 is taken over.
 	SLOWindow time.Duration `mapstructure:"slo_window" yaml:"slo_window" json:"slo_window"`
 	// SLOMinSamples is how many packets the window needs before the guard
-	// judges it (a p99 of three packets is just their maximum).
+	// judges it (a p99 of three packets is just their maximum). A thousand
+	// also gives the blocker tracer time to confine what delays the first
+	// packets before the guard benches the core.
 	SLOMinSamples int `mapstructure:"slo_min_samples" yaml:"slo_min_samples" json:"slo_min_samples"`
 	// GuardBackoff is how long the guard benches a core on its first trip;
 	// each repeat doubles it up to GuardBackoffMax.
@@ -83,7 +85,7 @@ func DefaultParams() Params {
 		Policy:           PolicyTaichi,
 		SLO:              200 * time.Microsecond,
 		SLOWindow:        time.Second,
-		SLOMinSamples:    100,
+		SLOMinSamples:    1000,
 		GuardBackoff:     time.Second,
 		GuardBackoffMax:  time.Minute,
 		GuardForgive:     60 * time.Second,

@@ -77,8 +77,12 @@ func (taichiPolicy) plan(c *core, p *Params) Plan {
 	case c.loadHeld:
 		return Plan{InCPUSet: false, YieldAfter: -1, Slice: c.slice, Hold: HoldLoad}
 	case c.flapHeld:
-		// Fast path only: flapping is per burst, the cpuset is per trend.
-		return Plan{InCPUSet: true, YieldAfter: -1, Slice: c.slice, Hold: HoldFlap}
+		// Out of the cpuset, like every hold: a loop that may not yield
+		// while CP shares its core is a SCHED_FIFO spinner starving CP,
+		// which the kernel's RT throttling (fair server) then interrupts
+		// for milliseconds. The hold is rare (FlapLimit cycles a window),
+		// so its cpuset writes are too.
+		return Plan{InCPUSet: false, YieldAfter: -1, Slice: c.slice, Hold: HoldFlap}
 	}
 	return Plan{InCPUSet: true, YieldAfter: c.threshold, Slice: c.slice}
 }
