@@ -170,8 +170,12 @@ func TestKill9DuringLendingKeepsDPForwarding(t *testing.T) {
 	if packets == 0 || after.Loop.Yields == before.Loop.Yields {
 		t.Fatalf("no lending workload in the kill phase: packets %d yields %d", packets, after.Loop.Yields-before.Loop.Yields)
 	}
-	if res.Count != packets {
-		t.Errorf("residence counted %d of the %d packets the loop received", res.Count, packets)
+	// Snapshots are taken under traffic: the loop records a packet's
+	// residence as it handles it and adds its batch to the packet count
+	// after the batch, so the two may differ by one batch in flight.
+	const inFlight = 64 // the loop's RX batch
+	if res.Count+inFlight < packets || res.Count > packets+inFlight {
+		t.Errorf("residence counted %d of the %d packets the loop received (more than a batch apart)", res.Count, packets)
 	}
 	if over > bound {
 		t.Errorf("%d packets waited more than %v (max %v); steal on the DP core (%.3fs) excuses at most %d", over, killResidenceBound, time.Duration(res.MaxNs), steal, bound)
