@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/taichi-sched/taichi/internal/testenv"
 )
 
 // The test binary re-executes itself as a control-socket client with
@@ -116,9 +118,7 @@ func asUser(t *testing.T, dir, sock string, uid, gid uint32) (status, set Respon
 // non-root member (a child process with another uid) reads status but may
 // not change state; without it the same child cannot connect at all.
 func TestControlSocketPeers(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to run a client under another uid")
-	}
+	testenv.NeedRoot(t, "a client process under another uid")
 	g, err := user.LookupGroup("nogroup")
 	if err != nil {
 		t.Skipf("no group nogroup to test control.group with: %v", err)
