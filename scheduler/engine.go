@@ -196,6 +196,15 @@ func (e *engine) setPolicy(pol Policy, now time.Time) {
 	old := e.pol.Name()
 	e.pol = pol
 	e.log.Info("scheduler policy", "from", old, "to", pol.Name())
+	if old != pol.Name() {
+		// The guard's evidence and back-off were about lending under the
+		// old policy: a new one starts with a clean slate (trip counts stay).
+		for _, c := range e.cores {
+			c.benched, c.benchedUntil, c.benchEnded = false, time.Time{}, time.Time{}
+			c.nextBackoff = e.p.GuardBackoff
+			c.slo.reset()
+		}
+	}
 	if !e.started {
 		return
 	}

@@ -481,3 +481,22 @@ func TestConfinedBlockerClearsTheGuardWindow(t *testing.T) {
 		t.Fatalf("trips %d, window %d packets: the confined blocker's late packets still count", c.guardTrips, c.slo.packets)
 	}
 }
+
+// A policy switch starts the guard afresh: no bench or doubled back-off
+// carries over from lending under another policy.
+func TestPolicySwitchClearsTheGuard(t *testing.T) {
+	h := newHarness(t, PolicyTaichi, func(p *Params) { p.SLO, p.SLOMinSamples = us(100), 10 })
+	h.residence(1, ms(1), 100, 50)
+	if c := h.core(1); !c.benched || c.nextBackoff != 2*time.Second {
+		t.Fatalf("not benched: benched=%v next backoff %v", c.benched, c.nextBackoff)
+	}
+	h.e.setPolicy(dynamicPolicy{}, at(ms(2)))
+	h.e.setPolicy(taichiPolicy{}, at(ms(3)))
+	c := h.core(1)
+	if c.benched || c.nextBackoff != time.Second || c.slo.packets != 0 || c.guardTrips != 1 {
+		t.Fatalf("after a switch: benched=%v next backoff %v window %d trips %d", c.benched, c.nextBackoff, c.slo.packets, c.guardTrips)
+	}
+	if s := h.snap(1, ms(4)); !s.InCPUSet || s.Hold != HoldNone {
+		t.Fatalf("taichi again: in cpuset %v hold %q", s.InCPUSet, s.Hold)
+	}
+}
