@@ -41,7 +41,7 @@ func (s *DaemonSystem) Place(pid int) error {
 // the pool's CPU usage.
 func (s *DaemonSystem) Snapshot() (Snapshot, error) {
 	st := s.D.Status()
-	snap := Snapshot{At: time.Now(), CPOnDPS: st.Pool.HarvestedCPSeconds, CPCPUS: -1, DPBusyS: -1}
+	snap := Snapshot{At: time.Now(), CPOnDPS: st.Pool.HarvestedCPSeconds, CPCPUS: -1, DPBusyS: -1, DPStealS: stealSeconds(s.DPCores())}
 	snap.Reclaims = map[string]uint64{}
 	for _, c := range st.Cores {
 		if c.Role == "dp" {

@@ -50,6 +50,10 @@ func (r *Run) measured(sys System, before, after Snapshot, beforeErr, afterErr e
 			r.DP.ProbeLeadUS = histUS(d.Lead)
 		}
 		r.DP.LoopClass = after.LoopClass
+		if d.DPStealS >= 0 {
+			ms := 1e3 * d.DPStealS
+			r.DP.StealMS = &ms
+		}
 	} else {
 		for _, err := range []error{beforeErr, afterErr} {
 			if err != nil {

@@ -92,6 +92,10 @@ type DP struct {
 	// before the packet the probe fired (compare with the wake cost in the
 	// report's params: the share of a wake the probe hides).
 	ProbeLeadUS Percentiles `json:"probe_lead_us"`
+	// StealMS is how long the hypervisor took the DP core away during the
+	// run (steal time; a stolen core holds every packet waiting); null when
+	// unknown.
+	StealMS *float64 `json:"dp_core_steal_ms"`
 	// LoopClass is the DP loop thread's scheduling class seen at the end of
 	// the run ("SCHED_FIFO/50", "SCHED_OTHER"), empty when not read.
 	LoopClass string `json:"loop_class,omitempty"`
@@ -341,8 +345,8 @@ func WriteMarkdown(w io.Writer, r *Report) {
 	case ExperimentPing:
 		writePingTable(w, r)
 	default:
-		fmt.Fprintln(w, "| policy | load | CP load | repeats | DP pps (offered) | loss | DP residence p50 µs | residence p99 µs | residence max µs | exposed wake p99 µs | RTT p99 µs | cyclictest p99 µs | cyclictest max µs | lent s | harvested CP s | idle share | reclaims by cause |")
-		fmt.Fprintln(w, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+		fmt.Fprintln(w, "| policy | load | CP load | repeats | DP pps (offered) | loss | DP residence p50 µs | residence p99 µs | residence max µs | DP core steal ms | exposed wake p99 µs | RTT p99 µs | cyclictest p99 µs | cyclictest max µs | lent s | harvested CP s | idle share | reclaims by cause |")
+		fmt.Fprintln(w, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 		for _, c := range cellsOf(r) {
 			cyc := func(f func(Percentiles) float64) func(Run) float64 {
 				return func(r Run) float64 {
@@ -353,13 +357,19 @@ func WriteMarkdown(w io.Writer, r *Report) {
 				}
 			}
 			last := c.runs[len(c.runs)-1]
-			fmt.Fprintf(w, "| %s | %s | %s | %d | %s (%s) | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s %s | %s |\n",
+			fmt.Fprintf(w, "| %s | %s | %s | %d | %s (%s) | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s %s | %s |\n",
 				c.key.Policy, num(c.key.Load), c.key.CPLoad, len(c.runs),
 				medNum(c.runs, func(r Run) float64 { return r.DP.PPS }), medNum(c.runs, func(r Run) float64 { return r.DP.OfferedPPS }),
 				pct(aggregate(c.runs, func(r Run) float64 { return r.DP.Loss }).Median),
 				medNum(c.runs, res(func(p Percentiles) float64 { return p.P50 })),
 				med(c.runs, res(func(p Percentiles) float64 { return p.P99 })),
 				med(c.runs, res(func(p Percentiles) float64 { return p.Max })),
+				med(c.runs, func(r Run) float64 {
+					if r.DP.StealMS == nil {
+						return math.NaN()
+					}
+					return *r.DP.StealMS
+				}),
 				medNum(c.runs, func(r Run) float64 {
 					if r.DP.ExposedWakeUS.N == 0 {
 						return math.NaN()

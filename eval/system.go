@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/prometheus/procfs"
+
 	"github.com/taichi-sched/taichi/dataplane"
 )
 
@@ -51,6 +53,9 @@ type Snapshot struct {
 	HaveDPHist               bool
 	// LoopClass is the first DP loop thread's scheduling class now.
 	LoopClass string
+	// DPStealS is the time the hypervisor took the DP cores away (steal,
+	// summed over DP cores); negative when unknown.
+	DPStealS float64
 }
 
 // Delta is what happened between two snapshots.
@@ -59,6 +64,7 @@ type Delta struct {
 	Reclaims                               map[string]uint64
 	Residence, Exposed, Lead               dataplane.Histogram
 	HaveDPHist                             bool
+	DPStealS                               float64
 }
 
 // Sub returns s - before, keeping unknown (negative) values unknown.
@@ -77,11 +83,34 @@ func (s Snapshot) Sub(before Snapshot) Delta {
 		DPBusyS:  d(s.DPBusyS, before.DPBusyS),
 		Reclaims: subCounts(s.Reclaims, before.Reclaims),
 		// Counters restart with a loop: a shrinking count is no interval.
+		DPStealS:   d(s.DPStealS, before.DPStealS),
 		HaveDPHist: s.HaveDPHist && before.HaveDPHist && s.Residence.Count >= before.Residence.Count,
 		Residence:  s.Residence.Sub(before.Residence),
 		Exposed:    s.Exposed.Sub(before.Exposed),
 		Lead:       s.Lead.Sub(before.Lead),
 	}
+}
+
+// stealSeconds sums the steal time of cpus from /proc/stat; -1 when it
+// cannot be read.
+func stealSeconds(cpus []int) float64 {
+	fs, err := procfs.NewDefaultFS()
+	if err != nil {
+		return -1
+	}
+	st, err := fs.Stat()
+	if err != nil {
+		return -1
+	}
+	sum := 0.0
+	for _, cpu := range cpus {
+		c, ok := st.CPU[int64(cpu)]
+		if !ok {
+			return -1
+		}
+		sum += c.Steal
+	}
+	return sum
 }
 
 // TrafficSpec asks the generator for a load on the DP loop.
