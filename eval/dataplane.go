@@ -114,24 +114,42 @@ func RunDataplane(ctx context.Context, env *Env, cfg DataplaneConfig) (*Report, 
 	return finish(rep), nil
 }
 
+// beginRun applies policy and, when cpLoad is not empty, starts that CP
+// load for at most bound. It returns the end of the run (stop the load,
+// record its failures, settle), or false with the failure in run.
+func beginRun(ctx context.Context, env *Env, run *Run, policy, cpLoad string, bound time.Duration) (end func(), ok bool) {
+	if err := env.System.SetPolicy(ctx, policy); err != nil {
+		run.Error = fmt.Sprintf("set policy: %v", err)
+		return nil, false
+	}
+	if cpLoad == "" {
+		return func() { env.settle(ctx) }, true
+	}
+	l, name, err := startCPLoad(ctx, env, cpLoad, bound)
+	if err != nil {
+		run.addErr(err)
+		env.settle(ctx)
+		return nil, false
+	}
+	run.CPLoad = name
+	return func() {
+		run.CPLoadErrors = append(run.CPLoadErrors, l.stop()...)
+		env.settle(ctx)
+	}, true
+}
+
 func dataplaneRun(ctx context.Context, env *Env, cfg DataplaneConfig, policy string, load float64, withCP bool) (run Run) {
 	run = Run{Policy: policy, Load: load, CPLoad: "none"}
 	sys := env.System
-	if err := sys.SetPolicy(ctx, policy); err != nil {
-		run.Error = fmt.Sprintf("set policy: %v", err)
+	cpLoad := ""
+	if withCP {
+		cpLoad = cfg.CPLoad
+	}
+	end, ok := beginRun(ctx, env, &run, policy, cpLoad, cfg.Duration+max(0, cfg.Cyclictest)+30*time.Second)
+	if !ok {
 		return run
 	}
-	defer env.settle(ctx) // after the CP load stopped (defers run last first)
-	if withCP {
-		bound := cfg.Duration + max(0, cfg.Cyclictest) + 30*time.Second
-		l, name, err := startCPLoad(ctx, env, cfg.CPLoad, bound)
-		if err != nil {
-			run.addErr(err)
-			return run
-		}
-		run.CPLoad = name
-		defer func() { run.CPLoadErrors = append(run.CPLoadErrors, l.stop()...) }()
-	}
+	defer end()
 	env.settle(ctx)
 
 	before, serr := sys.Snapshot()

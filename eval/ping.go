@@ -270,19 +270,16 @@ func RunPing(ctx context.Context, env *Env, cfg PingConfig) (*Report, error) {
 func pingRun(ctx context.Context, env *Env, cfg PingConfig, policy string, withCP bool) (run Run) {
 	run = Run{Policy: policy, CPLoad: "none"}
 	sys := env.System
-	if err := sys.SetPolicy(ctx, policy); err != nil {
-		run.Error = fmt.Sprintf("set policy: %v", err)
+	cpLoad := ""
+	if withCP {
+		cpLoad = cfg.CPLoad
+	}
+	end, ok := beginRun(ctx, env, &run, policy, cpLoad, pingBound(cfg)+10*time.Second)
+	if !ok {
 		return run
 	}
-	defer env.settle(ctx) // after the CP load stopped (defers run last first)
+	defer end()
 	if withCP {
-		l, name, err := startCPLoad(ctx, env, cfg.CPLoad, pingBound(cfg)+10*time.Second)
-		if err != nil {
-			run.addErr(err)
-			return run
-		}
-		run.CPLoad = name
-		defer func() { run.CPLoadErrors = append(run.CPLoadErrors, l.stop()...) }()
 		if err := waitCPRunning(ctx, sys, 15*time.Second); err != nil {
 			run.addErr(err)
 			return run
