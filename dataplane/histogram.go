@@ -132,6 +132,16 @@ func (h Histogram) Sub(before Histogram) Histogram {
 	return d
 }
 
+// Record adds one sample of d to a snapshot (not for concurrent use: the
+// loop records into its own atomic histogram).
+func (h *Histogram) Record(d time.Duration) {
+	v := max(int64(d), 0)
+	h.Buckets[histIndex(v)]++
+	h.Count++
+	h.SumNs += uint64(v)
+	h.MaxNs = max(h.MaxNs, uint64(v))
+}
+
 // Add merges o into h (e.g. several loops' histograms).
 func (h *Histogram) Add(o Histogram) {
 	for i := range h.Buckets {

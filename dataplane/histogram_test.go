@@ -140,3 +140,15 @@ func TestHistAtMostNeverCountsAbove(t *testing.T) {
 		}
 	}
 }
+
+func TestHistogramRecordMatchesTheLoopsHistogram(t *testing.T) {
+	var live latencyHist
+	var snap Histogram
+	for _, v := range []int64{-3, 0, 300, 40_000, 9_000_000} {
+		live.record(v)
+		snap.Record(time.Duration(v))
+	}
+	if live.snapshot() != snap {
+		t.Fatalf("Record built %+v, the loop's histogram %+v", snap, live.snapshot())
+	}
+}

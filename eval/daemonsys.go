@@ -3,6 +3,7 @@ package eval
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/taichi-sched/taichi/config"
 	"github.com/taichi-sched/taichi/daemon"
 	"github.com/taichi-sched/taichi/dataplane"
+	"github.com/taichi-sched/taichi/dataplane/dpdk"
 	"github.com/taichi-sched/taichi/testbed"
 	"github.com/taichi-sched/taichi/topology"
 )
@@ -80,17 +82,11 @@ func threadClass(tid int) string {
 	if err != nil {
 		return ""
 	}
-	switch ts.Policy {
-	case unix.SCHED_FIFO:
-		return fmt.Sprintf("SCHED_FIFO/%d", ts.Priority)
-	case unix.SCHED_RR:
-		return fmt.Sprintf("SCHED_RR/%d", ts.Priority)
-	case unix.SCHED_NORMAL:
-		return "SCHED_OTHER"
-	case unix.SCHED_IDLE:
-		return "SCHED_IDLE"
+	name := dpdk.PolicyName(ts.Policy)
+	if ts.Policy == unix.SCHED_FIFO || ts.Policy == unix.SCHED_RR {
+		name += "/" + strconv.Itoa(int(ts.Priority))
 	}
-	return fmt.Sprintf("policy %d", ts.Policy)
+	return name
 }
 
 // DPCores are the daemon's DP cores.

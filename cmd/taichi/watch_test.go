@@ -53,20 +53,12 @@ func watchFixture() (prev, cur *daemon.Status) {
 }
 
 // samples is a histogram holding n samples of d.
-func samples(d time.Duration, n uint64) dataplane.Histogram {
-	h := exposedMax(d)
-	h.Buckets[slicesIndex(h)] = n
-	h.Count, h.SumNs = n, n*uint64(d)
-	return h
-}
-
-func slicesIndex(h dataplane.Histogram) int {
-	for i, c := range h.Buckets {
-		if c > 0 {
-			return i
-		}
+func samples(d time.Duration, n int) dataplane.Histogram {
+	var h dataplane.Histogram
+	for range n {
+		h.Record(d)
 	}
-	return 0
+	return h
 }
 
 // row returns the line of frame that starts with prefix, fields split.
@@ -328,13 +320,4 @@ func TestWatchRedrawsInPlaceOnATerminal(t *testing.T) {
 }
 
 // exposedMax is an exposed wake histogram holding one sample of d.
-func exposedMax(d time.Duration) dataplane.Histogram {
-	var h dataplane.Histogram
-	for i := 0; i < dataplane.HistBuckets; i++ {
-		if int64(d) >= dataplane.HistLower(i) && int64(d) < dataplane.HistUpper(i) {
-			h.Buckets[i] = 1
-		}
-	}
-	h.Count, h.SumNs, h.MaxNs = 1, uint64(d), uint64(d)
-	return h
-}
+func exposedMax(d time.Duration) dataplane.Histogram { return samples(d, 1) }
