@@ -81,6 +81,8 @@ type Daemon struct {
 	mono    scheduler.MonotonicBase
 	loops   []*dpLoop
 	dpdk    []*dpdk.Manager
+	// dpdkHold keeps DPDK lending off whatever the policy (HoldDPDKLending).
+	dpdkHold atomic.Bool
 	control *controlServer
 	metrics *metricsServer
 	cancel  context.CancelFunc

@@ -85,6 +85,7 @@ func (d *Daemon) dpdkStatus() []dpdk.Status {
 // setDPDKLending lets the DPDK applications with an lcore on cpu lend it
 // when idle, or forbids it: the policy governs DPDK lending too.
 func (d *Daemon) setDPDKLending(cpu int, on bool) error {
+	on = on && !d.dpdkHold.Load()
 	var errs []error
 	for _, m := range d.dpdk {
 		if slices.Contains(m.Config().CPUs, cpu) {
@@ -103,4 +104,26 @@ func (d *Daemon) dpdkOn(cpu int) bool {
 		}
 	}
 	return false
+}
+
+// HoldDPDKLending keeps every DPDK application from lending its cores even
+// where the policy lends them (CP may still run there): the setup for an
+// application that yields by itself, such as OVS with pmd-maxsleep. Held,
+// lent lcores are reclaimed before it returns; released, the cores the
+// pool holds may lend again.
+func (d *Daemon) HoldDPDKLending(hold bool) error {
+	d.dpdkHold.Store(hold)
+	var errs []error
+	if hold {
+		for _, m := range d.dpdk {
+			errs = append(errs, m.SetLending(false))
+		}
+		return errors.Join(errs...)
+	}
+	for _, cpu := range d.pool.CPUs() {
+		if d.dpdkOn(cpu) {
+			errs = append(errs, d.setDPDKLending(cpu, true))
+		}
+	}
+	return errors.Join(errs...)
 }

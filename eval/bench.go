@@ -9,10 +9,14 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/taichi-sched/taichi/config"
 	"github.com/taichi-sched/taichi/daemon"
+	"github.com/taichi-sched/taichi/dataplane/ovs"
 	"github.com/taichi-sched/taichi/testbed"
 )
 
@@ -37,6 +41,8 @@ type BenchOptions struct {
 	// low-weight at a normal task's weight (DefaultCPClass, DefaultCPWeight).
 	CPClass  string
 	CPWeight int
+	// DP is the data plane: DPLoop (default) or DPOVS.
+	DP string
 }
 
 // The CP placement the eval uses unless told otherwise (see BenchOptions).
@@ -50,6 +56,7 @@ type Bench struct {
 	Env     *Env
 	Testbed *testbed.Testbed
 	Daemon  *daemon.Daemon
+	ovs     *ovs.Instance // the private OVS of a DPOVS bench
 	workDir string
 	// prequeue is net.core.netdev_tstamp_prequeue before the bench set it
 	// (restored by Close); -1 when untouched.
@@ -78,6 +85,12 @@ func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
 	if o.Policy == "" {
 		o.Policy = "static"
 	}
+	if o.DP == "" {
+		o.DP = DPLoop
+	}
+	if !slices.Contains(DPKinds, o.DP) {
+		return nil, fmt.Errorf("dp: unknown %q (want %s)", o.DP, strings.Join(DPKinds, " or "))
+	}
 	helper, err := SelfHelper()
 	if err != nil {
 		return nil, err
@@ -100,7 +113,13 @@ func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
 	if b.Testbed, err = testbed.Up(ctx, testbed.Options{Prefix: o.Prefix}); err != nil {
 		return nil, err
 	}
-	cfg, err := DaemonConfig(b.Testbed, "taichi.eval."+o.Prefix, filepath.Join(b.workDir, "daemon"), o.Policy, o.CPClass, o.CPWeight)
+	name, stateDir := "taichi.eval."+o.Prefix, filepath.Join(b.workDir, "daemon")
+	var cfg *config.Config
+	if o.DP == DPOVS {
+		cfg, err = b.startOVS(ctx, name, stateDir, o)
+	} else {
+		cfg, err = DaemonConfig(b.Testbed, name, stateDir, o.Policy, o.CPClass, o.CPWeight)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -130,16 +149,25 @@ func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
 		runtime.GOMAXPROCS(n)
 	}
 	b.Daemon = d
+	var sys System = &DaemonSystem{D: d}
+	pingDst := b.Testbed.DPIP
+	if b.ovs != nil {
+		sys, pingDst = &ovsSystem{DaemonSystem: &DaemonSystem{D: d}, inst: b.ovs}, b.Testbed.SinkIP
+	}
 	b.Env = &Env{
-		System:   &DaemonSystem{D: d},
+		System:   sys,
+		DP:       o.DP,
 		GenNS:    b.Testbed.GenNS,
-		DPIP:     b.Testbed.DPIP,
+		DPIP:     pingDst,
 		Prefix:   o.Prefix + "c",
 		WorkDir:  b.workDir,
 		GoHelper: helper,
 		Progress: o.Progress,
 		Settle:   500 * time.Millisecond,
-		Facts:    map[string]any{"cp_class": cfg.VCPU.Class, "cp_weight": cfg.VCPU.Weight},
+		Facts:    map[string]any{"cp_class": cfg.VCPU.Class, "cp_weight": cfg.VCPU.Weight, "dp": o.DP},
+	}
+	if b.ovs != nil {
+		b.Env.Facts["ovs"] = ovsVersion()
 	}
 	// The guard's bound and the wake cost it came from: the probe's lead
 	// is read against that cost (how much of a wake the probe hides).
@@ -150,7 +178,7 @@ func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
 		b.Env.Facts["wake_cost_p50_us"] = float64(slo.WakeP50) / 1e3
 		b.Env.Facts["wake_cost_p99_us"] = float64(slo.WakeP99) / 1e3
 	}
-	b.Env.Traffic, b.Env.CapacityPPS, err = newTraffic(ctx, b.Testbed)
+	b.Env.Traffic, b.Env.CapacityPPS, err = newTraffic(ctx, b.Testbed, b.ovs != nil)
 	if err != nil {
 		return nil, err
 	}
@@ -171,6 +199,12 @@ func (b *Bench) Close() error {
 		}
 		b.Daemon = nil
 	}
+	// After the daemon: it gave the PMD back (an adopted application is
+	// released, not stopped).
+	if b.ovs != nil {
+		errs = append(errs, b.ovs.Stop())
+		b.ovs = nil
+	}
 	if b.Testbed != nil {
 		errs = append(errs, b.Testbed.Down())
 		b.Testbed = nil
@@ -180,4 +214,21 @@ func (b *Bench) Close() error {
 		b.workDir = ""
 	}
 	return errors.Join(errs...)
+}
+
+// startOVS starts the private OVS on the testbed and returns the daemon
+// config that adopts it.
+func (b *Bench) startOVS(ctx context.Context, name, stateDir string, o BenchOptions) (*config.Config, error) {
+	base, err := DaemonConfig(nil, name, stateDir, o.Policy, o.CPClass, o.CPWeight)
+	if err != nil {
+		return nil, err
+	}
+	if len(base.CPCPUs) == 0 {
+		return nil, errors.New("eval: no CP core for OVS's control threads")
+	}
+	dpCPU := base.DPCPUs[0]
+	if b.ovs, err = startOVS(ctx, b.Testbed, b.workDir, dpCPU, base.CPCPUs[0]); err != nil {
+		return nil, err
+	}
+	return daemonConfigWith(nil, name, stateDir, o.Policy, o.CPClass, o.CPWeight, ovsDataplaneYAML(b.ovs, b.Testbed, dpCPU))
 }

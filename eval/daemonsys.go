@@ -109,6 +109,12 @@ func (s *DaemonSystem) DPPriority() int {
 // testbed's DP interface, pinned to the first DP core. policy, cpClass
 // (vcpu.class) and cpWeight (vcpu.weight, 0: default) may be empty.
 func DaemonConfig(tb *testbed.Testbed, name, stateDir, policy, cpClass string, cpWeight int) (*config.Config, error) {
+	return daemonConfigWith(tb, name, stateDir, policy, cpClass, cpWeight, "")
+}
+
+// daemonConfigWith is DaemonConfig with extra YAML appended (top-level
+// keys the overlay does not set itself, e.g. a dataplane without a loop).
+func daemonConfigWith(tb *testbed.Testbed, name, stateDir, policy, cpClass string, cpWeight int, extra string) (*config.Config, error) {
 	topo, err := topology.Host()
 	if err != nil {
 		return nil, err
@@ -140,5 +146,6 @@ func DaemonConfig(tb *testbed.Testbed, name, stateDir, policy, cpClass string, c
 			base.DPCPUs[0], tb.DPIface, tb.DPNS)
 		fmt.Fprintf(&b, "probe:\n  interfaces:\n    - {iface: %s, netns: %s, queue: -1, cpu: %d}\n", tb.NICIn, tb.NICNS, base.DPCPUs[0])
 	}
+	b.WriteString(extra)
 	return config.LoadBytes([]byte(b.String()), topo)
 }

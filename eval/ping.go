@@ -241,6 +241,10 @@ func RunPing(ctx context.Context, env *Env, cfg PingConfig) (*Report, error) {
 			"The paper's figures were measured on its own hardware: absolute times do not compare across machines, only ratios to static do.",
 		},
 	}
+	if env.DP == DPOVS {
+		rep.Notes[0] = "RTT is iputils ping's (its kernel receive stamp minus its send time) from the generator namespace to the sink, " +
+			"through Open vSwitch with DPDK (its PMD on the DP core), answered by the sink's kernel. " + pingClientNote(cfg.ClientFIFO)
+	}
 	maps.Copy(rep.Params, env.Facts)
 	setups := append([]string{"reference"}, cfg.Policies...)
 	for r := range cfg.Repeat {
@@ -392,8 +396,10 @@ func paperCounterpart(policy string) string {
 		return "without the probe"
 	case "taichi":
 		return "Tai Chi"
+	case "static":
+		return "static"
 	}
-	return "static"
+	return "" // no row in the paper (ovs-maxsleep)
 }
 
 // paperPing is the paper's ping table, in µs.

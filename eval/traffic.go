@@ -20,8 +20,13 @@ const burstShare = 0.5
 // newTraffic returns the generator driving the testbed's DP loop (reflect
 // mode) and the path's capacity: the packet rate that comes back when the
 // generator offers far more than the path carries.
-func newTraffic(ctx context.Context, tb *testbed.Testbed) (Traffic, int, error) {
+func newTraffic(ctx context.Context, tb *testbed.Testbed, forward bool) (Traffic, int, error) {
 	base := trafficgen.Options{NetNS: tb.GenNS, Iface: tb.GenIface, Dst: tb.DPIP}
+	if forward {
+		// A switch in the DP: packets go through it to the sink, where
+		// the generator's receive socket lives.
+		base.Dst, base.RecvNetNS, base.RecvAddr = tb.SinkIP, tb.SinkNS, tb.SinkIP
+	}
 	traffic := func(ctx context.Context, spec TrafficSpec) (DP, error) {
 		o := base
 		o.Pattern = spec.Pattern

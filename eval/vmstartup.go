@@ -18,10 +18,13 @@ import (
 type Env struct {
 	System  System
 	Traffic Traffic
-	// GenNS and DPIP are the generator's network namespace and the DP
-	// loop's address, for clients other than Traffic (ping).
+	// GenNS and DPIP are the generator's network namespace and the address
+	// clients other than Traffic (ping) reach through the DP: the DP loop's
+	// own (it reflects), or the sink's behind OVS (the sink's kernel answers).
 	GenNS string
 	DPIP  netip.Addr
+	// DP is the data plane under test (DPLoop or DPOVS).
+	DP string
 	// CapacityPPS is the DP loop's packet rate at full utilisation on this
 	// testbed; a load of 0.3 offers 0.3 × CapacityPPS on average.
 	CapacityPPS int
@@ -101,8 +104,8 @@ func validatePolicies(ps []string) error {
 		return errors.New("policies: empty")
 	}
 	for _, p := range ps {
-		if !slices.Contains(Policies, p) {
-			return fmt.Errorf("policies: unknown %q (want static, dynamic, taichi)", p)
+		if !slices.Contains(Policies, p) && p != SetupOVSMaxSleep {
+			return fmt.Errorf("policies: unknown %q (want static, dynamic, taichi, or %s with the OVS data plane)", p, SetupOVSMaxSleep)
 		}
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -40,6 +41,9 @@ func newEvalVMStartupCmd() *cobra.Command {
 				return &exitError{code: 2, err: err}
 			}
 			cfg.Policies = splitList(policies)
+			if err := dpPolicies(cmd, &cfg.Policies); err != nil {
+				return &exitError{code: 2, err: err}
+			}
 			if err := cfg.Validate(); err != nil {
 				return &exitError{code: 2, err: err}
 			}
@@ -71,6 +75,9 @@ func newEvalDataplaneCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg := eval.DataplaneConfig{Policies: splitList(policies), Duration: dur, Cyclictest: ct, Repeat: repeat, CPLoad: cpLoad}
+			if err := dpPolicies(cmd, &cfg.Policies); err != nil {
+				return &exitError{code: 2, err: err}
+			}
 			for _, s := range splitList(loads) {
 				v, err := strconv.ParseFloat(s, 64)
 				if err != nil {
@@ -99,8 +106,30 @@ func newEvalDataplaneCmd() *cobra.Command {
 	return cmd
 }
 
-// addCPFlags adds the CP placement override every experiment takes.
+// ovsPolicies are the setups --dp ovs runs unless --policies says otherwise:
+// OVS busy-polling with CP off its core, OVS's own load-based sleep with
+// CP on its core, and taichi's lending policies.
+var ovsPolicies = []string{"static", eval.SetupOVSMaxSleep, "dynamic", "taichi"}
+
+// dpPolicies checks the --dp flag against the policies and, for --dp ovs
+// without --policies, picks the OVS setups.
+func dpPolicies(cmd *cobra.Command, policies *[]string) error {
+	dp, _ := cmd.Flags().GetString("dp")
+	if !slices.Contains(eval.DPKinds, dp) {
+		return fmt.Errorf("dp: unknown %q (want %s)", dp, strings.Join(eval.DPKinds, " or "))
+	}
+	if dp == eval.DPOVS && !cmd.Flags().Changed("policies") {
+		*policies = slices.Clone(ovsPolicies)
+	}
+	if dp != eval.DPOVS && slices.Contains(*policies, eval.SetupOVSMaxSleep) {
+		return fmt.Errorf("policies: %s needs --dp ovs", eval.SetupOVSMaxSleep)
+	}
+	return nil
+}
+
+// addCPFlags adds the CP placement and data plane choices every experiment takes.
 func addCPFlags(cmd *cobra.Command) {
+	cmd.Flags().String("dp", eval.DPLoop, "data plane: loop (taichi's DP loop) or ovs (a private Open vSwitch with DPDK, adopted by the daemon; adds the ovs-maxsleep setup)")
 	cmd.Flags().String("cp-class", eval.DefaultCPClass,
 		"vcpu.class for CP work: idle or low-weight (the generator shares the CP core here; with idle, CP starves behind it)")
 	cmd.Flags().Int("cp-weight", eval.DefaultCPWeight, "vcpu.weight with --cp-class low-weight (100 = a normal task)")
@@ -114,6 +143,7 @@ func runExperiment(cmd *cobra.Command, out, logFile string, steps int, run func(
 	opts := eval.BenchOptions{Progress: eval.NewProgress(os.Stdout, steps)}
 	opts.CPClass, _ = cmd.Flags().GetString("cp-class")
 	opts.CPWeight, _ = cmd.Flags().GetInt("cp-weight")
+	opts.DP, _ = cmd.Flags().GetString("dp")
 	if logFile != "" {
 		lf, err := os.Create(logFile)
 		if err != nil {

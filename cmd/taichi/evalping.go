@@ -21,6 +21,9 @@ func newEvalPingCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg := eval.PingConfig{Policies: splitList(policies), Count: count, Interval: interval, Timeout: timeout,
 				Repeat: repeat, CPLoad: cpLoad, ClientFIFO: clientFIFO}
+			if err := dpPolicies(cmd, &cfg.Policies); err != nil {
+				return &exitError{code: 2, err: err}
+			}
 			// The config reads zero as "default"; on the command line it is a mistake.
 			for key, v := range map[string]int64{"count": int64(count), "interval": int64(interval), "timeout": int64(timeout), "repeat": int64(repeat)} {
 				if v <= 0 {

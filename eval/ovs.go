@@ -1,0 +1,162 @@
+package eval
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/taichi-sched/taichi/dataplane/ovs"
+	"github.com/taichi-sched/taichi/testbed"
+)
+
+// The data planes a bench can run.
+const (
+	// DPLoop is taichi's own DP loop, reflecting on the testbed's DP port.
+	DPLoop = "loop"
+	// DPOVS is Open vSwitch with DPDK (Debian's openvswitch-switch-dpdk),
+	// started privately on the testbed and adopted by the daemon: its PMD
+	// thread is the DP, and it switches between the DP port and the sink.
+	DPOVS = "ovs"
+)
+
+// DPKinds lists the data planes in the order the CLI shows them.
+var DPKinds = []string{DPLoop, DPOVS}
+
+// SetupOVSMaxSleep is the operators' alternative to taichi on an OVS-DPDK
+// DPU: OVS's own load-based PMD sleep (other_config:pmd-maxsleep=100µs, the
+// value NVIDIA's DPU software sets) with CP allowed on the PMD core and no
+// lending by taichi. The daemon runs the dynamic policy (its cpuset admits
+// CP to the PMD core) with DPDK lending held, so the PMD keeps the
+// static class (SCHED_OTHER nice -20, strong weight) and sleeps by itself.
+const SetupOVSMaxSleep = "ovs-maxsleep"
+
+// OVSPeerMaxSleep is the PMD sleep the ovs-maxsleep setup uses.
+const OVSPeerMaxSleep = 100 * time.Microsecond
+
+// ovsSystem is the daemon with a private OVS as its DPDK application.
+type ovsSystem struct {
+	*DaemonSystem
+	inst *ovs.Instance
+}
+
+var _ System = (*ovsSystem)(nil)
+
+// SetPolicy applies a taichi policy with OVS busy polling, or the
+// ovs-maxsleep setup. DPDK lending is held before CP may reach the PMD
+// core, and the PMD sleep is set before the policy, so no run starts in a
+// mix of two setups.
+func (s *ovsSystem) SetPolicy(ctx context.Context, name string) error {
+	policy, sleep, hold := name, time.Duration(0), false
+	if name == SetupOVSMaxSleep {
+		policy, sleep, hold = "dynamic", OVSPeerMaxSleep, true
+	}
+	if err := s.D.HoldDPDKLending(hold); err != nil {
+		return err
+	}
+	if err := s.inst.SetMaxSleep(ctx, sleep); err != nil {
+		return fmt.Errorf("ovs: pmd-maxsleep: %w", err)
+	}
+	return s.DaemonSystem.SetPolicy(ctx, policy)
+}
+
+// Snapshot adds the PMD thread's class to the daemon's counters.
+func (s *ovsSystem) Snapshot() (Snapshot, error) {
+	snap, err := s.DaemonSystem.Snapshot()
+	for _, app := range s.D.Status().DPDK {
+		for _, th := range app.Threads {
+			if th.CPU >= 0 && snap.LoopClass == "" {
+				snap.LoopClass = threadClass(th.TID)
+			}
+		}
+	}
+	return snap, err
+}
+
+// DPPriority is the PMD's SCHED_FIFO priority while CP may run on its core.
+func (s *ovsSystem) DPPriority() int {
+	if d := s.D.Config().Dataplane.DPDK; len(d) > 0 && d[0].Priority > 0 {
+		return d[0].Priority
+	}
+	return s.DaemonSystem.DPPriority()
+}
+
+// startOVS starts a private OVS-DPDK in the testbed's dp namespace, its
+// PMD on dpCPU and its EAL control threads on cpCPU, switching between the
+// DP port (towards the generator) and the DP's out port (towards the
+// sink): frames leave each port addressed to the host behind it. The sink
+// gets a route back to the generator through OVS, so the sink's kernel
+// answers ping.
+func startOVS(ctx context.Context, tb *testbed.Testbed, workDir string, dpCPU, cpCPU int) (*ovs.Instance, error) {
+	inst, err := ovs.Start(ctx, ovs.Options{
+		Name:      "taichi-eval-" + tb.Prefix,
+		RunDir:    filepath.Join(workDir, "ovs"),
+		NetNS:     tb.DPNS,
+		PMDCPUs:   []int{dpCPU},
+		LcoreCPUs: []int{cpCPU},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ovs: %w", err)
+	}
+	err = inst.Patch(ctx, "br-eval",
+		ovs.Port{Iface: tb.DPIface, PeerMAC: tb.GenMAC},
+		ovs.Port{Iface: tb.DPOutIface, PeerMAC: tb.SinkMAC})
+	if err == nil {
+		err = sinkRouteBack(ctx, tb)
+	}
+	if err != nil {
+		inst.Stop()
+		return nil, fmt.Errorf("ovs: %w", err)
+	}
+	return inst, nil
+}
+
+// sinkRouteBack lets the sink answer the generator: replies leave sink0
+// for the generator's subnet (addressed to the DP's out port, which OVS
+// rewrites to the generator's MAC).
+func sinkRouteBack(ctx context.Context, tb *testbed.Testbed) error {
+	gen := tb.GenIP.String()
+	subnet := netip.PrefixFrom(tb.GenIP, 24).Masked().String()
+	for _, args := range [][]string{
+		{"route", "replace", subnet, "dev", tb.SinkIface},
+		{"neigh", "replace", gen, "lladdr", tb.DPOutMAC.String(), "dev", tb.SinkIface, "nud", "permanent"},
+	} {
+		out, err := exec.CommandContext(ctx, "ip", append([]string{"-n", tb.SinkNS}, args...)...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("ip -n %s %s: %v: %s", tb.SinkNS, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		}
+	}
+	return nil
+}
+
+// ovsDataplaneYAML adopts the OVS instance as the daemon's DPDK
+// application: its PMD thread on dpCPU, lent when the DP ports receive
+// nothing and the policy lends.
+func ovsDataplaneYAML(inst *ovs.Instance, tb *testbed.Testbed, dpCPU int) string {
+	return fmt.Sprintf(`dataplane:
+  dpdk:
+    - name: ovs
+      pid: %d
+      thread_pattern: '%s'
+      ovs_unixctl: %s
+      cpus: [%d]
+      idle_demote: true
+      idle_ifaces: [%s, %s]
+probe:
+  backend: none
+`, inst.PID(), ovs.PMDThreadPattern, inst.UnixctlPath(), dpCPU, tb.DPIface, tb.DPOutIface)
+}
+
+// ovsVersion is the first line of ovs-vswitchd's --version ("ovs-vswitchd
+// (Open vSwitch) 3.1.0"), or "" when it cannot be run.
+func ovsVersion() string {
+	out, err := exec.Command(ovs.VswitchdDPDK, "--version").Output()
+	if err != nil {
+		return ""
+	}
+	line, _, _ := strings.Cut(string(out), "\n")
+	return strings.TrimSpace(line)
+}
