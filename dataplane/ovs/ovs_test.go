@@ -335,9 +335,16 @@ func TestPatchRejectsAMissingInterfaceAndRollsBack(t *testing.T) {
 	}
 	// The instance still works.
 	begin = time.Now()
-	defer func() { t.Logf("second Patch took %v", time.Since(begin).Round(time.Millisecond)) }()
 	if err := inst.Patch(ctx, "br0", Port{Iface: tb.DPIface, PeerMAC: tb.GenMAC}, Port{Iface: tb.DPOutIface, PeerMAC: tb.SinkMAC}); err != nil {
 		t.Fatal(err)
+	}
+	t.Logf("second Patch took %v", time.Since(begin).Round(time.Millisecond))
+	// An existing bridge is refused and left alone.
+	if err := inst.Patch(ctx, "br0", Port{Iface: tb.DPIface}, Port{Iface: tb.DPOutIface}); err == nil || !strings.Contains(err.Error(), "exists") {
+		t.Fatalf("Patch of an existing bridge: %v, want an exists error", err)
+	}
+	if out, err := inst.Vsctl(ctx, "list-ports", "br0"); err != nil || strings.Join(strings.Fields(out), " ") != tb.DPIface+" "+tb.DPOutIface {
+		t.Fatalf("ports of br0 after the refused Patch: %q, %v", out, err)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -75,6 +76,14 @@ func (i *Instance) Patch(ctx context.Context, bridge string, a, b Port) error {
 	}
 	if a.Iface == b.Iface {
 		return fmt.Errorf("ovs: a.iface and b.iface are both %q", a.Iface)
+	}
+	// Checked first: the rollback below deletes the bridge, which must
+	// never be one that existed before.
+	switch _, err := i.Vsctl(ctx, "--no-wait", "br-exists", bridge); {
+	case err == nil:
+		return fmt.Errorf("ovs %s: patch: bridge %s exists (Unpatch it first)", i.opts.Name, bridge)
+	case !isExitCode(err, 2): // 2: no such bridge
+		return fmt.Errorf("ovs %s: patch %s: %w", i.opts.Name, bridge, err)
 	}
 	if err := i.patch(ctx, bridge, a, b); err != nil {
 		// A fresh context: ctx may be what failed.
@@ -166,4 +175,10 @@ func (i *Instance) Unpatch(ctx context.Context, bridge string) error {
 	}
 	_, err := i.Vsctl(ctx, "--if-exists", "del-br", bridge)
 	return err
+}
+
+// isExitCode reports whether err is a command's exit with status code.
+func isExitCode(err error, code int) bool {
+	var ee *exec.ExitError
+	return errors.As(err, &ee) && ee.ExitCode() == code
 }
