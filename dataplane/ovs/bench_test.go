@@ -1,10 +1,8 @@
 package ovs
 
 import (
-	"context"
 	"os/exec"
 	"testing"
-	"time"
 )
 
 // BenchmarkPMDStats measures one PMDStats poll of a real ovs-vswitchd with
@@ -14,12 +12,9 @@ import (
 //
 // Run: go test -run '^$' -bench PMDStats ./dataplane/ovs/
 func BenchmarkPMDStats(b *testing.B) {
-	needOVS(b)
-	tb := upTestbed(b)
-	inst := startInstance(b, testOptions(b, tb.DPNS))
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if err := inst.Patch(ctx, "br0", Port{Iface: tb.DPIface, PeerMAC: tb.GenMAC}, Port{Iface: tb.DPOutIface, PeerMAC: tb.SinkMAC}); err != nil {
+	tb, inst, ctx := onTestbed(b)
+	pa, pb := testPorts(tb)
+	if err := inst.Patch(ctx, "br0", pa, pb); err != nil {
 		b.Fatal(err)
 	}
 	waitPMDThreads(b, inst.PID(), 1)

@@ -224,20 +224,30 @@ func ping(t testing.TB, tb *testbed.Testbed, count int) int {
 	return n
 }
 
-func TestPatchForwardsPingThroughOVS(t *testing.T) {
+// onTestbed starts an instance in a fresh testbed's DP namespace, the sink
+// routing its replies back, and returns a context bounding the test.
+func onTestbed(t testing.TB) (*testbed.Testbed, *Instance, context.Context) {
+	t.Helper()
 	needOVS(t)
 	tb := upTestbed(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	if err := tb.RouteSinkReplies(ctx); err != nil {
 		t.Fatal(err)
 	}
-	inst := startInstance(t, testOptions(t, tb.DPNS))
+	return tb, startInstance(t, testOptions(t, tb.DPNS)), ctx
+}
 
-	// Each port's PeerMAC is the host behind it: requests leave dp1 for the
-	// sink, replies leave dp0 for the generator.
-	a := Port{Iface: tb.DPIface, PeerMAC: tb.GenMAC}
-	b := Port{Iface: tb.DPOutIface, PeerMAC: tb.SinkMAC}
+// testPorts are the testbed's DP interfaces, each with the MAC of the
+// host behind it: requests leave dp1 for the sink, replies leave dp0 for
+// the generator.
+func testPorts(tb *testbed.Testbed) (a, b Port) {
+	return Port{Iface: tb.DPIface, PeerMAC: tb.GenMAC}, Port{Iface: tb.DPOutIface, PeerMAC: tb.SinkMAC}
+}
+
+func TestPatchForwardsPingThroughOVS(t *testing.T) {
+	tb, inst, ctx := onTestbed(t)
+	a, b := testPorts(tb)
 	if err := inst.Patch(ctx, "br0", a, b); err != nil {
 		t.Fatal(err)
 	}
@@ -319,11 +329,7 @@ func TestPatchForwardsPingThroughOVS(t *testing.T) {
 }
 
 func TestPatchRejectsAMissingInterfaceAndRollsBack(t *testing.T) {
-	needOVS(t)
-	tb := upTestbed(t)
-	inst := startInstance(t, testOptions(t, tb.DPNS))
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	tb, inst, ctx := onTestbed(t)
 	begin := time.Now()
 	err := inst.Patch(ctx, "br0", Port{Iface: tb.DPIface}, Port{Iface: "nosuch0"})
 	if err == nil {
@@ -334,8 +340,9 @@ func TestPatchRejectsAMissingInterfaceAndRollsBack(t *testing.T) {
 		t.Fatalf("bridges after a failed Patch: %q, %v; want none", out, err)
 	}
 	// The instance still works.
+	a, b := testPorts(tb)
 	begin = time.Now()
-	if err := inst.Patch(ctx, "br0", Port{Iface: tb.DPIface, PeerMAC: tb.GenMAC}, Port{Iface: tb.DPOutIface, PeerMAC: tb.SinkMAC}); err != nil {
+	if err := inst.Patch(ctx, "br0", a, b); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("second Patch took %v", time.Since(begin).Round(time.Millisecond))
