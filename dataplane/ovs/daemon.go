@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -34,9 +35,12 @@ func (i *Instance) startDaemon(ctx context.Context, bin string, args ...string) 
 			pidfile = p
 		}
 	}
-	err := netns.Do(i.opts.NetNS, func() error {
-		// The child inherits this locked thread's network namespace.
-		return i.run(ctx, bin, args...)
+	err := withAffinity(i.opts.LcoreCPUs, func() error {
+		return netns.Do(i.opts.NetNS, func() error {
+			// The child inherits this locked thread's network namespace
+			// and CPU affinity.
+			return i.run(ctx, bin, args...)
+		})
 	})
 	if err != nil {
 		return nil, err
@@ -59,6 +63,35 @@ func (i *Instance) startDaemon(ctx context.Context, bin string, args ...string) 
 		return nil, fmt.Errorf("%s: pid %d from %s is not running", bin, pid, pidfile)
 	}
 	return d, nil
+}
+
+// withAffinity runs fn on a locked OS thread allowed only on cpus (none:
+// unchanged), so processes fn starts inherit that affinity; the thread's
+// own affinity is restored afterwards. If it cannot be, the thread stays
+// locked to this goroutine rather than return to the runtime's pool.
+func withAffinity(cpus []int, fn func() error) error {
+	if len(cpus) == 0 {
+		return fn()
+	}
+	runtime.LockOSThread()
+	var orig, set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &orig); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("sched_getaffinity: %w", err)
+	}
+	for _, c := range cpus {
+		set.Set(c)
+	}
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("sched_setaffinity %v: %w", cpus, err)
+	}
+	ferr := fn()
+	if err := unix.SchedSetaffinity(0, &orig); err != nil {
+		return errors.Join(ferr, fmt.Errorf("restore thread affinity: %w", err))
+	}
+	runtime.UnlockOSThread()
+	return ferr
 }
 
 func openDaemon(name string, pid int) (*daemon, error) {

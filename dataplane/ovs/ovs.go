@@ -75,8 +75,13 @@ type Options struct {
 	// PMDCPUs are the PMD threads' cores (other_config:pmd-cpu-mask);
 	// empty leaves the choice to OVS.
 	PMDCPUs []int
-	// LcoreCPUs are the cores of DPDK's main lcore and EAL control
-	// threads (other_config:dpdk-lcore-mask); empty leaves the choice to OVS.
+	// LcoreCPUs are the cores of DPDK's main lcore
+	// (other_config:dpdk-lcore-mask) and of everything else but the PMDs:
+	// both daemons start with this CPU affinity, which ovs-vswitchd's
+	// threads (handlers, revalidators, EAL's interrupt, multi-process and
+	// telemetry threads) inherit; the PMDs pin themselves to PMDCPUs.
+	// Without it, EAL puts its control threads on the CPUs that are not
+	// lcores, which are the PMD cores. Empty leaves all this to OVS.
 	LcoreCPUs []int
 	// MaxSleep is other_config:pmd-maxsleep: how long an idle PMD may
 	// sleep between polls (µs granularity, at most 10ms); 0 busy-polls.

@@ -270,6 +270,31 @@ func TestPatchForwardsPingThroughOVS(t *testing.T) {
 		}
 	}
 
+	// Everything else stays on the lcore CPU, ovsdb-server too.
+	var dbSet unix.CPUSet
+	if err := unix.SchedGetaffinity(inst.OVSDBPID(), &dbSet); err != nil || dbSet.Count() != 1 || !dbSet.IsSet(testLcoreCPU) {
+		t.Errorf("ovsdb-server may run on %d CPUs (%v), want only CPU %d", dbSet.Count(), err, testLcoreCPU)
+	}
+	threads, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", inst.PID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range threads {
+		var tid int
+		fmt.Sscan(e.Name(), &tid)
+		if _, ok := pmds[tid]; ok {
+			continue
+		}
+		var set unix.CPUSet
+		if err := unix.SchedGetaffinity(tid, &set); err != nil {
+			continue // exited meanwhile
+		}
+		if set.Count() != 1 || !set.IsSet(testLcoreCPU) {
+			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/comm", inst.PID(), tid))
+			t.Errorf("thread %s (tid %d) may run on %d CPUs, want only CPU %d", strings.TrimSpace(string(comm)), tid, set.Count(), testLcoreCPU)
+		}
+	}
+
 	c := NewClient(inst.UnixctlPath())
 	defer c.Close()
 	stats, err := c.PMDStats(ctx)
