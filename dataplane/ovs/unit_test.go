@@ -125,12 +125,13 @@ type fakeUnixctl struct {
 	path    string
 	accepts atomic.Int32
 	reqs    chan request
+	closed  chan struct{} // after the connection a "bye" came in is closed
 	reply   func(req request) (resp map[string]any, hangUp bool)
 }
 
 func newFakeUnixctl(t *testing.T, reply func(request) (map[string]any, bool)) *fakeUnixctl {
 	t.Helper()
-	f := &fakeUnixctl{path: filepath.Join(t.TempDir(), "fake.ctl"), reqs: make(chan request, 100), reply: reply}
+	f := &fakeUnixctl{path: filepath.Join(t.TempDir(), "fake.ctl"), reqs: make(chan request, 100), closed: make(chan struct{}, 10), reply: reply}
 	l, err := net.Listen("unix", f.path)
 	if err != nil {
 		t.Fatal(err)
@@ -166,6 +167,12 @@ func (f *fakeUnixctl) serve(conn net.Conn) {
 		f.reqs <- req
 		resp, hangUp := f.reply(req)
 		if hangUp {
+			if req.Method == "bye" {
+				out, _ := json.Marshal(map[string]any{"id": req.ID, "result": "bye"})
+				_, _ = conn.Write(out)
+				conn.Close()
+				f.closed <- struct{}{}
+			}
 			return
 		}
 		if resp == nil {
@@ -187,7 +194,7 @@ func TestClientSpeaksUnixctlOverOnePersistentConnection(t *testing.T) {
 			return map[string]any{"id": req.ID, "result": "ovs 3.1.0\n", "error": nil}, false
 		case "echo":
 			return map[string]any{"id": req.ID, "result": strings.Join(req.Params, "|")}, false
-		case "hangup":
+		case "hangup", "bye":
 			return nil, true
 		case "silent":
 			return nil, false
@@ -235,6 +242,21 @@ func TestClientSpeaksUnixctlOverOnePersistentConnection(t *testing.T) {
 	<-f.reqs
 	if n := f.accepts.Load(); n != 2 {
 		t.Fatalf("%d connections after a hang-up, want 2", n)
+	}
+
+	// The daemon answers, then closes the idle connection (a restart): the
+	// next request fails to send and goes out again on a new connection.
+	if out, err := c.Call(ctx, "bye"); err != nil || out != "bye" {
+		t.Fatalf("bye: %q, %v", out, err)
+	}
+	<-f.reqs
+	<-f.closed
+	if _, err := c.Call(ctx, "version"); err != nil {
+		t.Fatalf("after the daemon closed the idle connection: %v", err)
+	}
+	<-f.reqs
+	if n := f.accepts.Load(); n != 3 {
+		t.Fatalf("%d connections after the daemon closed one, want 3", n)
 	}
 
 	// A reply for another request drops the connection.
