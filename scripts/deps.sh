@@ -7,6 +7,7 @@ pkgs=(
   iputils-ping                       # taichi eval ping: the real ping client against the DP loop
   clang llvm libbpf-dev              # BPF probe (go generate) and its CI diff check
   dpdk-dev                           # dpdk-testpmd for the DPDK lcore tests
+  openvswitch-switch-dpdk            # dataplane/ovs: a private OVS-DPDK (ovs-vswitchd-dpdk, ovsdb-server, ovs-vsctl)
   stress-ng rt-tests                 # kernel-heavy CP load, cyclictest reference
   python3 bash                       # heterogeneous CP helpers
   qemu-system-x86 busybox-static cpio kmod linux-headers-amd64 linux-image-amd64 dwarves  # kernel module boot test (dwarves: pahole, module BTF for the kfunc)

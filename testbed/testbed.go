@@ -384,3 +384,17 @@ func sysctl(ns, key, value string) error {
 		return nil
 	})
 }
+
+// RouteSinkReplies lets the sink's kernel answer the generator (ping
+// SinkIP from GenNS) through a forwarder between DPIface and DPOutIface that
+// sets destination MACs itself, such as OVS: a route back to GenIP's subnet
+// on SinkIface and a static neighbour entry for GenIP with DPOutMAC (the
+// forwarder's side of the link). Idempotent; Down removes it with the
+// namespace.
+func (t *Testbed) RouteSinkReplies(ctx context.Context) error {
+	if err := ipCmd(ctx, t.SinkNS, "route", "replace", subnetOf(t.GenIP), "dev", t.SinkIface); err != nil {
+		return err
+	}
+	return ipCmd(ctx, t.SinkNS, "neigh", "replace", t.GenIP.String(), "lladdr", t.DPOutMAC.String(),
+		"dev", t.SinkIface, "nud", "permanent")
+}

@@ -259,3 +259,31 @@ func udpFrame(dst, src net.HardwareAddr, sip, dip [4]byte, sport, dport uint16, 
 	copy(f[42:], payload)
 	return f
 }
+
+// TestRouteSinkReplies checks the sink's way back to the generator: a
+// route on SinkIface and a permanent neighbour entry with DPOutMAC, set
+// idempotently. (dataplane/ovs's ping test shows replies crossing a
+// forwarder with it.)
+func TestRouteSinkReplies(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	opts := Options{Prefix: testPrefix("r")}
+	t.Cleanup(func() { _ = Down(opts) })
+	tb, err := Up(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := tb.RouteSinkReplies(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	route, err := exec.Command("ip", "-n", tb.SinkNS, "route", "get", tb.GenIP.String()).Output()
+	if err != nil || !strings.Contains(string(route), "dev "+tb.SinkIface) {
+		t.Fatalf("route to %s in %s: %q, %v", tb.GenIP, tb.SinkNS, route, err)
+	}
+	neigh, err := exec.Command("ip", "-n", tb.SinkNS, "neigh", "show", tb.GenIP.String(), "dev", tb.SinkIface).Output()
+	if err != nil || !strings.Contains(string(neigh), tb.DPOutMAC.String()) || !strings.Contains(string(neigh), "PERMANENT") {
+		t.Fatalf("neighbour %s in %s: %q, %v", tb.GenIP, tb.SinkNS, neigh, err)
+	}
+}
