@@ -138,6 +138,10 @@ type DPDK struct {
 	IdleIfaces   []string `key:"idle_ifaces"`
 	IdleInterval Duration `key:"idle_interval" default:"1ms"`
 	IdleAfter    int      `key:"idle_after" default:"50"`
+	// OVSUnixctl, for Open vSwitch with DPDK (set thread_pattern to its PMD
+	// threads, ^pmd-c[0-9]+/id:[0-9]+$), is ovs-vswitchd's control socket:
+	// idle detection then also reads the PMDs' own packet counters.
+	OVSUnixctl string `key:"ovs_unixctl"`
 }
 
 // Metrics configures the Prometheus endpoint.

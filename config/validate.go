@@ -213,6 +213,9 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 		if dp.NetNS != "" && dp.PID != 0 {
 			c.fail(key+".netns", "only used when launching (command), not with pid")
 		}
+		if dp.OVSUnixctl != "" && (!filepath.IsAbs(dp.OVSUnixctl) || len(dp.OVSUnixctl) > 107) {
+			c.fail(key+".ovs_unixctl", "%q: want the absolute path of ovs-vswitchd's unixctl socket (at most 107 bytes)", dp.OVSUnixctl)
+		}
 	}
 
 	if cfg.Probe.Backend == ProbeXDP || cfg.Probe.Backend == ProbeCounters {

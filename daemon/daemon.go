@@ -81,8 +81,6 @@ type Daemon struct {
 	mono    scheduler.MonotonicBase
 	loops   []*dpLoop
 	dpdk    []*dpdk.Manager
-	// dpdkHold keeps DPDK lending off whatever the policy (HoldDPDKLending).
-	dpdkHold atomic.Bool
 	control *controlServer
 	metrics *metricsServer
 	cancel  context.CancelFunc
@@ -105,6 +103,9 @@ type Daemon struct {
 	slo SLOStatus
 
 	blockers *blockerWatch // blocker-aware lending; nil when off
+
+	// dpdkHold keeps DPDK lending off whatever the policy (HoldDPDKLending).
+	dpdkHold atomic.Bool
 }
 
 // New prepares a daemon for cfg, which must come from config.Load (already

@@ -19,6 +19,7 @@ func dpdkConfig(c config.DPDK) dpdk.Config {
 		ThreadPattern: c.ThreadPattern, CPUs: c.CPUs, Priority: c.Priority,
 		IdleDemote: c.IdleDemote, IdleIfaces: c.IdleIfaces,
 		IdleInterval: c.IdleInterval.D(), IdleAfter: c.IdleAfter,
+		OVSUnixctl: c.OVSUnixctl,
 	}
 }
 

@@ -3,7 +3,6 @@ package eval
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -105,31 +104,13 @@ func startOVS(ctx context.Context, tb *testbed.Testbed, workDir string, dpCPU, c
 		ovs.Port{Iface: tb.DPIface, PeerMAC: tb.GenMAC},
 		ovs.Port{Iface: tb.DPOutIface, PeerMAC: tb.SinkMAC})
 	if err == nil {
-		err = sinkRouteBack(ctx, tb)
+		err = tb.RouteSinkReplies(ctx)
 	}
 	if err != nil {
 		inst.Stop()
 		return nil, fmt.Errorf("ovs: %w", err)
 	}
 	return inst, nil
-}
-
-// sinkRouteBack lets the sink answer the generator: replies leave sink0
-// for the generator's subnet (addressed to the DP's out port, which OVS
-// rewrites to the generator's MAC).
-func sinkRouteBack(ctx context.Context, tb *testbed.Testbed) error {
-	gen := tb.GenIP.String()
-	subnet := netip.PrefixFrom(tb.GenIP, 24).Masked().String()
-	for _, args := range [][]string{
-		{"route", "replace", subnet, "dev", tb.SinkIface},
-		{"neigh", "replace", gen, "lladdr", tb.DPOutMAC.String(), "dev", tb.SinkIface, "nud", "permanent"},
-	} {
-		out, err := exec.CommandContext(ctx, "ip", append([]string{"-n", tb.SinkNS}, args...)...).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("ip -n %s %s: %v: %s", tb.SinkNS, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-		}
-	}
-	return nil
 }
 
 // ovsDataplaneYAML adopts the OVS instance as the daemon's DPDK
@@ -153,7 +134,7 @@ probe:
 // ovsVersion is the first line of ovs-vswitchd's --version ("ovs-vswitchd
 // (Open vSwitch) 3.1.0"), or "" when it cannot be run.
 func ovsVersion() string {
-	out, err := exec.Command(ovs.VswitchdDPDK, "--version").Output()
+	out, err := exec.Command(ovs.VswitchdBinary, "--version").Output()
 	if err != nil {
 		return ""
 	}

@@ -74,6 +74,9 @@ type Config struct {
 	IdleInterval time.Duration `yaml:"idle_interval" mapstructure:"idle_interval" json:"idle_interval,omitempty"`
 	// IdleAfter is how many intervals without new packets demote the lcores.
 	IdleAfter int `yaml:"idle_after" mapstructure:"idle_after" json:"idle_after,omitempty"`
+	// OVSUnixctl, for Open vSwitch, is ovs-vswitchd's unixctl socket: idle
+	// detection also reads the packets its PMDs on CPUs received.
+	OVSUnixctl string `yaml:"ovs_unixctl" mapstructure:"ovs_unixctl" json:"ovs_unixctl,omitempty"`
 }
 
 // Validate checks the configuration and returns every problem, each naming
