@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -105,6 +106,16 @@ func rxPackets(data []byte, name string) (uint64, bool) {
 	return 0, false
 }
 
+// WakeSource is a workload probe's early warning for a DP core (the method
+// set of probe.WakeSource): once armed, FD turns readable when a packet for
+// the core passes the probe, a hop before it reaches the application's
+// port.
+type WakeSource interface {
+	FD() int
+	Arm()
+	Disarm() (stampNs int64, ok bool)
+}
+
 // IdleWatcherOptions tune an IdleWatcher.
 type IdleWatcherOptions struct {
 	Interval  time.Duration // counter polling period (default DefaultIdleInterval)
@@ -124,6 +135,9 @@ type IdleStats struct {
 	MaxPromoteNs  int64 `json:"max_promote_ns"`
 	// LastReclaimAt is when the last reclaim started (CLOCK_MONOTONIC ns).
 	LastReclaimAt int64 `json:"last_reclaim_at"`
+	// ProbeReclaims counts reclaims the probe triggered before the
+	// counters showed the packet.
+	ProbeReclaims uint64 `json:"probe_reclaims"`
 }
 
 // IdleWatcher lends a busy-polling application's cores while its queues are
@@ -143,10 +157,12 @@ type IdleWatcher struct {
 	// forbidden: the lending policy keeps these cores out of CP's reach
 	// (static, a benched core): the watcher never lends them.
 	forbidden atomic.Bool
+	// probe, when set, reclaims lent cores at the probe's warning (SetProbe).
+	probe atomic.Pointer[probeSet]
 
-	demotions, promotions, counterErrors atomic.Uint64
-	lastPromoteNs, maxPromoteNs          atomic.Int64
-	lastReclaimAt                        atomic.Int64
+	demotions, promotions, counterErrors, probeReclaims atomic.Uint64
+	lastPromoteNs, maxPromoteNs                         atomic.Int64
+	lastReclaimAt                                       atomic.Int64
 }
 
 // NewIdleWatcher returns a watcher; Run starts it.
@@ -174,6 +190,22 @@ func (w *IdleWatcher) SetAllowed(on bool) error {
 	return w.reclaim()
 }
 
+// SetProbe makes the probe's warnings (one source per DP core of the
+// application) reclaim lent cores at once, as when the policy uses the
+// probe; with none, reclaiming is left to the counters. It takes effect at
+// the watcher's next interval.
+func (w *IdleWatcher) SetProbe(sources ...WakeSource) {
+	sources = slices.DeleteFunc(slices.Clone(sources), func(ws WakeSource) bool { return ws == nil })
+	if len(sources) == 0 {
+		w.probe.Store(nil)
+		return
+	}
+	w.probe.Store(&probeSet{sources: sources})
+}
+
+// probeSet is one SetProbe call's sources (compared by identity).
+type probeSet struct{ sources []WakeSource }
+
 // Stats returns the counters so far.
 func (w *IdleWatcher) Stats() IdleStats {
 	return IdleStats{
@@ -184,6 +216,7 @@ func (w *IdleWatcher) Stats() IdleStats {
 		LastPromoteNs: w.lastPromoteNs.Load(),
 		MaxPromoteNs:  w.maxPromoteNs.Load(),
 		LastReclaimAt: w.lastReclaimAt.Load(),
+		ProbeReclaims: w.probeReclaims.Load(),
 	}
 }
 
@@ -219,11 +252,42 @@ func (w *IdleWatcher) loop(ctx context.Context) error {
 	idle := 0
 	interval := w.opts.Interval.Nanoseconds()
 	next := monotonicNs() + interval
+	var armed *probeSet // the probe armed while the cores are lent
+	disarm := func() {
+		for _, ws := range armed.sources {
+			ws.Disarm()
+		}
+		armed = nil
+	}
+	defer func() {
+		if armed != nil {
+			disarm()
+		}
+	}()
 	for {
 		if ctx.Err() != nil {
 			return nil
 		}
-		sleepUntil(next)
+		// Arm the probe while lent, disarm it otherwise (another goroutine
+		// may have reclaimed, or the policy switched the probe off).
+		lent, p := w.demoted.Load(), w.probe.Load()
+		if armed != nil && (!lent || p != armed) {
+			disarm()
+		}
+		if armed == nil && lent && p != nil {
+			armed = p
+			for _, ws := range armed.sources {
+				ws.Arm()
+			}
+		}
+		if waitUntil(next, armed) {
+			disarm()
+			w.probeReclaims.Add(1)
+			idle = 0
+			if err := w.reclaim(); err != nil {
+				w.opts.Logger.Error("reclaim at the probe's warning", "err", err)
+			}
+		}
 		next += interval
 		if now := monotonicNs(); next <= now { // fell behind: do not burst
 			next = now + interval
@@ -269,6 +333,31 @@ func sleepUntil(deadlineNs int64) {
 		if err != unix.EINTR {
 			return
 		}
+	}
+}
+
+// waitUntil blocks until the CLOCK_MONOTONIC deadline or, with a probe
+// armed, until the probe warns of a packet (true).
+func waitUntil(deadlineNs int64, armed *probeSet) bool {
+	if armed == nil {
+		sleepUntil(deadlineNs)
+		return false
+	}
+	fds := make([]unix.PollFd, len(armed.sources))
+	for i, ws := range armed.sources {
+		fds[i] = unix.PollFd{Fd: int32(ws.FD()), Events: unix.POLLIN}
+	}
+	for {
+		left := deadlineNs - monotonicNs()
+		if left <= 0 {
+			return false
+		}
+		ts := unix.NsecToTimespec(left)
+		n, err := unix.Ppoll(fds, &ts, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		return err == nil && n > 0
 	}
 }
 

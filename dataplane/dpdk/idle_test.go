@@ -156,3 +156,69 @@ func TestIdleWatcherFollowsThePolicyGate(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// pipeWake is a WakeSource on a pipe: Fire makes it readable like a probe
+// record would. The real probe path is tested end to end with OVS and the
+// XDP probe (cmd/taichi).
+type pipeWake struct {
+	r, w   *os.File
+	armed  atomic.Int32
+	disarm atomic.Int32
+}
+
+func (p *pipeWake) FD() int { return int(p.r.Fd()) }
+func (p *pipeWake) Arm()    { p.armed.Add(1) }
+func (p *pipeWake) Disarm() (int64, bool) {
+	p.disarm.Add(1)
+	var b [16]byte
+	p.r.SetReadDeadline(time.Now())
+	n, _ := p.r.Read(b[:])
+	return 1, n > 0
+}
+
+// With a probe set, a lent core is reclaimed at the probe's warning while
+// the counter still stands still, and the probe is armed only while lent.
+func TestIdleWatcherReclaimsAtProbeWarning(t *testing.T) {
+	r, wr, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer wr.Close()
+	ws := &pipeWake{r: r, w: wr}
+	l := &fakeLender{demoted: map[int]bool{}}
+	w := NewIdleWatcher(l, func() (uint64, error) { return 7, nil }, IdleWatcherOptions{Interval: time.Millisecond, IdleAfter: 3})
+	w.SetProbe(ws)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+
+	waitFor(t, "lent and the probe armed", func() bool { return l.allDemoted(true) && ws.armed.Load() >= 1 })
+	if _, err := wr.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "reclaim at the probe's warning", func() bool { return w.Stats().ProbeReclaims == 1 })
+	if s := w.Stats(); s.Promotions < 1 {
+		t.Fatalf("probe reclaim did not promote: %+v", s)
+	}
+	// The counter never moved: the watcher lends again and re-arms.
+	waitFor(t, "lent again and re-armed", func() bool { return w.Stats().Demotions >= 2 && ws.armed.Load() >= 2 })
+
+	// Probe off: the next lend arms nothing.
+	w.SetProbe(nil)
+	armed := ws.armed.Load()
+	waitFor(t, "disarmed once the probe is off", func() bool { return ws.disarm.Load() >= 2 })
+	demotions := w.Stats().Demotions
+	l.mu.Lock()
+	l.demoted[11], l.demoted[12] = false, false
+	l.mu.Unlock()
+	w.reclaim()
+	waitFor(t, "lent once more without the probe", func() bool { return w.Stats().Demotions > demotions })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if ws.armed.Load() != armed {
+		t.Fatalf("armed %d times after SetProbe(nil), want none", ws.armed.Load()-armed)
+	}
+}
