@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/taichi-sched/taichi/dataplane/ovs"
 	"github.com/taichi-sched/taichi/internal/netns"
 	"golang.org/x/sys/unix"
 )
@@ -99,6 +100,7 @@ type Manager struct {
 	lcores atomic.Pointer[map[int]int]
 
 	watcher *IdleWatcher
+	probe   []WakeSource // the probe's warnings for the watcher (SetProbe)
 	// lendingOff: the daemon's policy keeps the cores out of CP's reach.
 	lendingOff atomic.Bool
 
@@ -551,11 +553,12 @@ func (m *Manager) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		w := NewIdleWatcher(m, NetDevCounter(m.PID(), ifaces...), IdleWatcherOptions{
+		w := NewIdleWatcher(m, m.activityCounter(ifaces), IdleWatcherOptions{
 			Interval: m.cfg.IdleInterval, IdleAfter: m.cfg.IdleAfter, Priority: m.cfg.Priority, Logger: m.log,
 		})
 		m.mu.Lock()
 		w.forbidden.Store(m.lendingOff.Load())
+		w.SetProbe(m.probe...)
 		m.watcher = w
 		m.mu.Unlock()
 		wg.Go(func() { _ = w.Run(ctx) })
@@ -585,6 +588,65 @@ func (m *Manager) Run(ctx context.Context) error {
 			return fmt.Errorf("dpdk %q: %w", m.cfg.Name, ErrNoProcess)
 		case <-tick.C:
 		}
+	}
+}
+
+// SetProbe hands the idle watcher the workload probe's warnings for the
+// application's DP cores (the policy uses the probe), or takes them away
+// (none): a lent core is then reclaimed at the next counter poll only.
+func (m *Manager) SetProbe(sources ...WakeSource) {
+	m.mu.Lock()
+	m.probe = slices.Clone(sources)
+	w := m.watcher
+	m.mu.Unlock()
+	if w != nil {
+		w.SetProbe(sources...)
+	}
+}
+
+// ovsCounterEvery is how many idle intervals pass between two reads of
+// OVS's PMD counters: a read is a round trip through ovs-vswitchd's main
+// thread (~150 µs), the interface counters are read every interval.
+const ovsCounterEvery = 10
+
+// activityCounter is what the idle watcher watches: the interfaces'
+// rx_packets and, for Open vSwitch, the packets its PMDs on the
+// application's cores received (every port, not only the watched
+// interfaces), read every ovsCounterEvery intervals.
+func (m *Manager) activityCounter(ifaces []string) CounterFunc {
+	netdev := NetDevCounter(m.PID(), ifaces...)
+	if m.cfg.OVSUnixctl == "" {
+		return netdev
+	}
+	pmds := sampledEvery(ovsCounterEvery, ovs.NewClient(m.cfg.OVSUnixctl).PMDPacketsCounter(m.cfg.CPUs))
+	return func() (uint64, error) {
+		a, err := netdev()
+		if err != nil {
+			return 0, err
+		}
+		b, err := pmds()
+		if err != nil {
+			return 0, fmt.Errorf("ovs pmd counters: %w", err)
+		}
+		return a + b, nil
+	}
+}
+
+// sampledEvery calls f on every nth call and returns its last value in
+// between.
+func sampledEvery(n int, f CounterFunc) CounterFunc {
+	calls := 0
+	var last uint64
+	return func() (uint64, error) {
+		if calls%n == 0 {
+			v, err := f()
+			if err != nil {
+				return 0, err
+			}
+			last = v
+		}
+		calls++
+		return last, nil
 	}
 }
 
