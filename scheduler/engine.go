@@ -71,74 +71,6 @@ type Event struct {
 	ProbeDown    bool          // EvProbeDown
 }
 
-// core is one DP core: the engine's state machine, what it last actuated,
-// its counters and measurements, and the policy's own state for it. Only
-// the engine touches it.
-type core struct {
-	cpu int
-	machine
-	actuated
-	counters
-	measured
-	pol CorePolicy // the current policy's state for this core
-}
-
-// machine is the core's place in the state machine (state.go).
-type machine struct {
-	state State
-	since time.Time
-	// blocked: the loop yielded while the core was not lendable (IDLE).
-	blocked bool
-	// probeDown: the core's probe failed; every policy holds it static.
-	probeDown bool
-	lentAt    time.Time
-	pending   Cause     // why the engine asked a lent core to wake
-	reclaimBy time.Time // RECLAIMING: taken as running after this
-}
-
-// actuated is what the engine last carried out on the core, so that it
-// issues only differences.
-type actuated struct {
-	inCPUSet bool
-	// cpusetKnown: a Lend or Reclaim has succeeded, so inCPUSet is fact; a
-	// failed write then changes nothing. Before that, failures assume the
-	// worse case for DP.
-	cpusetKnown bool
-	knobsSet    bool
-	yield       int64
-	knobSlice   time.Duration
-	probeOn     bool
-	probeSet    bool
-	retryAt     time.Time // slow path: no new attempt before this after an error
-}
-
-// counters only grow (snapshots and metrics).
-type counters struct {
-	lentTotal   time.Duration
-	lends       uint64
-	reclaims    [numCauses]uint64 // [CauseGuard]: guard trips
-	timeouts    uint64
-	transitions uint64
-	invalid     uint64
-	actErrors   uint64
-	cpusetLends uint64
-	cpusetBacks uint64
-	probes      uint64
-	flapsHeld   uint64
-	sloSeen     uint64
-}
-
-// measured is what the loop and the probe report, kept for every policy.
-type measured struct {
-	emptyPolls int64
-	wakeHist   histogram
-	slo        sloWindow // per-packet residence while lendable
-	load       loadWindow
-	loadMean   float64
-	packets    int64
-	harvest    time.Duration
-}
-
 // engine is the deterministic core: no goroutines, no clock reads. Time only
 // comes from event timestamps and advance.
 type engine struct {
@@ -508,62 +440,20 @@ func (e *engine) planFor(c *core) Plan {
 // changes, and not again before ActuatorRetry after a failure.
 func (e *engine) apply(c *core, force bool) {
 	plan := e.planFor(c)
-	now := e.now
 	knobsForced := false
 	if !plan.InCPUSet && c.state == Lent {
 		// DP first, and not gated by slow-path retries: stop yielding and
 		// wake the loop before (or without) the cgroup write.
 		e.setKnobs(c, -1, plan.Slice, force)
 		knobsForced = force
-		cause := CausePolicy
-		switch plan.Hold {
-		case HoldGuard:
-			cause = CauseGuard // counted at the trip
-		case HoldLoad:
-			cause = CauseLoad // counted when the hold began
-		default:
-			c.reclaims[CausePolicy]++
-		}
-		e.requestReclaim(c, cause, now)
+		e.requestReclaim(c, e.holdCause(c, plan.Hold), e.now)
 	}
-	if plan.InCPUSet != c.inCPUSet || force {
-		canTry := force || c.retryAt.IsZero() || !now.Before(c.retryAt)
-		switch {
-		case !canTry:
-		case plan.InCPUSet:
-			if err := e.act.Lend(c.cpu); err != nil {
-				c.actErrors++
-				if !c.cpusetKnown {
-					c.inCPUSet = false
-				} // else a failed write changed nothing
-				c.retryAt = now.Add(e.p.ActuatorRetry)
-				e.log.Warn("lend failed", "cpu", c.cpu, "err", err, "retry_at", c.retryAt)
-			} else {
-				c.inCPUSet, c.cpusetKnown = true, true
-				c.retryAt = time.Time{}
-				c.cpusetLends++
-			}
-		default:
-			if !knobsForced {
-				e.setKnobs(c, -1, plan.Slice, force)
-				knobsForced = force
-			}
-			wasIn := c.inCPUSet
-			if err := e.act.Reclaim(c.cpu); err != nil {
-				c.actErrors++
-				if !c.cpusetKnown {
-					c.inCPUSet = true // CP may be there: keep retrying
-				} // else a failed write changed nothing
-				c.retryAt = now.Add(e.p.ActuatorRetry)
-				e.log.Warn("reclaim failed", "cpu", c.cpu, "err", err, "retry_at", c.retryAt)
-			} else {
-				c.inCPUSet, c.cpusetKnown = false, true
-				c.retryAt = time.Time{}
-				if wasIn {
-					c.cpusetBacks++
-				}
-			}
+	if (plan.InCPUSet != c.inCPUSet || force) && (force || c.retryAt.IsZero() || !e.now.Before(c.retryAt)) {
+		if !plan.InCPUSet && !knobsForced {
+			e.setKnobs(c, -1, plan.Slice, force)
+			knobsForced = force
 		}
+		e.writeCPUSet(c, plan.InCPUSet)
 	}
 	yield := plan.YieldAfter
 	if !c.inCPUSet || !plan.InCPUSet {
@@ -576,6 +466,49 @@ func (e *engine) apply(c *core, force bool) {
 			e.gate.SetProbeWake(c.cpu, on)
 			c.probeOn, c.probeSet = on, true
 		}
+	}
+}
+
+// holdCause is the reclaim cause of a lent core the plan holds, counted
+// here unless the policy's report already counted it.
+func (e *engine) holdCause(c *core, h Hold) Cause {
+	switch h {
+	case HoldGuard:
+		return CauseGuard // counted at the trip
+	case HoldLoad:
+		return CauseLoad // counted when the hold began
+	}
+	c.reclaims[CausePolicy]++
+	return CausePolicy
+}
+
+// writeCPUSet adds the core to the CP cpuset (in) or removes it. A failed
+// write is retried after ActuatorRetry; it changes nothing once the
+// cpuset's contents are known, and before that the engine assumes the
+// worse case for DP: not lendable after a failed Lend, CP possibly there
+// after a failed Reclaim.
+func (e *engine) writeCPUSet(c *core, in bool) {
+	write, what := e.act.Reclaim, "reclaim"
+	if in {
+		write, what = e.act.Lend, "lend"
+	}
+	wasIn := c.inCPUSet
+	if err := write(c.cpu); err != nil {
+		c.actErrors++
+		if !c.cpusetKnown {
+			c.inCPUSet = !in
+		}
+		c.retryAt = e.now.Add(e.p.ActuatorRetry)
+		e.log.Warn(what+" failed", "cpu", c.cpu, "err", err, "retry_at", c.retryAt)
+		return
+	}
+	c.inCPUSet, c.cpusetKnown = in, true
+	c.retryAt = time.Time{}
+	switch {
+	case in:
+		c.cpusetLends++
+	case wasIn:
+		c.cpusetBacks++
 	}
 }
 
