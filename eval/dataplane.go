@@ -91,16 +91,12 @@ func RunDataplane(ctx context.Context, env *Env, cfg DataplaneConfig) (*Report, 
 	}
 	for _, load := range cfg.Loads {
 		for r := range cfg.Repeat {
-			cells := append([]scheduler.PolicyName{referenceSetup}, cfg.Policies...)
-			for _, cell := range cells {
+			for _, s := range setupsWithReference(cfg.Policies) {
 				if ctx.Err() != nil {
 					return finish(rep), ctx.Err()
 				}
-				policy, withCP := cell, true
-				if cell == referenceSetup {
-					policy, withCP = scheduler.PolicyStatic, false
-				}
-				label := fmt.Sprintf("%s, load %.2f, repeat %d/%d", cell, load, r+1, cfg.Repeat)
+				policy, withCP := s.policy, s.withCP
+				label := fmt.Sprintf("%s, load %.2f, repeat %d/%d", s, load, r+1, cfg.Repeat)
 				if env.Progress != nil {
 					env.Progress.Show(label)
 				}

@@ -244,16 +244,12 @@ func RunPing(ctx context.Context, env *Env, cfg PingConfig) (*Report, error) {
 		},
 	}
 	maps.Copy(rep.Params, env.Facts)
-	setups := append([]scheduler.PolicyName{referenceSetup}, cfg.Policies...)
 	for r := range cfg.Repeat {
-		for _, setup := range setups {
+		for _, s := range setupsWithReference(cfg.Policies) {
 			if ctx.Err() != nil {
 				return finish(rep), ctx.Err()
 			}
-			policy, withCP := setup, true
-			if setup == referenceSetup {
-				policy, withCP = scheduler.PolicyStatic, false
-			}
+			policy, withCP := s.policy, s.withCP
 			label := fmt.Sprintf("%s, repeat %d/%d", pingSetupName(policy, withCP), r+1, cfg.Repeat)
 			if env.Progress != nil {
 				env.Progress.Show(label)

@@ -122,9 +122,29 @@ func ParsePolicies(names []string) ([]scheduler.PolicyName, error) {
 	return out, nil
 }
 
-// referenceSetup is the run without CP load (static): the cell every
+// setup is one cell of the dataplane and ping experiments: a policy with
+// the CP load, or the reference (static without it).
+type setup struct {
+	policy scheduler.PolicyName
+	withCP bool
+}
+
+func (s setup) String() string {
+	if !s.withCP {
+		return "reference"
+	}
+	return string(s.policy)
+}
+
+// setupsWithReference leads the policies with the reference every
 // policy's run is compared with.
-const referenceSetup scheduler.PolicyName = "reference"
+func setupsWithReference(pols []scheduler.PolicyName) []setup {
+	out := []setup{{policy: scheduler.PolicyStatic}}
+	for _, p := range pols {
+		out = append(out, setup{policy: p, withCP: true})
+	}
+	return out
+}
 
 // RunVMStartup runs the density experiment: for each density N and each
 // policy, N VMs are requested at once through the CP pipeline (its processes
