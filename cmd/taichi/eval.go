@@ -14,6 +14,7 @@ import (
 
 	"github.com/taichi-sched/taichi/controlplane"
 	"github.com/taichi-sched/taichi/eval"
+	"github.com/taichi-sched/taichi/scheduler"
 )
 
 func init() {
@@ -39,7 +40,9 @@ func newEvalVMStartupCmd() *cobra.Command {
 			if cfg.VMs, err = parseInts("vms", vms); err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			cfg.Policies = splitList(policies)
+			if cfg.Policies, err = eval.ParsePolicies(splitList(policies)); err != nil {
+				return &exitError{code: 2, err: err}
+			}
 			if err := cfg.Validate(); err != nil {
 				return &exitError{code: 2, err: err}
 			}
@@ -51,7 +54,7 @@ func newEvalVMStartupCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.IntVar(&repeat, "repeat", 3, "runs per cell, policies interleaved within each repeat (the table shows the median and min–max)")
 	f.StringVar(&vms, "vms", "1,2,4,8,16,32", "densities: VMs requested at once")
-	f.StringVar(&policies, "policies", "static,dynamic,taichi", "policies, run interleaved per density")
+	f.StringVar(&policies, "policies", strings.Join(scheduler.PolicyNameStrings(), ","), "policies, run interleaved per density")
 	f.Float64Var(&dpLoad, "dp-load", 0.3, "average DP utilisation offered by the generator (on/off bursts)")
 	f.IntVar(&vmSize, "vm-size", 1, "vCPUs per VM; CP work per VM scales with it")
 	f.Float64Var(&work, "work", 1, "scales every VM's CP work")
@@ -70,7 +73,11 @@ func newEvalDataplaneCmd() *cobra.Command {
 		Short: "DP latency/throughput under a backlogged kernel-heavy CP load, per policy and load, with cyclictest beside",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg := eval.DataplaneConfig{Policies: splitList(policies), Duration: dur, Cyclictest: ct, Repeat: repeat, CPLoad: cpLoad}
+			pols, err := eval.ParsePolicies(splitList(policies))
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			cfg := eval.DataplaneConfig{Policies: pols, Duration: dur, Cyclictest: ct, Repeat: repeat, CPLoad: cpLoad}
 			for _, s := range splitList(loads) {
 				v, err := strconv.ParseFloat(s, 64)
 				if err != nil {
@@ -89,7 +96,7 @@ func newEvalDataplaneCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.IntVar(&repeat, "repeat", 3, "runs per cell, policies interleaved within each repeat (the table shows the median and min–max)")
 	f.StringVar(&cpLoad, "cp-load", eval.CPLoadMixed, "backlogged CP workload: mixed (kernel-heavy and user-mode), kernel or user")
-	f.StringVar(&policies, "policies", "static,dynamic,taichi", "policies (a static run without CP load is added per load as the reference)")
+	f.StringVar(&policies, "policies", strings.Join(scheduler.PolicyNameStrings(), ","), "policies (a static run without CP load is added per load as the reference)")
 	f.StringVar(&loads, "loads", "0.1,0.3,0.7", "DP utilisations offered by the generator")
 	f.DurationVar(&dur, "duration", 5*time.Second, "traffic per cell")
 	f.DurationVar(&ct, "cyclictest", 5*time.Second, "cyclictest per cell (negative: skip)")
