@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/taichi-sched/taichi/scheduler"
 )
 
 //go:embed default.yaml
@@ -19,28 +21,18 @@ var defaultYAML []byte
 // DefaultYAML returns the embedded default configuration, commented field by field.
 func DefaultYAML() []byte { return append([]byte(nil), defaultYAML...) }
 
-// Policy names.
-const (
-	PolicyStatic  = "static"
-	PolicyDynamic = "dynamic"
-	PolicyTaichi  = "taichi"
-)
-
-// Policies lists the valid policy names.
-var Policies = []string{PolicyStatic, PolicyDynamic, PolicyTaichi}
-
 // Config is the whole configuration. Field tags name the YAML keys.
 type Config struct {
-	Cores     Cores     `key:"cores"`
-	Policy    string    `key:"policy"`
-	Scheduler Scheduler `key:"scheduler"`
-	VCPU      VCPU      `key:"vcpu"`
-	Probe     Probe     `key:"probe"`
-	Dataplane Dataplane `key:"dataplane"`
-	Metrics   Metrics   `key:"metrics"`
-	Control   Control   `key:"control"`
-	StateDir  string    `key:"state_dir"`
-	Log       Log       `key:"log"`
+	Cores     Cores                `key:"cores"`
+	Policy    scheduler.PolicyName `key:"policy"`
+	Scheduler Scheduler            `key:"scheduler"`
+	VCPU      VCPU                 `key:"vcpu"`
+	Probe     Probe                `key:"probe"`
+	Dataplane Dataplane            `key:"dataplane"`
+	Metrics   Metrics              `key:"metrics"`
+	Control   Control              `key:"control"`
+	StateDir  string               `key:"state_dir"`
+	Log       Log                  `key:"log"`
 
 	// DPCPUs and CPCPUs are Cores resolved against the topology by Load.
 	DPCPUs []int `key:"-"`

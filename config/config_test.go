@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/taichi-sched/taichi/scheduler"
 	"github.com/taichi-sched/taichi/topology"
 )
 
@@ -20,7 +21,7 @@ func TestDefaultLoads(t *testing.T) {
 	if !slices.Equal(cfg.DPCPUs, []int{3}) || !slices.Equal(cfg.CPCPUs, []int{0, 1, 2}) {
 		t.Errorf("auto split = dp %v cp %v, want dp [3] cp [0 1 2]", cfg.DPCPUs, cfg.CPCPUs)
 	}
-	if cfg.Policy != PolicyTaichi || cfg.Metrics.Listen != "127.0.0.1:9464" || cfg.Control.Socket != "/run/taichi/taichi.sock" {
+	if cfg.Policy != scheduler.PolicyTaichi || cfg.Metrics.Listen != "127.0.0.1:9464" || cfg.Control.Socket != "/run/taichi/taichi.sock" {
 		t.Errorf("unexpected defaults: policy %q metrics %q socket %q", cfg.Policy, cfg.Metrics.Listen, cfg.Control.Socket)
 	}
 	if cfg.Scheduler.SliceMin.D() != 50*time.Microsecond || cfg.Probe.RingbufSize != 64<<10 {
@@ -52,7 +53,7 @@ probe:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(cfg.DPCPUs, []int{2, 3}) || cfg.Policy != PolicyDynamic {
+	if !slices.Equal(cfg.DPCPUs, []int{2, 3}) || cfg.Policy != scheduler.PolicyDynamic {
 		t.Errorf("dp %v policy %s", cfg.DPCPUs, cfg.Policy)
 	}
 	l := cfg.Dataplane.Loops

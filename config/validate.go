@@ -62,7 +62,9 @@ func (c *checker) intRange(key string, v, lo, hi int) {
 func (cfg *Config) validate(topo *topology.Topology) Errors {
 	c := &checker{}
 	cfg.resolveCores(c, topo)
-	c.oneOf("policy", cfg.Policy, Policies)
+	if err := cfg.Policy.Validate(); err != nil {
+		c.fail("policy", "%v", err)
+	}
 
 	s := cfg.Scheduler
 	for key, d := range map[string]Duration{

@@ -122,7 +122,7 @@ func (w *blockerWatch) tickLoop(ctx context.Context) {
 // and the kernel module's blocker records feed the same Confiner.
 func (w *blockerWatch) sync() {
 	d := w.d
-	active := d.Policy() == config.PolicyTaichi
+	active := d.currentPolicy().ConfinesBlockers()
 	if w.conf.Active() != active {
 		w.note("blocker confinement", w.conf.SetActive(active))
 		d.log.Info("blocker confinement", "active", active, "policy", d.Policy())

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/taichi-sched/taichi/scheduler"
 )
 
 const checkpointVersion = 1
@@ -20,14 +22,14 @@ const checkpointVersion = 1
 // checked with a checksum, like kubelet's cpu_manager_state; on start it is reconciled
 // against the config, never a reason to refuse to start.
 type Checkpoint struct {
-	Version  int       `json:"version"`
-	PID      int       `json:"pid"`
-	Policy   string    `json:"policy"`        // policy in force
-	Override bool      `json:"override"`      // Policy was set at run time, not from config
-	Config   string    `json:"config_policy"` // the config's policy when saved
-	Lent     []int     `json:"lent"`
-	Saved    time.Time `json:"saved"`
-	Checksum string    `json:"checksum"`
+	Version  int                  `json:"version"`
+	PID      int                  `json:"pid"`
+	Policy   scheduler.PolicyName `json:"policy"`        // policy in force
+	Override bool                 `json:"override"`      // Policy was set at run time, not from config
+	Config   scheduler.PolicyName `json:"config_policy"` // the config's policy when saved
+	Lent     []int                `json:"lent"`
+	Saved    time.Time            `json:"saved"`
+	Checksum string               `json:"checksum"`
 }
 
 func (c Checkpoint) sum() string {

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/taichi-sched/taichi/internal/testenv"
+	"github.com/taichi-sched/taichi/scheduler"
 )
 
 // The test binary re-executes itself as a control-socket client with
@@ -50,7 +51,7 @@ type stubTarget struct {
 func (s *stubTarget) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Status{PID: os.Getpid(), Policy: s.policy}
+	return Status{PID: os.Getpid(), Policy: scheduler.PolicyName(s.policy)}
 }
 
 func (s *stubTarget) SetPolicy(name string) error {

@@ -66,9 +66,12 @@ type Daemon struct {
 	mu       sync.Mutex
 	started  time.Time
 	override bool
-	policy   string // the policy in force (the scheduler's, copied: actuator calls must not call back into it)
+	// policy is the policy in force (the scheduler's, copied: actuator
+	// calls must not call back into it); it decides DPDK lending and
+	// blocker confinement.
+	policy scheduler.Policy
 	// policyOverride is a run-time policy restored from the checkpoint.
-	policyOverride string
+	policyOverride scheduler.PolicyName
 	// probeDown keeps why a DP core's probe failed, for status; the
 	// scheduler holds such a core static.
 	probeDown map[int]string
@@ -114,9 +117,13 @@ func New(cfg *config.Config, opts ...Option) (*Daemon, error) {
 	if cfg == nil || len(cfg.CPCPUs) == 0 {
 		return nil, errors.New("daemon: configuration not loaded/validated (no CP cores resolved)")
 	}
+	policy, err := scheduler.LookupPolicy(cfg.Policy)
+	if err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
 	d := &Daemon{
 		cfg:       cfg,
-		policy:    cfg.Policy,
+		policy:    policy,
 		log:       slog.Default(),
 		probeDown: map[int]string{},
 		// Segments live beside the control socket (/run/taichi/dp by default).
@@ -250,10 +257,9 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	}
 	d.startBlockers(runCtx)
 	if d.override {
-		if err := d.sched.SetPolicy(d.policyOverride); err != nil {
+		if err := d.switchPolicy(d.policyOverride); err != nil {
 			return err
 		}
-		d.policy = d.policyOverride
 	}
 	d.wg.Add(2)
 	go func() {
@@ -310,7 +316,7 @@ func (d *Daemon) reconcileCheckpoint(cp *Checkpoint) {
 	if !cp.Override {
 		return
 	}
-	if cp.Config == d.cfg.Policy && slices.Contains(config.Policies, cp.Policy) {
+	if cp.Config == d.cfg.Policy && cp.Policy.Validate() == nil {
 		d.policyOverride, d.override = cp.Policy, true
 		d.log.Info("restoring policy set at run time", "policy", cp.Policy, "config_policy", d.cfg.Policy)
 	} else {
@@ -324,7 +330,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.Start(ctx); err != nil {
 		return err
 	}
-	if ok, err := sdnotify.Notify("READY=1\nSTATUS=lending per policy " + d.Policy()); ok && err != nil {
+	if ok, err := sdnotify.Notify("READY=1\nSTATUS=lending per policy " + string(d.Policy())); ok && err != nil {
 		d.log.Warn("systemd notify failed", "err", err)
 	}
 	var tick <-chan time.Time
@@ -345,27 +351,46 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 }
 
-// Policy returns the policy in force.
-func (d *Daemon) Policy() string {
+// Policy returns the name of the policy in force.
+func (d *Daemon) Policy() scheduler.PolicyName { return d.currentPolicy().Name() }
+
+func (d *Daemon) currentPolicy() scheduler.Policy {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.policy
 }
 
 // SetPolicy switches the lending policy at run time and checkpoints it.
-func (d *Daemon) SetPolicy(name string) error {
-	if !slices.Contains(config.Policies, name) {
-		return fmt.Errorf("policy: unknown value %q (want one of static, dynamic, taichi)", name)
+func (d *Daemon) SetPolicy(s string) error {
+	name, err := scheduler.ParsePolicyName(s)
+	if err != nil {
+		return fmt.Errorf("policy: %w", err)
 	}
-	if err := d.sched.SetPolicy(name); err != nil {
+	if err := d.switchPolicy(name); err != nil {
+		return err
+	}
+	d.log.Info("policy changed", "policy", name)
+	d.checkpoint()
+	return nil
+}
+
+// switchPolicy makes name the policy in force before the scheduler applies
+// it: the actuator calls it makes (DPDK lending) follow the new policy.
+func (d *Daemon) switchPolicy(name scheduler.PolicyName) error {
+	pol, err := scheduler.LookupPolicy(name)
+	if err != nil {
 		return err
 	}
 	d.mu.Lock()
-	d.policy = name
-	d.override = name != d.cfg.Policy
+	old, oldOverride := d.policy, d.override
+	d.policy, d.override = pol, name != d.cfg.Policy
 	d.mu.Unlock()
-	d.log.Info("policy changed", "policy", name)
-	d.checkpoint()
+	if err := d.sched.SetPolicy(name); err != nil {
+		d.mu.Lock()
+		d.policy, d.override = old, oldOverride
+		d.mu.Unlock()
+		return err
+	}
 	return nil
 }
 
@@ -393,7 +418,7 @@ func (d *Daemon) setLent(cpu int, lend bool) error {
 	if err := write(cpu); err != nil {
 		return err
 	}
-	if lend {
+	if lend && d.currentPolicy().LendsDPDK() {
 		if err := d.setDPDKLending(cpu, true); err != nil {
 			d.log.Warn("DPDK idle lending stays off on a lent core", "cpu", cpu, "err", err)
 		}
@@ -478,7 +503,7 @@ func (d *Daemon) checkpoint() {
 	d.ckMu.Lock()
 	defer d.ckMu.Unlock()
 	d.mu.Lock()
-	cp := Checkpoint{PID: os.Getpid(), Policy: d.policy, Override: d.override, Config: d.cfg.Policy, Saved: time.Now()}
+	cp := Checkpoint{PID: os.Getpid(), Policy: d.policy.Name(), Override: d.override, Config: d.cfg.Policy, Saved: time.Now()}
 	d.mu.Unlock()
 	if d.pool != nil {
 		for _, cpu := range d.pool.CPUs() {

@@ -89,7 +89,7 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.harvest, prometheus.CounterValue, st.Pool.HarvestedCPSeconds)
 	}
 	ch <- prometheus.MustNewConstMetric(c.selfShare, prometheus.GaugeValue, st.Daemon.Share)
-	ch <- prometheus.MustNewConstMetric(c.bld, prometheus.GaugeValue, 1, st.Version, runtime.Version(), st.Policy)
+	ch <- prometheus.MustNewConstMetric(c.bld, prometheus.GaugeValue, 1, st.Version, runtime.Version(), string(st.Policy))
 }
 
 // promBuckets are the exported latency buckets (seconds), 1-2-5 steps from

@@ -22,17 +22,17 @@ const (
 
 // Status is what `taichi status` shows.
 type Status struct {
-	Version  string        `json:"version"`
-	PID      int           `json:"pid"`
-	Uptime   string        `json:"uptime"`
-	Policy   string        `json:"policy"`
-	Override bool          `json:"policy_override,omitempty"`
-	Pool     PoolStatus    `json:"pool"`
-	Cores    []CoreStatus  `json:"cores"`
-	Loops    []LoopStatus  `json:"loops,omitempty"`
-	DPDK     []dpdk.Status `json:"dpdk,omitempty"`
-	Probe    ProbeStatus   `json:"probe"`
-	Kmod     *KmodStatus   `json:"kmod,omitempty"`
+	Version  string               `json:"version"`
+	PID      int                  `json:"pid"`
+	Uptime   string               `json:"uptime"`
+	Policy   scheduler.PolicyName `json:"policy"`
+	Override bool                 `json:"policy_override,omitempty"`
+	Pool     PoolStatus           `json:"pool"`
+	Cores    []CoreStatus         `json:"cores"`
+	Loops    []LoopStatus         `json:"loops,omitempty"`
+	DPDK     []dpdk.Status        `json:"dpdk,omitempty"`
+	Probe    ProbeStatus          `json:"probe"`
+	Kmod     *KmodStatus          `json:"kmod,omitempty"`
 	// Daemon is taichi's own CPU cost.
 	Daemon SelfCPU `json:"daemon"`
 	// SLO is the guard's bound on per-packet RX residence p99.

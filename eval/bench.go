@@ -17,6 +17,7 @@ import (
 	"github.com/taichi-sched/taichi/config"
 	"github.com/taichi-sched/taichi/daemon"
 	"github.com/taichi-sched/taichi/dataplane/ovs"
+	"github.com/taichi-sched/taichi/scheduler"
 	"github.com/taichi-sched/taichi/testbed"
 )
 
@@ -26,7 +27,7 @@ type BenchOptions struct {
 	// default "te<pid>".
 	Prefix string
 	// Policy the daemon starts with (each run sets its own); default static.
-	Policy string
+	Policy scheduler.PolicyName
 	// Log receives the daemon's log; nil discards it.
 	Log io.Writer
 	// Progress, if set, is handed to the experiments.
@@ -83,7 +84,7 @@ func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
 		o.Prefix = fmt.Sprintf("te%d", os.Getpid())
 	}
 	if o.Policy == "" {
-		o.Policy = "static"
+		o.Policy = scheduler.PolicyStatic
 	}
 	if o.DP == "" {
 		o.DP = DPLoop

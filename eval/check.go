@@ -5,6 +5,8 @@ import (
 	"math"
 	"slices"
 	"strings"
+
+	"github.com/taichi-sched/taichi/scheduler"
 )
 
 // Check is one self-check of a report: a claim the table rests on.
@@ -15,7 +17,7 @@ type Check struct {
 }
 
 // lendingPolicies may lend DP cores to CP.
-var lendingPolicies = []string{"dynamic", "taichi"}
+var lendingPolicies = []scheduler.PolicyName{scheduler.PolicyDynamic, scheduler.PolicyTaichi}
 
 // minBackloggedVMs is the density from which the VM-startup pipeline keeps
 // more CP work queued than the CP cores can run, so a lending policy must
@@ -28,7 +30,7 @@ func finish(r *Report) *Report {
 	classes := map[string][]string{}
 	var order []string
 	for _, run := range r.Runs {
-		pol := run.Policy
+		pol := string(run.Policy)
 		if run.CPLoad == "none" {
 			pol += " without CP"
 		}
@@ -160,7 +162,7 @@ func referenceIsLowest(r *Report) []Check {
 	var out []Check
 	for _, c := range cellsOf(r) {
 		ref := c.runs[0]
-		if ref.Policy != "static" || ref.CPLoad != "none" {
+		if ref.Policy != scheduler.PolicyStatic || ref.CPLoad != "none" {
 			continue
 		}
 		best := aggregate(c.runs, func(run Run) float64 { return residenceP99(run) }).Min

@@ -13,6 +13,7 @@ import (
 	"github.com/taichi-sched/taichi/daemon"
 	"github.com/taichi-sched/taichi/dataplane"
 	"github.com/taichi-sched/taichi/dataplane/dpdk"
+	"github.com/taichi-sched/taichi/scheduler"
 	"github.com/taichi-sched/taichi/testbed"
 	"github.com/taichi-sched/taichi/topology"
 )
@@ -25,7 +26,9 @@ type DaemonSystem struct {
 var _ System = (*DaemonSystem)(nil)
 
 // SetPolicy switches the daemon's policy.
-func (s *DaemonSystem) SetPolicy(_ context.Context, name string) error { return s.D.SetPolicy(name) }
+func (s *DaemonSystem) SetPolicy(_ context.Context, name scheduler.PolicyName) error {
+	return s.D.SetPolicy(string(name))
+}
 
 // Place adopts pid into the daemon's CP pool.
 func (s *DaemonSystem) Place(pid int) error {
@@ -108,13 +111,13 @@ func (s *DaemonSystem) DPPriority() int {
 // alone), no metrics listener, and one reflect-mode DP loop on the
 // testbed's DP interface, pinned to the first DP core. policy, cpClass
 // (vcpu.class) and cpWeight (vcpu.weight, 0: default) may be empty.
-func DaemonConfig(tb *testbed.Testbed, name, stateDir, policy, cpClass string, cpWeight int) (*config.Config, error) {
+func DaemonConfig(tb *testbed.Testbed, name, stateDir string, policy scheduler.PolicyName, cpClass string, cpWeight int) (*config.Config, error) {
 	return daemonConfigWith(tb, name, stateDir, policy, cpClass, cpWeight, "")
 }
 
 // daemonConfigWith is DaemonConfig with extra YAML appended (top-level
 // keys the overlay does not set itself, e.g. a dataplane without a loop).
-func daemonConfigWith(tb *testbed.Testbed, name, stateDir, policy, cpClass string, cpWeight int, extra string) (*config.Config, error) {
+func daemonConfigWith(tb *testbed.Testbed, name, stateDir string, policy scheduler.PolicyName, cpClass string, cpWeight int, extra string) (*config.Config, error) {
 	topo, err := topology.Host()
 	if err != nil {
 		return nil, err

@@ -7,11 +7,13 @@ import (
 	"os/exec"
 	"slices"
 	"time"
+
+	"github.com/taichi-sched/taichi/scheduler"
 )
 
 // DataplaneConfig selects a dataplane experiment.
 type DataplaneConfig struct {
-	Policies []string
+	Policies []scheduler.PolicyName
 	Loads    []float64     // DP utilisations to offer
 	Duration time.Duration // traffic per cell; default 5s
 	// Cyclictest is how long cyclictest runs per cell after the traffic,
@@ -89,16 +91,12 @@ func RunDataplane(ctx context.Context, env *Env, cfg DataplaneConfig) (*Report, 
 	}
 	for _, load := range cfg.Loads {
 		for r := range cfg.Repeat {
-			cells := append([]string{"reference"}, cfg.Policies...)
-			for _, cell := range cells {
+			for _, s := range setupsWithReference(cfg.Policies) {
 				if ctx.Err() != nil {
 					return finish(rep), ctx.Err()
 				}
-				policy, withCP := cell, true
-				if cell == "reference" {
-					policy, withCP = "static", false
-				}
-				label := fmt.Sprintf("%s, load %.2f, repeat %d/%d", cell, load, r+1, cfg.Repeat)
+				policy, withCP := s.policy, s.withCP
+				label := fmt.Sprintf("%s, load %.2f, repeat %d/%d", s, load, r+1, cfg.Repeat)
 				if env.Progress != nil {
 					env.Progress.Show(label)
 				}
@@ -117,7 +115,7 @@ func RunDataplane(ctx context.Context, env *Env, cfg DataplaneConfig) (*Report, 
 // beginRun applies policy and, when cpLoad is not empty, starts that CP
 // load for at most bound. It returns the end of the run (stop the load,
 // record its failures, settle), or false with the failure in run.
-func beginRun(ctx context.Context, env *Env, run *Run, policy, cpLoad string, bound time.Duration) (end func(), ok bool) {
+func beginRun(ctx context.Context, env *Env, run *Run, policy scheduler.PolicyName, cpLoad string, bound time.Duration) (end func(), ok bool) {
 	if err := env.System.SetPolicy(ctx, policy); err != nil {
 		run.Error = fmt.Sprintf("set policy: %v", err)
 		return nil, false
@@ -138,7 +136,7 @@ func beginRun(ctx context.Context, env *Env, run *Run, policy, cpLoad string, bo
 	}, true
 }
 
-func dataplaneRun(ctx context.Context, env *Env, cfg DataplaneConfig, policy string, load float64, withCP bool) (run Run) {
+func dataplaneRun(ctx context.Context, env *Env, cfg DataplaneConfig, policy scheduler.PolicyName, load float64, withCP bool) (run Run) {
 	run = Run{Policy: policy, Load: load, CPLoad: "none"}
 	sys := env.System
 	cpLoad := ""

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/taichi-sched/taichi/dataplane/ovs"
+	"github.com/taichi-sched/taichi/scheduler"
 	"github.com/taichi-sched/taichi/testbed"
 )
 
@@ -31,7 +32,7 @@ var DPKinds = []string{DPLoop, DPOVS}
 // lending by taichi. The daemon runs the dynamic policy (its cpuset admits
 // CP to the PMD core) with DPDK lending held, so the PMD keeps the
 // static class (SCHED_OTHER nice -20, strong weight) and sleeps by itself.
-const SetupOVSMaxSleep = "ovs-maxsleep"
+const SetupOVSMaxSleep scheduler.PolicyName = "ovs-maxsleep"
 
 // OVSPeerMaxSleep is the PMD sleep the ovs-maxsleep setup uses.
 const OVSPeerMaxSleep = 100 * time.Microsecond
@@ -48,10 +49,10 @@ var _ System = (*ovsSystem)(nil)
 // ovs-maxsleep setup. DPDK lending is held before CP may reach the PMD
 // core, and the PMD sleep is set before the policy, so no run starts in a
 // mix of two setups.
-func (s *ovsSystem) SetPolicy(ctx context.Context, name string) error {
+func (s *ovsSystem) SetPolicy(ctx context.Context, name scheduler.PolicyName) error {
 	policy, sleep, hold := name, time.Duration(0), false
 	if name == SetupOVSMaxSleep {
-		policy, sleep, hold = "dynamic", OVSPeerMaxSleep, true
+		policy, sleep, hold = scheduler.PolicyDynamic, OVSPeerMaxSleep, true
 	}
 	if err := s.D.HoldDPDKLending(hold); err != nil {
 		return err

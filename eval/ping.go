@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/taichi-sched/taichi/scheduler"
 )
 
 // ExperimentPing is the paper's ping table, measured with Debian's iputils
@@ -25,7 +27,7 @@ const ExperimentPing = "ping"
 type PingConfig struct {
 	// Policies run with the CP load; a static run without CP load (the
 	// reference every ratio divides by) leads each repeat.
-	Policies []string
+	Policies []scheduler.PolicyName
 	Count    int           // echoes per run; default 10000
 	Interval time.Duration // between echoes (ping -i); default 1ms
 	Timeout  time.Duration // per reply (ping -W); default 1s
@@ -246,16 +248,12 @@ func RunPing(ctx context.Context, env *Env, cfg PingConfig) (*Report, error) {
 			"through Open vSwitch with DPDK (its PMD on the DP core), answered by the sink's kernel. " + pingClientNote(cfg.ClientFIFO)
 	}
 	maps.Copy(rep.Params, env.Facts)
-	setups := append([]string{"reference"}, cfg.Policies...)
 	for r := range cfg.Repeat {
-		for _, setup := range setups {
+		for _, s := range setupsWithReference(cfg.Policies) {
 			if ctx.Err() != nil {
 				return finish(rep), ctx.Err()
 			}
-			policy, withCP := setup, true
-			if setup == "reference" {
-				policy, withCP = "static", false
-			}
+			policy, withCP := s.policy, s.withCP
 			label := fmt.Sprintf("%s, repeat %d/%d", pingSetupName(policy, withCP), r+1, cfg.Repeat)
 			if env.Progress != nil {
 				env.Progress.Show(label)
@@ -271,7 +269,7 @@ func RunPing(ctx context.Context, env *Env, cfg PingConfig) (*Report, error) {
 	return finish(rep), nil
 }
 
-func pingRun(ctx context.Context, env *Env, cfg PingConfig, policy string, withCP bool) (run Run) {
+func pingRun(ctx context.Context, env *Env, cfg PingConfig, policy scheduler.PolicyName, withCP bool) (run Run) {
 	run = Run{Policy: policy, CPLoad: "none"}
 	sys := env.System
 	cpLoad := ""
@@ -381,20 +379,20 @@ func pingVersion() string {
 	return strings.TrimSpace(line)
 }
 
-func pingSetupName(policy string, withCP bool) string {
+func pingSetupName(policy scheduler.PolicyName, withCP bool) string {
 	if withCP {
-		return policy + " with CP"
+		return string(policy) + " with CP"
 	}
-	return policy + " without CP"
+	return string(policy) + " without CP"
 }
 
 // paperCounterpart is the paper's ping-table row a setup corresponds to:
 // static cores, sharing without the workload probe (dynamic), or Tai Chi.
-func paperCounterpart(policy string) string {
+func paperCounterpart(policy scheduler.PolicyName) string {
 	switch policy {
-	case "dynamic":
+	case scheduler.PolicyDynamic:
 		return "without the probe"
-	case "taichi":
+	case scheduler.PolicyTaichi:
 		return "Tai Chi"
 	case "static":
 		return "static"
@@ -451,7 +449,7 @@ func writePingTable(w io.Writer, r *Report) {
 	cells := cellsOf(r)
 	var ref *cell
 	for i := range cells {
-		if cells[i].key.Policy == "static" && cells[i].key.CPLoad == "none" {
+		if cells[i].key.Policy == scheduler.PolicyStatic && cells[i].key.CPLoad == "none" {
 			ref = &cells[i]
 			break
 		}

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/taichi-sched/taichi/scheduler"
 )
 
 // Captured from iputils ping 20221126 against the testbed's DP loop.
@@ -117,12 +119,12 @@ func TestParsePingRejects(t *testing.T) {
 }
 
 func TestPingConfigValidate(t *testing.T) {
-	good := PingConfig{Policies: []string{"dynamic"}, Count: 10, Interval: time.Millisecond}
+	good := PingConfig{Policies: []scheduler.PolicyName{"dynamic"}, Count: 10, Interval: time.Millisecond}
 	if err := good.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	cases := map[string]func(c *PingConfig){
-		"policies":    func(c *PingConfig) { c.Policies = []string{"fast"} },
+		"policies":    func(c *PingConfig) { c.Policies = []scheduler.PolicyName{"fast"} },
 		"count":       func(c *PingConfig) { c.Count = -1 },
 		"interval":    func(c *PingConfig) { c.Interval = time.Microsecond },
 		"timeout":     func(c *PingConfig) { c.Timeout = time.Hour },
@@ -162,7 +164,7 @@ func TestPingEndToEnd(t *testing.T) {
 	b.Env.GoHelperEnv = []string{helperEnv + "=1"}
 
 	const count = 300
-	rep, err := RunPing(ctx, b.Env, PingConfig{Policies: []string{"dynamic"}, Count: count, Interval: time.Millisecond, ClientFIFO: 1})
+	rep, err := RunPing(ctx, b.Env, PingConfig{Policies: []scheduler.PolicyName{"dynamic"}, Count: count, Interval: time.Millisecond, ClientFIFO: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"gonum.org/v1/plot/vg/vgimg"
 
 	"github.com/taichi-sched/taichi/dataplane"
+	"github.com/taichi-sched/taichi/scheduler"
 )
 
 // Figure sizes: two panels and a legend column, or one panel and a legend.
@@ -74,7 +75,7 @@ func vmStartupFigure(r *Report) *figure {
 		cp.add(p50, sty, dodgeSlot(2*i, 2*len(pols)))
 		cp.add(p99, sty.dashed(), dodgeSlot(2*i+1, 2*len(pols)))
 		dp.add(seriesPoints(cells, of, density, residenceP99), sty, dodgeSlot(i, len(pols)))
-		f.legend.Add(pol, sty.thumbs()...)
+		f.legend.Add(string(pol), sty.thumbs()...)
 	}
 	f.legend.Add("")
 	black := seriesStyleOf(color.Black, nil)
@@ -616,7 +617,7 @@ var palette = []color.Color{
 }
 
 // seriesStyle gives a policy the same color and glyph in every panel.
-func seriesStyle(pols []string, pol string) style {
+func seriesStyle(pols []scheduler.PolicyName, pol scheduler.PolicyName) style {
 	i := max(slices.Index(pols, pol), 0)
 	return seriesStyleOf(palette[i%len(palette)], plotutil.Shape(i))
 }
@@ -627,7 +628,7 @@ func dataplaneStyle(r *Report, key string) style {
 	if strings.HasSuffix(key, noCPSuffix) {
 		return seriesStyleOf(color.Black, draw.SquareGlyph{}).dashed()
 	}
-	pol := strings.TrimSuffix(key, withCPSuffix)
+	pol := scheduler.PolicyName(strings.TrimSuffix(key, withCPSuffix))
 	return seriesStyle(policiesOf(r), pol)
 }
 
@@ -674,8 +675,8 @@ func known(p *Percentiles, f func(Percentiles) float64) float64 {
 }
 
 // policiesOf lists the runs' policies in first-seen order.
-func policiesOf(r *Report) []string {
-	var out []string
+func policiesOf(r *Report) []scheduler.PolicyName {
+	var out []scheduler.PolicyName
 	for _, run := range r.Runs {
 		if !slices.Contains(out, run.Policy) {
 			out = append(out, run.Policy)
@@ -692,9 +693,9 @@ const (
 // seriesKey separates the no-CP reference from the same policy under CP load.
 func seriesKey(run Run) string {
 	if run.CPLoad == "none" {
-		return run.Policy + noCPSuffix
+		return string(run.Policy) + noCPSuffix
 	}
-	return run.Policy + withCPSuffix
+	return string(run.Policy) + withCPSuffix
 }
 
 // inSeries matches the cells of the series named key.

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/taichi-sched/taichi/dataplane"
+	"github.com/taichi-sched/taichi/scheduler"
 )
 
 // histOf builds a residence histogram from samples in ns, in the loop's
@@ -57,7 +58,7 @@ func dataplanePlotReport(repeats int) *Report {
 			for ci, c := range cells {
 				h := histOf(residenceSamples(uint64(100*li+10*rep+ci), 4000, c.median*(1+float64(li)/2), c.spike)...)
 				p := histUS(h)
-				r.Runs = append(r.Runs, Run{Policy: c.pol, Repeat: rep, Load: load, CPLoad: c.cp, CPCPUS: 2,
+				r.Runs = append(r.Runs, Run{Policy: scheduler.PolicyName(c.pol), Repeat: rep, Load: load, CPLoad: c.cp, CPCPUS: 2,
 					DP:           DP{ResidenceUS: p, ResidenceHist: &h},
 					CyclictestUS: &Percentiles{N: 100, P50: 10, P99: 30 + 5*float64(rep+ci), Max: 90}})
 			}

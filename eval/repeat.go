@@ -3,12 +3,14 @@ package eval
 import (
 	"math"
 	"slices"
+
+	"github.com/taichi-sched/taichi/scheduler"
 )
 
 // cellKey identifies one cell of an experiment: the runs that differ only
 // by repeat.
 type cellKey struct {
-	Policy string
+	Policy scheduler.PolicyName
 	VMs    int
 	Load   float64
 	CPLoad string

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/taichi-sched/taichi/dataplane"
+	"github.com/taichi-sched/taichi/scheduler"
 )
 
 // Experiment names, also the base names of the output files.
@@ -103,11 +104,11 @@ type DP struct {
 
 // Run is one (policy, density or load) cell.
 type Run struct {
-	Policy string  `json:"policy"`
-	Repeat int     `json:"repeat"` // 0-based repeat of this cell
-	VMs    int     `json:"vms,omitempty"`
-	Load   float64 `json:"load,omitempty"`    // DP utilisation the generator aimed at
-	CPLoad string  `json:"cp_load,omitempty"` // "none", "vm-startup", "stress-ng --dentry ..."
+	Policy scheduler.PolicyName `json:"policy"`
+	Repeat int                  `json:"repeat"` // 0-based repeat of this cell
+	VMs    int                  `json:"vms,omitempty"`
+	Load   float64              `json:"load,omitempty"`    // DP utilisation the generator aimed at
+	CPLoad string               `json:"cp_load,omitempty"` // "none", "vm-startup", "stress-ng --dentry ..."
 
 	StartupMS *Percentiles `json:"startup_ms,omitempty"`
 	VMsOK     int          `json:"vms_ok,omitempty"`

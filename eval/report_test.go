@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/taichi-sched/taichi/scheduler"
 )
 
 func TestSummarize(t *testing.T) {
@@ -77,7 +79,7 @@ func TestParsePreempt(t *testing.T) {
 func sampleReport(exp string) *Report {
 	r := &Report{Experiment: exp, Machine: ReadMachine([]int{1}, []int{0}), Params: map[string]any{"dp_load": 0.3}}
 	for rep := range sampleRepeats {
-		for _, pol := range []string{"static", "taichi"} {
+		for _, pol := range []scheduler.PolicyName{scheduler.PolicyStatic, scheduler.PolicyTaichi} {
 			for i, n := range []int{1, 4} {
 				s := Summarize([]float64{float64(10 * n), float64(12 * n), float64(20 * n)})
 				r.Runs = append(r.Runs, Run{
@@ -274,7 +276,7 @@ func dataplaneReport(refP99, dynP99 float64, harvest float64) *Report {
 			pol, load string
 			p99       float64
 		}{{"static", "none", refP99}, {"static", "mixed", refP99 * 1.2}, {"dynamic", "mixed", dynP99}} {
-			run := Run{Policy: c.pol, Repeat: rep, Load: 0.3, CPLoad: c.load, CPCPUS: 3,
+			run := Run{Policy: scheduler.PolicyName(c.pol), Repeat: rep, Load: 0.3, CPLoad: c.load, CPCPUS: 3,
 				DP: DP{ResidenceUS: Percentiles{N: 1000, P99: c.p99 + float64(rep)}}}
 			if c.pol == "dynamic" {
 				run.HarvestedCPS = knownSeconds(harvest)

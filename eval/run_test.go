@@ -15,6 +15,7 @@ import (
 	"github.com/taichi-sched/taichi/controlplane"
 	"github.com/taichi-sched/taichi/internal/netns"
 	"github.com/taichi-sched/taichi/internal/testenv"
+	"github.com/taichi-sched/taichi/scheduler"
 )
 
 const helperEnv = "TAICHI_EVAL_CP_HELPER_TEST"
@@ -39,10 +40,10 @@ type plainSystem struct {
 	placed   int
 }
 
-func (s *plainSystem) SetPolicy(_ context.Context, name string) error {
+func (s *plainSystem) SetPolicy(_ context.Context, name scheduler.PolicyName) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.policies = append(s.policies, name)
+	s.policies = append(s.policies, string(name))
 	return nil
 }
 func (s *plainSystem) Place(int) error {
@@ -70,10 +71,10 @@ func testEnv(t *testing.T, sys System) *Env {
 }
 
 func TestVMStartupConfigValidate(t *testing.T) {
-	good := VMStartupConfig{VMs: []int{1}, Policies: []string{"static"}, DPLoad: 0.3}
+	good := VMStartupConfig{VMs: []int{1}, Policies: []scheduler.PolicyName{"static"}, DPLoad: 0.3}
 	cases := map[string]func(c *VMStartupConfig){
 		"vms":      func(c *VMStartupConfig) { c.VMs = []int{0} },
-		"policies": func(c *VMStartupConfig) { c.Policies = []string{"fast"} },
+		"policies": func(c *VMStartupConfig) { c.Policies = []scheduler.PolicyName{"fast"} },
 		"dp-load":  func(c *VMStartupConfig) { c.DPLoad = 1.5 },
 	}
 	for key, mutate := range cases {
@@ -83,7 +84,7 @@ func TestVMStartupConfigValidate(t *testing.T) {
 			t.Errorf("%s: got %v", key, err)
 		}
 	}
-	d := DataplaneConfig{Policies: []string{"static"}, Loads: []float64{0}}
+	d := DataplaneConfig{Policies: []scheduler.PolicyName{"static"}, Loads: []float64{0}}
 	if err := d.Validate(); err == nil || !strings.HasPrefix(err.Error(), "loads") {
 		t.Errorf("loads 0: got %v", err)
 	}
@@ -96,7 +97,7 @@ func TestFailingStepReportedRunContinues(t *testing.T) {
 	needRoot(t)
 	sys := &plainSystem{}
 	env := testEnv(t, sys)
-	cfg := VMStartupConfig{VMs: []int{2, 3}, Policies: []string{"static", "dynamic"}, Work: 0.1, FailVM: 1}
+	cfg := VMStartupConfig{VMs: []int{2, 3}, Policies: []scheduler.PolicyName{"static", "dynamic"}, Work: 0.1, FailVM: 1}
 	rep, err := RunVMStartup(context.Background(), env, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -165,7 +166,7 @@ func TestVMStartupEndToEnd(t *testing.T) {
 	group := b.Daemon.Config().VCPU.CgroupName
 	workDir := b.workDir
 
-	rep, err := RunVMStartup(ctx, b.Env, VMStartupConfig{VMs: []int{2}, Policies: []string{"static"}, Work: 0.2, FailVM: -1})
+	rep, err := RunVMStartup(ctx, b.Env, VMStartupConfig{VMs: []int{2}, Policies: []scheduler.PolicyName{"static"}, Work: 0.2, FailVM: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

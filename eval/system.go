@@ -7,10 +7,8 @@ import (
 	"github.com/prometheus/procfs"
 
 	"github.com/taichi-sched/taichi/dataplane"
+	"github.com/taichi-sched/taichi/scheduler"
 )
-
-// Policies the eval knows, in the order it runs them.
-var Policies = []string{"static", "dynamic", "taichi"}
 
 // System is the machine under test as the benchmarks see it: whatever runs
 // the DP loop, owns the CP pool and applies co-scheduling policies (the
@@ -20,7 +18,7 @@ var Policies = []string{"static", "dynamic", "taichi"}
 type System interface {
 	// SetPolicy applies a policy (static|dynamic|taichi) and returns once
 	// the slow path (the CP pool's CPU set) reflects it.
-	SetPolicy(ctx context.Context, name string) error
+	SetPolicy(ctx context.Context, name scheduler.PolicyName) error
 	// Place puts a freshly started CP process into the CP pool.
 	Place(pid int) error
 	// Snapshot reads cumulative counters; runs report their differences.

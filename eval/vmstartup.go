@@ -8,10 +8,10 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/taichi-sched/taichi/controlplane"
+	"github.com/taichi-sched/taichi/scheduler"
 )
 
 // Env is what both experiments run in.
@@ -58,11 +58,11 @@ func (e *Env) settle(ctx context.Context) {
 
 // VMStartupConfig selects a vm-startup experiment.
 type VMStartupConfig struct {
-	VMs      []int    // densities, VMs requested at once
-	Policies []string // run interleaved: for each density, each policy
-	DPLoad   float64  // average DP utilisation the generator offers (onoff bursts)
-	VMSize   int      // vCPUs per VM (work per VM scales with it); default 1
-	Work     float64  // scales every VM's work; default 1
+	VMs      []int                  // densities, VMs requested at once
+	Policies []scheduler.PolicyName // run interleaved: for each density, each policy
+	DPLoad   float64                // average DP utilisation the generator offers (onoff bursts)
+	VMSize   int                    // vCPUs per VM (work per VM scales with it); default 1
+	Work     float64                // scales every VM's work; default 1
 	// FailVM, when >= 0, gives that VM index an invalid vport request in
 	// every run (tests use it to check failures are reported per VM).
 	FailVM int
@@ -99,16 +99,61 @@ func (c *VMStartupConfig) Validate() error {
 	return nil
 }
 
-func validatePolicies(ps []string) error {
+func validatePolicies(ps []scheduler.PolicyName) error {
 	if len(ps) == 0 {
 		return errors.New("policies: empty")
 	}
 	for _, p := range ps {
-		if !slices.Contains(Policies, p) && p != SetupOVSMaxSleep {
-			return fmt.Errorf("policies: unknown %q (want static, dynamic, taichi, or %s with the OVS data plane)", p, SetupOVSMaxSleep)
+		if p == SetupOVSMaxSleep {
+			continue
+		}
+		if err := p.Validate(); err != nil {
+			return fmt.Errorf("policies: %w (or %s with the OVS data plane)", err, SetupOVSMaxSleep)
 		}
 	}
 	return nil
+}
+
+// ParsePolicies turns the CLI's policy names into policies, naming the
+// valid ones on a bad name.
+func ParsePolicies(names []string) ([]scheduler.PolicyName, error) {
+	var out []scheduler.PolicyName
+	for _, n := range names {
+		if n == string(SetupOVSMaxSleep) {
+			out = append(out, SetupOVSMaxSleep)
+			continue
+		}
+		p, err := scheduler.ParsePolicyName(n)
+		if err != nil {
+			return nil, fmt.Errorf("policies: %w", err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// setup is one cell of the dataplane and ping experiments: a policy with
+// the CP load, or the reference (static without it).
+type setup struct {
+	policy scheduler.PolicyName
+	withCP bool
+}
+
+func (s setup) String() string {
+	if !s.withCP {
+		return "reference"
+	}
+	return string(s.policy)
+}
+
+// setupsWithReference leads the policies with the reference every
+// policy's run is compared with.
+func setupsWithReference(pols []scheduler.PolicyName) []setup {
+	out := []setup{{policy: scheduler.PolicyStatic}}
+	for _, p := range pols {
+		out = append(out, setup{policy: p, withCP: true})
+	}
+	return out
 }
 
 // RunVMStartup runs the density experiment: for each density N and each
@@ -176,14 +221,14 @@ func fillSpeedups(rep *Report) {
 			continue
 		}
 		for _, s := range rep.Runs {
-			if s.Policy == "static" && s.VMs == r.VMs && s.Repeat == r.Repeat && s.StartupMS != nil && s.StartupMS.P50 > 0 {
+			if s.Policy == scheduler.PolicyStatic && s.VMs == r.VMs && s.Repeat == r.Repeat && s.StartupMS != nil && s.StartupMS.P50 > 0 {
 				r.SpeedupVsStatic = s.StartupMS.P50 / r.StartupMS.P50
 			}
 		}
 	}
 }
 
-func vmStartupRun(ctx context.Context, env *Env, cfg VMStartupConfig, policy string, n, seq int) (run Run) {
+func vmStartupRun(ctx context.Context, env *Env, cfg VMStartupConfig, policy scheduler.PolicyName, n, seq int) (run Run) {
 	run = Run{Policy: policy, VMs: n, Load: cfg.DPLoad, CPLoad: "vm-startup"}
 	sys := env.System
 	if err := sys.SetPolicy(ctx, policy); err != nil {

@@ -16,8 +16,8 @@ func (nopActuator) Wake(int)                           {}
 // BenchmarkEngineYieldWake: the decision cost of one lend/reclaim cycle
 // (a yield and an rx wake with a latency sample) inside the event loop.
 func BenchmarkEngineYieldWake(b *testing.B) {
-	for _, pol := range []string{PolicyDynamic, PolicyTaichi} {
-		b.Run(pol, func(b *testing.B) {
+	for _, pol := range []PolicyName{PolicyDynamic, PolicyTaichi} {
+		b.Run(string(pol), func(b *testing.B) {
 			p := DefaultParams()
 			p.Policy = pol
 			e := newEngine(p, []int{1, 2, 3, 4}, nopActuator{}, quietLogger(), t0)

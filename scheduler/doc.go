@@ -17,10 +17,13 @@
 //     cpuset, only when a policy starts or changes, when the SLO guard benches
 //     or resumes a core, and when sustained DP load starts or ends.
 //
-// Three policies exist: static (never lend), dynamic (lend on every idle poll,
-// reclaim only when the packet wakes the loop) and taichi (adaptive admission,
-// growing slices, probe-driven early reclaim, a flap limiter, an SLO guard and
-// a high-load hold).
+// The engine (engine.go) keeps the state machine, the timers and the
+// actuation; what to lend is the policy's (Policy, policy.go). Each policy
+// is one file that registers itself: static (never lend), dynamic (lend on
+// every idle poll, reclaim only when the packet wakes the loop) and taichi
+// (adaptive admission, growing slices, probe-driven early reclaim, a flap
+// limiter, an SLO guard, a high-load hold, blocker confinement). A policy
+// keeps its per-core state in the CorePolicy it creates for each core.
 //
 // All state belongs to one goroutine (Run); time comes only from event
 // timestamps and a Clock, so the same events with a FakeClock produce the same

@@ -71,72 +71,6 @@ type Event struct {
 	ProbeDown    bool          // EvProbeDown
 }
 
-// core is one DP core's state; only the engine touches it.
-type core struct {
-	cpu   int
-	state State
-	since time.Time
-	// blocked: the loop yielded while the core was not lendable (IDLE).
-	blocked bool
-	// probeDown: the core's probe failed; every policy holds it static.
-	probeDown bool
-
-	inCPUSet bool
-	// cpusetKnown: a Lend or Reclaim has succeeded, so inCPUSet is fact; a
-	// failed write then changes nothing. Before that, failures assume the
-	// worse case for DP.
-	cpusetKnown bool
-	knobsSet    bool
-	yield       int64
-	knobSlice   time.Duration
-	probeOn     bool
-	probeSet    bool
-	retryAt     time.Time // slow path: no new attempt before this after an error
-
-	lentAt      time.Time
-	lentTotal   time.Duration
-	lends       uint64
-	reclaims    [numCauses]uint64
-	pending     Cause // why the engine asked a lent core to wake
-	reclaimBy   time.Time
-	timeouts    uint64
-	transitions uint64
-	invalid     uint64
-	actErrors   uint64
-	cpusetLends uint64
-	cpusetBacks uint64
-	probes      uint64
-	emptyPolls  int64
-
-	wakeHist histogram
-	slo      sloWindow
-	sloSeen  uint64
-
-	// taichi adaptation
-	threshold int64
-	slice     time.Duration
-	// idleRun: the last lent period ended by its slice and no I/O came
-	// since: the same idle gap continues.
-	idleRun bool
-
-	benched      bool
-	benchedUntil time.Time
-	benchEnded   time.Time
-	nextBackoff  time.Duration
-	guardTrips   uint64
-
-	flapCycles    ring[time.Time]
-	flapHeld      bool
-	flapHeldUntil time.Time
-	flapsHeld     uint64
-
-	load     loadWindow
-	loadHeld bool
-	loadMean float64
-	packets  int64
-	harvest  time.Duration
-}
-
 // engine is the deterministic core: no goroutines, no clock reads. Time only
 // comes from event timestamps and advance.
 type engine struct {
@@ -157,20 +91,14 @@ type engine struct {
 	onTransition func(cpu int, from, to State, at time.Time)
 }
 
+// newEngine wants validated Params (a known policy).
 func newEngine(p Params, cpus []int, act Actuator, log *slog.Logger, now time.Time) *engine {
-	pol, _ := policyByName(p.Policy)
+	pol, _ := lookupPolicy(p.Policy)
 	e := &engine{p: p, act: act, log: log, pol: pol, now: now, byCPU: map[int]*core{}}
 	e.gate, _ = act.(ProbeGate)
 	for _, cpu := range cpus {
-		c := &core{
-			cpu:         cpu,
-			state:       DPActive,
-			since:       now,
-			threshold:   p.IdleThreshold,
-			slice:       p.SliceMin,
-			nextBackoff: p.GuardBackoff,
-			flapCycles:  newRing[time.Time](p.FlapLimit + 1),
-		}
+		c := &core{cpu: cpu, machine: machine{state: DPActive, since: now}}
+		c.pol = e.newCorePolicy(c)
 		c.slo.samples = newRing[residenceSample](sloWindowCap)
 		c.load.samples = newRing[loadSample](loadWindowCap)
 		e.cores = append(e.cores, c)
@@ -197,11 +125,11 @@ func (e *engine) setPolicy(pol Policy, now time.Time) {
 	e.pol = pol
 	e.log.Info("scheduler policy", "from", old, "to", pol.Name())
 	if old != pol.Name() {
-		// The guard's evidence and back-off were about lending under the
-		// old policy: a new one starts with a clean slate (trip counts stay).
+		// What a policy learnt (the guard's evidence and back-off above
+		// all) was about lending under the old one: a new policy starts
+		// with a clean slate (counters stay).
 		for _, c := range e.cores {
-			c.benched, c.benchedUntil, c.benchEnded = false, time.Time{}, time.Time{}
-			c.nextBackoff = e.p.GuardBackoff
+			c.pol = e.newCorePolicy(c)
 			c.slo.reset()
 		}
 	}
@@ -211,6 +139,10 @@ func (e *engine) setPolicy(pol Policy, now time.Time) {
 	for _, c := range e.cores {
 		e.apply(c, true)
 	}
+}
+
+func (e *engine) newCorePolicy(c *core) CorePolicy {
+	return e.pol.newCore(CoreEnv{CPU: c.cpu, Params: &e.p, Log: e.log})
 }
 
 // advance moves engine time to t (never backwards), firing due timers at
@@ -239,11 +171,8 @@ func (e *engine) deadline(c *core) (time.Time, bool) {
 			best, found = t, true
 		}
 	}
-	if c.benched {
-		consider(c.benchedUntil)
-	}
-	if c.flapHeld {
-		consider(c.flapHeldUntil)
+	if t, ok := c.pol.Deadline(); ok {
+		consider(t)
 	}
 	if c.state == Reclaiming {
 		consider(c.reclaimBy)
@@ -279,14 +208,7 @@ func (e *engine) fire(c *core) {
 		c.timeouts++
 		e.step(c, inReclaimTimeout, now)
 	}
-	if c.benched && !now.Before(c.benchedUntil) {
-		c.benched = false
-		c.benchEnded = c.benchedUntil
-		e.log.Info("slo guard: resume lending", "cpu", c.cpu, "next_backoff", c.nextBackoff)
-	}
-	if c.flapHeld && !now.Before(c.flapHeldUntil) {
-		c.flapHeld = false
-	}
+	c.pol.Expire(now)
 	if !c.retryAt.IsZero() && !now.Before(c.retryAt) {
 		c.retryAt = time.Time{}
 	}
@@ -319,7 +241,7 @@ func (e *engine) handle(ev Event) {
 		e.step(c, inIdle, at)
 	case EvBusy:
 		c.emptyPolls = 0
-		c.idleRun = false
+		c.pol.Busy()
 		e.step(c, inBusy, at)
 	case EvYield:
 		e.step(c, inYield, at)
@@ -405,7 +327,9 @@ func (e *engine) step(c *core, in input, at time.Time) {
 		case inYield:
 			if c.inCPUSet && !c.blocked {
 				e.move(c, Lent, at)
-				e.flapCheck(c, at)
+				if c.pol.Lent(at) {
+					c.flapsHeld++
+				}
 			} else {
 				c.blocked = true
 			}
@@ -466,52 +390,10 @@ func (e *engine) wake(c *core, cause WakeCause, at time.Time) {
 	}
 	lent := at.Sub(c.lentAt)
 	e.step(c, inWake, at)
-	if e.pol.adaptive() {
-		e.adapt(c, why, lent)
-	}
+	c.pol.Returned(why, lent)
 }
 
-// adapt is taichi's admission and slice growth after a lent period.
-func (e *engine) adapt(c *core, why Cause, lent time.Duration) {
-	switch why {
-	case CauseSliceEnd:
-		// The gap outlasted the slice: lending pays here. One idle gap is
-		// one piece of evidence, however many slices it spans.
-		c.slice = min(2*c.slice, e.p.SliceMax)
-		if !c.idleRun {
-			c.threshold = max(c.threshold-c.threshold/4, e.p.IdleThresholdMin)
-			c.idleRun = true
-		}
-	case CauseRx, CauseProbe:
-		c.idleRun = false
-		c.slice = e.p.SliceMin
-		if lent < e.p.ShortLend {
-			// I/O came back before the switch paid off: wait longer first.
-			c.threshold = min(2*c.threshold, e.p.IdleThresholdMax)
-		}
-	}
-}
-
-// flapCheck counts lend cycles and holds a flapping core in DP.
-func (e *engine) flapCheck(c *core, at time.Time) {
-	if !e.pol.adaptive() || c.flapHeld {
-		return
-	}
-	for c.flapCycles.len() > 0 && !c.flapCycles.front().After(at.Add(-e.p.FlapWindow)) {
-		c.flapCycles.popFront()
-	}
-	c.flapCycles.push(at)
-	if c.flapCycles.len() > e.p.FlapLimit {
-		c.flapHeld = true
-		c.flapHeldUntil = at.Add(e.p.FlapHold)
-		c.flapsHeld++
-		c.flapCycles.clear()
-		e.log.Info("flap limiter: holding core in DP", "cpu", c.cpu,
-			"cycles", e.p.FlapLimit+1, "window", e.p.FlapWindow, "until", c.flapHeldUntil)
-	}
-}
-
-// sloSample feeds the SLO guard with what packets felt: the window's
+// sloSample feeds the policy's SLO guard with what packets felt: the window's
 // per-packet RX residence p99 against the SLO. A wake's latency is not the
 // signal: a probe that fires early is never latency, and only packets that
 // waited count.
@@ -524,26 +406,13 @@ func (e *engine) sloSample(c *core, at time.Time, r Residence) {
 		return
 	}
 	c.slo.add(residenceSample{at: at, packets: r.Packets, late: min(r.Late, r.Packets), p99: r.P99})
-	if !e.pol.adaptive() || c.benched || c.slo.packets < uint64(e.p.SLOMinSamples) || !c.slo.p99Exceeds() {
-		return
+	if c.pol.Guard(at, &c.slo) {
+		c.reclaims[CauseGuard]++
+		c.slo.reset()
 	}
-	p99 := c.slo.worstP99()
-	backoff := c.nextBackoff
-	if !c.benchEnded.IsZero() && at.Sub(c.benchEnded) >= e.p.GuardForgive {
-		backoff = e.p.GuardBackoff
-	}
-	c.benched = true
-	c.benchedUntil = at.Add(backoff)
-	c.nextBackoff = min(2*backoff, e.p.GuardBackoffMax)
-	c.guardTrips++
-	c.reclaims[CauseGuard]++
-	late, packets := c.slo.late, c.slo.packets
-	c.slo.reset()
-	e.log.Warn("slo guard: benching core", "cpu", c.cpu, "residence_p99", p99, "late", late, "packets", packets, "slo", e.p.SLO,
-		"backoff", backoff, "until", c.benchedUntil, "trips", c.guardTrips)
 }
 
-// loadSample feeds the high-load hold.
+// loadSample feeds the policy's load hold.
 func (e *engine) loadSample(c *core, ev Event, at time.Time) {
 	c.packets += ev.Packets
 	busy := min(max(ev.BusyFraction, 0), 1)
@@ -551,24 +420,15 @@ func (e *engine) loadSample(c *core, ev Event, at time.Time) {
 	c.load.add(loadSample{at: at, interval: ev.Interval, busy: busy})
 	mean, covered := c.load.mean()
 	c.loadMean = mean
-	if !e.pol.adaptive() || covered < e.p.LoadWindow/2 {
-		return
-	}
-	switch {
-	case !c.loadHeld && mean > e.p.HighLoad:
-		c.loadHeld = true
+	if c.pol.Load(at, mean, covered) {
 		c.reclaims[CauseLoad]++
-		e.log.Info("high DP load: taking core out of the CP cpuset", "cpu", c.cpu, "busy", mean)
-	case c.loadHeld && mean < e.p.LowLoad:
-		c.loadHeld = false
-		e.log.Info("DP load fell: lending core again", "cpu", c.cpu, "busy", mean)
 	}
 }
 
 // planFor is the policy's plan for c, except that a core whose probe
 // failed is never lent, whatever the policy.
 func (e *engine) planFor(c *core) Plan {
-	plan := e.pol.plan(c, &e.p)
+	plan := c.pol.Plan()
 	if c.probeDown {
 		plan = Plan{InCPUSet: false, YieldAfter: -1, Slice: plan.Slice, Hold: HoldProbe}
 	}
@@ -580,62 +440,20 @@ func (e *engine) planFor(c *core) Plan {
 // changes, and not again before ActuatorRetry after a failure.
 func (e *engine) apply(c *core, force bool) {
 	plan := e.planFor(c)
-	now := e.now
 	knobsForced := false
 	if !plan.InCPUSet && c.state == Lent {
 		// DP first, and not gated by slow-path retries: stop yielding and
 		// wake the loop before (or without) the cgroup write.
 		e.setKnobs(c, -1, plan.Slice, force)
 		knobsForced = force
-		cause := CausePolicy
-		switch plan.Hold {
-		case HoldGuard:
-			cause = CauseGuard // counted at the trip
-		case HoldLoad:
-			cause = CauseLoad // counted when the hold began
-		default:
-			c.reclaims[CausePolicy]++
-		}
-		e.requestReclaim(c, cause, now)
+		e.requestReclaim(c, e.holdCause(c, plan.Hold), e.now)
 	}
-	if plan.InCPUSet != c.inCPUSet || force {
-		canTry := force || c.retryAt.IsZero() || !now.Before(c.retryAt)
-		switch {
-		case !canTry:
-		case plan.InCPUSet:
-			if err := e.act.Lend(c.cpu); err != nil {
-				c.actErrors++
-				if !c.cpusetKnown {
-					c.inCPUSet = false
-				} // else a failed write changed nothing
-				c.retryAt = now.Add(e.p.ActuatorRetry)
-				e.log.Warn("lend failed", "cpu", c.cpu, "err", err, "retry_at", c.retryAt)
-			} else {
-				c.inCPUSet, c.cpusetKnown = true, true
-				c.retryAt = time.Time{}
-				c.cpusetLends++
-			}
-		default:
-			if !knobsForced {
-				e.setKnobs(c, -1, plan.Slice, force)
-				knobsForced = force
-			}
-			wasIn := c.inCPUSet
-			if err := e.act.Reclaim(c.cpu); err != nil {
-				c.actErrors++
-				if !c.cpusetKnown {
-					c.inCPUSet = true // CP may be there: keep retrying
-				} // else a failed write changed nothing
-				c.retryAt = now.Add(e.p.ActuatorRetry)
-				e.log.Warn("reclaim failed", "cpu", c.cpu, "err", err, "retry_at", c.retryAt)
-			} else {
-				c.inCPUSet, c.cpusetKnown = false, true
-				c.retryAt = time.Time{}
-				if wasIn {
-					c.cpusetBacks++
-				}
-			}
+	if (plan.InCPUSet != c.inCPUSet || force) && (force || c.retryAt.IsZero() || !e.now.Before(c.retryAt)) {
+		if !plan.InCPUSet && !knobsForced {
+			e.setKnobs(c, -1, plan.Slice, force)
+			knobsForced = force
 		}
+		e.writeCPUSet(c, plan.InCPUSet)
 	}
 	yield := plan.YieldAfter
 	if !c.inCPUSet || !plan.InCPUSet {
@@ -648,6 +466,49 @@ func (e *engine) apply(c *core, force bool) {
 			e.gate.SetProbeWake(c.cpu, on)
 			c.probeOn, c.probeSet = on, true
 		}
+	}
+}
+
+// holdCause is the reclaim cause of a lent core the plan holds, counted
+// here unless the policy's report already counted it.
+func (e *engine) holdCause(c *core, h Hold) Cause {
+	switch h {
+	case HoldGuard:
+		return CauseGuard // counted at the trip
+	case HoldLoad:
+		return CauseLoad // counted when the hold began
+	}
+	c.reclaims[CausePolicy]++
+	return CausePolicy
+}
+
+// writeCPUSet adds the core to the CP cpuset (in) or removes it. A failed
+// write is retried after ActuatorRetry; it changes nothing once the
+// cpuset's contents are known, and before that the engine assumes the
+// worse case for DP: not lendable after a failed Lend, CP possibly there
+// after a failed Reclaim.
+func (e *engine) writeCPUSet(c *core, in bool) {
+	write, what := e.act.Reclaim, "reclaim"
+	if in {
+		write, what = e.act.Lend, "lend"
+	}
+	wasIn := c.inCPUSet
+	if err := write(c.cpu); err != nil {
+		c.actErrors++
+		if !c.cpusetKnown {
+			c.inCPUSet = !in
+		}
+		c.retryAt = e.now.Add(e.p.ActuatorRetry)
+		e.log.Warn(what+" failed", "cpu", c.cpu, "err", err, "retry_at", c.retryAt)
+		return
+	}
+	c.inCPUSet, c.cpusetKnown = in, true
+	c.retryAt = time.Time{}
+	switch {
+	case in:
+		c.cpusetLends++
+	case wasIn:
+		c.cpusetBacks++
 	}
 }
 

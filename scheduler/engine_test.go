@@ -114,7 +114,7 @@ func TestThresholdBounds(t *testing.T) {
 	for range 3 { // rise: 32, 40 (cap), 40
 		h.yield(1, tm)
 		h.wake(1, tm+us(5), WakeRx, us(5))
-		got = append(got, h.core(1).threshold)
+		got = append(got, h.taichi(1).threshold)
 		tm += us(100)
 	}
 	longGap := func() { // two slices expire, then a packet: one fall
@@ -126,7 +126,7 @@ func TestThresholdBounds(t *testing.T) {
 		h.yield(1, tm)
 		tm += time.Second
 		h.wake(1, tm, WakeRx, us(5))
-		got = append(got, h.core(1).threshold)
+		got = append(got, h.taichi(1).threshold)
 	}
 	for range 4 { // fall by a quarter per gap: 30, 23, 18, 14
 		longGap()
@@ -141,13 +141,13 @@ func TestThresholdBounds(t *testing.T) {
 		h.yield(1, tm)
 		tm += time.Second
 		h.wake(1, tm, WakeTimeout, 0)
-		got = append(got, h.core(1).threshold)
+		got = append(got, h.taichi(1).threshold)
 	}
 	h.busy(1, tm) // DP work ends the gap: the next expiry counts again: 12
 	h.yield(1, tm)
 	tm += time.Second
 	h.wake(1, tm, WakeTimeout, 0)
-	got = append(got, h.core(1).threshold)
+	got = append(got, h.taichi(1).threshold)
 	if want := []int64{32, 40, 40, 30, 23, 18, 14, 11, 10, 10, 15, 15, 12}; !slices.Equal(got, want) {
 		t.Errorf("threshold sequence %v, want %v", got, want)
 	}
@@ -161,9 +161,9 @@ func TestSliceDoublesToMaxAndResets(t *testing.T) {
 			tm := time.Duration(0)
 			for range 8 {
 				h.yield(1, tm)
-				tm += h.core(1).slice
+				tm += h.taichi(1).slice
 				h.wake(1, tm, WakeTimeout, 0)
-				slicesSeen = append(slicesSeen, h.core(1).slice)
+				slicesSeen = append(slicesSeen, h.taichi(1).slice)
 			}
 			want := []time.Duration{us(100), us(200), us(400), us(800), us(1600), us(3200), us(3200), us(3200)}
 			if !slices.Equal(slicesSeen, want) {
@@ -171,7 +171,7 @@ func TestSliceDoublesToMaxAndResets(t *testing.T) {
 			}
 			h.yield(1, tm)
 			h.wake(1, tm+ms(1), reset, us(10))
-			if got := h.core(1).slice; got != us(50) {
+			if got := h.taichi(1).slice; got != us(50) {
 				t.Errorf("slice after %v reclaim %v, want 50µs", reset, got)
 			}
 		})
@@ -225,13 +225,13 @@ func TestSustainedLoadTakesCoreOutOfCPUSet(t *testing.T) {
 			busy = 0.1
 		}
 		h.load(1, ms(100*i), busy, ms(100))
-		if h.core(1).loadHeld && heldAt == 0 {
+		if h.taichi(1).loadHeld && heldAt == 0 {
 			heldAt = ms(100 * i)
 			// A yield racing the hold: blocked, not lent.
 			h.yield(1, heldAt+us(1))
 			h.wake(1, heldAt+us(20), WakeRx, us(2))
 		}
-		if heldAt != 0 && !h.core(1).loadHeld && freedAt == 0 {
+		if heldAt != 0 && !h.taichi(1).loadHeld && freedAt == 0 {
 			freedAt = ms(100 * i)
 		}
 	}
@@ -283,7 +283,7 @@ func TestSLOGuardBackoffDoublesAndResumes(t *testing.T) {
 	// A wake's latency, however high, is not what the guard judges.
 	h.yield(1, 0)
 	h.wake(1, us(200), WakeRx, ms(50))
-	if h.core(1).benched {
+	if h.taichi(1).benched {
 		t.Fatal("a slow wake benched the core: the guard must judge packets' residence")
 	}
 	h.act.take()
@@ -295,9 +295,9 @@ func TestSLOGuardBackoffDoublesAndResumes(t *testing.T) {
 	tm := ms(1)
 	for trip := 1; trip <= 4; trip++ {
 		tripAt := breach(tm)
-		c := h.core(1)
-		if !c.benched || c.guardTrips != uint64(trip) {
-			t.Fatalf("trip %d: benched=%v trips=%d", trip, c.benched, c.guardTrips)
+		c := h.taichi(1)
+		if trips := h.core(1).reclaims[CauseGuard]; !c.benched || trips != uint64(trip) {
+			t.Fatalf("trip %d: benched=%v trips=%d", trip, c.benched, trips)
 		}
 		backoffs = append(backoffs, c.benchedUntil.Sub(at(tripAt)))
 		eq(t, "bench", h.act.take(), []string{"yield 1 -1 50µs", "reclaim 1"})
@@ -321,7 +321,7 @@ func TestSLOGuardBackoffDoublesAndResumes(t *testing.T) {
 	}
 	// A breach long after the last bench starts over at GuardBackoff.
 	tripAt := breach(tm + 2*time.Minute)
-	if got := h.core(1).benchedUntil.Sub(at(tripAt)); got != time.Second {
+	if got := h.taichi(1).benchedUntil.Sub(at(tripAt)); got != time.Second {
 		t.Errorf("backoff after forgive %v, want 1s", got)
 	}
 	s := h.snap(1, tripAt+ms(1))
@@ -334,7 +334,7 @@ func TestSLOGuardNeedsP99NotOneOutlier(t *testing.T) {
 	h := newHarness(t, PolicyTaichi, func(p *Params) { p.SLO, p.SLOMinSamples = us(100), 100 })
 	// Too few packets to judge: even all of them late does not trip.
 	h.residence(1, 0, 50, 50)
-	if h.core(1).guardTrips != 0 {
+	if h.core(1).reclaims[CauseGuard] != 0 {
 		t.Fatal("50 packets, fewer than slo_min_samples, tripped the guard")
 	}
 	h.advance(2 * time.Second) // the window forgets them
@@ -343,12 +343,12 @@ func TestSLOGuardNeedsP99NotOneOutlier(t *testing.T) {
 		h.residence(1, tm, 10, uint64(i%10/9))
 		tm += ms(10)
 	}
-	if h.core(1).guardTrips != 0 {
+	if h.core(1).reclaims[CauseGuard] != 0 {
 		t.Fatalf("1%% late packets tripped the guard: window %d/%d", h.core(1).slo.late, h.core(1).slo.packets)
 	}
 	h.residence(1, tm, 10, 1) // 3 of 210 late: the p99 crosses
-	if h.core(1).guardTrips != 1 {
-		t.Fatalf("3 of 210 late: trips %d", h.core(1).guardTrips)
+	if h.core(1).reclaims[CauseGuard] != 1 {
+		t.Fatalf("3 of 210 late: trips %d", h.core(1).reclaims[CauseGuard])
 	}
 }
 
@@ -477,8 +477,8 @@ func TestConfinedBlockerClearsTheGuardWindow(t *testing.T) {
 	h.residence(1, ms(1), 90, 1)
 	h.ev(Event{Kind: EvBlockerConfined, CPU: -1, At: at(ms(2))})
 	h.residence(1, ms(3), 100, 1) // 1 of 100: within the p99; with the old 1 of 90 it would trip
-	if c := h.core(1); c.guardTrips != 0 || c.slo.packets != 100 {
-		t.Fatalf("trips %d, window %d packets: the confined blocker's late packets still count", c.guardTrips, c.slo.packets)
+	if c := h.core(1); c.reclaims[CauseGuard] != 0 || c.slo.packets != 100 {
+		t.Fatalf("trips %d, window %d packets: the confined blocker's late packets still count", c.reclaims[CauseGuard], c.slo.packets)
 	}
 }
 
@@ -487,14 +487,14 @@ func TestConfinedBlockerClearsTheGuardWindow(t *testing.T) {
 func TestPolicySwitchClearsTheGuard(t *testing.T) {
 	h := newHarness(t, PolicyTaichi, func(p *Params) { p.SLO, p.SLOMinSamples = us(100), 10 })
 	h.residence(1, ms(1), 100, 50)
-	if c := h.core(1); !c.benched || c.nextBackoff != 2*time.Second {
+	if c := h.taichi(1); !c.benched || c.nextBackoff != 2*time.Second {
 		t.Fatalf("not benched: benched=%v next backoff %v", c.benched, c.nextBackoff)
 	}
 	h.e.setPolicy(dynamicPolicy{}, at(ms(2)))
 	h.e.setPolicy(taichiPolicy{}, at(ms(3)))
-	c := h.core(1)
-	if c.benched || c.nextBackoff != time.Second || c.slo.packets != 0 || c.guardTrips != 1 {
-		t.Fatalf("after a switch: benched=%v next backoff %v window %d trips %d", c.benched, c.nextBackoff, c.slo.packets, c.guardTrips)
+	c, tc := h.core(1), h.taichi(1)
+	if tc.benched || tc.nextBackoff != time.Second || c.slo.packets != 0 || c.reclaims[CauseGuard] != 1 {
+		t.Fatalf("after a switch: benched=%v next backoff %v window %d trips %d", tc.benched, tc.nextBackoff, c.slo.packets, c.reclaims[CauseGuard])
 	}
 	if s := h.snap(1, ms(4)); !s.InCPUSet || s.Hold != HoldNone {
 		t.Fatalf("taichi again: in cpuset %v hold %q", s.InCPUSet, s.Hold)

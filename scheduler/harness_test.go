@@ -59,7 +59,7 @@ type harness struct {
 	seq []string // "cpu FROM->TO" in order
 }
 
-func newHarness(t *testing.T, policy string, tweak func(*Params), cpus ...int) *harness {
+func newHarness(t *testing.T, policy PolicyName, tweak func(*Params), cpus ...int) *harness {
 	t.Helper()
 	p := DefaultParams()
 	p.Policy = policy
@@ -92,6 +92,16 @@ func (h *harness) busy(cpu int, d time.Duration)  { h.ev(Event{Kind: EvBusy, CPU
 func (h *harness) probe(cpu int, d time.Duration) { h.ev(Event{Kind: EvProbe, CPU: cpu, At: at(d)}) }
 func (h *harness) advance(d time.Duration)        { h.e.advance(at(d)) }
 func (h *harness) core(cpu int) *core             { return h.e.byCPU[cpu] }
+
+// taichi is the taichi policy's state for cpu.
+func (h *harness) taichi(cpu int) *taichiCore {
+	h.t.Helper()
+	tc, ok := h.core(cpu).pol.(*taichiCore)
+	if !ok {
+		h.t.Fatalf("cpu %d: policy state %T, not taichi's", cpu, h.core(cpu).pol)
+	}
+	return tc
+}
 func (h *harness) snap(cpu int, d time.Duration) CoreSnapshot {
 	return h.e.coreSnapshot(h.core(cpu), at(d))
 }

@@ -72,8 +72,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		return 0
 	}
-	for _, p := range []string{PolicyStatic, PolicyDynamic, PolicyTaichi} {
-		gauge(c.policy, boolf(p == snap.Policy), p)
+	for _, p := range PolicyNames() {
+		gauge(c.policy, boolf(p == snap.Policy), string(p))
 	}
 	counter(c.dropped, float64(snap.DroppedEvents))
 	for _, cs := range snap.Cores {

@@ -6,18 +6,11 @@ import (
 	"time"
 )
 
-// Policy names accepted by Params.Policy and SetPolicy.
-const (
-	PolicyStatic  = "static"
-	PolicyDynamic = "dynamic"
-	PolicyTaichi  = "taichi"
-)
-
 // Params holds every tunable of the scheduler. The mapstructure/yaml tags are
 // the keys under `scheduler:` in the daemon's YAML.
 type Params struct {
 	// Policy is the policy at start: static, dynamic or taichi.
-	Policy string `mapstructure:"policy" yaml:"policy" json:"policy"`
+	Policy PolicyName `mapstructure:"policy" yaml:"policy" json:"policy"`
 
 	// SLO is the bound on a core's per-packet RX residence p99 (taichi's
 	// guard): how long packets may wait at the DP core.
@@ -127,7 +120,7 @@ func (p Params) Validate() error {
 			bad(field, key, "must be a positive duration, got %v", d)
 		}
 	}
-	if _, err := policyByName(p.Policy); err != nil {
+	if err := p.Policy.Validate(); err != nil {
 		bad("Policy", "policy", "%v", err)
 	}
 	positive("SLO", "slo", p.SLO)

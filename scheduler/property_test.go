@@ -48,7 +48,7 @@ func (c *checker) Wake(int) {}
 
 // runTrace decodes data into events (4 bytes each) and checks invariants
 // after each one.
-func runTrace(t *testing.T, policy string, data []byte) {
+func runTrace(t *testing.T, policy PolicyName, data []byte) {
 	p := DefaultParams()
 	p.Policy = policy
 	p.SLO, p.SLOMinSamples = us(100), 3
@@ -116,7 +116,7 @@ func runTrace(t *testing.T, policy string, data []byte) {
 			if c.cpusetKnown && act.in[c.cpu] != c.inCPUSet {
 				t.Fatalf("cpu %d: engine believes in_cpuset=%v, cpuset says %v", c.cpu, c.inCPUSet, act.in[c.cpu])
 			}
-			if c.benched && e.pol.Name() == PolicyTaichi && c.inCPUSet && c.retryAt.IsZero() {
+			if tc, ok := c.pol.(*taichiCore); ok && tc.benched && c.inCPUSet && c.retryAt.IsZero() {
 				t.Fatalf("cpu %d benched, in the CP cpuset, and no retry pending", c.cpu)
 			}
 			if e.pol.Name() == PolicyStatic && c.state == Lent {
@@ -144,7 +144,7 @@ func FuzzEngineInvariants(f *testing.F) {
 	f.Add([]byte{2, 0, 1, 0, 4, 0, 10, 200, 2, 0, 1, 0, 4, 0, 10, 201, 2, 0, 1, 0, 4, 0, 10, 202, 15, 0, 0, 30})
 	f.Add([]byte{10, 0, 0, 0, 11, 0, 0, 2, 2, 1, 1, 1, 6, 1, 3, 0, 4, 1, 3, 58})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		for _, pol := range []string{PolicyStatic, PolicyDynamic, PolicyTaichi} {
+		for _, pol := range []PolicyName{PolicyStatic, PolicyDynamic, PolicyTaichi} {
 			runTrace(t, pol, data)
 		}
 	})
@@ -159,7 +159,7 @@ func TestRandomTracesKeepInvariants(t *testing.T) {
 		for j := range data {
 			data[j] = byte(rng.UintN(256))
 		}
-		for _, pol := range []string{PolicyStatic, PolicyDynamic, PolicyTaichi} {
+		for _, pol := range []PolicyName{PolicyStatic, PolicyDynamic, PolicyTaichi} {
 			t.Run(fmt.Sprintf("%s/%d", pol, i), func(t *testing.T) { runTrace(t, pol, data) })
 		}
 	}

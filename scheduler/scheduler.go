@@ -246,8 +246,8 @@ func (s *Scheduler) ProbeDown(cpu int, at time.Time, down bool) bool {
 // SetPolicy switches the policy by name and re-applies every core's slow
 // path. Running: it returns once applied. Not running: the policy is stored
 // and applied when Run starts. Unknown names change nothing.
-func (s *Scheduler) SetPolicy(name string) error {
-	pol, err := policyByName(name)
+func (s *Scheduler) SetPolicy(name PolicyName) error {
+	pol, err := LookupPolicy(name)
 	if err != nil {
 		return fmt.Errorf("scheduler: %w", err)
 	}
@@ -303,7 +303,7 @@ func (s *Scheduler) SLO() time.Duration {
 }
 
 // Policy returns the current policy's name.
-func (s *Scheduler) Policy() string {
+func (s *Scheduler) Policy() PolicyName {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.e.pol.Name()

@@ -49,7 +49,7 @@ type running struct {
 	stop  func() error
 }
 
-func startScheduler(t *testing.T, policy string, tweak func(*Params)) *running {
+func startScheduler(t *testing.T, policy PolicyName, tweak func(*Params)) *running {
 	t.Helper()
 	p := DefaultParams()
 	p.Policy = policy

@@ -42,7 +42,7 @@ func (k *knobRecorder) SetYield(cpu int, after int64, slice time.Duration) {
 }
 func (k *knobRecorder) Wake(int) {}
 
-func simulate(t *testing.T, policy string, tweak func(*Params), arrivals []time.Duration, end time.Duration) *loopModel {
+func simulate(t *testing.T, policy PolicyName, tweak func(*Params), arrivals []time.Duration, end time.Duration) *loopModel {
 	t.Helper()
 	p := DefaultParams()
 	p.Policy = policy

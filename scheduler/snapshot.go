@@ -5,7 +5,7 @@ import "time"
 // Snapshot is a consistent copy of the scheduler's state.
 type Snapshot struct {
 	At                 time.Time      `json:"at"`
-	Policy             string         `json:"policy"`
+	Policy             PolicyName     `json:"policy"`
 	Cores              []CoreSnapshot `json:"cores"`
 	DroppedEvents      uint64         `json:"dropped_events"`        // Post found the queue full
 	UnknownCPUEvents   uint64         `json:"unknown_cpu_events"`    // events for CPUs not managed
@@ -20,7 +20,7 @@ type CoreSnapshot struct {
 	CPU        int           `json:"cpu"`
 	State      State         `json:"state"`
 	Since      time.Time     `json:"since"`
-	Policy     string        `json:"policy"`
+	Policy     PolicyName    `json:"policy"`
 	Hold       Hold          `json:"hold"` // why it is not lending, "" if it may
 	InCPUSet   bool          `json:"in_cpuset"`
 	YieldAfter int64         `json:"yield_after"` // as last set on the loop; <0 never
@@ -125,16 +125,17 @@ func (e *engine) coreSnapshot(c *core, now time.Time) CoreSnapshot {
 		cum += h.counts[i]
 		lat.Buckets = append(lat.Buckets, Bucket{Le: le, Count: cum})
 	}
-	return CoreSnapshot{
+	cs := CoreSnapshot{
 		CPU: c.cpu, State: c.state, Since: c.since, Policy: e.pol.Name(),
 		Hold: e.planFor(c).Hold, InCPUSet: c.inCPUSet, YieldAfter: c.yield, Slice: c.knobSlice,
-		Threshold: c.threshold, CurrentSlice: c.slice, EmptyPolls: c.emptyPolls,
-		LentTotal: lent, Lends: c.lends, Reclaims: reclaims, ReclaimTimeouts: c.timeouts,
+		EmptyPolls: c.emptyPolls,
+		LentTotal:  lent, Lends: c.lends, Reclaims: reclaims, ReclaimTimeouts: c.timeouts,
 		CPUSetLends: c.cpusetLends, CPUSetReclaims: c.cpusetBacks, Probes: c.probes,
-		WakeLatency: lat, SLOWindowP99: c.slo.worstP99(), SLOWindowPackets: c.slo.packets, SLOWindowLate: c.slo.late,
-		GuardTrips: c.guardTrips, Benched: c.benched, BenchedUntil: c.benchedUntil, NextBackoff: c.nextBackoff,
-		FlapsHeld: c.flapsHeld, FlapHeld: c.flapHeld, FlapHeldUntil: c.flapHeldUntil,
-		LoadHeld: c.loadHeld, Load: c.loadMean, Packets: c.packets,
+		WakeLatency: lat, SLOWindowP99: c.slo.WorstP99(), SLOWindowPackets: c.slo.packets, SLOWindowLate: c.slo.late,
+		GuardTrips: c.reclaims[CauseGuard], FlapsHeld: c.flapsHeld,
+		Load: c.loadMean, Packets: c.packets,
 		Harvested: c.harvest, Transitions: c.transitions, InvalidTransitions: c.invalid, ActuatorErrors: c.actErrors,
 	}
+	c.pol.Describe(&cs)
+	return cs
 }

@@ -30,7 +30,7 @@ func TestStateAndHoldJSONRoundTrip(t *testing.T) {
 }
 
 func TestProbeDownHoldsCoreUnderEveryPolicy(t *testing.T) {
-	for _, pol := range []string{PolicyDynamic, PolicyTaichi} {
+	for _, pol := range []PolicyName{PolicyDynamic, PolicyTaichi} {
 		act := &recordingActuator{}
 		p := DefaultParams()
 		p.Policy = pol

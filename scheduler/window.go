@@ -139,21 +139,25 @@ func (w *sloWindow) expire(now time.Time, window time.Duration) {
 	}
 }
 
-// p99Exceeds reports whether the nearest-rank p99 of the window's packets
+// P99Exceeds reports whether the nearest-rank p99 of the window's packets
 // is above the SLO: fewer packets were on time than the p99's rank.
-func (w *sloWindow) p99Exceeds() bool {
+func (w *sloWindow) P99Exceeds() bool {
 	n := w.packets
 	return n > 0 && n-w.late < uint64(nearestRank(0.99, int(n)))
 }
 
-// worstP99 is the highest interval p99 in the window (status only).
-func (w *sloWindow) worstP99() time.Duration {
+// WorstP99 is the highest interval p99 in the window (status only).
+func (w *sloWindow) WorstP99() time.Duration {
 	var worst time.Duration
 	for i := range w.samples.len() {
 		worst = max(worst, w.samples.at(i).p99)
 	}
 	return worst
 }
+
+// Packets and Late are the window's totals.
+func (w *sloWindow) Packets() uint64 { return w.packets }
+func (w *sloWindow) Late() uint64    { return w.late }
 
 func (w *sloWindow) reset() {
 	w.samples.clear()

@@ -55,17 +55,17 @@ func TestSLOWindowExactP99(t *testing.T) {
 		w.add(s)
 	}
 	// 2 of 100 late: the 99th smallest is above the SLO.
-	if !w.p99Exceeds() || w.worstP99() != time.Millisecond {
-		t.Fatalf("2/100: exceeds=%v worst p99=%v", w.p99Exceeds(), w.worstP99())
+	if !w.P99Exceeds() || w.WorstP99() != time.Millisecond {
+		t.Fatalf("2/100: exceeds=%v worst p99=%v", w.P99Exceeds(), w.WorstP99())
 	}
 	// 1 of 100 late is within the p99.
 	w.late = 1
-	if w.p99Exceeds() {
+	if w.P99Exceeds() {
 		t.Fatal("1/100 late: p99 must be within the SLO")
 	}
 	w.late = 2
 	w.expire(t0.Add(time.Second), time.Second)
-	if w.samples.len() != 9 || w.packets != 90 || w.late != 0 || w.p99Exceeds() {
-		t.Fatalf("after expiry: n=%d packets=%d late=%d exceeds=%v", w.samples.len(), w.packets, w.late, w.p99Exceeds())
+	if w.samples.len() != 9 || w.packets != 90 || w.late != 0 || w.P99Exceeds() {
+		t.Fatalf("after expiry: n=%d packets=%d late=%d exceeds=%v", w.samples.len(), w.packets, w.late, w.P99Exceeds())
 	}
 }

@@ -27,7 +27,9 @@ func newDemoCmd() *cobra.Command {
 			if cfg.VMs, err = parseInts("vms", vms); err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			cfg.Policies = splitList(policies)
+			if cfg.Policies, err = eval.ParsePolicies(splitList(policies)); err != nil {
+				return &exitError{code: 2, err: err}
+			}
 			if err := cfg.Validate(); err != nil {
 				return &exitError{code: 2, err: err}
 			}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/taichi-sched/taichi/controlplane"
 	"github.com/taichi-sched/taichi/eval"
+	"github.com/taichi-sched/taichi/scheduler"
 )
 
 func init() {
@@ -40,8 +41,7 @@ func newEvalVMStartupCmd() *cobra.Command {
 			if cfg.VMs, err = parseInts("vms", vms); err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			cfg.Policies = splitList(policies)
-			if err := dpPolicies(cmd, &cfg.Policies); err != nil {
+			if cfg.Policies, err = dpPolicies(cmd, splitList(policies)); err != nil {
 				return &exitError{code: 2, err: err}
 			}
 			if err := cfg.Validate(); err != nil {
@@ -55,7 +55,7 @@ func newEvalVMStartupCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.IntVar(&repeat, "repeat", 3, "runs per cell, policies interleaved within each repeat (the table shows the median and min–max)")
 	f.StringVar(&vms, "vms", "1,2,4,8,16,32", "densities: VMs requested at once")
-	f.StringVar(&policies, "policies", "static,dynamic,taichi", "policies, run interleaved per density")
+	f.StringVar(&policies, "policies", strings.Join(scheduler.PolicyNameStrings(), ","), "policies, run interleaved per density")
 	f.Float64Var(&dpLoad, "dp-load", 0.3, "average DP utilisation offered by the generator (on/off bursts)")
 	f.IntVar(&vmSize, "vm-size", 1, "vCPUs per VM; CP work per VM scales with it")
 	f.Float64Var(&work, "work", 1, "scales every VM's CP work")
@@ -74,10 +74,11 @@ func newEvalDataplaneCmd() *cobra.Command {
 		Short: "DP latency/throughput under a backlogged kernel-heavy CP load, per policy and load, with cyclictest beside",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg := eval.DataplaneConfig{Policies: splitList(policies), Duration: dur, Cyclictest: ct, Repeat: repeat, CPLoad: cpLoad}
-			if err := dpPolicies(cmd, &cfg.Policies); err != nil {
+			pols, err := dpPolicies(cmd, splitList(policies))
+			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
+			cfg := eval.DataplaneConfig{Policies: pols, Duration: dur, Cyclictest: ct, Repeat: repeat, CPLoad: cpLoad}
 			for _, s := range splitList(loads) {
 				v, err := strconv.ParseFloat(s, 64)
 				if err != nil {
@@ -96,7 +97,7 @@ func newEvalDataplaneCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.IntVar(&repeat, "repeat", 3, "runs per cell, policies interleaved within each repeat (the table shows the median and min–max)")
 	f.StringVar(&cpLoad, "cp-load", eval.CPLoadMixed, "backlogged CP workload: mixed (kernel-heavy and user-mode), kernel or user")
-	f.StringVar(&policies, "policies", "static,dynamic,taichi", "policies (a static run without CP load is added per load as the reference)")
+	f.StringVar(&policies, "policies", strings.Join(scheduler.PolicyNameStrings(), ","), "policies (a static run without CP load is added per load as the reference)")
 	f.StringVar(&loads, "loads", "0.1,0.3,0.7", "DP utilisations offered by the generator")
 	f.DurationVar(&dur, "duration", 5*time.Second, "traffic per cell")
 	f.DurationVar(&ct, "cyclictest", 5*time.Second, "cyclictest per cell (negative: skip)")
@@ -109,22 +110,22 @@ func newEvalDataplaneCmd() *cobra.Command {
 // ovsPolicies are the setups --dp ovs runs unless --policies says otherwise:
 // OVS busy-polling with CP off its core, OVS's own load-based sleep with
 // CP on its core, and taichi's lending policies.
-var ovsPolicies = []string{"static", eval.SetupOVSMaxSleep, "dynamic", "taichi"}
+var ovsPolicies = []string{string(scheduler.PolicyStatic), string(eval.SetupOVSMaxSleep), string(scheduler.PolicyDynamic), string(scheduler.PolicyTaichi)}
 
-// dpPolicies checks the --dp flag against the policies and, for --dp ovs
-// without --policies, picks the OVS setups.
-func dpPolicies(cmd *cobra.Command, policies *[]string) error {
+// dpPolicies parses --policies against --dp: --dp ovs without --policies
+// runs the OVS setups, and the ovs-maxsleep setup needs --dp ovs.
+func dpPolicies(cmd *cobra.Command, names []string) ([]scheduler.PolicyName, error) {
 	dp, _ := cmd.Flags().GetString("dp")
 	if !slices.Contains(eval.DPKinds, dp) {
-		return fmt.Errorf("dp: unknown %q (want %s)", dp, strings.Join(eval.DPKinds, " or "))
+		return nil, fmt.Errorf("dp: unknown %q (want %s)", dp, strings.Join(eval.DPKinds, " or "))
 	}
 	if dp == eval.DPOVS && !cmd.Flags().Changed("policies") {
-		*policies = slices.Clone(ovsPolicies)
+		names = ovsPolicies
 	}
-	if dp != eval.DPOVS && slices.Contains(*policies, eval.SetupOVSMaxSleep) {
-		return fmt.Errorf("policies: %s needs --dp ovs", eval.SetupOVSMaxSleep)
+	if dp != eval.DPOVS && slices.Contains(names, string(eval.SetupOVSMaxSleep)) {
+		return nil, fmt.Errorf("policies: %s needs --dp ovs", eval.SetupOVSMaxSleep)
 	}
-	return nil
+	return eval.ParsePolicies(names)
 }
 
 // addCPFlags adds the CP placement and data plane choices every experiment takes.

@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/taichi-sched/taichi/eval"
+	"github.com/taichi-sched/taichi/scheduler"
 )
 
 func newEvalPingCmd() *cobra.Command {
@@ -19,11 +21,12 @@ func newEvalPingCmd() *cobra.Command {
 		Short: "The paper's ping table: iputils ping against the DP loop, static without CP and each policy with a backlogged CP load",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg := eval.PingConfig{Policies: splitList(policies), Count: count, Interval: interval, Timeout: timeout,
-				Repeat: repeat, CPLoad: cpLoad, ClientFIFO: clientFIFO}
-			if err := dpPolicies(cmd, &cfg.Policies); err != nil {
+			pols, err := dpPolicies(cmd, splitList(policies))
+			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
+			cfg := eval.PingConfig{Policies: pols, Count: count, Interval: interval, Timeout: timeout,
+				Repeat: repeat, CPLoad: cpLoad, ClientFIFO: clientFIFO}
 			// The config reads zero as "default"; on the command line it is a mistake.
 			for key, v := range map[string]int64{"count": int64(count), "interval": int64(interval), "timeout": int64(timeout), "repeat": int64(repeat)} {
 				if v <= 0 {
@@ -45,7 +48,7 @@ func newEvalPingCmd() *cobra.Command {
 	f.IntVar(&repeat, "repeat", 1, "runs per setup, setups interleaved within each repeat (the table shows the median and min–max)")
 	f.IntVar(&clientFIFO, "client-fifo", 1, "SCHED_FIFO priority for ping, which shares its core with the CP load (0: normal priority)")
 	f.StringVar(&cpLoad, "cp-load", eval.CPLoadMixed, "backlogged CP workload: mixed (kernel-heavy and user-mode), kernel or user")
-	f.StringVar(&policies, "policies", "static,dynamic,taichi", "policies run with the CP load (a static run without CP load leads as the reference)")
+	f.StringVar(&policies, "policies", strings.Join(scheduler.PolicyNameStrings(), ","), "policies run with the CP load (a static run without CP load leads as the reference)")
 	f.StringVar(&out, "out", "out/eval", "output directory")
 	f.StringVar(&logFile, "log", "", "write the daemon's log here (default: discard)")
 	addCPFlags(cmd)

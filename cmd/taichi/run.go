@@ -18,6 +18,7 @@ import (
 
 	"github.com/taichi-sched/taichi/config"
 	"github.com/taichi-sched/taichi/daemon"
+	"github.com/taichi-sched/taichi/scheduler"
 )
 
 func init() {
@@ -103,11 +104,16 @@ func init() {
 
 	policyCmd := &cobra.Command{Use: "policy", Short: "Change the running daemon's lending policy"}
 	setCmd := &cobra.Command{
-		Use:   "set static|dynamic|taichi",
-		Short: "Switch the policy at run time (kept across restarts while the config's policy is unchanged)",
-		Args:  cobra.ExactArgs(1),
+		Use:       "set " + strings.Join(scheduler.PolicyNameStrings(), "|"),
+		Short:     "Switch the policy at run time (kept across restarts while the config's policy is unchanged)",
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: scheduler.PolicyNameStrings(),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			resp, err := daemon.Call(socket, daemon.Request{Cmd: "set-policy", Policy: args[0]})
+			name, err := scheduler.ParsePolicyName(args[0])
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			resp, err := daemon.Call(socket, daemon.Request{Cmd: "set-policy", Policy: string(name)})
 			if err != nil {
 				return err
 			}

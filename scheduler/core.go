@@ -1,0 +1,71 @@
+package scheduler
+
+import "time"
+
+// core is one DP core: the engine's state machine, what it last actuated,
+// its counters and measurements, and the policy's own state for it. Only
+// the engine touches it.
+type core struct {
+	cpu int
+	machine
+	actuated
+	counters
+	measured
+	pol CorePolicy // the current policy's state for this core
+}
+
+// machine is the core's place in the state machine (state.go).
+type machine struct {
+	state State
+	since time.Time
+	// blocked: the loop yielded while the core was not lendable (IDLE).
+	blocked bool
+	// probeDown: the core's probe failed; every policy holds it static.
+	probeDown bool
+	lentAt    time.Time
+	pending   Cause     // why the engine asked a lent core to wake
+	reclaimBy time.Time // RECLAIMING: taken as running after this
+}
+
+// actuated is what the engine last carried out on the core, so that it
+// issues only differences.
+type actuated struct {
+	inCPUSet bool
+	// cpusetKnown: a Lend or Reclaim has succeeded, so inCPUSet is fact; a
+	// failed write then changes nothing. Before that, failures assume the
+	// worse case for DP.
+	cpusetKnown bool
+	knobsSet    bool
+	yield       int64
+	knobSlice   time.Duration
+	probeOn     bool
+	probeSet    bool
+	retryAt     time.Time // slow path: no new attempt before this after an error
+}
+
+// counters only grow (snapshots and metrics).
+type counters struct {
+	lentTotal   time.Duration
+	lends       uint64
+	reclaims    [numCauses]uint64 // [CauseGuard]: guard trips
+	timeouts    uint64
+	transitions uint64
+	invalid     uint64
+	actErrors   uint64
+	cpusetLends uint64
+	cpusetBacks uint64
+	probes      uint64
+	flapsHeld   uint64
+	sloSeen     uint64
+}
+
+// measured is what the loop and the probe report, kept for every policy.
+type measured struct {
+	emptyPolls int64
+	wakeHist   histogram
+	slo        sloWindow // per-packet residence while lendable
+	load       loadWindow
+	loadMean   float64
+	packets    int64
+	harvest    time.Duration
+}
