@@ -62,36 +62,8 @@ func (c *checker) intRange(key string, v, lo, hi int) {
 func (cfg *Config) validate(topo *topology.Topology) Errors {
 	c := &checker{}
 	cfg.resolveCores(c, topo)
-	c.oneOf("policy", cfg.Policy, Policies)
-
-	s := cfg.Scheduler
-	for key, d := range map[string]Duration{
-		"scheduler.slo_window":    s.SLOWindow,
-		"scheduler.guard_backoff": s.GuardBackoff, "scheduler.guard_backoff_max": s.GuardBackoffMax,
-		"scheduler.slice_min": s.SliceMin, "scheduler.slice_max": s.SliceMax,
-		"scheduler.flap_window": s.FlapWindow,
-	} {
-		c.positive(key, d)
-	}
-	if s.SliceMax < s.SliceMin {
-		c.fail("scheduler.slice_max", "must not be below scheduler.slice_min (%s < %s)", s.SliceMax, s.SliceMin)
-	}
-	if s.GuardBackoffMax < s.GuardBackoff {
-		c.fail("scheduler.guard_backoff_max", "must not be below scheduler.guard_backoff (%s < %s)", s.GuardBackoffMax, s.GuardBackoff)
-	}
-	c.intRange("scheduler.idle_threshold_min", s.IdleThresholdMin, 1, 1<<30)
-	c.intRange("scheduler.idle_threshold_max", s.IdleThresholdMax, 1, 1<<30)
-	if s.IdleThresholdMax < s.IdleThresholdMin {
-		c.fail("scheduler.idle_threshold_max", "must not be below scheduler.idle_threshold_min (%d < %d)", s.IdleThresholdMax, s.IdleThresholdMin)
-	}
-	if s.IdleThreshold < s.IdleThresholdMin || s.IdleThreshold > s.IdleThresholdMax {
-		c.fail("scheduler.idle_threshold", "must be within idle_threshold_min..idle_threshold_max (%d..%d), got %d", s.IdleThresholdMin, s.IdleThresholdMax, s.IdleThreshold)
-	}
-	c.intRange("scheduler.flap_limit", s.FlapLimit, 1, 1<<30)
-	if !(s.HighLoad > 0 && s.HighLoad <= 1) {
-		c.fail("scheduler.high_load", "must be a share in (0, 1], got %v", s.HighLoad)
-	}
-	c.blockers(s.Blockers)
+	c.validateScheduler(cfg)
+	c.blockers(cfg.Scheduler.Blockers)
 
 	v := cfg.VCPU
 	c.oneOf("vcpu.backend", v.Backend, VCPUBackends)
