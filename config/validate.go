@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os/user"
@@ -10,9 +11,11 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/taichi-sched/taichi/dataplane/dpdk"
 	"github.com/taichi-sched/taichi/internal/cpuset"
 	"github.com/taichi-sched/taichi/internal/safename"
 	"github.com/taichi-sched/taichi/topology"
+	"github.com/taichi-sched/taichi/vcpu"
 )
 
 // Probe backend names.
@@ -26,7 +29,7 @@ const (
 // Names accepted by the enumerated keys.
 var (
 	VCPUBackends  = []string{"auto", "cgroup", "kmod"}
-	VCPUClasses   = []string{"idle", "low-weight"}
+	VCPUClasses   = []string{vcpu.ClassIdle, vcpu.ClassLowWeight}
 	ProbeBackends = []string{ProbeXDP, ProbeCounters, ProbeKmod, ProbeNone}
 	LoopModes     = []string{"reflect", "forward"}
 	LogLevels     = []string{"debug", "info", "warn", "error"}
@@ -68,18 +71,18 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 	v := cfg.VCPU
 	c.oneOf("vcpu.backend", v.Backend, VCPUBackends)
 	c.oneOf("vcpu.class", v.Class, VCPUClasses)
-	c.intRange("vcpu.weight", v.Weight, 1, 10000)
+	c.intRange("vcpu.weight", v.Weight, vcpu.MinWeight, vcpu.MaxWeight)
 	c.intRange("vcpu.writer_priority", v.WriterPriority, 1, 99)
 	c.positive("vcpu.rescan", v.Rescan)
 	c.pathName("vcpu.cgroup_name", v.CgroupName)
 	c.uniqueStrings("vcpu.adopt.units", v.Adopt.Units, func(key, u string) {
-		if u == "" || strings.ContainsAny(u, "/ ") {
-			c.fail(key, "not a systemd unit name: %q", u)
+		if err := vcpu.CheckUnit(u); err != nil {
+			c.fail(key, "%v", err)
 		}
 	})
 	c.uniqueStrings("vcpu.adopt.cgroups", v.Adopt.Cgroups, func(key, p string) {
-		if !strings.HasPrefix(p, "/") || filepath.Clean(p) != p {
-			c.fail(key, "must be a clean absolute cgroup path, got %q", p)
+		if err := vcpu.CheckCgroupPath(p); err != nil {
+			c.fail(key, "%v", err)
 		}
 	})
 	c.uniqueStrings("vcpu.adopt.commands", v.Adopt.Commands, func(key, re string) {
@@ -158,32 +161,12 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 	for i, dp := range cfg.Dataplane.DPDK {
 		key := fmt.Sprintf("dataplane.dpdk[%d]", i)
 		name(key+".name", dp.Name)
-		switch {
-		case len(dp.Command) == 0 && dp.PID == 0:
-			c.fail(key, "set either command (launch) or pid (adopt)")
-		case len(dp.Command) > 0 && dp.PID != 0:
-			c.fail(key, "set command or pid, not both")
-		case dp.PID < 0 || dp.PID == 1:
-			c.fail(key+".pid", "not a usable process id: %d", dp.PID)
-		}
-		if _, err := regexp.Compile(dp.ThreadPattern); err != nil || dp.ThreadPattern == "" {
-			c.fail(key+".thread_pattern", "invalid regular expression %q", dp.ThreadPattern)
-		}
-		if len(dp.CPUs) == 0 {
-			c.fail(key+".cpus", "must list at least one DP core")
-		}
+		c.dpdkApp(key, dp)
 		for j, cpu := range dp.CPUs {
 			k := fmt.Sprintf("%s.cpus[%d]", key, j)
 			if c.dpCore(k, cpu, cfg.DPCPUs) {
 				claim(k, cpu)
 			}
-		}
-		c.intRange(key+".priority", dp.Priority, 1, 99)
-		c.positive(key+".idle_interval", dp.IdleInterval)
-		c.intRange(key+".idle_after", dp.IdleAfter, 1, 1<<20)
-		c.netnsName(key+".netns", dp.NetNS)
-		if dp.NetNS != "" && dp.PID != 0 {
-			c.fail(key+".netns", "only used when launching (command), not with pid")
 		}
 	}
 
@@ -235,6 +218,23 @@ func (c *checker) uniqueStrings(key string, vals []string, each func(key, v stri
 	}
 }
 
+// dpdkApp checks a DPDK application with the dpdk package's own validation
+// (name and cgroup-free checks; DP core membership is checked here).
+func (c *checker) dpdkApp(key string, dp DPDK) {
+	mc := dp.ManagerConfig()
+	for _, e := range unjoin(mc.Validate()) {
+		var fe *dpdk.FieldError
+		if errors.As(e, &fe) {
+			if fe.Field == "name" {
+				continue // checked with the loops' names (unique across both)
+			}
+			c.fail(key+"."+fe.Field, "%s", fe.Problem)
+		} else {
+			c.fail(key, "%v", e)
+		}
+	}
+}
+
 // pathName checks a name that becomes a file or cgroup directory name
 // (the same check the packages that build those paths apply).
 func (c *checker) pathName(key, name string) bool {
@@ -253,8 +253,8 @@ func (c *checker) netnsName(key, name string) {
 }
 
 func (c *checker) ifaceName(key, name string) {
-	if name == "" || len(name) > 15 || strings.ContainsAny(name, "/ \x00:") {
-		c.fail(key, "not an interface name: %q", name)
+	if err := safename.Iface(name); err != nil {
+		c.fail(key, "%v", err)
 	}
 }
 

@@ -120,17 +120,19 @@ func (c LoopConfig) Validate() error {
 			return bad("netns", "%v", err)
 		}
 	}
+	if err := safename.Iface(c.Iface); err != nil {
+		return bad("iface", "%v", err)
+	}
+	if c.Mode == ModeForward {
+		if err := safename.Iface(c.OutIface); err != nil {
+			return bad("out_iface", "forward mode: %v", err)
+		}
+	}
 	switch {
 	case c.CPU < 0:
 		return bad("cpu", "%d is negative", c.CPU)
-	case c.Iface == "":
-		return bad("iface", "required")
-	case len(c.Iface) > unix.IFNAMSIZ-1:
-		return bad("iface", "%q longer than %d characters", c.Iface, unix.IFNAMSIZ-1)
 	case c.Mode != ModeReflect && c.Mode != ModeForward:
 		return bad("mode", "%q: want %s or %s", c.Mode, ModeReflect, ModeForward)
-	case c.Mode == ModeForward && c.OutIface == "":
-		return bad("out_iface", "required in forward mode")
 	case c.Priority > 99:
 		return bad("priority", "%d: SCHED_FIFO priorities are 1-99", c.Priority)
 	case c.IO != IOPacket && c.IO != IOXDP:

@@ -117,7 +117,8 @@ func TestOptionsValidate(t *testing.T) {
 		o    Options
 		want string
 	}{
-		{Options{}, "iface: required"},
+		{Options{}, "iface: interface name must not be empty"},
+		{Options{Iface: "a/b"}, "iface:"},
 		{Options{Iface: "a-very-long-interface"}, "iface:"},
 		{Options{Iface: "x", Core: -1}, "core:"},
 		{Options{Iface: "x", Core: MaxCores}, "core:"},
