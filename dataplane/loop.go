@@ -38,6 +38,7 @@ import (
 
 	"github.com/taichi-sched/taichi/internal/netns"
 	"github.com/taichi-sched/taichi/internal/safename"
+	"github.com/taichi-sched/taichi/scheduler"
 	"golang.org/x/sys/unix"
 )
 
@@ -454,7 +455,7 @@ func (l *Loop) block() (graceUntil int64) {
 	ev := Event{Kind: KindWake, AtNs: now, BlockedNs: now - start}
 	switch {
 	case probed && (!rxWaiting || rxNs == 0 || probeNs <= rxNs):
-		ev.Cause = CauseProbe
+		ev.Cause = scheduler.WakeProbe
 		l.c.wakesProbe.Add(1)
 		if !rxWaiting {
 			graceUntil = now + int64(ProbeGrace)
@@ -464,13 +465,13 @@ func (l *Loop) block() (graceUntil int64) {
 			l.c.lead.record(ev.LeadNs)
 		}
 	case rxWaiting:
-		ev.Cause = CauseRX
+		ev.Cause = scheduler.WakeRx
 		l.c.wakesRX.Add(1)
 	default:
 		if l.stop.Load() {
 			return 0
 		}
-		ev.Cause = CauseTimeout
+		ev.Cause = scheduler.WakeTimeout
 		l.c.wakesTimeout.Add(1)
 	}
 	// Exposed wake latency is what the first waiting packet paid: how long
@@ -480,7 +481,7 @@ func (l *Loop) block() (graceUntil int64) {
 	switch {
 	case rxWaiting && rxNs != 0:
 		ev.ExposedNs = max(now-rxNs, 0)
-	case ev.Cause == CauseProbe && !rxWaiting:
+	case ev.Cause == scheduler.WakeProbe && !rxWaiting:
 		ev.ExposedNs = 0
 	default:
 		ev.ExposedNs = -1
