@@ -153,7 +153,7 @@ func TestPercentilesNs(t *testing.T) {
 		ns = append(ns, (101-i)*1000)
 	}
 	p := PercentilesNs(ns)
-	if p.Count != 100 || p.P50 != 50 || p.P90 != 90 || p.P99 != 99 || p.Max != 100 || p.Min != 1 {
+	if p.N != 100 || p.P50 != 50 || p.P90 != 90 || p.P99 != 99 || p.Max != 100 || p.Min != 1 {
 		t.Fatalf("%+v", p)
 	}
 	if (PercentilesNs(nil) != Percentiles{}) {
