@@ -50,9 +50,6 @@ func WithInProcessLoops() Option { return func(d *Daemon) { d.inProcessLoops = t
 // beside the control socket, i.e. /run/taichi/dp).
 func WithDPDir(dir string) Option { return func(d *Daemon) { d.dpDir = dir } }
 
-// WithExecutable sets the taichi binary that hosts DP loops (default: this one).
-func WithExecutable(path string) Option { return func(d *Daemon) { d.exe = path } }
-
 // Daemon is one running taichi.
 type Daemon struct {
 	cfg            *config.Config
@@ -61,7 +58,6 @@ type Daemon struct {
 	noMetrics      bool
 	inProcessLoops bool
 	dpDir          string
-	exe            string
 
 	mu       sync.Mutex
 	started  time.Time

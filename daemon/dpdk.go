@@ -16,10 +16,7 @@ import (
 // them pinned; idle lcores are lent by demotion when configured. A guard
 // process gives lent lcores back if the daemon dies.
 func (d *Daemon) startDPDK(ctx context.Context, runCtx context.Context) error {
-	exe := d.exe
-	if exe == "" {
-		exe, _ = os.Executable()
-	}
+	exe, _ := os.Executable()
 	for i, c := range d.cfg.Dataplane.DPDK {
 		// A restarted daemon finds the application an earlier run launched.
 		opts := []dpdk.Option{dpdk.WithLogger(d.log.With("dpdk", c.Name)),

@@ -30,7 +30,9 @@ import (
 // (CLOCK_MONOTONIC), zero padding.
 const PayloadSize = 64
 
-// UDPSender sends sequence-numbered datagrams from a namespace.
+// UDPSender sends sequence-numbered datagrams from a namespace: the traffic
+// whose arrivals a PacketReceiver times (the probe's, the CLI's and the
+// testbed's lead measurements and tests).
 type UDPSender struct {
 	fd  int
 	buf [PayloadSize]byte

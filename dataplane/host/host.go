@@ -1,8 +1,8 @@
 // Package host runs one DP loop (and the probe that warns it) behind a
 // shared-memory segment, so the daemon can drive it from another process.
 //
-// `taichi dp run --shm PATH` hosts a loop this way, and `taichi run` starts
-// one such process per configured loop: if the daemon dies — even by
+// `taichi run` starts one such process per configured loop (the hidden
+// `taichi dp-host --shm PATH` command): if the daemon dies — even by
 // SIGKILL — the DP loop keeps running with its last knobs, its waits stay
 // bounded and its socket still wakes it, so DP never waits on the daemon. A
 // restarted daemon attaches to the same segment and carries on. The daemon

@@ -49,18 +49,8 @@ func Summarize(values []float64) Percentiles {
 	}
 }
 
-// Quantile returns the nearest-rank q-quantile (q clamped to 0..1) of
-// values; NaN for an empty sample.
-func Quantile(values []float64, q float64) float64 {
-	if len(values) == 0 {
-		return math.NaN()
-	}
-	s := slices.Clone(values)
-	slices.Sort(s)
-	return quantileSorted(s, q)
-}
-
-// quantileSorted is the nearest-rank q-quantile of the sorted sample s.
+// quantileSorted is the nearest-rank q-quantile (q clamped to 0..1) of the
+// sorted, non-empty sample s.
 func quantileSorted(s []float64, q float64) float64 {
 	q = math.Min(1, math.Max(0, q))
 	// The small slack keeps q·N that is an integer in exact arithmetic
