@@ -11,17 +11,19 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/taichi-sched/taichi/dataplane"
 	"github.com/taichi-sched/taichi/dataplane/dpdk"
 	"github.com/taichi-sched/taichi/internal/cpuset"
 	"github.com/taichi-sched/taichi/internal/safename"
+	"github.com/taichi-sched/taichi/probe"
 	"github.com/taichi-sched/taichi/topology"
 	"github.com/taichi-sched/taichi/vcpu"
 )
 
 // Probe backend names.
 const (
-	ProbeXDP      = "xdp"
-	ProbeCounters = "counters"
+	ProbeXDP      = probe.BackendXDP
+	ProbeCounters = probe.BackendCounters
 	ProbeKmod     = "kmod"
 	ProbeNone     = "none"
 )
@@ -31,7 +33,7 @@ var (
 	VCPUBackends  = []string{"auto", "cgroup", "kmod"}
 	VCPUClasses   = []string{vcpu.ClassIdle, vcpu.ClassLowWeight}
 	ProbeBackends = []string{ProbeXDP, ProbeCounters, ProbeKmod, ProbeNone}
-	LoopModes     = []string{"reflect", "forward"}
+	LoopModes     = []string{dataplane.ModeReflect, dataplane.ModeForward}
 	LogLevels     = []string{"debug", "info", "warn", "error"}
 	LogFormats    = []string{"text", "json"}
 )
@@ -151,7 +153,7 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 		c.ifaceName(key+".iface", l.Iface)
 		c.netnsName(key+".netns", l.NetNS)
 		c.oneOf(key+".mode", l.Mode, LoopModes)
-		if l.Mode == "forward" {
+		if l.Mode == dataplane.ModeForward {
 			c.ifaceName(key+".out_iface", l.OutIface)
 		} else if l.OutIface != "" {
 			c.fail(key+".out_iface", "only used in forward mode")
