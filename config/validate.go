@@ -69,8 +69,15 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 	cfg.resolveCores(c, topo)
 	c.validateScheduler(cfg)
 	c.blockers(cfg.Scheduler.Blockers)
+	c.vcpu(cfg.VCPU)
+	c.probe(cfg)
+	c.dataplane(cfg)
+	c.endpoints(cfg)
+	return c.errs
+}
 
-	v := cfg.VCPU
+// vcpu checks the CP pool and its adoption selectors.
+func (c *checker) vcpu(v VCPU) {
 	c.oneOf("vcpu.backend", v.Backend, VCPUBackends)
 	c.oneOf("vcpu.class", v.Class, VCPUClasses)
 	c.intRange("vcpu.weight", v.Weight, vcpu.MinWeight, vcpu.MaxWeight)
@@ -104,7 +111,10 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 		}
 		seenPID[pid] = true
 	}
+}
 
+// probe checks the workload probe and its interface map.
+func (c *checker) probe(cfg *Config) {
 	p := cfg.Probe
 	c.oneOf("probe.backend", p.Backend, ProbeBackends)
 	c.positive("probe.counters_interval", p.CountersInterval)
@@ -126,7 +136,11 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 		}
 		seenQ[id] = true
 	}
+}
 
+// dataplane checks DP loops and DPDK applications: names unique across
+// both, each DP core used by one of them, one probed interface per loop.
+func (c *checker) dataplane(cfg *Config) {
 	cpuOwner := map[int]string{}
 	names := map[string]bool{}
 	claim := func(key string, cpu int) {
@@ -183,6 +197,10 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 			probed[id] = l.Name
 		}
 	}
+}
+
+// endpoints checks where taichi listens and keeps state, and its logging.
+func (c *checker) endpoints(cfg *Config) {
 	if cfg.Metrics.Listen != "" {
 		if _, port, err := net.SplitHostPort(cfg.Metrics.Listen); err != nil {
 			c.fail("metrics.listen", "want host:port, got %q", cfg.Metrics.Listen)
@@ -205,7 +223,6 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 	}
 	c.oneOf("log.level", cfg.Log.Level, LogLevels)
 	c.oneOf("log.format", cfg.Log.Format, LogFormats)
-	return c.errs
 }
 
 func (c *checker) uniqueStrings(key string, vals []string, each func(key, v string)) {
