@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/taichi-sched/taichi/dataplane/dpdk"
 	"github.com/taichi-sched/taichi/scheduler"
 )
 
@@ -116,13 +117,14 @@ type Loop struct {
 
 // DPDK is a DPDK application whose lcores taichi pins.
 type DPDK struct {
-	Name          string   `key:"name"`
-	Command       []string `key:"command"`
-	PID           int      `key:"pid"`
-	ThreadPattern string   `key:"thread_pattern" default:"^(rte-worker|lcore-worker)-[0-9]+$"`
-	CPUs          []int    `key:"cpus"`
-	Priority      int      `key:"priority" default:"50"`
-	IdleDemote    bool     `key:"idle_demote"`
+	Name    string   `key:"name"`
+	Command []string `key:"command"`
+	PID     int      `key:"pid"`
+	// ThreadPattern selects the lcore threads; empty: dpdk.DefaultThreadPattern.
+	ThreadPattern string `key:"thread_pattern"`
+	CPUs          []int  `key:"cpus"`
+	Priority      int    `key:"priority" default:"50"`
+	IdleDemote    bool   `key:"idle_demote"`
 	// NetNS launches Command inside this network namespace (where its
 	// af_packet/af_xdp vdev interfaces live).
 	NetNS string `key:"netns"`
@@ -207,4 +209,16 @@ func ParseSize(s string) (Size, error) {
 		return 0, fmt.Errorf("size %q is too large", s)
 	}
 	return Size(n * mult), nil
+}
+
+// ManagerConfig is the dpdk package's configuration for this application
+// (the one conversion; the config's validation and the daemon both use it).
+func (d DPDK) ManagerConfig() dpdk.Config {
+	return dpdk.Config{
+		Name: d.Name, Command: d.Command, NetNS: d.NetNS, PID: d.PID,
+		ThreadPattern: d.ThreadPattern, CPUs: d.CPUs, Priority: d.Priority,
+		IdleDemote: d.IdleDemote, IdleIfaces: d.IdleIfaces,
+		IdleInterval: d.IdleInterval.D(), IdleAfter: d.IdleAfter,
+		OVSUnixctl: d.OVSUnixctl,
+	}
 }

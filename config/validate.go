@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os/user"
@@ -10,15 +11,19 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/taichi-sched/taichi/dataplane"
+	"github.com/taichi-sched/taichi/dataplane/dpdk"
 	"github.com/taichi-sched/taichi/internal/cpuset"
 	"github.com/taichi-sched/taichi/internal/safename"
+	"github.com/taichi-sched/taichi/probe"
 	"github.com/taichi-sched/taichi/topology"
+	"github.com/taichi-sched/taichi/vcpu"
 )
 
 // Probe backend names.
 const (
-	ProbeXDP      = "xdp"
-	ProbeCounters = "counters"
+	ProbeXDP      = probe.BackendXDP
+	ProbeCounters = probe.BackendCounters
 	ProbeKmod     = "kmod"
 	ProbeNone     = "none"
 )
@@ -26,9 +31,9 @@ const (
 // Names accepted by the enumerated keys.
 var (
 	VCPUBackends  = []string{"auto", "cgroup", "kmod"}
-	VCPUClasses   = []string{"idle", "low-weight"}
+	VCPUClasses   = []string{vcpu.ClassIdle, vcpu.ClassLowWeight}
 	ProbeBackends = []string{ProbeXDP, ProbeCounters, ProbeKmod, ProbeNone}
-	LoopModes     = []string{"reflect", "forward"}
+	LoopModes     = []string{dataplane.ModeReflect, dataplane.ModeForward}
 	LogLevels     = []string{"debug", "info", "warn", "error"}
 	LogFormats    = []string{"text", "json"}
 )
@@ -62,54 +67,31 @@ func (c *checker) intRange(key string, v, lo, hi int) {
 func (cfg *Config) validate(topo *topology.Topology) Errors {
 	c := &checker{}
 	cfg.resolveCores(c, topo)
-	if err := cfg.Policy.Validate(); err != nil {
-		c.fail("policy", "%v", err)
-	}
+	c.validateScheduler(cfg)
+	c.blockers(cfg.Scheduler.Blockers)
+	c.vcpu(cfg.VCPU)
+	c.probe(cfg)
+	c.dataplane(cfg)
+	c.endpoints(cfg)
+	return c.errs
+}
 
-	s := cfg.Scheduler
-	for key, d := range map[string]Duration{
-		"scheduler.slo_window":    s.SLOWindow,
-		"scheduler.guard_backoff": s.GuardBackoff, "scheduler.guard_backoff_max": s.GuardBackoffMax,
-		"scheduler.slice_min": s.SliceMin, "scheduler.slice_max": s.SliceMax,
-		"scheduler.flap_window": s.FlapWindow,
-	} {
-		c.positive(key, d)
-	}
-	if s.SliceMax < s.SliceMin {
-		c.fail("scheduler.slice_max", "must not be below scheduler.slice_min (%s < %s)", s.SliceMax, s.SliceMin)
-	}
-	if s.GuardBackoffMax < s.GuardBackoff {
-		c.fail("scheduler.guard_backoff_max", "must not be below scheduler.guard_backoff (%s < %s)", s.GuardBackoffMax, s.GuardBackoff)
-	}
-	c.intRange("scheduler.idle_threshold_min", s.IdleThresholdMin, 1, 1<<30)
-	c.intRange("scheduler.idle_threshold_max", s.IdleThresholdMax, 1, 1<<30)
-	if s.IdleThresholdMax < s.IdleThresholdMin {
-		c.fail("scheduler.idle_threshold_max", "must not be below scheduler.idle_threshold_min (%d < %d)", s.IdleThresholdMax, s.IdleThresholdMin)
-	}
-	if s.IdleThreshold < s.IdleThresholdMin || s.IdleThreshold > s.IdleThresholdMax {
-		c.fail("scheduler.idle_threshold", "must be within idle_threshold_min..idle_threshold_max (%d..%d), got %d", s.IdleThresholdMin, s.IdleThresholdMax, s.IdleThreshold)
-	}
-	c.intRange("scheduler.flap_limit", s.FlapLimit, 1, 1<<30)
-	if !(s.HighLoad > 0 && s.HighLoad <= 1) {
-		c.fail("scheduler.high_load", "must be a share in (0, 1], got %v", s.HighLoad)
-	}
-	c.blockers(s.Blockers)
-
-	v := cfg.VCPU
+// vcpu checks the CP pool and its adoption selectors.
+func (c *checker) vcpu(v VCPU) {
 	c.oneOf("vcpu.backend", v.Backend, VCPUBackends)
 	c.oneOf("vcpu.class", v.Class, VCPUClasses)
-	c.intRange("vcpu.weight", v.Weight, 1, 10000)
+	c.intRange("vcpu.weight", v.Weight, vcpu.MinWeight, vcpu.MaxWeight)
 	c.intRange("vcpu.writer_priority", v.WriterPriority, 1, 99)
 	c.positive("vcpu.rescan", v.Rescan)
 	c.pathName("vcpu.cgroup_name", v.CgroupName)
 	c.uniqueStrings("vcpu.adopt.units", v.Adopt.Units, func(key, u string) {
-		if u == "" || strings.ContainsAny(u, "/ ") {
-			c.fail(key, "not a systemd unit name: %q", u)
+		if err := vcpu.CheckUnit(u); err != nil {
+			c.fail(key, "%v", err)
 		}
 	})
 	c.uniqueStrings("vcpu.adopt.cgroups", v.Adopt.Cgroups, func(key, p string) {
-		if !strings.HasPrefix(p, "/") || filepath.Clean(p) != p {
-			c.fail(key, "must be a clean absolute cgroup path, got %q", p)
+		if err := vcpu.CheckCgroupPath(p); err != nil {
+			c.fail(key, "%v", err)
 		}
 	})
 	c.uniqueStrings("vcpu.adopt.commands", v.Adopt.Commands, func(key, re string) {
@@ -129,7 +111,10 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 		}
 		seenPID[pid] = true
 	}
+}
 
+// probe checks the workload probe and its interface map.
+func (c *checker) probe(cfg *Config) {
 	p := cfg.Probe
 	c.oneOf("probe.backend", p.Backend, ProbeBackends)
 	c.positive("probe.counters_interval", p.CountersInterval)
@@ -151,7 +136,11 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 		}
 		seenQ[id] = true
 	}
+}
 
+// dataplane checks DP loops and DPDK applications: names unique across
+// both, each DP core used by one of them, one probed interface per loop.
+func (c *checker) dataplane(cfg *Config) {
 	cpuOwner := map[int]string{}
 	names := map[string]bool{}
 	claim := func(key string, cpu int) {
@@ -178,7 +167,7 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 		c.ifaceName(key+".iface", l.Iface)
 		c.netnsName(key+".netns", l.NetNS)
 		c.oneOf(key+".mode", l.Mode, LoopModes)
-		if l.Mode == "forward" {
+		if l.Mode == dataplane.ModeForward {
 			c.ifaceName(key+".out_iface", l.OutIface)
 		} else if l.OutIface != "" {
 			c.fail(key+".out_iface", "only used in forward mode")
@@ -188,35 +177,12 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 	for i, dp := range cfg.Dataplane.DPDK {
 		key := fmt.Sprintf("dataplane.dpdk[%d]", i)
 		name(key+".name", dp.Name)
-		switch {
-		case len(dp.Command) == 0 && dp.PID == 0:
-			c.fail(key, "set either command (launch) or pid (adopt)")
-		case len(dp.Command) > 0 && dp.PID != 0:
-			c.fail(key, "set command or pid, not both")
-		case dp.PID < 0 || dp.PID == 1:
-			c.fail(key+".pid", "not a usable process id: %d", dp.PID)
-		}
-		if _, err := regexp.Compile(dp.ThreadPattern); err != nil || dp.ThreadPattern == "" {
-			c.fail(key+".thread_pattern", "invalid regular expression %q", dp.ThreadPattern)
-		}
-		if len(dp.CPUs) == 0 {
-			c.fail(key+".cpus", "must list at least one DP core")
-		}
+		c.dpdkApp(key, dp)
 		for j, cpu := range dp.CPUs {
 			k := fmt.Sprintf("%s.cpus[%d]", key, j)
 			if c.dpCore(k, cpu, cfg.DPCPUs) {
 				claim(k, cpu)
 			}
-		}
-		c.intRange(key+".priority", dp.Priority, 1, 99)
-		c.positive(key+".idle_interval", dp.IdleInterval)
-		c.intRange(key+".idle_after", dp.IdleAfter, 1, 1<<20)
-		c.netnsName(key+".netns", dp.NetNS)
-		if dp.NetNS != "" && dp.PID != 0 {
-			c.fail(key+".netns", "only used when launching (command), not with pid")
-		}
-		if dp.OVSUnixctl != "" && (!filepath.IsAbs(dp.OVSUnixctl) || len(dp.OVSUnixctl) > 107) {
-			c.fail(key+".ovs_unixctl", "%q: want the absolute path of ovs-vswitchd's unixctl socket (at most 107 bytes)", dp.OVSUnixctl)
 		}
 	}
 
@@ -231,6 +197,10 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 			probed[id] = l.Name
 		}
 	}
+}
+
+// endpoints checks where taichi listens and keeps state, and its logging.
+func (c *checker) endpoints(cfg *Config) {
 	if cfg.Metrics.Listen != "" {
 		if _, port, err := net.SplitHostPort(cfg.Metrics.Listen); err != nil {
 			c.fail("metrics.listen", "want host:port, got %q", cfg.Metrics.Listen)
@@ -253,7 +223,6 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 	}
 	c.oneOf("log.level", cfg.Log.Level, LogLevels)
 	c.oneOf("log.format", cfg.Log.Format, LogFormats)
-	return c.errs
 }
 
 func (c *checker) uniqueStrings(key string, vals []string, each func(key, v string)) {
@@ -265,6 +234,23 @@ func (c *checker) uniqueStrings(key string, vals []string, each func(key, v stri
 			c.fail(k, "duplicate entry %q", v)
 		}
 		seen[v] = true
+	}
+}
+
+// dpdkApp checks a DPDK application with the dpdk package's own validation
+// (name and cgroup-free checks; DP core membership is checked here).
+func (c *checker) dpdkApp(key string, dp DPDK) {
+	mc := dp.ManagerConfig()
+	for _, e := range unjoin(mc.Validate()) {
+		var fe *dpdk.FieldError
+		if errors.As(e, &fe) {
+			if fe.Field == "name" {
+				continue // checked with the loops' names (unique across both)
+			}
+			c.fail(key+"."+fe.Field, "%s", fe.Problem)
+		} else {
+			c.fail(key, "%v", e)
+		}
 	}
 }
 
@@ -286,8 +272,8 @@ func (c *checker) netnsName(key, name string) {
 }
 
 func (c *checker) ifaceName(key, name string) {
-	if name == "" || len(name) > 15 || strings.ContainsAny(name, "/ \x00:") {
-		c.fail(key, "not an interface name: %q", name)
+	if err := safename.Iface(name); err != nil {
+		c.fail(key, "%v", err)
 	}
 }
 

@@ -150,12 +150,6 @@ func New(opts Options) (*Pipeline, error) {
 	}, nil
 }
 
-// SetSteps replaces the steps every VM runs (tests add failing steps).
-func (p *Pipeline) SetSteps(steps []Step) { p.steps = steps }
-
-// Steps returns the current steps.
-func (p *Pipeline) Steps() []Step { return append([]Step(nil), p.steps...) }
-
 // HostNS is the namespace holding the vswitch ends of the vports.
 func (p *Pipeline) HostNS() string { return p.hostNS }
 

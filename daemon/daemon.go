@@ -50,9 +50,6 @@ func WithInProcessLoops() Option { return func(d *Daemon) { d.inProcessLoops = t
 // beside the control socket, i.e. /run/taichi/dp).
 func WithDPDir(dir string) Option { return func(d *Daemon) { d.dpDir = dir } }
 
-// WithExecutable sets the taichi binary that hosts DP loops (default: this one).
-func WithExecutable(path string) Option { return func(d *Daemon) { d.exe = path } }
-
 // Daemon is one running taichi.
 type Daemon struct {
 	cfg            *config.Config
@@ -61,7 +58,6 @@ type Daemon struct {
 	noMetrics      bool
 	inProcessLoops bool
 	dpDir          string
-	exe            string
 
 	mu       sync.Mutex
 	started  time.Time
@@ -140,38 +136,11 @@ func New(cfg *config.Config, opts ...Option) (*Daemon, error) {
 	if d.mono, err = scheduler.NewMonotonicBase(); err != nil {
 		return nil, err
 	}
-	d.sched, err = scheduler.New(cfg.DPCPUs, d, schedulerParams(cfg), scheduler.WithLogger(d.log))
+	d.sched, err = scheduler.New(cfg.DPCPUs, d, cfg.SchedulerParams(), scheduler.WithLogger(d.log))
 	if err != nil {
 		return nil, err
 	}
 	return d, nil
-}
-
-// schedulerParams maps the scheduler.* keys onto the engine's parameters;
-// keys the YAML does not expose keep the engine's defaults.
-func schedulerParams(cfg *config.Config) scheduler.Params {
-	p := scheduler.DefaultParams()
-	s := cfg.Scheduler
-	p.Policy = cfg.Policy
-	p.SLOWindow = s.SLOWindow.D()
-	if !s.SLO.Auto() {
-		p.SLO = s.SLO.D()
-	} // auto: a placeholder until Start derives it (deriveSLO)
-	p.GuardBackoff, p.GuardBackoffMax = s.GuardBackoff.D(), s.GuardBackoffMax.D()
-	p.IdleThreshold, p.IdleThresholdMin, p.IdleThresholdMax = int64(s.IdleThreshold), int64(s.IdleThresholdMin), int64(s.IdleThresholdMax)
-	p.SliceMin, p.SliceMax = s.SliceMin.D(), s.SliceMax.D()
-	p.FlapLimit, p.FlapWindow = s.FlapLimit, s.FlapWindow.D()
-	p.HighLoad = s.HighLoad
-	if p.LowLoad >= p.HighLoad {
-		p.LowLoad = p.HighLoad / 2
-	}
-	if p.ReclaimTimeout <= p.SliceMax {
-		p.ReclaimTimeout = 4 * p.SliceMax
-	}
-	if p.DynamicSlice > p.SliceMax {
-		p.DynamicSlice = p.SliceMax
-	}
-	return p
 }
 
 func selectorFrom(a config.Adopt) (vcpu.Selector, error) {

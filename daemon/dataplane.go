@@ -161,12 +161,9 @@ func hostArgsMatch(running, want []string) bool {
 }
 
 func (d *Daemon) spawnLoop(ctx context.Context, spec host.Spec, l config.Loop) (*dpLoop, error) {
-	exe := d.exe
-	if exe == "" {
-		var err error
-		if exe, err = os.Executable(); err != nil {
-			return nil, err
-		}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(d.dpDir, 0o700); err != nil {
 		return nil, err

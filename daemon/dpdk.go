@@ -8,30 +8,15 @@ import (
 	"path/filepath"
 	"slices"
 
-	"github.com/taichi-sched/taichi/config"
 	"github.com/taichi-sched/taichi/dataplane/dpdk"
 )
-
-// dpdkConfig maps a configured DPDK application onto the manager's config.
-func dpdkConfig(c config.DPDK) dpdk.Config {
-	return dpdk.Config{
-		Name: c.Name, Command: c.Command, NetNS: c.NetNS, PID: c.PID,
-		ThreadPattern: c.ThreadPattern, CPUs: c.CPUs, Priority: c.Priority,
-		IdleDemote: c.IdleDemote, IdleIfaces: c.IdleIfaces,
-		IdleInterval: c.IdleInterval.D(), IdleAfter: c.IdleAfter,
-		OVSUnixctl: c.OVSUnixctl,
-	}
-}
 
 // startDPDK launches or adopts each configured DPDK application, pins its
 // lcores to their DP cores (SCHED_FIFO, outside the CP cgroup) and keeps
 // them pinned; idle lcores are lent by demotion when configured. A guard
 // process gives lent lcores back if the daemon dies.
 func (d *Daemon) startDPDK(ctx context.Context, runCtx context.Context) error {
-	exe := d.exe
-	if exe == "" {
-		exe, _ = os.Executable()
-	}
+	exe, _ := os.Executable()
 	for i, c := range d.cfg.Dataplane.DPDK {
 		// A restarted daemon finds the application an earlier run launched.
 		opts := []dpdk.Option{dpdk.WithLogger(d.log.With("dpdk", c.Name)),
@@ -39,7 +24,7 @@ func (d *Daemon) startDPDK(ctx context.Context, runCtx context.Context) error {
 		if exe != "" && !d.inProcessLoops {
 			opts = append(opts, dpdk.WithGuard(exe, "dpdk", "guard"))
 		}
-		m, err := dpdk.New(dpdkConfig(c), opts...)
+		m, err := dpdk.New(c.ManagerConfig(), opts...)
 		if err != nil {
 			return fmt.Errorf("dataplane.dpdk[%d]: %w", i, err)
 		}

@@ -37,11 +37,9 @@ func (d *Daemon) pump(ctx context.Context) {
 				case dataplane.KindYield:
 					d.sched.Yielded(cpu, at)
 				case dataplane.KindWake:
-					cause, err := scheduler.ParseWakeCause(ev.Cause)
-					if err != nil {
-						return
-					}
-					d.sched.Woke(cpu, at, cause, time.Duration(ev.ExposedNs))
+					// A valid cause: the client rejects (counts and
+					// reports) records without one.
+					d.sched.Woke(cpu, at, ev.Cause, time.Duration(ev.ExposedNs))
 				}
 			}); err != nil {
 				d.log.Warn("DP loop event", "loop", l.cfg.Name, "err", err)

@@ -82,6 +82,7 @@ type LoopStatus struct {
 	InProcess bool            `json:"in_process,omitempty"`
 	Stats     dataplane.Stats `json:"stats"`
 	Dropped   uint64          `json:"events_dropped"`
+	Rejected  uint64          `json:"events_rejected,omitempty"` // garbled records (unknown kind or wake cause)
 	Error     string          `json:"error,omitempty"`
 }
 
@@ -137,7 +138,7 @@ func (d *Daemon) Status() Status {
 
 	var probeErrs []string
 	for _, l := range d.loops {
-		ls := LoopStatus{Name: l.cfg.Name, CPU: l.cfg.CPU, PID: l.client.PID(), TID: l.client.TID(), Alive: l.client.Alive(), InProcess: l.inproc != nil, Dropped: l.client.EventsDropped()}
+		ls := LoopStatus{Name: l.cfg.Name, CPU: l.cfg.CPU, PID: l.client.PID(), TID: l.client.TID(), Alive: l.client.Alive(), InProcess: l.inproc != nil, Dropped: l.client.EventsDropped(), Rejected: l.client.EventsRejected()}
 		if snap, err := l.client.Snapshot(); err != nil {
 			ls.Error = err.Error()
 		} else {

@@ -38,6 +38,7 @@ import (
 
 	"github.com/taichi-sched/taichi/internal/netns"
 	"github.com/taichi-sched/taichi/internal/safename"
+	"github.com/taichi-sched/taichi/scheduler"
 	"golang.org/x/sys/unix"
 )
 
@@ -120,17 +121,19 @@ func (c LoopConfig) Validate() error {
 			return bad("netns", "%v", err)
 		}
 	}
+	if err := safename.Iface(c.Iface); err != nil {
+		return bad("iface", "%v", err)
+	}
+	if c.Mode == ModeForward {
+		if err := safename.Iface(c.OutIface); err != nil {
+			return bad("out_iface", "forward mode: %v", err)
+		}
+	}
 	switch {
 	case c.CPU < 0:
 		return bad("cpu", "%d is negative", c.CPU)
-	case c.Iface == "":
-		return bad("iface", "required")
-	case len(c.Iface) > unix.IFNAMSIZ-1:
-		return bad("iface", "%q longer than %d characters", c.Iface, unix.IFNAMSIZ-1)
 	case c.Mode != ModeReflect && c.Mode != ModeForward:
 		return bad("mode", "%q: want %s or %s", c.Mode, ModeReflect, ModeForward)
-	case c.Mode == ModeForward && c.OutIface == "":
-		return bad("out_iface", "required in forward mode")
 	case c.Priority > 99:
 		return bad("priority", "%d: SCHED_FIFO priorities are 1-99", c.Priority)
 	case c.IO != IOPacket && c.IO != IOXDP:
@@ -452,7 +455,7 @@ func (l *Loop) block() (graceUntil int64) {
 	ev := Event{Kind: KindWake, AtNs: now, BlockedNs: now - start}
 	switch {
 	case probed && (!rxWaiting || rxNs == 0 || probeNs <= rxNs):
-		ev.Cause = CauseProbe
+		ev.Cause = scheduler.WakeProbe
 		l.c.wakesProbe.Add(1)
 		if !rxWaiting {
 			graceUntil = now + int64(ProbeGrace)
@@ -462,13 +465,13 @@ func (l *Loop) block() (graceUntil int64) {
 			l.c.lead.record(ev.LeadNs)
 		}
 	case rxWaiting:
-		ev.Cause = CauseRX
+		ev.Cause = scheduler.WakeRx
 		l.c.wakesRX.Add(1)
 	default:
 		if l.stop.Load() {
 			return 0
 		}
-		ev.Cause = CauseTimeout
+		ev.Cause = scheduler.WakeTimeout
 		l.c.wakesTimeout.Add(1)
 	}
 	// Exposed wake latency is what the first waiting packet paid: how long
@@ -478,7 +481,7 @@ func (l *Loop) block() (graceUntil int64) {
 	switch {
 	case rxWaiting && rxNs != 0:
 		ev.ExposedNs = max(now-rxNs, 0)
-	case ev.Cause == CauseProbe && !rxWaiting:
+	case ev.Cause == scheduler.WakeProbe && !rxWaiting:
 		ev.ExposedNs = 0
 	default:
 		ev.ExposedNs = -1

@@ -10,6 +10,7 @@ import (
 
 	"github.com/taichi-sched/taichi/dataplane"
 	"github.com/taichi-sched/taichi/internal/testenv"
+	"github.com/taichi-sched/taichi/scheduler"
 	"github.com/taichi-sched/taichi/testbed"
 	"github.com/taichi-sched/taichi/trafficgen"
 	"golang.org/x/sys/unix"
@@ -192,7 +193,7 @@ func TestEventWakeWakesBlockedLoop(t *testing.T) {
 			}
 			continue
 		}
-		if ev.Cause != dataplane.CauseProbe {
+		if ev.Cause != scheduler.WakeProbe {
 			continue // a timeout wake from before the kick
 		}
 		// No packet was sent: the kick came before any packet, so the wake

@@ -3,13 +3,8 @@ package dataplane
 import (
 	"sync/atomic"
 	"time"
-)
 
-// Wake causes.
-const (
-	CauseRX      = "rx"      // the RX socket became readable first
-	CauseProbe   = "probe"   // a WakeSource fired before (or without) a packet in the ring
-	CauseTimeout = "timeout" // the bounded wait (Slice) expired
+	"github.com/taichi-sched/taichi/scheduler"
 )
 
 // Event kinds.
@@ -25,8 +20,11 @@ type Event struct {
 	Kind string `json:"kind"` // KindYield or KindWake
 	// AtNs is CLOCK_MONOTONIC ns when the loop yielded or ran again.
 	AtNs int64 `json:"at_ns"`
-	// Cause and the latencies are set on wake events.
-	Cause string `json:"cause,omitempty"`
+	// Cause and the latencies are set on wake events: scheduler.WakeRx (the
+	// RX socket became readable first), WakeProbe (a WakeSource fired before,
+	// or without, a packet in the ring) or WakeTimeout (the bounded wait, the
+	// Slice, expired).
+	Cause scheduler.WakeCause `json:"cause,omitempty"`
 	// ExposedNs is the exposed wake latency: how long the first waiting
 	// packet had been in the ring (from its kernel RX stamp) when the loop
 	// ran; 0 when a WakeSource woke the loop before any packet arrived;

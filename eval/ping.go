@@ -1,6 +1,8 @@
 package eval
 
 import (
+	"github.com/taichi-sched/taichi/internal/stats"
+
 	"bytes"
 	"context"
 	"errors"
@@ -300,7 +302,7 @@ func pingRun(ctx context.Context, env *Env, cfg PingConfig, policy scheduler.Pol
 	if st.Transmitted > 0 {
 		run.Ping = &st
 		run.DP.Loss = float64(st.Transmitted-st.Received) / float64(st.Transmitted)
-		run.DP.LatUS = Summarize(times)
+		run.DP.LatUS = stats.Summarize(times)
 	}
 	load := 0.0
 	if env.CapacityPPS > 0 {

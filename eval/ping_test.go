@@ -1,6 +1,8 @@
 package eval
 
 import (
+	"github.com/taichi-sched/taichi/internal/stats"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -95,7 +97,7 @@ func TestParsePing(t *testing.T) {
 	if loss := float64(st.Transmitted-st.Received) / float64(st.Transmitted); !near(loss, 0.4) {
 		t.Errorf("loss %v, want 0.4", loss)
 	}
-	if p := Summarize(times); p.N != 3 || p.Max != 1120 || p.P99 <= p.P50 {
+	if p := stats.Summarize(times); p.N != 3 || p.Max != 1120 || p.P99 <= p.P50 {
 		t.Errorf("percentiles of the reply times: %+v", p)
 	}
 }

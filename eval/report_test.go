@@ -1,6 +1,8 @@
 package eval
 
 import (
+	"github.com/taichi-sched/taichi/internal/stats"
+
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -13,41 +15,6 @@ import (
 
 	"github.com/taichi-sched/taichi/scheduler"
 )
-
-func TestSummarize(t *testing.T) {
-	s := Summarize([]float64{5, 1, 4, 2, 3})
-	if s.N != 5 || s.P50 != 3 || s.Max != 5 || s.Mean != 3 {
-		t.Fatalf("got %+v", s)
-	}
-	// Linear interpolation: p90 of 1..5 lies between 4 and 5.
-	if math.Abs(s.P90-4.6) > 1e-9 || math.Abs(s.P99-4.96) > 1e-9 {
-		t.Fatalf("p90 %v p99 %v, want 4.6 and 4.96", s.P90, s.P99)
-	}
-	if got := Summarize([]float64{2, 1}); got.P50 != 1.5 {
-		t.Fatalf("even sample p50 %v, want the mean of the middle two", got.P50)
-	}
-	if got := Summarize(nil); got != (Percentiles{}) {
-		t.Fatalf("empty sample: %+v", got)
-	}
-	in := []float64{3, 1, 2}
-	Summarize(in)
-	if in[0] != 3 {
-		t.Fatal("Summarize reordered its input")
-	}
-	if !math.IsNaN(Quantile(nil, 0.5)) || Quantile([]float64{7}, 0.99) != 7 {
-		t.Fatal("Quantile edge cases")
-	}
-	// Monotone in q for any sample.
-	vals := []float64{9, 3, 3, 8, 1, 0.5, 12, 7}
-	prev := math.Inf(-1)
-	for q := 0.0; q <= 1; q += 0.05 {
-		v := Quantile(vals, q)
-		if v < prev {
-			t.Fatalf("quantile not monotone at q=%v: %v < %v", q, v, prev)
-		}
-		prev = v
-	}
-}
 
 func TestCapacityBound(t *testing.T) {
 	if got := CapacityBound(0.7, 1, 1); math.Abs(got-1.7) > 1e-9 {
@@ -81,7 +48,7 @@ func sampleReport(exp string) *Report {
 	for rep := range sampleRepeats {
 		for _, pol := range []scheduler.PolicyName{scheduler.PolicyStatic, scheduler.PolicyTaichi} {
 			for i, n := range []int{1, 4} {
-				s := Summarize([]float64{float64(10 * n), float64(12 * n), float64(20 * n)})
+				s := stats.Summarize([]float64{float64(10 * n), float64(12 * n), float64(20 * n)})
 				r.Runs = append(r.Runs, Run{
 					Policy: pol, Repeat: rep, VMs: n, Load: 0.1 * float64(i+1), CPLoad: "vm-startup", StartupMS: &s, VMsOK: n,
 					DP: DP{OfferedPPS: 1000, PPS: 990, Loss: 0.01, LatUS: Percentiles{N: 10, P50: 40, P99: 90, Max: 200},

@@ -1,6 +1,8 @@
 package eval
 
 import (
+	"github.com/taichi-sched/taichi/internal/stats"
+
 	"context"
 	"errors"
 	"fmt"
@@ -321,7 +323,7 @@ func vmStartupRun(ctx context.Context, env *Env, cfg VMStartupConfig, policy sch
 			run.Failures = append(run.Failures, fmt.Sprintf("vm %d: %s: %s", r.ID, r.Failed, r.Error))
 		}
 	}
-	s := Summarize(lat)
+	s := stats.Summarize(lat)
 	run.StartupMS = &s
 	if len(stepSum) > 0 {
 		run.StepMS = map[string]float64{}

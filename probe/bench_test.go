@@ -249,7 +249,7 @@ func BenchmarkLeadTime(b *testing.B) {
 		b.Fatalf("only %d of %d packets matched", len(lead), count)
 	}
 	l, lu := PercentilesNs(lead), PercentilesNs(leadUser)
-	b.ReportMetric(float64(l.Count), "matched")
+	b.ReportMetric(float64(l.N), "matched")
 	b.ReportMetric(l.P50, "lead_p50_us")
 	b.ReportMetric(l.P99, "lead_p99_us")
 	b.ReportMetric(lu.P50, "lead_reader_p50_us")
@@ -366,5 +366,5 @@ func BenchmarkWakeLatency(b *testing.B) {
 	if both > 0 {
 		b.ReportMetric(float64(probeFirst)/float64(both), "probe_waiter_first_frac")
 	}
-	b.Logf("samples: probe %d socket %d eventfd %d", pp.Count, sp.Count, ep.Count)
+	b.Logf("samples: probe %d socket %d eventfd %d", pp.N, sp.N, ep.N)
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/taichi-sched/taichi/dataplane"
+	"github.com/taichi-sched/taichi/scheduler"
 	"github.com/taichi-sched/taichi/testbed"
 	"github.com/taichi-sched/taichi/trafficgen"
 )
@@ -91,7 +92,7 @@ func TestDPLoopWokenByProbe(t *testing.T) {
 	for {
 		select {
 		case ev := <-l.Events():
-			if ev.Kind == dataplane.KindWake && ev.Cause == dataplane.CauseProbe {
+			if ev.Kind == dataplane.KindWake && ev.Cause == scheduler.WakeProbe {
 				probeWakes++
 				if ev.LeadNs > 0 {
 					withLead++

@@ -117,7 +117,8 @@ func TestOptionsValidate(t *testing.T) {
 		o    Options
 		want string
 	}{
-		{Options{}, "iface: required"},
+		{Options{}, "iface: interface name must not be empty"},
+		{Options{Iface: "a/b"}, "iface:"},
 		{Options{Iface: "a-very-long-interface"}, "iface:"},
 		{Options{Iface: "x", Core: -1}, "core:"},
 		{Options{Iface: "x", Core: MaxCores}, "core:"},
@@ -152,7 +153,7 @@ func TestPercentilesNs(t *testing.T) {
 		ns = append(ns, (101-i)*1000)
 	}
 	p := PercentilesNs(ns)
-	if p.Count != 100 || p.P50 != 50 || p.P90 != 90 || p.P99 != 99 || p.Max != 100 || p.Min != 1 {
+	if p.N != 100 || p.P50 != 50 || p.P90 != 90 || p.P99 != 99 || p.Max != 100 || p.Min != 1 {
 		t.Fatalf("%+v", p)
 	}
 	if (PercentilesNs(nil) != Percentiles{}) {

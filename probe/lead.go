@@ -1,6 +1,8 @@
 package probe
 
 import (
+	"github.com/taichi-sched/taichi/internal/stats"
+
 	"context"
 	"encoding/binary"
 	"errors"
@@ -8,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
-	"slices"
 	"time"
 	"unsafe"
 
@@ -29,7 +30,9 @@ import (
 // (CLOCK_MONOTONIC), zero padding.
 const PayloadSize = 64
 
-// UDPSender sends sequence-numbered datagrams from a namespace.
+// UDPSender sends sequence-numbered datagrams from a namespace: the traffic
+// whose arrivals a PacketReceiver times (the probe's, the CLI's and the
+// testbed's lead measurements and tests).
 type UDPSender struct {
 	fd  int
 	buf [PayloadSize]byte
@@ -259,27 +262,14 @@ func WatchEvents(ctx context.Context, ws EventSource, fn func(ev Event, wokeNs i
 	return nil
 }
 
-// Percentiles summarises durations in microseconds.
-type Percentiles struct {
-	Count int     `json:"count"`
-	P50   float64 `json:"p50"`
-	P90   float64 `json:"p90"`
-	P99   float64 `json:"p99"`
-	Max   float64 `json:"max"`
-	Min   float64 `json:"min"`
-}
+// Percentiles summarises durations (nearest-rank; see stats.Percentiles).
+type Percentiles = stats.Percentiles
 
-// PercentilesNs summarises nanosecond samples (nearest-rank).
+// PercentilesNs summarises nanosecond samples in microseconds.
 func PercentilesNs(ns []int64) Percentiles {
-	if len(ns) == 0 {
-		return Percentiles{}
+	us := make([]float64, len(ns))
+	for i, v := range ns {
+		us[i] = float64(v) / 1e3
 	}
-	s := slices.Clone(ns)
-	slices.Sort(s)
-	at := func(q float64) float64 {
-		i := int(q*float64(len(s))+0.999999) - 1
-		i = max(0, min(i, len(s)-1))
-		return float64(s[i]) / 1e3
-	}
-	return Percentiles{Count: len(s), P50: at(0.50), P90: at(0.90), P99: at(0.99), Max: float64(s[len(s)-1]) / 1e3, Min: float64(s[0]) / 1e3}
+	return stats.Summarize(us)
 }

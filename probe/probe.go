@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/taichi-sched/taichi/internal/safename"
 )
 
 // Probe is one workload probe on one interface.
@@ -88,11 +90,8 @@ const DefaultLockDir = "/run/taichi/probe"
 
 // Validate checks Options; errors name the field.
 func (o Options) Validate() error {
-	if o.Iface == "" {
-		return fmt.Errorf("iface: required")
-	}
-	if len(o.Iface) > 15 {
-		return fmt.Errorf("iface: %q longer than 15 characters", o.Iface)
+	if err := safename.Iface(o.Iface); err != nil {
+		return fmt.Errorf("iface: %w", err)
 	}
 	if o.Core < 0 || o.Core >= MaxCores {
 		return fmt.Errorf("core: %d out of range 0..%d", o.Core, MaxCores-1)

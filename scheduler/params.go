@@ -6,29 +6,30 @@ import (
 	"time"
 )
 
-// Params holds every tunable of the scheduler. The mapstructure/yaml tags are
-// the keys under `scheduler:` in the daemon's YAML.
+// Params holds every tunable of the scheduler. The daemon's YAML sets some
+// of them: config.Config.SchedulerParams is the one mapping from keys to
+// fields and lists the fields no key sets.
 type Params struct {
 	// Policy is the policy at start: static, dynamic or taichi.
-	Policy PolicyName `mapstructure:"policy" yaml:"policy" json:"policy"`
+	Policy PolicyName
 
 	// SLO is the bound on a core's per-packet RX residence p99 (taichi's
 	// guard): how long packets may wait at the DP core.
-	SLO time.Duration `mapstructure:"slo" yaml:"slo" json:"slo"`
+	SLO time.Duration
 	// SLOWindow is the sliding window the p99 is taken over.
-	SLOWindow time.Duration `mapstructure:"slo_window" yaml:"slo_window" json:"slo_window"`
+	SLOWindow time.Duration
 	// SLOMinSamples is how many packets the window needs before the guard
 	// judges it (a p99 of three packets is just their maximum). A thousand
 	// also gives the blocker tracer time to confine what delays the first
 	// packets before the guard benches the core.
-	SLOMinSamples int `mapstructure:"slo_min_samples" yaml:"slo_min_samples" json:"slo_min_samples"`
+	SLOMinSamples int
 	// GuardBackoff is how long the guard benches a core on its first trip;
 	// each repeat doubles it up to GuardBackoffMax.
-	GuardBackoff    time.Duration `mapstructure:"guard_backoff" yaml:"guard_backoff" json:"guard_backoff"`
-	GuardBackoffMax time.Duration `mapstructure:"guard_backoff_max" yaml:"guard_backoff_max" json:"guard_backoff_max"`
+	GuardBackoff    time.Duration
+	GuardBackoffMax time.Duration
 	// GuardForgive: a trip more than this long after the previous bench ended
 	// starts again at GuardBackoff.
-	GuardForgive time.Duration `mapstructure:"guard_forgive" yaml:"guard_forgive" json:"guard_forgive"`
+	GuardForgive time.Duration
 
 	// IdleThreshold is the initial number of consecutive empty polls before
 	// the DP loop may yield (taichi); it adapts within
@@ -36,43 +37,43 @@ type Params struct {
 	// sooner than ShortLend after lending, drops by a quarter when a lent
 	// slice expires undisturbed (once per idle gap, however many slices the
 	// gap spans).
-	IdleThreshold    int64 `mapstructure:"idle_threshold" yaml:"idle_threshold" json:"idle_threshold"`
-	IdleThresholdMin int64 `mapstructure:"idle_threshold_min" yaml:"idle_threshold_min" json:"idle_threshold_min"`
-	IdleThresholdMax int64 `mapstructure:"idle_threshold_max" yaml:"idle_threshold_max" json:"idle_threshold_max"`
+	IdleThreshold    int64
+	IdleThresholdMin int64
+	IdleThresholdMax int64
 	// ShortLend: a lent period ended by I/O sooner than this did not pay for
 	// the switch.
-	ShortLend time.Duration `mapstructure:"short_lend" yaml:"short_lend" json:"short_lend"`
+	ShortLend time.Duration
 
 	// SliceMin is the first bounded wait of a lent core (taichi); it doubles
 	// on every undisturbed expiry up to SliceMax and resets on an I/O reclaim.
-	SliceMin time.Duration `mapstructure:"slice_min" yaml:"slice_min" json:"slice_min"`
-	SliceMax time.Duration `mapstructure:"slice_max" yaml:"slice_max" json:"slice_max"`
+	SliceMin time.Duration
+	SliceMax time.Duration
 	// DynamicSlice is the fixed bounded wait under the dynamic policy.
-	DynamicSlice time.Duration `mapstructure:"dynamic_slice" yaml:"dynamic_slice" json:"dynamic_slice"`
+	DynamicSlice time.Duration
 
 	// FlapLimit lend cycles within FlapWindow hold the core in DP (no
 	// yielding; the cpuset is left alone) for FlapHold.
-	FlapLimit  int           `mapstructure:"flap_limit" yaml:"flap_limit" json:"flap_limit"`
-	FlapWindow time.Duration `mapstructure:"flap_window" yaml:"flap_window" json:"flap_window"`
-	FlapHold   time.Duration `mapstructure:"flap_hold" yaml:"flap_hold" json:"flap_hold"`
+	FlapLimit  int
+	FlapWindow time.Duration
+	FlapHold   time.Duration
 
 	// HighLoad: when a core's mean busy fraction over LoadWindow exceeds it,
 	// taichi takes the core out of the CP cpuset (CP stops queueing behind the
 	// DP loop); it lends again when the mean falls below LowLoad.
-	HighLoad   float64       `mapstructure:"high_load" yaml:"high_load" json:"high_load"`
-	LowLoad    float64       `mapstructure:"low_load" yaml:"low_load" json:"low_load"`
-	LoadWindow time.Duration `mapstructure:"load_window" yaml:"load_window" json:"load_window"`
+	HighLoad   float64
+	LowLoad    float64
+	LoadWindow time.Duration
 
 	// ReclaimTimeout: a core asked to wake that has not reported running
 	// after this long is taken as running (its wake event was lost). Must
 	// exceed SliceMax and DynamicSlice: the loop's own bounded wait ends first.
-	ReclaimTimeout time.Duration `mapstructure:"reclaim_timeout" yaml:"reclaim_timeout" json:"reclaim_timeout"`
+	ReclaimTimeout time.Duration
 	// ActuatorRetry is how long to wait before retrying a failed Lend/Reclaim.
-	ActuatorRetry time.Duration `mapstructure:"actuator_retry" yaml:"actuator_retry" json:"actuator_retry"`
+	ActuatorRetry time.Duration
 }
 
 // DefaultParams returns the defaults; those with a key in the daemon's
-// embedded YAML (config/default.yaml) match it.
+// embedded YAML (config/default.yaml) match it (a config test checks).
 func DefaultParams() Params {
 	return Params{
 		Policy:           PolicyTaichi,

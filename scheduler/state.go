@@ -115,39 +115,70 @@ func Causes() []Cause {
 	return out
 }
 
-// WakeCause is what the DP loop says woke it.
-type WakeCause int
+// WakeCause is what the DP loop says woke it. It is the one type for the
+// value from the loop (dataplane.Event.Cause) through the DP host's shared
+// segment (one byte: the value itself) to the engine; it lives here, the
+// lowest package that needs it. Its conversions (String, ParseWakeCause,
+// text for JSON, Valid for the wire byte) are all below.
+type WakeCause uint8
 
-// Wake causes reported by the DP loop.
+// Wake causes reported by the DP loop. The values are the wire encoding in
+// the DP host's event records: never renumber them.
 const (
-	WakeRx      WakeCause = iota // its socket had a packet
+	WakeNone    WakeCause = iota // not a wake (a yield event); invalid on a wake
+	WakeRx                       // its socket had a packet
 	WakeProbe                    // a wake source (probe, kick, Actuator.Wake) fired
 	WakeTimeout                  // its bounded wait (the slice) expired
+	numWakeCauses
 )
 
+var wakeCauseNames = [numWakeCauses]string{"", "rx", "probe", "timeout"}
+
+// Valid reports whether w is one of the wake causes a wake event carries
+// (WakeRx, WakeProbe, WakeTimeout).
+func (w WakeCause) Valid() bool { return w > WakeNone && w < numWakeCauses }
+
 func (w WakeCause) String() string {
-	switch w {
-	case WakeRx:
-		return "rx"
-	case WakeProbe:
-		return "probe"
-	case WakeTimeout:
-		return "timeout"
+	if w == WakeNone {
+		return "none"
 	}
-	return fmt.Sprintf("WakeCause(%d)", int(w))
+	if w.Valid() {
+		return wakeCauseNames[w]
+	}
+	return fmt.Sprintf("WakeCause(%d)", uint8(w))
 }
 
 // ParseWakeCause maps the DP loop's cause names (rx, probe, timeout).
 func ParseWakeCause(s string) (WakeCause, error) {
-	switch s {
-	case "rx":
-		return WakeRx, nil
-	case "probe":
-		return WakeProbe, nil
-	case "timeout":
-		return WakeTimeout, nil
+	for w := WakeRx; w < numWakeCauses; w++ {
+		if wakeCauseNames[w] == s {
+			return w, nil
+		}
 	}
-	return 0, fmt.Errorf("unknown wake cause %q (want rx, probe or timeout)", s)
+	return WakeNone, fmt.Errorf("unknown wake cause %q (want rx, probe or timeout)", s)
+}
+
+// MarshalText writes the cause's name ("" for WakeNone); an unknown value
+// is an error, never a silent "".
+func (w WakeCause) MarshalText() ([]byte, error) {
+	if w != WakeNone && !w.Valid() {
+		return nil, fmt.Errorf("unknown wake cause %d", uint8(w))
+	}
+	return []byte(wakeCauseNames[w]), nil
+}
+
+// UnmarshalText reads a name written by MarshalText.
+func (w *WakeCause) UnmarshalText(b []byte) error {
+	if len(b) == 0 {
+		*w = WakeNone
+		return nil
+	}
+	c, err := ParseWakeCause(string(b))
+	if err != nil {
+		return err
+	}
+	*w = c
+	return nil
 }
 
 // Hold says why a core is not lending at the moment.

@@ -120,8 +120,8 @@ func validateOptions(o Options, online []int) error {
 	default:
 		errs = append(errs, fmt.Errorf("class: %q is not %q or %q", o.Class, ClassIdle, ClassLowWeight))
 	}
-	if o.Weight < 1 || o.Weight > 10000 {
-		errs = append(errs, fmt.Errorf("weight: %d is outside 1..10000", o.Weight))
+	if o.Weight < MinWeight || o.Weight > MaxWeight {
+		errs = append(errs, fmt.Errorf("weight: %d is outside %d..%d", o.Weight, MinWeight, MaxWeight))
 	}
 	if o.WriterPriority > 99 {
 		errs = append(errs, fmt.Errorf("writer_priority: %d is above 99", o.WriterPriority))

@@ -87,7 +87,9 @@ const (
 const (
 	DefaultName           = "taichi.cp"
 	DefaultClass          = ClassLowWeight
-	DefaultWeight         = 20 // cgroup v2 scale 1..10000, 100 = a normal task
+	DefaultWeight         = 20 // cgroup v2 scale MinWeight..MaxWeight, 100 = a normal task
+	MinWeight             = 1
+	MaxWeight             = 10000
 	DefaultWriterPriority = 50
 )
 

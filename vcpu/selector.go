@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"unicode"
 
 	"github.com/prometheus/procfs"
 )
@@ -29,17 +30,34 @@ type Selector struct {
 	PIDs []int
 }
 
+// CheckUnit returns nil when u can name a systemd unit or slice (matched
+// as a component of a cgroup path): not empty, no '/' or white space.
+func CheckUnit(u string) error {
+	if u == "" || strings.ContainsFunc(u, func(r rune) bool { return r == '/' || unicode.IsSpace(r) }) {
+		return fmt.Errorf("%q is not a unit or slice name", u)
+	}
+	return nil
+}
+
+// CheckCgroupPath returns nil when p is a clean absolute cgroup path.
+func CheckCgroupPath(p string) error {
+	if !strings.HasPrefix(p, "/") || path.Clean(p) != p {
+		return fmt.Errorf("%q is not a clean absolute cgroup path", p)
+	}
+	return nil
+}
+
 // Validate reports malformed entries, naming the field and index.
 func (s Selector) Validate() error {
 	var errs []error
 	for i, u := range s.Units {
-		if u == "" || strings.Contains(u, "/") {
-			errs = append(errs, fmt.Errorf("units[%d]: %q is not a unit or slice name", i, u))
+		if err := CheckUnit(u); err != nil {
+			errs = append(errs, fmt.Errorf("units[%d]: %w", i, err))
 		}
 	}
 	for i, c := range s.Cgroups {
-		if !strings.HasPrefix(c, "/") {
-			errs = append(errs, fmt.Errorf("cgroups[%d]: %q is not an absolute cgroup path", i, c))
+		if err := CheckCgroupPath(c); err != nil {
+			errs = append(errs, fmt.Errorf("cgroups[%d]: %w", i, err))
 		}
 	}
 	for i, re := range s.Commands {

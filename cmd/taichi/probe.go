@@ -235,7 +235,7 @@ func printProbeReport(cmd *cobra.Command, r *probeWatchReport) {
 			c.Core, c.Fired, c.Delivered, c.Lost, c.Missed, c.Garbled)
 	}
 	pct := func(p probe.Percentiles) string {
-		return fmt.Sprintf("p50 %.1f p90 %.1f p99 %.1f max %.1f µs (n=%d)", p.P50, p.P90, p.P99, p.Max, p.Count)
+		return fmt.Sprintf("p50 %.1f p90 %.1f p99 %.1f max %.1f µs (n=%d)", p.P50, p.P90, p.P99, p.Max, p.N)
 	}
 	fmt.Fprintf(w, "  events %d, wake lag %s\n", r.Events, pct(r.WakeLagUs))
 	if r.LeadUs != nil {

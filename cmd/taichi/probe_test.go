@@ -104,7 +104,7 @@ func TestProbeWatchOnTestbed(t *testing.T) {
 	if len(rep.Queues) != 1 || rep.Queues[0].Packets != n {
 		t.Fatalf("queues %+v, want %d packets on queue 0\n%s", rep.Queues, n, out.String())
 	}
-	if rep.Events == 0 || rep.Events > n || rep.Matched == 0 || rep.LeadUs.Count != rep.Matched || rep.Mode == "" {
+	if rep.Events == 0 || rep.Events > n || rep.Matched == 0 || rep.LeadUs.N != rep.Matched || rep.Mode == "" {
 		t.Fatalf("report %+v", rep)
 	}
 }

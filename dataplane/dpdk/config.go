@@ -16,6 +16,7 @@ package dpdk
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -28,6 +29,9 @@ import (
 // (other releases). The main lcore keeps the process name and is not matched:
 // it runs the application's control loop and belongs on a CP core.
 const DefaultThreadPattern = `^(rte|lcore)-worker-[0-9]+$`
+
+// maxUnixPath is the longest unix socket path (sockaddr_un.sun_path minus the NUL).
+const maxUnixPath = 107
 
 // Defaults for the optional durations and counts.
 const (
@@ -79,12 +83,21 @@ type Config struct {
 	OVSUnixctl string `yaml:"ovs_unixctl" mapstructure:"ovs_unixctl" json:"ovs_unixctl,omitempty"`
 }
 
-// Validate checks the configuration and returns every problem, each naming
-// its field ("cpus[1]: ..."), joined into one error.
+// FieldError is one problem with one field of a Config.
+type FieldError struct {
+	Field   string // the YAML key below the application, e.g. "cpus[1]"
+	Problem string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Problem }
+
+// Validate checks the configuration and returns every problem, each a
+// *FieldError naming its field ("cpus[1]: ..."), joined into one error.
+// The daemon's config validation calls it too, so the two agree.
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+		errs = append(errs, &FieldError{Field: field, Problem: fmt.Sprintf(format, args...)})
 	}
 	if err := safename.Check(c.Name); err != nil {
 		bad("name", "%v", err)
@@ -96,8 +109,8 @@ func (c *Config) Validate() error {
 		bad("pid", "set either command or pid, not both")
 	case len(c.Command) > 0 && strings.TrimSpace(c.Command[0]) == "":
 		bad("command[0]", "program must be set")
-	case c.PID < 0:
-		bad("pid", "%d: must be positive", c.PID)
+	case c.PID < 0 || c.PID == 1:
+		bad("pid", "%d: not a usable process id", c.PID)
 	}
 	if c.NetNS != "" && c.PID != 0 {
 		bad("netns", "only for a launched command (an adopted process already has its namespace)")
@@ -130,6 +143,9 @@ func (c *Config) Validate() error {
 	if c.Priority < 1 || c.Priority > 99 {
 		bad("priority", "%d: SCHED_FIFO priority must be 1..99", c.Priority)
 	}
+	if c.OVSUnixctl != "" && (!filepath.IsAbs(c.OVSUnixctl) || len(c.OVSUnixctl) > maxUnixPath) {
+		bad("ovs_unixctl", "%q: want the absolute path of ovs-vswitchd's unixctl socket (at most %d bytes)", c.OVSUnixctl, maxUnixPath)
+	}
 	if c.ReconcileInterval < 0 {
 		bad("reconcile_interval", "%v: must not be negative", c.ReconcileInterval)
 	}
@@ -146,8 +162,8 @@ func (c *Config) Validate() error {
 		bad("idle_ifaces", "idle_demote needs the interfaces whose counters show the lcores' traffic (none given, no --vdev ...,iface=X in command)")
 	}
 	for i, name := range c.IdleIfaces {
-		if name == "" || len(name) > 15 || strings.ContainsAny(name, "/ \x00") {
-			bad(fmt.Sprintf("idle_ifaces[%d]", i), "%q: not an interface name", name)
+		if err := safename.Iface(name); err != nil {
+			bad(fmt.Sprintf("idle_ifaces[%d]", i), "%v", err)
 		}
 	}
 	return errors.Join(errs...)

@@ -150,3 +150,21 @@ func TestVdevIfaces(t *testing.T) {
 		t.Fatalf("vdev interfaces should satisfy idle_demote: %v", err)
 	}
 }
+
+func TestValidateOVSUnixctl(t *testing.T) {
+	for path, ok := range map[string]bool{
+		"":                                  true,
+		"/run/openvswitch/ovs-vswitchd.ctl": true,
+		"run/vswitchd.ctl":                  false,
+		"/" + strings.Repeat("x", 120):      false,
+	} {
+		c := Config{Name: "ovs", PID: 42, CPUs: []int{1}, Priority: 50, OVSUnixctl: path}
+		err := c.Validate()
+		if (err == nil) != ok {
+			t.Errorf("ovs_unixctl %q: err %v, want ok=%v", path, err, ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "ovs_unixctl") {
+			t.Errorf("ovs_unixctl %q: error %q does not name the key", path, err)
+		}
+	}
+}

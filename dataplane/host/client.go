@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/taichi-sched/taichi/dataplane"
@@ -18,6 +19,8 @@ type Client struct {
 	seg  *shm.Segment
 	ring *shm.Ring
 	rec  []byte
+	// rejected counts garbled event records (Events).
+	rejected atomic.Uint64
 }
 
 // ErrNotReady means the segment exists but its host has not finished starting.
@@ -143,6 +146,7 @@ func (c *Client) Events(fn func(dataplane.Event)) (int, error) {
 		}
 		ev, err := decodeEvent(c.rec, c.name)
 		if err != nil {
+			c.rejected.Add(1)
 			bad = err
 			continue
 		}
@@ -151,6 +155,10 @@ func (c *Client) Events(fn func(dataplane.Event)) (int, error) {
 	}
 	return n, bad
 }
+
+// EventsRejected counts event records Events refused (an unknown kind or
+// wake cause: a host of another version, or a corrupt segment).
+func (c *Client) EventsRejected() uint64 { return c.rejected.Load() }
 
 // EventsDropped counts events the host could not queue (the daemon was slow or gone).
 func (c *Client) EventsDropped() uint64 { return c.ring.Dropped() }

@@ -1,8 +1,8 @@
 // Package host runs one DP loop (and the probe that warns it) behind a
 // shared-memory segment, so the daemon can drive it from another process.
 //
-// `taichi dp run --shm PATH` hosts a loop this way, and `taichi run` starts
-// one such process per configured loop: if the daemon dies — even by
+// `taichi run` starts one such process per configured loop (the hidden
+// `taichi dp-host --shm PATH` command): if the daemon dies — even by
 // SIGKILL — the DP loop keeps running with its last knobs, its waits stay
 // bounded and its socket still wakes it, so DP never waits on the daemon. A
 // restarted daemon attaches to the same segment and carries on. The daemon
@@ -29,6 +29,7 @@ import (
 	"github.com/taichi-sched/taichi/internal/shm"
 	"github.com/taichi-sched/taichi/kmod"
 	"github.com/taichi-sched/taichi/probe"
+	"github.com/taichi-sched/taichi/scheduler"
 )
 
 // Segment layout (byte offsets).
@@ -421,7 +422,7 @@ func (h *Host) publish() {
 func encodeEvent(b []byte, ev dataplane.Event) {
 	clear(b)
 	b[0] = kindCode[ev.Kind]
-	b[1] = causeCode[ev.Cause]
+	b[1] = byte(ev.Cause)
 	le := binary.LittleEndian
 	le.PutUint64(b[8:], uint64(ev.AtNs))
 	le.PutUint64(b[16:], uint64(ev.ExposedNs))
@@ -431,12 +432,16 @@ func encodeEvent(b []byte, ev dataplane.Event) {
 }
 
 func decodeEvent(b []byte, name string) (dataplane.Event, error) {
-	if len(b) < eventRec || int(b[0]) >= len(kindName) || int(b[1]) >= len(causeName) || b[0] == 0 {
+	if len(b) < eventRec || int(b[0]) >= len(kindName) || b[0] == 0 {
 		return dataplane.Event{}, fmt.Errorf("dp %s: garbled event record", name)
+	}
+	kind, cause := kindName[b[0]], scheduler.WakeCause(b[1])
+	if (kind == dataplane.KindWake) != cause.Valid() || (kind != dataplane.KindWake && cause != scheduler.WakeNone) {
+		return dataplane.Event{}, fmt.Errorf("dp %s: %s event with wake cause byte %d", name, kind, b[1])
 	}
 	le := binary.LittleEndian
 	return dataplane.Event{
-		Loop: name, Kind: kindName[b[0]], Cause: causeName[b[1]],
+		Loop: name, Kind: kind, Cause: cause,
 		AtNs: int64(le.Uint64(b[8:])), ExposedNs: int64(le.Uint64(b[16:])),
 		LeadNs: int64(le.Uint64(b[24:])), BlockedNs: int64(le.Uint64(b[32:])),
 		CPU: int(le.Uint64(b[40:])),
@@ -444,10 +449,8 @@ func decodeEvent(b []byte, name string) (dataplane.Event, error) {
 }
 
 var (
-	kindName  = []string{"", dataplane.KindYield, dataplane.KindWake}
-	causeName = []string{"", dataplane.CauseRX, dataplane.CauseProbe, dataplane.CauseTimeout}
-	kindCode  = map[string]byte{dataplane.KindYield: 1, dataplane.KindWake: 2}
-	causeCode = map[string]byte{dataplane.CauseRX: 1, dataplane.CauseProbe: 2, dataplane.CauseTimeout: 3}
+	kindName = []string{"", dataplane.KindYield, dataplane.KindWake}
+	kindCode = map[string]byte{dataplane.KindYield: 1, dataplane.KindWake: 2}
 )
 
 // gatedWake lets the policy switch probe wakes off (dynamic: only the packet

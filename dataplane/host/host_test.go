@@ -13,17 +13,28 @@ import (
 	"github.com/taichi-sched/taichi/dataplane"
 	"github.com/taichi-sched/taichi/internal/testenv"
 	"github.com/taichi-sched/taichi/probe"
+	"github.com/taichi-sched/taichi/scheduler"
 	"github.com/taichi-sched/taichi/testbed"
 	"github.com/taichi-sched/taichi/trafficgen"
 )
 
 func TestEventCodecRoundTrip(t *testing.T) {
-	in := dataplane.Event{Loop: "x", CPU: 3, Kind: dataplane.KindWake, Cause: dataplane.CauseProbe, AtNs: 12345, ExposedNs: 77, LeadNs: -5, BlockedNs: 999}
+	in := dataplane.Event{Loop: "x", CPU: 3, Kind: dataplane.KindWake, Cause: scheduler.WakeProbe, AtNs: 12345, ExposedNs: 77, LeadNs: -5, BlockedNs: 999}
 	b := make([]byte, eventRec)
 	encodeEvent(b, in)
 	out, err := decodeEvent(b, "x")
 	if err != nil || out != in {
 		t.Fatalf("round trip: %+v, %v; want %+v", out, err, in)
+	}
+	for _, bad := range []dataplane.Event{
+		{Kind: dataplane.KindWake, Cause: scheduler.WakeTimeout + 1}, // unknown cause byte
+		{Kind: dataplane.KindWake},                                   // a wake without a cause
+		{Kind: dataplane.KindYield, Cause: scheduler.WakeRx},         // a yield with one
+	} {
+		encodeEvent(b, bad)
+		if _, err := decodeEvent(b, "x"); err == nil {
+			t.Errorf("%s event with cause byte %d accepted", bad.Kind, b[1])
+		}
 	}
 	b[0] = 9
 	if _, err := decodeEvent(b, "x"); err == nil {
@@ -101,7 +112,7 @@ func TestHostedLoopThroughSegment(t *testing.T) {
 			yields++
 		case ev.Kind == dataplane.KindWake:
 			wakes++
-			if ev.Cause == dataplane.CauseProbe {
+			if ev.Cause == scheduler.WakeProbe {
 				probeWakes++
 			}
 		}

@@ -8,6 +8,8 @@ package safename
 import (
 	"fmt"
 	"regexp"
+	"strings"
+	"unicode"
 )
 
 // MaxLen is the longest name accepted (a file name's limit, NAME_MAX).
@@ -26,6 +28,26 @@ func Check(name string) error {
 		return fmt.Errorf("%q is longer than %d bytes", name, MaxLen)
 	case !pattern.MatchString(name):
 		return fmt.Errorf("%q is not a single safe path component (use letters, digits, '_', '.', '@', '-'; start with a letter or digit)", name)
+	}
+	return nil
+}
+
+// IfaceNameMax is the longest network interface name (IFNAMSIZ - 1).
+const IfaceNameMax = 15
+
+// Iface returns nil when name is a valid network interface name, by the
+// kernel's rule (dev_valid_name): 1..15 bytes, not "." or "..", no '/', ':'
+// or white space. Interface names become /sys/class/net/NAME.
+func Iface(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("interface name must not be empty")
+	case len(name) > IfaceNameMax:
+		return fmt.Errorf("interface name %q is longer than %d bytes", name, IfaceNameMax)
+	case name == "." || name == "..":
+		return fmt.Errorf("%q is not an interface name", name)
+	case strings.ContainsFunc(name, func(r rune) bool { return r == '/' || r == ':' || r == 0 || unicode.IsSpace(r) }):
+		return fmt.Errorf("interface name %q contains '/', ':', NUL or white space", name)
 	}
 	return nil
 }

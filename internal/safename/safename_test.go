@@ -18,3 +18,16 @@ func TestCheck(t *testing.T) {
 		}
 	}
 }
+
+func TestIface(t *testing.T) {
+	for _, ok := range []string{"eth0", "veth-dp1", "a", "enp0s31f6.100", "123456789012345"} {
+		if err := Iface(ok); err != nil {
+			t.Errorf("Iface(%q) = %v, want nil", ok, err)
+		}
+	}
+	for _, bad := range []string{"", ".", "..", "a/b", "eth0:1", "a b", "a\tb", "a\nb", "a\x00b", "1234567890123456"} {
+		if err := Iface(bad); err == nil {
+			t.Errorf("Iface(%q) = nil, want an error", bad)
+		}
+	}
+}

@@ -1,0 +1,60 @@
+// Package stats summarises samples: the one Percentiles type and the one
+// rank rule behind the eval's reports and the probe's measurements.
+package stats
+
+import (
+	"math"
+	"slices"
+)
+
+// Percentiles summarises a sample. Units are the caller's (ms, µs).
+//
+// Every percentile is nearest-rank: the smallest sample with at least
+// q·N samples at or below it (rank ⌈q·N⌉, rank 1 for q = 0). Nearest-rank
+// was chosen over interpolation because each reported value is one that
+// was observed: a latency p99 never names a delay no packet or VM saw, and
+// with fewer than 100 samples the p99 is honestly the maximum. It is also
+// the rule of dataplane.Histogram.Quantile (a bucket picked by rank), so
+// exact and bucketed summaries agree in kind.
+type Percentiles struct {
+	N    int     `json:"n"`
+	P50  float64 `json:"p50"`
+	P90  float64 `json:"p90"`
+	P99  float64 `json:"p99"`
+	Min  float64 `json:"min"`
+	Max  float64 `json:"max"`
+	Mean float64 `json:"mean"`
+}
+
+// Summarize returns the percentiles of values (left unchanged). An empty
+// sample gives the zero value.
+func Summarize(values []float64) Percentiles {
+	if len(values) == 0 {
+		return Percentiles{}
+	}
+	s := slices.Clone(values)
+	slices.Sort(s)
+	sum := 0.0
+	for _, v := range s {
+		sum += v
+	}
+	return Percentiles{
+		N:    len(s),
+		P50:  quantileSorted(s, 0.50),
+		P90:  quantileSorted(s, 0.90),
+		P99:  quantileSorted(s, 0.99),
+		Min:  s[0],
+		Max:  s[len(s)-1],
+		Mean: sum / float64(len(s)),
+	}
+}
+
+// quantileSorted is the nearest-rank q-quantile (q clamped to 0..1) of the
+// sorted, non-empty sample s.
+func quantileSorted(s []float64, q float64) float64 {
+	q = math.Min(1, math.Max(0, q))
+	// The small slack keeps q·N that is an integer in exact arithmetic
+	// (0.99·100) from rounding up a rank in floating point.
+	rank := int(math.Ceil(q*float64(len(s)) - 1e-9))
+	return s[max(0, min(rank-1, len(s)-1))]
+}
