@@ -25,6 +25,7 @@ import (
 	"github.com/taichi-sched/taichi/dataplane/dpdk"
 	"github.com/taichi-sched/taichi/internal/sdnotify"
 	"github.com/taichi-sched/taichi/kmod"
+	"github.com/taichi-sched/taichi/probe"
 	"github.com/taichi-sched/taichi/scheduler"
 	"github.com/taichi-sched/taichi/vcpu"
 )
@@ -105,6 +106,9 @@ type Daemon struct {
 
 	// dpdkHold keeps DPDK lending off whatever the policy (HoldDPDKLending).
 	dpdkHold atomic.Bool
+	// dpdkProbes warn DPDK cores; dpdkWake is each application's share.
+	dpdkProbes []probe.Waker
+	dpdkWake   map[*dpdk.Manager][]dpdk.WakeSource
 }
 
 // New prepares a daemon for cfg, which must come from config.Load (already

@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/taichi-sched/taichi/config"
 	"github.com/taichi-sched/taichi/dataplane/dpdk"
+	"github.com/taichi-sched/taichi/probe"
 )
 
 // startDPDK launches or adopts each configured DPDK application, pins its
@@ -34,6 +36,9 @@ func (d *Daemon) startDPDK(ctx context.Context, runCtx context.Context) error {
 		// No lending until the scheduler applies the policy to the core.
 		_ = m.SetLending(false)
 		d.dpdk = append(d.dpdk, m)
+		if err := d.startDPDKProbes(ctx, m); err != nil {
+			return fmt.Errorf("dataplane.dpdk[%d] %s: %w", i, c.Name, err)
+		}
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
@@ -48,6 +53,12 @@ func (d *Daemon) startDPDK(ctx context.Context, runCtx context.Context) error {
 }
 
 func (d *Daemon) stopDPDK() {
+	for _, p := range d.dpdkProbes {
+		if err := p.Stop(); err != nil {
+			d.log.Warn("stopping a DPDK core's probe", "err", err)
+		}
+	}
+	d.dpdkProbes, d.dpdkWake = nil, nil
 	for _, m := range d.dpdk {
 		stop := m.Stop
 		if d.startFailed && !m.LaunchedHere() {
@@ -73,8 +84,14 @@ func (d *Daemon) dpdkStatus() []dpdk.Status {
 func (d *Daemon) setDPDKLending(cpu int, on bool) error {
 	on = on && !d.dpdkHold.Load()
 	var errs []error
+	useProbe := on && d.currentPolicy().UsesProbe()
 	for _, m := range d.dpdk {
 		if slices.Contains(m.Config().CPUs, cpu) {
+			if useProbe {
+				m.SetProbe(d.dpdkWake[m]...)
+			} else {
+				m.SetProbe()
+			}
 			errs = append(errs, m.SetLending(on))
 		}
 	}
@@ -112,4 +129,43 @@ func (d *Daemon) HoldDPDKLending(hold bool) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// startDPDKProbes starts the workload probe of each of m's DP cores that
+// probe.interfaces names, so a lent lcore is reclaimed at the probe's
+// warning when the policy uses the probe (SetProbe in setDPDKLending).
+func (d *Daemon) startDPDKProbes(ctx context.Context, m *dpdk.Manager) error {
+	backend := d.cfg.Probe.Backend
+	if backend != config.ProbeXDP && backend != config.ProbeCounters {
+		return nil
+	}
+	for _, cpu := range m.Config().CPUs {
+		for _, pi := range d.cfg.Probe.Interfaces {
+			if pi.CPU != cpu {
+				continue
+			}
+			opts := probe.Options{Iface: pi.Iface, NetNS: pi.NetNS, Core: cpu, Interval: d.cfg.Probe.CountersInterval.D()}
+			if pi.Queue >= 0 {
+				opts.Queues = map[int]int{pi.Queue: cpu}
+			}
+			p, err := probe.New(backend, opts)
+			if err != nil {
+				return fmt.Errorf("probe on %s for cpu %d: %w", pi.Iface, cpu, err)
+			}
+			if err := p.Start(ctx); err != nil {
+				return fmt.Errorf("probe on %s for cpu %d: %w", pi.Iface, cpu, err)
+			}
+			d.dpdkProbes = append(d.dpdkProbes, p)
+			ws, err := p.WakeSource(cpu)
+			if err != nil {
+				return fmt.Errorf("probe on %s for cpu %d: %w", pi.Iface, cpu, err)
+			}
+			if d.dpdkWake == nil {
+				d.dpdkWake = map[*dpdk.Manager][]dpdk.WakeSource{}
+			}
+			d.dpdkWake[m] = append(d.dpdkWake[m], ws)
+			d.log.Info("probe warns a DPDK core", "name", m.Config().Name, "cpu", cpu, "iface", pi.Iface, "mode", p.Mode())
+		}
+	}
+	return nil
 }

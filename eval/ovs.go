@@ -116,7 +116,8 @@ func startOVS(ctx context.Context, tb *testbed.Testbed, workDir string, dpCPU, c
 
 // ovsDataplaneYAML adopts the OVS instance as the daemon's DPDK
 // application: its PMD thread on dpCPU, lent when the DP ports receive
-// nothing and the policy lends.
+// nothing and the policy lends, with the XDP probe on the NIC's ingress
+// warning the core (policies that use the probe reclaim at its warning).
 func ovsDataplaneYAML(inst *ovs.Instance, tb *testbed.Testbed, dpCPU int) string {
 	return fmt.Sprintf(`dataplane:
   dpdk:
@@ -128,8 +129,10 @@ func ovsDataplaneYAML(inst *ovs.Instance, tb *testbed.Testbed, dpCPU int) string
       idle_demote: true
       idle_ifaces: [%s, %s]
 probe:
-  backend: none
-`, inst.PID(), ovs.PMDThreadPattern, inst.UnixctlPath(), dpCPU, tb.DPIface, tb.DPOutIface)
+  backend: xdp
+  interfaces:
+    - {iface: %s, netns: %s, queue: -1, cpu: %d}
+`, inst.PID(), ovs.PMDThreadPattern, inst.UnixctlPath(), dpCPU, tb.DPIface, tb.DPOutIface, tb.NICIn, tb.NICNS, dpCPU)
 }
 
 // ovsVersion is the first line of ovs-vswitchd's --version ("ovs-vswitchd
