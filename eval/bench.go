@@ -228,8 +228,8 @@ func (b *Bench) startOVS(ctx context.Context, name, stateDir string, o BenchOpti
 		return nil, errors.New("eval: no CP core for OVS's control threads")
 	}
 	dpCPU := base.DPCPUs[0]
-	if b.ovs, err = startOVS(ctx, b.Testbed, b.workDir, dpCPU, base.CPCPUs[0]); err != nil {
+	if b.ovs, err = StartOVS(ctx, b.Testbed, filepath.Join(b.workDir, "ovs"), dpCPU, base.CPCPUs[0]); err != nil {
 		return nil, err
 	}
-	return daemonConfigWith(nil, name, stateDir, o.Policy, o.CPClass, o.CPWeight, ovsDataplaneYAML(b.ovs, b.Testbed, dpCPU))
+	return daemonConfigWith(nil, name, stateDir, o.Policy, o.CPClass, o.CPWeight, OVSDataplaneYAML(b.ovs, b.Testbed, dpCPU))
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -84,16 +83,17 @@ func (s *ovsSystem) DPPriority() int {
 	return s.DaemonSystem.DPPriority()
 }
 
-// startOVS starts a private OVS-DPDK in the testbed's dp namespace, its
+// StartOVS starts a private OVS-DPDK in the testbed's dp namespace, its
 // PMD on dpCPU and its EAL control threads on cpCPU, switching between the
 // DP port (towards the generator) and the DP's out port (towards the
 // sink): frames leave each port addressed to the host behind it. The sink
 // gets a route back to the generator through OVS, so the sink's kernel
 // answers ping.
-func startOVS(ctx context.Context, tb *testbed.Testbed, workDir string, dpCPU, cpCPU int) (*ovs.Instance, error) {
+// runDir must not exist yet (Stop removes it).
+func StartOVS(ctx context.Context, tb *testbed.Testbed, runDir string, dpCPU, cpCPU int) (*ovs.Instance, error) {
 	inst, err := ovs.Start(ctx, ovs.Options{
 		Name:      "taichi-eval-" + tb.Prefix,
-		RunDir:    filepath.Join(workDir, "ovs"),
+		RunDir:    runDir,
 		NetNS:     tb.DPNS,
 		PMDCPUs:   []int{dpCPU},
 		LcoreCPUs: []int{cpCPU},
@@ -114,11 +114,11 @@ func startOVS(ctx context.Context, tb *testbed.Testbed, workDir string, dpCPU, c
 	return inst, nil
 }
 
-// ovsDataplaneYAML adopts the OVS instance as the daemon's DPDK
-// application: its PMD thread on dpCPU, lent when the DP ports receive
+// OVSDataplaneYAML is the daemon config (dataplane and probe sections)
+// that adopts the OVS instance as the daemon's DPDK application: its PMD thread on dpCPU, lent when the DP ports receive
 // nothing and the policy lends, with the XDP probe on the NIC's ingress
 // warning the core (policies that use the probe reclaim at its warning).
-func ovsDataplaneYAML(inst *ovs.Instance, tb *testbed.Testbed, dpCPU int) string {
+func OVSDataplaneYAML(inst *ovs.Instance, tb *testbed.Testbed, dpCPU int) string {
 	return fmt.Sprintf(`dataplane:
   dpdk:
     - name: ovs

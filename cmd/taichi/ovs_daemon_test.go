@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/taichi-sched/taichi/dataplane/dpdk"
+	"github.com/taichi-sched/taichi/dataplane/ovs"
+	"github.com/taichi-sched/taichi/eval"
+	"github.com/taichi-sched/taichi/testbed"
+)
+
+// pingSink sends count echoes from the generator to the sink through OVS,
+// interval apart, and returns how many came back.
+func pingSink(t *testing.T, tb *testbed.Testbed, count int, interval time.Duration) int {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", tb.GenNS, "ping", "-n", "-q", "-c", fmt.Sprint(count),
+		"-i", fmt.Sprintf("%.3f", interval.Seconds()), "-W", "1", tb.SinkIP.String()).CombinedOutput()
+	m := regexp.MustCompile(`(\d+) received`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("ping: %v\n%s", err, out)
+	}
+	var n int
+	fmt.Sscan(string(m[1]), &n)
+	return n
+}
+
+// waitEcho waits until one echo gets through OVS (a fresh port may not be
+// polled yet); bounded at 50 tries of at most 200 ms.
+func waitEcho(t *testing.T, tb *testbed.Testbed) {
+	t.Helper()
+	for range 50 {
+		if exec.Command("ip", "netns", "exec", tb.GenNS, "ping", "-n", "-q", "-c", "1", "-W", "0.2", tb.SinkIP.String()).Run() == nil {
+			return
+		}
+	}
+	t.Fatalf("no echo through OVS to %s", tb.SinkIP)
+}
+
+// pmdOnCore returns the OVS app's status and its thread on cpu, if any.
+func pmdOnCore(t *testing.T, e *daemonEnv, cpu int) (dpdk.Status, *dpdk.ThreadStatus) {
+	t.Helper()
+	st := e.status(t)
+	if len(st.DPDK) != 1 {
+		return dpdk.Status{}, nil
+	}
+	app := st.DPDK[0]
+	for i := range app.Threads {
+		if th := &app.Threads[i]; th.CPU == cpu && th.Pinned {
+			return app, th
+		}
+	}
+	return app, nil
+}
+
+// The daemon adopts a private Open vSwitch with DPDK on the testbed under
+// the taichi policy: it pins the PMD thread to the DP core, lends the core
+// while no packet comes and reclaims it at the probe's warning for the next
+// one, follows the PMD when OVS recreates it, and a real ping through OVS
+// gets every reply in every phase.
+func TestDaemonAdoptsOVSAndLendsItsPMD(t *testing.T) {
+	needRootCgroups(t)
+	if _, err := os.Stat(ovs.VswitchdBinary); err != nil {
+		t.Skip("ovs-vswitchd-dpdk not installed (Debian package openvswitch-switch-dpdk)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	tb, err := testbed.Up(ctx, testbed.Options{Prefix: fmt.Sprintf("od%d", os.Getpid()%100000)})
+	if err != nil {
+		t.Skipf("testbed: %v", err)
+	}
+	t.Cleanup(func() { tb.Down() })
+	e := newDaemonEnv(t, "taichi", "^no-such-cp-task$")
+	dp, cp := e.dp[0], e.cp[0]
+	inst, err := eval.StartOVS(ctx, tb, filepath.Join(t.TempDir(), "ovs"), dp, cp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := inst.Stop(); err != nil {
+			t.Errorf("ovs stop: %v", err)
+		}
+	})
+	// Lend after 5 ms without packets, so the core is lent between the
+	// echoes of the sparse pings below.
+	section := strings.Replace(eval.OVSDataplaneYAML(inst, tb, dp), "      idle_demote: true\n",
+		"      idle_demote: true\n      idle_after: 5\n", 1)
+	cfg := strings.Replace(mustRead(t, e.cfgPath), "probe: {backend: none}\n", section, 1)
+	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := e.start(t)
+
+	var first *dpdk.ThreadStatus
+	waitFor(t, "the PMD pinned to the DP core", func() bool { _, first = pmdOnCore(t, e, dp); return first != nil })
+	if !regexp.MustCompile(ovs.PMDThreadPattern).MatchString(first.Name) {
+		t.Fatalf("pinned thread %q is no PMD", first.Name)
+	}
+	waitEcho(t, tb)
+	if got := pingSink(t, tb, 100, 10*time.Millisecond); got != 100 {
+		t.Fatalf("busy PMD: %d of 100 echoes answered", got)
+	}
+
+	// Idle: the core is lent. Sparse echoes: each finds it lent and is
+	// answered after a reclaim.
+	waitFor(t, "the idle PMD's core lent", func() bool {
+		app, _ := pmdOnCore(t, e, dp)
+		return app.Idle != nil && app.Idle.Demoted
+	})
+	before, _ := pmdOnCore(t, e, dp)
+	if got := pingSink(t, tb, 20, 100*time.Millisecond); got != 20 {
+		t.Fatalf("lent PMD: %d of 20 echoes answered", got)
+	}
+	after, _ := pmdOnCore(t, e, dp)
+	if after.Idle.Promotions-before.Idle.Promotions < 10 || after.Idle.Demotions-before.Idle.Demotions < 10 {
+		t.Fatalf("20 sparse echoes: %d reclaims and %d lends, want each echo to find the core lent (>= 10 each)",
+			after.Idle.Promotions-before.Idle.Promotions, after.Idle.Demotions-before.Idle.Demotions)
+	}
+	if after.Idle.ProbeReclaims == before.Idle.ProbeReclaims {
+		t.Fatalf("no reclaim came from the probe under the taichi policy: %+v", after.Idle)
+	}
+
+	// OVS recreates its PMD (the last port goes and comes back): the
+	// daemon pins the new thread and lends it again.
+	if err := inst.Unpatch(ctx, "br-eval"); err != nil {
+		t.Fatal(err)
+	}
+	if err := inst.Patch(ctx, "br-eval",
+		ovs.Port{Iface: tb.DPIface, PeerMAC: tb.GenMAC}, ovs.Port{Iface: tb.DPOutIface, PeerMAC: tb.SinkMAC}); err != nil {
+		t.Fatal(err)
+	}
+	var second *dpdk.ThreadStatus
+	waitFor(t, "the new PMD pinned", func() bool {
+		_, second = pmdOnCore(t, e, dp)
+		return second != nil && second.TID != first.TID
+	})
+	waitEcho(t, tb)
+	if got := pingSink(t, tb, 100, 10*time.Millisecond); got != 100 {
+		t.Fatalf("recreated PMD: %d of 100 echoes answered", got)
+	}
+	waitFor(t, "the new PMD's core lent", func() bool {
+		app, th := pmdOnCore(t, e, dp)
+		return app.Idle != nil && app.Idle.Demoted && th != nil && th.TID == second.TID
+	})
+	if got := pingSink(t, tb, 10, 100*time.Millisecond); got != 10 {
+		t.Fatalf("lent recreated PMD: %d of 10 echoes answered", got)
+	}
+
+	d.Process.Signal(syscall.SIGTERM)
+	if err := d.Wait(); err != nil {
+		t.Fatalf("daemon exit: %v", err)
+	}
+	// Released, not stopped: OVS keeps forwarding without taichi.
+	if err := syscall.Kill(inst.PID(), 0); err != nil {
+		t.Fatalf("ovs-vswitchd gone after the daemon stopped: %v", err)
+	}
+	if got := pingSink(t, tb, 20, 10*time.Millisecond); got != 20 {
+		t.Fatalf("after the daemon stopped: %d of 20 echoes answered", got)
+	}
+}
