@@ -66,6 +66,11 @@ func (s *ovsSystem) SetPolicy(ctx context.Context, name scheduler.PolicyName) er
 func (s *ovsSystem) Snapshot() (Snapshot, error) {
 	snap, err := s.DaemonSystem.Snapshot()
 	for _, app := range s.D.Status().DPDK {
+		// The PMD's core is lent while the watcher has it demoted (the
+		// engine's per-core lent time needs a taichi loop's events).
+		if app.Idle != nil {
+			snap.LentS += app.Idle.LentSeconds
+		}
 		for _, th := range app.Threads {
 			if th.CPU >= 0 && snap.LoopClass == "" {
 				snap.LoopClass = threadClass(th.TID)

@@ -41,6 +41,9 @@ type PingConfig struct {
 	// it shares its core with the CP load, which would otherwise stretch
 	// its pace. 0 runs it at normal priority.
 	ClientFIFO int
+	// Cyclictest, when > 0, runs rt-tests' cyclictest this long on the DP
+	// core after each run's ping, with the CP load still running.
+	Cyclictest time.Duration
 }
 
 // Validate names the first bad field.
@@ -62,6 +65,9 @@ func (c *PingConfig) Validate() error {
 	}
 	if c.CPLoad != "" && !slices.Contains(CPLoads, c.CPLoad) {
 		return fmt.Errorf("cp-load: unknown %q (want %s, %s or %s)", c.CPLoad, CPLoadMixed, CPLoadKernel, CPLoadUser)
+	}
+	if c.Cyclictest < 0 || c.Cyclictest > 10*time.Minute {
+		return fmt.Errorf("cyclictest: %v: want 0 (skip) up to 10m", c.Cyclictest)
 	}
 	if c.ClientFIFO < 0 || c.ClientFIFO > 99 {
 		return fmt.Errorf("client-fifo: %d: want 0 (normal) or 1..99", c.ClientFIFO)
@@ -235,7 +241,7 @@ func RunPing(ctx context.Context, env *Env, cfg PingConfig) (*Report, error) {
 		Experiment: ExperimentPing,
 		Started:    time.Now().UTC(),
 		Machine:    ReadMachine(sys.DPCores(), sys.CPCores()),
-		Params: map[string]any{"policies": cfg.Policies, "count": cfg.Count, "interval_s": cfg.Interval.Seconds(),
+		Params: map[string]any{"policies": cfg.Policies, "count": cfg.Count, "cyclictest_s": cfg.Cyclictest.Seconds(), "interval_s": cfg.Interval.Seconds(),
 			"timeout_s": cfg.Timeout.Seconds(), "repeat": cfg.Repeat, "cp_load": cfg.CPLoad, "client": pingVersion(),
 			"client_fifo": cfg.ClientFIFO},
 		Notes: []string{
@@ -244,6 +250,10 @@ func RunPing(ctx context.Context, env *Env, cfg PingConfig) (*Report, error) {
 				pingClientNote(cfg.ClientFIFO),
 			"The paper's figures were measured on its own hardware: absolute times do not compare across machines, only ratios to static do.",
 		},
+	}
+	if cfg.Cyclictest > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("cyclictest runs %v at SCHED_FIFO %d (the DP's priority + 1) on DP core %v, 200 µs period, after each run's ping with the CP load still running.",
+			cfg.Cyclictest, sys.DPPriority()+1, sys.DPCores()))
 	}
 	if env.DP == DPOVS {
 		rep.Notes[0] = "RTT is iputils ping's (its kernel receive stamp minus its send time) from the generator namespace to the sink, " +
@@ -278,7 +288,7 @@ func pingRun(ctx context.Context, env *Env, cfg PingConfig, policy scheduler.Pol
 	if withCP {
 		cpLoad = cfg.CPLoad
 	}
-	end, ok := beginRun(ctx, env, &run, policy, cpLoad, pingBound(cfg)+10*time.Second)
+	end, ok := beginRun(ctx, env, &run, policy, cpLoad, pingBound(cfg)+cfg.Cyclictest+10*time.Second)
 	if !ok {
 		return run
 	}
@@ -311,6 +321,14 @@ func pingRun(ctx context.Context, env *Env, cfg PingConfig, policy scheduler.Pol
 	run.measured(sys, before, after, serr, aerr, load)
 	if run.Ping != nil && run.WallS > 0 {
 		run.DP.PPS = float64(st.Received) / run.WallS
+	}
+	if cfg.Cyclictest > 0 && len(sys.DPCores()) > 0 {
+		ct, err := Cyclictest(ctx, sys.DPCores()[0], sys.DPPriority()+1, cfg.Cyclictest)
+		if err != nil {
+			run.addErr(err)
+		} else {
+			run.CyclictestUS = &ct
+		}
 	}
 	return run
 }
@@ -447,6 +465,14 @@ func writePingTable(w io.Writer, r *Report) {
 			return f(r.DP.ResidenceUS)
 		}
 	}
+	cyclictest := func(f func(Percentiles) float64) func(Run) float64 {
+		return func(r Run) float64 {
+			if r.CyclictestUS == nil || r.CyclictestUS.N == 0 {
+				return math.NaN()
+			}
+			return f(*r.CyclictestUS)
+		}
+	}
 	maxUS := pingFig(func(p PingStats) float64 { return p.MaxUS })
 	cells := cellsOf(r)
 	var ref *cell
@@ -470,8 +496,8 @@ func writePingTable(w io.Writer, r *Report) {
 		}
 		return "–"
 	}
-	fmt.Fprintln(w, "| setup | repeats | replies/sent | loss | min µs | avg µs | max µs | mdev µs | p99 µs | avg ÷ ref | p99 ÷ ref | max ÷ ref | paper avg ÷ / max ÷ static | DP residence p50 µs | residence p99 µs | residence max µs | lent s | harvested CP s |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| setup | repeats | replies/sent | loss | min µs | avg µs | max µs | mdev µs | p99 µs | avg ÷ ref | p99 ÷ ref | max ÷ ref | paper avg ÷ / max ÷ static | DP residence p50 µs | residence p99 µs | residence max µs | cyclictest p99 µs | cyclictest max µs | lent s | harvested CP s |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
 	for _, c := range cells {
 		sent, got := 0, 0
 		for _, run := range c.runs {
@@ -483,7 +509,7 @@ func writePingTable(w io.Writer, r *Report) {
 		if c.key.CPLoad != "none" {
 			setup += " (" + c.key.CPLoad + ")"
 		}
-		fmt.Fprintf(w, "| %s | %d | %d/%d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+		fmt.Fprintf(w, "| %s | %d | %d/%d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 			setup, len(c.runs), got, sent, pct(aggregate(c.runs, func(r Run) float64 { return r.DP.Loss }).Median),
 			aggregate(c.runs, pingFig(func(p PingStats) float64 { return p.MinUS })),
 			aggregate(c.runs, pingAvg), aggregate(c.runs, maxUS),
@@ -493,6 +519,8 @@ func writePingTable(w io.Writer, r *Report) {
 			aggregate(c.runs, res(func(p Percentiles) float64 { return p.P50 })),
 			aggregate(c.runs, res(func(p Percentiles) float64 { return p.P99 })),
 			aggregate(c.runs, res(func(p Percentiles) float64 { return p.Max })),
+			aggregate(c.runs, cyclictest(func(p Percentiles) float64 { return p.P99 })),
+			aggregate(c.runs, cyclictest(func(p Percentiles) float64 { return p.Max })),
 			aggregate(c.runs, func(r Run) float64 { return r.LentS }),
 			aggregate(c.runs, func(r Run) float64 {
 				if r.HarvestedCPS == nil {

@@ -138,6 +138,8 @@ type IdleStats struct {
 	// ProbeReclaims counts reclaims the probe triggered before the
 	// counters showed the packet.
 	ProbeReclaims uint64 `json:"probe_reclaims"`
+	// LentSeconds is how long the lcores' cores have been lent in total.
+	LentSeconds float64 `json:"lent_seconds"`
 }
 
 // IdleWatcher lends a busy-polling application's cores while its queues are
@@ -163,6 +165,9 @@ type IdleWatcher struct {
 	demotions, promotions, counterErrors, probeReclaims atomic.Uint64
 	lastPromoteNs, maxPromoteNs                         atomic.Int64
 	lastReclaimAt                                       atomic.Int64
+	// lentSince is when the current lend began (0: not lent); lentNs sums
+	// the lends that ended (CLOCK_MONOTONIC ns).
+	lentSince, lentNs atomic.Int64
 }
 
 // NewIdleWatcher returns a watcher; Run starts it.
@@ -217,6 +222,7 @@ func (w *IdleWatcher) Stats() IdleStats {
 		MaxPromoteNs:  w.maxPromoteNs.Load(),
 		LastReclaimAt: w.lastReclaimAt.Load(),
 		ProbeReclaims: w.probeReclaims.Load(),
+		LentSeconds:   float64(w.lentTotalNs()) / 1e9,
 	}
 }
 
@@ -336,6 +342,15 @@ func sleepUntil(deadlineNs int64) {
 	}
 }
 
+// lentTotalNs is the time lent so far, the current lend included.
+func (w *IdleWatcher) lentTotalNs() int64 {
+	total := w.lentNs.Load()
+	if since := w.lentSince.Load(); since != 0 {
+		total += monotonicNs() - since
+	}
+	return total
+}
+
 // waitUntil blocks until the CLOCK_MONOTONIC deadline or, with a probe
 // armed, until the probe warns of a packet (true).
 func waitUntil(deadlineNs int64, armed *probeSet) bool {
@@ -377,6 +392,9 @@ func (w *IdleWatcher) lend() error {
 		w.lent = append(w.lent, tid)
 	}
 	if len(w.lent) > 0 {
+		if w.lentSince.Load() == 0 {
+			w.lentSince.Store(monotonicNs())
+		}
 		w.demoted.Store(true)
 		w.demotions.Add(1)
 	}
@@ -404,6 +422,10 @@ func (w *IdleWatcher) reclaim() error {
 	d := time.Since(start).Nanoseconds()
 	w.lent = keep
 	w.demoted.Store(len(keep) > 0)
+	if since := w.lentSince.Load(); len(keep) == 0 && since != 0 {
+		w.lentNs.Add(monotonicNs() - since)
+		w.lentSince.Store(0)
+	}
 	w.promotions.Add(1)
 	w.lastPromoteNs.Store(d)
 	if d > w.maxPromoteNs.Load() {
