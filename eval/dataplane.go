@@ -162,13 +162,20 @@ func dataplaneRun(ctx context.Context, env *Env, cfg DataplaneConfig, policy sch
 	after, aerr := sys.Snapshot()
 	run.measured(sys, before, after, serr, aerr, load)
 
-	if cfg.Cyclictest > 0 && len(sys.DPCores()) > 0 {
-		ct, err := Cyclictest(ctx, sys.DPCores()[0], sys.DPPriority()+1, cfg.Cyclictest)
-		if err != nil {
-			run.addErr(err)
-		} else {
-			run.CyclictestUS = &ct
-		}
-	}
+	run.cyclictest(ctx, sys, cfg.Cyclictest)
 	return run
+}
+
+// cyclictest runs cyclictest for d (when positive) on the first DP core,
+// one priority above the DP, and records its percentiles or its error.
+func (r *Run) cyclictest(ctx context.Context, sys System, d time.Duration) {
+	if d <= 0 || len(sys.DPCores()) == 0 {
+		return
+	}
+	ct, err := Cyclictest(ctx, sys.DPCores()[0], sys.DPPriority()+1, d)
+	if err != nil {
+		r.addErr(err)
+		return
+	}
+	r.CyclictestUS = &ct
 }

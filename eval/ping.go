@@ -322,14 +322,7 @@ func pingRun(ctx context.Context, env *Env, cfg PingConfig, policy scheduler.Pol
 	if run.Ping != nil && run.WallS > 0 {
 		run.DP.PPS = float64(st.Received) / run.WallS
 	}
-	if cfg.Cyclictest > 0 && len(sys.DPCores()) > 0 {
-		ct, err := Cyclictest(ctx, sys.DPCores()[0], sys.DPPriority()+1, cfg.Cyclictest)
-		if err != nil {
-			run.addErr(err)
-		} else {
-			run.CyclictestUS = &ct
-		}
-	}
+	run.cyclictest(ctx, sys, cfg.Cyclictest)
 	return run
 }
 

@@ -16,7 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/taichi-sched/taichi/daemon"
-	"github.com/taichi-sched/taichi/testbed"
 	"github.com/taichi-sched/taichi/vcpu"
 )
 
@@ -57,11 +56,7 @@ func TestDaemonConfinesKernelStorm(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	tb, err := testbed.Up(ctx, testbed.Options{Prefix: fmt.Sprintf("bk%d", os.Getpid()%100000)})
-	if err != nil {
-		t.Skipf("testbed: %v", err)
-	}
-	t.Cleanup(func() { tb.Down() })
+	tb := upTestbed(t, ctx, "bk")
 	name := fmt.Sprintf("storm%d", os.Getpid()%100000)
 	e := newDaemonEnv(t, "taichi", "^"+name+"$")
 	dp := e.dp[0]

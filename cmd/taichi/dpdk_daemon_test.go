@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/taichi-sched/taichi/dataplane/dpdk"
-	"github.com/taichi-sched/taichi/testbed"
 )
 
 // dpdkDaemonEnv is a daemon env whose config launches the real
@@ -24,11 +23,7 @@ func dpdkDaemonEnv(t *testing.T, ctx context.Context, policy string) (*daemonEnv
 	if _, err := exec.LookPath("dpdk-testpmd"); err != nil {
 		t.Skip("dpdk-testpmd not installed (Debian package dpdk-dev)")
 	}
-	tb, err := testbed.Up(ctx, testbed.Options{Prefix: fmt.Sprintf("dd%d", os.Getpid()%100000)})
-	if err != nil {
-		t.Skipf("testbed: %v", err)
-	}
-	t.Cleanup(func() { tb.Down() })
+	tb := upTestbed(t, ctx, "dd")
 	e := newDaemonEnv(t, policy, "^no-such-cp-task$")
 	dp, cp := e.dp[0], e.cp[0]
 	prefix := fmt.Sprintf("taichi-dd-%d", os.Getpid())

@@ -15,7 +15,6 @@ import (
 
 	"github.com/taichi-sched/taichi/daemon"
 	"github.com/taichi-sched/taichi/dataplane"
-	"github.com/taichi-sched/taichi/testbed"
 	"github.com/taichi-sched/taichi/trafficgen"
 )
 
@@ -30,11 +29,7 @@ func TestGuardBenchesCoreWhenKernelHeavyCPBreaksSLO(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	tb, err := testbed.Up(ctx, testbed.Options{Prefix: fmt.Sprintf("gd%d", os.Getpid()%100000)})
-	if err != nil {
-		t.Skipf("testbed: %v", err)
-	}
-	t.Cleanup(func() { tb.Down() })
+	tb := upTestbed(t, ctx, "gd")
 
 	// The storm waits at a gate until the daemon adopted the gate's shell
 	// by pid, so every worker starts inside the CP pool.

@@ -9,7 +9,6 @@ import (
 
 	"github.com/taichi-sched/taichi/daemon"
 	"github.com/taichi-sched/taichi/dataplane"
-	"github.com/taichi-sched/taichi/testbed"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,11 +18,7 @@ func TestLoopIsRealtimeOnlyWhileLent(t *testing.T) {
 	needRootCgroups(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	tb, err := testbed.Up(ctx, testbed.Options{Prefix: fmt.Sprintf("lc%d", os.Getpid()%100000)})
-	if err != nil {
-		t.Skipf("testbed: %v", err)
-	}
-	t.Cleanup(func() { tb.Down() })
+	tb := upTestbed(t, ctx, "lc")
 	e := newDaemonEnv(t, "static", "^no-such-cp-task$")
 	dp := e.dp[0]
 	loops := fmt.Sprintf("dataplane:\n  loops: [{name: lc, cpu: %d, iface: %s, netns: %s}]\n", dp, tb.DPIface, tb.DPNS)

@@ -73,11 +73,7 @@ func TestDaemonAdoptsOVSAndLendsItsPMD(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	tb, err := testbed.Up(ctx, testbed.Options{Prefix: fmt.Sprintf("od%d", os.Getpid()%100000)})
-	if err != nil {
-		t.Skipf("testbed: %v", err)
-	}
-	t.Cleanup(func() { tb.Down() })
+	tb := upTestbed(t, ctx, "od")
 	e := newDaemonEnv(t, "taichi", "^no-such-cp-task$")
 	dp, cp := e.dp[0], e.cp[0]
 	inst, err := eval.StartOVS(ctx, tb, filepath.Join(t.TempDir(), "ovs"), dp, cp)

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/taichi-sched/taichi/testbed"
 )
 
 // A probe that cannot attach must not leave its DP core lendable: the core
@@ -18,11 +16,7 @@ func TestProbeFailureHoldsCoreStatic(t *testing.T) {
 	needRootCgroups(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	tb, err := testbed.Up(ctx, testbed.Options{Prefix: fmt.Sprintf("pf%d", os.Getpid()%100000)})
-	if err != nil {
-		t.Skipf("testbed: %v", err)
-	}
-	t.Cleanup(func() { tb.Down() })
+	tb := upTestbed(t, ctx, "pf")
 	e := newDaemonEnv(t, "dynamic", "^no-such-cp-task$")
 	dp := e.dp[0]
 	extra := fmt.Sprintf(`probe:

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/taichi-sched/taichi/daemon"
 	"github.com/taichi-sched/taichi/internal/cpuset"
 	"github.com/taichi-sched/taichi/internal/testenv"
+	"github.com/taichi-sched/taichi/testbed"
 	"github.com/taichi-sched/taichi/topology"
 	"github.com/taichi-sched/taichi/vcpu"
 )
@@ -38,6 +40,18 @@ func needRootCgroups(t *testing.T) {
 	if err != nil || len(topo.Online) < 2 {
 		t.Skip("needs at least 2 online CPUs")
 	}
+}
+
+// upTestbed brings up a testbed named prefix plus this process's pid,
+// taken down when t ends; t is skipped when no testbed can be built here.
+func upTestbed(t *testing.T, ctx context.Context, prefix string) *testbed.Testbed {
+	t.Helper()
+	tb, err := testbed.Up(ctx, testbed.Options{Prefix: fmt.Sprintf("%s%d", prefix, os.Getpid()%100000)})
+	if err != nil {
+		t.Skipf("testbed: %v", err)
+	}
+	t.Cleanup(func() { tb.Down() })
+	return tb
 }
 
 func newDaemonEnv(t *testing.T, policy string, commandRE string) *daemonEnv {

@@ -20,7 +20,6 @@ import (
 	"github.com/taichi-sched/taichi/daemon"
 	"github.com/taichi-sched/taichi/dataplane"
 	"github.com/taichi-sched/taichi/scheduler"
-	"github.com/taichi-sched/taichi/testbed"
 	"github.com/taichi-sched/taichi/trafficgen"
 )
 
@@ -154,11 +153,7 @@ func TestStatusWatchPlainOutputAgainstDaemon(t *testing.T) {
 	needRootCgroups(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	tb, err := testbed.Up(ctx, testbed.Options{Prefix: fmt.Sprintf("w%d", os.Getpid()%100000)})
-	if err != nil {
-		t.Skipf("testbed: %v", err)
-	}
-	t.Cleanup(func() { tb.Down() })
+	tb := upTestbed(t, ctx, "w")
 
 	name := fmt.Sprintf("cpwt%d", os.Getpid()%100000)
 	e := newDaemonEnv(t, "dynamic", "^"+name+"$")
