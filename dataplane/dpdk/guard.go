@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 )
 
 // A guard is a small separate process that reclaims lent lcores if the
@@ -62,7 +64,7 @@ func RunGuard(r io.Reader) error {
 	}
 	var errs []error
 	for tid, prio := range lent {
-		if err := setFIFO(tid, prio); err != nil && !errors.Is(err, unix.ESRCH) {
+		if err := linuxsched.Set(tid, linuxsched.FIFO(prio)); err != nil && !errors.Is(err, unix.ESRCH) {
 			errs = append(errs, err)
 		}
 	}

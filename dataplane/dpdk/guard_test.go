@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 )
 
 // guardChildEnv makes the test binary act as the guard process, the way
@@ -40,7 +42,7 @@ func TestMain(m *testing.M) {
 func TestRunGuardReclaimsOnEOF(t *testing.T) {
 	needRoot(t)
 	tid := namedThread(t, fmt.Sprintf("g%d-worker-1", os.Getpid()%10000))
-	if err := setIdle(tid); err != nil {
+	if err := linuxsched.Set(tid, linuxsched.Idle()); err != nil {
 		t.Fatal(err)
 	}
 	// Lent then the pipe ends without "done": the guard reclaims.
@@ -51,7 +53,7 @@ func TestRunGuardReclaimsOnEOF(t *testing.T) {
 		t.Fatalf("after EOF: %s/%d", PolicyName(pol), prio)
 	}
 	// A clean "done" leaves threads alone.
-	if err := setIdle(tid); err != nil {
+	if err := linuxsched.Set(tid, linuxsched.Idle()); err != nil {
 		t.Fatal(err)
 	}
 	if err := RunGuard(strings.NewReader(fmt.Sprintf("lend %d 6\ndone\n", tid))); err != nil {

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 )
 
 // Lender is what an IdleWatcher acts on: the lcore threads of one
@@ -199,7 +201,7 @@ func (w *IdleWatcher) Run(ctx context.Context) error {
 		// instead of returning to the Go runtime's pool.
 		runtime.LockOSThread()
 		if w.opts.Priority > 0 {
-			if err := setFIFO(unix.Gettid(), w.opts.Priority); err != nil {
+			if err := linuxsched.Set(0, linuxsched.FIFO(w.opts.Priority)); err != nil {
 				w.opts.Logger.Warn("idle watcher stays SCHED_OTHER", "err", err)
 			}
 		}

@@ -11,13 +11,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"github.com/taichi-sched/taichi/internal/netns"
 	"golang.org/x/sys/unix"
 )
@@ -146,9 +146,9 @@ func (m *Manager) PID() int {
 // threads that exist already. Threads that appear later (EAL creates them
 // during start-up) are picked up by Reconcile, which Run calls periodically.
 func (m *Manager) Start(ctx context.Context) error {
-	online, err := onlineCPUs()
+	online, err := linuxsched.OnlineCPUs()
 	if err != nil {
-		return err
+		return fmt.Errorf("dpdk %q: %w", m.cfg.Name, err)
 	}
 	for i, cpu := range m.cfg.CPUs {
 		if !slices.Contains(online, cpu) {
@@ -333,12 +333,12 @@ func (m *Manager) Reconcile() error {
 
 // apply brings one thread to its assigned core and policy and reads back
 // the result. Called with m.mu held.
-func (m *Manager) apply(pid int, t threadInfo) (ThreadStatus, error) {
-	ts := ThreadStatus{TID: t.TID, Name: t.Name, CPU: -1}
+func (m *Manager) apply(pid int, t linuxsched.Thread) (ThreadStatus, error) {
+	ts := ThreadStatus{TID: t.TID, Name: t.Comm, CPU: -1}
 	cpu, ok := m.assign[t.TID]
 	if !ok {
-		ts.Affinity, ts.LastCPU, ts.Policy, ts.Priority = t.Affinity, t.LastCPU, PolicyName(t.Policy), int(t.Priority)
-		return ts, fmt.Errorf("lcore %s (tid %d): no DP core left (cpus has %d entries)", t.Name, t.TID, len(m.cfg.CPUs))
+		ts.Affinity, ts.LastCPU, ts.Policy, ts.Priority = t.Affinity, t.LastCPU, PolicyName(t.Class.Policy), t.Class.Priority
+		return ts, fmt.Errorf("lcore %s (tid %d): no DP core left (cpus has %d entries)", t.Comm, t.TID, len(m.cfg.CPUs))
 	}
 	ts.CPU = cpu
 	first := !m.applied[t.TID]
@@ -357,7 +357,7 @@ func (m *Manager) apply(pid int, t threadInfo) (ThreadStatus, error) {
 	}
 	if !slices.Equal(t.Affinity, []int{cpu}) {
 		changed = true
-		if err := pin(t.TID, cpu); err != nil {
+		if err := linuxsched.Pin(t.TID, cpu); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -372,10 +372,10 @@ func (m *Manager) apply(pid int, t threadInfo) (ThreadStatus, error) {
 		switch {
 		case want:
 			changed = true
-			err = setFIFO(t.TID, m.cfg.Priority)
+			err = linuxsched.Set(t.TID, linuxsched.FIFO(m.cfg.Priority))
 		case wantIdle:
 			changed = true
-			err = setIdle(t.TID)
+			err = linuxsched.Set(t.TID, linuxsched.Idle())
 		}
 	}
 	if err != nil {
@@ -384,26 +384,26 @@ func (m *Manager) apply(pid int, t threadInfo) (ThreadStatus, error) {
 	m.schedMu.Unlock()
 
 	// Read back: the status reports what the kernel says, not what we asked.
-	now, rerr := readThread(pid, t.TID)
+	now, rerr := linuxsched.ReadThread(pid, t.TID)
 	if rerr != nil {
 		errs = append(errs, rerr)
 		now = t
 	}
-	ts.Affinity, ts.LastCPU, ts.Policy, ts.Priority, ts.Demoted = now.Affinity, now.LastCPU, PolicyName(now.Policy), int(now.Priority), demoted
+	ts.Affinity, ts.LastCPU, ts.Policy, ts.Priority, ts.Demoted = now.Affinity, now.LastCPU, PolicyName(now.Class.Policy), now.Class.Priority, demoted
 	wantPolicy, wantPrio := uint32(unix.SCHED_FIFO), uint32(m.cfg.Priority)
 	if demoted {
 		wantPolicy, wantPrio = unix.SCHED_IDLE, 0
 	}
-	ts.Pinned = slices.Equal(now.Affinity, []int{cpu}) && now.Policy == wantPolicy && now.Priority == wantPrio
+	ts.Pinned = slices.Equal(now.Affinity, []int{cpu}) && now.Class.Policy == wantPolicy && uint32(now.Class.Priority) == wantPrio
 	if rerr == nil && !ts.Pinned && len(errs) == 0 {
-		errs = append(errs, fmt.Errorf("lcore %s (tid %d): read back affinity %v %s/%d, want CPU %d %s/%d", t.Name, t.TID, now.Affinity, PolicyName(now.Policy), now.Priority, cpu, PolicyName(wantPolicy), wantPrio))
+		errs = append(errs, fmt.Errorf("lcore %s (tid %d): read back affinity %v %s/%d, want CPU %d %s/%d", t.Comm, t.TID, now.Affinity, PolicyName(now.Class.Policy), now.Class.Priority, cpu, PolicyName(wantPolicy), wantPrio))
 	}
 	if first {
 		m.applied[t.TID] = true
-		m.log.Info("pinned lcore", "tid", t.TID, "name", t.Name, "cpu", cpu, "priority", m.cfg.Priority, "ok", ts.Pinned)
+		m.log.Info("pinned lcore", "tid", t.TID, "name", t.Comm, "cpu", cpu, "priority", m.cfg.Priority, "ok", ts.Pinned)
 	} else if changed {
 		m.reapplied++
-		m.log.Warn("re-applied lcore pinning", "tid", t.TID, "name", t.Name, "cpu", cpu)
+		m.log.Warn("re-applied lcore pinning", "tid", t.TID, "name", t.Comm, "cpu", cpu)
 	}
 	return ts, errors.Join(errs...)
 }
@@ -491,7 +491,7 @@ func (m *Manager) Demote(tid int) error {
 			return fmt.Errorf("dpdk %q: demote tid %d: guard unreachable, not lending: %w", m.cfg.Name, tid, err)
 		}
 	}
-	if err := setIdle(tid); err != nil {
+	if err := linuxsched.Set(tid, linuxsched.Idle()); err != nil {
 		if m.guard != nil {
 			_ = m.guard.send("reclaim %d", tid)
 		}
@@ -509,7 +509,7 @@ func (m *Manager) Promote(tid int) error {
 	}
 	m.schedMu.Lock()
 	defer m.schedMu.Unlock()
-	if err := setFIFO(tid, m.cfg.Priority); err != nil {
+	if err := linuxsched.Set(tid, linuxsched.FIFO(m.cfg.Priority)); err != nil {
 		if errors.Is(err, unix.ESRCH) {
 			delete(m.demoted, tid) // the thread is gone: nothing left to reclaim
 		}
@@ -680,37 +680,4 @@ func RemoveRuntimeDir(prefix string) error {
 		return fmt.Errorf("remove EAL runtime dir: %w", err)
 	}
 	return nil
-}
-
-func onlineCPUs() ([]int, error) {
-	data, err := os.ReadFile("/sys/devices/system/cpu/online")
-	if err != nil {
-		return nil, fmt.Errorf("online CPUs: %w", err)
-	}
-	return parseCPUList(string(data))
-}
-
-// parseCPUList parses the kernel's CPU list format ("0-3,5").
-func parseCPUList(s string) ([]int, error) {
-	var cpus []int
-	for part := range strings.SplitSeq(strings.TrimSpace(s), ",") {
-		if part == "" {
-			continue
-		}
-		lo, hi, isRange := strings.Cut(part, "-")
-		a, err := strconv.Atoi(lo)
-		if err != nil {
-			return nil, fmt.Errorf("cpu list %q: %w", s, err)
-		}
-		b := a
-		if isRange {
-			if b, err = strconv.Atoi(hi); err != nil {
-				return nil, fmt.Errorf("cpu list %q: %w", s, err)
-			}
-		}
-		for c := a; c <= b; c++ {
-			cpus = append(cpus, c)
-		}
-	}
-	return cpus, nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"github.com/taichi-sched/taichi/internal/testenv"
 )
 
@@ -64,7 +65,7 @@ func kernelState(t *testing.T, tid int) (aff []int, policy, prio uint32) {
 	if err != nil {
 		t.Fatalf("sched_getattr %d: %v", tid, err)
 	}
-	aff, err = affinity(tid)
+	aff, err = linuxsched.Affinity(tid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +108,7 @@ func TestManagerPinsReappliesAndLends(t *testing.T) {
 	}
 
 	// Someone else changes a thread: Reconcile puts it back.
-	if err := pin(tidB, 0); err != nil {
+	if err := linuxsched.Pin(tidB, 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := unix.SchedSetAttr(tidB, &unix.SchedAttr{Policy: unix.SCHED_NORMAL}, 0); err != nil {
@@ -171,7 +172,7 @@ func TestManagerPinsReappliesAndLends(t *testing.T) {
 // would catch it; pinning must take it out to the roots.
 func TestManagerMovesLcoreOutOfCgroups(t *testing.T) {
 	needRoot(t)
-	mounts := cgroupV1Mounts()
+	mounts := cgroupMounts().V1
 	if mounts["cpu"] == "" || mounts["cpuset"] == "" {
 		t.Skip("needs cgroup v1 cpu and cpuset hierarchies")
 	}

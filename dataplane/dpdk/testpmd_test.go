@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"github.com/taichi-sched/taichi/internal/netns"
 	"github.com/taichi-sched/taichi/internal/testenv"
 	"github.com/taichi-sched/taichi/testbed"
@@ -120,7 +121,7 @@ func (e *testpmdEnv) waitForwarding(t testing.TB) {
 
 // waitLcores waits until pid has at least n threads matching the default
 // pattern (EAL creates them during initialisation).
-func waitLcores(t testing.TB, pid, n int) []threadInfo {
+func waitLcores(t testing.TB, pid, n int) []linuxsched.Thread {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -224,7 +225,7 @@ func (f *frameIO) sendBatch(first uint32, n int) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread exits with its changed affinity
-		_ = pin(unix.Gettid(), 0)
+		_ = linuxsched.Pin(0, 0)
 		for i := range n {
 			if err := f.send(first + uint32(i)); err != nil {
 				errc <- err
@@ -304,7 +305,7 @@ func assertLcorePlacement(t testing.TB, pid int, lcores []int, cpu int, policy u
 		if err != nil {
 			t.Fatalf("sched_getattr %d: %v", tid, err)
 		}
-		aff, err := affinity(tid)
+		aff, err := linuxsched.Affinity(tid)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -346,8 +347,8 @@ func TestTestpmdAdopted(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, th := range all {
-		if th.TID != tid && th.Policy != unix.SCHED_NORMAL {
-			t.Fatalf("non-lcore thread %s (%d) is %s", th.Name, th.TID, PolicyName(th.Policy))
+		if th.TID != tid && th.Class.Policy != unix.SCHED_NORMAL {
+			t.Fatalf("non-lcore thread %s (%d) is %s", th.Comm, th.TID, th.Class)
 		}
 	}
 
@@ -373,7 +374,7 @@ func TestTestpmdAdopted(t *testing.T) {
 	}
 
 	// Someone moves the lcore: the next reconcile puts it back.
-	if err := pin(tid, 0); err != nil {
+	if err := linuxsched.Pin(tid, 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.Reconcile(); err != nil {
