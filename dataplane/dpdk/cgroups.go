@@ -19,12 +19,12 @@ var cgroupMounts = sync.OnceValue(func() linuxsched.CgroupMounts {
 	return m
 })
 
-// toRootCgroups moves tid into the root of the v1 cpu and cpuset
-// hierarchies when it is elsewhere. A DP thread must not sit in the CP
-// cgroup (a cpuset write there would overwrite its affinity), and with RT
-// group scheduling a SCHED_FIFO thread needs a cpu cgroup with RT runtime.
-// It reports which hierarchies it moved the thread in.
-func toRootCgroups(pid, tid int) ([]string, error) {
+// toRootCgroups moves tid into the root of the v1 hierarchies with
+// controllers ctrls when it is elsewhere. A DP thread must not sit in the
+// CP cpuset (a cpuset write there would overwrite its affinity), and
+// without a DP core group a SCHED_FIFO thread needs the root cpu cgroup's
+// RT runtime. It reports which hierarchies it moved the thread in.
+func toRootCgroups(pid, tid int, ctrls ...string) ([]string, error) {
 	cg, err := linuxsched.TaskCgroups(pid, tid)
 	if err != nil {
 		return nil, err
@@ -32,7 +32,7 @@ func toRootCgroups(pid, tid int) ([]string, error) {
 	mounts := cgroupMounts()
 	var moved []string
 	var errs []error
-	for _, ctrl := range []string{"cpu", "cpuset"} {
+	for _, ctrl := range ctrls {
 		path, mp := cg.V1(ctrl), mounts.V1Path(ctrl)
 		if path == "" || path == "/" || mp == "" {
 			continue

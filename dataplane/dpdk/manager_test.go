@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/taichi-sched/taichi/internal/coreyield"
 	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"github.com/taichi-sched/taichi/internal/testenv"
 )
@@ -138,19 +139,50 @@ func TestManagerPinsReappliesAndLends(t *testing.T) {
 	if err := m.Demote(tidB); err != nil {
 		t.Fatal(err)
 	}
-	if aff, pol, _ := kernelState(t, tidB); pol != unix.SCHED_IDLE || !slices.Equal(aff, []int{1}) {
-		t.Fatalf("demoted: %v %s", aff, PolicyName(pol))
-	}
+	assertState(t, m, tidB, 1, coreyield.Lent)
 	_ = m.Reconcile() // must keep the demotion
-	if _, pol, _ := kernelState(t, tidB); pol != unix.SCHED_IDLE {
-		t.Fatalf("reconcile undid the demotion: %s", PolicyName(pol))
+	assertState(t, m, tidB, 1, coreyield.Lent)
+	if err := m.Promote(tidB); err != nil {
+		t.Fatal(err)
+	}
+	assertState(t, m, tidB, 1, coreyield.Ready)
+
+	// Drift while lent: the thread leaves its group and changes class;
+	// Reconcile puts both back.
+	if err := m.Demote(tidB); err != nil {
+		t.Fatal(err)
+	}
+	if m.yield.Mechanism() != coreyield.SchedIdle {
+		if err := linuxsched.Set(tidB, linuxsched.Other(0)); err != nil {
+			t.Fatal(err)
+		}
+		if err := linuxsched.MoveThread(cgroupMounts().V1Path("cpu"), tidB); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _ := inState(m, tidB, 1, coreyield.Lent); ok {
+			t.Fatal("drift not visible")
+		}
+		if err := m.Reconcile(); err != nil && !strings.Contains(err.Error(), "no DP core left") {
+			t.Fatal(err) // only the late thread may be unplaced
+		}
+		assertState(t, m, tidB, 1, coreyield.Lent)
 	}
 	if err := m.Promote(tidB); err != nil {
 		t.Fatal(err)
 	}
-	if _, pol, prio := kernelState(t, tidB); pol != unix.SCHED_FIFO || prio != 7 {
-		t.Fatalf("promoted: %s/%d", PolicyName(pol), prio)
+
+	// Lending off: static class, group not idle; on again: SCHED_FIFO.
+	if err := m.SetLending(false); err != nil {
+		t.Fatal(err)
 	}
+	assertState(t, m, tidB, 1, coreyield.Static)
+	if st := m.Status(); st.Threads[0].State != "static" || !st.Threads[0].Pinned {
+		t.Fatalf("static status %+v", st.Threads[0])
+	}
+	if err := m.SetLending(true); err != nil {
+		t.Fatal(err)
+	}
+	assertState(t, m, tidB, 1, coreyield.Ready)
 	if err := m.Demote(other); !errors.Is(err, ErrNotLcore) {
 		t.Fatalf("demoting a foreign thread: %v", err)
 	}
@@ -159,12 +191,14 @@ func TestManagerPinsReappliesAndLends(t *testing.T) {
 	if err := m.Demote(tidA); err != nil {
 		t.Fatal(err)
 	}
+	if st := m.Status(); st.Yield == "" {
+		t.Fatalf("status names no yield mechanism: %+v", st)
+	}
 	if err := m.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	if _, pol, _ := kernelState(t, tidA); pol != unix.SCHED_FIFO {
-		t.Fatalf("Stop left the core lent: %s", PolicyName(pol))
-	}
+	assertReleased(t, m, tidA, "/")
+	assertReleased(t, m, tidB, "/")
 }
 
 // TestManagerMovesLcoreOutOfCgroups puts an lcore in a v1 cpu cgroup
@@ -221,6 +255,11 @@ func TestManagerMovesLcoreOutOfCgroups(t *testing.T) {
 	if strings.Contains(string(data), tag) {
 		t.Fatalf("still in the test cgroups:\n%s", data)
 	}
+	// Stop puts it back where it was found.
+	if err := m.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	assertReleased(t, m, tid, "/"+tag)
 }
 
 func TestInspectMarksLcores(t *testing.T) {

@@ -192,6 +192,9 @@ func TestReadThreadAndThreads(t *testing.T) {
 	if !slices.Contains(online, me.LastCPU) || len(me.Affinity) == 0 || me.Comm == "" {
 		t.Fatalf("%+v (online %v)", me, online)
 	}
+	if r, err := RunTime(os.Getpid(), os.Getpid()); err != nil || r <= 0 {
+		t.Fatalf("run time of the main thread: %v %v", r, err)
+	}
 	if _, err := Threads(-1); err == nil {
 		t.Fatal("no error for a missing process")
 	}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -104,4 +105,22 @@ func truncate(s string) string {
 		return s[:80] + "..."
 	}
 	return s
+}
+
+// RunTime is how long thread tid of pid has run on a CPU in total
+// (/proc/PID/task/TID/schedstat, first field).
+func RunTime(pid, tid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/schedstat", pid, tid))
+	if err != nil {
+		return 0, err
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0, fmt.Errorf("thread %d: empty schedstat", tid)
+	}
+	ns, err := strconv.ParseInt(f[0], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("thread %d: schedstat: %w", tid, err)
+	}
+	return time.Duration(ns), nil
 }
