@@ -130,7 +130,7 @@ type IdleStats struct {
 
 // IdleWatcher lends a busy-polling application's cores while its queues are
 // idle: after IdleAfter intervals without a counter change it demotes every
-// lcore (SCHED_IDLE); on the first change it promotes them (SCHED_FIFO).
+// lcore (lends its core); on the first change it promotes them (SCHED_FIFO).
 // A demoted lcore still polls at idle weight, so CP gets most of the core
 // and the lcore still notices packets itself, only late. Any doubt (a
 // counter error, shutdown) reclaims the cores.

@@ -106,7 +106,7 @@ type Manager struct {
 	applied   map[int]bool // tids pinned at least once
 
 	schedMu sync.Mutex   // policy reads/writes and the demoted set
-	demoted map[int]bool // tids lent to CP (SCHED_IDLE on purpose)
+	demoted map[int]bool // tids lent to CP
 
 	// lcores is a read-only copy of assign for the reclaim path, so Promote
 	// never waits for a reconcile scan holding mu.
@@ -187,6 +187,10 @@ func (m *Manager) Start(ctx context.Context) error {
 		if y.Mechanism() == coreyield.SchedIdle {
 			m.log.Warn("lent lcores yield by SCHED_IDLE alone: against CP in another session (autogroup) they keep about half of the core",
 				"why", y.Reason())
+		}
+		if f := y.RTThrottle(); f < 0.9 {
+			m.log.Warn("RT throttling is on and the DP core groups share the root's RT budget: a busy-polling SCHED_FIFO lcore is stopped for the rest of every period; set kernel.sched_rt_runtime_us=-1",
+				"fifo_share", f, "dp_cores", len(m.cfg.CPUs))
 		}
 		m.mu.Lock()
 		m.yield = y

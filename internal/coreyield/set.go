@@ -22,6 +22,10 @@ type Set struct {
 	root   string // v1 cpu mount ("" with SchedIdle)
 	groups map[int]Group
 
+	// rtShare is each group's RT runtime in millionths of its period (0
+	// without RT group scheduling).
+	rtShare int64
+
 	mu   sync.Mutex
 	home map[int]string // tid -> its cpu cgroup before it was moved in
 }
@@ -73,6 +77,9 @@ func (s *Set) makeGroups(root, prefix string, cpus []int) error {
 	share, rtGroups, err := rtBudget(root, ours, len(cpus))
 	if err != nil {
 		return err
+	}
+	if rtGroups {
+		s.rtShare = share
 	}
 	for _, cpu := range cpus {
 		dir := filepath.Join(root, GroupName(prefix, cpu))
@@ -166,6 +173,21 @@ func readRT(dir string) (runtime, period int64, err error) {
 
 // Mechanism is the yield mechanism in use.
 func (s *Set) Mechanism() Mechanism { return s.mech }
+
+// RTThrottle is the fraction of its core a SCHED_FIFO thread in a group
+// may use per RT period while the kernel's RT throttling is on
+// (kernel.sched_rt_runtime_us >= 0); 1 when nothing limits it. The groups
+// share the root's budget, so with N DP cores each gets about 1/N of it.
+func (s *Set) RTThrottle() float64 {
+	if s.rtShare <= 0 {
+		return 1
+	}
+	b, err := os.ReadFile("/proc/sys/kernel/sched_rt_runtime_us")
+	if err != nil || strings.TrimSpace(string(b)) == "-1" {
+		return 1
+	}
+	return float64(s.rtShare) / 1e6
+}
 
 // Reason says why the mechanism is degraded ("" when it is not).
 func (s *Set) Reason() string { return s.reason }
