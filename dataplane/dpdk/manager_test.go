@@ -285,3 +285,59 @@ func TestInspectMarksLcores(t *testing.T) {
 		t.Fatal("no error for a missing process")
 	}
 }
+
+// TestManagerDegradesToSchedIdle: when no per-core group can be had (here
+// another group holds the root's whole RT budget; on a cgroup-v2-only host
+// there is no v1 cpu hierarchy) the Manager still pins and lends, by
+// SCHED_IDLE, and says so in status.
+func TestManagerDegradesToSchedIdle(t *testing.T) {
+	needRoot(t)
+	root := cgroupMounts().V1Path("cpu")
+	rootRT, err := os.ReadFile(filepath.Join(root, "cpu.rt_runtime_us"))
+	if root == "" || err != nil {
+		t.Skip("needs a v1 cpu hierarchy with RT group scheduling")
+	}
+	hogDir := filepath.Join(root, fmt.Sprintf("tbudget%d", os.Getpid()))
+	if err := os.Mkdir(hogDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = os.WriteFile(filepath.Join(hogDir, "cpu.rt_runtime_us"), []byte("0"), 0)
+		_ = os.Remove(hogDir)
+	})
+	if err := os.WriteFile(filepath.Join(hogDir, "cpu.rt_runtime_us"), []byte(strings.TrimSpace(string(rootRT))), 0); err != nil {
+		t.Skipf("cannot take the root's RT budget (another group holds some): %v", err)
+	}
+	name := fmt.Sprintf("d%d-worker-1", os.Getpid()%10000)
+	tid := namedThread(t, name)
+	m, err := New(Config{Name: "degraded", PID: os.Getpid(), ThreadPattern: "^" + name + "$", CPUs: []int{1}, Priority: 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Stop() })
+	if err := m.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st := m.Status()
+	if st.Yield != string(coreyield.SchedIdle) || !strings.Contains(st.YieldDegraded, "RT budget") {
+		t.Fatalf("yield %q degraded %q", st.Yield, st.YieldDegraded)
+	}
+	if _, err := os.Stat(filepath.Join(root, coreyield.GroupName("taichi-degraded", 1))); !os.IsNotExist(err) {
+		t.Fatalf("a half-made group was left: %v", err)
+	}
+	assertState(t, m, tid, 1, coreyield.Ready)
+	if err := m.Demote(tid); err != nil {
+		t.Fatal(err)
+	}
+	if _, pol, _ := kernelState(t, tid); pol != unix.SCHED_IDLE {
+		t.Fatalf("degraded lend: %s", PolicyName(pol))
+	}
+	if err := m.Promote(tid); err != nil {
+		t.Fatal(err)
+	}
+	assertState(t, m, tid, 1, coreyield.Ready)
+	if err := m.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	assertReleased(t, m, tid, "/")
+}

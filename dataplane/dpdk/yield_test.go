@@ -129,16 +129,15 @@ func TestTestpmdLentLcoreYieldsToCP(t *testing.T) {
 	}
 }
 
-// TestTestpmdStaticLcoreKeepsCore: with lending not allowed the lcore
-// (SCHED_OTHER nice -20 in a heavy group) keeps at least 90% of the
-// contested core against the hog, and forwards.
-func TestTestpmdStaticLcoreKeepsCore(t *testing.T) {
-	env := setupTestpmd(t)
-	cmd := startTestpmd(t, env)
-	pid := cmd.Process.Pid
-	tid := waitLcores(t, pid, 1)[0].TID
+// adoptForwardingTestpmd starts testpmd forwarding on CPU 1 and a Manager
+// (named name) adopting it, skipping where per-core groups cannot be had.
+func adoptForwardingTestpmd(t *testing.T, name string) (env *testpmdEnv, m *Manager, pid, tid int) {
+	t.Helper()
+	env = setupTestpmd(t)
+	pid = startTestpmd(t, env).Process.Pid
+	tid = waitLcores(t, pid, 1)[0].TID
 	env.waitForwarding(t)
-	m, err := New(Config{Name: "static", PID: pid, CPUs: []int{1}, Priority: 10})
+	m, err := New(Config{Name: name, PID: pid, CPUs: []int{1}, Priority: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,6 +146,14 @@ func TestTestpmdStaticLcoreKeepsCore(t *testing.T) {
 		t.Fatal(err)
 	}
 	needGroups(t, m)
+	return env, m, pid, tid
+}
+
+// TestTestpmdStaticLcoreKeepsCore: with lending not allowed the lcore
+// (SCHED_OTHER nice -20 in a heavy group) keeps at least 90% of the
+// contested core against the hog, and forwards.
+func TestTestpmdStaticLcoreKeepsCore(t *testing.T) {
+	env, m, pid, tid := adoptForwardingTestpmd(t, "static")
 	if err := m.SetLending(false); err != nil {
 		t.Fatal(err)
 	}
@@ -169,20 +176,7 @@ func TestTestpmdStaticLcoreKeepsCore(t *testing.T) {
 // that the group does better than SCHED_IDLE alone and that neither call
 // takes a scheduler tick's worth of milliseconds.
 func TestTestpmdYieldCosts(t *testing.T) {
-	env := setupTestpmd(t)
-	cmd := startTestpmd(t, env)
-	pid := cmd.Process.Pid
-	tid := waitLcores(t, pid, 1)[0].TID
-	env.waitForwarding(t)
-	m, err := New(Config{Name: "cost", PID: pid, CPUs: []int{1}, Priority: 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = m.Stop() })
-	if err := m.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	needGroups(t, m)
+	_, m, pid, tid := adoptForwardingTestpmd(t, "cost")
 	h := startCPHog(t)
 
 	var demote, promote []time.Duration

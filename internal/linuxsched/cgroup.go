@@ -155,10 +155,7 @@ func ParseCgroupFile(b []byte) (Cgroups, error) {
 // TaskCgroups reads thread tid's cgroups (pid 0: whichever process tid
 // belongs to).
 func TaskCgroups(pid, tid int) (Cgroups, error) {
-	path := fmt.Sprintf("/proc/%d/cgroup", tid)
-	if pid > 0 {
-		path = fmt.Sprintf("/proc/%d/task/%d/cgroup", pid, tid)
-	}
+	path := filepath.Join(taskDir(pid, tid), "cgroup")
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err

@@ -52,11 +52,7 @@ func Threads(pid int) ([]Thread, error) {
 // ReadThread reads thread tid of process pid (pid 0: whichever process
 // tid belongs to).
 func ReadThread(pid, tid int) (Thread, error) {
-	dir := fmt.Sprintf("/proc/%d", tid)
-	if pid > 0 {
-		dir = fmt.Sprintf("/proc/%d/task/%d", pid, tid)
-	}
-	stat, err := os.ReadFile(filepath.Join(dir, "stat"))
+	stat, err := os.ReadFile(filepath.Join(taskDir(pid, tid), "stat"))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return Thread{}, fmt.Errorf("thread %d: %w", tid, ErrNoProcess)
@@ -76,6 +72,15 @@ func ReadThread(pid, tid int) (Thread, error) {
 		return Thread{}, err
 	}
 	return Thread{TID: tid, Comm: comm, Affinity: aff, Class: classOf(attr), LastCPU: last}, nil
+}
+
+// taskDir is thread tid's /proc directory; pid 0: whichever process tid
+// belongs to (/proc/TID serves any thread, though it is not listed).
+func taskDir(pid, tid int) string {
+	if pid > 0 {
+		return fmt.Sprintf("/proc/%d/task/%d", pid, tid)
+	}
+	return fmt.Sprintf("/proc/%d", tid)
 }
 
 // ParseStat returns the command name and last CPU (field 39) of a
