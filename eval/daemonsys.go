@@ -10,8 +10,8 @@ import (
 
 	"github.com/taichi-sched/taichi/config"
 	"github.com/taichi-sched/taichi/daemon"
-	"github.com/taichi-sched/taichi/scheduler"
 	"github.com/taichi-sched/taichi/internal/linuxsched"
+	"github.com/taichi-sched/taichi/scheduler"
 	"github.com/taichi-sched/taichi/testbed"
 	"github.com/taichi-sched/taichi/topology"
 )
