@@ -15,6 +15,7 @@ import (
 	"github.com/taichi-sched/taichi/config"
 	"github.com/taichi-sched/taichi/dataplane"
 	"github.com/taichi-sched/taichi/dataplane/host"
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"github.com/taichi-sched/taichi/probe"
 )
 
@@ -268,9 +269,9 @@ func (d *Daemon) setLoopClass(cpu int, realtime bool) error {
 		if prio == 0 {
 			prio = dataplane.DefaultPriority
 		}
-		return dataplane.SetFIFO(tid, prio)
+		return linuxsched.Set(tid, linuxsched.FIFO(prio))
 	}
-	return dataplane.SetNormal(tid)
+	return linuxsched.Set(tid, linuxsched.Other(dataplane.NormalNice))
 }
 
 func (d *Daemon) loopOn(cpu int) *dpLoop {

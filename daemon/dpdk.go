@@ -22,7 +22,8 @@ func (d *Daemon) startDPDK(ctx context.Context, runCtx context.Context) error {
 	for i, c := range d.cfg.Dataplane.DPDK {
 		// A restarted daemon finds the application an earlier run launched.
 		opts := []dpdk.Option{dpdk.WithLogger(d.log.With("dpdk", c.Name)),
-			dpdk.WithPIDFile(filepath.Join(d.cfg.StateDir, "dpdk", c.Name+".pid"))}
+			dpdk.WithPIDFile(filepath.Join(d.cfg.StateDir, "dpdk", c.Name+".pid")),
+			dpdk.WithYieldGroup(d.cfg.VCPU.CgroupName + "-" + c.Name)}
 		if exe != "" && !d.inProcessLoops {
 			opts = append(opts, dpdk.WithGuard(exe, "dpdk", "guard"))
 		}

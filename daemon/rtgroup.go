@@ -1,11 +1,12 @@
 package daemon
 
 import (
-	"bufio"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 )
 
 // escapeRTGroup moves the daemon into the root of the v1 cpu hierarchy when
@@ -13,11 +14,22 @@ import (
 // cgroup with cpu.rt_runtime_us 0, e.g. a systemd service's). The cpuset
 // writer and the DP hosts it starts need SCHED_FIFO; they inherit the move.
 func (d *Daemon) escapeRTGroup() {
-	const root = "/sys/fs/cgroup/cpu"
-	if _, err := os.Stat(filepath.Join(root, "cpu.rt_runtime_us")); err != nil {
-		return // no v1 cpu hierarchy or no RT group scheduling
+	mounts, err := linuxsched.ReadCgroupMounts()
+	if err != nil {
+		return
 	}
-	own := ownCgroup("cpu")
+	root := mounts.V1Path("cpu")
+	if root == "" {
+		return // no v1 cpu hierarchy
+	}
+	if _, err := os.Stat(filepath.Join(root, "cpu.rt_runtime_us")); err != nil {
+		return // no RT group scheduling
+	}
+	cg, err := linuxsched.TaskCgroups(0, os.Getpid())
+	if err != nil {
+		return
+	}
+	own := cg.V1("cpu")
 	if own == "" || own == "/" {
 		return
 	}
@@ -33,28 +45,6 @@ func (d *Daemon) escapeRTGroup() {
 		return
 	}
 	d.log.Info("moved to the root cpu cgroup: RT group scheduling gave no RT runtime in the service's", "was", own)
-}
-
-// ownCgroup is this process's path in the v1 hierarchy with controller ctrl.
-func ownCgroup(ctrl string) string {
-	f, err := os.Open("/proc/self/cgroup")
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		parts := strings.SplitN(sc.Text(), ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		for _, c := range strings.Split(parts[1], ",") {
-			if c == ctrl {
-				return parts[2]
-			}
-		}
-	}
-	return ""
 }
 
 // warnRTThrottling tells operators when the kernel's RT throttling will

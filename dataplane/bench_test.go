@@ -12,12 +12,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/taichi-sched/taichi/dataplane"
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"github.com/taichi-sched/taichi/testbed"
 	"github.com/taichi-sched/taichi/trafficgen"
 	"golang.org/x/sys/unix"
@@ -124,15 +126,15 @@ func foreignRT() []string {
 		if _, err := fmt.Sscanf(filepath.Base(task), "%d", &tid); err != nil {
 			continue
 		}
-		ts, err := dataplane.ReadThreadSched(tid)
-		if err != nil || (ts.Policy != unix.SCHED_FIFO && ts.Policy != unix.SCHED_RR) || !ts.Allowed.IsSet(dpCPU) || ts.Allowed.Count() > 1 {
+		ts, err := linuxsched.ReadThread(0, tid)
+		if err != nil || (ts.Class.Policy != unix.SCHED_FIFO && ts.Class.Policy != unix.SCHED_RR) || !slices.Equal(ts.Affinity, []int{dpCPU}) {
 			continue
 		}
 		comm, _ := os.ReadFile(task + "/comm")
 		if kernelThread(string(comm)) {
 			continue
 		}
-		out = append(out, fmt.Sprintf("%s(tid %d, prio %d)", strings.TrimSpace(string(comm)), tid, ts.Priority))
+		out = append(out, fmt.Sprintf("%s(tid %d, prio %d)", strings.TrimSpace(string(comm)), tid, ts.Class.Priority))
 	}
 	return out
 }

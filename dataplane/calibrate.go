@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"golang.org/x/sys/unix"
 )
 
@@ -40,11 +41,11 @@ func MeasureWakeCost(cpu, prio, n int, period time.Duration) (WakeCost, error) {
 	go func() {
 		defer close(done)
 		runtime.LockOSThread() // the thread exits with the goroutine: its class changed
-		if err := PinThread(0, cpu); err != nil {
+		if err := linuxsched.Pin(0, cpu); err != nil {
 			ready <- err
 			return
 		}
-		if err := SetFIFO(0, prio); err != nil {
+		if err := linuxsched.Set(0, linuxsched.FIFO(prio)); err != nil {
 			ready <- err
 			return
 		}

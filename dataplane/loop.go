@@ -36,6 +36,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"github.com/taichi-sched/taichi/internal/netns"
 	"github.com/taichi-sched/taichi/internal/safename"
 	"github.com/taichi-sched/taichi/scheduler"
@@ -84,7 +85,7 @@ type LoopConfig struct {
 	// StartNormal starts the worker SCHED_OTHER instead of SCHED_FIFO: a
 	// scheduler that lends the core raises it to SCHED_FIFO (Priority) only
 	// while CP may run there, so a core that is not lent busy-polls
-	// without RT throttling (SetFIFO, SetNormal on the loop's TID).
+	// without RT throttling (linuxsched.Set on the loop's TID).
 	StartNormal bool
 }
 
@@ -294,16 +295,16 @@ func (l *Loop) setup() error {
 		return err
 	}
 	l.rx, l.tx = rx, tx
-	if err := PinThread(0, l.cfg.CPU); err != nil {
+	if err := linuxsched.Pin(0, l.cfg.CPU); err != nil {
 		return l.abortSetup(err)
 	}
 	switch {
 	case l.cfg.Priority > 0 && l.cfg.StartNormal:
-		if err := SetNormal(0); err != nil {
+		if err := linuxsched.Set(0, linuxsched.Other(NormalNice)); err != nil {
 			return l.abortSetup(err)
 		}
 	case l.cfg.Priority > 0:
-		if err := SetFIFO(0, l.cfg.Priority); err != nil {
+		if err := linuxsched.Set(0, linuxsched.FIFO(l.cfg.Priority)); err != nil {
 			return l.abortSetup(err)
 		}
 	}

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/taichi-sched/taichi/dataplane"
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"github.com/taichi-sched/taichi/internal/testenv"
 	"github.com/taichi-sched/taichi/scheduler"
 	"github.com/taichi-sched/taichi/testbed"
@@ -114,18 +116,18 @@ func TestWorkerPinnedFIFO(t *testing.T) {
 	if _, ok := l.WaitStats(2*time.Second, func(s dataplane.Stats) bool { return s.Heartbeat > before+1000 }); !ok {
 		t.Fatal("heartbeat does not advance")
 	}
-	ts, err := dataplane.ReadThreadSched(l.TID())
+	ts, err := linuxsched.ReadThread(0, l.TID())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if ts.LastCPU != dpCPU {
 		t.Errorf("worker last ran on CPU %d, want %d", ts.LastCPU, dpCPU)
 	}
-	if ts.Policy != unix.SCHED_FIFO || ts.Priority != 42 {
-		t.Errorf("policy %d priority %d, want SCHED_FIFO 42", ts.Policy, ts.Priority)
+	if ts.Class != linuxsched.FIFO(42) {
+		t.Errorf("class %s, want SCHED_FIFO/42", ts.Class)
 	}
-	if ts.Allowed.Count() != 1 || !ts.Allowed.IsSet(dpCPU) {
-		t.Errorf("affinity %v, want only CPU %d", ts.Allowed, dpCPU)
+	if !slices.Equal(ts.Affinity, []int{dpCPU}) {
+		t.Errorf("affinity %v, want only CPU %d", ts.Affinity, dpCPU)
 	}
 	if l.TID() == unix.Gettid() {
 		t.Error("loop runs on the caller's thread")

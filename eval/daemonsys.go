@@ -3,7 +3,6 @@ package eval
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -11,8 +10,7 @@ import (
 
 	"github.com/taichi-sched/taichi/config"
 	"github.com/taichi-sched/taichi/daemon"
-	"github.com/taichi-sched/taichi/dataplane"
-	"github.com/taichi-sched/taichi/dataplane/dpdk"
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"github.com/taichi-sched/taichi/scheduler"
 	"github.com/taichi-sched/taichi/testbed"
 	"github.com/taichi-sched/taichi/topology"
@@ -81,15 +79,14 @@ func threadClass(tid int) string {
 	if tid <= 0 {
 		return ""
 	}
-	ts, err := dataplane.ReadThreadSched(tid)
+	c, err := linuxsched.Get(tid)
 	if err != nil {
 		return ""
 	}
-	name := dpdk.PolicyName(ts.Policy)
-	if ts.Policy == unix.SCHED_FIFO || ts.Policy == unix.SCHED_RR {
-		name += "/" + strconv.Itoa(int(ts.Priority))
+	if c.Policy == unix.SCHED_FIFO || c.Policy == unix.SCHED_RR {
+		return c.String()
 	}
-	return name
+	return linuxsched.PolicyName(c.Policy)
 }
 
 // DPCores are the daemon's DP cores.

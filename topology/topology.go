@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/procfs/sysfs"
 
 	"github.com/taichi-sched/taichi/internal/cpuset"
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 )
 
 // DefaultSysfs is where sysfs is mounted.
@@ -30,9 +31,9 @@ type Topology struct {
 // Read reads the topology under the sysfs mount root (normally "/sys").
 func Read(root string) (*Topology, error) {
 	cpuDir := filepath.Join(root, "devices/system/cpu")
-	online, err := readList(filepath.Join(cpuDir, "online"))
+	online, err := linuxsched.OnlineCPUsUnder(root)
 	if err != nil {
-		return nil, fmt.Errorf("topology: online CPUs: %w", err)
+		return nil, fmt.Errorf("topology: %w", err)
 	}
 	t := &Topology{Online: online, Siblings: map[int][]int{}, Node: map[int]int{}}
 	if iso, err := readList(filepath.Join(cpuDir, "isolated")); err == nil {

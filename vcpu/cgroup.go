@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/taichi-sched/taichi/internal/cpuset"
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"github.com/taichi-sched/taichi/internal/safename"
 )
 
@@ -47,7 +48,7 @@ func NewCgroup(opts Options) (Pool, error) {
 
 func newCgroupPool(opts Options) (*cgroupPool, error) {
 	opts = withDefaults(opts)
-	online, err := readCPUList("/sys/devices/system/cpu/online")
+	online, err := linuxsched.OnlineCPUs()
 	if err != nil {
 		return nil, err
 	}

@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"github.com/taichi-sched/taichi/internal/testenv"
 )
 
@@ -447,7 +448,7 @@ func TestAdoptRefusals(t *testing.T) {
 }
 
 func allOnline(t *testing.T) []int {
-	online, err := readCPUList("/sys/devices/system/cpu/online")
+	online, err := linuxsched.OnlineCPUs()
 	if err != nil {
 		t.Fatal(err)
 	}

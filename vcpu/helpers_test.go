@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/procfs"
 
 	"github.com/taichi-sched/taichi/internal/cpuset"
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"github.com/taichi-sched/taichi/internal/testenv"
 )
 
@@ -38,7 +39,7 @@ func uniqueName(t testing.TB) string {
 func requireCgroups(t testing.TB) Mounts {
 	t.Helper()
 	testenv.NeedRoot(t, "cgroups and a SCHED_FIFO writer")
-	online, err := readCPUList("/sys/devices/system/cpu/online")
+	online, err := linuxsched.OnlineCPUs()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/prometheus/procfs"
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 )
 
 // Mounts says where the cgroup hierarchies are mounted. Empty fields mean
@@ -22,31 +22,11 @@ type Mounts struct {
 
 // DetectMounts reads /proc/self/mountinfo.
 func DetectMounts() (Mounts, error) {
-	infos, err := procfs.GetMounts()
+	cm, err := linuxsched.ReadCgroupMounts()
 	if err != nil {
-		return Mounts{}, fmt.Errorf("vcpu: read mountinfo: %w", err)
+		return Mounts{}, fmt.Errorf("vcpu: %w", err)
 	}
-	var m Mounts
-	for _, mi := range infos {
-		switch mi.FSType {
-		case "cgroup2":
-			if m.Unified == "" {
-				m.Unified = mi.MountPoint
-			}
-		case "cgroup":
-			// v1 lists its controllers among the superblock options.
-			if _, ok := mi.SuperOptions["cpuset"]; ok && m.CPUSet == "" {
-				m.CPUSet = mi.MountPoint
-			}
-			if _, ok := mi.SuperOptions["cpu"]; ok && m.CPU == "" {
-				m.CPU = mi.MountPoint
-			}
-			if _, ok := mi.SuperOptions["cpuacct"]; ok && m.CPUAcct == "" {
-				m.CPUAcct = mi.MountPoint
-			}
-		}
-	}
-	return m, nil
+	return Mounts{Unified: cm.Unified, CPUSet: cm.V1Path("cpuset"), CPU: cm.V1Path("cpu"), CPUAcct: cm.V1Path("cpuacct")}, nil
 }
 
 // unifiedControllers lists the controllers a cgroup2 mount can enable.

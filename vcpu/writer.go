@@ -5,9 +5,8 @@ import (
 	"runtime"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/taichi-sched/taichi/internal/cpuset"
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 )
 
 // cpusetWriter owns the one OS thread that writes the pool's cpuset. The
@@ -57,21 +56,14 @@ func startWriter(cpus []int, priority int) (*cpusetWriter, error) {
 }
 
 func setupWriterThread(cpus []int, priority int) error {
-	var set unix.CPUSet
-	for _, c := range cpus {
-		set.Set(c)
-	}
-	if err := unix.SchedSetaffinity(0, &set); err != nil {
+	if err := linuxsched.Pin(0, cpus...); err != nil {
 		return fmt.Errorf("vcpu: pin cpuset writer thread to CPUs %s: %w", cpuset.Format(cpus), err)
 	}
 	if priority <= 0 {
 		return nil
 	}
-	attr := unix.SchedAttr{Policy: unix.SCHED_FIFO, Priority: uint32(priority)}
-	if err := unix.SchedSetAttr(0, &attr, 0); err != nil {
-		return fmt.Errorf("vcpu: make cpuset writer thread SCHED_FIFO priority %d: %w "+
-			"(needs CAP_SYS_NICE, and with CONFIG_RT_GROUP_SCHED the daemon must be in a cpu cgroup with rt runtime, e.g. the root one)",
-			priority, err)
+	if err := linuxsched.Set(0, linuxsched.FIFO(priority)); err != nil {
+		return fmt.Errorf("vcpu: cpuset writer thread: %w", err)
 	}
 	return nil
 }

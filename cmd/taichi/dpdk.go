@@ -65,9 +65,10 @@ func init() {
 	pin := &cobra.Command{
 		Use:   "pin --pid PID --cpus 1[,2] --priority N",
 		Short: "Pin the lcore threads to DP cores with SCHED_FIFO (optionally keep reconciling and lending)",
-		Long: "Pins once and prints the status; with --hold keeps re-applying the pinning (and with\n" +
-			"--idle-demote lends idle lcores' cores) until the duration ends or SIGINT/SIGTERM,\n" +
-			"then reclaims every lent core. The application keeps running, pinned.",
+		Long: "Pins once (each lcore SCHED_FIFO in its DP core's cpu cgroup) and prints the status; the\n" +
+			"application keeps running, pinned. With --hold it keeps re-applying the pinning (and with\n" +
+			"--idle-demote lends idle lcores' cores) until the duration ends or SIGINT/SIGTERM, then\n" +
+			"reclaims every lent core and releases the lcores (original cgroup, SCHED_OTHER).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Name = fmt.Sprintf("pid%d", cfg.PID)
@@ -96,8 +97,10 @@ func init() {
 				cancel()
 			}
 			st := m.Status()
-			if err := m.Stop(); err != nil && runErr == nil {
-				runErr = err
+			if hold > 0 || cfg.IdleDemote {
+				if err := m.Stop(); err != nil && runErr == nil {
+					runErr = err
+				}
 			}
 			enc := json.NewEncoder(cmd.OutOrStdout())
 			enc.SetIndent("", "  ")
@@ -113,7 +116,7 @@ func init() {
 	f.IntVar(&cfg.Priority, "priority", 0, "SCHED_FIFO priority 1..99")
 	f.StringVar(&cfg.ThreadPattern, "pattern", "", "regular expression on thread names (default "+dpdk.DefaultThreadPattern+")")
 	f.DurationVar(&hold, "hold", 0, "keep reconciling for this long (0: pin once and exit)")
-	f.BoolVar(&cfg.IdleDemote, "idle-demote", false, "with --hold, lend the lcores' cores while their interfaces receive nothing (SCHED_IDLE)")
+	f.BoolVar(&cfg.IdleDemote, "idle-demote", false, "with --hold, lend the lcores' cores while their interfaces receive nothing")
 	f.StringSliceVar(&cfg.IdleIfaces, "idle-ifaces", nil, "interfaces (in the app's netns) whose rx counters show the lcores' work (default: the --vdev iface= arguments)")
 	f.DurationVar(&cfg.IdleInterval, "idle-interval", 0, "rx counter polling period (default 1ms)")
 	f.IntVar(&cfg.IdleAfter, "idle-after", 0, "idle polls before lending (default 50)")

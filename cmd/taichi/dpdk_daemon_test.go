@@ -47,7 +47,8 @@ dataplane:
 }
 
 // waitDPDKPinned waits until status shows the app's worker lcore pinned to
-// the DP core with SCHED_FIFO, and returns the app's status.
+// the DP core in the class of its state (static: SCHED_OTHER, lending
+// allowed: SCHED_FIFO), and returns the app's status.
 func waitDPDKPinned(t *testing.T, e *daemonEnv) dpdk.Status {
 	t.Helper()
 	var app dpdk.Status
@@ -58,7 +59,8 @@ func waitDPDKPinned(t *testing.T, e *daemonEnv) dpdk.Status {
 		}
 		app = st.DPDK[0]
 		for _, th := range app.Threads {
-			if th.CPU == e.dp[0] && th.Pinned && th.Policy == "SCHED_FIFO" {
+			class := map[string]string{"static": "SCHED_OTHER", "ready": "SCHED_FIFO", "lent": "SCHED_OTHER"}[th.State]
+			if th.CPU == e.dp[0] && th.Pinned && th.Policy == class && app.Yield != "" {
 				return true
 			}
 		}

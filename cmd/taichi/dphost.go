@@ -11,6 +11,7 @@ import (
 
 	"github.com/taichi-sched/taichi/dataplane"
 	"github.com/taichi-sched/taichi/dataplane/host"
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 )
 
 // `taichi dp-host` is the process `taichi run` starts for each configured DP
@@ -32,7 +33,7 @@ func init() {
 			// The host runs in a session (autogroup) of its own; with
 			// autogroups a thread's nice counts only inside its group, so the
 			// group itself gets the DP loop's weight (dataplane.NormalNice).
-			if err := dataplane.SetAutogroupNice(dataplane.NormalNice); err != nil {
+			if err := linuxsched.SetAutogroupNice(dataplane.NormalNice); err != nil {
 				fmt.Fprintln(os.Stderr, "taichi dp-host: autogroup nice:", err)
 			}
 			h, err := host.Start(ctx, spec)

@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/taichi-sched/taichi/daemon"
-	"github.com/taichi-sched/taichi/dataplane"
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"github.com/taichi-sched/taichi/trafficgen"
 )
 
@@ -93,12 +93,12 @@ scheduler: {slo: 300us, guard_backoff: 3s, blockers: {enabled: false}}
 			if core.InPool {
 				t.Fatalf("benched core %d is still in the CP cpuset", dp)
 			}
-			ts, err := dataplane.ReadThreadSched(st.Loops[0].TID)
+			c, err := linuxsched.Get(st.Loops[0].TID)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if ts.Policy != unix.SCHED_NORMAL {
-				t.Fatalf("benched core's loop is policy %d, want SCHED_OTHER (a SCHED_FIFO spinner is RT-throttled)", ts.Policy)
+			if c.Policy != unix.SCHED_NORMAL {
+				t.Fatalf("benched core's loop is %s, want SCHED_OTHER (a SCHED_FIFO spinner is RT-throttled)", c)
 			}
 			t.Logf("guard tripped %d time(s): slo %v; window p99 %v", core.GuardTrips, st.SLO.Value, st.Scheduler.Cores[0].SLOWindowP99)
 			return

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/taichi-sched/taichi/daemon"
-	"github.com/taichi-sched/taichi/dataplane"
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"golang.org/x/sys/unix"
 )
 
@@ -37,11 +37,11 @@ func TestLoopIsRealtimeOnlyWhileLent(t *testing.T) {
 		return tid > 0
 	})
 	policyOf := func() uint32 {
-		ts, err := dataplane.ReadThreadSched(tid)
+		c, err := linuxsched.Get(tid)
 		if err != nil {
 			t.Fatalf("loop thread %d: %v", tid, err)
 		}
-		return ts.Policy
+		return c.Policy
 	}
 	inPool := func() bool {
 		for _, c := range e.status(t).Cores {
@@ -60,7 +60,7 @@ func TestLoopIsRealtimeOnlyWhileLent(t *testing.T) {
 		waitFor(t, fmt.Sprintf("%s: core %d in pool %v, loop class %d", policy, dp, wantPool, wantClass), func() bool {
 			return inPool() == wantPool && policyOf() == wantClass
 		})
-		if ts, _ := dataplane.ReadThreadSched(tid); ts.LastCPU != dp {
+		if ts, _ := linuxsched.ReadThread(0, tid); ts.LastCPU != dp {
 			t.Errorf("%s: loop thread ran on CPU %d, want %d", policy, ts.LastCPU, dp)
 		}
 	}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 )
 
 // BenchmarkTestpmdLending measures, side by side on one dpdk-testpmd run,
@@ -232,7 +234,7 @@ func pinProcess(t testing.TB, cpu int) func() {
 	}
 	set([]int{cpu})
 	return func() {
-		online, err := onlineCPUs()
+		online, err := linuxsched.OnlineCPUs()
 		if err == nil {
 			set(online)
 		}
@@ -255,7 +257,7 @@ func startHog(t testing.TB, cpu int) *hog {
 	go func() {
 		runtime.LockOSThread() // never unlocked: the pinned thread exits with the goroutine
 		defer close(h.done)
-		ready <- pin(unix.Gettid(), cpu)
+		ready <- linuxsched.Pin(0, cpu)
 		last := monoNow()
 		for !h.quit.Load() {
 			now := monoNow()

@@ -1,16 +1,28 @@
 // Package dpdk runs unmodified DPDK applications as taichi data-plane work:
 // it launches a DPDK command line or adopts a running process, finds its
 // lcore threads under /proc/PID/task by name, pins each to its configured DP
-// core with SCHED_FIFO (outside the CP cgroup), verifies and re-applies that
-// pinning, and lends the core of a busy-polling lcore to CP without touching
-// the application: while the lcore's queues are idle its thread is demoted to
-// SCHED_IDLE, and one sched_setattr back to SCHED_FIFO reclaims the core.
+// core (outside the CP cpuset), verifies and re-applies that placement, and
+// lends the core of a busy-polling lcore to CP without touching the
+// application.
 //
-// Crash behaviour: the application never depends on taichi. If the daemon
-// dies while an lcore is lent, the lcore stays SCHED_IDLE on its core (it
-// still polls, at idle weight) until a Manager starts again: its first
-// Reconcile makes every lcore SCHED_FIFO (`taichi run` on restart, or
-// `taichi dpdk pin` by hand).
+// Each lcore lives for good in its DP core's root-level cpu cgroup
+// (internal/coreyield), and its class follows the core's state: lending not
+// allowed, SCHED_OTHER nice -20 in a heavy group (no stray task takes the
+// core, no RT throttling); allowed and not lent, SCHED_FIFO; lent, SCHED_OTHER
+// in the group made idle (cpu.idle=1), so CP from any session gets the core
+// (SCHED_IDLE alone leaves a poller about half of it under autogroups). One
+// sched_setattr back to SCHED_FIFO reclaims the core. Without a v1 cpu
+// hierarchy lending falls back to SCHED_IDLE and Status.YieldDegraded says
+// why.
+//
+// Crash behaviour: the application never depends on taichi. With a guard
+// (WithGuard, `taichi run` sets one) a daemon that dies while an lcore is
+// lent is noticed at once: the guard clears the group's idleness and makes
+// the lcore SCHED_FIFO again, so it never stays starved. Without one the
+// lcore keeps polling in its idle group until a Manager starts again and
+// its first Reconcile re-applies every lcore's state. Stop and Release put
+// the lcores back where they would be without taichi (their original cpu
+// cgroup, SCHED_OTHER, still on their CPUs) and remove the groups.
 package dpdk
 
 import (

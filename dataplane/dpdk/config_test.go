@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 )
 
 func validConfig() Config {
@@ -117,22 +119,12 @@ func TestFilePrefix(t *testing.T) {
 	}
 }
 
-func TestParseCPUList(t *testing.T) {
-	got, err := parseCPUList("0-2,5\n")
-	if err != nil || !slices.Equal(got, []int{0, 1, 2, 5}) {
-		t.Fatalf("got %v %v", got, err)
-	}
-	if _, err := parseCPUList("x"); err == nil {
-		t.Fatal("no error for garbage")
-	}
-}
-
 func TestLcoreOrder(t *testing.T) {
-	ts := []threadInfo{{TID: 9, Name: "rte-worker-10"}, {TID: 7, Name: "rte-worker-2"}, {TID: 8, Name: "rte-worker-3"}}
+	ts := []linuxsched.Thread{{TID: 9, Comm: "rte-worker-10"}, {TID: 7, Comm: "rte-worker-2"}, {TID: 8, Comm: "rte-worker-3"}}
 	lcoreOrder(ts)
 	var names []string
 	for _, ti := range ts {
-		names = append(names, ti.Name)
+		names = append(names, ti.Comm)
 	}
 	if !slices.Equal(names, []string{"rte-worker-2", "rte-worker-3", "rte-worker-10"}) {
 		t.Fatalf("order %v", names)

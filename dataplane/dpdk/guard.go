@@ -7,28 +7,44 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/taichi-sched/taichi/internal/coreyield"
 )
 
 // A guard is a small separate process that reclaims lent lcores if the
 // daemon dies: the daemon tells it, through a pipe, which threads it is
 // about to lend and which it reclaimed; when the pipe's write end closes
 // without a clean "done" (the kernel closes it when the daemon dies, even
-// on SIGKILL), the guard makes every thread still lent SCHED_FIFO again.
+// on SIGKILL), the guard gives every thread still lent its core back: the
+// core's cpu group loses its idleness and the thread is SCHED_FIFO again.
 // That bounds a crash's damage to the guard's wake-up, not the daemon's
 // restart.
 
-// RunGuard reads lend records from r ("lend TID PRIO", "reclaim TID",
-// "done") until EOF, then reclaims what is still lent unless "done" came
-// last. It is the body of `taichi dpdk guard`.
+// lendRecord is the guard's record of a lent thread; group is the DP core's
+// cpu cgroup directory ("" without one) and comes last, whole.
+func lendRecord(tid, prio int, group string) string {
+	if group == "" {
+		return fmt.Sprintf("lend %d %d", tid, prio)
+	}
+	return fmt.Sprintf("lend %d %d %s", tid, prio, group)
+}
+
+type lentThread struct {
+	prio  int
+	group string
+}
+
+// RunGuard reads lend records from r ("lend TID PRIO [GROUP]", "reclaim
+// TID", "done") until EOF, then reclaims what is still lent unless "done"
+// came last. It is the body of `taichi dpdk guard`.
 func RunGuard(r io.Reader) error {
-	lent := map[int]int{} // tid -> priority
+	lent := map[int]lentThread{}
 	clean := false
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
@@ -38,13 +54,20 @@ func RunGuard(r io.Reader) error {
 		}
 		clean = false
 		switch {
-		case f[0] == "lend" && len(f) == 3:
+		case f[0] == "lend" && len(f) >= 3:
 			tid, err1 := strconv.Atoi(f[1])
 			prio, err2 := strconv.Atoi(f[2])
 			if err1 != nil || err2 != nil || tid <= 0 || prio < 1 || prio > 99 {
 				return fmt.Errorf("guard: bad record %q", sc.Text())
 			}
-			lent[tid] = prio
+			group := ""
+			if len(f) > 3 {
+				group = strings.SplitN(strings.TrimSpace(sc.Text()), " ", 4)[3]
+				if !filepath.IsAbs(group) {
+					return fmt.Errorf("guard: bad record %q: group is not an absolute path", sc.Text())
+				}
+			}
+			lent[tid] = lentThread{prio: prio, group: group}
 		case f[0] == "reclaim" && len(f) == 2:
 			tid, err := strconv.Atoi(f[1])
 			if err != nil {
@@ -61,8 +84,8 @@ func RunGuard(r io.Reader) error {
 		return nil
 	}
 	var errs []error
-	for tid, prio := range lent {
-		if err := setFIFO(tid, prio); err != nil && !errors.Is(err, unix.ESRCH) {
+	for tid, l := range lent {
+		if err := coreyield.Restore(l.group, tid, l.prio); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,6 +14,10 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/taichi-sched/taichi/internal/coreyield"
+	"github.com/taichi-sched/taichi/internal/cpushare"
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 )
 
 // guardChildEnv makes the test binary act as the guard process, the way
@@ -24,6 +29,7 @@ const guardChildEnv = "TAICHI_DPDK_TEST_GUARD"
 const daemonChildEnv = "TAICHI_DPDK_TEST_DAEMON"
 
 func TestMain(m *testing.M) {
+	cpushare.RunHogIfRequested() // the CP hog of the yield tests
 	if pid := os.Getenv(daemonChildEnv); pid != "" {
 		os.Exit(runDaemonChild(pid))
 	}
@@ -40,28 +46,49 @@ func TestMain(m *testing.M) {
 func TestRunGuardReclaimsOnEOF(t *testing.T) {
 	needRoot(t)
 	tid := namedThread(t, fmt.Sprintf("g%d-worker-1", os.Getpid()%10000))
-	if err := setIdle(tid); err != nil {
+	y, err := coreyield.Setup(fmt.Sprintf("tguard%d", os.Getpid()), []int{1})
+	if err != nil {
 		t.Fatal(err)
 	}
-	// Lent then the pipe ends without "done": the guard reclaims.
-	if err := RunGuard(strings.NewReader(fmt.Sprintf("lend %d 6\nlend 999999 6\nreclaim 999999\n", tid))); err != nil {
+	t.Cleanup(func() { _ = y.Release(tid); _ = y.Remove() })
+	if _, err := y.Place(tid, 1); err != nil {
+		t.Fatal(err)
+	}
+	group := ""
+	if g, ok := y.Group(1); ok {
+		group = g.Dir
+	}
+	lent := func() {
+		t.Helper()
+		if err := y.Lend(tid, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lent()
+	// Lent then the pipe ends without "done": the guard reclaims, group too.
+	if err := RunGuard(strings.NewReader(fmt.Sprintf("%s\nlend 999999 6\nreclaim 999999\n", lendRecord(tid, 6, group)))); err != nil {
 		t.Fatal(err)
 	}
 	if _, pol, prio := kernelState(t, tid); pol != unix.SCHED_FIFO || prio != 6 {
 		t.Fatalf("after EOF: %s/%d", PolicyName(pol), prio)
 	}
+	if g, ok := y.Group(1); ok {
+		if idle, err := g.IsLent(); err != nil || idle {
+			t.Fatalf("guard left the group idle (%v)", err)
+		}
+	}
 	// A clean "done" leaves threads alone.
-	if err := setIdle(tid); err != nil {
+	lent()
+	if err := RunGuard(strings.NewReader(lendRecord(tid, 6, group) + "\ndone\n")); err != nil {
 		t.Fatal(err)
 	}
-	if err := RunGuard(strings.NewReader(fmt.Sprintf("lend %d 6\ndone\n", tid))); err != nil {
-		t.Fatal(err)
+	if c, _ := linuxsched.Get(tid); c != y.Mechanism().Class(coreyield.Lent, 6) {
+		t.Fatalf("after done: %s", c)
 	}
-	if _, pol, _ := kernelState(t, tid); pol != unix.SCHED_IDLE {
-		t.Fatalf("after done: %s", PolicyName(pol))
-	}
-	if err := RunGuard(strings.NewReader("lend x 6\n")); err == nil || !strings.Contains(err.Error(), "bad record") {
-		t.Fatalf("bad record: %v", err)
+	for _, bad := range []string{"lend x 6", "lend 5 6 relative/dir", "lend 5 0"} {
+		if err := RunGuard(strings.NewReader(bad + "\n")); err == nil || !strings.Contains(err.Error(), "bad record") {
+			t.Fatalf("%q: %v", bad, err)
+		}
 	}
 }
 
@@ -81,14 +108,12 @@ func TestGuardReclaimsWhenDaemonVanishes(t *testing.T) {
 	if err := m.Demote(tid); err != nil {
 		t.Fatal(err)
 	}
-	if _, pol, _ := kernelState(t, tid); pol != unix.SCHED_IDLE {
-		t.Fatalf("not lent: %s", PolicyName(pol))
-	}
+	assertState(t, m, tid, 1, coreyield.Lent)
 	// What the kernel does when the daemon dies: its pipe end closes.
 	m.guard.abandon()
 	waitFor(t, "the guard to reclaim the lent lcore", func() bool {
-		_, pol, prio := kernelState(t, tid)
-		return pol == unix.SCHED_FIFO && prio == 9
+		ok, _ := inState(m, tid, 1, coreyield.Ready)
+		return ok
 	})
 	<-m.guard.done
 
@@ -96,9 +121,9 @@ func TestGuardReclaimsWhenDaemonVanishes(t *testing.T) {
 	if err := m.Demote(tid); err == nil || !strings.Contains(err.Error(), "guard unreachable") {
 		t.Fatalf("lent without a guard: %v", err)
 	}
-	if _, pol, _ := kernelState(t, tid); pol != unix.SCHED_FIFO {
-		t.Fatalf("policy changed after a refused lend: %s", PolicyName(pol))
-	}
+	assertState(t, m, tid, 1, coreyield.Ready)
+	_ = m.Stop() // reports the dead guard; still releases
+	assertReleased(t, m, tid, "/")
 }
 
 func TestGuardCleanStop(t *testing.T) {
@@ -128,9 +153,7 @@ func TestGuardCleanStop(t *testing.T) {
 	if m.guard.cmd.ProcessState == nil || !m.guard.cmd.ProcessState.Success() {
 		t.Fatalf("guard exit: %v", m.guard.cmd.ProcessState)
 	}
-	if _, pol, _ := kernelState(t, tid); pol != unix.SCHED_FIFO {
-		t.Fatalf("Stop left the lcore lent: %s", PolicyName(pol))
-	}
+	assertReleased(t, m, tid, "/")
 }
 
 func runDaemonChild(pidStr string) int {
@@ -188,8 +211,18 @@ func TestGuardSurvivesSIGKILLedDaemon(t *testing.T) {
 	if err != nil || line != "lent\n" {
 		t.Fatalf("daemon child: %q %v", line, err)
 	}
-	if _, pol, _ := kernelState(t, pid); pol != unix.SCHED_IDLE {
-		t.Fatalf("lcore not lent: %s", PolicyName(pol))
+	// The child's groups are named after its Manager: "taichi-child".
+	group := filepath.Join(cgroupMounts().V1Path("cpu"), coreyield.GroupName("taichi-child", 1))
+	t.Cleanup(func() {
+		_ = lcore.Process.Kill()
+		_ = lcore.Wait()
+		_ = os.Remove(group)
+	})
+	if c, _ := linuxsched.Get(pid); c.Policy == unix.SCHED_FIFO {
+		t.Fatalf("lcore not lent: %s", c)
+	}
+	if idle, err := coreyield.OpenGroup(group).IsLent(); err == nil && !idle {
+		t.Fatal("lcore's group not idle while lent")
 	}
 	if err := daemon.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -199,4 +232,7 @@ func TestGuardSurvivesSIGKILLedDaemon(t *testing.T) {
 		aff, pol, prio := kernelState(t, pid)
 		return pol == unix.SCHED_FIFO && prio == 8 && slices.Equal(aff, []int{1})
 	})
+	if idle, err := coreyield.OpenGroup(group).IsLent(); err == nil && idle {
+		t.Fatal("guard left the lcore's group idle")
+	}
 }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 )
 
 // Lender is what an IdleWatcher acts on: the lcore threads of one
@@ -144,7 +146,7 @@ type IdleStats struct {
 
 // IdleWatcher lends a busy-polling application's cores while its queues are
 // idle: after IdleAfter intervals without a counter change it demotes every
-// lcore (SCHED_IDLE); on the first change it promotes them (SCHED_FIFO).
+// lcore (lends its core); on the first change it promotes them (SCHED_FIFO).
 // A demoted lcore still polls at idle weight, so CP gets most of the core
 // and the lcore still notices packets itself, only late. Any doubt (a
 // counter error, shutdown) reclaims the cores.
@@ -238,7 +240,7 @@ func (w *IdleWatcher) Run(ctx context.Context) error {
 		// instead of returning to the Go runtime's pool.
 		runtime.LockOSThread()
 		if w.opts.Priority > 0 {
-			if err := setFIFO(unix.Gettid(), w.opts.Priority); err != nil {
+			if err := linuxsched.Set(0, linuxsched.FIFO(w.opts.Priority)); err != nil {
 				w.opts.Logger.Warn("idle watcher stays SCHED_OTHER", "err", err)
 			}
 		}

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,7 +18,10 @@ import (
 	"time"
 
 	"github.com/taichi-sched/taichi/dataplane/ovs"
+	"github.com/taichi-sched/taichi/internal/coreyield"
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"github.com/taichi-sched/taichi/internal/netns"
+	"github.com/taichi-sched/taichi/internal/safename"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,8 +40,11 @@ type ThreadStatus struct {
 	LastCPU  int    `json:"last_cpu"` // where it last ran (/proc stat)
 	Policy   string `json:"policy"`   // read back with sched_getattr
 	Priority int    `json:"priority"`
-	Demoted  bool   `json:"demoted"` // lent: SCHED_IDLE on purpose
-	Pinned   bool   `json:"pinned"`  // affinity and policy are what they should be
+	Nice     int    `json:"nice"`
+	State    string `json:"state"`           // static, ready or lent (coreyield.State)
+	Group    string `json:"group,omitempty"` // the DP core's cpu cgroup the thread lives in
+	Demoted  bool   `json:"demoted"`         // lent to CP on purpose
+	Pinned   bool   `json:"pinned"`          // affinity and class are what the state wants
 	Error    string `json:"error,omitempty"`
 }
 
@@ -55,6 +60,10 @@ type Status struct {
 	LastReconcile time.Time      `json:"last_reconcile"`
 	Error         string         `json:"error,omitempty"`
 	Idle          *IdleStats     `json:"idle,omitempty"`
+	// Yield is how a lent lcore gives way (coreyield.Mechanism);
+	// YieldDegraded says why it is not a per-core cpu group.
+	Yield         string `json:"yield"`
+	YieldDegraded string `json:"yield_degraded,omitempty"`
 }
 
 // Option adjusts a Manager.
@@ -75,8 +84,13 @@ func WithOutput(w io.Writer) Option { return func(m *Manager) { m.output = w } }
 // guard cannot be told.
 func WithGuard(argv ...string) Option { return func(m *Manager) { m.guardArgv = argv } }
 
+// WithYieldGroup names the per-DP-core cpu cgroups, prefix-dp<cpu>
+// (default "taichi-<name>"); prefix must be a safe path component.
+func WithYieldGroup(prefix string) Option { return func(m *Manager) { m.yieldPrefix = prefix } }
+
 // Manager keeps one DPDK application's lcore threads pinned to their DP
-// cores with SCHED_FIFO and lends those cores while the lcores are idle.
+// cores, each in its core's cpu cgroup with the class its state wants
+// (see internal/coreyield), and lends those cores while the lcores are idle.
 type Manager struct {
 	cfg    Config
 	re     *regexp.Regexp
@@ -93,7 +107,7 @@ type Manager struct {
 	applied   map[int]bool // tids pinned at least once
 
 	schedMu sync.Mutex   // policy reads/writes and the demoted set
-	demoted map[int]bool // tids lent to CP (SCHED_IDLE on purpose)
+	demoted map[int]bool // tids lent to CP
 
 	// lcores is a read-only copy of assign for the reclaim path, so Promote
 	// never waits for a reconcile scan holding mu.
@@ -110,6 +124,10 @@ type Manager struct {
 	pidFile string
 	// readopted: launched by an earlier Manager, found through pidFile.
 	readopted bool
+
+	yieldPrefix string
+	yield       *coreyield.Set // set up by Start
+	released    bool           // Release ran: threads are left alone
 }
 
 // New validates cfg and returns a Manager that has not touched anything yet.
@@ -130,6 +148,12 @@ func New(cfg Config, opts ...Option) (*Manager, error) {
 	for _, o := range opts {
 		o(m)
 	}
+	if m.yieldPrefix == "" {
+		m.yieldPrefix = "taichi-" + cfg.Name
+	}
+	if err := safename.Check(m.yieldPrefix); err != nil {
+		return nil, fmt.Errorf("dpdk %q: yield group: %w", cfg.Name, err)
+	}
 	m.log = m.log.With("dpdk", cfg.Name)
 	return m, nil
 }
@@ -148,14 +172,32 @@ func (m *Manager) PID() int {
 // threads that exist already. Threads that appear later (EAL creates them
 // during start-up) are picked up by Reconcile, which Run calls periodically.
 func (m *Manager) Start(ctx context.Context) error {
-	online, err := onlineCPUs()
+	online, err := linuxsched.OnlineCPUs()
 	if err != nil {
-		return err
+		return fmt.Errorf("dpdk %q: %w", m.cfg.Name, err)
 	}
 	for i, cpu := range m.cfg.CPUs {
 		if !slices.Contains(online, cpu) {
 			return fmt.Errorf("dpdk %q: cpus[%d]: CPU %d is not online (online: %v)", m.cfg.Name, i, cpu, online)
 		}
+	}
+	if m.yield == nil {
+		y, err := coreyield.Setup(m.yieldPrefix, m.cfg.CPUs)
+		if err != nil {
+			return fmt.Errorf("dpdk %q: %w", m.cfg.Name, err)
+		}
+		if y.Mechanism() == coreyield.SchedIdle {
+			m.log.Warn("lent lcores yield by SCHED_IDLE alone: against CP in another session (autogroup) they keep about half of the core",
+				"why", y.Reason())
+		}
+		if f := y.RTThrottle(); f < 0.9 {
+			m.log.Warn("RT throttling is on and the DP core groups share the root's RT budget: a busy-polling SCHED_FIFO lcore is stopped for the rest of every period; set kernel.sched_rt_runtime_us=-1",
+				"fifo_share", f, "dp_cores", len(m.cfg.CPUs))
+		}
+		m.mu.Lock()
+		m.yield = y
+		m.status.Yield, m.status.YieldDegraded = string(y.Mechanism()), y.Reason()
+		m.mu.Unlock()
 	}
 	if len(m.guardArgv) > 0 && m.guard == nil {
 		g, err := startGuard(m.guardArgv)
@@ -269,6 +311,9 @@ func (m *Manager) Reconcile() error {
 		return err
 	}
 	m.status.Running = true
+	if m.released || m.yield == nil {
+		return nil
+	}
 	threads, err := listThreads(pid, m.re)
 	if err != nil {
 		m.status.Error = err.Error()
@@ -335,77 +380,75 @@ func (m *Manager) Reconcile() error {
 
 // apply brings one thread to its assigned core and policy and reads back
 // the result. Called with m.mu held.
-func (m *Manager) apply(pid int, t threadInfo) (ThreadStatus, error) {
-	ts := ThreadStatus{TID: t.TID, Name: t.Name, CPU: -1}
+func (m *Manager) apply(pid int, t linuxsched.Thread) (ThreadStatus, error) {
+	ts := ThreadStatus{TID: t.TID, Name: t.Comm, CPU: -1}
 	cpu, ok := m.assign[t.TID]
 	if !ok {
-		ts.Affinity, ts.LastCPU, ts.Policy, ts.Priority = t.Affinity, t.LastCPU, PolicyName(t.Policy), int(t.Priority)
-		return ts, fmt.Errorf("lcore %s (tid %d): no DP core left (cpus has %d entries)", t.Name, t.TID, len(m.cfg.CPUs))
+		ts.Affinity, ts.LastCPU, ts.Policy, ts.Priority = t.Affinity, t.LastCPU, PolicyName(t.Class.Policy), t.Class.Priority
+		return ts, fmt.Errorf("lcore %s (tid %d): no DP core left (cpus has %d entries)", t.Comm, t.TID, len(m.cfg.CPUs))
 	}
 	ts.CPU = cpu
 	first := !m.applied[t.TID]
 	changed := false
 	var errs []error
 
-	// Root cgroups first: affinity is bounded by the cpuset, and FIFO needs
-	// RT runtime in the cpu cgroup.
-	moved, err := toRootCgroups(pid, t.TID)
+	// Cgroups first: affinity is bounded by the cpuset, and the class a
+	// state wants needs the thread in its core's cpu group.
+	ctrls := []string{"cpuset"}
+	if m.yield.Mechanism() == coreyield.SchedIdle {
+		ctrls = append(ctrls, "cpu") // FIFO needs RT runtime: the root has it
+	}
+	moved, err := toRootCgroups(pid, t.TID, ctrls...)
 	if err != nil {
 		errs = append(errs, err)
 	}
+	if from, err := m.yield.Place(t.TID, cpu); err != nil {
+		errs = append(errs, err)
+	} else if from != "" {
+		moved = append(moved, "cpu:"+from)
+	}
 	if len(moved) > 0 {
 		changed = true
-		m.log.Warn("moved lcore thread out of a non-root cgroup", "tid", t.TID, "from", moved)
+		if !first {
+			m.log.Warn("lcore thread had left its cgroups; moved back", "tid", t.TID, "from", moved)
+		}
 	}
 	if !slices.Equal(t.Affinity, []int{cpu}) {
 		changed = true
-		if err := pin(t.TID, cpu); err != nil {
+		if err := linuxsched.Pin(t.TID, cpu); err != nil {
 			errs = append(errs, err)
 		}
 	}
 
-	// Policy under schedMu, so a concurrent Promote/Demote is never undone.
+	// Class under schedMu, so a concurrent Promote/Demote is never undone.
 	m.schedMu.Lock()
-	demoted := m.demoted[t.TID]
-	attr, err := unix.SchedGetAttr(t.TID, 0)
-	if err == nil {
-		want := !demoted && (attr.Policy != unix.SCHED_FIFO || int(attr.Priority) != m.cfg.Priority)
-		wantIdle := demoted && attr.Policy != unix.SCHED_IDLE
-		switch {
-		case want:
-			changed = true
-			err = setFIFO(t.TID, m.cfg.Priority)
-		case wantIdle:
-			changed = true
-			err = setIdle(t.TID)
-		}
-	}
-	if err != nil {
+	st := m.stateLocked(t.TID)
+	if drift, err := m.yield.Apply(t.TID, cpu, st, m.cfg.Priority); err != nil {
 		errs = append(errs, err)
+	} else if drift {
+		changed = true
 	}
 	m.schedMu.Unlock()
 
 	// Read back: the status reports what the kernel says, not what we asked.
-	now, rerr := readThread(pid, t.TID)
+	now, rerr := linuxsched.ReadThread(pid, t.TID)
 	if rerr != nil {
 		errs = append(errs, rerr)
 		now = t
 	}
-	ts.Affinity, ts.LastCPU, ts.Policy, ts.Priority, ts.Demoted = now.Affinity, now.LastCPU, PolicyName(now.Policy), int(now.Priority), demoted
-	wantPolicy, wantPrio := uint32(unix.SCHED_FIFO), uint32(m.cfg.Priority)
-	if demoted {
-		wantPolicy, wantPrio = unix.SCHED_IDLE, 0
-	}
-	ts.Pinned = slices.Equal(now.Affinity, []int{cpu}) && now.Policy == wantPolicy && now.Priority == wantPrio
+	want := m.yield.Mechanism().Class(st, m.cfg.Priority)
+	m.fillThreadStatus(&ts, now.Class, st)
+	ts.Affinity, ts.LastCPU = now.Affinity, now.LastCPU
+	ts.Pinned = slices.Equal(now.Affinity, []int{cpu}) && now.Class == want
 	if rerr == nil && !ts.Pinned && len(errs) == 0 {
-		errs = append(errs, fmt.Errorf("lcore %s (tid %d): read back affinity %v %s/%d, want CPU %d %s/%d", t.Name, t.TID, now.Affinity, PolicyName(now.Policy), now.Priority, cpu, PolicyName(wantPolicy), wantPrio))
+		errs = append(errs, fmt.Errorf("lcore %s (tid %d): read back affinity %v %s, want CPU %d %s", t.Comm, t.TID, now.Affinity, now.Class, cpu, want))
 	}
 	if first {
 		m.applied[t.TID] = true
-		m.log.Info("pinned lcore", "tid", t.TID, "name", t.Name, "cpu", cpu, "priority", m.cfg.Priority, "ok", ts.Pinned)
+		m.log.Info("pinned lcore", "tid", t.TID, "name", t.Comm, "cpu", cpu, "priority", m.cfg.Priority, "ok", ts.Pinned)
 	} else if changed {
 		m.reapplied++
-		m.log.Warn("re-applied lcore pinning", "tid", t.TID, "name", t.Name, "cpu", cpu)
+		m.log.Warn("re-applied lcore pinning", "tid", t.TID, "name", t.Comm, "cpu", cpu)
 	}
 	return ts, errors.Join(errs...)
 }
@@ -417,21 +460,17 @@ func (m *Manager) Status() Status {
 	s.Threads = slices.Clone(s.Threads)
 	w := m.watcher
 	m.mu.Unlock()
-	// Lending changes policies between reconciles: report them live.
+	// Lending changes classes between reconciles: report them live.
 	m.schedMu.Lock()
 	for i := range s.Threads {
 		ts := &s.Threads[i]
-		if ts.CPU < 0 {
+		if ts.CPU < 0 || m.yield == nil {
 			continue
 		}
-		ts.Demoted = m.demoted[ts.TID]
-		if attr, err := unix.SchedGetAttr(ts.TID, 0); err == nil {
-			ts.Policy, ts.Priority = PolicyName(attr.Policy), int(attr.Priority)
-			wantPolicy, wantPrio := uint32(unix.SCHED_FIFO), uint32(m.cfg.Priority)
-			if ts.Demoted {
-				wantPolicy, wantPrio = unix.SCHED_IDLE, 0
-			}
-			ts.Pinned = slices.Equal(ts.Affinity, []int{ts.CPU}) && attr.Policy == wantPolicy && attr.Priority == wantPrio
+		st := m.stateLocked(ts.TID)
+		if c, err := linuxsched.Get(ts.TID); err == nil {
+			m.fillThreadStatus(ts, c, st)
+			ts.Pinned = slices.Equal(ts.Affinity, []int{ts.CPU}) && c == m.yield.Mechanism().Class(st, m.cfg.Priority)
 		}
 	}
 	m.schedMu.Unlock()
@@ -443,15 +482,59 @@ func (m *Manager) Status() Status {
 }
 
 // SetLending follows the lending policy: off, idle lcores are never
-// demoted and any lent one is promoted before SetLending returns (static,
-// or a core the policy holds); on, idle demotion works as configured.
+// demoted, any lent one is reclaimed before SetLending returns, and every
+// lcore becomes static (SCHED_OTHER at the top weight: a core CP never gets
+// needs no real-time class, and RT throttling cannot stop it); on, lcores
+// are SCHED_FIFO and idle demotion works as configured.
 func (m *Manager) SetLending(on bool) error {
 	m.mu.Lock()
 	m.lendingOff.Store(!on)
 	w := m.watcher
 	m.mu.Unlock()
+	var errs []error
 	if w != nil {
-		return w.SetAllowed(on)
+		errs = append(errs, w.SetAllowed(on))
+	}
+	errs = append(errs, m.applyStates())
+	return errors.Join(errs...)
+}
+
+// stateLocked is what tid's core is doing. Called with schedMu held.
+func (m *Manager) stateLocked(tid int) coreyield.State {
+	switch {
+	case m.demoted[tid]:
+		return coreyield.Lent
+	case m.lendingOff.Load():
+		return coreyield.Static
+	}
+	return coreyield.Ready
+}
+
+// fillThreadStatus reports class c and state st in ts.
+func (m *Manager) fillThreadStatus(ts *ThreadStatus, c linuxsched.Class, st coreyield.State) {
+	ts.Policy, ts.Priority, ts.Nice = linuxsched.PolicyName(c.Policy), c.Priority, c.Nice
+	ts.State, ts.Demoted = st.String(), st == coreyield.Lent
+	if g, ok := m.yield.Group(ts.CPU); ok {
+		ts.Group = g.Dir
+	}
+}
+
+// applyStates gives every lcore the class and group state its state wants.
+func (m *Manager) applyStates() error {
+	p := m.lcores.Load()
+	if p == nil || m.yield == nil {
+		return nil
+	}
+	m.schedMu.Lock()
+	defer m.schedMu.Unlock()
+	var errs []error
+	for tid, cpu := range *p {
+		if _, err := m.yield.Apply(tid, cpu, m.stateLocked(tid), m.cfg.Priority); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("dpdk %q: %w", m.cfg.Name, err)
 	}
 	return nil
 }
@@ -470,30 +553,37 @@ func (m *Manager) LcoreTIDs() []int {
 	return tids
 }
 
-func (m *Manager) isLcore(tid int) bool {
+// lcoreCPU is tid's DP core (ok false for a thread that is not a managed lcore).
+func (m *Manager) lcoreCPU(tid int) (int, bool) {
 	p := m.lcores.Load()
-	if p == nil {
-		return false
+	if p == nil || m.yield == nil {
+		return 0, false
 	}
-	_, ok := (*p)[tid]
-	return ok
+	cpu, ok := (*p)[tid]
+	return cpu, ok
 }
 
-// Demote lends tid's core to CP: the thread becomes SCHED_IDLE and keeps
-// its affinity, so it still polls, but only when nothing else wants the core.
+// Demote lends tid's core to CP: the core's group goes idle and the thread
+// drops to SCHED_OTHER in it (SCHED_IDLE where there is no group). It keeps
+// its affinity, so it still polls, but only when CP leaves the core idle.
 func (m *Manager) Demote(tid int) error {
-	if !m.isLcore(tid) {
+	cpu, ok := m.lcoreCPU(tid)
+	if !ok {
 		return fmt.Errorf("dpdk %q: demote tid %d: %w", m.cfg.Name, tid, ErrNotLcore)
 	}
 	m.schedMu.Lock()
 	defer m.schedMu.Unlock()
-	// Tell the guard first: a crash right after setIdle must find the record.
+	// Tell the guard first: a crash right after lending must find the record.
 	if m.guard != nil {
-		if err := m.guard.send("lend %d %d", tid, m.cfg.Priority); err != nil {
+		group := ""
+		if g, ok := m.yield.Group(cpu); ok {
+			group = g.Dir
+		}
+		if err := m.guard.send("%s", lendRecord(tid, m.cfg.Priority, group)); err != nil {
 			return fmt.Errorf("dpdk %q: demote tid %d: guard unreachable, not lending: %w", m.cfg.Name, tid, err)
 		}
 	}
-	if err := setIdle(tid); err != nil {
+	if err := m.yield.Lend(tid, cpu); err != nil {
 		if m.guard != nil {
 			_ = m.guard.send("reclaim %d", tid)
 		}
@@ -504,14 +594,22 @@ func (m *Manager) Demote(tid int) error {
 }
 
 // Promote reclaims tid's core: one sched_setattr back to SCHED_FIFO, which
-// preempts whatever CP task runs there at once.
+// preempts whatever CP task runs there at once; the group's idleness is
+// cleared after. With lending off the thread goes to the static class.
 func (m *Manager) Promote(tid int) error {
-	if !m.isLcore(tid) {
+	cpu, ok := m.lcoreCPU(tid)
+	if !ok {
 		return fmt.Errorf("dpdk %q: promote tid %d: %w", m.cfg.Name, tid, ErrNotLcore)
 	}
 	m.schedMu.Lock()
 	defer m.schedMu.Unlock()
-	if err := setFIFO(tid, m.cfg.Priority); err != nil {
+	var err error
+	if m.lendingOff.Load() {
+		_, err = m.yield.Apply(tid, cpu, coreyield.Static, m.cfg.Priority)
+	} else {
+		err = m.yield.Reclaim(tid, cpu, m.cfg.Priority)
+	}
+	if err != nil {
 		if errors.Is(err, unix.ESRCH) {
 			delete(m.demoted, tid) // the thread is gone: nothing left to reclaim
 		}
@@ -672,14 +770,28 @@ func (m *Manager) idleIfaces() ([]string, error) {
 	return ifaces, nil
 }
 
-// Release reclaims lent cores and ends the guard, leaving the application
-// running, pinned (a daemon whose start failed must not stop what it did not
-// start).
+// Release reclaims lent cores, ends the guard, and leaves the application
+// running with its lcores where they would be without taichi: back in
+// their original cpu cgroup, SCHED_OTHER (still on their CPUs); the DP
+// core groups are removed. A daemon whose start failed must not stop what
+// it did not start.
 func (m *Manager) Release() error {
 	errs := []error{m.promoteAll()}
 	if m.guard != nil {
 		// Later Demotes fail on the closed guard: nothing is lent after this.
 		errs = append(errs, m.guard.close())
+	}
+	m.mu.Lock()
+	m.released = true
+	y := m.yield
+	m.mu.Unlock()
+	if y != nil {
+		m.schedMu.Lock()
+		for _, tid := range m.LcoreTIDs() {
+			errs = append(errs, y.Release(tid))
+		}
+		m.schedMu.Unlock()
+		errs = append(errs, y.Remove())
 	}
 	return errors.Join(errs...)
 }
@@ -742,37 +854,4 @@ func RemoveRuntimeDir(prefix string) error {
 		return fmt.Errorf("remove EAL runtime dir: %w", err)
 	}
 	return nil
-}
-
-func onlineCPUs() ([]int, error) {
-	data, err := os.ReadFile("/sys/devices/system/cpu/online")
-	if err != nil {
-		return nil, fmt.Errorf("online CPUs: %w", err)
-	}
-	return parseCPUList(string(data))
-}
-
-// parseCPUList parses the kernel's CPU list format ("0-3,5").
-func parseCPUList(s string) ([]int, error) {
-	var cpus []int
-	for part := range strings.SplitSeq(strings.TrimSpace(s), ",") {
-		if part == "" {
-			continue
-		}
-		lo, hi, isRange := strings.Cut(part, "-")
-		a, err := strconv.Atoi(lo)
-		if err != nil {
-			return nil, fmt.Errorf("cpu list %q: %w", s, err)
-		}
-		b := a
-		if isRange {
-			if b, err = strconv.Atoi(hi); err != nil {
-				return nil, fmt.Errorf("cpu list %q: %w", s, err)
-			}
-		}
-		for c := a; c <= b; c++ {
-			cpus = append(cpus, c)
-		}
-	}
-	return cpus, nil
 }

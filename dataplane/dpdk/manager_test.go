@@ -16,6 +16,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/taichi-sched/taichi/internal/coreyield"
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"github.com/taichi-sched/taichi/internal/testenv"
 )
 
@@ -64,7 +66,7 @@ func kernelState(t *testing.T, tid int) (aff []int, policy, prio uint32) {
 	if err != nil {
 		t.Fatalf("sched_getattr %d: %v", tid, err)
 	}
-	aff, err = affinity(tid)
+	aff, err = linuxsched.Affinity(tid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +109,7 @@ func TestManagerPinsReappliesAndLends(t *testing.T) {
 	}
 
 	// Someone else changes a thread: Reconcile puts it back.
-	if err := pin(tidB, 0); err != nil {
+	if err := linuxsched.Pin(tidB, 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := unix.SchedSetAttr(tidB, &unix.SchedAttr{Policy: unix.SCHED_NORMAL}, 0); err != nil {
@@ -137,19 +139,50 @@ func TestManagerPinsReappliesAndLends(t *testing.T) {
 	if err := m.Demote(tidB); err != nil {
 		t.Fatal(err)
 	}
-	if aff, pol, _ := kernelState(t, tidB); pol != unix.SCHED_IDLE || !slices.Equal(aff, []int{1}) {
-		t.Fatalf("demoted: %v %s", aff, PolicyName(pol))
-	}
+	assertState(t, m, tidB, 1, coreyield.Lent)
 	_ = m.Reconcile() // must keep the demotion
-	if _, pol, _ := kernelState(t, tidB); pol != unix.SCHED_IDLE {
-		t.Fatalf("reconcile undid the demotion: %s", PolicyName(pol))
+	assertState(t, m, tidB, 1, coreyield.Lent)
+	if err := m.Promote(tidB); err != nil {
+		t.Fatal(err)
+	}
+	assertState(t, m, tidB, 1, coreyield.Ready)
+
+	// Drift while lent: the thread leaves its group and changes class;
+	// Reconcile puts both back.
+	if err := m.Demote(tidB); err != nil {
+		t.Fatal(err)
+	}
+	if m.yield.Mechanism() != coreyield.SchedIdle {
+		if err := linuxsched.Set(tidB, linuxsched.Other(0)); err != nil {
+			t.Fatal(err)
+		}
+		if err := linuxsched.MoveThread(cgroupMounts().V1Path("cpu"), tidB); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _ := inState(m, tidB, 1, coreyield.Lent); ok {
+			t.Fatal("drift not visible")
+		}
+		if err := m.Reconcile(); err != nil && !strings.Contains(err.Error(), "no DP core left") {
+			t.Fatal(err) // only the late thread may be unplaced
+		}
+		assertState(t, m, tidB, 1, coreyield.Lent)
 	}
 	if err := m.Promote(tidB); err != nil {
 		t.Fatal(err)
 	}
-	if _, pol, prio := kernelState(t, tidB); pol != unix.SCHED_FIFO || prio != 7 {
-		t.Fatalf("promoted: %s/%d", PolicyName(pol), prio)
+
+	// Lending off: static class, group not idle; on again: SCHED_FIFO.
+	if err := m.SetLending(false); err != nil {
+		t.Fatal(err)
 	}
+	assertState(t, m, tidB, 1, coreyield.Static)
+	if st := m.Status(); st.Threads[0].State != "static" || !st.Threads[0].Pinned {
+		t.Fatalf("static status %+v", st.Threads[0])
+	}
+	if err := m.SetLending(true); err != nil {
+		t.Fatal(err)
+	}
+	assertState(t, m, tidB, 1, coreyield.Ready)
 	if err := m.Demote(other); !errors.Is(err, ErrNotLcore) {
 		t.Fatalf("demoting a foreign thread: %v", err)
 	}
@@ -158,12 +191,14 @@ func TestManagerPinsReappliesAndLends(t *testing.T) {
 	if err := m.Demote(tidA); err != nil {
 		t.Fatal(err)
 	}
+	if st := m.Status(); st.Yield == "" {
+		t.Fatalf("status names no yield mechanism: %+v", st)
+	}
 	if err := m.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	if _, pol, _ := kernelState(t, tidA); pol != unix.SCHED_FIFO {
-		t.Fatalf("Stop left the core lent: %s", PolicyName(pol))
-	}
+	assertReleased(t, m, tidA, "/")
+	assertReleased(t, m, tidB, "/")
 }
 
 // TestManagerMovesLcoreOutOfCgroups puts an lcore in a v1 cpu cgroup
@@ -171,7 +206,7 @@ func TestManagerPinsReappliesAndLends(t *testing.T) {
 // would catch it; pinning must take it out to the roots.
 func TestManagerMovesLcoreOutOfCgroups(t *testing.T) {
 	needRoot(t)
-	mounts := cgroupV1Mounts()
+	mounts := cgroupMounts().V1
 	if mounts["cpu"] == "" || mounts["cpuset"] == "" {
 		t.Skip("needs cgroup v1 cpu and cpuset hierarchies")
 	}
@@ -220,6 +255,11 @@ func TestManagerMovesLcoreOutOfCgroups(t *testing.T) {
 	if strings.Contains(string(data), tag) {
 		t.Fatalf("still in the test cgroups:\n%s", data)
 	}
+	// Stop puts it back where it was found.
+	if err := m.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	assertReleased(t, m, tid, "/"+tag)
 }
 
 func TestInspectMarksLcores(t *testing.T) {
@@ -244,4 +284,60 @@ func TestInspectMarksLcores(t *testing.T) {
 	if _, err := Inspect(-1, regexp.MustCompile("")); err == nil {
 		t.Fatal("no error for a missing process")
 	}
+}
+
+// TestManagerDegradesToSchedIdle: when no per-core group can be had (here
+// another group holds the root's whole RT budget; on a cgroup-v2-only host
+// there is no v1 cpu hierarchy) the Manager still pins and lends, by
+// SCHED_IDLE, and says so in status.
+func TestManagerDegradesToSchedIdle(t *testing.T) {
+	needRoot(t)
+	root := cgroupMounts().V1Path("cpu")
+	rootRT, err := os.ReadFile(filepath.Join(root, "cpu.rt_runtime_us"))
+	if root == "" || err != nil {
+		t.Skip("needs a v1 cpu hierarchy with RT group scheduling")
+	}
+	hogDir := filepath.Join(root, fmt.Sprintf("tbudget%d", os.Getpid()))
+	if err := os.Mkdir(hogDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = os.WriteFile(filepath.Join(hogDir, "cpu.rt_runtime_us"), []byte("0"), 0)
+		_ = os.Remove(hogDir)
+	})
+	if err := os.WriteFile(filepath.Join(hogDir, "cpu.rt_runtime_us"), []byte(strings.TrimSpace(string(rootRT))), 0); err != nil {
+		t.Skipf("cannot take the root's RT budget (another group holds some): %v", err)
+	}
+	name := fmt.Sprintf("d%d-worker-1", os.Getpid()%10000)
+	tid := namedThread(t, name)
+	m, err := New(Config{Name: "degraded", PID: os.Getpid(), ThreadPattern: "^" + name + "$", CPUs: []int{1}, Priority: 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Stop() })
+	if err := m.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st := m.Status()
+	if st.Yield != string(coreyield.SchedIdle) || !strings.Contains(st.YieldDegraded, "RT budget") {
+		t.Fatalf("yield %q degraded %q", st.Yield, st.YieldDegraded)
+	}
+	if _, err := os.Stat(filepath.Join(root, coreyield.GroupName("taichi-degraded", 1))); !os.IsNotExist(err) {
+		t.Fatalf("a half-made group was left: %v", err)
+	}
+	assertState(t, m, tid, 1, coreyield.Ready)
+	if err := m.Demote(tid); err != nil {
+		t.Fatal(err)
+	}
+	if _, pol, _ := kernelState(t, tid); pol != unix.SCHED_IDLE {
+		t.Fatalf("degraded lend: %s", PolicyName(pol))
+	}
+	if err := m.Promote(tid); err != nil {
+		t.Fatal(err)
+	}
+	assertState(t, m, tid, 1, coreyield.Ready)
+	if err := m.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	assertReleased(t, m, tid, "/")
 }

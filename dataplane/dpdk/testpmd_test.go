@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/taichi-sched/taichi/internal/coreyield"
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"github.com/taichi-sched/taichi/internal/netns"
 	"github.com/taichi-sched/taichi/internal/testenv"
 	"github.com/taichi-sched/taichi/testbed"
@@ -120,7 +122,7 @@ func (e *testpmdEnv) waitForwarding(t testing.TB) {
 
 // waitLcores waits until pid has at least n threads matching the default
 // pattern (EAL creates them during initialisation).
-func waitLcores(t testing.TB, pid, n int) []threadInfo {
+func waitLcores(t testing.TB, pid, n int) []linuxsched.Thread {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -224,7 +226,7 @@ func (f *frameIO) sendBatch(first uint32, n int) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread exits with its changed affinity
-		_ = pin(unix.Gettid(), 0)
+		_ = linuxsched.Pin(0, 0)
 		for i := range n {
 			if err := f.send(first + uint32(i)); err != nil {
 				errc <- err
@@ -304,7 +306,7 @@ func assertLcorePlacement(t testing.TB, pid int, lcores []int, cpu int, policy u
 		if err != nil {
 			t.Fatalf("sched_getattr %d: %v", tid, err)
 		}
-		aff, err := affinity(tid)
+		aff, err := linuxsched.Affinity(tid)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -326,6 +328,7 @@ func TestTestpmdAdopted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = m.Stop() }) // adopted: releases the lcore, removes the groups
 	if err := m.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -346,8 +349,8 @@ func TestTestpmdAdopted(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, th := range all {
-		if th.TID != tid && th.Policy != unix.SCHED_NORMAL {
-			t.Fatalf("non-lcore thread %s (%d) is %s", th.Name, th.TID, PolicyName(th.Policy))
+		if th.TID != tid && th.Class.Policy != unix.SCHED_NORMAL {
+			t.Fatalf("non-lcore thread %s (%d) is %s", th.Comm, th.TID, th.Class)
 		}
 	}
 
@@ -360,7 +363,7 @@ func TestTestpmdAdopted(t *testing.T) {
 	if err := m.Demote(tid); err != nil {
 		t.Fatal(err)
 	}
-	assertLcorePlacement(t, pid, []int{tid}, 1, unix.SCHED_IDLE, 0)
+	assertState(t, m, tid, 1, coreyield.Lent)
 	if got := io.sendAndCount(t, n, 200); got != 200 {
 		t.Fatalf("demoted lcore forwarded %d of 200 frames", got)
 	}
@@ -373,7 +376,7 @@ func TestTestpmdAdopted(t *testing.T) {
 	}
 
 	// Someone moves the lcore: the next reconcile puts it back.
-	if err := pin(tid, 0); err != nil {
+	if err := linuxsched.Pin(tid, 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.Reconcile(); err != nil {
@@ -420,10 +423,9 @@ func TestTestpmdLaunchedWithIdleLending(t *testing.T) {
 	tid := lcores[0].TID
 	env.waitForwarding(t)
 	waitFor(t, "the idle lcore to be demoted", func() bool {
-		attr, err := unix.SchedGetAttr(tid, 0)
-		return err == nil && attr.Policy == unix.SCHED_IDLE
+		ok, _ := inState(m, tid, 1, coreyield.Lent)
+		return ok
 	})
-	assertLcorePlacement(t, pid, []int{tid}, 1, unix.SCHED_IDLE, 0)
 	st := m.Status()
 	if st.Idle == nil || st.Idle.Demotions == 0 || len(st.Threads) != 1 || !st.Threads[0].Demoted {
 		t.Fatalf("status while lent: %+v idle %+v", st, st.Idle)

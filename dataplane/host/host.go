@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/taichi-sched/taichi/dataplane"
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"github.com/taichi-sched/taichi/internal/shm"
 	"github.com/taichi-sched/taichi/kmod"
 	"github.com/taichi-sched/taichi/probe"
@@ -285,7 +286,7 @@ func (h *Host) tick(ctx context.Context) {
 	// progress watch) on time under CP load; it runs for microseconds.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	dataplane.SetFIFO(0, tickPriority)
+	_ = linuxsched.Set(0, linuxsched.FIFO(tickPriority))
 	t := time.NewTicker(Tick)
 	defer t.Stop()
 	n := 0

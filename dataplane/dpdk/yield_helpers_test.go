@@ -1,0 +1,79 @@
+package dpdk
+
+import (
+	"os"
+	"slices"
+	"testing"
+
+	"github.com/taichi-sched/taichi/internal/coreyield"
+	"github.com/taichi-sched/taichi/internal/linuxsched"
+)
+
+// waitState reports whether tid on cpu is in state st as m's mechanism
+// makes it: the class, and with a group, membership and the group's idleness.
+func inState(m *Manager, tid, cpu int, st coreyield.State) (bool, string) {
+	c, err := linuxsched.Get(tid)
+	if err != nil {
+		return false, err.Error()
+	}
+	aff, _ := linuxsched.Affinity(tid)
+	want := m.yield.Mechanism().Class(st, m.cfg.Priority)
+	if c != want || !slices.Equal(aff, []int{cpu}) {
+		return false, "class " + c.String() + " want " + want.String()
+	}
+	g, ok := m.yield.Group(cpu)
+	if !ok {
+		return true, ""
+	}
+	cg, err := linuxsched.TaskCgroups(0, tid)
+	if err != nil {
+		return false, err.Error()
+	}
+	if cg.V1("cpu") != "/"+coreyield.GroupName(m.yieldPrefix, cpu) {
+		return false, "cpu cgroup " + cg.V1("cpu")
+	}
+	lent, err := g.IsLent()
+	if err != nil || lent != (st == coreyield.Lent) {
+		return false, "group idleness wrong"
+	}
+	return true, ""
+}
+
+func assertState(t testing.TB, m *Manager, tid, cpu int, st coreyield.State) {
+	t.Helper()
+	if ok, why := inState(m, tid, cpu, st); !ok {
+		t.Fatalf("tid %d on CPU %d not %s (%s): %s", tid, cpu, st, m.yield.Mechanism(), why)
+	}
+}
+
+// assertReleased checks tid is where it would be without taichi: SCHED_OTHER
+// nice 0 in cpu cgroup home, and m's groups are gone.
+func assertReleased(t testing.TB, m *Manager, tid int, home string) {
+	t.Helper()
+	if c, err := linuxsched.Get(tid); err != nil || c != linuxsched.Other(0) {
+		t.Fatalf("released tid %d: class %s %v, want SCHED_OTHER", tid, c, err)
+	}
+	if m.yield.Mechanism() == coreyield.SchedIdle {
+		return
+	}
+	cg, err := linuxsched.TaskCgroups(0, tid)
+	if err != nil || cg.V1("cpu") != home {
+		t.Fatalf("released tid %d: cpu cgroup %q %v, want %q", tid, cg.V1("cpu"), err, home)
+	}
+	for _, cpu := range m.cfg.CPUs {
+		if g, ok := m.yield.Group(cpu); ok {
+			if _, err := os.Stat(g.Dir); !os.IsNotExist(err) {
+				t.Fatalf("group %s left behind: %v", g.Dir, err)
+			}
+		}
+	}
+}
+
+// needGroups skips a test about the per-core group mechanism where it
+// cannot be set up.
+func needGroups(t testing.TB, m *Manager) {
+	t.Helper()
+	if mech := m.yield.Mechanism(); mech == coreyield.SchedIdle {
+		t.Skipf("no per-core cpu group here: %s", m.yield.Reason())
+	}
+}

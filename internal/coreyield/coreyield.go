@@ -1,0 +1,184 @@
+// Package coreyield makes a busy-polling data-plane thread (a DPDK lcore,
+// an OVS PMD thread) really give its core to control-plane work while the
+// core is lent, and take it back with one system call.
+//
+// # Why a cgroup per DP core
+//
+// The obvious demotion, making the thread SCHED_IDLE, is not enough where
+// sched_autogroup_enabled=1 (the default on desktop and many server
+// kernels): SCHED_IDLE only lowers the thread's weight inside its own
+// scheduling group, and every session is a group of its own at the top
+// level. Against a CP task from another session a demoted testpmd lcore
+// still took close to half of the core here (measured with
+// internal/cpushare: the CP hog won 0.56-0.60 of the hog+lcore time, where
+// 0.5 is an even split; TestTestpmdYieldCosts). cpu.idle=1 on a cpu cgroup
+// makes the whole group idle relative to its siblings; CP's autogroups and
+// groups are children of the root, so the group must be one too, and then
+// the hog wins 0.997-1.000. Where cpu.idle is missing, a group cpu.shares of
+// 2 does almost as well (0.997 against a spinning thread).
+//
+// Each DP core gets one root-level v1 cpu group, <prefix>-dp<cpu>, and the
+// thread lives in it for good: moving a thread between cgroups costs a
+// write that can wait for an RCU grace period (14 ms seen here once,
+// ~25 µs usually), which must not sit on the reclaim path. What changes is
+// the thread's class and the group's idleness, "class per state":
+//
+//   - Static (lending not allowed): SCHED_OTHER nice -20 in the group with
+//     cpu.idle=0 and the largest cpu.shares, so stray tasks cannot take the
+//     core; never RT-throttled, because it is not real-time.
+//   - Ready (lending allowed, not lent): SCHED_FIFO at the configured
+//     priority, so reclaiming is one sched_setattr that preempts CP at once.
+//   - Lent: SCHED_OTHER in the group with cpu.idle=1 (or cpu.shares=2).
+//
+// Lending writes cpu.idle=1 first and then drops the class; reclaiming
+// raises the class first (the reclaim itself) and clears cpu.idle after,
+// when a real-time thread no longer cares about its group's weight.
+//
+// With RT group scheduling a new v1 group has cpu.rt_runtime_us 0 and
+// refuses SCHED_FIFO threads. The groups share what budget the root has
+// left over its other children (all of it, on a host with one DP core);
+// the kernel's global RT throttling, if on, limits a FIFO poller anyway.
+//
+// Without a v1 cpu hierarchy (a cgroup-v2-only host) one thread cannot move
+// into a cgroup of its own (v2 keeps a process's threads in one domain), so
+// the mechanism degrades to making the thread SCHED_IDLE while lent; the
+// caller reports Mechanism and warns.
+package coreyield
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/taichi-sched/taichi/internal/linuxsched"
+)
+
+// Mechanism names how a lent thread yields.
+type Mechanism string
+
+const (
+	// CgroupIdle: a root-level cpu group per DP core, cpu.idle=1 while lent.
+	CgroupIdle Mechanism = "cgroup-idle"
+	// CgroupShares: the same group, cpu.shares=2 while lent (no cpu.idle).
+	CgroupShares Mechanism = "cgroup-shares"
+	// SchedIdle: degraded, the thread alone becomes SCHED_IDLE while lent;
+	// against CP in another autogroup it keeps about half of the core.
+	SchedIdle Mechanism = "sched-idle"
+)
+
+// State is what a DP thread's core is doing.
+type State int
+
+const (
+	// Static: lending is not allowed.
+	Static State = iota
+	// Ready: lending is allowed, the core is not lent.
+	Ready
+	// Lent: CP may use the core.
+	Lent
+)
+
+func (s State) String() string {
+	switch s {
+	case Static:
+		return "static"
+	case Ready:
+		return "ready"
+	case Lent:
+		return "lent"
+	}
+	return "state" + strconv.Itoa(int(s))
+}
+
+// StaticNice is a static DP thread's nice value: the largest weight inside
+// its group.
+const StaticNice = -20
+
+// Largest and smallest v1 cpu.shares.
+const (
+	maxShares = 262144
+	minShares = 2
+)
+
+// Class is the scheduling class a thread has in state s.
+func (m Mechanism) Class(s State, prio int) linuxsched.Class {
+	switch s {
+	case Ready:
+		return linuxsched.FIFO(prio)
+	case Lent:
+		if m == SchedIdle {
+			return linuxsched.Idle()
+		}
+	}
+	return linuxsched.Other(StaticNice)
+}
+
+// Group is one DP core's cpu cgroup (v1).
+type Group struct {
+	Dir      string // absolute path
+	idleFile bool   // cpu.idle exists; else cpu.shares stands in
+}
+
+// SetLent makes the group idle (lent) or heavy (not lent).
+func (g Group) SetLent(lent bool) error {
+	if g.idleFile {
+		v := "0"
+		if lent {
+			v = "1"
+		}
+		return writeFile(filepath.Join(g.Dir, "cpu.idle"), v)
+	}
+	v := maxShares
+	if lent {
+		v = minShares
+	}
+	return writeFile(filepath.Join(g.Dir, "cpu.shares"), strconv.Itoa(v))
+}
+
+// IsLent reads back whether the group is idle.
+func (g Group) IsLent() (bool, error) {
+	file, lentValue := "cpu.idle", "1"
+	if !g.idleFile {
+		file, lentValue = "cpu.shares", strconv.Itoa(minShares)
+	}
+	b, err := os.ReadFile(filepath.Join(g.Dir, file))
+	if err != nil {
+		return false, err
+	}
+	return strings.TrimSpace(string(b)) == lentValue, nil
+}
+
+// OpenGroup returns the group at dir as it is (for a guard that only has
+// the path): cpu.idle is used when the file exists.
+func OpenGroup(dir string) Group {
+	_, err := os.Stat(filepath.Join(dir, "cpu.idle"))
+	return Group{Dir: dir, idleFile: err == nil}
+}
+
+// Restore gives a thread its core back after the process that lent it
+// died: the group (when dir is not "") loses its idleness, then the thread
+// becomes SCHED_FIFO at prio. A thread already gone is not an error.
+func Restore(dir string, tid, prio int) error {
+	var errs []error
+	if dir != "" {
+		if err := OpenGroup(dir).SetLent(false); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if err := linuxsched.Set(tid, linuxsched.FIFO(prio)); err != nil && !errors.Is(err, unix.ESRCH) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func writeFile(path, v string) error {
+	if err := os.WriteFile(path, []byte(v), 0); err != nil {
+		return fmt.Errorf("write %s = %s: %w", path, v, err)
+	}
+	return nil
+}

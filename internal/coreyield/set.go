@@ -1,0 +1,337 @@
+package coreyield
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/taichi-sched/taichi/internal/linuxsched"
+	"github.com/taichi-sched/taichi/internal/safename"
+)
+
+// Set is the yield groups of one data-plane application, one per DP core.
+type Set struct {
+	mech   Mechanism
+	reason string // why the mechanism is degraded
+	root   string // v1 cpu mount ("" with SchedIdle)
+	groups map[int]Group
+
+	// rtShare is each group's RT runtime in millionths of its period (0
+	// without RT group scheduling).
+	rtShare int64
+
+	mu   sync.Mutex
+	home map[int]string // tid -> its cpu cgroup before it was moved in
+}
+
+// Setup picks the mechanism and creates (or re-uses) one root-level cpu
+// group per CPU, named prefix-dp<cpu>, with RT budget for a SCHED_FIFO
+// thread. When groups cannot be had it returns a SchedIdle set and says
+// why in Reason: the caller keeps working, degraded. An error means bad
+// input.
+func Setup(prefix string, cpus []int) (*Set, error) {
+	if err := safename.Check(prefix); err != nil {
+		return nil, fmt.Errorf("yield group prefix: %w", err)
+	}
+	s := &Set{mech: SchedIdle, groups: map[int]Group{}, home: map[int]string{}}
+	mounts, err := linuxsched.ReadCgroupMounts()
+	if err != nil {
+		s.reason = err.Error()
+		return s, nil
+	}
+	root := mounts.V1Path("cpu")
+	if root == "" {
+		s.reason = "no cgroup v1 cpu hierarchy (on cgroup v2 one thread cannot leave its process's cgroup)"
+		return s, nil
+	}
+	if err := s.makeGroups(root, prefix, cpus); err != nil {
+		s.reason = err.Error()
+		_ = s.Remove()
+		s.groups = map[int]Group{}
+		return s, nil
+	}
+	s.root = root
+	s.mech = CgroupShares
+	for _, g := range s.groups {
+		if g.idleFile {
+			s.mech = CgroupIdle
+		}
+	}
+	return s, nil
+}
+
+// GroupName is the cpu group of DP core cpu.
+func GroupName(prefix string, cpu int) string { return prefix + "-dp" + strconv.Itoa(cpu) }
+
+func (s *Set) makeGroups(root, prefix string, cpus []int) error {
+	ours := map[string]bool{}
+	for _, cpu := range cpus {
+		ours[GroupName(prefix, cpu)] = true
+	}
+	share, rtGroups, err := rtBudget(root, ours, len(cpus))
+	if err != nil {
+		return err
+	}
+	if rtGroups {
+		s.rtShare = share
+	}
+	for _, cpu := range cpus {
+		dir := filepath.Join(root, GroupName(prefix, cpu))
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("create cpu group: %w", err)
+		}
+		g := OpenGroup(dir)
+		s.groups[cpu] = g
+		if rtGroups {
+			_, period, err := readRT(dir)
+			if err != nil {
+				return err
+			}
+			runtime := share * period / 1_000_000
+			if err := writeFile(filepath.Join(dir, "cpu.rt_runtime_us"), strconv.FormatInt(runtime, 10)); err != nil {
+				return fmt.Errorf("RT budget for a SCHED_FIFO thread: %w", err)
+			}
+		}
+		if g.idleFile {
+			// cpu.shares stays heavy in every state; cpu.idle alone lends.
+			if err := writeFile(filepath.Join(dir, "cpu.shares"), strconv.Itoa(maxShares)); err != nil {
+				return err
+			}
+		}
+		if err := g.SetLent(false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rtBudget is the RT share, in millionths of its period, each of n new
+// groups under root gets: an equal part of what the root has left over its
+// other children (the kernel wants children's runtime/period ratios to fit
+// under the parent's). rtGroups is false without RT group scheduling.
+func rtBudget(root string, ours map[string]bool, n int) (share int64, rtGroups bool, err error) {
+	rootRT, rootPeriod, err := readRT(root)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	ratio := func(rt, period int64) int64 { return rt * 1_000_000 / period }
+	free := int64(1_000_000)
+	if rootRT >= 0 {
+		free = ratio(rootRT, rootPeriod)
+	}
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		return 0, false, err
+	}
+	for _, e := range ents {
+		if !e.IsDir() || ours[e.Name()] {
+			continue
+		}
+		rt, period, err := readRT(filepath.Join(root, e.Name()))
+		if err != nil || period <= 0 {
+			continue
+		}
+		if rt < 0 {
+			rt = period
+		}
+		free -= ratio(rt, period)
+	}
+	// Stay a little below the share so rounding never makes the kernel
+	// refuse it.
+	share = free/int64(max(n, 1)) - 1000
+	if share <= 0 {
+		return 0, true, fmt.Errorf("no RT budget left under %s for a SCHED_FIFO thread (other groups hold it all)", root)
+	}
+	return share, true, nil
+}
+
+func readRT(dir string) (runtime, period int64, err error) {
+	rb, err := os.ReadFile(filepath.Join(dir, "cpu.rt_runtime_us"))
+	if err != nil {
+		return 0, 0, err
+	}
+	pb, err := os.ReadFile(filepath.Join(dir, "cpu.rt_period_us"))
+	if err != nil {
+		return 0, 0, err
+	}
+	runtime, err1 := strconv.ParseInt(strings.TrimSpace(string(rb)), 10, 64)
+	period, err2 := strconv.ParseInt(strings.TrimSpace(string(pb)), 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, 0, fmt.Errorf("%s: %w", dir, err)
+	}
+	return runtime, period, nil
+}
+
+// Mechanism is the yield mechanism in use.
+func (s *Set) Mechanism() Mechanism { return s.mech }
+
+// RTThrottle is the fraction of its core a SCHED_FIFO thread in a group
+// may use per RT period while the kernel's RT throttling is on
+// (kernel.sched_rt_runtime_us >= 0); 1 when nothing limits it. The groups
+// share the root's budget, so with N DP cores each gets about 1/N of it.
+func (s *Set) RTThrottle() float64 {
+	if s.rtShare <= 0 {
+		return 1
+	}
+	b, err := os.ReadFile("/proc/sys/kernel/sched_rt_runtime_us")
+	if err != nil || strings.TrimSpace(string(b)) == "-1" {
+		return 1
+	}
+	return float64(s.rtShare) / 1e6
+}
+
+// Reason says why the mechanism is degraded ("" when it is not).
+func (s *Set) Reason() string { return s.reason }
+
+// Group is DP core cpu's group (ok false with SchedIdle or another CPU).
+func (s *Set) Group(cpu int) (Group, bool) {
+	g, ok := s.groups[cpu]
+	return g, ok
+}
+
+// Place moves thread tid into cpu's group when it is elsewhere, keeping
+// where it came from for Release. It reports the cgroup it moved the
+// thread from ("" when it did not move it).
+func (s *Set) Place(tid, cpu int) (from string, err error) {
+	g, ok := s.groups[cpu]
+	if !ok {
+		return "", nil
+	}
+	cg, err := linuxsched.TaskCgroups(0, tid)
+	if err != nil {
+		return "", err
+	}
+	cur, want := cg.V1("cpu"), "/"+filepath.Base(g.Dir)
+	if cur == want {
+		return "", nil
+	}
+	s.mu.Lock()
+	if _, ok := s.home[tid]; !ok {
+		s.home[tid] = cur
+	}
+	s.mu.Unlock()
+	if err := linuxsched.MoveThread(g.Dir, tid); err != nil {
+		return "", err
+	}
+	return cur, nil
+}
+
+// Apply brings thread tid on cpu to state s: the group's idleness and the
+// thread's class, in the order that never leaves a real-time thread in an
+// idle group or a lent one heavy. It reports whether anything had drifted.
+func (s *Set) Apply(tid, cpu int, st State, prio int) (changed bool, err error) {
+	want := s.mech.Class(st, prio)
+	g, grouped := s.groups[cpu]
+	fixGroup := func() error {
+		if !grouped {
+			return nil
+		}
+		lent, err := g.IsLent()
+		if err != nil || lent != (st == Lent) {
+			changed = true
+			return g.SetLent(st == Lent)
+		}
+		return nil
+	}
+	fixClass := func() error {
+		cur, err := linuxsched.Get(tid)
+		if err != nil {
+			return err
+		}
+		if cur != want {
+			changed = true
+			return linuxsched.Apply(tid, want)
+		}
+		return nil
+	}
+	if st == Lent {
+		err = errors.Join(fixGroup(), fixClass())
+	} else {
+		err = errors.Join(fixClass(), fixGroup())
+	}
+	return changed, err
+}
+
+// Lend gives cpu's core to CP: the group goes idle, then the thread drops
+// its real-time class.
+func (s *Set) Lend(tid, cpu int) error {
+	if g, ok := s.groups[cpu]; ok {
+		if err := g.SetLent(true); err != nil {
+			return err
+		}
+	}
+	if err := linuxsched.Set(tid, s.mech.Class(Lent, 0)); err != nil {
+		if g, ok := s.groups[cpu]; ok {
+			_ = g.SetLent(false)
+		}
+		return err
+	}
+	return nil
+}
+
+// Reclaim takes cpu's core back: one sched_setattr to SCHED_FIFO preempts
+// CP at once; the group's idleness is cleared afterwards.
+func (s *Set) Reclaim(tid, cpu, prio int) error {
+	if err := linuxsched.Set(tid, linuxsched.FIFO(prio)); err != nil {
+		return err
+	}
+	if g, ok := s.groups[cpu]; ok {
+		return g.SetLent(false)
+	}
+	return nil
+}
+
+// Release puts thread tid back where it would be without taichi: in the
+// cpu cgroup it came from (the root when unknown or gone) and
+// SCHED_OTHER. A thread already gone is not an error.
+func (s *Set) Release(tid int) error {
+	var errs []error
+	// The class first: a real-time thread may not enter a group without
+	// RT budget.
+	if err := linuxsched.Set(tid, linuxsched.Other(0)); err != nil && !errors.Is(err, unix.ESRCH) {
+		errs = append(errs, err)
+	}
+	if s.root != "" {
+		s.mu.Lock()
+		home, ok := s.home[tid]
+		delete(s.home, tid)
+		s.mu.Unlock()
+		dir := s.root
+		if ok && home != "" {
+			dir = filepath.Join(s.root, home)
+		}
+		err := linuxsched.MoveThread(dir, tid)
+		if err != nil && dir != s.root && !errors.Is(err, unix.ESRCH) {
+			err = linuxsched.MoveThread(s.root, tid) // its old group is gone
+		}
+		if err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Remove deletes the groups; threads still in one keep it (and an error
+// says so).
+func (s *Set) Remove() error {
+	var errs []error
+	for _, g := range s.groups {
+		// Hand the RT budget back first: a removed group stays among its
+		// parent's children until the kernel frees it, asynchronously, and
+		// its budget would make the next group's write fail meanwhile.
+		_ = writeFile(filepath.Join(g.Dir, "cpu.rt_runtime_us"), "0")
+		if err := os.Remove(g.Dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove cpu group: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
