@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,6 +39,9 @@ type blockerWatch struct {
 	watched    []string
 	kmodSeq    map[int]uint64 // last kernel-module record seen per CPU
 	kmodBlames uint64
+	// lentBlames are tracer blames dropped because the delayed thread was
+	// a DPDK lcore whose core was lent when it woke (CP's turn by design).
+	lentBlames atomic.Uint64
 	lastErr    string
 }
 
@@ -90,6 +94,10 @@ func (w *blockerWatch) readLoop() {
 		}
 		if err != nil {
 			w.note("blocker tracer record", err)
+			continue
+		}
+		if ev.Kind == blocker.KindBlame && w.d.dpdkLentAt(ev.DPTID, ev.StampNs-ev.Delay.Nanoseconds()) {
+			w.lentBlames.Add(1)
 			continue
 		}
 		w.note("blocker confinement", w.conf.Observe(ev))
@@ -261,6 +269,9 @@ type BlockersStatus struct {
 	Lost      uint64 `json:"lost"`   // records a full ring buffer dropped
 	Execs     uint64 `json:"execs"`  // starts of confined commands seen
 	KmodBlame uint64 `json:"kmod_blames,omitempty"`
+	// LentBlames are blames not counted: a DPDK lcore woke while its core
+	// was lent, so CP holding the core was the point, not a blocker.
+	LentBlames uint64 `json:"lent_blames,omitempty"`
 	// WakeRunP50us and WakeRunP99us: DP wake->run delay quantiles, as the
 	// upper bound of their log2 bucket (over-estimates by up to 2x).
 	WakeRunP50us float64         `json:"wake_run_p50_us"`
@@ -311,6 +322,7 @@ func (d *Daemon) blockersStatus() *BlockersStatus {
 	w.mu.Lock()
 	st.DPThreads = slices.Clone(w.tids)
 	st.KmodBlame = w.kmodBlames
+	st.LentBlames = w.lentBlames.Load()
 	w.mu.Unlock()
 	if w.tracer != nil {
 		if ts, err := w.tracer.Stats(); err == nil {

@@ -222,3 +222,39 @@ func TestIdleWatcherReclaimsAtProbeWarning(t *testing.T) {
 		t.Fatalf("armed %d times after SetProbe(nil), want none", ws.armed.Load()-armed)
 	}
 }
+
+// A polled counter answers at once with the last value while its source
+// blocks, and turns into an error once that value is stale or the source
+// fails: the idle watcher never waits for ovs-vswitchd.
+func TestPolledCounterNeverWaits(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var calls atomic.Int32
+	block := make(chan struct{})
+	var fail atomic.Bool
+	src := func() (uint64, error) {
+		if calls.Add(1) == 3 {
+			<-block // the third read hangs, like a starved ovs-vswitchd
+		}
+		if fail.Load() {
+			return 0, errors.New("unixctl: broken pipe")
+		}
+		return 42, nil
+	}
+	c := newPolledCounter(ctx, src, time.Millisecond, 50*time.Millisecond)
+	if v, err := c(); v != 42 || err != nil {
+		t.Fatalf("first read: %d %v", v, err)
+	}
+	waitFor(t, "the source to hang", func() bool { return calls.Load() >= 3 })
+	start := time.Now()
+	if v, err := c(); v != 42 || err != nil || time.Since(start) > 10*time.Millisecond {
+		t.Fatalf("while the source hangs: %d %v after %v", v, err, time.Since(start))
+	}
+	waitFor(t, "the value to go stale", func() bool { _, err := c(); return err != nil })
+	fail.Store(true)
+	close(block)
+	waitFor(t, "the source's error", func() bool {
+		_, err := c()
+		return err != nil && strings.Contains(err.Error(), "broken pipe")
+	})
+}

@@ -622,6 +622,19 @@ func (m *Manager) Promote(tid int) error {
 	return nil
 }
 
+// LentAt reports whether tid is one of the lcores and its core was lent by
+// the idle watcher at CLOCK_MONOTONIC time ns (the last lendHistory lends
+// are remembered).
+func (m *Manager) LentAt(tid int, ns int64) bool {
+	if _, ok := m.lcoreCPU(tid); !ok {
+		return false
+	}
+	m.mu.Lock()
+	w := m.watcher
+	m.mu.Unlock()
+	return w != nil && w.LentAt(ns)
+}
+
 // promoteAll gives every lent core back; used on shutdown and on errors.
 func (m *Manager) promoteAll() error {
 	m.schedMu.Lock()
@@ -651,7 +664,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		w := NewIdleWatcher(m, m.activityCounter(ifaces), IdleWatcherOptions{
+		w := NewIdleWatcher(m, m.activityCounter(ctx, ifaces), IdleWatcherOptions{
 			Interval: m.cfg.IdleInterval, IdleAfter: m.cfg.IdleAfter, Priority: m.cfg.Priority, Logger: m.log,
 		})
 		m.mu.Lock()
@@ -702,21 +715,28 @@ func (m *Manager) SetProbe(sources ...WakeSource) {
 	}
 }
 
-// ovsCounterEvery is how many idle intervals pass between two reads of
-// OVS's PMD counters: a read is a round trip through ovs-vswitchd's main
-// thread (~150 µs), the interface counters are read every interval.
-const ovsCounterEvery = 10
+// ovsCounterPeriod is how often OVS's PMD counters are read: a read is a
+// round trip through ovs-vswitchd's main thread (~150 µs when it runs at
+// once), while the interface counters are read every idle interval.
+const ovsCounterPeriod = 10 * time.Millisecond
+
+// ovsCounterStale is how old the last good PMD counter read may be before
+// the watcher treats the counter as unreadable (and stops lending).
+const ovsCounterStale = 2 * time.Second
 
 // activityCounter is what the idle watcher watches: the interfaces'
 // rx_packets and, for Open vSwitch, the packets its PMDs on the
 // application's cores received (every port, not only the watched
-// interfaces), read every ovsCounterEvery intervals.
-func (m *Manager) activityCounter(ifaces []string) CounterFunc {
+// interfaces). The PMD counters are read by a goroutine of their own until
+// ctx ends: ovs-vswitchd's main thread shares the CP cores with CP work and
+// may answer late (seconds, under a CP backlog), and the watcher must
+// never wait for it while a core is lent.
+func (m *Manager) activityCounter(ctx context.Context, ifaces []string) CounterFunc {
 	netdev := NetDevCounter(m.PID(), ifaces...)
 	if m.cfg.OVSUnixctl == "" {
 		return netdev
 	}
-	pmds := sampledEvery(ovsCounterEvery, ovs.NewClient(m.cfg.OVSUnixctl).PMDPacketsCounter(m.cfg.CPUs))
+	pmds := newPolledCounter(ctx, ovs.NewClient(m.cfg.OVSUnixctl).PMDPacketsCounter(m.cfg.CPUs), ovsCounterPeriod, ovsCounterStale)
 	return func() (uint64, error) {
 		a, err := netdev()
 		if err != nil {
@@ -730,21 +750,48 @@ func (m *Manager) activityCounter(ifaces []string) CounterFunc {
 	}
 }
 
-// sampledEvery calls f on every nth call and returns its last value in
-// between.
-func sampledEvery(n int, f CounterFunc) CounterFunc {
-	calls := 0
-	var last uint64
-	return func() (uint64, error) {
-		if calls%n == 0 {
-			v, err := f()
-			if err != nil {
-				return 0, err
+// newPolledCounter reads f every period in a goroutine until ctx ends and
+// returns its last value without waiting; an error, or no good read for
+// longer than stale, is returned as an error.
+func newPolledCounter(ctx context.Context, f CounterFunc, period, stale time.Duration) CounterFunc {
+	type reading struct {
+		v   uint64
+		err error
+		at  time.Time
+	}
+	var last atomic.Pointer[reading]
+	read := func() {
+		v, err := f()
+		r := &reading{v: v, err: err, at: time.Now()}
+		if err != nil {
+			if p := last.Load(); p != nil {
+				r.v, r.at = p.v, p.at // keep the last good value's age
 			}
-			last = v
 		}
-		calls++
-		return last, nil
+		last.Store(r)
+	}
+	read()
+	go func() {
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				read()
+			}
+		}
+	}()
+	return func() (uint64, error) {
+		r := last.Load()
+		switch {
+		case r.err != nil:
+			return 0, r.err
+		case time.Since(r.at) > stale:
+			return 0, fmt.Errorf("no answer for %v", time.Since(r.at).Round(time.Millisecond))
+		}
+		return r.v, nil
 	}
 }
 
