@@ -15,6 +15,8 @@ import (
 	"github.com/taichi-sched/taichi/dataplane/dpdk"
 	"github.com/taichi-sched/taichi/dataplane/ovs"
 	"github.com/taichi-sched/taichi/eval"
+	"github.com/taichi-sched/taichi/internal/cpushare"
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"github.com/taichi-sched/taichi/testbed"
 )
 
@@ -109,6 +111,37 @@ func TestDaemonAdoptsOVSAndLendsItsPMD(t *testing.T) {
 		app, _ := pmdOnCore(t, e, dp)
 		return app.Idle != nil && app.Idle.Demoted
 	})
+	// Lent, the core is CP's: a CP hog in a session of its own (another
+	// autogroup) gets at least 90% of what it and the PMD ran, by the
+	// hog's own clock (the idle group lends to any session, which
+	// SCHED_IDLE alone did not).
+	hog, err := cpushare.StartHog(dp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hog.Sample(); err != nil {
+		t.Fatal(err)
+	}
+	pmdRun0, err := linuxsched.RunTime(inst.PID(), first.TID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	win, err := hog.Sample()
+	pmdRun1, _ := linuxsched.RunTime(inst.PID(), first.TID)
+	hog.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if app, _ := pmdOnCore(t, e, dp); app.Idle == nil || !app.Idle.Demoted {
+		t.Fatalf("the core was reclaimed during the share window, with no traffic sent: %+v", app.Idle)
+	}
+	if share := win.Against(pmdRun1 - pmdRun0); share < 0.9 {
+		t.Fatalf("lent PMD core: the CP hog got %.3f of the hog+PMD time (%v), want >= 0.9", share, win)
+	} else {
+		t.Logf("lent PMD core: CP hog got %.3f of the hog+PMD time (whole-core share %.3f)", share, win.Share())
+	}
+
 	before, _ := pmdOnCore(t, e, dp)
 	if got := pingSink(t, tb, 20, 100*time.Millisecond); got != 20 {
 		t.Fatalf("lent PMD: %d of 20 echoes answered", got)
@@ -159,4 +192,10 @@ func TestDaemonAdoptsOVSAndLendsItsPMD(t *testing.T) {
 	if got := pingSink(t, tb, 20, 10*time.Millisecond); got != 20 {
 		t.Fatalf("after the daemon stopped: %d of 20 echoes answered", got)
 	}
+}
+
+// TestMain lets the test binary serve as the CP hog of the share test.
+func TestMain(m *testing.M) {
+	cpushare.RunHogIfRequested()
+	os.Exit(m.Run())
 }
