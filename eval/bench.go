@@ -169,6 +169,9 @@ func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
 	}
 	if b.ovs != nil {
 		b.Env.Facts["ovs"] = ovsVersion()
+		b.Env.Facts["ovs_pmd_maxsleep_peer_us"] = OVSPeerMaxSleep.Microseconds()
+		b.Env.Facts["ovs_pmd_maxsleep_lending_us"] = OVSLendingMaxSleep.Microseconds()
+		b.Env.Facts["ovs_idle_after_ms"] = OVSIdleAfter
 	}
 	// The guard's bound and the wake cost it came from: the probe's lead
 	// is read against that cost (how much of a wake the probe hides).

@@ -53,8 +53,8 @@ var _ System = (*ovsSystem)(nil)
 
 // SetPolicy applies a setup. static: OVS busy-polls, CP stays off the PMD
 // core. ovs-maxsleep: OVS sleeps by its load (pmd-maxsleep=100µs), CP may
-// run on the PMD core, taichi lends nothing. dynamic and taichi: the same
-// OVS sleep, and taichi lends the idle PMD's core (cpu.idle group, after
+// run on the PMD core, taichi lends nothing. dynamic and taichi: OVS sleeps
+// at most OVSLendingMaxSleep, and taichi lends the idle PMD's core (cpu.idle group, after
 // OVSIdleAfter ms without a packet) and keeps the PMD SCHED_FIFO while not
 // lent, so it preempts CP when it wakes; taichi adds the probe's early
 // reclaim and blocker confinement. DPDK lending is held before CP may reach
@@ -62,7 +62,8 @@ var _ System = (*ovsSystem)(nil)
 // starts in a mix of two setups.
 func (s *ovsSystem) SetPolicy(ctx context.Context, name scheduler.PolicyName) error {
 	// Busy polling only where CP stays off the PMD core; wherever CP may
-	// run there, OVS sleeps by its load, under taichi's lending too.
+	// run there, OVS sleeps by its load, under taichi's lending too (a
+	// SCHED_FIFO poller that never sleeps meets RT throttling).
 	policy, sleep, hold := name, OVSLendingMaxSleep, false
 	if name == scheduler.PolicyStatic {
 		sleep = 0

@@ -428,10 +428,12 @@ func (m *Manager) apply(pid int, t linuxsched.Thread) (ThreadStatus, error) {
 	} else if drift {
 		changed = true
 	}
+	// Read back under schedMu too: a lend or reclaim in between would
+	// look like drift.
+	now, rerr := linuxsched.ReadThread(pid, t.TID)
 	m.schedMu.Unlock()
 
-	// Read back: the status reports what the kernel says, not what we asked.
-	now, rerr := linuxsched.ReadThread(pid, t.TID)
+	// The status reports what the kernel says, not what we asked.
 	if rerr != nil {
 		errs = append(errs, rerr)
 		now = t
