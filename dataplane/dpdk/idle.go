@@ -314,11 +314,12 @@ func (w *IdleWatcher) loop(ctx context.Context) error {
 		}
 		if waitUntil(next, armed) {
 			disarm()
-			w.probeReclaims.Add(1)
 			idle = 0
 			if err := w.reclaim(); err != nil {
 				w.opts.Logger.Error("reclaim at the probe's warning", "err", err)
 			}
+			w.probeReclaims.Add(1) // after the reclaim: a reader sees it done
+
 		}
 		next += interval
 		if now := monotonicNs(); next <= now { // fell behind: do not burst

@@ -241,7 +241,7 @@ func TestPolledCounterNeverWaits(t *testing.T) {
 		}
 		return 42, nil
 	}
-	c := newPolledCounter(ctx, src, time.Millisecond, 50*time.Millisecond)
+	c := newPolledCounter(ctx, src, time.Millisecond, 500*time.Millisecond)
 	if v, err := c(); v != 42 || err != nil {
 		t.Fatalf("first read: %d %v", v, err)
 	}
