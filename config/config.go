@@ -136,6 +136,11 @@ type DPDK struct {
 	// threads, ^pmd-c[0-9]+/id:[0-9]+$), is ovs-vswitchd's control socket:
 	// idle detection then also reads the PMDs' own packet counters.
 	OVSUnixctl string `key:"ovs_unixctl"`
+	// OVSPMDMaxSleep (with OVSDB, its database socket) has taichi set OVS's
+	// pmd-maxsleep by the policy: this sleep where the PMD cores may be
+	// lent, busy polling where CP stays off them. 0 leaves it to OVS.
+	OVSPMDMaxSleep Duration `key:"ovs_pmd_maxsleep"`
+	OVSDB          string   `key:"ovs_db"`
 }
 
 // Metrics configures the Prometheus endpoint.
@@ -219,6 +224,6 @@ func (d DPDK) ManagerConfig() dpdk.Config {
 		ThreadPattern: d.ThreadPattern, CPUs: d.CPUs, Priority: d.Priority,
 		IdleDemote: d.IdleDemote, IdleIfaces: d.IdleIfaces,
 		IdleInterval: d.IdleInterval.D(), IdleAfter: d.IdleAfter,
-		OVSUnixctl: d.OVSUnixctl,
+		OVSUnixctl: d.OVSUnixctl, OVSPMDMaxSleep: d.OVSPMDMaxSleep.D(), OVSDB: d.OVSDB,
 	}
 }

@@ -93,6 +93,12 @@ type Config struct {
 	// OVSUnixctl, for Open vSwitch, is ovs-vswitchd's unixctl socket: idle
 	// detection also reads the packets its PMDs on CPUs received.
 	OVSUnixctl string `yaml:"ovs_unixctl" mapstructure:"ovs_unixctl" json:"ovs_unixctl,omitempty"`
+	// OVSPMDMaxSleep, when positive, has taichi set OVS's
+	// other_config:pmd-maxsleep through OVSDB (its database socket) by the
+	// policy: this sleep where the PMD cores may be lent, 0 (busy polling)
+	// where CP stays off them; OVS's own value is put back on stop.
+	OVSPMDMaxSleep time.Duration `yaml:"ovs_pmd_maxsleep" mapstructure:"ovs_pmd_maxsleep" json:"ovs_pmd_maxsleep,omitempty"`
+	OVSDB          string        `yaml:"ovs_db" mapstructure:"ovs_db" json:"ovs_db,omitempty"`
 }
 
 // FieldError is one problem with one field of a Config.
@@ -157,6 +163,15 @@ func (c *Config) Validate() error {
 	}
 	if c.OVSUnixctl != "" && (!filepath.IsAbs(c.OVSUnixctl) || len(c.OVSUnixctl) > maxUnixPath) {
 		bad("ovs_unixctl", "%q: want the absolute path of ovs-vswitchd's unixctl socket (at most %d bytes)", c.OVSUnixctl, maxUnixPath)
+	}
+	if c.OVSPMDMaxSleep < 0 || c.OVSPMDMaxSleep > 10*time.Millisecond {
+		bad("ovs_pmd_maxsleep", "%v: want 0 (leave OVS's sleep alone) up to 10ms (OVS's cap)", c.OVSPMDMaxSleep)
+	}
+	if c.OVSPMDMaxSleep > 0 && c.OVSDB == "" {
+		bad("ovs_db", "ovs_pmd_maxsleep needs the OVS database socket (e.g. /var/run/openvswitch/db.sock)")
+	}
+	if c.OVSDB != "" && (!filepath.IsAbs(c.OVSDB) || len(c.OVSDB) > maxUnixPath) {
+		bad("ovs_db", "%q: want the absolute path of the OVS database socket (at most %d bytes)", c.OVSDB, maxUnixPath)
 	}
 	if c.ReconcileInterval < 0 {
 		bad("reconcile_interval", "%v: must not be negative", c.ReconcileInterval)

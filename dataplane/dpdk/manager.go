@@ -64,6 +64,16 @@ type Status struct {
 	// YieldDegraded says why it is not a per-core cpu group.
 	Yield         string `json:"yield"`
 	YieldDegraded string `json:"yield_degraded,omitempty"`
+	// OVSMaxSleep is OVS's pmd-maxsleep as taichi last wrote it
+	// (ovs_pmd_maxsleep set), or nil.
+	OVSMaxSleep *OVSMaxSleepStatus `json:"ovs_maxsleep,omitempty"`
+}
+
+// OVSMaxSleepStatus reports the governing of OVS's PMD sleep.
+type OVSMaxSleepStatus struct {
+	AppliedUs int64  `json:"applied_us"` // -1 before the first write
+	Writes    int    `json:"writes"`
+	Error     string `json:"error,omitempty"`
 }
 
 // Option adjusts a Manager.
@@ -114,7 +124,9 @@ type Manager struct {
 	lcores atomic.Pointer[map[int]int]
 
 	watcher *IdleWatcher
-	probe   []WakeSource // the probe's warnings for the watcher (SetProbe)
+	// sleep governs OVS's pmd-maxsleep by lending (OVSPMDMaxSleep set).
+	sleep *ovsSleep
+	probe []WakeSource // the probe's warnings for the watcher (SetProbe)
 	// lendingOff: the daemon's policy keeps the cores out of CP's reach.
 	lendingOff atomic.Bool
 
@@ -220,6 +232,15 @@ func (m *Manager) Start(ctx context.Context) error {
 		}
 	} else if err := m.launch(); err != nil {
 		return err
+	}
+	if m.cfg.OVSPMDMaxSleep > 0 && m.sleep == nil {
+		sl, err := startOVSSleep(ovs.DB{Socket: m.cfg.OVSDB}, m.cfg.OVSPMDMaxSleep, m.log)
+		if err != nil {
+			return fmt.Errorf("dpdk %q: ovs_db: %w", m.cfg.Name, err)
+		}
+		m.mu.Lock()
+		m.sleep = sl
+		m.mu.Unlock()
 	}
 	if err := m.Reconcile(); err != nil && errors.Is(err, ErrNoProcess) {
 		return err
@@ -480,6 +501,14 @@ func (m *Manager) Status() Status {
 		st := w.Stats()
 		s.Idle = &st
 	}
+	if sl := m.ovsSleepOf(); sl != nil {
+		applied, n, lastErr := sl.state()
+		us := int64(-1)
+		if applied >= 0 {
+			us = applied.Microseconds()
+		}
+		s.OVSMaxSleep = &OVSMaxSleepStatus{AppliedUs: us, Writes: n, Error: lastErr}
+	}
 	return s
 }
 
@@ -491,11 +520,14 @@ func (m *Manager) Status() Status {
 func (m *Manager) SetLending(on bool) error {
 	m.mu.Lock()
 	m.lendingOff.Store(!on)
-	w := m.watcher
+	w, sl := m.watcher, m.sleep
 	m.mu.Unlock()
 	var errs []error
 	if w != nil {
 		errs = append(errs, w.SetAllowed(on))
+	}
+	if sl != nil {
+		sl.set(on) // written in the background; reclaiming never waits for OVS
 	}
 	errs = append(errs, m.applyStates())
 	return errors.Join(errs...)
@@ -622,6 +654,12 @@ func (m *Manager) Promote(tid int) error {
 		_ = m.guard.send("reclaim %d", tid) // after the reclaim: off the hot path
 	}
 	return nil
+}
+
+func (m *Manager) ovsSleepOf() *ovsSleep {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.sleep
 }
 
 // LentAt reports whether tid is one of the lcores and its core was lent by
@@ -832,8 +870,12 @@ func (m *Manager) Release() error {
 	}
 	m.mu.Lock()
 	m.released = true
-	y := m.yield
+	y, sl := m.yield, m.sleep
+	m.sleep = nil
 	m.mu.Unlock()
+	if sl != nil {
+		errs = append(errs, sl.stop()) // OVS's own setting back
+	}
 	if y != nil {
 		m.schedMu.Lock()
 		for _, tid := range m.LcoreTIDs() {

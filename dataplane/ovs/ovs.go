@@ -389,12 +389,11 @@ func (i *Instance) Vsctl(ctx context.Context, args ...string) (string, error) {
 // SetMaxSleep sets other_config:pmd-maxsleep (whole µs, 0 busy-polls) and
 // returns once ovs-vswitchd has applied it.
 func (i *Instance) SetMaxSleep(ctx context.Context, d time.Duration) error {
-	if err := checkMaxSleep(d); err != nil {
-		return err
-	}
-	_, err := i.Vsctl(ctx, "set", "Open_vSwitch", ".", "other_config:pmd-maxsleep="+maxSleepMicros(d))
-	return err
+	return i.DB().SetMaxSleep(ctx, d)
 }
+
+// DB is the instance's database, as any other process would reach it.
+func (i *Instance) DB() DB { return DB{Socket: i.DBSocket()} }
 
 // logTails returns the end of both daemons' logs, for start errors (Stop
 // removes the files).
