@@ -67,4 +67,3 @@ func (db DB) RestoreMaxSleep(ctx context.Context, d time.Duration, set bool) err
 	_, err := db.vsctl(ctx, "remove", "Open_vSwitch", ".", "other_config", "pmd-maxsleep")
 	return err
 }
-
