@@ -12,9 +12,13 @@ import (
 // DB is an Open vSwitch database reached through its unix socket
 // (ovs-vsctl --db=unix:PATH): a running OVS this process did not start,
 // such as the host's own.
-type DB struct{ Socket string }
+type DB struct {
+	Socket string
+	env    []string // the tool's environment; nil inherits this process's
+}
 
-// vsctl runs ovs-vsctl against the database, bounded by ctx.
+// vsctl runs ovs-vsctl against the database, bounded by ctx (its deadline
+// becomes ovs-vsctl's --timeout, default 30 s).
 func (db DB) vsctl(ctx context.Context, args ...string) (string, error) {
 	timeout := 30
 	if dl, ok := ctx.Deadline(); ok {
@@ -22,6 +26,7 @@ func (db DB) vsctl(ctx context.Context, args ...string) (string, error) {
 	}
 	full := append([]string{"--db=unix:" + db.Socket, fmt.Sprintf("--timeout=%d", timeout)}, args...)
 	cmd := exec.CommandContext(ctx, "ovs-vsctl", full...)
+	cmd.Env = db.env
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

@@ -378,12 +378,7 @@ func (i *Instance) output(ctx context.Context, stdin *strings.Reader, name strin
 // Vsctl runs ovs-vsctl against the instance's database. Without --no-wait
 // among args, ovs-vsctl returns once ovs-vswitchd has applied the change.
 func (i *Instance) Vsctl(ctx context.Context, args ...string) (string, error) {
-	timeout := 30
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = max(1, int(time.Until(dl).Seconds()+0.999))
-	}
-	full := append([]string{"--db=unix:" + i.DBSocket(), fmt.Sprintf("--timeout=%d", timeout)}, args...)
-	return i.output(ctx, nil, "ovs-vsctl", full...)
+	return i.DB().vsctl(ctx, args...)
 }
 
 // SetMaxSleep sets other_config:pmd-maxsleep (whole µs, 0 busy-polls) and
@@ -393,7 +388,7 @@ func (i *Instance) SetMaxSleep(ctx context.Context, d time.Duration) error {
 }
 
 // DB is the instance's database, as any other process would reach it.
-func (i *Instance) DB() DB { return DB{Socket: i.DBSocket()} }
+func (i *Instance) DB() DB { return DB{Socket: i.DBSocket(), env: i.env()} }
 
 // logTails returns the end of both daemons' logs, for start errors (Stop
 // removes the files).
