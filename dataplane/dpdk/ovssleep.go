@@ -27,7 +27,6 @@ type ovsSleep struct {
 
 	mu       sync.Mutex
 	want     time.Duration
-	pending  bool
 	orig     time.Duration
 	origSet  bool
 	wake     chan struct{}
@@ -62,7 +61,7 @@ func (s *ovsSleep) set(on bool) {
 		want = s.sleep
 	}
 	s.mu.Lock()
-	s.want, s.pending = want, true
+	s.want = want
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
@@ -79,10 +78,9 @@ func (s *ovsSleep) run(ctx context.Context) {
 		case <-s.wake:
 		}
 		s.mu.Lock()
-		want, pending, applied := s.want, s.pending, s.applied
-		s.pending = false
+		want, applied := s.want, s.applied
 		s.mu.Unlock()
-		if !pending || want == applied {
+		if want == applied {
 			continue
 		}
 		wctx, cancel := context.WithTimeout(ctx, ovsSleepTimeout)
