@@ -65,6 +65,18 @@ func (s *DaemonSystem) Snapshot() (Snapshot, error) {
 		}
 		snap.LoopClass = threadClass(st.Loops[0].TID)
 	}
+	for _, app := range st.DPDK {
+		// A DPDK core is lent while its idle watcher has it demoted (the
+		// engine's per-core lent time needs a taichi loop's events).
+		if app.Idle != nil {
+			snap.LentS += app.Idle.LentSeconds
+		}
+		for _, th := range app.Threads {
+			if th.CPU >= 0 && snap.LoopClass == "" {
+				snap.LoopClass = threadClass(th.TID)
+			}
+		}
+	}
 	if p := s.D.Pool(); p != nil {
 		if u, err := p.Usage(); err == nil {
 			snap.CPCPUS = u.Total.Seconds()

@@ -80,24 +80,6 @@ func (s *ovsSystem) SetPolicy(ctx context.Context, name scheduler.PolicyName) er
 	return s.DaemonSystem.SetPolicy(ctx, policy)
 }
 
-// Snapshot adds the PMD thread's class to the daemon's counters.
-func (s *ovsSystem) Snapshot() (Snapshot, error) {
-	snap, err := s.DaemonSystem.Snapshot()
-	for _, app := range s.D.Status().DPDK {
-		// The PMD's core is lent while the watcher has it demoted (the
-		// engine's per-core lent time needs a taichi loop's events).
-		if app.Idle != nil {
-			snap.LentS += app.Idle.LentSeconds
-		}
-		for _, th := range app.Threads {
-			if th.CPU >= 0 && snap.LoopClass == "" {
-				snap.LoopClass = threadClass(th.TID)
-			}
-		}
-	}
-	return snap, err
-}
-
 // DPPriority is the PMD's SCHED_FIFO priority while CP may run on its core.
 func (s *ovsSystem) DPPriority() int {
 	if d := s.D.Config().Dataplane.DPDK; len(d) > 0 && d[0].Priority > 0 {
