@@ -9,9 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/taichi-sched/taichi/config"
@@ -89,8 +87,8 @@ func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
 	if o.DP == "" {
 		o.DP = DPLoop
 	}
-	if !slices.Contains(DPKinds, o.DP) {
-		return nil, fmt.Errorf("dp: unknown %q (want %s)", o.DP, strings.Join(DPKinds, " or "))
+	if err := CheckDP(o.DP); err != nil {
+		return nil, err
 	}
 	helper, err := SelfHelper()
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,6 +25,14 @@ const (
 
 // DPKinds lists the data planes in the order the CLI shows them.
 var DPKinds = []string{DPLoop, DPOVS}
+
+// CheckDP rejects an unknown data plane, naming the valid ones.
+func CheckDP(dp string) error {
+	if !slices.Contains(DPKinds, dp) {
+		return fmt.Errorf("dp: unknown %q (want %s)", dp, strings.Join(DPKinds, " or "))
+	}
+	return nil
+}
 
 // SetupOVSMaxSleep is the operators' alternative to taichi on an OVS-DPDK
 // DPU: OVS's own load-based PMD sleep (other_config:pmd-maxsleep=100µs, the

@@ -116,8 +116,8 @@ var ovsPolicies = []string{string(scheduler.PolicyStatic), string(eval.SetupOVSM
 // runs the OVS setups, and the ovs-maxsleep setup needs --dp ovs.
 func dpPolicies(cmd *cobra.Command, names []string) ([]scheduler.PolicyName, error) {
 	dp, _ := cmd.Flags().GetString("dp")
-	if !slices.Contains(eval.DPKinds, dp) {
-		return nil, fmt.Errorf("dp: unknown %q (want %s)", dp, strings.Join(eval.DPKinds, " or "))
+	if err := eval.CheckDP(dp); err != nil {
+		return nil, err
 	}
 	if dp == eval.DPOVS && !cmd.Flags().Changed("policies") {
 		names = ovsPolicies
