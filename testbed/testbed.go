@@ -33,6 +33,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -397,4 +398,37 @@ func (t *Testbed) RouteSinkReplies(ctx context.Context) error {
 	}
 	return ipCmd(ctx, t.SinkNS, "neigh", "replace", t.GenIP.String(), "lladdr", t.DPOutMAC.String(),
 		"dev", t.SinkIface, "nud", "permanent")
+}
+
+var pingReceivedRE = regexp.MustCompile(`(\d+) received`)
+
+// PingSink sends count ICMP echoes from the generator to the sink, through
+// whatever DP forwards between them (OVS, a forwarding loop), interval
+// apart, each answered within a second or counted lost. It returns how
+// many came back and ping's summary.
+func (t *Testbed) PingSink(ctx context.Context, count int, interval time.Duration) (int, string, error) {
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", t.GenNS, "ping", "-n", "-q", "-c", strconv.Itoa(count),
+		"-i", strconv.FormatFloat(interval.Seconds(), 'f', -1, 64), "-W", "1", t.SinkIP.String()).CombinedOutput()
+	m := pingReceivedRE.FindSubmatch(out)
+	if m == nil {
+		return 0, string(out), fmt.Errorf("ping %s from %s: %v: %s", t.SinkIP, t.GenNS, err, strings.TrimSpace(string(out)))
+	}
+	n, _ := strconv.Atoi(string(m[1]))
+	return n, strings.TrimSpace(string(out)), nil
+}
+
+// WaitSinkEcho waits until one echo from the generator to the sink comes
+// back: a DP that just set up its ports may not poll them yet, and the
+// nic bridge learns the path with the first frames. Bounded at tries
+// echoes of at most 200 ms each.
+func (t *Testbed) WaitSinkEcho(ctx context.Context, tries int) error {
+	for range tries {
+		if exec.CommandContext(ctx, "ip", "netns", "exec", t.GenNS, "ping", "-n", "-q", "-c", "1", "-W", "0.2", t.SinkIP.String()).Run() == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	return fmt.Errorf("no echo from %s to %s after %d tries", t.GenNS, t.SinkIP, tries)
 }

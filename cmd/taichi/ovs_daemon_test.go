@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -24,27 +22,20 @@ import (
 // interval apart, and returns how many came back.
 func pingSink(t *testing.T, tb *testbed.Testbed, count int, interval time.Duration) int {
 	t.Helper()
-	out, err := exec.Command("ip", "netns", "exec", tb.GenNS, "ping", "-n", "-q", "-c", fmt.Sprint(count),
-		"-i", fmt.Sprintf("%.3f", interval.Seconds()), "-W", "1", tb.SinkIP.String()).CombinedOutput()
-	m := regexp.MustCompile(`(\d+) received`).FindSubmatch(out)
-	if m == nil {
-		t.Fatalf("ping: %v\n%s", err, out)
+	n, _, err := tb.PingSink(context.Background(), count, interval)
+	if err != nil {
+		t.Fatal(err)
 	}
-	var n int
-	fmt.Sscan(string(m[1]), &n)
 	return n
 }
 
 // waitEcho waits until one echo gets through OVS (a fresh port may not be
-// polled yet); bounded at 50 tries of at most 200 ms.
+// polled yet).
 func waitEcho(t *testing.T, tb *testbed.Testbed) {
 	t.Helper()
-	for range 50 {
-		if exec.Command("ip", "netns", "exec", tb.GenNS, "ping", "-n", "-q", "-c", "1", "-W", "0.2", tb.SinkIP.String()).Run() == nil {
-			return
-		}
+	if err := tb.WaitSinkEcho(context.Background(), 50); err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("no echo through OVS to %s", tb.SinkIP)
 }
 
 // pmdOnCore returns the OVS app's status and its thread on cpu, if any.

@@ -212,30 +212,18 @@ func waitPMDThreads(t testing.TB, pid, n int) map[int]string {
 // count echo requests were answered.
 func ping(t testing.TB, tb *testbed.Testbed, count int) int {
 	t.Helper()
-	waitForwarding(t, tb)
-	out, err := exec.Command("ip", "netns", "exec", tb.GenNS, "ping", "-n", "-q", "-c", fmt.Sprint(count),
-		"-i", "0.01", "-W", "1", tb.SinkIP.String()).CombinedOutput()
-	m := regexp.MustCompile(`(\d+) received`).FindSubmatch(out)
-	if m == nil {
-		t.Fatalf("ping: %v\n%s", err, out)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// Right after Patch the PMD may not poll the new ports yet.
+	if err := tb.WaitSinkEcho(ctx, 50); err != nil {
+		t.Fatal(err)
 	}
-	var n int
-	fmt.Sscan(string(m[1]), &n)
-	t.Logf("ping: %s", strings.TrimSpace(tail(string(out), 200)))
+	n, out, err := tb.PingSink(ctx, count, 10*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("ping: %s", tail(out, 200))
 	return n
-}
-
-// waitForwarding waits until one echo gets through: right after Patch the
-// PMD may not poll the new ports yet, and the testbed's bridge learns the
-// path with the first frames. Bounded: 50 tries of at most 200 ms.
-func waitForwarding(t testing.TB, tb *testbed.Testbed) {
-	t.Helper()
-	for range 50 {
-		if exec.Command("ip", "netns", "exec", tb.GenNS, "ping", "-n", "-q", "-c", "1", "-W", "0.2", tb.SinkIP.String()).Run() == nil {
-			return
-		}
-	}
-	t.Fatalf("no echo through OVS to %s after 50 tries", tb.SinkIP)
 }
 
 // onTestbed starts an instance in a fresh testbed's DP namespace, the sink
