@@ -77,6 +77,10 @@ type LoopConfig struct {
 	// IO is the receive path: IOPacket (AF_PACKET mmap ring, default) or
 	// IOXDP (AF_XDP copy mode with an XDP redirect program on Iface).
 	IO string
+	// XDPStamp, with IOXDP, forces where the XDP program puts each frame's
+	// RX stamp: XDPStampMeta or XDPStampHead. StampAuto (empty) takes the
+	// metadata where the kernel allows bpf_xdp_adjust_meta, else the head.
+	XDPStamp string
 	// Ring is the AF_PACKET RX ring format, RingV2 (default) or RingV3.
 	Ring string
 	// OutDstMAC, in forward mode, rewrites each frame's destination to this
@@ -139,6 +143,10 @@ func (c LoopConfig) Validate() error {
 		return bad("priority", "%d: SCHED_FIFO priorities are 1-99", c.Priority)
 	case c.IO != IOPacket && c.IO != IOXDP:
 		return bad("io", "%q: want %s or %s", c.IO, IOPacket, IOXDP)
+	case c.XDPStamp != StampAuto && c.XDPStamp != XDPStampMeta && c.XDPStamp != XDPStampHead:
+		return bad("xdp_stamp", "%q: want %s or %s (or empty: the first the kernel allows)", c.XDPStamp, XDPStampMeta, XDPStampHead)
+	case c.XDPStamp != StampAuto && c.IO != IOXDP:
+		return bad("xdp_stamp", "%q needs io %s", c.XDPStamp, IOXDP)
 	case c.Ring != RingV2 && c.Ring != RingV3:
 		return bad("ring", "%q: want %s or %s", c.Ring, RingV2, RingV3)
 	case len(c.OutDstMAC) != 0 && len(c.OutDstMAC) != 6:
@@ -158,10 +166,13 @@ type Loop struct {
 	events  chan Event
 	wakes   []WakeSource
 	started atomic.Bool
-	stop    atomic.Bool
-	tid     atomic.Int64
-	ready   chan struct{}
-	stopFD  int
+	// stampPath is the receive path's stamp (StampKernel, XDPStampMeta or
+	// XDPStampHead), known once the sockets are open.
+	stampPath atomic.Pointer[string]
+	stop      atomic.Bool
+	tid       atomic.Int64
+	ready     chan struct{}
+	stopFD    int
 
 	// Owned by the worker thread.
 	rx        rxSource
@@ -224,6 +235,9 @@ func (l *Loop) TID() int { return int(l.tid.Load()) }
 func (l *Loop) Stats() Stats {
 	s := l.c.snapshot()
 	s.Name, s.CPU, s.TID = l.cfg.Name, l.cfg.CPU, l.TID()
+	if p := l.stampPath.Load(); p != nil {
+		s.RXStamp = *p
+	}
 	return s
 }
 
@@ -278,7 +292,7 @@ func (l *Loop) setup() error {
 	var rx rxSource
 	var err error
 	if l.cfg.IO == IOXDP {
-		rx, err = openXSK(l.cfg.Iface)
+		rx, err = openXSK(l.cfg.Iface, l.cfg.XDPStamp)
 	} else {
 		rx, err = openRX(l.cfg.Iface, l.cfg.Ring)
 	}
@@ -295,6 +309,8 @@ func (l *Loop) setup() error {
 		return err
 	}
 	l.rx, l.tx = rx, tx
+	path := rx.stampPath()
+	l.stampPath.Store(&path)
 	if err := linuxsched.Pin(0, l.cfg.CPU); err != nil {
 		return l.abortSetup(err)
 	}

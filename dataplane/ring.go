@@ -104,6 +104,8 @@ func openRX(iface string, version string) (*rxRing, error) {
 
 func (r *rxRing) fileDescriptor() int { return r.fd }
 
+func (r *rxRing) stampPath() string { return StampKernel }
+
 func (r *rxRing) close() {
 	if r.mem != nil {
 		_ = unix.Munmap(r.mem)
@@ -159,6 +161,8 @@ type rxSource interface {
 	// drain hands up to max waiting frames to h and returns how many.
 	drain(h frameHandler, max int) int
 	fileDescriptor() int
+	// stampPath names where the RX stamps come from (StampKernel, ...).
+	stampPath() string
 	close()
 }
 

@@ -59,6 +59,10 @@ type Stats struct {
 	Name string `json:"name"`
 	CPU  int    `json:"cpu"`
 	TID  int    `json:"tid"`
+	// RXStamp says where the residence's RX stamp comes from: StampKernel
+	// (AF_PACKET), XDPStampMeta or XDPStampHead (AF_XDP); empty before
+	// the loop opened its sockets.
+	RXStamp string `json:"rx_stamp,omitempty"`
 
 	Packets   uint64 `json:"packets"`    // frames received
 	Bytes     uint64 `json:"bytes"`      // bytes received

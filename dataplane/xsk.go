@@ -13,8 +13,13 @@ import (
 )
 
 // AF_XDP receive path (IOXDP): an XDP program on the RX interface stamps
-// each frame with bpf_ktime_get_ns in its metadata and redirects it to an
-// AF_XDP socket in copy mode (veth has no zero-copy). The socket is written
+// each frame with bpf_ktime_get_ns and redirects it to an AF_XDP socket in
+// copy mode (veth has no zero-copy). The stamp goes into the frame's XDP
+// metadata (bpf_xdp_adjust_meta) where the kernel allows that helper; some
+// kernels refuse it for XDP programs (6.18.44 here: "program of this type
+// cannot use helper bpf_xdp_adjust_meta#54"), and there the program
+// prepends the stamp to the frame with bpf_xdp_adjust_head and the loop
+// strips it. Both stamp at the same point, so residence means the same. The socket is written
 // on x/sys/unix; the program and the XSKMap use cilium/ebpf. Frames go back
 // to the fill ring right after handling: the TX side stays the AF_PACKET
 // TX ring, so the two I/O modes differ only in how frames are received.
@@ -27,8 +32,19 @@ const (
 	xskMetaLen   = 8  // the XDP program's timestamp in front of each frame
 	xdpMdQueue   = 16 // offsetof(struct xdp_md, rx_queue_index)
 	xdpMdData    = 0
+	xdpMdDataEnd = 4
 	xdpMdMeta    = 8
 	xdpPass      = 2
+	xdpRedirect  = 4
+)
+
+// Where the AF_XDP path's RX stamp travels (LoopConfig.XDPStamp,
+// Stats.RXStamp). StampKernel is the AF_PACKET ring's own RX timestamp.
+const (
+	StampAuto    = ""         // XDPStampMeta where the kernel allows it, else XDPStampHead
+	XDPStampMeta = "xdp-meta" // in the frame's XDP metadata (bpf_xdp_adjust_meta)
+	XDPStampHead = "xdp-head" // prepended to the frame (bpf_xdp_adjust_head), stripped by the loop
+	StampKernel  = "kernel"   // AF_PACKET: the kernel's RX timestamp in the ring's frame header
 )
 
 // xskRing is one of the four single-producer/single-consumer rings shared
@@ -64,11 +80,22 @@ type xskRX struct {
 	prog    *ebpf.Program
 	xsks    *ebpf.Map
 	xdpLink link.Link
+	// stampAt is XDPStampMeta or XDPStampHead: where the program put the
+	// stamp, so where the frame starts.
+	stampAt string
 }
 
-// xdpProgram returns the redirect program: stamp, then hand the frame to
-// the socket of its RX queue, or pass it to the stack if there is none.
-func xdpProgram(xsks *ebpf.Map) asm.Instructions {
+// xdpProgram returns the redirect program for a stamp path.
+func xdpProgram(xsks *ebpf.Map, stampAt string) asm.Instructions {
+	if stampAt == XDPStampHead {
+		return xdpHeadProgram(xsks)
+	}
+	return xdpMetaProgram(xsks)
+}
+
+// xdpMetaProgram: stamp into the metadata, then hand the frame to the socket
+// of its RX queue, or pass it to the stack if there is none.
+func xdpMetaProgram(xsks *ebpf.Map) asm.Instructions {
 	return asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
 		asm.FnKtimeGetNs.Call(),
@@ -91,10 +118,68 @@ func xdpProgram(xsks *ebpf.Map) asm.Instructions {
 	}
 }
 
+// xdpHeadProgram: prepend the stamp to the frame and redirect it to the
+// socket of its RX queue. A frame that is not redirected (no socket) gets
+// its head back before it is passed to the stack; one without headroom is
+// passed unstamped and never reaches the socket, so every frame the loop
+// reads carries the stamp.
+func xdpHeadProgram(xsks *ebpf.Map) asm.Instructions {
+	return asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.FnKtimeGetNs.Call(),
+		asm.Mov.Reg(asm.R7, asm.R0),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, -xskMetaLen),
+		asm.FnXdpAdjustHead.Call(),
+		asm.JNE.Imm(asm.R0, 0, "pass"),
+		asm.LoadMem(asm.R2, asm.R6, xdpMdData, asm.Word),
+		asm.LoadMem(asm.R3, asm.R6, xdpMdDataEnd, asm.Word),
+		asm.Mov.Reg(asm.R4, asm.R2),
+		asm.Add.Imm(asm.R4, xskMetaLen),
+		asm.JGT.Reg(asm.R4, asm.R3, "restore"),
+		asm.StoreMem(asm.R2, 0, asm.R7, asm.DWord),
+		asm.LoadMem(asm.R2, asm.R6, xdpMdQueue, asm.Word),
+		asm.LoadMapPtr(asm.R1, xsks.FD()),
+		asm.Mov.Imm(asm.R3, xdpPass),
+		asm.FnRedirectMap.Call(),
+		asm.JEq.Imm(asm.R0, xdpRedirect, "out"),
+		asm.Mov.Reg(asm.R1, asm.R6).WithSymbol("restore"),
+		asm.Mov.Imm(asm.R2, xskMetaLen),
+		asm.FnXdpAdjustHead.Call(),
+		asm.Mov.Imm(asm.R0, xdpPass).WithSymbol("pass"),
+		asm.Return().WithSymbol("out"),
+	}
+}
+
+// loadXDPProgram loads the redirect program for want (StampAuto: the
+// metadata path, else the head path when the kernel refuses the first).
+func loadXDPProgram(xsks *ebpf.Map, want string) (*ebpf.Program, string, error) {
+	load := func(at string) (*ebpf.Program, error) {
+		return ebpf.NewProgram(&ebpf.ProgramSpec{Name: "taichi_xsk", Type: ebpf.XDP, License: "GPL",
+			Instructions: xdpProgram(xsks, at)})
+	}
+	if want != StampAuto {
+		p, err := load(want)
+		if err != nil {
+			return nil, "", fmt.Errorf("load XDP program (%s stamp): %w", want, err)
+		}
+		return p, want, nil
+	}
+	p, metaErr := load(XDPStampMeta)
+	if metaErr == nil {
+		return p, XDPStampMeta, nil
+	}
+	p, err := load(XDPStampHead)
+	if err != nil {
+		return nil, "", fmt.Errorf("load XDP program: %s stamp: %v; %s stamp: %w", XDPStampMeta, metaErr, XDPStampHead, err)
+	}
+	return p, XDPStampHead, nil
+}
+
 // openXSK opens an AF_XDP socket on queue 0 of iface in copy mode and
 // attaches the redirect program. The calling thread must be in the
 // interface's namespace.
-func openXSK(iface string) (_ *xskRX, err error) {
+func openXSK(iface, stamp string) (_ *xskRX, err error) {
 	ifc, err := net.InterfaceByName(iface)
 	if err != nil {
 		return nil, fmt.Errorf("iface %q: %w", iface, err)
@@ -155,9 +240,8 @@ func openXSK(iface string) (_ *xskRX, err error) {
 	if err = x.xsks.Put(uint32(0), uint32(x.fd)); err != nil {
 		return nil, fmt.Errorf("XSKMap put: %w", err)
 	}
-	if x.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{Name: "taichi_xsk", Type: ebpf.XDP, License: "GPL",
-		Instructions: xdpProgram(x.xsks)}); err != nil {
-		return nil, fmt.Errorf("load XDP program: %w", err)
+	if x.prog, x.stampAt, err = loadXDPProgram(x.xsks, stamp); err != nil {
+		return nil, err
 	}
 	if x.xdpLink, err = link.AttachXDP(link.XDPOptions{Program: x.prog, Interface: ifc.Index, Flags: link.XDPDriverMode}); err != nil {
 		return nil, fmt.Errorf("attach XDP (driver mode): %w", err)
@@ -173,6 +257,8 @@ func setsockoptRaw(fd, opt int, p unsafe.Pointer, size uintptr) error {
 }
 
 func (x *xskRX) fileDescriptor() int { return x.fd }
+
+func (x *xskRX) stampPath() string { return x.stampAt }
 
 func (x *xskRX) close() {
 	if x.xdpLink != nil {
@@ -215,20 +301,32 @@ func (x *xskRX) ready() (int64, bool) {
 	if atomic.LoadUint32(x.rx.producer) == cons {
 		return 0, false
 	}
-	mono := x.stamp(x.desc(cons))
+	_, mono := x.frame(x.desc(cons))
 	if mono == 0 {
 		return 0, true
 	}
 	return monotonicToReal(mono), true
 }
 
-// stamp returns the program's bpf_ktime_get_ns stamp in front of a frame,
-// or 0 if it does not look like one (no metadata room).
-func (x *xskRX) stamp(d *unix.XDPDesc) int64 {
-	if d.Addr%xskChunk < xskMetaLen {
-		return 0
+// frame returns a descriptor's frame and the program's bpf_ktime_get_ns
+// stamp in front of it, or 0 if it does not look like one (no room).
+func (x *xskRX) frame(d *unix.XDPDesc) ([]byte, int64) {
+	data := x.umem[d.Addr : d.Addr+uint64(d.Len)]
+	var at uint64
+	switch {
+	case x.stampAt == XDPStampHead && d.Len >= xskMetaLen:
+		at, data = d.Addr, data[xskMetaLen:]
+	case x.stampAt == XDPStampMeta && d.Addr%xskChunk >= xskMetaLen:
+		at = d.Addr - xskMetaLen
+	default:
+		return data, 0
 	}
-	s := int64(*(*uint64)(unsafe.Pointer(&x.umem[d.Addr-xskMetaLen])))
+	return data, checkStamp(int64(*(*uint64)(unsafe.Pointer(&x.umem[at]))))
+}
+
+// checkStamp returns s if it is a plausible CLOCK_MONOTONIC stamp of a
+// frame received in the last 10 s, else 0.
+func checkStamp(s int64) int64 {
 	now := nanotime()
 	if s <= 0 || s > now || now-s > int64(10e9) {
 		return 0
@@ -247,7 +345,8 @@ func (x *xskRX) drain(h frameHandler, max int) int {
 	now := nanotime() // the program's stamps are CLOCK_MONOTONIC
 	for i := 0; i < n; i++ {
 		d := x.desc(cons + uint32(i))
-		h.handle(x.umem[d.Addr:d.Addr+uint64(d.Len)], 0, frameWait(now, x.stamp(d)))
+		frame, stamp := x.frame(d)
+		h.handle(frame, 0, frameWait(now, stamp))
 		*(*uint64)(unsafe.Add(x.fill.descs, uintptr((fprod+uint32(i))&x.fill.mask)*8)) = d.Addr - d.Addr%xskChunk
 	}
 	atomic.StoreUint32(x.fill.producer, fprod+uint32(n))

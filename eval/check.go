@@ -47,6 +47,13 @@ func finish(r *Report) *Report {
 		parts = append(parts, pol+" "+strings.Join(classes[pol], "/"))
 	}
 	r.Machine.DPLoopClass = strings.Join(parts, ", ")
+	var stamps []string
+	for _, run := range r.Runs {
+		if run.DP.RXStamp != "" && !slices.Contains(stamps, run.DP.RXStamp) {
+			stamps = append(stamps, run.DP.RXStamp)
+		}
+	}
+	r.Machine.RXStamp = strings.Join(stamps, ", ")
 	if note := probeLeadNote(r); note != "" {
 		r.Notes = append(r.Notes, note)
 	}

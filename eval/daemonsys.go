@@ -64,6 +64,7 @@ func (s *DaemonSystem) Snapshot() (Snapshot, error) {
 			snap.Lead.Add(l.Stats.Lead)
 		}
 		snap.LoopClass = threadClass(st.Loops[0].TID)
+		snap.RXStamp = st.Loops[0].Stats.RXStamp
 	}
 	for _, app := range st.DPDK {
 		// A DPDK core is lent while its idle watcher has it demoted (the

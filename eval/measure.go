@@ -50,6 +50,7 @@ func (r *Run) measured(sys System, before, after Snapshot, beforeErr, afterErr e
 			r.DP.ProbeLeadUS = histUS(d.Lead)
 		}
 		r.DP.LoopClass = after.LoopClass
+		r.DP.RXStamp = after.RXStamp
 		if d.DPStealS >= 0 {
 			ms := 1e3 * d.DPStealS
 			r.DP.StealMS = &ms

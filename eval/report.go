@@ -64,6 +64,8 @@ type Machine struct {
 	// DPLoopClass is the DP loop's scheduling class in each state, as the
 	// runs observed it (see Run.DP.LoopClass).
 	DPLoopClass string `json:"dp_loop_class,omitempty"`
+	// RXStamp is where the runs' residence stamps came from (Run.DP.RXStamp).
+	RXStamp string `json:"rx_stamp,omitempty"`
 }
 
 // DP is the data plane's side of a run.
@@ -100,6 +102,10 @@ type DP struct {
 	// LoopClass is the DP loop thread's scheduling class seen at the end of
 	// the run ("SCHED_FIFO/50", "SCHED_OTHER"), empty when not read.
 	LoopClass string `json:"loop_class,omitempty"`
+	// RXStamp is where the residence's RX stamps came from: "kernel" (the
+	// AF_PACKET ring), "xdp-meta" or "xdp-head" (AF_XDP); empty without a
+	// taichi loop.
+	RXStamp string `json:"rx_stamp,omitempty"`
 }
 
 // Run is one (policy, density or load) cell.
@@ -276,6 +282,9 @@ func WriteMarkdown(w io.Writer, r *Report) {
 	}
 	if m.DPLoopClass != "" {
 		fmt.Fprintf(w, " DP loop class: %s.", m.DPLoopClass)
+	}
+	if m.RXStamp != "" {
+		fmt.Fprintf(w, " RX stamps: %s.", m.RXStamp)
 	}
 	if m.TstampPrequeue != 0 {
 		fmt.Fprint(w, " RX stamps are taken when a packet is queued on the sending CPU (net.core.netdev_tstamp_prequeue=1): residence includes that CPU's softirq wait.")

@@ -51,6 +51,9 @@ type Snapshot struct {
 	HaveDPHist               bool
 	// LoopClass is the first DP loop thread's scheduling class now.
 	LoopClass string
+	// RXStamp is where the first DP loop's residence stamps come from
+	// (dataplane.StampKernel, XDPStampMeta or XDPStampHead).
+	RXStamp string
 	// DPStealS is the time the hypervisor took the DP cores away (steal,
 	// summed over DP cores); negative when unknown.
 	DPStealS float64

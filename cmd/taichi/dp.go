@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"os/signal"
 	"syscall"
@@ -62,6 +63,15 @@ yields the core after N consecutive empty polls, waiting at most --slice.`,
 				ctx, cancel = context.WithTimeout(ctx, duration)
 				defer cancel()
 			}
+			go func() {
+				select {
+				case <-l.Ready():
+					// Which stamp path runs depends on the kernel (xdp-head
+					// where it refuses bpf_xdp_adjust_meta): say so.
+					slog.Info("dp: loop ready", "loop", l.Stats().Name, "cpu", cfg.CPU, "io", l.Config().IO, "rx_stamp", l.Stats().RXStamp)
+				case <-ctx.Done():
+				}
+			}()
 			runErr := l.Run(ctx)
 			enc := json.NewEncoder(cmd.OutOrStdout())
 			enc.SetIndent("", "  ")
@@ -79,6 +89,7 @@ yields the core after N consecutive empty polls, waiting at most --slice.`,
 	f.StringVar(&cfg.OutIface, "out-iface", "", "forward mode: TX interface")
 	f.StringVar(&outDstMAC, "out-dst-mac", "", "forward mode: rewrite destination MAC to this next hop")
 	f.StringVar(&cfg.IO, "io", dataplane.IOPacket, "receive path: packet (AF_PACKET mmap ring) or xdp (AF_XDP copy mode)")
+	f.StringVar(&cfg.XDPStamp, "xdp-stamp", dataplane.StampAuto, "with --io xdp: force the RX stamp path, xdp-meta or xdp-head (default: the first the kernel allows)")
 	f.StringVar(&cfg.Ring, "ring", dataplane.RingV2, "RX ring format: v2 (per-frame, low latency) or v3 (per-block)")
 	f.IntVar(&cfg.Priority, "priority", dataplane.DefaultPriority, "SCHED_FIFO priority 1-99 (negative: keep the normal policy)")
 	f.IntVar(&yieldAfter, "yield-after", -1, "empty polls before yielding the core (-1: never, busy-poll)")
