@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"os/user"
 	"path/filepath"
 	"regexp"
@@ -118,8 +119,10 @@ func (c *checker) probe(cfg *Config) {
 	p := cfg.Probe
 	c.oneOf("probe.backend", p.Backend, ProbeBackends)
 	c.positive("probe.counters_interval", p.CountersInterval)
-	if p.RingbufSize < 4096 || p.RingbufSize&(p.RingbufSize-1) != 0 {
-		c.fail("probe.ringbuf_size", "must be a power of two of at least 4KiB, got %d bytes", p.RingbufSize)
+	// The kernel sizes a BPF ring buffer in whole pages: 4 KiB on x86_64,
+	// up to 64 KiB on arm64.
+	if page := os.Getpagesize(); p.RingbufSize < Size(page) || p.RingbufSize&(p.RingbufSize-1) != 0 {
+		c.fail("probe.ringbuf_size", "must be a power of two of at least the page size (%d bytes here), got %d bytes", page, p.RingbufSize)
 	}
 	seenQ := map[string]bool{}
 	for i, pi := range p.Interfaces {

@@ -58,7 +58,8 @@ func (d *Daemon) hostSpec(l config.Loop) host.Spec {
 	case config.ProbeXDP, config.ProbeCounters:
 		spec.ProbeBackend = d.cfg.Probe.Backend
 		iface, ns := d.cfg.ProbeInterfaceFor(l)
-		spec.Probe = probe.Options{Iface: iface, NetNS: ns, Interval: d.cfg.Probe.CountersInterval.D()}
+		spec.Probe = probe.Options{Iface: iface, NetNS: ns, Interval: d.cfg.Probe.CountersInterval.D(),
+			RingSize: int(d.cfg.Probe.RingbufSize)}
 	}
 	return spec
 }
@@ -143,7 +144,8 @@ func hostArgs(spec host.Spec) []string {
 	}
 	if spec.ProbeBackend != "" {
 		a = append(a, "--probe", spec.ProbeBackend, "--probe-iface", spec.Probe.Iface,
-			"--probe-netns", spec.Probe.NetNS, "--probe-interval", spec.Probe.Interval.String())
+			"--probe-netns", spec.Probe.NetNS, "--probe-interval", spec.Probe.Interval.String(),
+			"--probe-ring-size", strconv.Itoa(spec.Probe.RingSize))
 	}
 	return a
 }

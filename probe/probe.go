@@ -3,6 +3,7 @@ package probe
 import (
 	"context"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/taichi-sched/taichi/internal/safename"
@@ -73,6 +74,24 @@ type Options struct {
 	// UDP payload; the xdp backend copies those bytes into each event (Tag)
 	// so lead time is matched per packet. 0 means DefaultTagOffset.
 	TagOffset int
+	// RingSize is the xdp backend's wake-event ring buffer per DP core, in
+	// bytes: a power of two. The kernel wants a multiple of its page size
+	// (64 KiB on some arm64 kernels), so a smaller size is rounded up to the
+	// page size (RingBytes says what runs). 0 means DefaultRingSize.
+	RingSize int
+}
+
+// DefaultRingSize is the ring buffer per DP core when Options.RingSize is 0.
+const DefaultRingSize = 64 << 10
+
+// RingBytes is the ring size the xdp backend creates for o: RingSize (or
+// the default), at least this host's page size.
+func (o Options) RingBytes() int {
+	n := o.RingSize
+	if n == 0 {
+		n = DefaultRingSize
+	}
+	return max(n, os.Getpagesize())
 }
 
 // DefaultTagOffset is trafficgen's payload layout: run id, sequence number
@@ -92,6 +111,9 @@ const DefaultLockDir = "/run/taichi/probe"
 func (o Options) Validate() error {
 	if err := safename.Iface(o.Iface); err != nil {
 		return fmt.Errorf("iface: %w", err)
+	}
+	if o.RingSize < 0 || o.RingSize&(o.RingSize-1) != 0 {
+		return fmt.Errorf("ring_size: %d is not a power of two", o.RingSize)
 	}
 	if o.Core < 0 || o.Core >= MaxCores {
 		return fmt.Errorf("core: %d out of range 0..%d", o.Core, MaxCores-1)

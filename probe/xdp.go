@@ -108,6 +108,13 @@ func (x *XDP) Start(ctx context.Context) (err error) {
 	if err := spec.Variables[probeVarTagOffset].Set(uint32(x.opts.TagOffset)); err != nil {
 		return fmt.Errorf("xdp probe: tag_offset: %w", err)
 	}
+	// The rings' size, template included: the C default is one 4 KiB page,
+	// which a 64 KiB-page kernel refuses.
+	inner := spec.Maps[probeMapCoreRings].InnerMap
+	if inner == nil {
+		return fmt.Errorf("xdp probe: %s has no inner map spec", probeMapCoreRings)
+	}
+	inner.MaxEntries = uint32(x.opts.RingBytes())
 	if err := spec.LoadAndAssign(&x.objs, nil); err != nil {
 		return fmt.Errorf("xdp probe: load: %w", withVerifierLog(err))
 	}
@@ -122,7 +129,6 @@ func (x *XDP) Start(ctx context.Context) (err error) {
 	if x.states, err = mmapArray(x.objs.CoreStates.FD(), coreStateSize, MaxCores); err != nil {
 		return fmt.Errorf("xdp probe: core_states: %w", err)
 	}
-	inner := spec.Maps[probeMapCoreRings].InnerMap
 	x.wakes = make(map[int]*XDPWakeSource)
 	for _, core := range x.opts.cores() {
 		ws, err := newXDPWakeSource(core, inner, x.states)

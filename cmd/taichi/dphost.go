@@ -58,6 +58,7 @@ func init() {
 	f.StringVar(&spec.Probe.Iface, "probe-iface", "", "interface the probe watches")
 	f.StringVar(&spec.Probe.NetNS, "probe-netns", "", "network namespace of the probe interface")
 	f.DurationVar(&spec.Probe.Interval, "probe-interval", 0, "counters probe poll interval")
+	f.IntVar(&spec.Probe.RingSize, "probe-ring-size", 0, "xdp probe: wake-event ring buffer bytes (a power of two; at least the page size)")
 	f.StringVar(&spec.ShmPath, "shm", "", "shared segment path")
 	f.BoolVar(&spec.Kmod, "kmod", false, "also wait on /dev/taichi kicks")
 	rootCmd.AddCommand(cmd)
