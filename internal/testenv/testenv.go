@@ -70,7 +70,7 @@ func NeedRoot(t testing.TB, needs string) {
 	t.Helper()
 	SkipIfEmulated(t, needs)
 	if os.Geteuid() != 0 {
-		t.Skipf("needs root: %s", needs)
+		Require(t, "needs root: %s", needs)
 	}
 }
 
@@ -93,4 +93,36 @@ func Command(name string, arg ...string) *exec.Cmd {
 		return exec.Command(name, arg...)
 	}
 	return exec.Command(emu, append([]string{name}, arg...)...)
+}
+
+// StrictEnv names the variable make test sets (TAICHI_TEST_STRICT=1): this
+// machine is of the kind the project's tests are written for (root, the
+// packages scripts/deps.sh installs, cgroup v1 controllers, BPF with BTF),
+// so a test that would skip for want of one of those fails instead.
+const StrictEnv = "TAICHI_TEST_STRICT"
+
+// Strict reports whether StrictEnv is set to 1 and the test runs natively
+// (under a user-mode emulator the host kernel is out of reach by design).
+func Strict() bool { return os.Getenv(StrictEnv) == "1" && Emulator() == "" }
+
+// Require stops t for want of something the project's machines have: a
+// failure in strict mode, a skip otherwise. The message names what was
+// missing, and how to get it where that is known.
+func Require(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if Strict() {
+		t.Fatalf("strict ($%s=1): "+format, append([]any{StrictEnv}, args...)...)
+	}
+	t.Skipf(format, args...)
+}
+
+// NeedTool returns the path of a command the tests need, or stops t (Require)
+// naming the Debian package that ships it (scripts/deps.sh installs it).
+func NeedTool(t testing.TB, name, debianPackage string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		Require(t, "needs %s (Debian package %s, installed by scripts/deps.sh): %v", name, debianPackage, err)
+	}
+	return path
 }
