@@ -44,10 +44,8 @@ func testOptions(t *testing.T) Options {
 func needRoot(t *testing.T) {
 	t.Helper()
 	testenv.NeedRoot(t, "network namespaces, veth pairs, tc and nft rules")
-	for _, tool := range []string{"ip", "tc", "nft", "bash"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s (Debian iproute2/nftables)", tool)
-		}
+	for tool, pkg := range map[string]string{"ip": "iproute2", "tc": "iproute2", "nft": "nftables", "bash": "bash"} {
+		testenv.NeedTool(t, tool, pkg)
 	}
 }
 

@@ -89,7 +89,7 @@ func TestBlockerMetricsWithTracer(t *testing.T) {
 	testenv.NeedRoot(t, "loading BPF programs")
 	tr, err := blocker.Open(blocker.Options{})
 	if err != nil {
-		t.Skipf("tracer unavailable (needs root and kernel BTF): %v", err)
+		testenv.Require(t, "tracer unavailable (needs root and kernel BTF): %v", err)
 	}
 	defer tr.Close()
 	conf, err := blocker.NewConfiner(blocker.Policy{}, scheduler.RealClock{}, noMoves{}, nil)

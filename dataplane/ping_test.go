@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/taichi-sched/taichi/dataplane"
+	"github.com/taichi-sched/taichi/internal/testenv"
 )
 
 // TestRealPingGetsReplies runs Debian's iputils ping from the generator
@@ -20,9 +21,7 @@ import (
 // flag bad checksums itself, though older ones print "BAD CHECKSUM"). Once with a busy-polling loop, once with a loop that yields
 // between echoes and is woken by the packet.
 func TestRealPingGetsReplies(t *testing.T) {
-	if _, err := exec.LookPath("ping"); err != nil {
-		t.Skip("needs ping (Debian package iputils-ping)")
-	}
+	testenv.NeedTool(t, "ping", "iputils-ping")
 	tb := needTestbed(t, "p")
 	const count = 20
 	for _, tc := range []struct {

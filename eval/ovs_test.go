@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/taichi-sched/taichi/dataplane/ovs"
+	"github.com/taichi-sched/taichi/internal/testenv"
 	"github.com/taichi-sched/taichi/scheduler"
 )
 
@@ -20,10 +21,10 @@ import (
 func TestOVSBenchPingsAndLeavesNothing(t *testing.T) {
 	needRoot(t)
 	if _, err := os.Stat(ovs.VswitchdBinary); err != nil {
-		t.Skip("ovs-vswitchd-dpdk not installed (Debian package openvswitch-switch-dpdk)")
+		testenv.Require(t, "ovs-vswitchd-dpdk not installed (Debian package openvswitch-switch-dpdk)")
 	}
 	if _, err := os.Stat("/sys/fs/cgroup/cpuset/cpuset.cpus"); err != nil {
-		t.Skip("needs the v1 cpuset controller")
+		testenv.Require(t, "needs the v1 cpuset controller")
 	}
 	prefix := fmt.Sprintf("tov%d", os.Getpid())
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

@@ -2,13 +2,13 @@ package eval
 
 import (
 	"github.com/taichi-sched/taichi/internal/stats"
+	"github.com/taichi-sched/taichi/internal/testenv"
 
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -149,10 +149,8 @@ func TestPingConfigValidate(t *testing.T) {
 // loop's residence for the pings; the CP load started and was placed.
 func TestPingEndToEnd(t *testing.T) {
 	needRoot(t)
-	for _, tool := range []string{"ping", "stress-ng", "chrt"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s (scripts/deps.sh)", tool)
-		}
+	for tool, pkg := range map[string]string{"ping": "iputils-ping", "stress-ng": "stress-ng", "chrt": "util-linux"} {
+		testenv.NeedTool(t, tool, pkg)
 	}
 	exe, _ := os.Executable()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

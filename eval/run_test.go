@@ -150,7 +150,7 @@ func assertNoLeftovers(t *testing.T, prefix string) {
 func TestVMStartupEndToEnd(t *testing.T) {
 	needRoot(t)
 	if _, err := os.Stat("/sys/fs/cgroup"); err != nil {
-		t.Skip("needs cgroups")
+		testenv.Require(t, "needs cgroups")
 	}
 	exe, _ := os.Executable()
 	prefix := fmt.Sprintf("tee%d", os.Getpid())

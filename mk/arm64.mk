@@ -8,7 +8,6 @@
 # No -race: it needs cgo for arm64, and ThreadSanitizer refuses qemu-user's
 # address space ("unsupported VMA range").
 ARM64_EXEC ?= qemu-aarch64-static
-GOTESTSUM  ?= $(GO) run gotest.tools/gotestsum@v1.13.0
 
 TEST_EXTRA += test-arm64
 
@@ -16,7 +15,8 @@ TEST_EXTRA += test-arm64
 test-arm64:
 	@command -v $(ARM64_EXEC) >/dev/null || \
 		{ echo "test-arm64: $(ARM64_EXEC) not found (Debian: qemu-user-static; run make deps)"; exit 1; }
-	$(GOTESTSUM) --format pkgname --format-hide-empty-pkg --format-icons text \
+	@mkdir -p $(TEST_OUT)
+	$(GOTESTSUM) --format pkgname --format-hide-empty-pkg --format-icons text --jsonfile $(TEST_OUT)/arm64.json \
 		--post-run-command 'sh -c "echo test-arm64: $$(($$TESTS_TOTAL - $$TESTS_SKIPPED)) tests and subtests ran as arm64, $$TESTS_SKIPPED skipped, $$TESTS_FAILED failed, in $$GOTESTSUM_ELAPSED"' \
 		--raw-command -- env GOARCH=arm64 TAICHI_TEST_EMULATOR=$(notdir $(ARM64_EXEC)) \
 		$(GO) test -json -count=1 -timeout 10m -exec $(ARM64_EXEC) $(PKGS)

@@ -25,9 +25,7 @@ var bedSeq atomic.Int32
 func needRoot(t testing.TB) {
 	t.Helper()
 	testenv.NeedRoot(t, "network namespaces, veth pairs and BPF programs")
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs iproute2's ip")
-	}
+	testenv.NeedTool(t, "ip", "iproute2")
 	_ = rlimit.RemoveMemlock()
 }
 

@@ -44,14 +44,14 @@ func requireCgroups(t testing.TB) Mounts {
 		t.Fatal(err)
 	}
 	if !slices.Contains(online, cpCore) || !slices.Contains(online, dpCore) {
-		t.Skipf("needs CPUs %d and %d online (online: %s)", cpCore, dpCore, cpuset.Format(online))
+		testenv.Require(t, "needs CPUs %d and %d online (online: %s)", cpCore, dpCore, cpuset.Format(online))
 	}
 	m, err := DetectMounts()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := m.choose(); err != nil {
-		t.Skipf("no usable cgroup layout: %v", err)
+		testenv.Require(t, "no usable cgroup layout: %v", err)
 	}
 	return m
 }

@@ -47,33 +47,25 @@ func TestCgroupV2InQemu(t *testing.T) {
 		t.Skip("boots a VM under TCG: skipped in -short mode")
 	}
 	testenv.SkipIfEmulated(t, "an x86_64 VM running this package's tests built for it")
-	qemu, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		t.Skip("qemu-system-x86_64 not installed (Debian: qemu-system-x86)")
-	}
+	qemu := testenv.NeedTool(t, "qemu-system-x86_64", "qemu-system-x86")
 	kernels, _ := filepath.Glob("/boot/vmlinuz-*")
 	slices.Sort(kernels)
 	if len(kernels) == 0 {
-		t.Skip("no kernel in /boot (Debian: linux-image-amd64)")
+		testenv.Require(t, "no kernel in /boot (Debian: linux-image-amd64)")
 	}
 	kernel := kernels[len(kernels)-1]
 	if f, err := os.Open(kernel); err != nil {
-		t.Skipf("cannot read %s: %v", kernel, err)
+		testenv.Require(t, "cannot read %s: %v", kernel, err)
 	} else {
 		f.Close()
 	}
 	busybox := "/bin/busybox"
 	if !isStatic(busybox) {
-		t.Skip("no statically linked /bin/busybox (Debian: busybox-static)")
+		testenv.Require(t, "no statically linked /bin/busybox (Debian: busybox-static)")
 	}
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("go tool not in PATH: cannot build the test binary for the VM")
-	}
+	goTool := testenv.NeedTool(t, "go", "golang-go")
 	for _, tool := range []string{"cpio", "gzip"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed", tool)
-		}
+		testenv.NeedTool(t, tool, tool)
 	}
 
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
@@ -105,7 +97,7 @@ func TestCgroupV2InQemu(t *testing.T) {
 	var out bytes.Buffer
 	vm.Stdout, vm.Stderr = &out, &out
 	start := time.Now()
-	err = vm.Run()
+	err := vm.Run()
 	console := strings.ReplaceAll(out.String(), "\r", "")
 	t.Logf("VM (%s, %v):\n%s", filepath.Base(kernel), time.Since(start).Round(time.Second), console)
 	if err != nil {

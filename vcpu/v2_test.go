@@ -21,7 +21,7 @@ func TestV2RealMount(t *testing.T) {
 	testenv.NeedRoot(t, "mounting cgroup2")
 	dir := t.TempDir()
 	if err := unix.Mount("none", dir, "cgroup2", 0, ""); err != nil {
-		t.Skipf("cannot mount cgroup2 on %s: %v", dir, err)
+		testenv.Require(t, "cannot mount cgroup2 on %s: %v", dir, err)
 	}
 	t.Cleanup(func() {
 		if err := unix.Unmount(dir, 0); err != nil {
@@ -30,7 +30,7 @@ func TestV2RealMount(t *testing.T) {
 	})
 	m := Mounts{Unified: dir}
 	if v, err := m.choose(); err != nil || v != "v2" {
-		t.Skipf("cgroup2 is mounted but unusable for the pool, v2 path not run for real: %v", err)
+		testenv.Require(t, "cgroup2 is mounted but unusable for the pool, v2 path not run for real: %v", err)
 	}
 	p := startPool(t, Options{Mounts: &m, Class: ClassIdle})
 	if p.Backend() != "cgroup-v2" {

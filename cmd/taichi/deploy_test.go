@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/taichi-sched/taichi/config"
+	"github.com/taichi-sched/taichi/internal/testenv"
 	"github.com/taichi-sched/taichi/topology"
 )
 
@@ -24,9 +25,7 @@ func TestDeployExampleValidates(t *testing.T) {
 }
 
 func TestSystemdUnitVerifies(t *testing.T) {
-	if _, err := exec.LookPath("systemd-analyze"); err != nil {
-		t.Skip("systemd-analyze not installed")
-	}
+	testenv.NeedTool(t, "systemd-analyze", "systemd")
 	unit, err := os.ReadFile("../../deploy/taichi.service")
 	if err != nil {
 		t.Fatal(err)

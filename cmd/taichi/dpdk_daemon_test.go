@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/taichi-sched/taichi/dataplane/dpdk"
+	"github.com/taichi-sched/taichi/internal/testenv"
 )
 
 // dpdkDaemonEnv is a daemon env whose config launches the real
@@ -20,9 +20,7 @@ import (
 func dpdkDaemonEnv(t *testing.T, ctx context.Context, policy string) (*daemonEnv, string) {
 	t.Helper()
 	needRootCgroups(t)
-	if _, err := exec.LookPath("dpdk-testpmd"); err != nil {
-		t.Skip("dpdk-testpmd not installed (Debian package dpdk-dev)")
-	}
+	testenv.NeedTool(t, "dpdk-testpmd", "dpdk-dev")
 	tb := upTestbed(t, ctx, "dd")
 	e := newDaemonEnv(t, policy, "^no-such-cp-task$")
 	dp, cp := e.dp[0], e.cp[0]

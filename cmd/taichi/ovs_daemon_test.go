@@ -15,6 +15,7 @@ import (
 	"github.com/taichi-sched/taichi/eval"
 	"github.com/taichi-sched/taichi/internal/cpushare"
 	"github.com/taichi-sched/taichi/internal/linuxsched"
+	"github.com/taichi-sched/taichi/internal/testenv"
 	"github.com/taichi-sched/taichi/testbed"
 )
 
@@ -62,7 +63,7 @@ func pmdOnCore(t *testing.T, e *daemonEnv, cpu int) (dpdk.Status, *dpdk.ThreadSt
 func TestDaemonAdoptsOVSAndLendsItsPMD(t *testing.T) {
 	needRootCgroups(t)
 	if _, err := os.Stat(ovs.VswitchdBinary); err != nil {
-		t.Skip("ovs-vswitchd-dpdk not installed (Debian package openvswitch-switch-dpdk)")
+		testenv.Require(t, "ovs-vswitchd-dpdk not installed (Debian package openvswitch-switch-dpdk)")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/taichi-sched/taichi/internal/testenv"
 	"github.com/taichi-sched/taichi/testbed"
 )
 
@@ -22,7 +23,7 @@ func withTestbedLoop(t *testing.T, ctx context.Context, e *daemonEnv, prefix, lo
 	t.Helper()
 	tb, err := testbed.Up(ctx, testbed.Options{Prefix: fmt.Sprintf("%s%d", prefix, os.Getpid()%100000)})
 	if err != nil {
-		t.Skipf("testbed: %v", err)
+		testenv.Require(t, "testbed: %v", err)
 	}
 	t.Cleanup(func() { tb.Down() })
 	dp := e.dp[0]

@@ -30,7 +30,7 @@ func needRoot(t *testing.T) {
 	t.Helper()
 	testenv.NeedRoot(t, "sched_setattr SCHED_FIFO, sched_setaffinity and cgroup moves")
 	if runtime.NumCPU() < 2 {
-		t.Skip("needs CPU 1 as the DP core")
+		testenv.Require(t, "needs CPU 1 as the DP core")
 	}
 }
 
@@ -208,7 +208,7 @@ func TestManagerMovesLcoreOutOfCgroups(t *testing.T) {
 	needRoot(t)
 	mounts := cgroupMounts().V1
 	if mounts["cpu"] == "" || mounts["cpuset"] == "" {
-		t.Skip("needs cgroup v1 cpu and cpuset hierarchies")
+		testenv.Require(t, "needs cgroup v1 cpu and cpuset hierarchies")
 	}
 	tag := fmt.Sprintf("tdpdkcg%d", os.Getpid())
 	tid := namedThread(t, fmt.Sprintf("c%d-worker-1", os.Getpid()%10000))
@@ -295,7 +295,7 @@ func TestManagerDegradesToSchedIdle(t *testing.T) {
 	root := cgroupMounts().V1Path("cpu")
 	rootRT, err := os.ReadFile(filepath.Join(root, "cpu.rt_runtime_us"))
 	if root == "" || err != nil {
-		t.Skip("needs a v1 cpu hierarchy with RT group scheduling")
+		testenv.Require(t, "needs a v1 cpu hierarchy with RT group scheduling")
 	}
 	hogDir := filepath.Join(root, fmt.Sprintf("tbudget%d", os.Getpid()))
 	if err := os.Mkdir(hogDir, 0o755); err != nil {
@@ -306,7 +306,7 @@ func TestManagerDegradesToSchedIdle(t *testing.T) {
 		_ = os.Remove(hogDir)
 	})
 	if err := os.WriteFile(filepath.Join(hogDir, "cpu.rt_runtime_us"), []byte(strings.TrimSpace(string(rootRT))), 0); err != nil {
-		t.Skipf("cannot take the root's RT budget (another group holds some): %v", err)
+		testenv.Require(t, "cannot take the root's RT budget (another group holds some): %v", err)
 	}
 	name := fmt.Sprintf("d%d-worker-1", os.Getpid()%10000)
 	tid := namedThread(t, name)

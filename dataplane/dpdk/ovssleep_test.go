@@ -19,7 +19,7 @@ import (
 func TestManagerGovernsOVSMaxSleep(t *testing.T) {
 	testenv.NeedRoot(t, "ovs-vswitchd-dpdk, cgroups")
 	if _, err := os.Stat(ovs.VswitchdBinary); err != nil {
-		t.Skip("ovs-vswitchd-dpdk not installed (Debian package openvswitch-switch-dpdk)")
+		testenv.Require(t, "ovs-vswitchd-dpdk not installed (Debian package openvswitch-switch-dpdk)")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

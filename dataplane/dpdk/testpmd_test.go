@@ -53,11 +53,9 @@ func setupTestpmd(t testing.TB) *testpmdEnv {
 	t.Helper()
 	testenv.NeedRoot(t, "network namespaces, af_packet, SCHED_FIFO")
 	if runtime.NumCPU() < 2 {
-		t.Skip("needs CPU 1 as the DP core")
+		testenv.Require(t, "needs CPU 1 as the DP core")
 	}
-	if _, err := exec.LookPath("dpdk-testpmd"); err != nil {
-		t.Skip("dpdk-testpmd not installed (Debian package dpdk-dev)")
-	}
+	testenv.NeedTool(t, "dpdk-testpmd", "dpdk-dev")
 	pid := os.Getpid()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -7,6 +7,7 @@ import (
 
 	"github.com/taichi-sched/taichi/internal/coreyield"
 	"github.com/taichi-sched/taichi/internal/linuxsched"
+	"github.com/taichi-sched/taichi/internal/testenv"
 )
 
 // waitState reports whether tid on cpu is in state st as m's mechanism
@@ -69,11 +70,17 @@ func assertReleased(t testing.TB, m *Manager, tid int, home string) {
 	}
 }
 
-// needGroups skips a test about the per-core group mechanism where it
-// cannot be set up.
+// needGroups stops a test about the per-core group mechanism where the
+// host has no v1 cpu hierarchy (a skip, a failure in strict mode), and
+// fails it where the hierarchy exists but the groups could not be made:
+// that is the mechanism under test breaking. The SchedIdle fallback has
+// its own test (TestManagerDegradesToSchedIdle).
 func needGroups(t testing.TB, m *Manager) {
 	t.Helper()
 	if mech := m.yield.Mechanism(); mech == coreyield.SchedIdle {
-		t.Skipf("no per-core cpu group here: %s", m.yield.Reason())
+		if coreyield.GroupsPossible() {
+			t.Fatalf("a v1 cpu hierarchy is mounted, yet the per-core groups failed: %s", m.yield.Reason())
+		}
+		testenv.Require(t, "no per-core cpu group here: %s", m.yield.Reason())
 	}
 }

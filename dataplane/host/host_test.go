@@ -53,7 +53,7 @@ func TestHostedLoopThroughSegment(t *testing.T) {
 	defer cancel()
 	tb, err := testbed.Up(ctx, testbed.Options{Prefix: fmt.Sprintf("hs%d", os.Getpid()%100000)})
 	if err != nil {
-		t.Skipf("testbed: %v", err)
+		testenv.Require(t, "testbed: %v", err)
 	}
 	t.Cleanup(func() { tb.Down() })
 

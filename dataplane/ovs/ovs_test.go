@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -37,15 +36,13 @@ func needOVS(t testing.TB) {
 	t.Helper()
 	testenv.NeedRoot(t, "network namespaces, af_packet, DPDK runtime directory")
 	if runtime.NumCPU() < 2 {
-		t.Skip("needs CPU 1 as the PMD core")
+		testenv.Require(t, "needs CPU 1 as the PMD core")
 	}
 	if _, err := os.Stat(VswitchdBinary); err != nil {
-		t.Skipf("%s missing (Debian package openvswitch-switch-dpdk)", VswitchdBinary)
+		testenv.Require(t, "%s missing (Debian package openvswitch-switch-dpdk)", VswitchdBinary)
 	}
 	for _, bin := range []string{"ovsdb-server", "ovsdb-tool", "ovs-vsctl", "ovs-ofctl"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("%s missing (Debian package openvswitch-switch-dpdk)", bin)
-		}
+		testenv.NeedTool(t, bin, "openvswitch-switch-dpdk")
 	}
 }
 

@@ -97,7 +97,7 @@ func scratchThread(t *testing.T) int {
 func TestSetStatesOnARealGroup(t *testing.T) {
 	testenv.NeedRoot(t, "cpu cgroups and SCHED_FIFO")
 	if runtime.NumCPU() < 2 {
-		t.Skip("needs CPU 1")
+		testenv.Require(t, "needs CPU 1")
 	}
 	if _, err := Setup("bad/name", []int{1}); err == nil {
 		t.Fatal("a prefix with a slash accepted")
@@ -112,7 +112,10 @@ func TestSetStatesOnARealGroup(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = s.Release(tid); _ = s.Remove() })
 	if s.Mechanism() == SchedIdle {
-		t.Skipf("no per-core group here: %s", s.Reason())
+		if GroupsPossible() {
+			t.Fatalf("a v1 cpu hierarchy is mounted, yet the per-core groups failed: %s", s.Reason())
+		}
+		testenv.Require(t, "no per-core group here: %s", s.Reason())
 	}
 	g, ok := s.Group(1)
 	if !ok {
@@ -176,5 +179,51 @@ func TestSetStatesOnARealGroup(t *testing.T) {
 	}
 	if _, err := os.Stat(g.Dir); !os.IsNotExist(err) {
 		t.Fatalf("group left: %v", err)
+	}
+}
+
+// TestFallbackSchedIdleOnARealThread: on a host without a v1 cpu hierarchy
+// (forced here by giving Setup no mounts) lending still works, degraded: the
+// lent thread alone is SCHED_IDLE, a reclaimed one SCHED_FIFO, no group is
+// made, and Reason says why.
+func TestFallbackSchedIdleOnARealThread(t *testing.T) {
+	testenv.NeedRoot(t, "SCHED_FIFO and SCHED_IDLE on a real thread")
+	if runtime.NumCPU() < 2 {
+		testenv.Require(t, "needs CPU 1")
+	}
+	s := setupOn(linuxsched.CgroupMounts{}, fmt.Sprintf("tyieldv2%d", os.Getpid()), []int{1})
+	if s.Mechanism() != SchedIdle || s.Reason() != NoGroupsReason {
+		t.Fatalf("no v1 cpu hierarchy: mechanism %s, reason %q", s.Mechanism(), s.Reason())
+	}
+	if _, ok := s.Group(1); ok {
+		t.Fatal("a group without a hierarchy")
+	}
+	tid := scratchThread(t)
+	if err := linuxsched.Pin(tid, 1); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Release(tid) })
+	if from, err := s.Place(tid, 1); err != nil || from != "" {
+		t.Fatalf("place without groups moved the thread: %q %v", from, err)
+	}
+	for _, st := range []State{Ready, Lent, Static, Ready} {
+		if _, err := s.Apply(tid, 1, st, 5); err != nil {
+			t.Fatalf("apply %s: %v", st, err)
+		}
+		if c, err := linuxsched.Get(tid); err != nil || c != SchedIdle.Class(st, 5) {
+			t.Fatalf("%s: class %s %v, want %s", st, c, err, SchedIdle.Class(st, 5))
+		}
+	}
+	if err := s.Lend(tid, 1); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := linuxsched.Get(tid); c != linuxsched.Idle() {
+		t.Fatalf("lent class %s, want SCHED_IDLE", c)
+	}
+	if err := s.Reclaim(tid, 1, 5); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := linuxsched.Get(tid); c != linuxsched.FIFO(5) {
+		t.Fatalf("reclaimed class %s, want SCHED_FIFO 5", c)
 	}
 }

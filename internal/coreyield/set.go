@@ -39,22 +39,43 @@ func Setup(prefix string, cpus []int) (*Set, error) {
 	if err := safename.Check(prefix); err != nil {
 		return nil, fmt.Errorf("yield group prefix: %w", err)
 	}
-	s := &Set{mech: SchedIdle, groups: map[int]Group{}, home: map[int]string{}}
 	mounts, err := linuxsched.ReadCgroupMounts()
 	if err != nil {
+		s := newSet()
 		s.reason = err.Error()
 		return s, nil
 	}
+	return setupOn(mounts, prefix, cpus), nil
+}
+
+// NoGroupsReason is Reason on a host without a v1 cpu hierarchy.
+const NoGroupsReason = "no cgroup v1 cpu hierarchy (on cgroup v2 one thread cannot leave its process's cgroup)"
+
+// GroupsPossible reports whether this host has the v1 cpu hierarchy the
+// per-core groups live in: where it does, a SchedIdle set is a failure to
+// make them, not a property of the host.
+func GroupsPossible() bool {
+	m, err := linuxsched.ReadCgroupMounts()
+	return err == nil && m.V1Path("cpu") != ""
+}
+
+func newSet() *Set {
+	return &Set{mech: SchedIdle, groups: map[int]Group{}, home: map[int]string{}}
+}
+
+// setupOn is Setup on the given mounts (tests force the fallback with none).
+func setupOn(mounts linuxsched.CgroupMounts, prefix string, cpus []int) *Set {
+	s := newSet()
 	root := mounts.V1Path("cpu")
 	if root == "" {
-		s.reason = "no cgroup v1 cpu hierarchy (on cgroup v2 one thread cannot leave its process's cgroup)"
-		return s, nil
+		s.reason = NoGroupsReason
+		return s
 	}
 	if err := s.makeGroups(root, prefix, cpus); err != nil {
 		s.reason = err.Error()
 		_ = s.Remove()
 		s.groups = map[int]Group{}
-		return s, nil
+		return s
 	}
 	s.root = root
 	s.mech = CgroupShares
@@ -63,7 +84,7 @@ func Setup(prefix string, cpus []int) (*Set, error) {
 			s.mech = CgroupIdle
 		}
 	}
-	return s, nil
+	return s
 }
 
 // GroupName is the cpu group of DP core cpu.

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/taichi-sched/taichi/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -23,9 +24,7 @@ func onScratchThread(t *testing.T, f func(tid int)) {
 }
 
 func TestClassesReadBack(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for SCHED_FIFO and nice -20")
-	}
+	testenv.NeedRoot(t, "SCHED_FIFO and nice -20")
 	onScratchThread(t, func(tid int) {
 		for _, c := range []Class{FIFO(3), Other(-20), Idle(), Other(5), Other(0)} {
 			if err := Apply(tid, c); err != nil {

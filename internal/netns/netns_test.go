@@ -15,7 +15,7 @@ func TestDoSwitchesAndRestores(t *testing.T) {
 	testenv.NeedRoot(t, "a network namespace")
 	name := fmt.Sprintf("tcnsx%d", os.Getpid()%100000)
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Skipf("ip netns add: %v %s", err, out)
+		testenv.Require(t, "ip netns add: %v %s", err, out)
 	}
 	defer exec.Command("ip", "netns", "del", name).Run()
 

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"unsafe"
+
+	"github.com/taichi-sched/taichi/internal/testenv"
 )
 
 // cStruct pairs a Go mirror with its C struct and the C field names in
@@ -85,10 +87,7 @@ func TestLayoutMatchesC(t *testing.T) {
 	if unsafe.Sizeof(uintptr(0)) != 8 {
 		t.Skip("layout is checked on 64-bit hosts")
 	}
-	clang, err := exec.LookPath("clang")
-	if err != nil {
-		t.Skip("clang not installed (Debian: clang)")
-	}
+	clang := testenv.NeedTool(t, "clang", "clang")
 	target, ok := cTargets[runtime.GOARCH]
 	if !ok {
 		t.Skipf("no C target known for GOARCH %s", runtime.GOARCH)
