@@ -218,11 +218,17 @@ func TestXDPStopDetaches(t *testing.T) {
 // crashHelperEnv makes the test binary a probe process that never stops.
 const crashHelperEnv = "TAICHI_PROBE_CRASH_HELPER"
 
-func TestCrashHelper(t *testing.T) {
-	spec := os.Getenv(crashHelperEnv)
-	if spec == "" {
-		t.Skip("helper process for TestXDPReplacesStaleProgramAfterKill")
+// TestMain makes the test binary the crash helper when crashHelperEnv says
+// so (TestXDPReplacesStaleProgramAfterKill starts it), before any test runs.
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(crashHelperEnv); spec != "" {
+		runCrashHelper(spec)
 	}
+	os.Exit(m.Run())
+}
+
+// runCrashHelper attaches a probe and waits to be killed.
+func runCrashHelper(spec string) {
 	f := strings.Split(spec, ",") // netns,iface,pindir,lockdir
 	p, err := NewXDP(Options{NetNS: f[0], Iface: f[1], PinDir: f[2], LockDir: f[3], Core: 1})
 	if err != nil {
@@ -241,7 +247,7 @@ func TestCrashHelper(t *testing.T) {
 func TestXDPReplacesStaleProgramAfterKill(t *testing.T) {
 	tb := upTestbed(t)
 	pinDir := testPinDir(t)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashHelper$", "-test.count=1")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), crashHelperEnv+"="+tb.NICNS+","+tb.NICIn+","+pinDir+","+testLockDir(t))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -291,7 +297,7 @@ func TestXDPReplacesStaleProgramAfterKill(t *testing.T) {
 func TestXDPSweepsPinsOfVanishedInterfaces(t *testing.T) {
 	gone := upTestbed(t)
 	pinDir := testPinDir(t)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashHelper$", "-test.count=1")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), crashHelperEnv+"="+gone.NICNS+","+gone.NICIn+","+pinDir+","+testLockDir(t))
 	out, err := cmd.StdoutPipe()
 	if err != nil {

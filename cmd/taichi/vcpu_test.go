@@ -9,12 +9,14 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/taichi-sched/taichi/internal/testenv"
 )
 
 func TestVCPUScan(t *testing.T) {
 	sleeper := exec.Command("sleep", "30")
 	if err := sleeper.Start(); err != nil {
-		t.Skipf("cannot start sleep: %v", err)
+		testenv.Require(t, "cannot start sleep (coreutils): %v", err)
 	}
 	t.Cleanup(func() { _ = sleeper.Process.Kill(); _ = sleeper.Wait() })
 	pid := sleeper.Process.Pid

@@ -19,6 +19,7 @@ import (
 
 	"github.com/taichi-sched/taichi/daemon"
 	"github.com/taichi-sched/taichi/dataplane"
+	"github.com/taichi-sched/taichi/internal/testenv"
 	"github.com/taichi-sched/taichi/scheduler"
 	"github.com/taichi-sched/taichi/trafficgen"
 )
@@ -237,7 +238,7 @@ func openPTY(t *testing.T) (*os.File, *os.File) {
 	t.Helper()
 	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
-		t.Skipf("no pseudo-terminals: %v", err)
+		testenv.Require(t, "no pseudo-terminals: %v", err)
 	}
 	t.Cleanup(func() { master.Close() })
 	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
