@@ -41,7 +41,7 @@ arm64:
 # cgroups and its DP core and must not overlap.
 test-unit:
 	@mkdir -p $(TEST_OUT)
-	$(GOTESTSUM) --format pkgname --format-hide-empty-pkg --format-icons text --jsonfile $(TEST_OUT)/unit.json \
+	$(GOTESTSUM) --format pkgname --format-hide-empty-pkg --format-icons text --hide-summary skipped --jsonfile $(TEST_OUT)/unit.json \
 		-- -race -p 1 -count=1 -timeout 30m $(PKGS)
 
 # make test runs strict (TAICHI_TEST_STRICT=1, internal/testenv): this is

@@ -16,7 +16,7 @@ test-arm64:
 	@command -v $(ARM64_EXEC) >/dev/null || \
 		{ echo "test-arm64: $(ARM64_EXEC) not found (Debian: qemu-user-static; run make deps)"; exit 1; }
 	@mkdir -p $(TEST_OUT)
-	$(GOTESTSUM) --format pkgname --format-hide-empty-pkg --format-icons text --jsonfile $(TEST_OUT)/arm64.json \
+	$(GOTESTSUM) --format pkgname --format-hide-empty-pkg --format-icons text --hide-summary skipped --jsonfile $(TEST_OUT)/arm64.json \
 		--post-run-command 'sh -c "echo test-arm64: $$(($$TESTS_TOTAL - $$TESTS_SKIPPED)) tests and subtests ran as arm64, $$TESTS_SKIPPED skipped, $$TESTS_FAILED failed, in $$GOTESTSUM_ELAPSED"' \
 		--raw-command -- env GOARCH=arm64 TAICHI_TEST_EMULATOR=$(notdir $(ARM64_EXEC)) \
 		$(GO) test -json -count=1 -timeout 10m -exec $(ARM64_EXEC) $(PKGS)

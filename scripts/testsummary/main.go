@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -208,6 +209,12 @@ func write(w io.Writer, stages []stage) bool {
 	return ok && failed == 0
 }
 
+// skipLine is a check's own skip: "SKIP: reason" at the start of a line,
+// or after the check's name ("deb-install-test: SKIP: reason"); a test
+// runner's report of a skipped test ("=== SKIP: ...", "--- SKIP: ...") is
+// not the check skipping.
+var skipLine = regexp.MustCompile(`^(?:[\w.-]+: )?SKIP: (.*)$`)
+
 // recordCommand runs args, passing its output through, and writes its
 // result as one test named name to out. It returns the exit code to use.
 func recordCommand(name, out string, args []string) int {
@@ -245,9 +252,9 @@ func recordCommand(name, out string, args []string) int {
 		lines = append(lines, fmt.Sprintf("%s: %v\n", name, err))
 	} else {
 		for _, l := range lines {
-			if i := strings.Index(l, "SKIP: "); i >= 0 {
+			if m := skipLine.FindStringSubmatch(strings.TrimRight(l, "\n")); m != nil {
 				action = "skip"
-				reason = append(reason, strings.TrimSpace(l[i+len("SKIP: "):])+"\n")
+				reason = append(reason, strings.TrimSpace(m[1])+"\n")
 			}
 		}
 	}

@@ -83,6 +83,7 @@ func TestRecordCommand(t *testing.T) {
 		{"pass", "echo fine", "1 passed, 0 failed, 0 skipped", 0},
 		{"skip", "echo 'x: SKIP: no qemu here'", "0 passed, 0 failed, 1 skipped", 0},
 		{"fail", "echo broken; exit 3", "0 passed, 1 failed, 0 skipped", 3},
+		{"runner", "echo '=== SKIP: pkg TestX (0.00s)'; echo '--- SKIP: TestY'", "1 passed, 0 failed, 0 skipped", 0},
 	}
 	for _, c := range cases {
 		out := filepath.Join(dir, c.name+".json")
