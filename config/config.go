@@ -102,6 +102,11 @@ type ProbeInterface struct {
 type Dataplane struct {
 	Loops []Loop `key:"loops"`
 	DPDK  []DPDK `key:"dpdk"`
+	// SoftirqPriority is the SCHED_FIFO priority of each DP core's
+	// ksoftirqd: 0 (auto) one above the highest DP thread there, so packet
+	// work the kernel deferred to ksoftirqd is never starved by the loop
+	// it feeds; -1 leaves ksoftirqd as the kernel made it.
+	SoftirqPriority int `key:"softirq_priority"`
 }
 
 // Loop is one DP loop run by taichi.

@@ -144,6 +144,9 @@ func (c *checker) probe(cfg *Config) {
 // dataplane checks DP loops and DPDK applications: names unique across
 // both, each DP core used by one of them, one probed interface per loop.
 func (c *checker) dataplane(cfg *Config) {
+	if p := cfg.Dataplane.SoftirqPriority; p < -1 || p > 99 {
+		c.fail("dataplane.softirq_priority", "%d: want -1 (leave ksoftirqd alone), 0 (auto) or a SCHED_FIFO priority 1..99", p)
+	}
 	cpuOwner := map[int]string{}
 	names := map[string]bool{}
 	claim := func(key string, cpu int) {

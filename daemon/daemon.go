@@ -59,6 +59,11 @@ type Daemon struct {
 	noMetrics      bool
 	inProcessLoops bool
 	dpDir          string
+	// softirq is each DP core's ksoftirqd this run raised, to put back.
+	softirq []softirqThread
+	// harvestBase is the CP group's CPU time per DP core when this run
+	// started: harvest is counted from there.
+	harvestBase map[int]time.Duration
 
 	mu       sync.Mutex
 	started  time.Time
@@ -207,6 +212,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("vcpu: %w", err)
 	}
 	d.pool = pool
+	d.readHarvestBase()
 	d.log.Info("CP pool ready", "backend", pool.Backend(), "cpus", pool.CPUs(), "group", d.cfg.VCPU.CgroupName)
 
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -219,6 +225,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		d.selfCPU.run(runCtx)
 	}()
 
+	d.raiseSoftirq()
 	if err := d.startLoops(ctx); err != nil {
 		return err
 	}
@@ -515,6 +522,7 @@ func (d *Daemon) Close() error {
 	// leave the CP cpuset.
 	d.stopLoops()
 	d.stopDPDK()
+	d.restoreSoftirq()
 	if d.kmod != nil {
 		d.kmod.Close()
 	}

@@ -214,8 +214,10 @@ func (d *Daemon) harvested() float64 {
 	return sum.Seconds()
 }
 
-// harvestedPerDPCore is the CP cgroup's CPU time on each DP core; false
-// where the kernel reports only a total (cgroup v2).
+// harvestedPerDPCore is the CP cgroup's CPU time on each DP core since this
+// daemon started (the group's counter runs across restarts: it is read once
+// at start as the base); false where the kernel reports only a total
+// (cgroup v2).
 func (d *Daemon) harvestedPerDPCore() (map[int]time.Duration, bool) {
 	u, err := d.pool.Usage()
 	if err != nil || !u.PerCPUAvailable {
@@ -224,8 +226,24 @@ func (d *Daemon) harvestedPerDPCore() (map[int]time.Duration, bool) {
 	per := map[int]time.Duration{}
 	for _, cpu := range d.cfg.DPCPUs {
 		if cpu < len(u.PerCPU) {
+			// A counter below its base means the group was made anew.
 			per[cpu] = u.PerCPU[cpu]
+			if base := d.harvestBase[cpu]; u.PerCPU[cpu] >= base {
+				per[cpu] -= base
+			}
 		}
 	}
 	return per, true
+}
+
+// readHarvestBase records the CP group's per-DP-core usage at start.
+func (d *Daemon) readHarvestBase() {
+	d.harvestBase = map[int]time.Duration{}
+	if u, err := d.pool.Usage(); err == nil && u.PerCPUAvailable {
+		for _, cpu := range d.cfg.DPCPUs {
+			if cpu < len(u.PerCPU) {
+				d.harvestBase[cpu] = u.PerCPU[cpu]
+			}
+		}
+	}
 }
