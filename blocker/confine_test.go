@@ -8,12 +8,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 
+	"github.com/taichi-sched/taichi/internal/testenv"
 	"github.com/taichi-sched/taichi/scheduler"
 	"github.com/taichi-sched/taichi/vcpu"
 )
@@ -59,15 +61,17 @@ type watchedPool struct {
 
 type releasedAt struct {
 	pid int
+	at  time.Time // when the Confiner called Release
 	pl  placement
 	err error
 }
 
 func (w *watchedPool) Release(pid int) error {
+	at := time.Now()
 	err := w.Pool.Release(pid)
 	pl, perr := where(pid, w.group)
 	select {
-	case w.released <- releasedAt{pid: pid, pl: pl, err: errors.Join(err, perr)}:
+	case w.released <- releasedAt{pid: pid, at: at, pl: pl, err: errors.Join(err, perr)}:
 	default:
 	}
 	return err
@@ -116,18 +120,23 @@ func measure(t testing.TB, tr *Tracer, dp *dpThread, n int) (own []time.Duration
 
 // TestConfineKernelStorm: the full loop on this machine's DP core. A storm
 // process in the CP pool, pinned to the lent DP core, delays a FIFO DP
-// thread there; the tracer blames it, the Confiner confines it (and a child
-// it forks follows), the DP thread's p99 drops, and it is released after
-// its back-off.
+// thread there; the tracer blames it and the Confiner confines it to the CP
+// core together with the child it had forked before (a same-command
+// sibling) and a child it forks after (which starts confined); while it is
+// confined the DP thread's wake lateness p99 is lower than while it was
+// not (each over 4000 wakes in which other processes held the DP core in
+// kernel paths for at most 1% of them, when such a window can be had); and
+// the three are released no earlier than the back-off the Confiner
+// reported, and within MaxBackoff+10s.
 func TestConfineKernelStorm(t *testing.T) {
 	tr := requireTracer(t, Options{Threshold: 50 * time.Microsecond})
 	if _, err := os.Stat("/sys/devices/system/cpu/cpu1"); err != nil {
-		t.Skip("needs CPU 1")
+		testenv.Require(t, "needs CPU 1")
 	}
 	name := fmt.Sprintf("taichi-t%d-blocker", os.Getpid())
 	pool, err := vcpu.NewCgroup(vcpu.Options{Name: name, CPCores: []int{cpCore}, DPCores: []int{dpCore}})
 	if errors.Is(err, vcpu.ErrNotSupported) {
-		t.Skipf("no usable cgroup layout: %v", err)
+		testenv.Require(t, "no usable cgroup layout: %v", err)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -152,18 +161,38 @@ func TestConfineKernelStorm(t *testing.T) {
 		t.Fatalf("Adopt(storm) = %d, %v", n, err)
 	}
 	pinThreads(t, s.pid, dpCore) // joining the cpuset reset its affinity
+	// A child forked before any confinement: it starts in the pool's group
+	// (a member) and on the DP core, like its parent.
+	early := s.fork(t)
+	if epl, err := where(early, vcpu.ConfinedName(name)); err != nil || epl.confined || !slices.Contains(epl.allowed, dpCore) {
+		t.Fatalf("child %d forked before confinement: %+v, %v; want unconfined, allowed on the DP core %d", early, epl, err, dpCore)
+	}
 
 	act := &watchedPool{Pool: pool, group: vcpu.ConfinedName(name), released: make(chan releasedAt, 16)}
-	policy := Policy{MinBlames: 3, Window: time.Second, Backoff: 3 * time.Second, MaxBackoff: 10 * time.Second}
+	policy := Policy{MinBlames: 3, Window: time.Second, Backoff: 8 * time.Second, MaxBackoff: 10 * time.Second}
 	c, err := NewConfiner(policy, scheduler.RealClock{}, act, MembersByCommand(pool.Members))
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The storm's confinement as the Confiner reports it: the end of its
+	// back-off.
+	var untilMu sync.Mutex
+	var stormUntil time.Time
+	c.OnChange(func(ch Change) {
+		if ch.TGID == s.pid && ch.Confined {
+			untilMu.Lock()
+			if stormUntil.IsZero() {
+				stormUntil = ch.Until
+			}
+			untilMu.Unlock()
+		}
+	})
 	if err := c.SetActive(false); err != nil { // first measure it unconfined
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
-	blamedInKernel := make(chan struct{}, 1<<16)
+	var stormBlames atomic.Int64 // in-kernel blames of the storm itself
+	blames := &blameCount{}      // in-kernel blames by process, per window
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -176,10 +205,10 @@ func TestConfineKernelStorm(t *testing.T) {
 				t.Errorf("read: %v", err)
 				continue
 			}
-			if ev.Kind == KindBlame && ev.TGID == s.pid && ev.InKernel() {
-				select {
-				case blamedInKernel <- struct{}{}:
-				default:
+			if ev.Kind == KindBlame && ev.InKernel() {
+				blames.add(ev.TGID)
+				if ev.TGID == s.pid {
+					stormBlames.Add(1)
 				}
 			}
 			if err := c.Observe(ev); err != nil {
@@ -211,11 +240,32 @@ func TestConfineKernelStorm(t *testing.T) {
 	})
 
 	const wakes = 4000 // ~0.8 s of 200 µs periods
-	openOwn, openTraced := measure(t, tr, dp, wakes)
-	if len(blamedInKernel) < 10 {
-		t.Fatalf("storm pid %d blamed in kernel %d times while unconfined, want >= 10", s.pid, len(blamedInKernel))
+	// A window in which other processes (another test's storm on this
+	// machine) held the DP core in kernel paths for more than 1% of the
+	// wakes says nothing about the storm: it is measured again while there
+	// is time (until next would end past the deadline).
+	window := func(family []int, deadline time.Time) (own []time.Duration, traced Stats, others map[int]int) {
+		for try := 1; ; try++ {
+			blames.take()
+			start := time.Now()
+			own, traced = measure(t, tr, dp, wakes)
+			others = blames.take().except(family)
+			n := 0
+			for _, c := range others {
+				n += c
+			}
+			if n <= wakes/100 || time.Now().Add(2*time.Since(start)).After(deadline) {
+				return own, traced, others
+			}
+			t.Logf("window %d: other processes blamed in kernel %d times (%v): measuring again", try, n, others)
+		}
 	}
+	openOwn, openTraced, openOthers := window([]int{s.pid, early}, time.Now().Add(10*time.Second))
+	// The tracer blames the storm in kernel: the bound only ends a hung
+	// test (a storm on the DP core is blamed hundreds of times a second).
+	waitFor(t, 20*time.Second, "the storm blamed in kernel 10 times while unconfined", func() bool { return stormBlames.Load() >= 10 })
 
+	activated := time.Now()
 	if err := c.SetActive(true); err != nil {
 		t.Fatal(err)
 	}
@@ -224,45 +274,92 @@ func TestConfineKernelStorm(t *testing.T) {
 		pl, err = where(s.pid, vcpu.ConfinedName(name))
 		return err == nil && pl.confined
 	})
+	seenConfined := time.Now()
 	if !slices.Equal(pl.allowed, []int{cpCore}) {
 		t.Fatalf("confined storm allowed on %v, want [%d]", pl.allowed, cpCore)
+	}
+	// The child that existed before: confined with its parent (a sibling of
+	// the same command, at the confinement or the next Tick).
+	var epl placement
+	waitFor(t, 5*time.Second, "the storm's earlier child confined", func() bool {
+		epl, err = where(early, vcpu.ConfinedName(name))
+		return err == nil && epl.confined
+	})
+	if !slices.Equal(epl.allowed, []int{cpCore}) {
+		t.Fatalf("confined storm's earlier child %d allowed on %v, want [%d]", early, epl.allowed, cpCore)
 	}
 	kid := s.fork(t)
 	if kpl, err := where(kid, vcpu.ConfinedName(name)); err != nil || !kpl.confined || !slices.Equal(kpl.allowed, []int{cpCore}) {
 		t.Fatalf("child %d of the confined storm: %+v, %v; want confined to [%d]", kid, kpl, err, cpCore)
 	}
-	confinedOwn, confinedTraced := measure(t, tr, dp, wakes)
-	if c.ConfinedCount() == 0 {
-		t.Log("the back-off ended while measuring: the confined figures include unconfined time")
+
+	// The confinement as reported: it ends at until, a back-off after the
+	// moment it began, which lies between activating and seeing it.
+	untilMu.Lock()
+	until := stormUntil
+	untilMu.Unlock()
+	if until.IsZero() {
+		t.Fatalf("no confinement of the storm (pid %d) reported", s.pid)
+	}
+	confinedAt := until.Add(-policy.Backoff) // the first strike: Backoff
+	if confinedAt.Before(activated) || confinedAt.After(seenConfined) {
+		t.Fatalf("confinement reported at %v (until %v), outside [%v, %v] when it was activated and seen",
+			confinedAt.Format(time.StampMicro), until.Format(time.StampMicro), activated.Format(time.StampMicro), seenConfined.Format(time.StampMicro))
+	}
+	family := []int{s.pid, early, kid}
+	confinedOwn, confinedTraced, confinedOthers := window(family, until)
+	measured := time.Now()
+	if !measured.Before(until) {
+		t.Fatalf("the back-off (until %v) ended before the confined measurement did (%v): setup too slow to judge confinement",
+			until.Format(time.StampMicro), measured.Format(time.StampMicro))
 	}
 
-	t.Logf("DP thread wake lateness p99 (own clock): unconfined %v, confined %v, ratio %.2f (%d / %d wakes)",
-		percentile(openOwn, 0.99), percentile(confinedOwn, 0.99),
-		float64(percentile(confinedOwn, 0.99))/float64(percentile(openOwn, 0.99)), len(openOwn), len(confinedOwn))
+	openP99, confinedP99 := percentile(openOwn, 0.99), percentile(confinedOwn, 0.99)
+	t.Logf("measured: DP thread wake lateness p99 (own clock): unconfined %v, confined %v, ratio %.3f (%d / %d wakes)",
+		openP99, confinedP99, float64(confinedP99)/float64(openP99), len(openOwn), len(confinedOwn))
 	t.Logf("tracer wake→run p99 (log2 bucket bound): unconfined <%v, confined <%v; p50 <%v / <%v",
 		openTraced.Quantile(0.99), confinedTraced.Quantile(0.99), openTraced.Quantile(0.5), confinedTraced.Quantile(0.5))
+	t.Logf("in-kernel blames of other processes, by pid: %v unconfined, %v confined", openOthers, confinedOthers)
 	for _, b := range c.Blockers() {
 		if b.TGID == s.pid {
 			t.Logf("storm: %+v", b)
 		}
 	}
+	if len(openOwn) < wakes || len(confinedOwn) < wakes {
+		t.Fatalf("DP thread woke %d / %d times in 30 s, want %d each", len(openOwn), len(confinedOwn), wakes)
+	}
+	// Measured under stress-ng --cpu 2 with -race, 20 runs: confined /
+	// unconfined p99 min 0.032, median 0.039, p95 0.055, max 0.715
+	// (unconfined 63 µs to 988 µs, confined 27 µs to 48 µs).
+	if confinedP99 >= openP99 {
+		t.Errorf("DP thread wake lateness p99 %v while the storm was confined, not lower than %v before "+
+			"(in-kernel blames of other processes on the DP core, by pid: %v while unconfined, %v while confined)",
+			confinedP99, openP99, openOthers, confinedOthers)
+	}
 
-	// Released after its back-off (re-confined later if it still blocks).
+	// Released after its back-off, not before (re-confined later if it
+	// still blocks): the storm and both children, under one back-off.
+	want := map[int]string{s.pid: "storm", early: "earlier child", kid: "later child"}
 	deadline := time.After(policy.MaxBackoff + 10*time.Second)
-	for {
+	for len(want) > 0 {
 		select {
 		case r := <-act.released:
-			if r.pid != s.pid {
+			what, ok := want[r.pid]
+			if !ok {
 				continue
 			}
-			// Since Linux 6.2 the kernel keeps the affinity a task asked
-			// for (pinThreads: the DP core) within its cpuset.
-			if r.err != nil || r.pl.confined || !slices.Contains(r.pl.allowed, dpCore) {
-				t.Fatalf("storm at its release: %+v, %v; want back in the pool, allowed on the DP core %d", r.pl, r.err, dpCore)
+			delete(want, r.pid)
+			if r.at.Before(until) {
+				t.Errorf("%s (pid %d) released at %v, %v before its back-off ended (%v, %v after the reported confinement)",
+					what, r.pid, r.at.Format(time.StampMicro), until.Sub(r.at), until.Format(time.StampMicro), policy.Backoff)
 			}
-			return
+			// Since Linux 6.2 the kernel keeps the affinity a task asked
+			// for (pinThreads, or inherited: the DP core) within its cpuset.
+			if r.err != nil || r.pl.confined || !slices.Contains(r.pl.allowed, dpCore) {
+				t.Errorf("%s (pid %d) at its release: %+v, %v; want back in the pool, allowed on the DP core %d", what, r.pid, r.pl, r.err, dpCore)
+			}
 		case <-deadline:
-			t.Fatalf("storm pid %d not released within %v", s.pid, policy.MaxBackoff+10*time.Second)
+			t.Fatalf("not released within %v: %v", policy.MaxBackoff+10*time.Second, want)
 		}
 	}
 }
@@ -277,4 +374,41 @@ func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// blameCount counts in-kernel blames by process (thread group id).
+type blameCount struct {
+	mu     sync.Mutex
+	byTGID map[int]int
+}
+
+func (b *blameCount) add(tgid int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.byTGID == nil {
+		b.byTGID = map[int]int{}
+	}
+	b.byTGID[tgid]++
+}
+
+// take returns the counts so far and starts over.
+func (b *blameCount) take() blameCounts {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := b.byTGID
+	b.byTGID = nil
+	return m
+}
+
+type blameCounts map[int]int
+
+// except returns the blames of every other process.
+func (m blameCounts) except(pids []int) map[int]int {
+	out := map[int]int{}
+	for p, n := range m {
+		if !slices.Contains(pids, p) {
+			out[p] = n
+		}
+	}
+	return out
 }

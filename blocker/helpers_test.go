@@ -132,10 +132,7 @@ type storm struct {
 // it at cleanup.
 func startStorm(t testing.TB, cpu int) *storm {
 	t.Helper()
-	taskset, err := exec.LookPath("taskset")
-	if err != nil {
-		t.Skip("needs taskset (util-linux)")
-	}
+	taskset := testenv.NeedTool(t, "taskset", "util-linux")
 	c := exec.Command(taskset, "-c", strconv.Itoa(cpu), os.Args[0])
 	c.Env = append(os.Environ(), helperEnv+"=storm")
 	c.Stderr = os.Stderr
@@ -285,7 +282,7 @@ func requireTracer(t testing.TB, opts Options) *Tracer {
 	testenv.NeedRoot(t, "loading BPF programs")
 	tr, err := Open(opts)
 	if errors.Is(err, ErrNotSupported) {
-		t.Skipf("kernel cannot run the tracer: %v", err)
+		testenv.Require(t, "kernel cannot run the tracer: %v", err)
 	}
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,6 +78,20 @@ func genOptions(tb *testbed.Testbed, rate, count int, pattern string) trafficgen
 		Pattern: pattern, PinSender: true, SenderCPU: 0}
 }
 
+// reflectMaxLossThrottled is the share of TestReflect100k's packets the
+// busy-polling SCHED_FIFO loop may lose while RT throttling is on: the
+// kernel then stops it for up to 50 ms every second (sched_rt_runtime_us
+// 950000 of 1000000), 1250 packets at 25 kpps, more than its RX ring
+// holds. Measured under stress-ng --cpu 2 with -race, 20 runs: 19 lost
+// nothing, one lost 156 (0.156%), all before the loop (its RX ring), and
+// its longest residence was 31-68 ms in every run; 0.5% is 3 times that.
+const reflectMaxLossThrottled = 0.005
+
+// TestReflect100k: a busy-polling loop reflects 100k packets at 25 kpps:
+// every packet it receives goes back out (none dropped at TX), the
+// generator gets back every packet the loop sent, and nothing is lost on
+// the way in without RT throttling (with it, at most
+// reflectMaxLossThrottled of them).
 func TestReflect100k(t *testing.T) {
 	tb := needTestbed(t, "r")
 	l := startLoop(t, reflectConfig(tb), nil) // busy-poll
@@ -84,18 +99,42 @@ func TestReflect100k(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	st := l.Stats()
 	t.Logf("report: %+v", rep)
-	t.Logf("loop: %+v", l.Stats())
-	if rep.Sent != 100000 || rep.Received != rep.Sent || rep.Lost != 0 {
-		t.Fatalf("sent %d received %d lost %d, want 100000 each and no loss", rep.Sent, rep.Received, rep.Lost)
+	t.Logf("loop: %+v", st)
+	throttled := rtThrottling(t)
+	t.Logf("measured: lost %d of %d (%d before the loop, %d after it), longest residence %v; RT throttling %v",
+		rep.Lost, rep.Sent, int64(rep.Sent)-int64(st.Packets), int64(st.TxPackets)-int64(rep.Received), time.Duration(st.Residence.MaxNs), throttled)
+	if rep.Sent != 100000 || rep.Received+rep.Lost != rep.Sent {
+		t.Fatalf("sent %d received %d lost %d, want 100000 sent, each received or lost", rep.Sent, rep.Received, rep.Lost)
+	}
+	if st.TxPackets != st.Packets || st.TxDrops != 0 || st.TxPackets != rep.Received {
+		t.Fatalf("loop received %d, sent %d (dropped %d), generator got %d back: want all it received sent, and all it sent back", st.Packets, st.TxPackets, st.TxDrops, rep.Received)
+	}
+	maxLost := uint64(0)
+	if throttled {
+		maxLost = uint64(reflectMaxLossThrottled * float64(rep.Sent))
+	}
+	if rep.Lost > maxLost {
+		t.Fatalf("lost %d of %d packets before the loop, want at most %d (RT throttling %v)", rep.Lost, rep.Sent, maxLost, throttled)
 	}
 	if rep.HistogramCount != int64(rep.Received) || rep.LatencyUs.P50 <= 0 || rep.LatencyUs.Max < rep.LatencyUs.P99 {
 		t.Fatalf("latency histogram: count %d (received %d), %+v", rep.HistogramCount, rep.Received, rep.LatencyUs)
 	}
-	st := l.Stats()
-	if st.Packets < rep.Sent || st.TxPackets < rep.Sent || st.Heartbeat == 0 || st.Polls < st.Packets/64 {
+	if st.Heartbeat == 0 || st.Polls < st.Packets/64 {
 		t.Fatalf("loop counters inconsistent with traffic: %+v", st)
 	}
+}
+
+// rtThrottling reports whether the kernel throttles real-time tasks
+// (kernel.sched_rt_runtime_us is not -1).
+func rtThrottling(t testing.TB) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/kernel/sched_rt_runtime_us")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b)) != "-1"
 }
 
 func TestWorkerPinnedFIFO(t *testing.T) {

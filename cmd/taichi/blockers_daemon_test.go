@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/taichi-sched/taichi/daemon"
+	"github.com/taichi-sched/taichi/internal/testenv"
 	"github.com/taichi-sched/taichi/vcpu"
 )
 
@@ -52,7 +53,7 @@ func TestDaemonConfinesKernelStorm(t *testing.T) {
 	// script, whose process would be named after the shell).
 	python, err := filepath.EvalSymlinks("/usr/bin/python3")
 	if err != nil {
-		t.Skip("needs /usr/bin/python3 (Debian: python3) for the storm")
+		testenv.Require(t, "needs /usr/bin/python3 (Debian: python3) for the storm")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -91,7 +92,7 @@ scheduler:
 		return &b
 	}
 	if b := blockers(); b.State == daemon.BlockersUnavailable {
-		t.Skipf("blocker tracer unavailable: %s", b.Error)
+		testenv.Require(t, "blocker tracer unavailable: %s", b.Error)
 	}
 	waitFor(t, "the DP loop's thread watched", func() bool {
 		b := blockers()

@@ -16,7 +16,7 @@ import (
 
 // buildTaichi compiles the binary for the architecture under test (run it
 // with testenv.Command: under qemu-user it is not the host's).
-func buildTaichi(t *testing.T) string {
+func buildTaichi(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "taichi")
 	build := exec.Command("go", "build", "-o", bin, ".")

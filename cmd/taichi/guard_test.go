@@ -1,11 +1,17 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -14,19 +20,21 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/taichi-sched/taichi/daemon"
+	"github.com/taichi-sched/taichi/internal/cpuset"
 	"github.com/taichi-sched/taichi/internal/linuxsched"
+	"github.com/taichi-sched/taichi/internal/testenv"
 	"github.com/taichi-sched/taichi/trafficgen"
 )
 
 // When all CP on a lent core is kernel-heavy (a dentry storm nothing
-// confines), packets wait past the SLO: the guard benches the core, which
-// leaves the CP cpuset with its loop SCHED_OTHER, not a throttled
+// confines), packets wait past the SLO: the guard benches the core on a
+// window whose residence p99 was above the SLO (as the daemon logged it at
+// the trip), and while benched the core is absent from the CP pool
+// cgroup's cpuset file and its loop is SCHED_OTHER, not a throttled
 // SCHED_FIFO spinner.
 func TestGuardBenchesCoreWhenKernelHeavyCPBreaksSLO(t *testing.T) {
 	needRootCgroups(t)
-	if _, err := exec.LookPath("stress-ng"); err != nil {
-		t.Skip("stress-ng not installed (Debian package stress-ng)")
-	}
+	testenv.NeedTool(t, "stress-ng", "stress-ng")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	tb := upTestbed(t, ctx, "gd")
@@ -54,10 +62,13 @@ func TestGuardBenchesCoreWhenKernelHeavyCPBreaksSLO(t *testing.T) {
 dataplane:
   loops: [{name: gd, cpu: %d, iface: %s, netns: %s}]
 scheduler: {slo: 300us, guard_backoff: 3s, blockers: {enabled: false}}
+log: {format: json}
 `, tb.NICIn, tb.NICNS, dp, dp, tb.DPIface, tb.DPNS), 1)
 	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	daemonLog := &lockedBuffer{}
+	e.stderr = daemonLog
 	d := e.start(t)
 	defer func() { d.Process.Signal(os.Interrupt); d.Wait() }()
 	waitFor(t, "the storm's gate adopted", func() bool { return e.status(t).Pool.Members >= 1 })
@@ -91,8 +102,20 @@ scheduler: {slo: 300us, guard_backoff: 3s, blockers: {enabled: false}}
 		}
 		if core != nil && core.GuardTrips > 0 && core.Hold == "guard" {
 			if core.InPool {
-				t.Fatalf("benched core %d is still in the CP cpuset", dp)
+				t.Fatalf("benched core %d is still in the CP cpuset (status)", dp)
 			}
+			// The kernel's view, not the daemon's: the pool group's cpuset.
+			if cpus, file := poolCPUsOnDisk(t, st.Pool.Backend, e.group); slices.Contains(cpus, dp) {
+				// Benched throughout the read, or the bench just ended?
+				if again := e.status(t); slices.ContainsFunc(again.Cores, func(c daemon.CoreStatus) bool {
+					return c.CPU == dp && c.GuardTrips == core.GuardTrips && c.Hold == "guard"
+				}) {
+					t.Fatalf("benched core %d is in %s: %v", dp, file, cpus)
+				}
+				core = nil // the bench ended meanwhile: wait for the next trip
+			}
+		}
+		if core != nil && core.GuardTrips > 0 && core.Hold == "guard" {
 			c, err := linuxsched.Get(st.Loops[0].TID)
 			if err != nil {
 				t.Fatal(err)
@@ -100,7 +123,25 @@ scheduler: {slo: 300us, guard_backoff: 3s, blockers: {enabled: false}}
 			if c.Policy != unix.SCHED_NORMAL {
 				t.Fatalf("benched core's loop is %s, want SCHED_OTHER (a SCHED_FIFO spinner is RT-throttled)", c)
 			}
-			t.Logf("guard tripped %d time(s): slo %v; window p99 %v", core.GuardTrips, st.SLO.Value, st.Scheduler.Cores[0].SLOWindowP99)
+			// The evidence the guard tripped on, as the daemon logged it.
+			var trip guardTrip
+			waitFor(t, "the daemon's guard trip log line", func() bool {
+				var ok bool
+				trip, ok = firstGuardTrip(t, daemonLog.String(), dp)
+				return ok
+			})
+			t.Logf("measured: guard tripped %d time(s): slo %v; tripping window p99 %v, %d of %d packets late",
+				core.GuardTrips, trip.SLO, trip.P99, trip.Late, trip.Packets)
+			if trip.SLO != 300*time.Microsecond {
+				t.Errorf("guard judged against slo %v, want the configured 300µs", trip.SLO)
+			}
+			if trip.P99 <= trip.SLO {
+				t.Errorf("guard tripped on a window p99 of %v, not above the SLO %v", trip.P99, trip.SLO)
+			}
+			// Nearest-rank p99 above the SLO: fewer packets on time than its rank.
+			if rank := uint64(math.Ceil(0.99 * float64(trip.Packets))); trip.Packets == 0 || trip.Packets-trip.Late >= rank {
+				t.Errorf("guard tripped on a window of %d packets with %d late: its p99 is not above the SLO", trip.Packets, trip.Late)
+			}
 			return
 		}
 		if time.Now().After(deadline) {
@@ -108,4 +149,89 @@ scheduler: {slo: 300us, guard_backoff: 3s, blockers: {enabled: false}}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// lockedBuffer collects a daemon's log while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// guardTrip is the scheduler's "slo guard: benching core" log record (JSON
+// handler: durations in nanoseconds).
+type guardTrip struct {
+	Msg     string        `json:"msg"`
+	CPU     int           `json:"cpu"`
+	P99     time.Duration `json:"residence_p99"`
+	Late    uint64        `json:"late"`
+	Packets uint64        `json:"packets"`
+	SLO     time.Duration `json:"slo"`
+}
+
+// firstGuardTrip finds the first guard trip of cpu in a JSON log.
+func firstGuardTrip(t *testing.T, log string, cpu int) (guardTrip, bool) {
+	t.Helper()
+	sc := bufio.NewScanner(strings.NewReader(log))
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if !bytes.Contains(line, []byte(`"slo guard: benching core"`)) {
+			continue
+		}
+		var g guardTrip
+		if err := json.Unmarshal(line, &g); err != nil {
+			t.Fatalf("guard trip log line %q: %v", line, err)
+		}
+		if g.CPU == cpu {
+			return g, true
+		}
+	}
+	return guardTrip{}, false
+}
+
+// poolCPUsOnDisk reads the CP pool group's CPUs as the kernel has them:
+// cpuset.cpus on v1, cpuset.cpus.effective on v2 (backend as status
+// reports it, "cgroup-v1" or "cgroup-v2"). It returns the file it read.
+func poolCPUsOnDisk(t *testing.T, backend, group string) ([]int, string) {
+	t.Helper()
+	var file string
+	switch backend {
+	case "cgroup-v1":
+		file = filepath.Join("/sys/fs/cgroup/cpuset", group, "cpuset.cpus")
+	case "cgroup-v2":
+		mounts, err := os.ReadFile("/proc/self/mounts")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(mounts), "\n") {
+			if f := strings.Fields(line); len(f) > 2 && f[2] == "cgroup2" {
+				file = filepath.Join(f[1], group, "cpuset.cpus.effective")
+				break
+			}
+		}
+	}
+	if file == "" {
+		t.Fatalf("pool backend %q: no cpuset file to read", backend)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpus, err := cpuset.Parse(string(b))
+	if err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	return cpus, file
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,19 +27,21 @@ import (
 type daemonEnv struct {
 	bin, cfgPath, socket, group string
 	dp, cp                      []int
+	// stderr, when set, gets a copy of the daemon's log (started after).
+	stderr io.Writer
 }
 
-func needRootCgroups(t *testing.T) {
+func needRootCgroups(t testing.TB) {
 	t.Helper()
 	testenv.NeedRoot(t, "cgroups")
 	if _, err := os.Stat("/sys/fs/cgroup/cpuset/cpuset.cpus"); err != nil {
 		if _, err2 := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err2 != nil {
-			t.Skip("no cpuset cgroup hierarchy")
+			testenv.Require(t, "no cpuset cgroup hierarchy")
 		}
 	}
 	topo, err := topology.Host()
 	if err != nil || len(topo.Online) < 2 {
-		t.Skip("needs at least 2 online CPUs")
+		testenv.Require(t, "needs at least 2 online CPUs")
 	}
 }
 
@@ -48,13 +51,13 @@ func upTestbed(t *testing.T, ctx context.Context, prefix string) *testbed.Testbe
 	t.Helper()
 	tb, err := testbed.Up(ctx, testbed.Options{Prefix: fmt.Sprintf("%s%d", prefix, os.Getpid()%100000)})
 	if err != nil {
-		t.Skipf("testbed: %v", err)
+		testenv.Require(t, "testbed: %v", err)
 	}
 	t.Cleanup(func() { tb.Down() })
 	return tb
 }
 
-func newDaemonEnv(t *testing.T, policy string, commandRE string) *daemonEnv {
+func newDaemonEnv(t testing.TB, policy string, commandRE string) *daemonEnv {
 	t.Helper()
 	needRootCgroups(t)
 	dir := t.TempDir()
@@ -99,27 +102,32 @@ func removeOneGroup(ctrl, name string) {
 	os.Remove(dir)
 }
 
-func (e *daemonEnv) start(t *testing.T) *exec.Cmd {
+func (e *daemonEnv) start(t testing.TB) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(e.bin, "run", "--config", e.cfgPath)
 	cmd.Stderr = os.Stderr
+	if e.stderr != nil {
+		cmd.Stderr = io.MultiWriter(os.Stderr, e.stderr)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	// SIGTERM, not SIGKILL: a clean stop also ends the DP hosts it started.
 	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
-	deadline := time.Now().Add(10 * time.Second)
+	// A bound, not a wait: under load (-race, stress-ng beside it) a
+	// start that derives the SLO took 10 s here.
+	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		if _, err := daemon.Call(e.socket, daemon.Request{Cmd: "status"}); err == nil {
 			return cmd
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatal("daemon did not answer on its control socket within 10s")
+	t.Fatal("daemon did not answer on its control socket within 30s")
 	return nil
 }
 
-func (e *daemonEnv) status(t *testing.T) *daemon.Status {
+func (e *daemonEnv) status(t testing.TB) *daemon.Status {
 	t.Helper()
 	out, err := exec.Command(e.bin, "status", "--json", "--socket", e.socket).Output()
 	if err != nil {
@@ -150,7 +158,7 @@ func (e *daemonEnv) groupCPUs(t *testing.T) []int {
 // spawnCP starts a busy process under a unique command name (a copy of sh),
 // bounded to three minutes (the kill test runs that long), so selectors can
 // find it.
-func spawnCP(t *testing.T, name string) *exec.Cmd {
+func spawnCP(t testing.TB, name string) *exec.Cmd {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), name)
 	src, err := os.ReadFile("/bin/sh")
@@ -187,13 +195,13 @@ func allowedCPUs(t *testing.T, pid int) []int {
 	return nil
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	waitForEvery(t, what, 10*time.Second, 50*time.Millisecond, cond)
 }
 
 // waitForEvery checks cond every `every` until it holds, failing after within.
-func waitForEvery(t *testing.T, what string, within, every time.Duration, cond func() bool) {
+func waitForEvery(t testing.TB, what string, within, every time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {
@@ -232,7 +240,7 @@ func TestDaemonAdoptsLendsAndSwitchesPolicy(t *testing.T) {
 	if st.Blockers == nil || (st.Blockers.State != daemon.BlockersWatching && st.Blockers.State != daemon.BlockersUnavailable) {
 		t.Errorf("status blockers = %+v, want watching (or unavailable with a reason)", st.Blockers)
 	} else if st.Blockers.State == daemon.BlockersUnavailable {
-		t.Logf("blocker tracer unavailable here: %s", st.Blockers.Error)
+		testenv.Require(t, "blocker tracer unavailable here: %s", st.Blockers.Error)
 	}
 	if out, err := exec.Command(e.bin, "blockers", "--socket", e.socket).CombinedOutput(); err != nil || !strings.HasPrefix(string(out), "blockers ") {
 		t.Errorf("taichi blockers: %v\n%s", err, out)
@@ -330,7 +338,7 @@ func TestDaemonKill9ThenRestartReconciles(t *testing.T) {
 	}
 }
 
-func mustRead(t *testing.T, path string) string {
+func mustRead(t testing.TB, path string) string {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {

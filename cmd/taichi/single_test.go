@@ -19,7 +19,7 @@ import (
 
 // withTestbedLoop brings up a testbed and adds one DP loop named loop (with
 // the XDP probe on the testbed's NIC hop) to e's config.
-func withTestbedLoop(t *testing.T, ctx context.Context, e *daemonEnv, prefix, loop string) *testbed.Testbed {
+func withTestbedLoop(t testing.TB, ctx context.Context, e *daemonEnv, prefix, loop string) *testbed.Testbed {
 	t.Helper()
 	tb, err := testbed.Up(ctx, testbed.Options{Prefix: fmt.Sprintf("%s%d", prefix, os.Getpid()%100000)})
 	if err != nil {
