@@ -80,75 +80,57 @@ type xskRX struct {
 	prog    *ebpf.Program
 	xsks    *ebpf.Map
 	xdpLink link.Link
-	// stampAt is XDPStampMeta or XDPStampHead: where the program put the
-	// stamp, so where the frame starts.
-	stampAt string
+	// stampHead: the program prepended the stamp to the frame
+	// (XDPStampHead); else it is in the metadata in front (XDPStampMeta).
+	stampHead bool
 }
 
-// xdpProgram returns the redirect program for a stamp path.
+// xdpProgram returns the redirect program for a stamp path. Both paths
+// make 8 bytes of room with their helper (the metadata in front of the
+// frame, or the frame's own head), check the room against the packet bounds
+// the verifier wants, store the bpf_ktime_get_ns stamp there and redirect
+// the frame to the socket of its RX queue.
+//
+// Metadata: without room the frame is redirected unstamped (the loop sees
+// no stamp), and one without a socket is passed to the stack as it came.
+// Head: without room the frame is passed to the stack and never reaches the
+// socket, so every frame the loop reads carries the stamp; one that is not
+// redirected (no socket) gets its head back before the stack sees it.
 func xdpProgram(xsks *ebpf.Map, stampAt string) asm.Instructions {
+	adjust, lo, hi, noRoom, outOfBounds := asm.FnXdpAdjustMeta, int16(xdpMdMeta), int16(xdpMdData), "redirect", "redirect"
 	if stampAt == XDPStampHead {
-		return xdpHeadProgram(xsks)
+		adjust, lo, hi, noRoom, outOfBounds = asm.FnXdpAdjustHead, xdpMdData, xdpMdDataEnd, "pass", "restore"
 	}
-	return xdpMetaProgram(xsks)
-}
-
-// xdpMetaProgram: stamp into the metadata, then hand the frame to the socket
-// of its RX queue, or pass it to the stack if there is none.
-func xdpMetaProgram(xsks *ebpf.Map) asm.Instructions {
-	return asm.Instructions{
+	insns := asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
 		asm.FnKtimeGetNs.Call(),
 		asm.Mov.Reg(asm.R7, asm.R0),
 		asm.Mov.Reg(asm.R1, asm.R6),
 		asm.Mov.Imm(asm.R2, -xskMetaLen),
-		asm.FnXdpAdjustMeta.Call(),
-		asm.JNE.Imm(asm.R0, 0, "redirect"),
-		asm.LoadMem(asm.R2, asm.R6, xdpMdMeta, asm.Word),
-		asm.LoadMem(asm.R3, asm.R6, xdpMdData, asm.Word),
+		adjust.Call(),
+		asm.JNE.Imm(asm.R0, 0, noRoom),
+		asm.LoadMem(asm.R2, asm.R6, lo, asm.Word),
+		asm.LoadMem(asm.R3, asm.R6, hi, asm.Word),
 		asm.Mov.Reg(asm.R4, asm.R2),
 		asm.Add.Imm(asm.R4, xskMetaLen),
-		asm.JGT.Reg(asm.R4, asm.R3, "redirect"),
+		asm.JGT.Reg(asm.R4, asm.R3, outOfBounds),
 		asm.StoreMem(asm.R2, 0, asm.R7, asm.DWord),
 		asm.LoadMem(asm.R2, asm.R6, xdpMdQueue, asm.Word).WithSymbol("redirect"),
 		asm.LoadMapPtr(asm.R1, xsks.FD()),
 		asm.Mov.Imm(asm.R3, xdpPass),
 		asm.FnRedirectMap.Call(),
-		asm.Return(),
 	}
-}
-
-// xdpHeadProgram: prepend the stamp to the frame and redirect it to the
-// socket of its RX queue. A frame that is not redirected (no socket) gets
-// its head back before it is passed to the stack; one without headroom is
-// passed unstamped and never reaches the socket, so every frame the loop
-// reads carries the stamp.
-func xdpHeadProgram(xsks *ebpf.Map) asm.Instructions {
-	return asm.Instructions{
-		asm.Mov.Reg(asm.R6, asm.R1),
-		asm.FnKtimeGetNs.Call(),
-		asm.Mov.Reg(asm.R7, asm.R0),
-		asm.Mov.Reg(asm.R1, asm.R6),
-		asm.Mov.Imm(asm.R2, -xskMetaLen),
-		asm.FnXdpAdjustHead.Call(),
-		asm.JNE.Imm(asm.R0, 0, "pass"),
-		asm.LoadMem(asm.R2, asm.R6, xdpMdData, asm.Word),
-		asm.LoadMem(asm.R3, asm.R6, xdpMdDataEnd, asm.Word),
-		asm.Mov.Reg(asm.R4, asm.R2),
-		asm.Add.Imm(asm.R4, xskMetaLen),
-		asm.JGT.Reg(asm.R4, asm.R3, "restore"),
-		asm.StoreMem(asm.R2, 0, asm.R7, asm.DWord),
-		asm.LoadMem(asm.R2, asm.R6, xdpMdQueue, asm.Word),
-		asm.LoadMapPtr(asm.R1, xsks.FD()),
-		asm.Mov.Imm(asm.R3, xdpPass),
-		asm.FnRedirectMap.Call(),
+	if stampAt != XDPStampHead {
+		return append(insns, asm.Return())
+	}
+	return append(insns,
 		asm.JEq.Imm(asm.R0, xdpRedirect, "out"),
 		asm.Mov.Reg(asm.R1, asm.R6).WithSymbol("restore"),
 		asm.Mov.Imm(asm.R2, xskMetaLen),
 		asm.FnXdpAdjustHead.Call(),
 		asm.Mov.Imm(asm.R0, xdpPass).WithSymbol("pass"),
 		asm.Return().WithSymbol("out"),
-	}
+	)
 }
 
 // loadXDPProgram loads the redirect program for want (StampAuto: the
@@ -240,9 +222,11 @@ func openXSK(iface, stamp string) (_ *xskRX, err error) {
 	if err = x.xsks.Put(uint32(0), uint32(x.fd)); err != nil {
 		return nil, fmt.Errorf("XSKMap put: %w", err)
 	}
-	if x.prog, x.stampAt, err = loadXDPProgram(x.xsks, stamp); err != nil {
+	var at string
+	if x.prog, at, err = loadXDPProgram(x.xsks, stamp); err != nil {
 		return nil, err
 	}
+	x.stampHead = at == XDPStampHead
 	if x.xdpLink, err = link.AttachXDP(link.XDPOptions{Program: x.prog, Interface: ifc.Index, Flags: link.XDPDriverMode}); err != nil {
 		return nil, fmt.Errorf("attach XDP (driver mode): %w", err)
 	}
@@ -258,7 +242,12 @@ func setsockoptRaw(fd, opt int, p unsafe.Pointer, size uintptr) error {
 
 func (x *xskRX) fileDescriptor() int { return x.fd }
 
-func (x *xskRX) stampPath() string { return x.stampAt }
+func (x *xskRX) stampPath() string {
+	if x.stampHead {
+		return XDPStampHead
+	}
+	return XDPStampMeta
+}
 
 func (x *xskRX) close() {
 	if x.xdpLink != nil {
@@ -314,9 +303,9 @@ func (x *xskRX) frame(d *unix.XDPDesc) ([]byte, int64) {
 	data := x.umem[d.Addr : d.Addr+uint64(d.Len)]
 	var at uint64
 	switch {
-	case x.stampAt == XDPStampHead && d.Len >= xskMetaLen:
+	case x.stampHead && d.Len >= xskMetaLen:
 		at, data = d.Addr, data[xskMetaLen:]
-	case x.stampAt == XDPStampMeta && d.Addr%xskChunk >= xskMetaLen:
+	case !x.stampHead && d.Addr%xskChunk >= xskMetaLen:
 		at = d.Addr - xskMetaLen
 	default:
 		return data, 0
