@@ -6,12 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/taichi-sched/taichi/internal/netns"
 )
+
+// echoCalls numbers echo calls for their ICMP ids.
+var echoCalls atomic.Uint32
 
 // echoReport is what one round of ICMP echoes got back.
 type echoReport struct {
@@ -38,7 +42,9 @@ func echo(ctx context.Context, ns string, dst [4]byte, count int, interval, grac
 		return echoReport{}, fmt.Errorf("icmp socket in %s: %w", ns, err)
 	}
 	defer unix.Close(fd)
-	id := uint16(os.Getpid())
+	// A raw socket sees every echo reply in the namespace: an id per call
+	// keeps an earlier call's late reply from counting here.
+	id := uint16(os.Getpid()) + uint16(echoCalls.Add(1))<<8
 	to := &unix.SockaddrInet4{Addr: dst}
 	sentAt := make([]time.Time, count)
 	got := make([]bool, count)

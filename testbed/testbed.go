@@ -420,7 +420,7 @@ func (t *Testbed) PingSink(ctx context.Context, count int, interval time.Duratio
 // echoes of at most 200 ms each.
 func (t *Testbed) WaitSinkEcho(ctx context.Context, tries int) error {
 	for range tries {
-		if exec.CommandContext(ctx, "ip", "netns", "exec", t.GenNS, "ping", "-n", "-q", "-c", "1", "-W", "0.2", t.SinkIP.String()).Run() == nil {
+		if rep, err := echo(ctx, t.GenNS, t.SinkIP.As4(), 1, 0, 200*time.Millisecond); err == nil && rep.answered == 1 {
 			return nil
 		}
 		if ctx.Err() != nil {
