@@ -22,7 +22,6 @@ import (
 type softirqThread struct {
 	cpu, tid int
 	was      linuxsched.Class
-	now      linuxsched.Class
 }
 
 // ksoftirqdTID finds the kernel thread ksoftirqd/cpu.
@@ -105,7 +104,7 @@ func (d *Daemon) raiseSoftirq() {
 			d.log.Warn("ksoftirqd not raised", "cpu", cpu, "tid", tid, "err", err)
 			continue
 		}
-		d.softirq = append(d.softirq, softirqThread{cpu: cpu, tid: tid, was: was, now: now})
+		d.softirq = append(d.softirq, softirqThread{cpu: cpu, tid: tid, was: was})
 		d.log.Info("ksoftirqd raised above the DP threads", "cpu", cpu, "tid", tid, "class", now)
 	}
 }

@@ -219,6 +219,19 @@ func (d *Daemon) harvested() float64 {
 // at start as the base); false where the kernel reports only a total
 // (cgroup v2).
 func (d *Daemon) harvestedPerDPCore() (map[int]time.Duration, bool) {
+	per, ok := d.dpCoreUsage()
+	for cpu, t := range per {
+		// A counter below its base means the group was made anew.
+		if base := d.harvestBase[cpu]; t >= base {
+			per[cpu] = t - base
+		}
+	}
+	return per, ok
+}
+
+// dpCoreUsage is the CP cgroup's lifetime CPU time on each DP core; false
+// where the kernel reports only a total (cgroup v2).
+func (d *Daemon) dpCoreUsage() (map[int]time.Duration, bool) {
 	u, err := d.pool.Usage()
 	if err != nil || !u.PerCPUAvailable {
 		return nil, false
@@ -226,24 +239,11 @@ func (d *Daemon) harvestedPerDPCore() (map[int]time.Duration, bool) {
 	per := map[int]time.Duration{}
 	for _, cpu := range d.cfg.DPCPUs {
 		if cpu < len(u.PerCPU) {
-			// A counter below its base means the group was made anew.
 			per[cpu] = u.PerCPU[cpu]
-			if base := d.harvestBase[cpu]; u.PerCPU[cpu] >= base {
-				per[cpu] -= base
-			}
 		}
 	}
 	return per, true
 }
 
 // readHarvestBase records the CP group's per-DP-core usage at start.
-func (d *Daemon) readHarvestBase() {
-	d.harvestBase = map[int]time.Duration{}
-	if u, err := d.pool.Usage(); err == nil && u.PerCPUAvailable {
-		for _, cpu := range d.cfg.DPCPUs {
-			if cpu < len(u.PerCPU) {
-				d.harvestBase[cpu] = u.PerCPU[cpu]
-			}
-		}
-	}
-}
+func (d *Daemon) readHarvestBase() { d.harvestBase, _ = d.dpCoreUsage() }

@@ -68,7 +68,8 @@ yields the core after N consecutive empty polls, waiting at most --slice.`,
 				case <-l.Ready():
 					// Which stamp path runs depends on the kernel (xdp-head
 					// where it refuses bpf_xdp_adjust_meta): say so.
-					slog.Info("dp: loop ready", "loop", l.Stats().Name, "cpu", cfg.CPU, "io", l.Config().IO, "rx_stamp", l.Stats().RXStamp)
+					lc := l.Config()
+					slog.Info("dp: loop ready", "loop", lc.Name, "cpu", lc.CPU, "io", lc.IO, "rx_stamp", l.Stats().RXStamp)
 				case <-ctx.Done():
 				}
 			}()
