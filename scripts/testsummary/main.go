@@ -15,6 +15,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -165,19 +166,17 @@ func skipReason(lines []string) string {
 // write prints the summary and reports whether everything passed.
 func write(w io.Writer, stages []stage) bool {
 	var passed, failed, skipped int
-	ok := true
 	fmt.Fprintln(w, "=== summary")
 	for _, st := range stages {
 		if len(st.pkgs) == 0 {
 			fmt.Fprintf(w, "%-18s FAIL  no test ran\n", st.name)
-			ok = false
 			failed++
 			continue
 		}
 		for _, p := range st.pkgs {
 			verdict := "ok"
 			if p.failed > 0 || p.buildFailed {
-				verdict, ok = "FAIL", false
+				verdict = "FAIL"
 			}
 			if p.buildFailed && p.failed == 0 {
 				failed++ // a package that did not build or set up counts as one failure
@@ -206,7 +205,7 @@ func write(w io.Writer, stages []stage) bool {
 		}
 	}
 	fmt.Fprintf(w, "%d passed, %d failed, %d skipped\n", passed, failed, skipped)
-	return ok && failed == 0
+	return failed == 0
 }
 
 // skipLine is a check's own skip: "SKIP: reason" at the start of a line,
@@ -223,36 +222,25 @@ func recordCommand(name, out string, args []string) int {
 		return 1
 	}
 	start := time.Now()
+	// The log goes to the terminal as it comes; the copy is searched for
+	// the check's own skip line.
+	var log bytes.Buffer
 	cmd := exec.Command(args[0], args[1:]...)
-	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr, cmd.Stdin = pw, pw, os.Stdin
-	var lines []string
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 1<<20), 16<<20)
-		for sc.Scan() {
-			fmt.Println(sc.Text())
-			lines = append(lines, sc.Text()+"\n")
-		}
-		_, _ = io.Copy(io.Discard, pr)
-	}()
+	cmd.Stdout = io.MultiWriter(os.Stdout, &log)
+	cmd.Stderr, cmd.Stdin = cmd.Stdout, os.Stdin
 	err := cmd.Run()
-	pw.Close()
-	<-done
 	action, code := "pass", 0
-	var reason []string
+	var reason []string // the skip's reason alone, not the whole log
 	if err != nil {
 		action, code = "fail", 1
 		var ee *exec.ExitError
 		if errors.As(err, &ee) && ee.ExitCode() > 0 {
 			code = ee.ExitCode()
 		}
-		lines = append(lines, fmt.Sprintf("%s: %v\n", name, err))
+		fmt.Printf("%s: %v\n", name, err)
 	} else {
-		for _, l := range lines {
-			if m := skipLine.FindStringSubmatch(strings.TrimRight(l, "\n")); m != nil {
+		for _, l := range strings.Split(log.String(), "\n") {
+			if m := skipLine.FindStringSubmatch(l); m != nil {
 				action = "skip"
 				reason = append(reason, strings.TrimSpace(m[1])+"\n")
 			}
@@ -260,12 +248,7 @@ func recordCommand(name, out string, args []string) int {
 	}
 	const pkg = "make"
 	evs := []event{{Time: start, Action: "run", Package: pkg, Test: name}}
-	if action == "skip" {
-		lines = reason // the reason alone, not the whole log
-	} else {
-		lines = nil // the log went to the terminal already
-	}
-	for _, l := range lines {
+	for _, l := range reason {
 		evs = append(evs, event{Time: time.Now(), Action: "output", Package: pkg, Test: name, Output: l})
 	}
 	elapsed := time.Since(start).Seconds()
