@@ -206,21 +206,16 @@ func firstGuardTrip(t *testing.T, log string, cpu int) (guardTrip, bool) {
 // reports it, "cgroup-v1" or "cgroup-v2"). It returns the file it read.
 func poolCPUsOnDisk(t *testing.T, backend, group string) ([]int, string) {
 	t.Helper()
+	mounts, err := linuxsched.ReadCgroupMounts()
+	if err != nil {
+		t.Fatal(err)
+	}
 	var file string
-	switch backend {
-	case "cgroup-v1":
-		file = filepath.Join("/sys/fs/cgroup/cpuset", group, "cpuset.cpus")
-	case "cgroup-v2":
-		mounts, err := os.ReadFile("/proc/self/mounts")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, line := range strings.Split(string(mounts), "\n") {
-			if f := strings.Fields(line); len(f) > 2 && f[2] == "cgroup2" {
-				file = filepath.Join(f[1], group, "cpuset.cpus.effective")
-				break
-			}
-		}
+	switch {
+	case backend == "cgroup-v1" && mounts.V1Path("cpuset") != "":
+		file = filepath.Join(mounts.V1Path("cpuset"), group, "cpuset.cpus")
+	case backend == "cgroup-v2" && mounts.Unified != "":
+		file = filepath.Join(mounts.Unified, group, "cpuset.cpus.effective")
 	}
 	if file == "" {
 		t.Fatalf("pool backend %q: no cpuset file to read", backend)
