@@ -66,7 +66,8 @@ func TestIdleWatcherLendsAndReclaims(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
 
-	waitFor(t, "demotion while the counter stands still", func() bool { return l.allDemoted(true) })
+	// The watcher records a demotion after the lender did it: wait for both.
+	waitFor(t, "demotion while the counter stands still", func() bool { return l.allDemoted(true) && w.Stats().Demoted })
 	if s := w.Stats(); !s.Demoted || s.Demotions != 1 {
 		t.Fatalf("stats after lending: %+v", s)
 	}
