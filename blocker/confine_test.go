@@ -120,7 +120,8 @@ func measure(t testing.TB, tr *Tracer, dp *dpThread, n int) (own []time.Duration
 
 // TestConfineKernelStorm: the full loop on this machine's DP core. A storm
 // process in the CP pool, pinned to the lent DP core, delays a FIFO DP
-// thread there; the tracer blames it and the Confiner confines it to the CP
+// thread there; the tracer blames it and the Confiner, asked by the SLO
+// rule's move (ConfineWorst for the DP core), confines it to the CP
 // core together with the child it had forked before (a same-command
 // sibling) and a child it forks after (which starts confined); while it is
 // confined the DP thread's wake lateness p99 is lower than while it was
@@ -229,6 +230,15 @@ func TestConfineKernelStorm(t *testing.T) {
 			case <-tk.C:
 				if err := c.Tick(); err != nil {
 					t.Logf("tick: %v", err)
+				}
+				// The SLO rule's moves, as the scheduler makes them: the
+				// DP core's window above the high-water mark confines the
+				// worst blocker there; a quiet window releases what is due.
+				if _, _, err := c.ConfineWorst(dpCore, time.Second, 1); err != nil {
+					t.Logf("confine: %v", err)
+				}
+				if _, _, err := c.ReleaseOne(); err != nil {
+					t.Logf("release: %v", err)
 				}
 			}
 		}

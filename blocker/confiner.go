@@ -34,15 +34,20 @@ type Processes interface {
 
 // Policy configures a Confiner.
 type Policy struct {
-	// MinBlames in-kernel blames of one process within Window confine it.
+	// MinBlames is the floor under the SLO rule: a process is a candidate
+	// for ConfineWorst only with at least this many in-kernel blames on the
+	// core within the window asked.
 	MinBlames int
-	Window    time.Duration
+	// Window is the least span of blame kept per process (ConfineWorst may
+	// ask for a longer one, which is then kept).
+	Window time.Duration
 	// Backoff is the first confinement of a command; each repeat doubles
 	// it, up to MaxBackoff. A command that stayed clear for MaxBackoff
-	// after its release starts again at Backoff.
+	// after its release starts again at Backoff. A command is released
+	// (ReleaseOne) only after its back-off.
 	Backoff, MaxBackoff time.Duration
-	// Recheck is how often Tick should run: releases, and same-command
-	// processes that appeared meanwhile.
+	// Recheck is how often Tick should run: same-command processes that
+	// appeared meanwhile, and forgetting.
 	Recheck time.Duration
 	// MaxTracked bounds the table of blamed processes (oldest dropped).
 	MaxTracked int
@@ -50,13 +55,19 @@ type Policy struct {
 
 // Defaults for zero Policy fields.
 const (
-	DefaultMinBlames  = 3
+	DefaultMinBlames  = 1
 	DefaultWindow     = time.Second
 	DefaultBackoff    = 10 * time.Second
 	DefaultMaxBackoff = 5 * time.Minute
 	DefaultRecheck    = 100 * time.Millisecond
 	DefaultMaxTracked = 256
 )
+
+// maxWindowBlames bounds the blames kept per process (oldest dropped).
+const maxWindowBlames = 4096
+
+// historyLen is how many releases Released keeps.
+const historyLen = 32
 
 func (p Policy) withDefaults() Policy {
 	if p.MinBlames == 0 {
@@ -121,8 +132,8 @@ type Blocker struct {
 	Error string
 }
 
-// Command is a learned blocking command: processes running it are confined
-// while it is under back-off, including new ones at exec.
+// Command is a learned blocking command: processes running it are
+// confined until the SLO rule releases it, including new ones at exec.
 type Command struct {
 	Comm string
 	// CgroupIDs where its blocking processes ran (cgroup v2 ids; empty
@@ -130,12 +141,37 @@ type Command struct {
 	// or either side does not know its cgroup.
 	CgroupIDs []uint64
 	Backoff   time.Duration // the current (last applied) back-off
-	Until     time.Time     // end of the current back-off; zero when none
-	Strikes   int           // confinements so far (doubling)
-	Released  time.Time     // last release
-	PIDs      []int         // processes confined under it now
+	// Until is the end of the current back-off; zero when not confined.
+	// Past it the command stays confined until ReleaseOne picks it.
+	Until    time.Time
+	Strikes  int       // confinements so far (doubling)
+	Released time.Time // last release
+	PIDs     []int     // processes confined under it now
+	// Why is what the last confinement answered.
+	Why Reason
 
 	refused map[int]bool // not retried under this back-off
+}
+
+// Reason is why the SLO rule confined a command: the blamed delay of one
+// process of it on a DP core over the window, when that core's packets
+// used Budget of the SLO.
+type Reason struct {
+	At     time.Time
+	CPU    int
+	TGID   int
+	Blamed time.Duration // in-kernel delay of the core's DP threads within the window
+	Blames int
+	Window time.Duration
+	Budget float64
+}
+
+// Release is one command released by the SLO rule.
+type Release struct {
+	Comm     string
+	At       time.Time
+	Confined time.Duration // how long it had been confined
+	Why      Reason        // what confined it
 }
 
 // Change is one process confined or released.
@@ -146,9 +182,16 @@ type Change struct {
 	Until    time.Time // end of the back-off (Confined only)
 }
 
+// windowBlame is one in-kernel blame kept for ConfineWorst.
+type windowBlame struct {
+	at    time.Time
+	cpu   int
+	delay time.Duration
+}
+
 type tracked struct {
 	Blocker
-	recent []time.Time // in-kernel blame times within the window, oldest first
+	recent []windowBlame // in-kernel blames within the kept window, oldest first
 	// refusedUntil: the actuator refused it (outside the pool, real-time
 	// threads); not tried again before then.
 	refusedUntil time.Time
@@ -171,6 +214,8 @@ type Confiner struct {
 	blockers map[int]*tracked
 	commands map[string]*Command
 	owner    map[int]string // confined tgid -> command it is confined under
+	keep     time.Duration  // span of blame kept (the longest window asked)
+	released []Release      // the last historyLen releases, oldest first
 }
 
 // NewConfiner returns an active Confiner after checking the policy (zero
@@ -180,7 +225,7 @@ func NewConfiner(p Policy, clock Clock, act Actuator, procs Processes) (*Confine
 	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("blocker: bad policy: %w", err)
 	}
-	return &Confiner{policy: p, clock: clock, act: act, procs: procs, active: true,
+	return &Confiner{policy: p, clock: clock, act: act, procs: procs, active: true, keep: p.Window,
 		blockers: map[int]*tracked{}, commands: map[string]*Command{}, owner: map[int]string{}}, nil
 }
 
@@ -236,10 +281,10 @@ func (c *Confiner) Active() bool {
 	return c.active
 }
 
-// Observe takes one tracer event: blame is aggregated per process and may
-// confine it (and its command's siblings); an exec of a command under
-// back-off confines the new process at once. Errors name the moves that
-// failed; the state is updated either way.
+// Observe takes one tracer event: blame is aggregated per process (for
+// status and ConfineWorst); an exec of a confined command confines the new
+// process at once. Errors name the moves that failed; the state is updated
+// either way.
 func (c *Confiner) Observe(ev Event) error {
 	c.mu.Lock()
 	defer c.unlock()
@@ -276,34 +321,123 @@ func (c *Confiner) onBlame(ev Event, now time.Time) error {
 	if b.Kernel {
 		return nil // reported, never moved
 	}
-	b.recent = append(b.recent, now)
+	b.recent = append(b.recent, windowBlame{at: now, cpu: ev.CPU, delay: ev.Delay})
+	b.prune(now, c.keep)
+	return nil
+}
+
+// prune drops blames older than keep, and the oldest beyond the bound.
+func (b *tracked) prune(now time.Time, keep time.Duration) {
 	cut := 0
-	for cut < len(b.recent) && now.Sub(b.recent[cut]) > c.policy.Window {
+	for cut < len(b.recent) && now.Sub(b.recent[cut].at) > keep {
 		cut++
 	}
-	b.recent = b.recent[cut:]
-	if len(b.recent) > c.policy.MinBlames {
-		b.recent = b.recent[len(b.recent)-c.policy.MinBlames:]
+	cut = max(cut, len(b.recent)-maxWindowBlames)
+	if cut > 0 {
+		b.recent = slices.Delete(b.recent, 0, cut)
 	}
-	if !c.active || !b.ConfinedUntil.IsZero() || len(b.recent) < c.policy.MinBlames || now.Before(b.refusedUntil) {
-		return nil
+}
+
+// windowBlame sums b's in-kernel blames on cpu within window.
+func (b *tracked) windowBlame(now time.Time, cpu int, window time.Duration) (total time.Duration, n int) {
+	for _, r := range b.recent {
+		if r.cpu == cpu && now.Sub(r.at) <= window {
+			total += r.delay
+			n++
+		}
 	}
-	b.recent = nil
-	// Move it first: a process the pool refuses must not start a back-off
-	// for its command (nothing of it could be confined).
-	ok, err := c.act.Confine(b.TGID)
-	if err != nil {
-		b.Error = err.Error()
-		b.refusedUntil = now.Add(c.policy.MaxBackoff)
-		return fmt.Errorf("blocker: confine pid %d (%s): %w", b.TGID, b.Comm, err)
+	return total, n
+}
+
+// ConfineWorst is the SLO rule's move: it confines the process whose
+// in-kernel paths delayed cpu's DP threads most within window (at least
+// MinBlames blames; kernel threads, confined and refused processes are not
+// candidates), and its command's other processes, under a back-off. budget
+// (the core's share of the SLO) is kept as the reason. It reports whether a
+// process was confined; a refused candidate is skipped for the next one.
+func (c *Confiner) ConfineWorst(cpu int, window time.Duration, budget float64) (Reason, bool, error) {
+	c.mu.Lock()
+	defer c.unlock()
+	now := c.clock.Now()
+	c.keep = max(c.keep, window)
+	if !c.active {
+		return Reason{}, false, nil
 	}
-	cmd := c.learn(b.Comm, b.CgroupID, now)
-	if ok {
-		c.own(b.TGID, cmd)
-	} else {
-		delete(c.blockers, b.TGID) // it vanished; its command is still learned
+	var errs []error
+	for {
+		var worst *tracked
+		var why Reason
+		for _, b := range c.blockers {
+			if b.Kernel || !b.ConfinedUntil.IsZero() || now.Before(b.refusedUntil) {
+				continue
+			}
+			total, n := b.windowBlame(now, cpu, window)
+			if n < c.policy.MinBlames || total <= 0 {
+				continue
+			}
+			if worst == nil || total > why.Blamed || (total == why.Blamed && b.TGID < worst.TGID) {
+				worst = b
+				why = Reason{At: now, CPU: cpu, TGID: b.TGID, Blamed: total, Blames: n, Window: window, Budget: budget}
+			}
+		}
+		if worst == nil {
+			return Reason{}, false, errors.Join(errs...)
+		}
+		// Move it first: a process the pool refuses must not start a
+		// back-off for its command (nothing of it could be confined).
+		ok, err := c.act.Confine(worst.TGID)
+		if err != nil {
+			worst.Error = err.Error()
+			worst.refusedUntil = now.Add(c.policy.MaxBackoff)
+			errs = append(errs, fmt.Errorf("blocker: confine pid %d (%s): %w", worst.TGID, worst.Comm, err))
+			continue
+		}
+		worst.recent = nil
+		cmd := c.learn(worst.Comm, worst.CgroupID, now)
+		cmd.Why = why
+		if ok {
+			c.own(worst.TGID, cmd)
+		} else {
+			delete(c.blockers, worst.TGID) // it vanished; its command is still learned
+		}
+		errs = append(errs, c.confineSiblings(cmd))
+		return why, true, errors.Join(errs...)
 	}
-	return c.confineSiblings(cmd)
+}
+
+// ReleaseOne releases the confined command whose back-off ended first, if
+// any has: the SLO rule's move once the packets' budget is quiet.
+func (c *Confiner) ReleaseOne() (Release, bool, error) {
+	c.mu.Lock()
+	defer c.unlock()
+	now := c.clock.Now()
+	var due *Command
+	for _, cmd := range c.commands {
+		if cmd.Until.IsZero() || now.Before(cmd.Until) {
+			continue
+		}
+		if due == nil || cmd.Until.Before(due.Until) || (cmd.Until.Equal(due.Until) && cmd.Comm < due.Comm) {
+			due = cmd
+		}
+	}
+	if due == nil {
+		return Release{}, false, nil
+	}
+	rel := Release{Comm: due.Comm, At: now, Confined: now.Sub(due.Until.Add(-due.Backoff)), Why: due.Why}
+	err := c.releaseCommand(due.Comm)
+	due.Released = now
+	c.released = append(c.released, rel)
+	if len(c.released) > historyLen {
+		c.released = slices.Delete(c.released, 0, len(c.released)-historyLen)
+	}
+	return rel, true, err
+}
+
+// Released returns the last releases, oldest first.
+func (c *Confiner) Released() []Release {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.released)
 }
 
 // learn starts (or extends) a back-off for comm: doubling on repeat.
@@ -388,7 +522,7 @@ func (c *Confiner) confineSiblings(cmd *Command) error {
 
 func (c *Confiner) onExec(ev Event, now time.Time) error {
 	cmd := c.commands[ev.Comm]
-	if !c.active || cmd == nil || cmd.Until.IsZero() || !now.Before(cmd.Until) {
+	if !c.active || cmd == nil || cmd.Until.IsZero() {
 		return nil
 	}
 	if ev.CgroupID != 0 && len(cmd.CgroupIDs) > 0 && !slices.Contains(cmd.CgroupIDs, ev.CgroupID) {
@@ -397,9 +531,9 @@ func (c *Confiner) onExec(ev Event, now time.Time) error {
 	return c.confine(ev.TGID, cmd)
 }
 
-// Tick runs the periodic work (every Policy.Recheck): commands whose
-// back-off ended are released; under a running back-off, processes that
-// now run the command are confined too.
+// Tick runs the periodic work (every Policy.Recheck): processes that now
+// run a confined command are confined too; commands and processes clear
+// for long are forgotten. Releases are the SLO rule's (ReleaseOne).
 func (c *Confiner) Tick() error {
 	c.mu.Lock()
 	defer c.unlock()
@@ -412,15 +546,13 @@ func (c *Confiner) Tick() error {
 			if now.Sub(cmd.Released) > c.policy.MaxBackoff {
 				delete(c.commands, comm) // clear for long: forgotten
 			}
-		case !now.Before(cmd.Until):
-			errs = append(errs, c.releaseCommand(comm))
-			cmd.Released = now
 		case c.active:
 			errs = append(errs, c.confineSiblings(cmd))
 		}
 	}
 	errs = append(errs, c.adoptChildren())
 	for tgid, b := range c.blockers {
+		b.prune(now, c.keep)
 		if b.ConfinedUntil.IsZero() && now.Sub(b.Last) > c.policy.MaxBackoff {
 			delete(c.blockers, tgid)
 		}
@@ -553,7 +685,7 @@ func (c *Confiner) Commands() []Command {
 	return out
 }
 
-// WatchedCommands are the commands under back-off: the tracer should report
+// WatchedCommands are the confined commands: the tracer should report
 // their execs (Tracer.SetCommands).
 func (c *Confiner) WatchedCommands() []string {
 	c.mu.Lock()

@@ -87,6 +87,33 @@ func observe(t *testing.T, c *Confiner, evs ...Event) {
 	}
 }
 
+// worst runs the SLO rule's confinement for cpu 1 over a 1s window and
+// reports whether it confined someone.
+func worst(t *testing.T, c *Confiner) bool {
+	t.Helper()
+	_, ok, err := c.ConfineWorst(1, time.Second, 0.875)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ok
+}
+
+// release runs the SLO rule's release and reports whether it released.
+func release(t *testing.T, c *Confiner) bool {
+	t.Helper()
+	_, ok, err := c.ReleaseOne()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ok
+}
+
+func blameOn(cpu, tgid int, comm string, delay time.Duration) Event {
+	ev := blame(tgid, comm, delay, inKernel)
+	ev.CPU = cpu
+	return ev
+}
+
 func tick(t *testing.T, c *Confiner) {
 	t.Helper()
 	if err := c.Tick(); err != nil {
@@ -94,34 +121,60 @@ func tick(t *testing.T, c *Confiner) {
 	}
 }
 
-func TestConfinerThreshold(t *testing.T) {
-	c, clk, act := newTestConfiner(t, Policy{MinBlames: 3, Window: time.Second}, nil)
-	observe(t, c, blame(10, "storm", time.Millisecond, inKernel), blame(10, "storm", time.Millisecond, inKernel))
+// Blame alone moves nothing; ConfineWorst confines the process whose
+// in-kernel paths delayed that core's DP threads most within the window,
+// one per call, and only with at least MinBlames blames there.
+func TestConfinerConfinesTheMostBlamedOnTheCore(t *testing.T) {
+	c, clk, act := newTestConfiner(t, Policy{MinBlames: 1, Window: time.Second}, nil)
+	observe(t, c, blameOn(1, 10, "storm", time.Millisecond), blameOn(1, 10, "storm", time.Millisecond))
 	observe(t, c, blame(10, "storm", 5*time.Millisecond, 0)) // user mode: recorded, not counted
+	observe(t, c, blameOn(1, 20, "mild", 200*time.Microsecond))
+	observe(t, c, blameOn(2, 30, "elsewhere", 9*time.Millisecond))
 	if len(act.confined) != 0 {
-		t.Fatalf("confined %v after 2 in-kernel blames, want none", act.pids())
+		t.Fatalf("blame alone confined %v", act.pids())
 	}
-	clk.Advance(1500 * time.Millisecond) // the first two fall out of the window
-	observe(t, c, blame(10, "storm", time.Millisecond, inKernel), blame(10, "storm", time.Millisecond, inKernel))
-	if len(act.confined) != 0 {
-		t.Fatalf("confined %v with blames spread over more than the window", act.pids())
+	why, ok, err := c.ConfineWorst(1, time.Second, 0.875)
+	if err != nil || !ok || !slices.Equal(act.pids(), []int{10}) {
+		t.Fatalf("ConfineWorst = %v %v, confined %v; want [10], the most blamed on cpu 1", ok, err, act.pids())
 	}
-	observe(t, c, blame(10, "storm", 2*time.Millisecond, inKernel))
-	if !slices.Equal(act.pids(), []int{10}) {
-		t.Fatalf("confined %v, want [10] after 3 in-kernel blames within the window", act.pids())
+	if why.TGID != 10 || why.CPU != 1 || why.Blamed != 2*time.Millisecond || why.Blames != 2 || why.Budget != 0.875 {
+		t.Errorf("reason %+v, want pid 10, 2 blames, 2ms, budget 0.875", why)
+	}
+	if cmd := c.Commands()[0]; cmd.Comm != "storm" || cmd.Why != why {
+		t.Errorf("command %+v does not keep the reason", cmd)
+	}
+	if !worst(t, c) || !slices.Equal(act.pids(), []int{10, 20}) {
+		t.Fatalf("second call confined %v, want 20 next", act.pids())
+	}
+	if worst(t, c) {
+		t.Fatalf("third call confined %v: pid 30 was blamed on cpu 2 only", act.pids())
+	}
+	// Blame older than the window does not count.
+	clk.Advance(1500 * time.Millisecond)
+	if _, ok, _ := c.ConfineWorst(2, time.Second, 1); ok {
+		t.Fatal("blame from 1.5s ago confined pid 30")
 	}
 	bs := c.Blockers()
-	if len(bs) != 1 {
+	if len(bs) != 3 {
 		t.Fatalf("Blockers() = %+v", bs)
 	}
 	b := bs[0]
-	if b.Count != 6 || b.InKernel != 5 || b.Worst != 5*time.Millisecond || b.Total != 11*time.Millisecond ||
-		b.Comm != "storm" || b.CgroupID != 7 || !b.ConfinedUntil.Equal(clk.Now().Add(DefaultBackoff)) ||
-		!b.First.Equal(t0) || !b.Last.Equal(clk.Now()) {
-		t.Fatalf("Blocker = %+v", b)
+	if b.TGID != 30 || bs[1].TGID != 10 || bs[1].Count != 3 || bs[1].InKernel != 2 || bs[1].Worst != 5*time.Millisecond ||
+		bs[1].Total != 7*time.Millisecond || bs[1].CgroupID != 7 || !bs[1].ConfinedUntil.Equal(t0.Add(DefaultBackoff)) {
+		t.Fatalf("Blockers() = %+v", bs)
 	}
-	if c.ConfinedCount() != 1 || !slices.Equal(c.WatchedCommands(), []string{"storm"}) {
+	if c.ConfinedCount() != 2 || !slices.Equal(c.WatchedCommands(), []string{"mild", "storm"}) {
 		t.Fatalf("ConfinedCount %d, WatchedCommands %v", c.ConfinedCount(), c.WatchedCommands())
+	}
+}
+
+// MinBlames is a floor: a process with fewer blames on the core is no
+// candidate, however long its one delay.
+func TestConfinerMinBlamesFloor(t *testing.T) {
+	c, _, act := newTestConfiner(t, Policy{MinBlames: 2}, nil)
+	observe(t, c, blameOn(1, 10, "once", 50*time.Millisecond), blameOn(1, 20, "twice", time.Millisecond), blameOn(1, 20, "twice", time.Millisecond))
+	if !worst(t, c) || !slices.Equal(act.pids(), []int{20}) || worst(t, c) {
+		t.Fatalf("confined %v, want only [20]", act.pids())
 	}
 }
 
@@ -135,7 +188,7 @@ func TestConfinerBackoffDoublesAndReleases(t *testing.T) {
 	})
 	for i, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 4 * time.Second} {
 		observe(t, c, blame(10, "storm", time.Millisecond, inKernel))
-		if !act.confined[10] {
+		if !worst(t, c) || !act.confined[10] {
 			t.Fatalf("round %d: not confined", i)
 		}
 		cmd := c.Commands()[0]
@@ -144,13 +197,16 @@ func TestConfinerBackoffDoublesAndReleases(t *testing.T) {
 		}
 		clk.Advance(want - time.Millisecond)
 		tick(t, c)
-		if !act.confined[10] {
+		if release(t, c) || !act.confined[10] {
 			t.Fatalf("round %d: released before its back-off ended", i)
 		}
 		clk.Advance(time.Millisecond)
 		tick(t, c)
-		if act.confined[10] || len(c.WatchedCommands()) != 0 {
-			t.Fatalf("round %d: still confined (%v, watched %v) after the back-off", i, act.pids(), c.WatchedCommands())
+		if !act.confined[10] {
+			t.Fatalf("round %d: released by the clock; only the SLO rule releases", i)
+		}
+		if !release(t, c) || act.confined[10] || len(c.WatchedCommands()) != 0 {
+			t.Fatalf("round %d: still confined (%v, watched %v) after the release", i, act.pids(), c.WatchedCommands())
 		}
 		if b := c.Blockers()[0]; !b.ConfinedUntil.IsZero() {
 			t.Fatalf("round %d: released blocker still shows confined until %v", i, b.ConfinedUntil)
@@ -159,12 +215,34 @@ func TestConfinerBackoffDoublesAndReleases(t *testing.T) {
 	if len(told) != 8 || !told[0].Confined || told[0].TGID != 10 || !told[0].Until.Equal(t0.Add(time.Second)) || told[1].Confined {
 		t.Fatalf("told %+v, want confined/released pairs for pid 10", told)
 	}
+	if rel := c.Released(); len(rel) != 4 || rel[0].Comm != "storm" || rel[0].Confined != time.Second || rel[3].Confined != 4*time.Second {
+		t.Fatalf("Released() = %+v", rel)
+	}
 	// Clear for longer than the longest back-off: the next one starts over.
 	clk.Advance(p.MaxBackoff + time.Second)
 	tick(t, c)
 	observe(t, c, blame(10, "storm", time.Millisecond, inKernel))
+	worst(t, c)
 	if cmd := c.Commands()[0]; cmd.Backoff != time.Second || cmd.Strikes != 1 {
 		t.Fatalf("after a long clear spell: back-off %v strikes %d, want 1s and 1", cmd.Backoff, cmd.Strikes)
+	}
+}
+
+// Two commands due: the one whose back-off ended first goes first, one
+// per call.
+func TestConfinerReleasesOneAtATime(t *testing.T) {
+	c, clk, act := newTestConfiner(t, Policy{MinBlames: 1, Backoff: time.Second}, nil)
+	observe(t, c, blameOn(1, 10, "first", time.Millisecond))
+	worst(t, c)
+	clk.Advance(100 * time.Millisecond)
+	observe(t, c, blameOn(1, 20, "second", time.Millisecond))
+	worst(t, c)
+	clk.Advance(2 * time.Second)
+	if !release(t, c) || !slices.Equal(act.pids(), []int{20}) {
+		t.Fatalf("after one release: confined %v, want [20]", act.pids())
+	}
+	if !release(t, c) || len(act.confined) != 0 || release(t, c) {
+		t.Fatalf("after two releases: confined %v", act.pids())
 	}
 }
 
@@ -172,10 +250,11 @@ func TestConfinerSiblings(t *testing.T) {
 	procs := fakeProcs{"storm": {10, 11, 12}, "other": {20}}
 	c, clk, act := newTestConfiner(t, Policy{MinBlames: 1, Backoff: time.Second}, procs)
 	observe(t, c, blame(10, "storm", time.Millisecond, inKernel))
+	worst(t, c)
 	if !slices.Equal(act.pids(), []int{10, 11, 12}) {
 		t.Fatalf("confined %v, want the blocker and its same-command siblings [10 11 12]", act.pids())
 	}
-	// A sibling that appears during the back-off is caught at the next check.
+	// A sibling that appears while confined is caught at the next check.
 	procs["storm"] = append(procs["storm"], 13)
 	clk.Advance(100 * time.Millisecond)
 	tick(t, c)
@@ -191,8 +270,9 @@ func TestConfinerSiblings(t *testing.T) {
 	tick(t, c)
 	clk.Advance(time.Second)
 	tick(t, c)
+	release(t, c)
 	if len(act.confined) != 0 {
-		t.Fatalf("confined %v after the back-off, want all released, the forked child too", act.pids())
+		t.Fatalf("confined %v after the release, want all released, the forked child too", act.pids())
 	}
 	// One nobody accounts for with no back-off running is released at once.
 	act.confined[15] = true
@@ -208,20 +288,27 @@ func TestConfinerExec(t *testing.T) {
 		return Event{Kind: KindExec, CPU: 0, StampNs: 1, PID: tgid, TGID: tgid, Comm: comm, CgroupID: cgroup}
 	}
 	observe(t, c, exec(30, "vm-step", 7))
-	if len(act.confined) != 0 {
-		t.Fatalf("exec of an unknown command confined %v", act.pids())
-	}
 	observe(t, c, blame(10, "vm-step", time.Millisecond, inKernel))
-	act.gone[10] = true // short-lived: it finished before any move
-	observe(t, c, exec(31, "vm-step", 7), exec(32, "vm-step", 0), exec(33, "vm-step", 8), exec(34, "other", 7))
-	if !slices.Equal(act.pids(), []int{10, 31, 32}) {
-		t.Fatalf("confined %v, want 31 (same command and cgroup) and 32 (cgroup unknown) next to 10; not 33 (other cgroup) nor 34", act.pids())
+	if len(act.confined) != 0 {
+		t.Fatalf("exec of an unconfined command, or blame alone, confined %v", act.pids())
 	}
+	act.gone[10] = true // short-lived: it finished before any move
+	worst(t, c)
+	observe(t, c, exec(31, "vm-step", 7), exec(32, "vm-step", 0), exec(33, "vm-step", 8), exec(34, "other", 7))
+	if !slices.Equal(act.pids(), []int{31, 32}) {
+		t.Fatalf("confined %v, want 31 (same command and cgroup) and 32 (cgroup unknown); not 33 (other cgroup) nor 34", act.pids())
+	}
+	// Past its back-off a command stays confined until the rule releases it.
 	clk.Advance(time.Second)
 	tick(t, c)
 	observe(t, c, exec(35, "vm-step", 7))
-	if act.confined[35] {
-		t.Fatal("exec after the back-off ended was confined")
+	if !act.confined[35] {
+		t.Fatal("exec before the release escaped confinement")
+	}
+	release(t, c)
+	observe(t, c, exec(36, "vm-step", 7))
+	if act.confined[36] {
+		t.Fatal("exec after the release was confined")
 	}
 }
 
@@ -230,7 +317,7 @@ func TestConfinerKernelThreadsNeverMoved(t *testing.T) {
 	for range 5 {
 		observe(t, c, blame(40, "kworker/1:2", time.Millisecond, FlagInKernel|FlagKernelThread|FlagPreempted))
 	}
-	if len(act.calls) != 0 {
+	if worst(t, c) || len(act.calls) != 0 {
 		t.Fatalf("actuator called for a kernel thread: %v", act.calls)
 	}
 	bs := c.Blockers()
@@ -244,9 +331,10 @@ func TestConfinerVanishedAndRefused(t *testing.T) {
 	c, clk, act := newTestConfiner(t, Policy{MinBlames: 1}, procs)
 	act.gone[50] = true
 	act.refuse[51] = true
-	err := c.Observe(blame(50, "svc", time.Millisecond, inKernel))
+	observe(t, c, blame(50, "svc", time.Millisecond, inKernel))
+	_, _, err := c.ConfineWorst(1, time.Second, 1)
 	if err == nil || !strings.Contains(err.Error(), "pid 51") {
-		t.Fatalf("Observe = %v, want the refusal of sibling 51 named", err)
+		t.Fatalf("ConfineWorst = %v, want the refusal of sibling 51 named", err)
 	}
 	for _, b := range c.Blockers() {
 		if b.TGID == 50 {
@@ -265,6 +353,7 @@ func TestConfinerVanishedAndRefused(t *testing.T) {
 func TestConfinerSetActive(t *testing.T) {
 	c, _, act := newTestConfiner(t, Policy{MinBlames: 1}, nil)
 	observe(t, c, blame(10, "storm", time.Millisecond, inKernel))
+	worst(t, c)
 	if err := c.SetActive(false); err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +361,7 @@ func TestConfinerSetActive(t *testing.T) {
 		t.Fatalf("inactive: still confined %v", act.pids())
 	}
 	observe(t, c, blame(10, "storm", time.Millisecond, inKernel))
-	if len(act.confined) != 0 {
+	if worst(t, c) || len(act.confined) != 0 {
 		t.Fatalf("inactive confiner confined %v", act.pids())
 	}
 	if b := c.Blockers(); len(b) != 1 || b[0].Count != 2 {
@@ -281,8 +370,7 @@ func TestConfinerSetActive(t *testing.T) {
 	if err := c.SetActive(true); err != nil {
 		t.Fatal(err)
 	}
-	observe(t, c, blame(10, "storm", time.Millisecond, inKernel))
-	if !act.confined[10] {
+	if !worst(t, c) || !act.confined[10] {
 		t.Fatal("re-activated confiner did not confine")
 	}
 }
@@ -305,31 +393,33 @@ func TestPolicyValidate(t *testing.T) {
 func TestConfinerRefusedBlockerLearnsNothing(t *testing.T) {
 	c, clk, act := newTestConfiner(t, Policy{MinBlames: 1, MaxBackoff: 10 * time.Second}, fakeProcs{"go": {60, 61}})
 	act.refuse[60] = true
-	if err := c.Observe(blame(60, "go", time.Millisecond, inKernel)); err == nil || !strings.Contains(err.Error(), "pid 60") {
-		t.Fatalf("Observe = %v, want the refusal named", err)
+	observe(t, c, blame(60, "go", time.Millisecond, inKernel))
+	if _, ok, err := c.ConfineWorst(1, time.Second, 1); ok || err == nil || !strings.Contains(err.Error(), "pid 60") {
+		t.Fatalf("ConfineWorst = %v %v, want the refusal named", ok, err)
 	}
 	if cmds := c.Commands(); len(cmds) != 0 || len(act.confined) != 0 {
 		t.Fatalf("after a refusal: commands %+v, confined %v; want none (sibling 61 untouched)", cmds, act.pids())
 	}
 	calls := len(act.calls)
 	observe(t, c, blame(60, "go", time.Millisecond, inKernel))
-	if len(act.calls) != calls {
+	if worst(t, c) || len(act.calls) != calls {
 		t.Fatalf("retried a refused process at once: %v", act.calls[calls:])
 	}
 	clk.Advance(11 * time.Second)
-	_ = c.Observe(blame(60, "go", time.Millisecond, inKernel))
+	observe(t, c, blame(60, "go", time.Millisecond, inKernel))
+	_, _, _ = c.ConfineWorst(1, time.Second, 1)
 	if len(act.calls) != calls+1 {
 		t.Fatalf("calls %v, want one retry after MaxBackoff", act.calls)
 	}
 }
 
 // A policy switch releases everything but forgets nothing: a command still
-// under back-off is confined again once confinement is back.
+// confined is confined again once confinement is back.
 func TestConfinerRemembersAcrossDeactivation(t *testing.T) {
 	procs := fakeProcs{"storm": {10}}
 	c, clk, act := newTestConfiner(t, Policy{MinBlames: 1, Backoff: 10 * time.Second}, procs)
 	observe(t, c, blame(10, "storm", time.Millisecond, inKernel))
-	if !act.confined[10] {
+	if !worst(t, c) || !act.confined[10] {
 		t.Fatal("not confined")
 	}
 	if err := c.SetActive(false); err != nil {
@@ -349,11 +439,30 @@ func TestConfinerRemembersAcrossDeactivation(t *testing.T) {
 	procs["storm"] = []int{10, 11} // a new process of the same command too
 	tick(t, c)
 	if !slices.Equal(act.pids(), []int{10, 11}) {
-		t.Fatalf("re-activated with storm under back-off: confined %v, want [10 11] without new blame", act.pids())
+		t.Fatalf("re-activated with storm confined: confined %v, want [10 11] without new blame", act.pids())
 	}
 	clk.Advance(10 * time.Second)
 	tick(t, c)
-	if len(act.confined) != 0 {
-		t.Fatalf("back-off over: still confined %v", act.pids())
+	if !release(t, c) || len(act.confined) != 0 {
+		t.Fatalf("back-off over and released: still confined %v", act.pids())
+	}
+}
+
+// Above counts whole log2 buckets from the one starting at or after d.
+func TestStatsAboveCountsWholeBuckets(t *testing.T) {
+	var s Stats
+	s.Hist[6] = 5  // [64ns, 128ns)
+	s.Hist[17] = 3 // [131µs, 262µs)
+	s.Hist[63] = 1
+	for _, c := range []struct {
+		d    time.Duration
+		want uint64
+	}{{0, 9}, {64, 9}, {65, 4}, {131072, 4}, {131073, 1}, {time.Hour, 1}} {
+		if got := s.Above(c.d); got != c.want {
+			t.Errorf("Above(%v) = %d, want %d", c.d, got, c.want)
+		}
+	}
+	if s.Measured() != 9 {
+		t.Errorf("Measured() = %d", s.Measured())
 	}
 }

@@ -319,7 +319,25 @@ type Stats struct {
 }
 
 // Stats reads the counters and the delay histogram.
-func (t *Tracer) Stats() (Stats, error) {
+func (t *Tracer) Stats() (Stats, error) { return t.stats(sum) }
+
+// StatsOn reads one CPU's share: the delays measured when a DP thread ran
+// on cpu (the switch is counted where it happens), and the events written
+// there.
+func (t *Tracer) StatsOn(cpu int) (Stats, error) {
+	if cpu < 0 || cpu >= maxCPUs {
+		return Stats{}, fmt.Errorf("blocker: cpu %d out of range 0..%d", cpu, maxCPUs-1)
+	}
+	return t.stats(func(per []uint64) uint64 {
+		if cpu < len(per) {
+			return per[cpu]
+		}
+		return 0
+	})
+}
+
+// stats reads every per-CPU counter and bucket through pick.
+func (t *Tracer) stats(pick func(per []uint64) uint64) (Stats, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if err := t.usable(); err != nil {
@@ -334,14 +352,14 @@ func (t *Tracer) Stats() (Stats, error) {
 		if err := t.objs.Stats.Lookup(uint32(i), &per); err != nil {
 			return Stats{}, fmt.Errorf("blocker: read stat %d: %w", i, err)
 		}
-		*dst = sum(per)
+		*dst = pick(per)
 	}
 	s.DelaySum = time.Duration(delaySum)
 	for b := range s.Hist {
 		if err := t.objs.DelayHist.Lookup(uint32(b), &per); err != nil {
 			return Stats{}, fmt.Errorf("blocker: read histogram bucket %d: %w", b, err)
 		}
-		s.Hist[b] = sum(per)
+		s.Hist[b] = pick(per)
 	}
 	return s, nil
 }
@@ -390,6 +408,21 @@ func (s Stats) Quantile(q float64) time.Duration {
 	}
 	return BucketUpper(histBuckets - 1)
 }
+
+// Above counts the measured delays of at least d, by whole buckets (never
+// one below d).
+func (s Stats) Above(d time.Duration) uint64 {
+	var n uint64
+	for b := 1; b < histBuckets; b++ {
+		if lower := uint64(1) << b; lower > math.MaxInt64 || time.Duration(lower) >= d {
+			n += s.Hist[b]
+		}
+	}
+	return n
+}
+
+// Measured is how many delays the histogram holds.
+func (s Stats) Measured() uint64 { return sum(s.Hist[:]) }
 
 // BucketUpper is the exclusive upper bound of histogram bucket b.
 func BucketUpper(b int) time.Duration {

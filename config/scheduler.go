@@ -78,6 +78,7 @@ var InternalSchedulerParams = []string{
 	"LoadWindow",     // busy-share averaging window
 	"ReclaimTimeout", // raised to 4 x scheduler.slice_max when needed
 	"ActuatorRetry",  // retry of a failed cpuset write
+	"ReleaseQuiet",   // the SLO rule's quiet period before a release
 }
 
 // SchedulerParams returns the engine parameters this configuration asks

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,11 +36,9 @@ type blockerWatch struct {
 	mu         sync.Mutex
 	tids       []int
 	watched    []string
-	kmodSeq    map[int]uint64 // last kernel-module record seen per CPU
+	kmodSeq    map[int]uint64        // last kernel-module record seen per CPU
+	coreStats  map[int]blocker.Stats // tracer counters per DPDK core, last sample
 	kmodBlames uint64
-	// lentBlames are tracer blames dropped because the delayed thread was
-	// a DPDK lcore whose core was lent when it woke (CP's turn by design).
-	lentBlames atomic.Uint64
 	lastErr    string
 }
 
@@ -52,7 +49,7 @@ func (d *Daemon) startBlockers(runCtx context.Context) {
 	if !cfg.Enabled {
 		return
 	}
-	w := &blockerWatch{d: d, cfg: cfg, kmodSeq: map[int]uint64{}}
+	w := &blockerWatch{d: d, cfg: cfg, kmodSeq: map[int]uint64{}, coreStats: map[int]blocker.Stats{}}
 	d.blockers = w
 	policy := blocker.Policy{MinBlames: cfg.MinBlames, Window: cfg.Window.D(), Backoff: cfg.Backoff.D(),
 		MaxBackoff: cfg.MaxBackoff.D(), Recheck: cfg.Recheck.D()}
@@ -94,10 +91,6 @@ func (w *blockerWatch) readLoop() {
 		}
 		if err != nil {
 			w.note("blocker tracer record", err)
-			continue
-		}
-		if ev.Kind == blocker.KindBlame && w.d.dpdkLentAt(ev.DPTID, ev.StampNs-ev.Delay.Nanoseconds()) {
-			w.lentBlames.Add(1)
 			continue
 		}
 		w.note("blocker confinement", w.conf.Observe(ev))
@@ -203,18 +196,52 @@ func (w *blockerWatch) newKmodEvents(recs []kmod.Blocker) []blocker.Event {
 	return out
 }
 
-// changed is told of each confinement and release. The scheduler could be
-// told here too (a core's guard judging a window that held a blocker now
-// confined).
+// changed is told of each confinement and release.
 func (w *blockerWatch) changed(ch blocker.Change) {
 	if ch.Confined {
 		w.d.log.Debug("blocker confined to CP cores", "pid", ch.TGID, "comm", ch.Comm, "until", ch.Until.Format(time.RFC3339Nano))
-		// The late packets the guard has counted so far are this blocker's
-		// doing, and it is gone from the DP cores: judge lending afresh.
-		w.d.sched.BlockerConfined(time.Now())
 	} else {
 		w.d.log.Debug("blocker released", "pid", ch.TGID, "comm", ch.Comm)
 	}
+}
+
+// ConfineWorst implements scheduler.BlockerControl: the SLO rule found
+// cpu's residence window above the high-water mark.
+func (d *Daemon) ConfineWorst(cpu int, window time.Duration, budget float64) bool {
+	w := d.blockers
+	if w == nil || w.conf == nil {
+		return false
+	}
+	why, ok, err := w.conf.ConfineWorst(cpu, window, budget)
+	w.note("blocker confinement", err)
+	if ok {
+		comm := ""
+		for _, c := range w.conf.Commands() {
+			if c.Why == why {
+				comm = c.Comm
+			}
+		}
+		d.log.Info("slo rule: confining the worst blocker", "cpu", cpu, "comm", comm, "pid", why.TGID,
+			"blamed", why.Blamed, "blames", why.Blames, "window", window, "budget", budget)
+		w.afterChange()
+	}
+	return ok
+}
+
+// ReleaseOne implements scheduler.BlockerControl: the DP cores' residence
+// stayed quiet.
+func (d *Daemon) ReleaseOne() bool {
+	w := d.blockers
+	if w == nil || w.conf == nil {
+		return false
+	}
+	rel, ok, err := w.conf.ReleaseOne()
+	w.note("blocker release", err)
+	if ok {
+		d.log.Info("slo rule: releasing a confined command", "comm", rel.Comm, "confined_for", rel.Confined.Round(time.Millisecond))
+		w.afterChange()
+	}
+	return ok
 }
 
 // afterChange tells the tracer which commands to report at exec, and logs
@@ -269,9 +296,8 @@ type BlockersStatus struct {
 	Lost      uint64 `json:"lost"`   // records a full ring buffer dropped
 	Execs     uint64 `json:"execs"`  // starts of confined commands seen
 	KmodBlame uint64 `json:"kmod_blames,omitempty"`
-	// LentBlames are blames not counted: a DPDK lcore woke while its core
-	// was lent, so CP holding the core was the point, not a blocker.
-	LentBlames uint64 `json:"lent_blames,omitempty"`
+	// Rule says how confinement is decided.
+	Rule string `json:"rule,omitempty"`
 	// WakeRunP50us and WakeRunP99us: DP wake->run delay quantiles, as the
 	// upper bound of their log2 bucket (over-estimates by up to 2x).
 	WakeRunP50us float64         `json:"wake_run_p50_us"`
@@ -279,6 +305,37 @@ type BlockersStatus struct {
 	Confined     int             `json:"confined"`
 	Tasks        []BlockerStatus `json:"tasks,omitempty"`
 	Commands     []CommandStatus `json:"commands,omitempty"`
+	// Released are the last commands the SLO rule released, oldest first.
+	Released []ReleaseStatus `json:"released,omitempty"`
+}
+
+// ruleText is BlockersStatus.Rule.
+const ruleText = "a DP core's residence p99 above 3/4 of the SLO over its window confines the CP process with the most in-kernel " +
+	"delay of that core's DP threads there (one per window); a confined command is released, one at a time and after " +
+	"its back-off, once every lending core stayed at or below 3/8 of the SLO for the quiet period"
+
+// WhyStatus is what a confinement answered.
+type WhyStatus struct {
+	At       time.Time `json:"at"`
+	CPU      int       `json:"cpu"`
+	PID      int       `json:"pid"`
+	BlamedUs float64   `json:"blamed_us"` // in-kernel delay of the core's DP threads within the window
+	Blames   int       `json:"blames"`
+	Window   string    `json:"window"`
+	Budget   float64   `json:"budget"` // the window's residence p99 / SLO (upper bound)
+}
+
+// ReleaseStatus is a command the SLO rule released.
+type ReleaseStatus struct {
+	Comm       string    `json:"comm"`
+	At         time.Time `json:"at"`
+	ConfinedMs float64   `json:"confined_ms"`
+	Why        WhyStatus `json:"why"`
+}
+
+func whyStatus(r blocker.Reason) WhyStatus {
+	return WhyStatus{At: r.At, CPU: r.CPU, PID: r.TGID, BlamedUs: float64(r.Blamed) / float64(time.Microsecond),
+		Blames: r.Blames, Window: r.Window.String(), Budget: r.Budget}
 }
 
 // BlockerStatus is one process blamed for delaying DP (or confined with one).
@@ -302,6 +359,10 @@ type CommandStatus struct {
 	Until   *time.Time `json:"until,omitempty"`
 	Strikes int        `json:"strikes"`
 	PIDs    []int      `json:"pids,omitempty"`
+	// Why: the confinement's cause (zero for one confined before).
+	Why *WhyStatus `json:"why,omitempty"`
+	// Due: past its back-off, waiting for a quiet window to be released.
+	Due bool `json:"due,omitempty"`
 }
 
 func (d *Daemon) blockersStatus() *BlockersStatus {
@@ -309,7 +370,7 @@ func (d *Daemon) blockersStatus() *BlockersStatus {
 	if w == nil {
 		return &BlockersStatus{State: BlockersOff}
 	}
-	st := &BlockersStatus{State: BlockersUnavailable, Error: w.err, Threshold: w.cfg.Threshold.String()}
+	st := &BlockersStatus{State: BlockersUnavailable, Error: w.err, Threshold: w.cfg.Threshold.String(), Rule: ruleText}
 	if w.conf == nil {
 		return st
 	}
@@ -322,7 +383,6 @@ func (d *Daemon) blockersStatus() *BlockersStatus {
 	w.mu.Lock()
 	st.DPThreads = slices.Clone(w.tids)
 	st.KmodBlame = w.kmodBlames
-	st.LentBlames = w.lentBlames.Load()
 	w.mu.Unlock()
 	if w.tracer != nil {
 		if ts, err := w.tracer.Stats(); err == nil {
@@ -347,8 +407,17 @@ func (d *Daemon) blockersStatus() *BlockersStatus {
 		if !c.Until.IsZero() {
 			until := c.Until
 			cs.Until = &until
+			cs.Due = !time.Now().Before(until)
+		}
+		if !c.Why.At.IsZero() {
+			why := whyStatus(c.Why)
+			cs.Why = &why
 		}
 		st.Commands = append(st.Commands, cs)
+	}
+	for _, r := range w.conf.Released() {
+		st.Released = append(st.Released, ReleaseStatus{Comm: r.Comm, At: r.At,
+			ConfinedMs: float64(r.Confined) / float64(time.Millisecond), Why: whyStatus(r.Why)})
 	}
 	return st
 }

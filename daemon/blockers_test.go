@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -64,11 +65,15 @@ func TestBlockerMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := conf.Observe(blocker.Event{Kind: blocker.KindBlame, TGID: 5, PID: 5, Flags: blocker.FlagInKernel, Comm: "x"}); err != nil {
+	if err := conf.Observe(blocker.Event{Kind: blocker.KindBlame, TGID: 5, PID: 5, Flags: blocker.FlagInKernel, Comm: "x", Delay: 200 * time.Microsecond}); err != nil {
 		t.Fatal(err)
 	}
-	d := &Daemon{}
+	d := &Daemon{log: slog.New(slog.DiscardHandler)}
 	d.blockers = &blockerWatch{d: d, conf: conf}
+	// The SLO rule's move, as the scheduler calls it (BlockerControl).
+	if !d.ConfineWorst(0, time.Second, 0.875) {
+		t.Fatal("ConfineWorst confined nothing")
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newBlockerCollector(d))
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(`# HELP taichi_blocker_confined_tasks Processes confined to the CP cores as blockers.
@@ -78,7 +83,8 @@ taichi_blocker_confined_tasks 1
 		t.Fatal(err)
 	}
 	st := d.blockersStatus()
-	if st.State != BlockersUnavailable || st.Confined != 1 || len(st.Tasks) != 1 || st.Tasks[0].ConfinedUntil == nil {
+	if st.State != BlockersUnavailable || st.Confined != 1 || len(st.Tasks) != 1 || st.Tasks[0].ConfinedUntil == nil ||
+		len(st.Commands) != 1 || st.Commands[0].Why == nil || st.Commands[0].Why.Budget != 0.875 || st.Rule == "" {
 		t.Fatalf("status %+v", st)
 	}
 }

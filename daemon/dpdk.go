@@ -170,14 +170,3 @@ func (d *Daemon) startDPDKProbes(ctx context.Context, m *dpdk.Manager) error {
 	}
 	return nil
 }
-
-// dpdkLentAt reports whether tid is a DPDK lcore whose core was lent at
-// monotonic time ns.
-func (d *Daemon) dpdkLentAt(tid int, ns int64) bool {
-	for _, m := range d.dpdk {
-		if m.LentAt(tid, ns) {
-			return true
-		}
-	}
-	return false
-}

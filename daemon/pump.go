@@ -67,17 +67,19 @@ func (d *Daemon) sampleLoad() {
 			d.sched.Load(l.cfg.CPU, d.mono.Time(snap.Published), scheduler.LoadSample{
 				Interval: interval, BusyFraction: min(max(busy, 0), 1), Packets: int64(snap.Loop.Packets - l.lastPackets),
 			})
-			// What packets felt in the interval, judged against the SLO (a
-			// packet in the bucket that straddles the SLO counts on time).
+			// What packets felt in the interval; the scheduler judges it
+			// against the SLO's marks (a packet in the bucket that
+			// straddles a mark counts within it).
 			if r := snap.Loop.Residence; r.Count >= l.lastResidence.Count {
 				delta := r.Sub(l.lastResidence)
 				d.sched.ResidenceSample(l.cfg.CPU, d.mono.Time(snap.Published), scheduler.Residence{
-					Packets: delta.Count, Late: delta.Above(d.sched.SLO()), P99: delta.Quantile(0.99),
+					Packets: delta.Count, P99: delta.Quantile(0.99), Above: delta.Above,
 				})
 			}
 		}
 		l.lastAt, l.lastBusy, l.lastPackets, l.lastResidence = at, snap.Loop.Busy, snap.Loop.Packets, snap.Loop.Residence
 	}
+	d.sampleDPDKResidence(now)
 	per, _ := d.harvestedPerDPCore()
 	for cpu, t := range per {
 		d.sched.Harvested(cpu, now, t)

@@ -57,6 +57,10 @@ type counters struct {
 	probes      uint64
 	flapsHeld   uint64
 	sloSeen     uint64
+	// confines: CP tasks confined for this core's windows; confineMisses:
+	// windows above the high-water mark with nothing to confine.
+	confines      uint64
+	confineMisses uint64
 }
 
 // measured is what the loop and the probe report, kept for every policy.
@@ -64,6 +68,10 @@ type measured struct {
 	emptyPolls int64
 	wakeHist   histogram
 	slo        sloWindow // per-packet residence while lendable
+	verdict    Verdict   // the SLO rule's last judgement of the window
+	// quietSince: the window's p99 has been at or below the low-water mark
+	// since then (zero: it is not).
+	quietSince time.Time
 	load       loadWindow
 	loadMean   float64
 	packets    int64

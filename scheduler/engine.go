@@ -27,25 +27,38 @@ type ProbeGate interface {
 	SetProbeWake(cpu int, enabled bool)
 }
 
+// BlockerControl is optional: an Actuator that implements it carries out
+// the SLO rule's confinements under a policy that confines blockers. Calls
+// come from the scheduler's goroutine.
+type BlockerControl interface {
+	// ConfineWorst confines the CP task whose in-kernel paths delayed
+	// cpu's DP threads most over the last window, with its command's other
+	// processes; budget is the window's share of the SLO (for the record).
+	// False when no CP task can be confined for cpu.
+	ConfineWorst(cpu int, window time.Duration, budget float64) bool
+	// ReleaseOne releases the confined command whose back-off ended
+	// first; false when none may be released yet.
+	ReleaseOne() bool
+}
+
 // EventKind says what an Event reports.
 type EventKind int
 
 // Event kinds.
 const (
-	EvIdle            EventKind = iota // empty-poll streak (EmptyPolls)
-	EvBusy                             // the loop handled packets again
-	EvYield                            // the loop blocked
-	EvWake                             // the loop runs again (Wake, Latency = exposed wake latency)
-	EvProbe                            // the probe warns packets are coming for CPU
-	EvLoad                             // load sample (Interval, BusyFraction, Packets)
-	EvResidence                        // per-packet RX residence over an interval (Residence)
-	EvHarvested                        // cumulative CP CPU time on CPU while lent (Harvested)
-	EvProbeDown                        // the core's probe failed (ProbeDown true) or runs again (false)
-	EvBlockerConfined                  // a blocker was kept off the DP cores (CPU: any)
+	EvIdle      EventKind = iota // empty-poll streak (EmptyPolls)
+	EvBusy                       // the loop handled packets again
+	EvYield                      // the loop blocked
+	EvWake                       // the loop runs again (Wake, Latency = exposed wake latency)
+	EvProbe                      // the probe warns packets are coming for CPU
+	EvLoad                       // load sample (Interval, BusyFraction, Packets)
+	EvResidence                  // per-packet RX residence over an interval (Residence)
+	EvHarvested                  // cumulative CP CPU time on CPU while lent (Harvested)
+	EvProbeDown                  // the core's probe failed (ProbeDown true) or runs again (false)
 	numEventKinds
 )
 
-var eventKindNames = [numEventKinds]string{"idle", "busy", "yield", "wake", "probe", "load", "residence", "harvested", "probe-down", "blocker-confined"}
+var eventKindNames = [numEventKinds]string{"idle", "busy", "yield", "wake", "probe", "load", "residence", "harvested", "probe-down"}
 
 func (k EventKind) String() string {
 	if k >= 0 && k < numEventKinds {
@@ -77,6 +90,7 @@ type engine struct {
 	p     Params
 	act   Actuator
 	gate  ProbeGate
+	ctl   BlockerControl
 	log   *slog.Logger
 	pol   Policy
 	now   time.Time
@@ -86,6 +100,8 @@ type engine struct {
 	unknownCPU uint64
 	clamped    uint64
 	started    bool
+	// releases: confined commands released by the SLO rule.
+	releases uint64
 
 	// onTransition, if set, sees every state change (tests record sequences).
 	onTransition func(cpu int, from, to State, at time.Time)
@@ -96,8 +112,10 @@ func newEngine(p Params, cpus []int, act Actuator, log *slog.Logger, now time.Ti
 	pol, _ := lookupPolicy(p.Policy)
 	e := &engine{p: p, act: act, log: log, pol: pol, now: now, byCPU: map[int]*core{}}
 	e.gate, _ = act.(ProbeGate)
+	e.ctl, _ = act.(BlockerControl)
 	for _, cpu := range cpus {
 		c := &core{cpu: cpu, machine: machine{state: DPActive, since: now}}
+		c.quietSince = now
 		c.pol = e.newCorePolicy(c)
 		c.slo.samples = newRing[residenceSample](sloWindowCap)
 		c.load.samples = newRing[loadSample](loadWindowCap)
@@ -139,6 +157,15 @@ func (e *engine) setPolicy(pol Policy, now time.Time) {
 	for _, c := range e.cores {
 		e.apply(c, true)
 	}
+}
+
+// setSLO changes the bound: the windows were judged against the old one.
+func (e *engine) setSLO(d time.Duration) {
+	e.p.SLO = d
+	for _, c := range e.cores {
+		c.slo.reset()
+	}
+	e.log.Info("scheduler slo", "slo", d)
 }
 
 func (e *engine) newCorePolicy(c *core) CorePolicy {
@@ -217,13 +244,6 @@ func (e *engine) fire(c *core) {
 
 // handle processes one event at its timestamp.
 func (e *engine) handle(ev Event) {
-	if ev.Kind == EvBlockerConfined { // concerns every core
-		e.advance(ev.At)
-		for _, c := range e.cores {
-			c.slo.reset()
-		}
-		return
-	}
 	c, ok := e.byCPU[ev.CPU]
 	if !ok {
 		e.unknownCPU++
@@ -393,10 +413,10 @@ func (e *engine) wake(c *core, cause WakeCause, at time.Time) {
 	c.pol.Returned(why, lent)
 }
 
-// sloSample feeds the policy's SLO guard with what packets felt: the window's
-// per-packet RX residence p99 against the SLO. A wake's latency is not the
-// signal: a probe that fires early is never latency, and only packets that
-// waited count.
+// sloSample feeds the SLO rule with what packets felt: the window's
+// per-packet RX residence p99 against the SLO's marks. A wake's latency is
+// not the signal: a probe that fires early is never latency, and only
+// packets that waited count.
 func (e *engine) sloSample(c *core, at time.Time, r Residence) {
 	c.sloSeen++
 	c.slo.expire(at, e.p.SLOWindow)
@@ -405,10 +425,76 @@ func (e *engine) sloSample(c *core, at time.Time, r Residence) {
 		// nothing about lending, and must not bench the core when it resumes.
 		return
 	}
-	c.slo.add(residenceSample{at: at, packets: r.Packets, late: min(r.Late, r.Packets), p99: r.P99})
-	if c.pol.Guard(at, &c.slo) {
-		c.reclaims[CauseGuard]++
-		c.slo.reset()
+	s := residenceSample{at: at, packets: r.Packets, p99: r.P99}
+	if r.Above != nil {
+		for m, f := range BudgetMarks {
+			s.over[m] = min(r.Above(time.Duration(f*float64(e.p.SLO))), r.Packets)
+		}
+	}
+	c.slo.add(s)
+	c.verdict = c.pol.Guard(at, &c.slo)
+	switch c.verdict {
+	case VerdictHigh, VerdictBreach:
+		c.quietSince = time.Time{}
+		if e.confineWorst(c) {
+			break
+		}
+		if c.verdict == VerdictBreach {
+			c.pol.Bench(at, &c.slo)
+			c.reclaims[CauseGuard]++
+			c.slo.reset()
+		}
+	case VerdictCalm:
+		if c.slo.exceeds(markLow) {
+			c.quietSince = time.Time{}
+		} else if c.quietSince.IsZero() {
+			c.quietSince = at
+		}
+	}
+	e.maybeRelease(at)
+}
+
+// confineWorst asks for the CP task that delayed c's packets most to be
+// confined. A confinement clears the window: the late packets counted so
+// far were that task's doing, and it is gone from the DP cores.
+func (e *engine) confineWorst(c *core) bool {
+	if e.ctl == nil || !e.pol.ConfinesBlockers() {
+		return false
+	}
+	if !e.ctl.ConfineWorst(c.cpu, e.p.SLOWindow, c.slo.Budget()) {
+		c.confineMisses++
+		return false
+	}
+	c.confines++
+	c.slo.reset()
+	return true
+}
+
+// maybeRelease releases one confined command once every lendable core's
+// residence p99 stayed at or below the low-water mark for ReleaseQuiet; the
+// next release waits for another quiet period.
+func (e *engine) maybeRelease(at time.Time) {
+	if e.ctl == nil || !e.pol.ConfinesBlockers() {
+		return
+	}
+	for _, c := range e.cores {
+		switch {
+		case e.planFor(c).Hold == HoldGuard:
+			return // benched: the budget is spent
+		case !c.inCPUSet:
+			continue // not lending: no say
+		case c.quietSince.IsZero() || at.Sub(c.quietSince) < e.p.ReleaseQuiet:
+			return
+		}
+	}
+	if !e.ctl.ReleaseOne() {
+		return
+	}
+	e.releases++
+	for _, c := range e.cores {
+		if !c.quietSince.IsZero() {
+			c.quietSince = at
+		}
 	}
 }
 

@@ -44,7 +44,6 @@ func Example() {
 	<-done
 	// Output:
 	// cpuset += cpu 1
-	// cpu 1 yield after 64 slice 50µs
-	// cpu 1 yield after 128 slice 50µs
-	// DP_ACTIVE 1 128 40µs
+	// cpu 1 yield after 1 slice 5ms
+	// DP_ACTIVE 1 64 40µs
 }

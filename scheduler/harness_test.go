@@ -93,6 +93,14 @@ func (h *harness) probe(cpu int, d time.Duration) { h.ev(Event{Kind: EvProbe, CP
 func (h *harness) advance(d time.Duration)        { h.e.advance(at(d)) }
 func (h *harness) core(cpu int) *core             { return h.e.byCPU[cpu] }
 
+// press puts taichi's core under pressure, as a window above the SLO's
+// high-water mark does: admission, slices and the flap limiter apply.
+func (h *harness) press(cpu int) {
+	h.t.Helper()
+	h.taichi(cpu).pressed = true
+	h.e.apply(h.core(cpu), false)
+}
+
 // taichi is the taichi policy's state for cpu.
 func (h *harness) taichi(cpu int) *taichiCore {
 	h.t.Helper()
@@ -109,7 +117,28 @@ func (h *harness) wake(cpu int, d time.Duration, cause WakeCause, lat time.Durat
 	h.ev(Event{Kind: EvWake, CPU: cpu, At: at(d), Wake: cause, Latency: lat})
 }
 func (h *harness) residence(cpu int, d time.Duration, packets, late uint64) {
-	h.ev(Event{Kind: EvResidence, CPU: cpu, At: at(d), Residence: Residence{Packets: packets, Late: late, P99: us(int(late))}})
+	h.ev(Event{Kind: EvResidence, CPU: cpu, At: at(d), Residence: lateResidence(packets, late, ms(100))})
+}
+
+// residenceWaited reports packets, late of which waited wait and the rest
+// nothing.
+func (h *harness) residenceWaited(cpu int, d time.Duration, packets, late uint64, wait time.Duration) {
+	h.ev(Event{Kind: EvResidence, CPU: cpu, At: at(d), Residence: lateResidence(packets, late, wait)})
+}
+
+// lateResidence is an interval of packets of which late waited wait and
+// the rest nothing.
+func lateResidence(packets, late uint64, wait time.Duration) Residence {
+	p99 := time.Duration(0)
+	if late*100 > packets {
+		p99 = wait
+	}
+	return Residence{Packets: packets, P99: p99, Above: func(d time.Duration) uint64 {
+		if d <= wait {
+			return late
+		}
+		return 0
+	}}
 }
 func (h *harness) load(cpu int, d time.Duration, busy float64, interval time.Duration) {
 	h.ev(Event{Kind: EvLoad, CPU: cpu, At: at(d), BusyFraction: busy, Interval: interval, Packets: 100})

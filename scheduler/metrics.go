@@ -14,7 +14,8 @@ type Collector struct {
 	s *Scheduler
 
 	lent, reclaims, timeouts, wakeLat, threshold, slice, guardTrips, benched,
-	flaps, state, harvested, invalid, actErrors, load, policy, dropped *prometheus.Desc
+	flaps, state, harvested, invalid, actErrors, load, policy, dropped,
+	budget, slo, confines, releases *prometheus.Desc
 }
 
 // Collectors returns the scheduler's Prometheus collectors.
@@ -46,13 +47,18 @@ func NewCollector(s *Scheduler) *Collector {
 		load:       d("dp_load", "Mean DP busy fraction over the load window.", "cpu"),
 		policy:     d("policy", "1 for the active policy.", "policy"),
 		dropped:    d("dropped_events_total", "Events dropped because the scheduler queue was full."),
+		budget:     d("slo_budget_ratio", "Share of the SLO the core's residence p99 uses over its window (upper bound).", "cpu"),
+		slo:        d("slo_seconds", "The bound on per-packet RX residence p99 in use."),
+		confines:   d("slo_confines_total", "CP processes confined by the SLO rule for the core's windows.", "cpu"),
+		releases:   d("slo_releases_total", "Confined commands released by the SLO rule after quiet windows."),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.lent, c.reclaims, c.timeouts, c.wakeLat, c.threshold, c.slice,
-		c.guardTrips, c.benched, c.flaps, c.state, c.harvested, c.invalid, c.actErrors, c.load, c.policy, c.dropped} {
+		c.guardTrips, c.benched, c.flaps, c.state, c.harvested, c.invalid, c.actErrors, c.load, c.policy, c.dropped,
+		c.budget, c.slo, c.confines, c.releases} {
 		ch <- d
 	}
 }
@@ -76,6 +82,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.policy, boolf(p == snap.Policy), string(p))
 	}
 	counter(c.dropped, float64(snap.DroppedEvents))
+	gauge(c.slo, snap.SLO.Seconds())
+	counter(c.releases, float64(snap.Releases))
 	for _, cs := range snap.Cores {
 		cpu := strconv.Itoa(cs.CPU)
 		counter(c.lent, cs.LentTotal.Seconds(), cpu)
@@ -100,5 +108,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.invalid, float64(cs.InvalidTransitions), cpu)
 		counter(c.actErrors, float64(cs.ActuatorErrors), cpu)
 		gauge(c.load, cs.Load, cpu)
+		gauge(c.budget, cs.Budget, cpu)
+		counter(c.confines, float64(cs.Confines), cpu)
 	}
 }

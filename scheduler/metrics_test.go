@@ -48,7 +48,7 @@ taichi_scheduler_lent_seconds_total{cpu="1"} 0.000325
 taichi_scheduler_lent_seconds_total{cpu="3"} 0
 # HELP taichi_scheduler_admission_threshold_polls Empty polls before the DP loop may yield (taichi).
 # TYPE taichi_scheduler_admission_threshold_polls gauge
-taichi_scheduler_admission_threshold_polls{cpu="1"} 128
+taichi_scheduler_admission_threshold_polls{cpu="1"} 64
 taichi_scheduler_admission_threshold_polls{cpu="3"} 64
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),

@@ -27,6 +27,10 @@ type Params struct {
 	// each repeat doubles it up to GuardBackoffMax.
 	GuardBackoff    time.Duration
 	GuardBackoffMax time.Duration
+	// ReleaseQuiet: a confined command is released (one at a time) once
+	// every lending core's residence p99 stayed at or below the SLO's
+	// low-water mark this long.
+	ReleaseQuiet time.Duration
 	// GuardForgive: a trip more than this long after the previous bench ended
 	// starts again at GuardBackoff.
 	GuardForgive time.Duration
@@ -83,6 +87,7 @@ func DefaultParams() Params {
 		GuardBackoff:     time.Second,
 		GuardBackoffMax:  time.Minute,
 		GuardForgive:     60 * time.Second,
+		ReleaseQuiet:     5 * time.Second,
 		IdleThreshold:    64,
 		IdleThresholdMin: 8,
 		IdleThresholdMax: 4096,
@@ -135,6 +140,7 @@ func (p Params) Validate() error {
 		bad("GuardBackoffMax", "guard_backoff_max", "must be >= guard_backoff (%v), got %v", p.GuardBackoff, p.GuardBackoffMax)
 	}
 	positive("GuardForgive", "guard_forgive", p.GuardForgive)
+	positive("ReleaseQuiet", "release_quiet", p.ReleaseQuiet)
 	if p.IdleThresholdMin < 1 {
 		bad("IdleThresholdMin", "idle_threshold_min", "must be at least 1, got %d", p.IdleThresholdMin)
 	}

@@ -103,10 +103,14 @@ type CorePolicy interface {
 	Returned(why Cause, lent time.Duration)
 	// Busy: the loop handled packets again (an idle gap ended).
 	Busy()
-	// Guard judges the SLO window after a sample taken while lendable. A
-	// true result means the guard benched the core: the engine counts the
-	// trip and clears the window.
-	Guard(at time.Time, w SLOWindow) (tripped bool)
+	// Guard judges the SLO window after a sample taken while lendable
+	// (the SLO rule: see Verdict). The engine confines on High and Breach,
+	// and calls Bench on a Breach that no confinement can answer.
+	Guard(at time.Time, w SLOWindow) Verdict
+	// Bench takes the core out of lending for a back-off: the window
+	// breached the SLO and no CP task could be confined for it. The engine
+	// counts the trip and clears the window.
+	Bench(at time.Time, w SLOWindow)
 	// Load judges the mean busy fraction over the load window, covering
 	// covered of it. A true result means a load hold began.
 	Load(at time.Time, mean float64, covered time.Duration) (held bool)
@@ -122,6 +126,66 @@ type SLOWindow interface {
 	WorstP99() time.Duration
 	// P99Exceeds: more than 1% of the window's packets waited the SLO.
 	P99Exceeds() bool
+	// Budget: the share of the SLO the window's p99 uses (an upper bound
+	// at BudgetMarks; 0 when empty).
+	Budget() float64
+	exceeds(mark int) bool
+}
+
+// Verdict is the SLO rule's judgement of a window.
+type Verdict int
+
+// Verdicts, by rising pressure.
+const (
+	// VerdictUnknown: too few packets to judge; nothing changes.
+	VerdictUnknown Verdict = iota
+	// VerdictCalm: the p99 is at or below the high-water mark: lend as
+	// eagerly as dynamic.
+	VerdictCalm
+	// VerdictHigh: above the high-water mark, within the SLO: confine the
+	// CP task that delayed packets most, and admit lending with care.
+	VerdictHigh
+	// VerdictBreach: above the SLO: confine; bench the core if no CP task
+	// can be confined (kernel threads, unknown blockers).
+	VerdictBreach
+	numVerdicts
+)
+
+var verdictNames = [numVerdicts]string{"unknown", "calm", "high", "breach"}
+
+func (v Verdict) String() string {
+	if v >= 0 && v < numVerdicts {
+		return verdictNames[v]
+	}
+	return "Verdict(?)"
+}
+
+// MarshalText makes verdicts readable in JSON status.
+func (v Verdict) MarshalText() ([]byte, error) { return []byte(v.String()), nil }
+
+// UnmarshalText reads a verdict back.
+func (v *Verdict) UnmarshalText(b []byte) error {
+	for i, n := range verdictNames {
+		if n == string(b) {
+			*v = Verdict(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown verdict %q", b)
+}
+
+// judge is the SLO rule: a window of at least minSamples packets is
+// judged by its p99 against the high-water mark and the SLO.
+func judge(w SLOWindow, minSamples int) Verdict {
+	switch {
+	case w.Packets() < uint64(minSamples):
+		return VerdictUnknown
+	case w.exceeds(markSLO):
+		return VerdictBreach
+	case w.exceeds(markHigh):
+		return VerdictHigh
+	}
+	return VerdictCalm
 }
 
 // Plan is a core's target configuration.
@@ -149,7 +213,8 @@ func (fixedCore) Expire(time.Time)                            {}
 func (fixedCore) Lent(time.Time) bool                         { return false }
 func (fixedCore) Returned(Cause, time.Duration)               {}
 func (fixedCore) Busy()                                       {}
-func (fixedCore) Guard(time.Time, SLOWindow) bool             { return false }
+func (fixedCore) Guard(time.Time, SLOWindow) Verdict          { return VerdictUnknown }
+func (fixedCore) Bench(time.Time, SLOWindow)                  {}
 func (fixedCore) Load(time.Time, float64, time.Duration) bool { return false }
 func (fixedCore) Describe(*CoreSnapshot)                      {}
 

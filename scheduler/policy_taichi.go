@@ -5,10 +5,13 @@ import (
 	"time"
 )
 
-// PolicyTaichi lends after an adaptive empty-poll threshold with growing
-// slices, reclaims early on probe warnings, confines blockers, and holds
-// cores whose lending hurts (SLO guard, flapping) or that DP needs (high
-// load).
+// PolicyTaichi spends the SLO: while a core's RX residence p99 stays
+// below the high-water mark it lends as eagerly as dynamic, with the
+// probe's early reclaim on top; above it, it confines the CP tasks that
+// delayed packets most and admits lending after an adaptive empty-poll
+// threshold with growing slices and a flap limiter; it benches a core only
+// when the SLO is breached and nothing can be confined, and holds cores
+// that DP needs (high load).
 const PolicyTaichi PolicyName = "taichi"
 
 func init() { registerPolicy(2, taichiPolicy{}) }
@@ -43,7 +46,9 @@ type taichiCore struct {
 	// since: the same idle gap continues.
 	idleRun bool
 
-	// SLO guard
+	// SLO guard. pressed: the last judged window was above the high-water
+	// mark, so admission, slices and the flap limiter apply.
+	pressed      bool
 	benched      bool
 	benchedUntil time.Time
 	benchEnded   time.Time
@@ -68,6 +73,11 @@ func (t *taichiCore) Plan() Plan {
 		// The hold is rare (FlapLimit cycles a window), so its cpuset
 		// writes are too.
 		return heldPlan(t.slice, HoldFlap)
+	}
+	if !t.pressed {
+		// Within budget: yield at the first empty poll and sleep the
+		// longest slice; the probe (and the packet itself) wakes the loop.
+		return Plan{InCPUSet: true, YieldAfter: 1, Slice: t.p.SliceMax}
 	}
 	return Plan{InCPUSet: true, YieldAfter: t.threshold, Slice: t.slice}
 }
@@ -104,6 +114,10 @@ func (t *taichiCore) Expire(now time.Time) {
 
 // Returned is taichi's admission and slice growth after a lent period.
 func (t *taichiCore) Returned(why Cause, lent time.Duration) {
+	if !t.pressed {
+		// Within budget nothing needs learning: the loop yields at once.
+		return
+	}
 	switch why {
 	case CauseSliceEnd:
 		// The gap outlasted the slice: lending pays here. One idle gap is
@@ -128,7 +142,7 @@ func (t *taichiCore) Busy() { t.idleRun = false }
 // Lent is the flap limiter: it counts lend cycles and holds a flapping core
 // in DP.
 func (t *taichiCore) Lent(at time.Time) bool {
-	if t.flapHeld {
+	if t.flapHeld || !t.pressed {
 		return false
 	}
 	for t.flapCycles.len() > 0 && !t.flapCycles.front().After(at.Add(-t.p.FlapWindow)) {
@@ -146,13 +160,29 @@ func (t *taichiCore) Lent(at time.Time) bool {
 	return true
 }
 
-// Guard is the SLO guard: a window whose residence p99 exceeds the SLO
-// benches the core, for a back-off that doubles on each trip and starts
-// over once the core behaved for GuardForgive.
-func (t *taichiCore) Guard(at time.Time, w SLOWindow) bool {
-	if t.benched || w.Packets() < uint64(t.p.SLOMinSamples) || !w.P99Exceeds() {
-		return false
+// Guard judges the window by the SLO rule and remembers whether lending
+// is under pressure.
+func (t *taichiCore) Guard(at time.Time, w SLOWindow) Verdict {
+	v := judge(w, t.p.SLOMinSamples)
+	// Pressure starts above the high-water mark and ends at or below the
+	// low-water mark: in between, lending stays as it is.
+	pressed := t.pressed
+	switch {
+	case v >= VerdictHigh:
+		pressed = true
+	case v == VerdictCalm && !w.exceeds(markLow):
+		pressed = false
 	}
+	if pressed != t.pressed {
+		t.pressed, t.slice, t.idleRun = pressed, t.p.SliceMin, false
+		t.log.Info("slo rule: lending pressure", "cpu", t.cpu, "pressed", pressed, "budget", w.Budget(), "slo", t.p.SLO)
+	}
+	return v
+}
+
+// Bench benches the core for a back-off that doubles on each trip and
+// starts over once the core behaved for GuardForgive.
+func (t *taichiCore) Bench(at time.Time, w SLOWindow) {
 	backoff := t.nextBackoff
 	if !t.benchEnded.IsZero() && at.Sub(t.benchEnded) >= t.p.GuardForgive {
 		backoff = t.p.GuardBackoff
@@ -160,9 +190,8 @@ func (t *taichiCore) Guard(at time.Time, w SLOWindow) bool {
 	t.benched = true
 	t.benchedUntil = at.Add(backoff)
 	t.nextBackoff = min(2*backoff, t.p.GuardBackoffMax)
-	t.log.Warn("slo guard: benching core", "cpu", t.cpu, "residence_p99", w.WorstP99(), "late", w.Late(), "packets", w.Packets(),
-		"slo", t.p.SLO, "backoff", backoff, "until", t.benchedUntil)
-	return true
+	t.log.Warn("slo guard: benching core", "why", "SLO breached and nothing to confine", "cpu", t.cpu, "residence_p99", w.WorstP99(),
+		"late", w.Late(), "packets", w.Packets(), "slo", t.p.SLO, "backoff", backoff, "until", t.benchedUntil)
 }
 
 // Load is the high-load hold, with hysteresis between HighLoad and LowLoad.
@@ -183,7 +212,7 @@ func (t *taichiCore) Load(at time.Time, mean float64, covered time.Duration) boo
 }
 
 func (t *taichiCore) Describe(cs *CoreSnapshot) {
-	cs.Threshold, cs.CurrentSlice = t.threshold, t.slice
+	cs.Threshold, cs.CurrentSlice, cs.Pressed = t.threshold, t.slice, t.pressed
 	cs.Benched, cs.BenchedUntil, cs.NextBackoff = t.benched, t.benchedUntil, t.nextBackoff
 	cs.FlapHeld, cs.FlapHeldUntil = t.flapHeld, t.flapHeldUntil
 	cs.LoadHeld = t.loadHeld

@@ -95,7 +95,7 @@ func runTrace(t *testing.T, policy PolicyName, data []byte) {
 		case 7:
 			ev.Kind, ev.Interval, ev.BusyFraction = EvLoad, ms(10), float64(b[3])/255
 		case 8:
-			ev.Kind, ev.Residence = EvResidence, Residence{Packets: uint64(b[3]) * 10, Late: uint64(b[3] % 7), P99: time.Duration(b[3]) * us(3)}
+			ev.Kind, ev.Residence = EvResidence, lateResidence(uint64(b[3])*10, uint64(b[3]%7), time.Duration(b[3])*us(3))
 		case 9:
 			ev.Kind, ev.Harvested = EvHarvested, time.Duration(b[3])*ms(1)
 		case 10:

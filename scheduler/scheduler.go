@@ -207,11 +207,13 @@ func (s *Scheduler) Load(cpu int, at time.Time, l LoadSample) bool {
 }
 
 // Residence is one interval of a DP loop's per-packet RX residence: how
-// many packets it processed, how many of them had waited at least the SLO
-// (Params.SLO), and the interval's p99 (shown in status).
+// many packets it processed, how many waited at least a given time (the
+// engine asks at the marks of its SLO rule), and the interval's p99 (shown
+// in status). Above must never count a packet that waited less.
 type Residence struct {
-	Packets, Late uint64
-	P99           time.Duration
+	Packets uint64
+	P99     time.Duration
+	Above   func(time.Duration) uint64
 }
 
 // ResidenceSample feeds an interval of cpu's per-packet RX residence, ending
@@ -273,25 +275,16 @@ func (s *Scheduler) SetPolicy(name PolicyName) error {
 	}
 }
 
-// BlockerConfined reports that a task which delayed DP threads has been
-// kept off the DP cores: the guard's windows forget the late packets
-// counted so far, which were its doing.
-func (s *Scheduler) BlockerConfined(at time.Time) bool {
-	return s.Post(Event{Kind: EvBlockerConfined, CPU: -1, At: at})
-}
-
-// SetSLO sets the guard's bound on per-packet RX residence p99. Only before
-// Run: the daemon derives it from the host at start.
+// SetSLO sets the bound on per-packet RX residence p99, at start or while
+// running: the windows' evidence was judged against the old bound and is
+// dropped; what the policy learnt (back-offs) stays.
 func (s *Scheduler) SetSLO(d time.Duration) error {
 	if d <= 0 {
 		return fmt.Errorf("scheduler: slo: must be positive, got %v", d)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.running {
-		return errors.New("scheduler: slo: set it before Run")
-	}
-	s.e.p.SLO = d
+	s.e.setSLO(d)
 	return nil
 }
 

@@ -94,7 +94,7 @@ func TestPolicySwitchAtRunTimeReappliesSlowPath(t *testing.T) {
 	if err := r.s.SetPolicy(PolicyTaichi); err != nil {
 		t.Fatal(err)
 	}
-	eq(t, "to taichi", r.act.take(), []string{"lend 1", "yield 1 64 50µs", "lend 3", "yield 3 64 50µs"})
+	eq(t, "to taichi", r.act.take(), []string{"lend 1", "yield 1 1 5ms", "lend 3", "yield 3 1 5ms"})
 	r.s.Yielded(1, at(ms(1)))
 	r.s.Yielded(3, at(ms(1)))
 	r.s.Woke(3, at(ms(1)+us(400)), WakeRx, us(20))
@@ -132,7 +132,7 @@ func TestRunFiresTimersFromTheClock(t *testing.T) {
 	r.act.take()
 	r.s.Yielded(1, at(0))
 	r.s.Woke(1, at(us(500)), WakeRx, ms(1))
-	r.s.ResidenceSample(1, at(us(500)), Residence{Packets: 10, Late: 1, P99: ms(1)})
+	r.s.ResidenceSample(1, at(us(500)), lateResidence(10, 1, ms(1)))
 	r.sync(t)
 	eq(t, "trip", r.act.take(), []string{"yield 1 -1 50µs", "reclaim 1"})
 	r.clock.Advance(time.Second + us(499))
@@ -159,7 +159,7 @@ func TestRunIsDeterministic(t *testing.T) {
 				r.s.Woke(cpu, at(base+us(60)), WakeTimeout, 0)
 			default:
 				r.s.Woke(cpu, at(base+us(300)), WakeRx, us(10*i))
-				r.s.ResidenceSample(cpu, at(base+us(300)), Residence{Packets: 1, Late: uint64(i / 32), P99: us(10 * i)})
+				r.s.ResidenceSample(cpu, at(base+us(300)), lateResidence(1, uint64(i/32), us(10*i)))
 			}
 			r.s.Load(cpu, at(base+us(900)), LoadSample{Interval: ms(1), BusyFraction: 0.2, Packets: 10})
 		}

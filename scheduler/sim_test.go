@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
@@ -20,6 +21,7 @@ type loopModel struct {
 
 	lends, shortLends int
 	exposed           []time.Duration
+	residences        []time.Duration // every packet's wait, arrival to processing
 }
 
 const (
@@ -55,9 +57,18 @@ func simulate(t *testing.T, policy PolicyName, tweak func(*Params), arrivals []t
 	m := &loopModel{e: e, cpu: 1, knobs: k, arrivals: arrivals}
 	now := time.Duration(0)
 	streak := int64(0)
+	// The DP loop's residence reaches the SLO rule in intervals, as the
+	// daemon samples it.
+	const sampleEvery = time.Millisecond
+	sampled, nextSample := 0, sampleEvery
 	for now < end {
+		for now >= nextSample {
+			m.postResidence(m.residences[sampled:], nextSample)
+			sampled, nextSample = len(m.residences), nextSample+sampleEvery
+		}
 		if m.next < len(arrivals) && arrivals[m.next] <= now {
 			for m.next < len(arrivals) && arrivals[m.next] <= now {
+				m.residences = append(m.residences, now-arrivals[m.next])
 				m.next++
 				now += packetCost
 			}
@@ -100,6 +111,30 @@ func simulate(t *testing.T, policy PolicyName, tweak func(*Params), arrivals []t
 	return m
 }
 
+// postResidence reports an interval's packets to the engine.
+func (m *loopModel) postResidence(waits []time.Duration, end time.Duration) {
+	sorted := slices.Clone(waits)
+	slices.Sort(sorted)
+	var p99 time.Duration
+	if len(sorted) > 0 {
+		p99 = sorted[nearestRank(0.99, len(sorted))-1]
+	}
+	m.e.handle(Event{Kind: EvResidence, CPU: m.cpu, At: at(end), Residence: Residence{
+		Packets: uint64(len(sorted)), P99: p99,
+		Above: func(d time.Duration) uint64 {
+			i, _ := slices.BinarySearch(sorted, d)
+			return uint64(len(sorted) - i)
+		},
+	}})
+}
+
+// p99 is the nearest-rank p99 of the model's packet waits.
+func (m *loopModel) p99() time.Duration {
+	w := slices.Clone(m.residences)
+	slices.Sort(w)
+	return w[nearestRank(0.99, len(w))-1]
+}
+
 // burstyTrace: bursts of 20 packets 5µs apart; within a group of 10 bursts
 // the gaps are 40µs (too short to pay for a switch), then a 5ms gap.
 func burstyTrace(groups int) ([]time.Duration, time.Duration) {
@@ -120,25 +155,45 @@ func burstyTrace(groups int) ([]time.Duration, time.Duration) {
 	return out, now
 }
 
+// The closed loop on the SLO: with a budget the short-gap wakes do not
+// threaten, taichi lends every gap as dynamic does; with one they threaten
+// (wakes of 30µs against an SLO of 36µs: above the high-water mark), it
+// learns that 40µs gaps do not pay and stops lending them, keeping the
+// packets' p99 within the SLO.
 func TestClosedLoopAdmissionLearnsShortGaps(t *testing.T) {
 	arrivals, end := burstyTrace(40)
-	lowStart := func(p *Params) { p.IdleThreshold, p.IdleThresholdMin = 8, 8 }
+	tweak := func(slo time.Duration) func(*Params) {
+		return func(p *Params) {
+			p.IdleThreshold, p.IdleThresholdMin = 8, 8
+			p.SLO, p.SLOMinSamples, p.SLOWindow = slo, 200, 20*time.Millisecond
+		}
+	}
 	dyn := simulate(t, PolicyDynamic, nil, arrivals, end)
-	tai := simulate(t, PolicyTaichi, lowStart, arrivals, end)
+	loose := simulate(t, PolicyTaichi, tweak(time.Millisecond), arrivals, end)
+	tai := simulate(t, PolicyTaichi, tweak(36*time.Microsecond), arrivals, end)
 	dynS := dyn.e.coreSnapshot(dyn.e.byCPU[1], at(end))
+	looseS := loose.e.coreSnapshot(loose.e.byCPU[1], at(end))
 	taiS := tai.e.coreSnapshot(tai.e.byCPU[1], at(end))
-	t.Logf("dynamic: lends %d short %d lent %v exposed wakes %d", dyn.lends, dyn.shortLends, dynS.LentTotal, len(dyn.exposed))
-	t.Logf("taichi:  lends %d short %d lent %v exposed wakes %d threshold %d", tai.lends, tai.shortLends, taiS.LentTotal, len(tai.exposed), taiS.Threshold)
+	t.Logf("dynamic:      lends %d short %d lent %v p99 %v", dyn.lends, dyn.shortLends, dynS.LentTotal, dyn.p99())
+	t.Logf("taichi 1ms:   lends %d short %d lent %v p99 %v", loose.lends, loose.shortLends, looseS.LentTotal, loose.p99())
+	t.Logf("taichi 36µs:  lends %d short %d lent %v p99 %v threshold %d", tai.lends, tai.shortLends, taiS.LentTotal, tai.p99(), taiS.Threshold)
 
 	// dynamic yields in every gap: all 9 short gaps of each group are lent
 	// and each costs the next burst a wake.
 	if dyn.shortLends < 9*40 {
 		t.Errorf("dynamic short lends %d, want at least %d", dyn.shortLends, 9*40)
 	}
-	// taichi learns that 40µs gaps do not pay: after the first groups it no
-	// longer lends them, so short lends stay a small fraction of dynamic's.
+	// Within a loose budget taichi lends like dynamic.
+	if loose.shortLends != dyn.shortLends || loose.p99() >= time.Millisecond*3/4 {
+		t.Errorf("taichi at 1ms: short lends %d, dynamic %d; p99 %v", loose.shortLends, dyn.shortLends, loose.p99())
+	}
+	// Under pressure it learns the 40µs gaps do not pay: short lends stay a
+	// small fraction of dynamic's, and the p99 falls within the SLO.
 	if tai.shortLends*10 > dyn.shortLends {
 		t.Errorf("taichi short lends %d not under a tenth of dynamic's %d", tai.shortLends, dyn.shortLends)
+	}
+	if tai.p99() > 36*time.Microsecond || dyn.p99() <= 36*time.Microsecond*3/4 {
+		t.Errorf("p99: taichi %v, dynamic %v: want taichi within the 36µs SLO and dynamic above its high-water mark", tai.p99(), dyn.p99())
 	}
 	// ...while still lending the long gaps: at least half of dynamic's lent time.
 	if taiS.LentTotal*2 < dynS.LentTotal {
@@ -148,8 +203,8 @@ func TestClosedLoopAdmissionLearnsShortGaps(t *testing.T) {
 	if dyn.knobs.slowCalls != 1 || tai.knobs.slowCalls != 1 {
 		t.Errorf("cpuset writes: dynamic %d taichi %d, want only the start's", dyn.knobs.slowCalls, tai.knobs.slowCalls)
 	}
-	if taiS.Threshold <= 8 {
-		t.Errorf("threshold stayed at %d", taiS.Threshold)
+	if taiS.Threshold <= 8 || taiS.GuardTrips != 0 {
+		t.Errorf("threshold stayed at %d; guard trips %d", taiS.Threshold, taiS.GuardTrips)
 	}
 	// Static never yields.
 	st := simulate(t, PolicyStatic, nil, arrivals, end)

@@ -13,6 +13,9 @@ type Snapshot struct {
 	InvalidTransitions uint64         `json:"invalid_transitions"`   // sum over cores
 	ActuatorErrors     uint64         `json:"actuator_errors"`       // sum over cores
 	HarvestedTotal     time.Duration  `json:"harvested_cp_total_ns"` // sum over cores
+	SLO                time.Duration  `json:"slo_ns"`                // the bound in use
+	// Releases: confined commands the SLO rule released (quiet windows).
+	Releases uint64 `json:"releases"`
 }
 
 // CoreSnapshot is one DP core.
@@ -46,6 +49,17 @@ type CoreSnapshot struct {
 	SLOWindowP99     time.Duration `json:"slo_window_p99_ns"`
 	SLOWindowPackets uint64        `json:"slo_window_packets"`
 	SLOWindowLate    uint64        `json:"slo_window_late"`
+	// Budget is the share of the SLO the window's p99 uses (an upper
+	// bound at the next of BudgetMarks; 0: no packets; +Inf shows as 99).
+	Budget float64 `json:"budget"`
+	// Verdict is the SLO rule's last judgement; Pressed: taichi admits
+	// lending with care (the last judged window was above the high mark).
+	Verdict Verdict `json:"verdict"`
+	Pressed bool    `json:"pressed"`
+	// Confines: CP tasks confined for this core's windows; ConfineMisses:
+	// judgements above the high mark that found nothing to confine.
+	Confines      uint64 `json:"confines"`
+	ConfineMisses uint64 `json:"confine_misses"`
 
 	GuardTrips   uint64        `json:"guard_trips"`
 	Benched      bool          `json:"benched"`
@@ -98,7 +112,8 @@ func (e *engine) snapshot(now time.Time) Snapshot {
 	if now.Before(e.now) {
 		now = e.now
 	}
-	snap := Snapshot{At: now, Policy: e.pol.Name(), UnknownCPUEvents: e.unknownCPU, ClampedEvents: e.clamped}
+	snap := Snapshot{At: now, Policy: e.pol.Name(), UnknownCPUEvents: e.unknownCPU, ClampedEvents: e.clamped,
+		SLO: e.p.SLO, Releases: e.releases}
 	for _, c := range e.cores {
 		cs := e.coreSnapshot(c, now)
 		snap.InvalidTransitions += cs.InvalidTransitions
@@ -131,7 +146,8 @@ func (e *engine) coreSnapshot(c *core, now time.Time) CoreSnapshot {
 		EmptyPolls: c.emptyPolls,
 		LentTotal:  lent, Lends: c.lends, Reclaims: reclaims, ReclaimTimeouts: c.timeouts,
 		CPUSetLends: c.cpusetLends, CPUSetReclaims: c.cpusetBacks, Probes: c.probes,
-		WakeLatency: lat, SLOWindowP99: c.slo.WorstP99(), SLOWindowPackets: c.slo.packets, SLOWindowLate: c.slo.late,
+		WakeLatency: lat, SLOWindowP99: c.slo.WorstP99(), SLOWindowPackets: c.slo.packets, SLOWindowLate: c.slo.Late(),
+		Budget: min(c.slo.Budget(), 99), Verdict: c.verdict, Confines: c.confines, ConfineMisses: c.confineMisses,
 		GuardTrips: c.reclaims[CauseGuard], FlapsHeld: c.flapsHeld,
 		Load: c.loadMean, Packets: c.packets,
 		Harvested: c.harvest, Transitions: c.transitions, InvalidTransitions: c.invalid, ActuatorErrors: c.actErrors,

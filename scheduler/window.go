@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"math"
 	"slices"
 	"time"
 )
@@ -105,45 +106,92 @@ func (r *ring[T]) clear() {
 	}
 }
 
+// BudgetMarks are the fractions of the SLO at which the guard counts
+// packets: the window's p99 is known to lie between two neighbouring marks,
+// and the high- and low-water marks of the SLO rule are among them.
+var BudgetMarks = [...]float64{0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1, 1.5, 2, 4}
+
+const numMarks = len(BudgetMarks)
+
+// The SLO rule's marks (indices into BudgetMarks). Above the high-water
+// mark the guard confines the CP task that delayed packets most; the loop
+// yields as eagerly as dynamic below it. Below the low-water mark for a
+// quiet period, a confined command is released. Window p99s of
+// consecutive 1 s windows differ by up to about 2x on a lent core, so the
+// high mark keeps a quarter of the budget for the next window, and the low
+// mark is half the high one: a release must be able to double the p99
+// without reaching the high mark.
+const (
+	markLow  = 2 // 0.375
+	markHigh = 5 // 0.75
+	markSLO  = 7 // 1
+)
+
 // residenceSample is one interval of a DP loop's per-packet RX residence.
 type residenceSample struct {
-	at            time.Time
-	packets, late uint64
-	p99           time.Duration
+	at      time.Time
+	packets uint64
+	over    [numMarks]uint64 // packets that waited more than each mark
+	p99     time.Duration
 }
 
 // sloWindow holds the residence intervals of the last window with their
-// totals, so "the window's p99 is above the SLO" is an O(1) exact test on
-// packet counts: more than 1% of the packets were late.
+// totals, so "the window's p99 is above a mark" is an O(1) exact test on
+// packet counts: more than 1% of the packets waited longer.
 type sloWindow struct {
-	samples       ring[residenceSample]
-	packets, late uint64
+	samples ring[residenceSample]
+	packets uint64
+	over    [numMarks]uint64
 }
 
 const sloWindowCap = 1024
 
 func (w *sloWindow) add(s residenceSample) {
 	if old, full := w.samples.push(s); full {
-		w.packets -= old.packets
-		w.late -= old.late
+		w.sub(old)
 	}
 	w.packets += s.packets
-	w.late += s.late
+	for i := range w.over {
+		w.over[i] += s.over[i]
+	}
+}
+
+func (w *sloWindow) sub(old residenceSample) {
+	w.packets -= old.packets
+	for i := range w.over {
+		w.over[i] -= old.over[i]
+	}
 }
 
 func (w *sloWindow) expire(now time.Time, window time.Duration) {
 	for w.samples.len() > 0 && !w.samples.front().at.After(now.Add(-window)) {
-		old := w.samples.popFront()
-		w.packets -= old.packets
-		w.late -= old.late
+		w.sub(w.samples.popFront())
 	}
 }
 
-// P99Exceeds reports whether the nearest-rank p99 of the window's packets
-// is above the SLO: fewer packets were on time than the p99's rank.
-func (w *sloWindow) P99Exceeds() bool {
+// exceeds reports whether the nearest-rank p99 of the window's packets is
+// above mark m: fewer packets were within it than the p99's rank.
+func (w *sloWindow) exceeds(m int) bool {
 	n := w.packets
-	return n > 0 && n-w.late < uint64(nearestRank(0.99, int(n)))
+	return n > 0 && n-w.over[m] < uint64(nearestRank(0.99, int(n)))
+}
+
+// P99Exceeds reports whether the window's p99 is above the SLO.
+func (w *sloWindow) P99Exceeds() bool { return w.exceeds(markSLO) }
+
+// Budget is the share of the SLO the window's p99 uses, as the lowest
+// mark it does not exceed (an upper bound); 0 for an empty window, and
+// +Inf above the highest mark.
+func (w *sloWindow) Budget() float64 {
+	if w.packets == 0 {
+		return 0
+	}
+	for m, f := range BudgetMarks {
+		if !w.exceeds(m) {
+			return f
+		}
+	}
+	return math.Inf(1)
 }
 
 // WorstP99 is the highest interval p99 in the window (status only).
@@ -155,13 +203,13 @@ func (w *sloWindow) WorstP99() time.Duration {
 	return worst
 }
 
-// Packets and Late are the window's totals.
+// Packets and Late are the window's totals (Late: waited more than the SLO).
 func (w *sloWindow) Packets() uint64 { return w.packets }
-func (w *sloWindow) Late() uint64    { return w.late }
+func (w *sloWindow) Late() uint64    { return w.over[markSLO] }
 
 func (w *sloWindow) reset() {
 	w.samples.clear()
-	w.packets, w.late = 0, 0
+	w.packets, w.over = 0, [numMarks]uint64{}
 }
 
 type loadSample struct {

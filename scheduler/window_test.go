@@ -50,7 +50,7 @@ func TestSLOWindowExactP99(t *testing.T) {
 	for i := range 10 {
 		s := residenceSample{at: t0.Add(time.Duration(i) * time.Millisecond), packets: 10, p99: 10 * time.Microsecond}
 		if i == 0 {
-			s.late, s.p99 = 2, time.Millisecond
+			s.over[markSLO], s.p99 = 2, time.Millisecond
 		}
 		w.add(s)
 	}
@@ -59,13 +59,13 @@ func TestSLOWindowExactP99(t *testing.T) {
 		t.Fatalf("2/100: exceeds=%v worst p99=%v", w.P99Exceeds(), w.WorstP99())
 	}
 	// 1 of 100 late is within the p99.
-	w.late = 1
+	w.over[markSLO] = 1
 	if w.P99Exceeds() {
 		t.Fatal("1/100 late: p99 must be within the SLO")
 	}
-	w.late = 2
+	w.over[markSLO] = 2
 	w.expire(t0.Add(time.Second), time.Second)
-	if w.samples.len() != 9 || w.packets != 90 || w.late != 0 || w.P99Exceeds() {
-		t.Fatalf("after expiry: n=%d packets=%d late=%d exceeds=%v", w.samples.len(), w.packets, w.late, w.P99Exceeds())
+	if w.samples.len() != 9 || w.packets != 90 || w.Late() != 0 || w.P99Exceeds() {
+		t.Fatalf("after expiry: n=%d packets=%d late=%d exceeds=%v", w.samples.len(), w.packets, w.Late(), w.P99Exceeds())
 	}
 }

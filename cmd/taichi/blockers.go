@@ -61,8 +61,11 @@ func printBlockerTable(w io.Writer, b *daemon.BlockersStatus, now time.Time) {
 		fmt.Fprintln(tw, "PID\tCOMM\tCOUNT\tIN KERNEL\tWORST\tTOTAL\tCONFINED\tNOTE")
 		for _, t := range b.Tasks {
 			confined := "-"
-			if t.ConfinedUntil != nil {
-				confined = "released in " + t.ConfinedUntil.Sub(now).Round(time.Millisecond).String()
+			switch {
+			case t.ConfinedUntil != nil && t.ConfinedUntil.After(now):
+				confined = "back-off " + t.ConfinedUntil.Sub(now).Round(time.Millisecond).String()
+			case t.ConfinedUntil != nil:
+				confined = "until quiet"
 			}
 			note := t.Error
 			if t.Kernel {
@@ -75,14 +78,40 @@ func printBlockerTable(w io.Writer, b *daemon.BlockersStatus, now time.Time) {
 	if len(b.Commands) > 0 {
 		fmt.Fprintln(w)
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "COMMAND\tBACKOFF\tSTRIKES\tUNTIL\tPIDS")
+		fmt.Fprintln(tw, "COMMAND\tBACKOFF\tSTRIKES\tUNTIL\tPIDS\tWHY")
 		for _, c := range b.Commands {
 			until := "-"
-			if c.Until != nil {
+			switch {
+			case c.Due:
+				until = "due (waits for quiet windows)"
+			case c.Until != nil:
 				until = c.Until.Sub(now).Round(time.Millisecond).String()
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%v\n", c.Comm, c.Backoff, c.Strikes, until, c.PIDs)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%v\t%s\n", c.Comm, c.Backoff, c.Strikes, until, c.PIDs, whyText(c.Why))
 		}
 		tw.Flush()
 	}
+	if len(b.Released) > 0 {
+		fmt.Fprintln(w)
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "RELEASED\tAGO\tCONFINED FOR\tWHY")
+		for _, r := range b.Released {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Comm, now.Sub(r.At).Round(time.Second),
+				(time.Duration(r.ConfinedMs * float64(time.Millisecond))).Round(time.Millisecond), whyText(&r.Why))
+		}
+		tw.Flush()
+	}
+	if b.Rule != "" {
+		fmt.Fprintf(w, "\nrule: %s\n", b.Rule)
+	}
+}
+
+// whyText says what a confinement answered: the blamed delay on which
+// core and how much of the SLO that core's window used.
+func whyText(why *daemon.WhyStatus) string {
+	if why == nil {
+		return "-"
+	}
+	return fmt.Sprintf("pid %d: %.0fus in kernel over %d blames on cpu %d in %s; window p99 <= %.3g x SLO",
+		why.PID, why.BlamedUs, why.Blames, why.CPU, why.Window, why.Budget)
 }

@@ -169,16 +169,20 @@ func printStatus(w io.Writer, st *daemon.Status) {
 		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CPU\tROLE\tSTATE\tIN POOL\tHOLD\tLENT\tWAKE P99\tRECLAIMS")
+	fmt.Fprintln(tw, "CPU\tROLE\tSTATE\tIN POOL\tHOLD\tLENT\tWAKE P99\tSLO BUDGET\tCONFINES\tRECLAIMS")
 	for _, c := range st.Cores {
 		var rc []string
 		for cause, n := range c.Reclaims {
 			rc = append(rc, fmt.Sprintf("%s=%d", cause, n))
 		}
 		sort.Strings(rc)
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%v\t%s\t%.2fs\t%.0fus\t%s\n", c.CPU, c.Role, c.State, c.InPool, c.Hold, c.LentSeconds, c.WakeP99us, strings.Join(rc, " "))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%v\t%s\t%.2fs\t%.0fus\t%s\t%d\t%s\n", c.CPU, c.Role, c.State, c.InPool, c.Hold, c.LentSeconds,
+			c.WakeP99us, budgetText(c), c.Confines, strings.Join(rc, " "))
 	}
 	tw.Flush()
+	if st.SLO.Value > 0 {
+		fmt.Fprintf(w, "slo      %v (%s): budget is the window's residence p99 / SLO; confine above 0.75, release below 0.375\n", st.SLO.Value, st.SLO.Source)
+	}
 	if len(st.Loops) > 0 {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -197,4 +201,20 @@ func printStatus(w io.Writer, st *daemon.Status) {
 			fmt.Fprintf(w, "  lcore %-14s tid %-7d cpu %d  %s/%d  pinned %v  lent %v\n", th.Name, th.TID, th.CPU, th.Policy, th.Priority, th.Pinned, th.Demoted)
 		}
 	}
+}
+
+// budgetText is a DP core's SLO budget in use (an upper bound on the
+// window's residence p99 / SLO) and the rule's verdict, as one word.
+func budgetText(c daemon.CoreStatus) string {
+	if c.Role != "dp" || c.Verdict == "" {
+		return "-"
+	}
+	b := fmt.Sprintf("%.3gx/%s", c.Budget, c.Verdict)
+	if c.Budget >= 99 {
+		b = ">4x/" + c.Verdict
+	}
+	if c.Pressed {
+		b += ",pressed"
+	}
+	return b
 }

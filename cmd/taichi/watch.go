@@ -135,10 +135,10 @@ func renderWatch(w io.Writer, prev, cur *daemon.Status, dt, interval time.Durati
 		return 0, false
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CPU\tROLE\tSTATE\tLENT\tRX RES P99\tWAKE P99\tRECLAIMS (+interval)\tGUARD\tHARVEST\tHOLD")
+	fmt.Fprintln(tw, "CPU\tROLE\tSTATE\tLENT\tRX RES P99\tWAKE P99\tSLO BUDGET\tRECLAIMS (+interval)\tGUARD\tHARVEST\tHOLD")
 	for _, c := range cur.Cores {
 		if c.Role != "dp" {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t\t\t\t\t\t\t\n", c.CPU, c.Role, c.State)
+			fmt.Fprintf(tw, "%d\t%s\t%s\t\t\t\t\t\t\t\t\n", c.CPU, c.Role, c.State)
 			continue
 		}
 		p, had := prevCores[c.CPU]
@@ -157,8 +157,8 @@ func renderWatch(w io.Writer, prev, cur *daemon.Status, dt, interval time.Durati
 				}
 			}
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%.0fus\t%s\t%s\t%s\t%s\n", c.CPU, c.Role, c.State, lent,
-			rxResidenceP99(prev, cur, c.CPU), c.WakeP99us, reclaims(c.Reclaims, p.Reclaims, had), guard, harv, c.Hold)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%.0fus\t%s\t%s\t%s\t%s\t%s\n", c.CPU, c.Role, c.State, lent,
+			rxResidenceP99(prev, cur, c.CPU), c.WakeP99us, budgetText(c), reclaims(c.Reclaims, p.Reclaims, had), guard, harv, c.Hold)
 	}
 	tw.Flush()
 

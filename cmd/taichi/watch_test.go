@@ -35,7 +35,7 @@ func watchFixture() (prev, cur *daemon.Status) {
 			Cores: []daemon.CoreStatus{
 				{CPU: 0, Role: "cp", State: daemon.StateCP, InPool: true},
 				{CPU: 3, Role: "dp", State: daemon.StateLent, InPool: true, LentSeconds: lent, WakeP99us: 41,
-					Reclaims: map[string]uint64{"probe": probe, "rx": 2}, GuardTrips: guard},
+					Reclaims: map[string]uint64{"probe": probe, "rx": 2}, GuardTrips: guard, Budget: 0.625, Verdict: "calm"},
 			},
 			Loops: []daemon.LoopStatus{{Name: "uplink0", CPU: 3, Alive: true,
 				Stats: dataplane.Stats{Packets: packets, Yields: 9, WakesRX: 2, WakesProbe: probe, Exposed: exposedMax(35 * time.Microsecond)}}},
@@ -87,8 +87,8 @@ func TestRenderWatchShowsRatesOverTheInterval(t *testing.T) {
 	if !strings.Contains(frame, "harvested on DP cores 1.50s (25% of a core)") {
 		t.Error("pool line lacks the harvest and its share of a core over the interval")
 	}
-	// CPU ROLE STATE LENT RXRES WAKE RECLAIMS... GUARD (+n) HARVEST (share)
-	want := []string{"3", "dp", "lent", "50%", "20µs", "41us", "probe=5(+3)", "rx=2", "2", "(+1)", "1.50s", "(25%)"}
+	// CPU ROLE STATE LENT RXRES WAKE BUDGET RECLAIMS... GUARD (+n) HARVEST (share)
+	want := []string{"3", "dp", "lent", "50%", "20µs", "41us", "0.625x/calm", "probe=5(+3)", "rx=2", "2", "(+1)", "1.50s", "(25%)"}
 	if got := row(t, frame, "3 "); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("DP core row\n got %q\nwant %q", got, want)
 	}
@@ -108,7 +108,7 @@ func TestRenderWatchFirstFrameHasNoRates(t *testing.T) {
 	var b strings.Builder
 	renderWatch(&b, nil, cur, 0, time.Second, time.Now())
 	frame := b.String()
-	if got := row(t, frame, "3 "); got[3] != "-" || got[6] != "probe=5" {
+	if got := row(t, frame, "3 "); got[3] != "-" || got[7] != "probe=5" {
 		t.Errorf("first frame's DP row %q: want lent share \"-\" and reclaims without increments", got)
 	}
 	if got := row(t, frame, "uplink0"); got[4] != "-" {

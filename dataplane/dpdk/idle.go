@@ -155,13 +155,9 @@ type IdleWatcher struct {
 	counter CounterFunc
 	opts    IdleWatcherOptions
 
-	mu   sync.Mutex
-	lent []int // tids this watcher demoted
-	// lends are the last lendHistory ended lends (CLOCK_MONOTONIC ns,
-	// from lentSince to the reclaim's start), oldest overwritten first.
-	lends    [lendHistory]struct{ from, to int64 }
-	lendNext int
-	demoted  atomic.Bool
+	mu      sync.Mutex
+	lent    []int // tids this watcher demoted
+	demoted atomic.Bool
 	// forbidden: the lending policy keeps these cores out of CP's reach
 	// (static, a benched core): the watcher never lends them.
 	forbidden atomic.Bool
@@ -199,26 +195,6 @@ func (w *IdleWatcher) SetAllowed(on bool) error {
 		return nil
 	}
 	return w.reclaim()
-}
-
-// lendHistory is how many lend intervals LentAt remembers: enough for the
-// tracer's records, which arrive within milliseconds, at one lend per
-// idle interval.
-const lendHistory = 64
-
-// LentAt reports whether the cores were lent at CLOCK_MONOTONIC time ns.
-func (w *IdleWatcher) LentAt(ns int64) bool {
-	if since := w.lentSince.Load(); since != 0 && ns >= since {
-		return true
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, l := range w.lends {
-		if l.from != 0 && ns >= l.from && ns < l.to {
-			return true
-		}
-	}
-	return false
 }
 
 // SetProbe makes the probe's warnings (one source per DP core of the
@@ -453,8 +429,6 @@ func (w *IdleWatcher) reclaim() error {
 	if since := w.lentSince.Load(); len(keep) == 0 && since != 0 {
 		w.lentNs.Add(monotonicNs() - since)
 		w.lentSince.Store(0)
-		w.lends[w.lendNext] = struct{ from, to int64 }{since, startNs}
-		w.lendNext = (w.lendNext + 1) % lendHistory
 	}
 	w.promotions.Add(1)
 	w.lastPromoteNs.Store(d)

@@ -662,19 +662,6 @@ func (m *Manager) ovsSleepOf() *ovsSleep {
 	return m.sleep
 }
 
-// LentAt reports whether tid is one of the lcores and its core was lent by
-// the idle watcher at CLOCK_MONOTONIC time ns (the last lendHistory lends
-// are remembered).
-func (m *Manager) LentAt(tid int, ns int64) bool {
-	if _, ok := m.lcoreCPU(tid); !ok {
-		return false
-	}
-	m.mu.Lock()
-	w := m.watcher
-	m.mu.Unlock()
-	return w != nil && w.LentAt(ns)
-}
-
 // promoteAll gives every lent core back; used on shutdown and on errors.
 func (m *Manager) promoteAll() error {
 	m.schedMu.Lock()
