@@ -153,26 +153,13 @@ const (
 
 var verdictNames = [numVerdicts]string{"unknown", "calm", "high", "breach"}
 
-func (v Verdict) String() string {
-	if v >= 0 && v < numVerdicts {
-		return verdictNames[v]
-	}
-	return "Verdict(?)"
-}
+func (v Verdict) String() string { return enumName(verdictNames[:], v, "Verdict") }
 
 // MarshalText makes verdicts readable in JSON status.
 func (v Verdict) MarshalText() ([]byte, error) { return []byte(v.String()), nil }
 
 // UnmarshalText reads a verdict back.
-func (v *Verdict) UnmarshalText(b []byte) error {
-	for i, n := range verdictNames {
-		if n == string(b) {
-			*v = Verdict(i)
-			return nil
-		}
-	}
-	return fmt.Errorf("unknown verdict %q", b)
-}
+func (v *Verdict) UnmarshalText(b []byte) error { return parseEnum(verdictNames[:], b, "verdict", v) }
 
 // judge is the SLO rule: a window of at least minSamples packets is
 // judged by its p99 against the high-water mark and the SLO.

@@ -22,25 +22,32 @@ const (
 
 var stateNames = [numStates]string{"DP_ACTIVE", "IDLE", "LENT", "RECLAIMING"}
 
-func (s State) String() string {
-	if s >= 0 && s < numStates {
-		return stateNames[s]
-	}
-	return fmt.Sprintf("State(%d)", int(s))
-}
+func (s State) String() string { return enumName(stateNames[:], s, "State") }
 
 // MarshalText makes states readable in JSON status.
 func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 // UnmarshalText reads a state back (status clients decode the daemon's JSON).
-func (s *State) UnmarshalText(b []byte) error {
-	for i, n := range stateNames {
+func (s *State) UnmarshalText(b []byte) error { return parseEnum(stateNames[:], b, "state", s) }
+
+// enumName is the name of an enum value of the named type, or
+// "Type(n)" for one out of range.
+func enumName[T ~int](names []string, v T, typ string) string {
+	if v >= 0 && int(v) < len(names) {
+		return names[v]
+	}
+	return fmt.Sprintf("%s(%d)", typ, int(v))
+}
+
+// parseEnum sets *v to the value named b.
+func parseEnum[T ~int](names []string, b []byte, what string, v *T) error {
+	for i, n := range names {
 		if n == string(b) {
-			*s = State(i)
+			*v = T(i)
 			return nil
 		}
 	}
-	return fmt.Errorf("unknown state %q", b)
+	return fmt.Errorf("unknown %s %q", what, b)
 }
 
 // Transitions is the table of allowed state changes; any other change an
@@ -99,12 +106,7 @@ const (
 
 var causeNames = [numCauses]string{"probe", "rx", "slice_end", "guard", "load", "policy"}
 
-func (c Cause) String() string {
-	if c >= 0 && c < numCauses {
-		return causeNames[c]
-	}
-	return fmt.Sprintf("Cause(%d)", int(c))
-}
+func (c Cause) String() string { return enumName(causeNames[:], c, "Cause") }
 
 // Causes lists every reclaim cause, in counter order.
 func Causes() []Cause {
@@ -197,23 +199,10 @@ const (
 
 var holdNames = [numHolds]string{"", "policy", "guard", "load", "flap", "probe"}
 
-func (h Hold) String() string {
-	if h >= 0 && h < numHolds {
-		return holdNames[h]
-	}
-	return fmt.Sprintf("Hold(%d)", int(h))
-}
+func (h Hold) String() string { return enumName(holdNames[:], h, "Hold") }
 
 // MarshalText makes holds readable in JSON status.
 func (h Hold) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
 
 // UnmarshalText reads a hold back.
-func (h *Hold) UnmarshalText(b []byte) error {
-	for i, n := range holdNames {
-		if n == string(b) {
-			*h = Hold(i)
-			return nil
-		}
-	}
-	return fmt.Errorf("unknown hold %q", b)
-}
+func (h *Hold) UnmarshalText(b []byte) error { return parseEnum(holdNames[:], b, "hold", h) }

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -113,17 +112,10 @@ scheduler:
 	})
 
 	// Steady traffic through the loop for the whole test.
-	tctx, stopTraffic := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		trafficgen.Run(tctx, trafficgen.Options{
-			NetNS: tb.GenNS, Iface: tb.GenIface, Dst: tb.DPIP, PinSender: true, SenderCPU: e.cp[0],
-			Rate: 10000, Count: 900000, Deadline: 90 * time.Second,
-		})
-	}()
-	defer func() { stopTraffic(); wg.Wait() }()
+	defer backgroundTraffic(ctx, trafficgen.Options{
+		NetNS: tb.GenNS, Iface: tb.GenIface, Dst: tb.DPIP, PinSender: true, SenderCPU: e.cp[0],
+		Rate: 10000, Count: 900000, Deadline: 90 * time.Second,
+	})()
 
 	// Both CP tasks run under their own command names (symlinks: comm
 	// follows the name they were started by) and are adopted by the

@@ -77,18 +77,11 @@ log: {format: json}
 	}
 	gate.Close()
 
-	tctx, stopTraffic := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		trafficgen.Run(tctx, trafficgen.Options{
-			NetNS: tb.GenNS, Iface: tb.GenIface, Dst: tb.DPIP, PinSender: true, SenderCPU: e.cp[0],
-			Rate: 10000, Count: 600000, Pattern: trafficgen.PatternOnOff,
-			On: 10 * time.Millisecond, Off: 30 * time.Millisecond, Deadline: 60 * time.Second,
-		})
-	}()
-	defer func() { stopTraffic(); wg.Wait() }()
+	defer backgroundTraffic(ctx, trafficgen.Options{
+		NetNS: tb.GenNS, Iface: tb.GenIface, Dst: tb.DPIP, PinSender: true, SenderCPU: e.cp[0],
+		Rate: 10000, Count: 600000, Pattern: trafficgen.PatternOnOff,
+		On: 10 * time.Millisecond, Off: 30 * time.Millisecond, Deadline: 60 * time.Second,
+	})()
 
 	// The claim is checked while the core is benched (3 s from the trip).
 	deadline := time.Now().Add(60 * time.Second)

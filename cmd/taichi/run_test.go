@@ -19,6 +19,7 @@ import (
 	"github.com/taichi-sched/taichi/internal/testenv"
 	"github.com/taichi-sched/taichi/testbed"
 	"github.com/taichi-sched/taichi/topology"
+	"github.com/taichi-sched/taichi/trafficgen"
 	"github.com/taichi-sched/taichi/vcpu"
 )
 
@@ -345,4 +346,16 @@ func mustRead(t testing.TB, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// backgroundTraffic sends o from the testbed's generator namespace until
+// its own bounds or the returned stop, which waits for the sender to end.
+func backgroundTraffic(ctx context.Context, o trafficgen.Options) (stop func()) {
+	tctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		trafficgen.Run(tctx, o)
+	}()
+	return func() { cancel(); <-done }
 }
