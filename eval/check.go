@@ -82,7 +82,7 @@ func probeLeadNote(r *Report) string {
 			continue
 		}
 		parts = append(parts, fmt.Sprintf("%s %s: lead p50 %s µs (hides %.0f%% of a wake)",
-			c.key.Policy, cellName(c.runs[0]), num(lead.Median), 100*min(1, lead.Median/wake)))
+			c.key.name(), cellName(c.runs[0]), num(lead.Median), 100*min(1, lead.Median/wake)))
 	}
 	if len(parts) == 0 {
 		return ""
@@ -100,18 +100,18 @@ func SelfCheck(r *Report) []Check {
 	}
 	for _, run := range r.Runs {
 		if len(run.CPLoadErrors) > 0 {
-			add(false, "CP load ran and was placed", "%s %s: %v", run.Policy, cellName(run), run.CPLoadErrors)
+			add(false, "CP load ran and was placed", "%s %s: %v", run.name(), cellName(run), run.CPLoadErrors)
 		}
 		if run.CPLoad != "none" && run.CPLoad != "" && run.CPCPUS == 0 {
-			add(false, "CP load ran and was placed", "%s %s: the CP pool used no CPU time", run.Policy, cellName(run))
+			add(false, "CP load ran and was placed", "%s %s: the CP pool used no CPU time", run.name(), cellName(run))
 		}
 		if slices.Contains(lendingPolicies, run.Policy) && backlogged(run) {
 			switch {
 			case run.HarvestedCPS == nil:
-				add(false, "lending policies harvest CP time", "%s %s: harvest unknown (no per-CPU CP usage)", run.Policy, cellName(run))
+				add(false, "lending policies harvest CP time", "%s %s: harvest unknown (no per-CPU CP usage)", run.name(), cellName(run))
 			case *run.HarvestedCPS <= 0:
 				add(false, "lending policies harvest CP time", "%s %s repeat %d: harvested %.3f CP s with CP backlogged",
-					run.Policy, cellName(run), run.Repeat, *run.HarvestedCPS)
+					run.name(), cellName(run), run.Repeat, *run.HarvestedCPS)
 			}
 		}
 	}
@@ -185,7 +185,7 @@ func referenceIsLowest(r *Report) []Check {
 			ok := !math.IsNaN(worst) && best <= worst
 			out = append(out, Check{Name: "static without CP has the lowest residence p99", OK: ok,
 				Detail: fmt.Sprintf("load %s: static without CP best %s µs vs %s (%s) worst %s µs",
-					num(c.key.Load), num(best), o.key.Policy, o.key.CPLoad, num(worst))})
+					num(c.key.Load), num(best), o.key.name(), o.key.CPLoad, num(worst))})
 		}
 	}
 	return out

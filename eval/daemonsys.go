@@ -86,6 +86,19 @@ func (s *DaemonSystem) Snapshot() (Snapshot, error) {
 	return snap, nil
 }
 
+// SLO is the daemon's guard bound now.
+func (s *DaemonSystem) SLO() time.Duration { return s.D.SLO().Value }
+
+// SetSLO sets the daemon's guard bound; restore puts back the bound and
+// its provenance (e.g. auto, with its measurement).
+func (s *DaemonSystem) SetSLO(v time.Duration) (func() error, error) {
+	prev := s.D.SLO()
+	if err := s.D.SetSLO(v); err != nil {
+		return nil, err
+	}
+	return func() error { return s.D.RestoreSLO(prev) }, nil
+}
+
 // threadClass names a thread's scheduling class ("SCHED_FIFO/50"), or ""
 // when it cannot be read.
 func threadClass(tid int) string {

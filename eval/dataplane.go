@@ -24,6 +24,14 @@ type DataplaneConfig struct {
 	Repeat int
 	// CPLoad is the backlogged CP workload: mixed (default), kernel or user.
 	CPLoad string
+	// SLOs, when set, run taichi once per value (SLODefault: the daemon's
+	// own bound), interleaved with the other policies.
+	SLOs []time.Duration
+}
+
+// Runs is how many runs the experiment makes (the reference included).
+func (c *DataplaneConfig) Runs() int {
+	return len(c.Loads) * (len(armsOf(c.Policies, c.SLOs)) + 1) * max(c.Repeat, 1)
 }
 
 // Validate names the first bad field.
@@ -48,7 +56,7 @@ func (c *DataplaneConfig) Validate() error {
 	if c.CPLoad != "" && !slices.Contains(CPLoads, c.CPLoad) {
 		return fmt.Errorf("cp-load: unknown %q (want %s, %s or %s)", c.CPLoad, CPLoadMixed, CPLoadKernel, CPLoadUser)
 	}
-	return nil
+	return validateSLOs(c.SLOs, c.Policies)
 }
 
 // RunDataplane measures what a backlogged CP workload on a lent DP core
@@ -85,22 +93,24 @@ func RunDataplane(ctx context.Context, env *Env, cfg DataplaneConfig) (*Report, 
 				sys.DPPriority()+1, sys.DPCores()),
 		},
 	}
+	if len(cfg.SLOs) > 0 {
+		rep.Params["slo_sweep_us"] = sloParam(cfg.SLOs)
+	}
 	maps.Copy(rep.Params, env.Facts)
 	if _, err := exec.LookPath("stress-ng"); err != nil && cfg.CPLoad != CPLoadUser {
 		return nil, fmt.Errorf("stress-ng not found (Debian package stress-ng)")
 	}
 	for _, load := range cfg.Loads {
 		for r := range cfg.Repeat {
-			for _, s := range setupsWithReference(cfg.Policies) {
+			for _, s := range setupsWithReference(armsOf(cfg.Policies, cfg.SLOs)) {
 				if ctx.Err() != nil {
 					return finish(rep), ctx.Err()
 				}
-				policy, withCP := s.policy, s.withCP
 				label := fmt.Sprintf("%s, load %.2f, repeat %d/%d", s, load, r+1, cfg.Repeat)
 				if env.Progress != nil {
 					env.Progress.Show(label)
 				}
-				run := dataplaneRun(ctx, env, cfg, policy, load, withCP)
+				run := dataplaneRun(ctx, env, cfg, s, load)
 				run.Repeat = r
 				rep.Runs = append(rep.Runs, run)
 				if env.Progress != nil {
@@ -112,38 +122,44 @@ func RunDataplane(ctx context.Context, env *Env, cfg DataplaneConfig) (*Report, 
 	return finish(rep), nil
 }
 
-// beginRun applies policy and, when cpLoad is not empty, starts that CP
-// load for at most bound. It returns the end of the run (stop the load,
-// record its failures, settle), or false with the failure in run.
-func beginRun(ctx context.Context, env *Env, run *Run, policy scheduler.PolicyName, cpLoad string, bound time.Duration) (end func(), ok bool) {
-	if err := env.System.SetPolicy(ctx, policy); err != nil {
-		run.Error = fmt.Sprintf("set policy: %v", err)
+// beginRun applies arm a (policy, and taichi's SLO) and, when cpLoad is
+// not empty, starts that CP load for at most bound. It returns the end of
+// the run (stop the load, record its failures, settle, put the SLO back),
+// or false with the failure in run.
+func beginRun(ctx context.Context, env *Env, run *Run, a arm, cpLoad string, bound time.Duration) (end func(), ok bool) {
+	restoreSLO, ok := applyArm(ctx, env.System, run, a)
+	if !ok {
 		return nil, false
 	}
 	if cpLoad == "" {
-		return func() { env.settle(ctx) }, true
+		return func() {
+			env.settle(ctx)
+			restoreSLO()
+		}, true
 	}
 	l, name, err := startCPLoad(ctx, env, cpLoad, bound)
 	if err != nil {
 		run.addErr(err)
 		env.settle(ctx)
+		restoreSLO()
 		return nil, false
 	}
 	run.CPLoad = name
 	return func() {
 		run.CPLoadErrors = append(run.CPLoadErrors, l.stop()...)
 		env.settle(ctx)
+		restoreSLO()
 	}, true
 }
 
-func dataplaneRun(ctx context.Context, env *Env, cfg DataplaneConfig, policy scheduler.PolicyName, load float64, withCP bool) (run Run) {
-	run = Run{Policy: policy, Load: load, CPLoad: "none"}
+func dataplaneRun(ctx context.Context, env *Env, cfg DataplaneConfig, s setup, load float64) (run Run) {
+	run = Run{Policy: s.policy, Load: load, CPLoad: "none"}
 	sys := env.System
 	cpLoad := ""
-	if withCP {
+	if s.withCP {
 		cpLoad = cfg.CPLoad
 	}
-	end, ok := beginRun(ctx, env, &run, policy, cpLoad, cfg.Duration+max(0, cfg.Cyclictest)+30*time.Second)
+	end, ok := beginRun(ctx, env, &run, s.arm, cpLoad, cfg.Duration+max(0, cfg.Cyclictest)+30*time.Second)
 	if !ok {
 		return run
 	}

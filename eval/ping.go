@@ -44,6 +44,14 @@ type PingConfig struct {
 	// Cyclictest, when > 0, runs rt-tests' cyclictest this long on the DP
 	// core after each run's ping, with the CP load still running.
 	Cyclictest time.Duration
+	// SLOs, when set, run taichi once per value (SLODefault: the daemon's
+	// own bound), interleaved with the other policies.
+	SLOs []time.Duration
+}
+
+// Runs is how many runs the experiment makes (the reference included).
+func (c *PingConfig) Runs() int {
+	return (len(armsOf(c.Policies, c.SLOs)) + 1) * max(c.Repeat, 1)
 }
 
 // Validate names the first bad field.
@@ -72,7 +80,7 @@ func (c *PingConfig) Validate() error {
 	if c.ClientFIFO < 0 || c.ClientFIFO > 99 {
 		return fmt.Errorf("client-fifo: %d: want 0 (normal) or 1..99", c.ClientFIFO)
 	}
-	return nil
+	return validateSLOs(c.SLOs, c.Policies)
 }
 
 // PingStats is what ping itself reported for one run: its summary lines.
@@ -259,18 +267,20 @@ func RunPing(ctx context.Context, env *Env, cfg PingConfig) (*Report, error) {
 		rep.Notes[0] = "RTT is iputils ping's (its kernel receive stamp minus its send time) from the generator namespace to the sink, " +
 			"through Open vSwitch with DPDK (its PMD on the DP core), answered by the sink's kernel. " + pingClientNote(cfg.ClientFIFO)
 	}
+	if len(cfg.SLOs) > 0 {
+		rep.Params["slo_sweep_us"] = sloParam(cfg.SLOs)
+	}
 	maps.Copy(rep.Params, env.Facts)
 	for r := range cfg.Repeat {
-		for _, s := range setupsWithReference(cfg.Policies) {
+		for _, s := range setupsWithReference(armsOf(cfg.Policies, cfg.SLOs)) {
 			if ctx.Err() != nil {
 				return finish(rep), ctx.Err()
 			}
-			policy, withCP := s.policy, s.withCP
-			label := fmt.Sprintf("%s, repeat %d/%d", pingSetupName(policy, withCP), r+1, cfg.Repeat)
+			label := fmt.Sprintf("%s, repeat %d/%d", pingSetupName(s.arm.String(), s.withCP), r+1, cfg.Repeat)
 			if env.Progress != nil {
 				env.Progress.Show(label)
 			}
-			run := pingRun(ctx, env, cfg, policy, withCP)
+			run := pingRun(ctx, env, cfg, s)
 			run.Repeat = r
 			rep.Runs = append(rep.Runs, run)
 			if env.Progress != nil {
@@ -281,19 +291,19 @@ func RunPing(ctx context.Context, env *Env, cfg PingConfig) (*Report, error) {
 	return finish(rep), nil
 }
 
-func pingRun(ctx context.Context, env *Env, cfg PingConfig, policy scheduler.PolicyName, withCP bool) (run Run) {
-	run = Run{Policy: policy, CPLoad: "none"}
+func pingRun(ctx context.Context, env *Env, cfg PingConfig, s setup) (run Run) {
+	run = Run{Policy: s.policy, CPLoad: "none"}
 	sys := env.System
 	cpLoad := ""
-	if withCP {
+	if s.withCP {
 		cpLoad = cfg.CPLoad
 	}
-	end, ok := beginRun(ctx, env, &run, policy, cpLoad, pingBound(cfg)+cfg.Cyclictest+10*time.Second)
+	end, ok := beginRun(ctx, env, &run, s.arm, cpLoad, pingBound(cfg)+cfg.Cyclictest+10*time.Second)
 	if !ok {
 		return run
 	}
 	defer end()
-	if withCP {
+	if s.withCP {
 		if err := waitCPRunning(ctx, sys, 15*time.Second); err != nil {
 			run.addErr(err)
 			return run
@@ -392,11 +402,13 @@ func pingVersion() string {
 	return strings.TrimSpace(line)
 }
 
-func pingSetupName(policy scheduler.PolicyName, withCP bool) string {
+// pingSetupName names a setup: a policy as tables show it (see
+// variantName), with or without the CP load.
+func pingSetupName(policy string, withCP bool) string {
 	if withCP {
-		return string(policy) + " with CP"
+		return policy + " with CP"
 	}
-	return string(policy) + " without CP"
+	return policy + " without CP"
 }
 
 // paperCounterpart is the paper's ping-table row a setup corresponds to:
@@ -498,7 +510,7 @@ func writePingTable(w io.Writer, r *Report) {
 				sent, got = sent+run.Ping.Transmitted, got+run.Ping.Received
 			}
 		}
-		setup := pingSetupName(c.key.Policy, c.key.CPLoad != "none")
+		setup := pingSetupName(c.key.name(), c.key.CPLoad != "none")
 		if c.key.CPLoad != "none" {
 			setup += " (" + c.key.CPLoad + ")"
 		}

@@ -173,7 +173,7 @@ func TestPingEndToEnd(t *testing.T) {
 		t.Fatalf("runs %+v, want static without CP then dynamic with CP", rep.Runs)
 	}
 	for _, r := range rep.Runs {
-		name := pingSetupName(r.Policy, r.CPLoad != "none")
+		name := pingSetupName(r.name(), r.CPLoad != "none")
 		if r.Error != "" || len(r.CPLoadErrors) > 0 {
 			t.Errorf("%s: error %q, CP load %v", name, r.Error, r.CPLoadErrors)
 		}

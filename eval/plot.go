@@ -19,7 +19,6 @@ import (
 	"gonum.org/v1/plot/vg/vgimg"
 
 	"github.com/taichi-sched/taichi/dataplane"
-	"github.com/taichi-sched/taichi/scheduler"
 )
 
 // Figure sizes: two panels and a legend column, or one panel and a legend.
@@ -66,16 +65,16 @@ func vmStartupFigure(r *Report) *figure {
 	dp := newPanel("DP: "+residenceLabel+" p99 vs density"+atLoad(r), "VMs started at once (log scale)",
 		"RX residence p99 (µs)\n(kernel RX stamp to DP loop)")
 	f := newFigure(wideW, cp, dp)
-	pols := policiesOf(r)
+	pols := variantsOf(r)
 	for i, pol := range pols {
-		of := func(k cellKey) bool { return k.Policy == pol }
+		of := func(k cellKey) bool { return k.name() == pol }
 		p50 := seriesPoints(cells, of, density, func(run Run) float64 { return known(run.StartupMS, func(p Percentiles) float64 { return p.P50 }) })
 		p99 := seriesPoints(cells, of, density, func(run Run) float64 { return known(run.StartupMS, func(p Percentiles) float64 { return p.P99 }) })
 		sty := seriesStyle(pols, pol)
 		cp.add(p50, sty, dodgeSlot(2*i, 2*len(pols)))
 		cp.add(p99, sty.dashed(), dodgeSlot(2*i+1, 2*len(pols)))
 		dp.add(seriesPoints(cells, of, density, residenceP99), sty, dodgeSlot(i, len(pols)))
-		f.legend.Add(string(pol), sty.thumbs()...)
+		f.legend.Add(pol, sty.thumbs()...)
 	}
 	f.legend.Add("")
 	black := seriesStyleOf(color.Black, nil)
@@ -616,8 +615,9 @@ var palette = []color.Color{
 	color.RGBA{0x56, 0xB4, 0xE9, 0xff}, // sky blue
 }
 
-// seriesStyle gives a policy the same color and glyph in every panel.
-func seriesStyle(pols []scheduler.PolicyName, pol scheduler.PolicyName) style {
+// seriesStyle gives a policy (as variantsOf names it) the same color and
+// glyph in every panel.
+func seriesStyle(pols []string, pol string) style {
 	i := max(slices.Index(pols, pol), 0)
 	return seriesStyleOf(palette[i%len(palette)], plotutil.Shape(i))
 }
@@ -628,8 +628,7 @@ func dataplaneStyle(r *Report, key string) style {
 	if strings.HasSuffix(key, noCPSuffix) {
 		return seriesStyleOf(color.Black, draw.SquareGlyph{}).dashed()
 	}
-	pol := scheduler.PolicyName(strings.TrimSuffix(key, withCPSuffix))
-	return seriesStyle(policiesOf(r), pol)
+	return seriesStyle(variantsOf(r), strings.TrimSuffix(key, withCPSuffix))
 }
 
 // point is one cell on a figure: its x and the spread over its repeats.
@@ -674,12 +673,13 @@ func known(p *Percentiles, f func(Percentiles) float64) float64 {
 	return f(*p)
 }
 
-// policiesOf lists the runs' policies in first-seen order.
-func policiesOf(r *Report) []scheduler.PolicyName {
-	var out []scheduler.PolicyName
+// variantsOf lists the runs' policies as tables name them (taichi once
+// per SLO, see variantName) in first-seen order.
+func variantsOf(r *Report) []string {
+	var out []string
 	for _, run := range r.Runs {
-		if !slices.Contains(out, run.Policy) {
-			out = append(out, run.Policy)
+		if !slices.Contains(out, run.name()) {
+			out = append(out, run.name())
 		}
 	}
 	return out
@@ -693,14 +693,14 @@ const (
 // seriesKey separates the no-CP reference from the same policy under CP load.
 func seriesKey(run Run) string {
 	if run.CPLoad == "none" {
-		return string(run.Policy) + noCPSuffix
+		return run.name() + noCPSuffix
 	}
-	return string(run.Policy) + withCPSuffix
+	return run.name() + withCPSuffix
 }
 
 // inSeries matches the cells of the series named key.
 func inSeries(key string) func(cellKey) bool {
-	return func(k cellKey) bool { return seriesKey(Run{Policy: k.Policy, CPLoad: k.CPLoad}) == key }
+	return func(k cellKey) bool { return seriesKey(Run{Policy: k.Policy, SLOUS: k.SLOUS, CPLoad: k.CPLoad}) == key }
 }
 
 func seriesOf(r *Report) []string {

@@ -11,10 +11,15 @@ import (
 // by repeat.
 type cellKey struct {
 	Policy scheduler.PolicyName
+	SLOUS  float64 // the guard's bound taichi ran with; 0 for the others
 	VMs    int
 	Load   float64
 	CPLoad string
 }
+
+// name is the cell's policy as tables and legends show it: taichi with
+// its SLO ("taichi@250µs"), so each value of a sweep is its own row.
+func (k cellKey) name() string { return variantName(k.Policy, k.SLOUS) }
 
 type cell struct {
 	key  cellKey
@@ -25,7 +30,7 @@ type cell struct {
 func cellsOf(r *Report) []cell {
 	var cells []cell
 	for _, run := range r.Runs {
-		k := cellKey{run.Policy, run.VMs, run.Load, run.CPLoad}
+		k := cellKey{run.Policy, run.SLOUS, run.VMs, run.Load, run.CPLoad}
 		i := slices.IndexFunc(cells, func(c cell) bool { return c.key == k })
 		if i < 0 {
 			cells = append(cells, cell{key: k})

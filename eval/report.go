@@ -111,10 +111,14 @@ type DP struct {
 // Run is one (policy, density or load) cell.
 type Run struct {
 	Policy scheduler.PolicyName `json:"policy"`
-	Repeat int                  `json:"repeat"` // 0-based repeat of this cell
-	VMs    int                  `json:"vms,omitempty"`
-	Load   float64              `json:"load,omitempty"`    // DP utilisation the generator aimed at
-	CPLoad string               `json:"cp_load,omitempty"` // "none", "vm-startup", "stress-ng --dentry ..."
+	// SLOUS is the guard's bound (RX residence p99, µs) a taichi run ran
+	// with: a value of an SLO sweep, or the daemon's own; 0 for policies
+	// without the guard.
+	SLOUS  float64 `json:"slo_us,omitempty"`
+	Repeat int     `json:"repeat"` // 0-based repeat of this cell
+	VMs    int     `json:"vms,omitempty"`
+	Load   float64 `json:"load,omitempty"`    // DP utilisation the generator aimed at
+	CPLoad string  `json:"cp_load,omitempty"` // "none", "vm-startup", "stress-ng --dentry ..."
 
 	StartupMS *Percentiles `json:"startup_ms,omitempty"`
 	VMsOK     int          `json:"vms_ok,omitempty"`
@@ -342,7 +346,7 @@ func WriteMarkdown(w io.Writer, r *Report) {
 				return r.SpeedupVsStatic
 			})
 			fmt.Fprintf(w, "| %s | %d | %d | %d/%d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
-				c.key.Policy, c.key.VMs, len(c.runs), ok, failed,
+				c.key.name(), c.key.VMs, len(c.runs), ok, failed,
 				med(c.runs, startup(func(p Percentiles) float64 { return p.P50 })),
 				medNum(c.runs, startup(func(p Percentiles) float64 { return p.P99 })),
 				ratio(speed.Median), ratio(aggregate(c.runs, func(r Run) float64 { return r.CapacityBound }).Median),
@@ -368,7 +372,7 @@ func WriteMarkdown(w io.Writer, r *Report) {
 			}
 			last := c.runs[len(c.runs)-1]
 			fmt.Fprintf(w, "| %s | %s | %s | %d | %s (%s) | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s %s | %s |\n",
-				c.key.Policy, num(c.key.Load), c.key.CPLoad, len(c.runs),
+				c.key.name(), num(c.key.Load), c.key.CPLoad, len(c.runs),
 				medNum(c.runs, func(r Run) float64 { return r.DP.PPS }), medNum(c.runs, func(r Run) float64 { return r.DP.OfferedPPS }),
 				pct(aggregate(c.runs, func(r Run) float64 { return r.DP.Loss }).Median),
 				medNum(c.runs, res(func(p Percentiles) float64 { return p.P50 })),
@@ -397,13 +401,13 @@ func WriteMarkdown(w io.Writer, r *Report) {
 	var errs []string
 	for _, run := range r.Runs {
 		if run.Error != "" {
-			errs = append(errs, fmt.Sprintf("%s/%s/repeat %d: %s", run.Policy, cellName(run), run.Repeat, run.Error))
+			errs = append(errs, fmt.Sprintf("%s/%s/repeat %d: %s", run.name(), cellName(run), run.Repeat, run.Error))
 		}
 		for _, f := range run.Failures {
-			errs = append(errs, fmt.Sprintf("%s/%s/repeat %d: %s", run.Policy, cellName(run), run.Repeat, f))
+			errs = append(errs, fmt.Sprintf("%s/%s/repeat %d: %s", run.name(), cellName(run), run.Repeat, f))
 		}
 		for _, f := range run.CPLoadErrors {
-			errs = append(errs, fmt.Sprintf("%s/%s/repeat %d: CP load: %s", run.Policy, cellName(run), run.Repeat, f))
+			errs = append(errs, fmt.Sprintf("%s/%s/repeat %d: CP load: %s", run.name(), cellName(run), run.Repeat, f))
 		}
 	}
 	if len(errs) > 0 {

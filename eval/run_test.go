@@ -38,6 +38,9 @@ type plainSystem struct {
 	mu       sync.Mutex
 	policies []string
 	placed   int
+	// slo is the bound in force (default: 250µs); sloErr fails SetSLO.
+	slo    time.Duration
+	sloErr error
 }
 
 func (s *plainSystem) SetPolicy(_ context.Context, name scheduler.PolicyName) error {
@@ -58,6 +61,31 @@ func (s *plainSystem) Snapshot() (Snapshot, error) {
 func (s *plainSystem) DPCores() []int  { return []int{1} }
 func (s *plainSystem) CPCores() []int  { return []int{0} }
 func (s *plainSystem) DPPriority() int { return 50 }
+func (s *plainSystem) SLO() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.slo == 0 {
+		return 250 * time.Microsecond
+	}
+	return s.slo
+}
+func (s *plainSystem) SetSLO(v time.Duration) (func() error, error) {
+	prev := s.SLO()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sloErr != nil {
+		return nil, s.sloErr
+	}
+	s.slo = v
+	s.policies = append(s.policies, "slo="+v.String())
+	return func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.slo = prev
+		s.policies = append(s.policies, "slo="+prev.String())
+		return nil
+	}, nil
+}
 
 func testEnv(t *testing.T, sys System) *Env {
 	exe, err := os.Executable()

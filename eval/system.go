@@ -28,6 +28,11 @@ type System interface {
 	CPCores() []int
 	// DPPriority is the DP loop's SCHED_FIFO priority.
 	DPPriority() int
+	// SLO is the taichi guard's bound on RX residence p99 now.
+	SLO() time.Duration
+	// SetSLO changes that bound (an SLO sweep's value); restore puts back
+	// the bound, and where it came from, as it was before the call.
+	SetSLO(v time.Duration) (restore func() error, err error)
 }
 
 // Snapshot holds cumulative counters at one instant. Unknown values are

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/taichi-sched/taichi/controlplane"
@@ -71,6 +72,30 @@ type VMStartupConfig struct {
 	// Repeat runs every density this many times, the policies interleaved
 	// within each repeat; default 1.
 	Repeat int
+	// SLOs, when set, run taichi once per value (SLODefault: the daemon's
+	// own bound), interleaved with the other policies.
+	SLOs []time.Duration
+	// SweepTopOnly runs the SLO values other than SLODefault only at the
+	// highest density, the frontier's (a short sweep, as in the demo).
+	SweepTopOnly bool
+}
+
+// armsAt are the runs of one repeat at density n.
+func (c *VMStartupConfig) armsAt(n int) []arm {
+	arms := armsOf(c.Policies, c.SLOs)
+	if !c.SweepTopOnly || n == slices.Max(c.VMs) {
+		return arms
+	}
+	return slices.DeleteFunc(arms, func(a arm) bool { return a.slo != SLODefault })
+}
+
+// Runs is how many runs the experiment makes.
+func (c *VMStartupConfig) Runs() int {
+	n := 0
+	for _, vms := range c.VMs {
+		n += len(c.armsAt(vms))
+	}
+	return n * max(c.Repeat, 1)
 }
 
 // Validate names the first bad field.
@@ -98,7 +123,7 @@ func (c *VMStartupConfig) Validate() error {
 	if c.Repeat < 0 || c.Repeat > 100 {
 		return fmt.Errorf("repeat: %d: want 1..100", c.Repeat)
 	}
-	return nil
+	return validateSLOs(c.SLOs, c.Policies)
 }
 
 func validatePolicies(ps []scheduler.PolicyName) error {
@@ -134,10 +159,10 @@ func ParsePolicies(names []string) ([]scheduler.PolicyName, error) {
 	return out, nil
 }
 
-// setup is one cell of the dataplane and ping experiments: a policy with
+// setup is one cell of the dataplane and ping experiments: an arm with
 // the CP load, or the reference (static without it).
 type setup struct {
-	policy scheduler.PolicyName
+	arm
 	withCP bool
 }
 
@@ -145,15 +170,15 @@ func (s setup) String() string {
 	if !s.withCP {
 		return "reference"
 	}
-	return string(s.policy)
+	return s.arm.String()
 }
 
-// setupsWithReference leads the policies with the reference every
-// policy's run is compared with.
-func setupsWithReference(pols []scheduler.PolicyName) []setup {
-	out := []setup{{policy: scheduler.PolicyStatic}}
-	for _, p := range pols {
-		out = append(out, setup{policy: p, withCP: true})
+// setupsWithReference leads the arms with the reference every arm's run
+// is compared with.
+func setupsWithReference(arms []arm) []setup {
+	out := []setup{{arm: arm{policy: scheduler.PolicyStatic}}}
+	for _, a := range arms {
+		out = append(out, setup{arm: a, withCP: true})
 	}
 	return out
 }
@@ -184,18 +209,22 @@ func RunVMStartup(ctx context.Context, env *Env, cfg VMStartupConfig) (*Report, 
 			"so speedups can exceed the capacity bound. DP loss includes packets still in flight when the traffic stops at the last VM's completion."},
 	}
 	rep.Params["repeat"] = cfg.Repeat
+	if len(cfg.SLOs) > 0 {
+		rep.Params["slo_sweep_us"] = sloParam(cfg.SLOs)
+		rep.Params["slo_sweep_top_only"] = cfg.SweepTopOnly
+	}
 	maps.Copy(rep.Params, env.Facts)
 	for _, n := range cfg.VMs {
 		for r := range cfg.Repeat {
-			for _, pol := range cfg.Policies {
+			for _, a := range cfg.armsAt(n) {
 				if ctx.Err() != nil {
 					return finish(rep), ctx.Err()
 				}
-				label := fmt.Sprintf("%s, %d VMs, repeat %d/%d", pol, n, r+1, cfg.Repeat)
+				label := fmt.Sprintf("%s, %d VMs, repeat %d/%d", a, n, r+1, cfg.Repeat)
 				if env.Progress != nil {
 					env.Progress.Show(label)
 				}
-				run := vmStartupRun(ctx, env, cfg, pol, n, len(rep.Runs))
+				run := vmStartupRun(ctx, env, cfg, a, n, len(rep.Runs))
 				run.Repeat = r
 				rep.Runs = append(rep.Runs, run)
 				if env.Progress != nil {
@@ -230,13 +259,14 @@ func fillSpeedups(rep *Report) {
 	}
 }
 
-func vmStartupRun(ctx context.Context, env *Env, cfg VMStartupConfig, policy scheduler.PolicyName, n, seq int) (run Run) {
-	run = Run{Policy: policy, VMs: n, Load: cfg.DPLoad, CPLoad: "vm-startup"}
+func vmStartupRun(ctx context.Context, env *Env, cfg VMStartupConfig, a arm, n, seq int) (run Run) {
+	run = Run{Policy: a.policy, VMs: n, Load: cfg.DPLoad, CPLoad: "vm-startup"}
 	sys := env.System
-	if err := sys.SetPolicy(ctx, policy); err != nil {
-		run.Error = fmt.Sprintf("set policy: %v", err)
+	restoreSLO, ok := applyArm(ctx, sys, &run, a)
+	if !ok {
 		return run
 	}
+	defer restoreSLO()
 	env.settle(ctx)
 
 	p, err := controlplane.New(controlplane.Options{

@@ -44,10 +44,13 @@ func newEvalVMStartupCmd() *cobra.Command {
 			if cfg.Policies, err = dpPolicies(cmd, splitList(policies)); err != nil {
 				return &exitError{code: 2, err: err}
 			}
+			if cfg.SLOs, err = sloFlag(cmd); err != nil {
+				return &exitError{code: 2, err: err}
+			}
 			if err := cfg.Validate(); err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			return runExperiment(cmd, out, logFile, len(cfg.VMs)*len(cfg.Policies)*repeat, func(ctx context.Context, env *eval.Env) (*eval.Report, error) {
+			return runExperiment(cmd, out, logFile, cfg.Runs(), func(ctx context.Context, env *eval.Env) (*eval.Report, error) {
 				return eval.RunVMStartup(ctx, env, cfg)
 			})
 		},
@@ -62,6 +65,7 @@ func newEvalVMStartupCmd() *cobra.Command {
 	f.StringVar(&out, "out", "out/eval", "output directory")
 	f.StringVar(&logFile, "log", "", "write the daemon's log here (default: discard)")
 	addCPFlags(cmd)
+	addSLOFlag(cmd, "")
 	return cmd
 }
 
@@ -79,6 +83,9 @@ func newEvalDataplaneCmd() *cobra.Command {
 				return &exitError{code: 2, err: err}
 			}
 			cfg := eval.DataplaneConfig{Policies: pols, Duration: dur, Cyclictest: ct, Repeat: repeat, CPLoad: cpLoad}
+			if cfg.SLOs, err = sloFlag(cmd); err != nil {
+				return &exitError{code: 2, err: err}
+			}
 			for _, s := range splitList(loads) {
 				v, err := strconv.ParseFloat(s, 64)
 				if err != nil {
@@ -89,7 +96,7 @@ func newEvalDataplaneCmd() *cobra.Command {
 			if err := cfg.Validate(); err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			return runExperiment(cmd, out, logFile, len(cfg.Loads)*(len(cfg.Policies)+1)*repeat, func(ctx context.Context, env *eval.Env) (*eval.Report, error) {
+			return runExperiment(cmd, out, logFile, cfg.Runs(), func(ctx context.Context, env *eval.Env) (*eval.Report, error) {
 				return eval.RunDataplane(ctx, env, cfg)
 			})
 		},
@@ -104,6 +111,7 @@ func newEvalDataplaneCmd() *cobra.Command {
 	f.StringVar(&out, "out", "out/eval", "output directory")
 	f.StringVar(&logFile, "log", "", "write the daemon's log here (default: discard)")
 	addCPFlags(cmd)
+	addSLOFlag(cmd, "")
 	return cmd
 }
 
@@ -134,6 +142,22 @@ func addCPFlags(cmd *cobra.Command) {
 	cmd.Flags().String("cp-class", eval.DefaultCPClass,
 		"vcpu.class for CP work: idle or low-weight (the generator shares the CP core here; with idle, CP starves behind it)")
 	cmd.Flags().Int("cp-weight", eval.DefaultCPWeight, "vcpu.weight with --cp-class low-weight (100 = a normal task)")
+}
+
+// addSLOFlag adds --slo, taichi's SLO sweep, with def as its default
+// ("": no sweep).
+func addSLOFlag(cmd *cobra.Command, def string) {
+	cmd.Flags().String("slo", def, "sweep taichi's SLO (its RX residence p99 bound): run taichi once per value, e.g. 50us,100us,250us,1ms "+
+		"(default: the daemon's own bound), interleaved with the other policies; adds the Frontier section and figure")
+}
+
+// sloFlag parses --slo: nil without a sweep.
+func sloFlag(cmd *cobra.Command) ([]time.Duration, error) {
+	v, _ := cmd.Flags().GetString("slo")
+	if v == "" && !cmd.Flags().Changed("slo") {
+		return nil, nil
+	}
+	return eval.ParseSLOs(splitList(v))
 }
 
 // runExperiment sets the bench up, runs one experiment, writes its files and

@@ -27,6 +27,9 @@ func newEvalPingCmd() *cobra.Command {
 			}
 			cfg := eval.PingConfig{Policies: pols, Count: count, Interval: interval, Timeout: timeout,
 				Repeat: repeat, CPLoad: cpLoad, ClientFIFO: clientFIFO, Cyclictest: max(0, ct)}
+			if cfg.SLOs, err = sloFlag(cmd); err != nil {
+				return &exitError{code: 2, err: err}
+			}
 			// The config reads zero as "default"; on the command line it is a mistake.
 			for key, v := range map[string]int64{"count": int64(count), "interval": int64(interval), "timeout": int64(timeout), "repeat": int64(repeat)} {
 				if v <= 0 {
@@ -36,7 +39,7 @@ func newEvalPingCmd() *cobra.Command {
 			if err := cfg.Validate(); err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			return runExperiment(cmd, out, logFile, (len(cfg.Policies)+1)*repeat, func(ctx context.Context, env *eval.Env) (*eval.Report, error) {
+			return runExperiment(cmd, out, logFile, cfg.Runs(), func(ctx context.Context, env *eval.Env) (*eval.Report, error) {
 				return eval.RunPing(ctx, env, cfg)
 			})
 		},
@@ -53,5 +56,6 @@ func newEvalPingCmd() *cobra.Command {
 	f.StringVar(&out, "out", "out/eval", "output directory")
 	f.StringVar(&logFile, "log", "", "write the daemon's log here (default: discard)")
 	addCPFlags(cmd)
+	addSLOFlag(cmd, "")
 	return cmd
 }
