@@ -35,25 +35,44 @@ const residenceLabel = "RX residence (kernel RX stamp to DP loop)"
 //     are seen together;
 //   - dataplane.png: the RX residence tail (1 − CDF) per cell at one load
 //     beside residence p99 against load;
-//   - dataplane-cyclictest.png: cyclictest p99 on the DP core against load.
+//   - dataplane-cyclictest.png: cyclictest p99 on the DP core against load;
+//   - <experiment>-frontier.png, when the report swept taichi's SLO: DP
+//     latency p99 against the CP figure, the fixed policies as points and
+//     taichi's sweep as a line (see frontierFigure).
 //
 // Lines are medians over repeats; bars span the repeats' min–max.
 func WritePlots(dir string, r *Report) ([]string, error) {
+	var paths []string
 	switch r.Experiment {
 	case ExperimentPing:
-		return nil, nil // the table is the result
+		// The table is the result, and the frontier of a sweep.
 	case ExperimentVMStartup:
 		path := filepath.Join(dir, "vm-startup.png")
-		return []string{path}, vmStartupFigure(r).save(path)
+		if err := vmStartupFigure(r).save(path); err != nil {
+			return nil, err
+		}
+		paths = append(paths, path)
 	case ExperimentDataplane:
 		p1 := filepath.Join(dir, "dataplane.png")
 		p2 := filepath.Join(dir, "dataplane-cyclictest.png")
 		if err := dataplaneFigure(r).save(p1); err != nil {
 			return nil, err
 		}
-		return []string{p1, p2}, cyclictestFigure(r).save(p2)
+		if err := cyclictestFigure(r).save(p2); err != nil {
+			return nil, err
+		}
+		paths = append(paths, p1, p2)
+	default:
+		return nil, fmt.Errorf("eval: no plots for experiment %q", r.Experiment)
 	}
-	return nil, fmt.Errorf("eval: no plots for experiment %q", r.Experiment)
+	fp, err := writeFrontierPlot(dir, r)
+	if err != nil {
+		return nil, err
+	}
+	if fp != "" {
+		paths = append(paths, fp)
+	}
+	return paths, nil
 }
 
 // vmStartupFigure: left CP startup p50 (solid) and p99 (dashed), right DP
@@ -340,12 +359,15 @@ type panel struct {
 	grid       bool
 }
 
-// series is one line: points with optional min–max bars.
+// series is one line: points with optional min–max bars (vertical, and
+// horizontal where x is a measurement too) and optional point labels.
 type series struct {
-	xys    plotter.XYs
-	lo, hi []float64 // per point, nil for none
-	sty    style
-	slot   float64 // sideways shift in dodge widths (0: none)
+	xys      plotter.XYs
+	lo, hi   []float64 // per point, nil for none
+	xlo, xhi []float64 // per point, nil for none
+	labels   []string  // per point, nil for none
+	sty      style
+	slot     float64 // sideways shift in dodge widths (0: none)
 }
 
 func newPanel(title, x, y string) *panel { return &panel{title: title, xLabel: x, yLabel: y} }
@@ -368,6 +390,33 @@ func (p *panel) add(pts []point, sty style, slot float64) {
 	}
 	p.series = append(p.series, s)
 }
+
+// addXY draws pts, each measured in x and y, as a line in their order
+// with bars over both spreads and a label beside each point (labels nil:
+// none); a single point is a glyph.
+func (p *panel) addXY(pts []xyPoint, labels []string, sty style) {
+	if len(pts) == 0 {
+		return
+	}
+	s := series{sty: sty, labels: labels}
+	xSpans, ySpans := false, false
+	for _, pt := range pts {
+		s.xys = append(s.xys, plotter.XY{X: pt.x.Median, Y: pt.y.Median})
+		s.lo, s.hi = append(s.lo, pt.y.Min), append(s.hi, pt.y.Max)
+		s.xlo, s.xhi = append(s.xlo, pt.x.Min), append(s.xhi, pt.x.Max)
+		xSpans, ySpans = xSpans || pt.x.Min < pt.x.Max, ySpans || pt.y.Min < pt.y.Max
+	}
+	if !ySpans {
+		s.lo, s.hi = nil, nil
+	}
+	if !xSpans {
+		s.xlo, s.xhi = nil, nil
+	}
+	p.series = append(p.series, s)
+}
+
+// xyPoint is a cell measured on both axes, each over its repeats.
+type xyPoint struct{ x, y spread }
 
 // addCurve draws a line without points or bars.
 func (p *panel) addCurve(xys plotter.XYs, sty style) {
@@ -416,6 +465,33 @@ func (p *panel) build() (*plot.Plot, error) {
 			bars.LineStyle.Color, bars.LineStyle.Width = s.sty.color, vg.Points(1)
 			pl.Add(bars)
 		}
+		if s.xlo != nil {
+			errs := make(plotter.XErrors, len(xys))
+			for i := range errs {
+				errs[i].Low, errs[i].High = xys[i].X-fx(s.xlo[i]), fx(s.xhi[i])-xys[i].X
+			}
+			bars, err := plotter.NewXErrorBars(struct {
+				plotter.XYs
+				plotter.XErrors
+			}{xys, errs})
+			if err != nil {
+				return nil, err
+			}
+			bars.LineStyle.Color, bars.LineStyle.Width = s.sty.color, vg.Points(1)
+			pl.Add(bars)
+		}
+		if s.labels != nil {
+			ls, err := plotter.NewLabels(plotter.XYLabels{XYs: xys, Labels: s.labels})
+			if err != nil {
+				return nil, err
+			}
+			for i := range ls.TextStyle {
+				ls.TextStyle[i].Color = s.sty.color
+				ls.TextStyle[i].Font.Size = vg.Points(9)
+			}
+			ls.Offset = vg.Point{X: vg.Points(5), Y: vg.Points(3)}
+			pl.Add(ls)
+		}
 		l, err := plotter.NewLine(xys)
 		if err != nil {
 			return nil, err
@@ -455,12 +531,18 @@ func (p *panel) dropUnshowable() {
 		var out series
 		out.sty, out.slot = s.sty, s.slot
 		for i, pt := range s.xys {
-			if p.xLog && pt.X <= 0 || p.yLog && (pt.Y <= 0 || s.lo != nil && s.lo[i] <= 0) {
+			if p.xLog && (pt.X <= 0 || s.xlo != nil && s.xlo[i] <= 0) || p.yLog && (pt.Y <= 0 || s.lo != nil && s.lo[i] <= 0) {
 				continue
 			}
 			out.xys = append(out.xys, pt)
 			if s.lo != nil {
 				out.lo, out.hi = append(out.lo, s.lo[i]), append(out.hi, s.hi[i])
+			}
+			if s.xlo != nil {
+				out.xlo, out.xhi = append(out.xlo, s.xlo[i]), append(out.xhi, s.xhi[i])
+			}
+			if s.labels != nil {
+				out.labels = append(out.labels, s.labels[i])
 			}
 		}
 		if len(out.xys) > 0 {
@@ -477,6 +559,9 @@ func (p *panel) values() (xs, ys []float64) {
 			xs, ys = append(xs, pt.X), append(ys, pt.Y)
 			if s.lo != nil {
 				ys = append(ys, s.lo[i], s.hi[i])
+			}
+			if s.xlo != nil {
+				xs = append(xs, s.xlo[i], s.xhi[i])
 			}
 		}
 	}

@@ -398,6 +398,7 @@ func WriteMarkdown(w io.Writer, r *Report) {
 				causes(last.Reclaims))
 		}
 	}
+	writeFrontier(w, r)
 	var errs []string
 	for _, run := range r.Runs {
 		if run.Error != "" {
