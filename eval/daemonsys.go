@@ -3,6 +3,7 @@ package eval
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -83,7 +84,36 @@ func (s *DaemonSystem) Snapshot() (Snapshot, error) {
 			snap.CPCPUS = u.Total.Seconds()
 		}
 	}
+	snap.Blockers = confinedOf(st.Blockers)
 	return snap, nil
+}
+
+// confinedOf folds the daemon's blocker record into one entry per command:
+// its learnt back-off and strikes, the DP delay blamed on its processes,
+// and whether any of them is confined now.
+func confinedOf(st *daemon.BlockersStatus) []ConfinedCommand {
+	if st == nil {
+		return nil
+	}
+	var out []ConfinedCommand
+	entry := func(comm string) *ConfinedCommand {
+		i := slices.IndexFunc(out, func(c ConfinedCommand) bool { return c.Comm == comm })
+		if i < 0 {
+			out = append(out, ConfinedCommand{Comm: comm})
+			i = len(out) - 1
+		}
+		return &out[i]
+	}
+	for _, c := range st.Commands {
+		e := entry(c.Comm)
+		e.Strikes, e.Backoff, e.Confined = c.Strikes, c.Backoff, c.Until != nil
+	}
+	for _, t := range st.Tasks {
+		e := entry(t.Comm)
+		e.BlamedMs += t.TotalMs
+		e.Confined = e.Confined || t.ConfinedUntil != nil
+	}
+	return out
 }
 
 // SLO is the daemon's guard bound now.

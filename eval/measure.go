@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/taichi-sched/taichi/dataplane"
+	"github.com/taichi-sched/taichi/scheduler"
 )
 
 // histUS summarises a latency histogram in µs (bucket upper bounds capped
@@ -38,6 +39,8 @@ func (r *Run) measured(sys System, before, after Snapshot, beforeErr, afterErr e
 		d := after.Sub(before)
 		r.WallS = d.WallS
 		r.LentS, r.CPCPUS, r.Reclaims = d.LentS, d.CPCPUS, d.Reclaims
+		r.GuardBenches = int(d.Reclaims[scheduler.CauseGuard.String()])
+		r.Confined = d.Confined
 		r.HarvestedCPS = knownSeconds(d.CPOnDPS)
 		if d.DPBusyS >= 0 && d.WallS > 0 && len(sys.DPCores()) > 0 {
 			r.DP.IdleShare = max(0, 1-d.DPBusyS/(d.WallS*float64(len(sys.DPCores()))))

@@ -137,6 +137,12 @@ type Run struct {
 	LentS float64 `json:"lent_s"` // DP-core seconds lent to CP
 	// Reclaims counts lent periods ended during the run, by cause.
 	Reclaims map[string]uint64 `json:"reclaims,omitempty"`
+	// GuardBenches: how often the SLO guard benched a DP core during the
+	// run (reclaims by cause guard, summed over DP cores).
+	GuardBenches int `json:"guard_benches"`
+	// Confined: the commands blocker-aware lending blamed or confined
+	// during the run (see ConfinedCommand).
+	Confined []ConfinedCommand `json:"confined,omitempty"`
 	// HarvestedCPS: CP CPU seconds that ran on DP cores; null where the
 	// kernel reports no per-CPU usage (cgroup v2).
 	HarvestedCPS *float64 `json:"harvested_cp_s"`

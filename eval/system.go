@@ -2,6 +2,7 @@ package eval
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/prometheus/procfs"
@@ -62,6 +63,21 @@ type Snapshot struct {
 	// DPStealS is the time the hypervisor took the DP cores away (steal,
 	// summed over DP cores); negative when unknown.
 	DPStealS float64
+	// Blockers is blocker-aware lending's record per command so far
+	// (cumulative blame, strikes and back-off); nil when it is off.
+	Blockers []ConfinedCommand
+}
+
+// ConfinedCommand is one command blocker-aware lending dealt with: the DP
+// delay blamed on its processes, how often it was confined (its back-off
+// doubles with each strike), its current back-off, and whether it was
+// confined when the snapshot was taken.
+type ConfinedCommand struct {
+	Comm     string  `json:"comm"`
+	BlamedMs float64 `json:"blamed_ms"`
+	Strikes  int     `json:"strikes"`
+	Backoff  string  `json:"backoff,omitempty"`
+	Confined bool    `json:"confined"`
 }
 
 // Delta is what happened between two snapshots.
@@ -71,6 +87,9 @@ type Delta struct {
 	Residence, Exposed, Lead               dataplane.Histogram
 	HaveDPHist                             bool
 	DPStealS                               float64
+	// Confined: the commands blamed, struck or confined in the interval
+	// (strikes, back-off and confinement as at its end).
+	Confined []ConfinedCommand
 }
 
 // Sub returns s - before, keeping unknown (negative) values unknown.
@@ -94,7 +113,29 @@ func (s Snapshot) Sub(before Snapshot) Delta {
 		Residence:  s.Residence.Sub(before.Residence),
 		Exposed:    s.Exposed.Sub(before.Exposed),
 		Lead:       s.Lead.Sub(before.Lead),
+		Confined:   subConfined(s.Blockers, before.Blockers),
 	}
+}
+
+// subConfined is what blocker-aware lending did between two records: per
+// command, the blame added (a process that left the record takes its
+// blame with it: never below 0), kept when the command was blamed,
+// struck or is confined now.
+func subConfined(after, before []ConfinedCommand) []ConfinedCommand {
+	var out []ConfinedCommand
+	for _, a := range after {
+		c := a
+		if i := slices.IndexFunc(before, func(b ConfinedCommand) bool { return b.Comm == a.Comm }); i >= 0 {
+			c.BlamedMs = max(0, a.BlamedMs-before[i].BlamedMs)
+			if a.Strikes == before[i].Strikes && c.BlamedMs == 0 && !a.Confined {
+				continue
+			}
+		} else if a.Strikes == 0 && a.BlamedMs == 0 && !a.Confined {
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 // stealSeconds sums the steal time of cpus from /proc/stat; -1 when it
