@@ -118,6 +118,7 @@ func SelfCheck(r *Report) []Check {
 	if r.Experiment == ExperimentDataplane {
 		checks = append(checks, referenceIsLowest(r)...)
 	}
+	checks = append(checks, offeredAsRequested(r))
 	if !slices.ContainsFunc(checks, func(c Check) bool { return c.Name == "CP load ran and was placed" }) {
 		add(true, "CP load ran and was placed", "every CP load ran for its whole run and used CPU")
 	}
@@ -196,4 +197,35 @@ func residenceP99(run Run) float64 {
 		return math.NaN()
 	}
 	return run.DP.ResidenceUS.P99
+}
+
+// minOfferedShare is the least share of its requested rate the generator
+// must offer in a run: under it, that cell's DP carried less traffic than
+// the others and its figures do not compare.
+const minOfferedShare = 0.95
+
+// offeredAsRequested: every run with a generator offered at least
+// minOfferedShare of the rate it asked for, so every cell saw the same
+// load (the generator shares the CP core with whatever CP runs there).
+func offeredAsRequested(r *Report) Check {
+	const name = "every cell offered the requested DP load"
+	var short []string
+	checked := 0
+	for _, run := range r.Runs {
+		if run.DP.RequestedPPS <= 0 {
+			continue
+		}
+		checked++
+		if share := run.DP.OfferedPPS / run.DP.RequestedPPS; share < minOfferedShare {
+			short = append(short, fmt.Sprintf("%s %s repeat %d: offered %s pps of %s requested (%.0f%%)",
+				run.name(), cellName(run), run.Repeat, num(run.DP.OfferedPPS), num(run.DP.RequestedPPS), 100*share))
+		}
+	}
+	switch {
+	case len(short) > 0:
+		return Check{Name: name, Detail: fmt.Sprintf("under %.0f%% of the requested rate: %s", 100*minOfferedShare, strings.Join(short, "; "))}
+	case checked == 0:
+		return Check{Name: name, OK: true, Detail: "no run used the traffic generator"}
+	}
+	return Check{Name: name, OK: true, Detail: fmt.Sprintf("all %d runs with the generator offered at least %.0f%% of the requested rate", checked, 100*minOfferedShare)}
 }

@@ -70,9 +70,13 @@ type Machine struct {
 
 // DP is the data plane's side of a run.
 type DP struct {
-	OfferedPPS float64 `json:"offered_pps"`
-	PPS        float64 `json:"pps"`
-	Loss       float64 `json:"loss"` // fraction of sent packets not received back
+	// OfferedPPS is what the generator sent over its sending time;
+	// RequestedPPS what its schedule asked for over that time (0 when the
+	// run had no generator, e.g. ping). The self-check holds them equal.
+	OfferedPPS   float64 `json:"offered_pps"`
+	RequestedPPS float64 `json:"requested_pps,omitempty"`
+	PPS          float64 `json:"pps"`
+	Loss         float64 `json:"loss"` // fraction of sent packets not received back
 	// ResidenceUS is the headline DP latency: per packet, from the kernel's
 	// RX stamp to the DP loop picking it up, measured in the loop. It is the
 	// delay the DP core adds, whatever the generator's CPU is doing.

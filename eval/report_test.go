@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -289,4 +290,41 @@ func failed(r *Report, name string) bool {
 		}
 	}
 	return false
+}
+
+// A cell whose generator fell more than 5% short of its requested rate
+// fails the self-check, naming the cell and both rates; 96% passes.
+func TestCheckOfferedAsRequested(t *testing.T) {
+	const name = "every cell offered the requested DP load"
+	for _, c := range []struct {
+		share float64
+		ok    bool
+	}{{0.96, true}, {0.94, false}} {
+		r := dataplaneReport(40, 400, 2)
+		for i := range r.Runs {
+			r.Runs[i].DP.RequestedPPS, r.Runs[i].DP.OfferedPPS = 28400, 28400
+		}
+		r.Runs[2].DP.OfferedPPS = c.share * 28400 // dynamic, repeat 0
+		SelfCheck(r)
+		i := slices.IndexFunc(r.Checks, func(ch Check) bool { return ch.Name == name })
+		if i < 0 {
+			t.Fatalf("%v: no check %q in %+v", c.share, name, r.Checks)
+		}
+		got := r.Checks[i]
+		if got.OK != c.ok || r.Valid != c.ok {
+			t.Errorf("offered %.0f%%: ok %v (report valid %v), want %v: %s", 100*c.share, got.OK, r.Valid, c.ok, got.Detail)
+		}
+		if !c.ok {
+			for _, want := range []string{"dynamic load 0.30 repeat 0", "offered 26696 pps", "28400 requested", "(94%)"} {
+				if !strings.Contains(got.Detail, want) {
+					t.Errorf("detail %q lacks %q", got.Detail, want)
+				}
+			}
+		}
+	}
+	// Runs without the generator (ping) are not judged.
+	r := dataplaneReport(40, 400, 2)
+	if i := slices.IndexFunc(SelfCheck(r), func(ch Check) bool { return ch.Name == name }); i >= 0 {
+		t.Errorf("runs without a requested rate failed: %+v", r.Checks)
+	}
 }

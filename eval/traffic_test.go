@@ -1,8 +1,17 @@
 package eval
 
 import (
+	"errors"
 	"math"
+	"slices"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/taichi-sched/taichi/internal/linuxsched"
+	"github.com/taichi-sched/taichi/internal/testenv"
+	"github.com/taichi-sched/taichi/trafficgen"
 )
 
 func TestShapeOnOffKeepsTheAverage(t *testing.T) {
@@ -18,5 +27,68 @@ func TestShapeOnOffKeepsTheAverage(t *testing.T) {
 		if c.capacity > 0 && float64(burst) > math.Max(float64(c.rate), burstShare*float64(c.capacity))+1 {
 			t.Errorf("%+v: burst %d above both the rate and %.0f%% of capacity", c, burst, 100*burstShare)
 		}
+	}
+}
+
+// The requested rate of an on/off run is what its schedule asks for over
+// the time it sent, wherever in a cycle the run ended.
+func TestOfferedScheduledRate(t *testing.T) {
+	burst, on, off := shapeOnOff(28400, 94000) // load 0.3: bursts at half capacity
+	o := trafficgen.Options{Pattern: trafficgen.PatternOnOff, Rate: burst, On: on, Off: off}
+	period := on + off
+	for _, c := range []struct {
+		d    time.Duration
+		want float64
+	}{
+		{10 * period, 28400}, // whole cycles: the average
+		{10*period + on, float64(burst) * 11 * on.Seconds() / (10*period + on).Seconds()}, // ended after a burst
+		{on / 2, float64(burst)}, // inside the first burst
+		{0, 0},
+	} {
+		if got := scheduledPPS(o, c.d); math.Abs(got-c.want) > 0.005*c.want+1e-9 {
+			t.Errorf("after %v: %.0f pps, want %.0f", c.d, got, c.want)
+		}
+	}
+	if got := scheduledPPS(trafficgen.Options{Pattern: trafficgen.PatternConstant, Rate: 70000}, time.Second); got != 70000 {
+		t.Errorf("constant: %v", got)
+	}
+}
+
+// The generator's sender runs on the CP core at SCHED_FIFO GeneratorFIFO,
+// and its thread is given back as it was.
+func TestOfferedSenderThreadFIFO(t *testing.T) {
+	testenv.NeedRoot(t, "SCHED_FIFO")
+	cpus, err := linuxsched.Affinity(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpu := cpus[len(cpus)-1]
+	var tid int
+	var inside linuxsched.Class
+	var insideCPUs []int
+	err = onFIFOThread(cpu, GeneratorFIFO, func() error {
+		tid = unix.Gettid()
+		var err error
+		if inside, err = linuxsched.Get(tid); err != nil {
+			return err
+		}
+		insideCPUs, err = linuxsched.Affinity(tid)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inside != linuxsched.FIFO(GeneratorFIFO) || !slices.Equal(insideCPUs, []int{cpu}) {
+		t.Errorf("sender ran %s on %v, want %s on [%d]", inside, insideCPUs, linuxsched.FIFO(GeneratorFIFO), cpu)
+	}
+	// The thread went back to the runtime: it must be as it was.
+	if c, err := linuxsched.Get(tid); err == nil && c.Policy == unix.SCHED_FIFO {
+		t.Errorf("thread %d left %s", tid, c)
+	}
+	if got, err := linuxsched.Affinity(tid); err == nil && !slices.Equal(got, cpus) {
+		t.Errorf("thread %d left on %v, was %v", tid, got, cpus)
+	}
+	if err := onFIFOThread(cpu, GeneratorFIFO, func() error { return errors.New("boom") }); err == nil || err.Error() != "boom" {
+		t.Errorf("f's error: got %v", err)
 	}
 }
