@@ -79,6 +79,7 @@ var InternalSchedulerParams = []string{
 	"ReclaimTimeout", // raised to 4 x scheduler.slice_max when needed
 	"ActuatorRetry",  // retry of a failed cpuset write
 	"ReleaseQuiet",   // the SLO rule's quiet period before a release
+	"BudgetHorizon",  // the span the SLO rule judges the p99 over
 }
 
 // SchedulerParams returns the engine parameters this configuration asks

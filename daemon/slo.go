@@ -28,6 +28,9 @@ type SLOStatus struct {
 	Source string `json:"source"`
 	// Why explains an auto value (the measurement and the rule).
 	Why string `json:"why,omitempty"`
+	// Horizon is the span the SLO is judged over (the scheduler's budget
+	// horizon).
+	Horizon time.Duration `json:"horizon_ns,omitempty"`
 	// WakeP50/WakeP99: the measured wake cost an auto value came from.
 	WakeP50 time.Duration `json:"wake_p50_ns,omitempty"`
 	WakeP99 time.Duration `json:"wake_p99_ns,omitempty"`
@@ -68,4 +71,14 @@ func (d *Daemon) dpPriority(cpu int) int {
 		return l.cfg.Priority
 	}
 	return dataplane.DefaultPriority
+}
+
+// sloStatus is the SLO as status shows it: its value and where it came
+// from, and the horizon the scheduler judges it over.
+func (d *Daemon) sloStatus() SLOStatus {
+	d.mu.Lock()
+	st := d.slo
+	d.mu.Unlock()
+	st.Horizon = d.sched.Params().BudgetHorizon
+	return st
 }

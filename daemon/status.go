@@ -70,14 +70,16 @@ type CoreStatus struct {
 	// started (0 without a loop of ours or packets).
 	ResidenceP99us float64 `json:"residence_p99_us,omitempty"`
 	GuardTrips     uint64  `json:"guard_trips,omitempty"`
-	// Budget is the share of the SLO the core's residence p99 uses over
-	// the window (an upper bound; 0 without packets); Verdict is the SLO
-	// rule's last judgement (calm, high, breach, unknown); Confines: CP
-	// processes confined for this core's windows.
-	Budget   float64 `json:"budget"`
-	Verdict  string  `json:"verdict,omitempty"`
-	Pressed  bool    `json:"pressed,omitempty"`
-	Confines uint64  `json:"confines,omitempty"`
+	// Budget is the share of the SLO the core's residence p99 over the
+	// budget horizon uses (an upper bound; 0 without packets), WindowBudget
+	// the same over the last window; Verdict is the SLO rule's last
+	// judgement (calm, high, breach, unknown); Confines: CP processes
+	// confined for this core's windows.
+	Budget       float64 `json:"budget"`
+	WindowBudget float64 `json:"window_budget"`
+	Verdict      string  `json:"verdict,omitempty"`
+	Pressed      bool    `json:"pressed,omitempty"`
+	Confines     uint64  `json:"confines,omitempty"`
 }
 
 // LoopStatus is one DP loop.
@@ -128,7 +130,7 @@ func (d *Daemon) Status() Status {
 		Kmod:      d.kmodStatus(),
 		DPDK:      d.dpdkStatus(),
 		Daemon:    d.selfCPU.status(),
-		SLO:       d.slo,
+		SLO:       d.sloStatus(),
 		Blockers:  d.blockersStatus(),
 	}
 	st.Policy = st.Scheduler.Policy
@@ -179,7 +181,7 @@ func (d *Daemon) Status() Status {
 		cs := CoreStatus{
 			CPU: c.CPU, Role: "dp", State: stateName(c.State), InPool: slices.Contains(poolCPUs, c.CPU),
 			Hold: c.Hold.String(), LentSeconds: c.LentTotal.Seconds(), GuardTrips: c.GuardTrips,
-			Budget: c.Budget, Verdict: c.Verdict.String(), Pressed: c.Pressed, Confines: c.Confines,
+			Budget: c.Budget, WindowBudget: c.WindowBudget, Verdict: c.Verdict.String(), Pressed: c.Pressed, Confines: c.Confines,
 			WakeP99us: float64(c.WakeLatency.P99) / float64(time.Microsecond),
 		}
 		d.mu.Lock()

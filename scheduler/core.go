@@ -67,8 +67,11 @@ type counters struct {
 type measured struct {
 	emptyPolls int64
 	wakeHist   histogram
-	slo        sloWindow // per-packet residence while lendable
-	verdict    Verdict   // the SLO rule's last judgement of the window
+	slo        sloWindow // per-packet residence while lendable, over SLOWindow
+	horizon    sloWindow // the same over BudgetHorizon: what the SLO is judged on
+	verdict    Verdict   // the SLO rule's last judgement of the horizon
+	// lastConfine: when the rule last confined a CP task for this core.
+	lastConfine time.Time
 	// quietSince: the window's p99 has been at or below the low-water mark
 	// since then (zero: it is not).
 	quietSince time.Time

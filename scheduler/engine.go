@@ -118,6 +118,7 @@ func newEngine(p Params, cpus []int, act Actuator, log *slog.Logger, now time.Ti
 		c.quietSince = now
 		c.pol = e.newCorePolicy(c)
 		c.slo.samples = newRing[residenceSample](sloWindowCap)
+		c.horizon.samples = newRing[residenceSample](sloWindowCap)
 		c.load.samples = newRing[loadSample](loadWindowCap)
 		e.cores = append(e.cores, c)
 		e.byCPU[cpu] = c
@@ -149,6 +150,7 @@ func (e *engine) setPolicy(pol Policy, now time.Time) {
 		for _, c := range e.cores {
 			c.pol = e.newCorePolicy(c)
 			c.slo.reset()
+			c.horizon.reset()
 		}
 	}
 	if !e.started {
@@ -164,6 +166,7 @@ func (e *engine) setSLO(d time.Duration) {
 	e.p.SLO = d
 	for _, c := range e.cores {
 		c.slo.reset()
+		c.horizon.reset()
 	}
 	e.log.Info("scheduler slo", "slo", d)
 }
@@ -413,13 +416,15 @@ func (e *engine) wake(c *core, cause WakeCause, at time.Time) {
 	c.pol.Returned(why, lent)
 }
 
-// sloSample feeds the SLO rule with what packets felt: the window's
-// per-packet RX residence p99 against the SLO's marks. A wake's latency is
-// not the signal: a probe that fires early is never latency, and only
-// packets that waited count.
+// sloSample feeds the SLO rule with what packets felt: per-packet RX
+// residence, counted at the SLO's marks over the window (what packets feel
+// now) and over the budget horizon (the contract: the p99 the operator
+// judges). A wake's latency is not the signal: a probe that fires early is
+// never latency, and only packets that waited count.
 func (e *engine) sloSample(c *core, at time.Time, r Residence) {
 	c.sloSeen++
 	c.slo.expire(at, e.p.SLOWindow)
+	c.horizon.expire(at, e.p.BudgetHorizon)
 	if !c.inCPUSet {
 		// Not lendable (static, benched, held): what packets felt then says
 		// nothing about lending, and must not bench the core when it resumes.
@@ -432,11 +437,25 @@ func (e *engine) sloSample(c *core, at time.Time, r Residence) {
 		}
 	}
 	c.slo.add(s)
-	c.verdict = c.pol.Guard(at, &c.slo)
+	c.horizon.add(s)
+	c.verdict = c.pol.Guard(at, &c.horizon)
 	switch c.verdict {
 	case VerdictHigh, VerdictBreach:
 		c.quietSince = time.Time{}
-		if e.confineWorst(c) {
+		// Act on what packets feel now: the window must be above the mark
+		// too (the horizon remembers a storm long after it is confined),
+		// and one confinement a window is as many as its evidence supports.
+		mark := markHigh
+		if c.verdict == VerdictBreach {
+			mark = markSLO
+		}
+		if !c.slo.exceeds(mark) || c.slo.Packets() < uint64(e.p.SLOMinSamples)/10 {
+			break
+		}
+		if !c.lastConfine.IsZero() && at.Sub(c.lastConfine) < e.p.SLOWindow {
+			break
+		}
+		if e.confineWorst(c, at) {
 			break
 		}
 		if c.verdict == VerdictBreach {
@@ -445,7 +464,7 @@ func (e *engine) sloSample(c *core, at time.Time, r Residence) {
 			c.slo.reset()
 		}
 	case VerdictCalm:
-		if c.slo.exceeds(markLow) {
+		if c.horizon.exceeds(markLow) {
 			c.quietSince = time.Time{}
 		} else if c.quietSince.IsZero() {
 			c.quietSince = at
@@ -454,19 +473,18 @@ func (e *engine) sloSample(c *core, at time.Time, r Residence) {
 	e.maybeRelease(at)
 }
 
-// confineWorst asks for the CP task that delayed c's packets most to be
-// confined. A confinement clears the window: the late packets counted so
-// far were that task's doing, and it is gone from the DP cores.
-func (e *engine) confineWorst(c *core) bool {
+// confineWorst asks for the CP task that delayed c's packets most over the
+// window to be confined.
+func (e *engine) confineWorst(c *core, at time.Time) bool {
 	if e.ctl == nil || !e.pol.ConfinesBlockers() {
 		return false
 	}
-	if !e.ctl.ConfineWorst(c.cpu, e.p.SLOWindow, c.slo.Budget()) {
+	if !e.ctl.ConfineWorst(c.cpu, e.p.SLOWindow, c.horizon.Budget()) {
 		c.confineMisses++
 		return false
 	}
 	c.confines++
-	c.slo.reset()
+	c.lastConfine = at
 	return true
 }
 

@@ -16,8 +16,15 @@ type Params struct {
 	// SLO is the bound on a core's per-packet RX residence p99 (taichi's
 	// guard): how long packets may wait at the DP core.
 	SLO time.Duration
-	// SLOWindow is the sliding window the p99 is taken over.
+	// SLOWindow is the sliding window of what packets feel now: the SLO
+	// rule acts (confines, benches) only while it is above a mark too, and
+	// blames the CP tasks that delayed packets within it.
 	SLOWindow time.Duration
+	// BudgetHorizon is the sliding window the SLO is judged on: its p99
+	// against the SLO's marks sets the pressure, confinement, benching and
+	// releases. Longer than SLOWindow, so short bursts spend the budget
+	// instead of tripping the rule.
+	BudgetHorizon time.Duration
 	// SLOMinSamples is how many packets the window needs before the guard
 	// judges it (a p99 of three packets is just their maximum). A thousand
 	// also gives the blocker tracer time to confine what delays the first
@@ -83,6 +90,7 @@ func DefaultParams() Params {
 		Policy:           PolicyTaichi,
 		SLO:              200 * time.Microsecond,
 		SLOWindow:        time.Second,
+		BudgetHorizon:    30 * time.Second,
 		SLOMinSamples:    1000,
 		GuardBackoff:     time.Second,
 		GuardBackoffMax:  time.Minute,
@@ -131,6 +139,9 @@ func (p Params) Validate() error {
 	}
 	positive("SLO", "slo", p.SLO)
 	positive("SLOWindow", "slo_window", p.SLOWindow)
+	if p.BudgetHorizon < p.SLOWindow {
+		bad("BudgetHorizon", "budget_horizon", "must be at least slo_window (%v), got %v", p.SLOWindow, p.BudgetHorizon)
+	}
 	if p.SLOMinSamples < 1 {
 		bad("SLOMinSamples", "slo_min_samples", "must be at least 1, got %d", p.SLOMinSamples)
 	}

@@ -103,14 +103,15 @@ type CorePolicy interface {
 	Returned(why Cause, lent time.Duration)
 	// Busy: the loop handled packets again (an idle gap ended).
 	Busy()
-	// Guard judges the SLO window after a sample taken while lendable
-	// (the SLO rule: see Verdict). The engine confines on High and Breach,
-	// and calls Bench on a Breach that no confinement can answer.
-	Guard(at time.Time, w SLOWindow) Verdict
-	// Bench takes the core out of lending for a back-off: the window
-	// breached the SLO and no CP task could be confined for it. The engine
-	// counts the trip and clears the window.
-	Bench(at time.Time, w SLOWindow)
+	// Guard judges the budget horizon after a sample taken while lendable
+	// (the SLO rule: see Verdict). The engine confines on High and Breach
+	// while the window is above the mark too, and calls Bench on a Breach
+	// that no confinement can answer.
+	Guard(at time.Time, horizon SLOWindow) Verdict
+	// Bench takes the core out of lending for a back-off: the SLO is
+	// breached, the window too, and no CP task could be confined for it.
+	// The engine counts the trip and clears the window.
+	Bench(at time.Time, window SLOWindow)
 	// Load judges the mean busy fraction over the load window, covering
 	// covered of it. A true result means a load hold began.
 	Load(at time.Time, mean float64, covered time.Duration) (held bool)
@@ -118,8 +119,9 @@ type CorePolicy interface {
 	Describe(cs *CoreSnapshot)
 }
 
-// SLOWindow is the guard's evidence: per-packet RX residence over the
-// sliding window, while the core was lendable.
+// SLOWindow is the guard's evidence: per-packet RX residence over a
+// sliding window (the budget horizon or SLOWindow), while the core was
+// lendable.
 type SLOWindow interface {
 	Packets() uint64
 	Late() uint64

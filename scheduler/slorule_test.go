@@ -40,13 +40,13 @@ func (r *confiningRecorder) ReleaseOne() bool {
 	return true
 }
 
-// sloHarness runs the engine with SLO 100µs, 100 packets to judge and a
-// 1s window, over cpus, with candidates to confine.
+// sloHarness runs the engine with SLO 100µs, 100 packets to judge, a 1s
+// window and a 3s budget horizon, over cpus, with candidates to confine.
 func sloHarness(t *testing.T, policy PolicyName, candidates map[int][]string, cpus ...int) (*harness, *confiningRecorder) {
 	t.Helper()
 	p := DefaultParams()
 	p.Policy = policy
-	p.SLO, p.SLOMinSamples, p.SLOWindow, p.ReleaseQuiet = us(100), 100, time.Second, 5*time.Second
+	p.SLO, p.SLOMinSamples, p.SLOWindow, p.BudgetHorizon, p.ReleaseQuiet = us(100), 100, time.Second, 3*time.Second, 5*time.Second
 	if len(cpus) == 0 {
 		cpus = []int{1}
 	}
@@ -81,26 +81,31 @@ var (
 	waitBreach = us(150)
 )
 
-// A window whose p99 is above the high-water mark but within the SLO
-// confines the most costly CP task once, clears the window, and benches
-// nothing; taichi lends with care from then on.
+// A p99 above the high-water mark but within the SLO, over the horizon
+// and the window alike, confines the most costly CP task, one a window,
+// and benches nothing; taichi lends with care from then on. A window that
+// calmed down confines nothing more, although the horizon remembers.
 func TestSLORuleConfinesAboveHighWaterMark(t *testing.T) {
-	h, act := sloHarness(t, PolicyTaichi, map[int][]string{1: {"nft", "ip"}})
+	h, act := sloHarness(t, PolicyTaichi, map[int][]string{1: {"nft", "ip", "tc"}})
 	h.residenceWaited(1, ms(100), 200, 4, waitHigh) // 2% above 75µs
 	eq(t, "confine", only(act.take(), "confine", "reclaim"), []string{"confine 1 nft"})
-	c := h.core(1)
-	if c.slo.packets != 0 || c.reclaims[CauseGuard] != 0 || !h.taichi(1).pressed || c.confines != 1 {
-		t.Fatalf("window %d packets, trips %d, pressed %v, confines %d", c.slo.packets, c.reclaims[CauseGuard], h.taichi(1).pressed, c.confines)
+	if c := h.core(1); c.reclaims[CauseGuard] != 0 || !h.taichi(1).pressed || c.confines != 1 {
+		t.Fatalf("trips %d, pressed %v, confines %d", c.reclaims[CauseGuard], h.taichi(1).pressed, c.confines)
 	}
 	if act.budgets[0] != 0.875 {
 		t.Errorf("budget handed with the confinement %v, want 0.875 (p99 between 75µs and 87.5µs)", act.budgets[0])
 	}
-	// Only as many as needed: the next window within the high mark confines
-	// nothing more.
-	h.residenceWaited(1, ms(200), 200, 4, waitMiddle)
-	eq(t, "no second confinement", only(act.take(), "confine"), nil)
-	if s := h.snap(1, ms(200)); s.Verdict != VerdictCalm || s.Budget != 0.625 || !s.Pressed || s.Confines != 1 {
-		t.Errorf("snapshot verdict %v budget %v pressed %v confines %d", s.Verdict, s.Budget, s.Pressed, s.Confines)
+	h.residenceWaited(1, ms(600), 200, 4, waitHigh)
+	eq(t, "one a window", only(act.take(), "confine"), nil)
+	h.residenceWaited(1, ms(1100), 200, 4, waitHigh)
+	eq(t, "the next window", only(act.take(), "confine"), []string{"confine 1 ip"})
+	// The window calms down (the old samples expire), the horizon still
+	// holds them: nothing more is confined.
+	h.advance(ms(2200))
+	h.residenceWaited(1, ms(2200), 200, 0, 0)
+	eq(t, "calm window", only(act.take(), "confine"), nil)
+	if s := h.snap(1, ms(2200)); s.Verdict != VerdictHigh || s.Budget != 0.875 || s.WindowBudget != 0.125 || !s.Pressed || s.Confines != 2 {
+		t.Errorf("snapshot verdict %v budget %v window %v pressed %v confines %d", s.Verdict, s.Budget, s.WindowBudget, s.Pressed, s.Confines)
 	}
 }
 
@@ -114,9 +119,9 @@ func TestSLORuleBenchesOnlyWhenNothingCanBeConfined(t *testing.T) {
 	if h.taichi(1).benched {
 		t.Fatal("benched although a CP task was confined")
 	}
-	h.residenceWaited(1, ms(200), 200, 10, waitBreach)
+	h.residenceWaited(1, ms(1200), 200, 10, waitBreach)
 	eq(t, "second breach", only(act.take(), "confine", "reclaim"), []string{"confine 1: none", "reclaim 1"})
-	if s := h.snap(1, ms(200)); !s.Benched || s.GuardTrips != 1 || s.ConfineMisses != 1 || s.Hold != HoldGuard {
+	if s := h.snap(1, ms(1200)); !s.Benched || s.GuardTrips != 1 || s.ConfineMisses != 1 || s.Hold != HoldGuard {
 		t.Errorf("benched %v trips %d misses %d hold %q", s.Benched, s.GuardTrips, s.ConfineMisses, s.Hold)
 	}
 }
@@ -136,39 +141,32 @@ func TestSLORuleHighWithNothingToConfineKeepsLending(t *testing.T) {
 }
 
 // Confined commands are released one at a time, each after every lending
-// core's p99 stayed at or below the low-water mark for the quiet period; a
-// window between the marks holds releases back.
+// core's horizon p99 stayed at or below the low-water mark for the quiet
+// period; a core between the marks holds releases back.
 func TestSLORuleReleasesOneAtATimeAfterQuiet(t *testing.T) {
-	h, act := sloHarness(t, PolicyTaichi, map[int][]string{1: {"nft", "ip"}, 2: {"tc"}}, 1, 2)
-	h.residenceWaited(1, ms(100), 200, 4, waitHigh)
-	h.residenceWaited(1, ms(200), 200, 4, waitHigh)
-	h.residenceWaited(2, ms(300), 200, 4, waitHigh)
-	eq(t, "confined", only(act.take(), "confine"), []string{"confine 1 nft", "confine 1 ip", "confine 2 tc"})
-
-	feed := func(cpu int, from, to time.Duration, wait time.Duration) {
-		for tm := from; tm <= to; tm += ms(100) {
-			h.residenceWaited(cpu, tm, 200, 4, wait)
-		}
+	h, act := sloHarness(t, PolicyTaichi, nil, 1, 2)
+	act.confined = []string{"nft", "ip", "tc"}
+	// Core 1 is quiet from the start, core 2 only sits between the marks.
+	for tm := ms(100); tm <= ms(6000); tm += ms(100) {
+		h.residenceWaited(1, tm, 200, 4, waitLow)
+		h.residenceWaited(2, tm, 200, 4, waitMiddle)
 	}
-	// Core 1 calms down at once, core 2 only sits between the marks.
-	feed(1, ms(400), ms(6000), waitLow)
-	feed(2, ms(400), ms(6000), waitMiddle)
 	eq(t, "core 2 between the marks: nothing released", only(act.take(), "release"), nil)
-	// Core 2 calms down at 6.1s; its window forgets the last sample above
-	// the low mark at 7s: quiet since then on both.
-	for tm := ms(6100); tm <= ms(17000); tm += ms(100) {
+	// Core 2 calms down at 6.1s; from 7.5s its horizon holds at most 15 of
+	// its 30 samples with 2% above the low mark, 1% in all: its p99 is
+	// within the mark, quiet since then on both.
+	for tm := ms(6100); tm <= ms(20000); tm += ms(100) {
 		h.residenceWaited(1, tm, 200, 4, waitLow)
 		h.residenceWaited(2, tm, 200, 4, waitLow)
 		if got := only(act.take(), "release"); len(got) > 0 {
-			t.Logf("%v: %v", tm, got)
 			eq(t, fmt.Sprintf("release at %v", tm), got, []string{"release " + []string{"nft", "ip", "tc"}[h.e.releases-1]})
-			if want := ms(7000) + time.Duration(h.e.releases)*5*time.Second; tm != want {
+			if want := ms(7500) + time.Duration(h.e.releases)*5*time.Second; tm != want {
 				t.Errorf("release %d at %v, want %v (one quiet period each)", h.e.releases, tm, want)
 			}
 		}
 	}
 	if h.e.releases != 2 {
-		t.Errorf("%d releases by 17s, want 2 (at 12s and 17s)", h.e.releases)
+		t.Errorf("%d releases by 20s, want 2 (at 12.5s and 17.5s)", h.e.releases)
 	}
 }
 
@@ -197,10 +195,10 @@ func TestSLORuleAdmissionFollowsPressure(t *testing.T) {
 	}
 	h.residenceWaited(1, ms(200), 200, 4, waitHigh) // 5 of 400 above 75µs
 	eq(t, "pressed", yieldCalls(), []string{"yield 1 64 50µs"})
-	h.advance(ms(1300)) // the window forgets both
-	h.residenceWaited(1, ms(1300), 200, 4, waitMiddle)
+	h.advance(ms(3300)) // the horizon forgets both
+	h.residenceWaited(1, ms(3300), 200, 4, waitMiddle)
 	eq(t, "between the marks: still pressed", yieldCalls(), nil)
-	h.advance(ms(2400))
-	h.residenceWaited(1, ms(2400), 200, 4, waitLow)
+	h.advance(ms(6400))
+	h.residenceWaited(1, ms(6400), 200, 4, waitLow)
 	eq(t, "below the low mark: eager again", yieldCalls(), []string{"yield 1 1 5ms"})
 }

@@ -49,9 +49,11 @@ type CoreSnapshot struct {
 	SLOWindowP99     time.Duration `json:"slo_window_p99_ns"`
 	SLOWindowPackets uint64        `json:"slo_window_packets"`
 	SLOWindowLate    uint64        `json:"slo_window_late"`
-	// Budget is the share of the SLO the window's p99 uses (an upper
-	// bound at the next of BudgetMarks; 0: no packets; +Inf shows as 99).
-	Budget float64 `json:"budget"`
+	// Budget is the share of the SLO the p99 over the budget horizon uses
+	// (an upper bound at the next of BudgetMarks; 0: no packets; above the
+	// highest mark shows as 99); WindowBudget the same over SLOWindow.
+	Budget       float64 `json:"budget"`
+	WindowBudget float64 `json:"window_budget"`
 	// Verdict is the SLO rule's last judgement; Pressed: taichi admits
 	// lending with care (the last judged window was above the high mark).
 	Verdict Verdict `json:"verdict"`
@@ -147,7 +149,7 @@ func (e *engine) coreSnapshot(c *core, now time.Time) CoreSnapshot {
 		LentTotal:  lent, Lends: c.lends, Reclaims: reclaims, ReclaimTimeouts: c.timeouts,
 		CPUSetLends: c.cpusetLends, CPUSetReclaims: c.cpusetBacks, Probes: c.probes,
 		WakeLatency: lat, SLOWindowP99: c.slo.WorstP99(), SLOWindowPackets: c.slo.packets, SLOWindowLate: c.slo.Late(),
-		Budget: min(c.slo.Budget(), 99), Verdict: c.verdict, Confines: c.confines, ConfineMisses: c.confineMisses,
+		Budget: min(c.horizon.Budget(), 99), WindowBudget: min(c.slo.Budget(), 99), Verdict: c.verdict, Confines: c.confines, ConfineMisses: c.confineMisses,
 		GuardTrips: c.reclaims[CauseGuard], FlapsHeld: c.flapsHeld,
 		Load: c.loadMean, Packets: c.packets,
 		Harvested: c.harvest, Transitions: c.transitions, InvalidTransitions: c.invalid, ActuatorErrors: c.actErrors,

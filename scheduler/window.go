@@ -113,13 +113,14 @@ var BudgetMarks = [...]float64{0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1, 1
 
 const numMarks = len(BudgetMarks)
 
-// The SLO rule's marks (indices into BudgetMarks). Above the high-water
-// mark the guard confines the CP task that delayed packets most; the loop
-// yields as eagerly as dynamic below it. Below the low-water mark for a
-// quiet period, a confined command is released. Window p99s of
-// consecutive 1 s windows differ by up to about 2x on a lent core, so the
-// high mark keeps a quarter of the budget for the next window, and the low
-// mark is half the high one: a release must be able to double the p99
+// The SLO rule's marks (indices into BudgetMarks), judged on the p99 over
+// the budget horizon. Above the high-water mark the rule confines the CP
+// task that delayed packets most in the current window (while that window
+// is above the mark too); the loop yields as eagerly as dynamic until the
+// high mark and adapts again below the low one. Below the low-water mark
+// for a quiet period, a confined command is released. The high mark keeps
+// a quarter of the budget for what a confinement takes to show (a window);
+// the low mark is half the high one, so a release may double the p99
 // without reaching the high mark.
 const (
 	markLow  = 2 // 0.375
