@@ -88,8 +88,19 @@ func (a arm) String() string { return variantName(a.policy, float64(a.slo)/1e3) 
 // applyArm applies a's policy, a taichi arm's SLO first, and records the
 // bound the run runs with. It returns what puts the SLO back after the run
 // (recording a failure in run), or false with the failure in run.
+//
+// taichi starts each run from a clean slate, as it does after any other
+// policy: the scheduler keeps what taichi learnt (the guard's back-off)
+// across a change of SLO, so one sweep value's run would otherwise start
+// benched by the run before it.
 func applyArm(ctx context.Context, sys System, run *Run, a arm) (restore func(), ok bool) {
 	restore = func() {}
+	if a.policy == scheduler.PolicyTaichi {
+		if err := sys.SetPolicy(ctx, scheduler.PolicyStatic); err != nil {
+			run.addErr(fmt.Errorf("set policy: %w", err))
+			return nil, false
+		}
+	}
 	if a.policy == scheduler.PolicyTaichi && a.slo != SLODefault {
 		undo, err := sys.SetSLO(a.slo)
 		if err != nil {
@@ -126,12 +137,13 @@ func variantName(p scheduler.PolicyName, sloUS float64) string {
 // name is the run's policy as tables show it (see variantName).
 func (r Run) name() string { return variantName(r.Policy, r.SLOUS) }
 
-// sloText prints a bound as the flag takes it: 250µs, 1ms, 1.5ms.
+// sloText prints a bound as the flag takes it, to the µs: 250µs, 1ms,
+// 1.5ms (a derived bound of 264.333µs shows as 264µs).
 func sloText(v time.Duration) string {
 	if v == SLODefault {
 		return "default"
 	}
-	return v.String()
+	return v.Round(time.Microsecond).String()
 }
 
 // sloParam is the sweep as the report's params record it, in µs (0: the
