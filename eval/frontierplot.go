@@ -59,7 +59,11 @@ func frontierFigure(r *Report, f frontier) *figure {
 		ys = append(ys, pt.y.Min, pt.y.Max)
 	}
 	if len(sweep) > 0 {
-		sty := seriesStyle(names, f.taichi[0].name)
+		// taichi's color in the report's other figures: its first cell's.
+		first := names[slices.IndexFunc(names, func(n string) bool {
+			return slices.ContainsFunc(f.taichi, func(p frontierPoint) bool { return p.name == n })
+		})]
+		sty := seriesStyle(names, first)
 		p.addXY(sweep, labels, sty)
 		fig.legend.Add("taichi, one point per SLO", sty.thumbs()...)
 	}
