@@ -180,7 +180,7 @@ func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
 		b.Env.Facts["wake_cost_p50_us"] = float64(slo.WakeP50) / 1e3
 		b.Env.Facts["wake_cost_p99_us"] = float64(slo.WakeP99) / 1e3
 	}
-	b.Env.Facts["generator_sender"] = fmt.Sprintf("SCHED_FIFO %d on CPU %d", GeneratorFIFO, cfg.CPCPUs[0])
+	b.Env.Facts["generator_sender"] = fmt.Sprintf("SCHED_OTHER pinned to CPU %d", cfg.CPCPUs[0])
 	b.Env.Traffic, b.Env.CapacityPPS, err = newTraffic(ctx, b.Testbed, b.ovs != nil, cfg.CPCPUs[0])
 	if err != nil {
 		return nil, err

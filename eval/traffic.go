@@ -2,14 +2,8 @@ package eval
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"runtime"
 	"time"
-
-	"golang.org/x/sys/unix"
-
-	"github.com/taichi-sched/taichi/internal/linuxsched"
 
 	"github.com/taichi-sched/taichi/testbed"
 	"github.com/taichi-sched/taichi/trafficgen"
@@ -23,17 +17,15 @@ const onoffPeriod = 100 * time.Millisecond
 // the generator built.
 const burstShare = 0.5
 
-// GeneratorFIFO is the SCHED_FIFO priority of the generator's sender
-// thread during a run: above every CP task (SCHED_OTHER or idle) on the CP
-// core it shares with them, below the DP loops. Without it the generator
-// offered 28.4 kpps at load 0.3 under static and dynamic but 21.8 kpps
-// under taichi, whose confined blockers run on the CP core.
-const GeneratorFIFO = 1
-
 // newTraffic returns the generator driving the testbed's DP loop (reflect
 // mode) and the path's capacity: the packet rate that comes back when the
 // generator offers far more than the path carries. During a run the
-// generator's sender runs on senderCPU at SCHED_FIFO GeneratorFIFO.
+// generator's sender is pinned to senderCPU (a CP core): left to the
+// kernel it lands on the DP core at times, where a lent core's SCHED_FIFO
+// loop preempts it, and offers less under a lending policy than under
+// static. It stays SCHED_OTHER: at SCHED_FIFO it starved the CP core's
+// ksoftirqd and the CP pipeline (static at 32 VMs: 93 s instead of 22 s,
+// residence p99 109 ms).
 func newTraffic(ctx context.Context, tb *testbed.Testbed, forward bool, senderCPU int) (Traffic, int, error) {
 	base := trafficgen.Options{NetNS: tb.GenNS, Iface: tb.GenIface, Dst: tb.DPIP}
 	if forward {
@@ -54,12 +46,8 @@ func newTraffic(ctx context.Context, tb *testbed.Testbed, forward bool, senderCP
 				o.Pattern, o.On, o.Off = trafficgen.PatternConstant, 0, 0
 			}
 		}
-		var rep trafficgen.Report
-		err := onFIFOThread(senderCPU, GeneratorFIFO, func() error {
-			var err error
-			rep, err = trafficgen.Run(ctx, o)
-			return err
-		})
+		o.PinSender, o.SenderCPU = senderCPU >= 0, senderCPU
+		rep, err := trafficgen.Run(ctx, o)
 		l := rep.LatencyUs
 		return DP{
 			OfferedPPS: rep.OfferedPPS, RequestedPPS: scheduledPPS(o, rep.SendTime), PPS: rep.AchievedPPS, Loss: rep.Loss,
@@ -106,43 +94,4 @@ func scheduledPPS(o trafficgen.Options, d time.Duration) float64 {
 	period := o.On + o.Off
 	on := time.Duration(d/period)*o.On + min(d%period, o.On)
 	return float64(o.Rate) * on.Seconds() / d.Seconds()
-}
-
-// onFIFOThread runs f on a thread of its own pinned to cpu at SCHED_FIFO
-// prio: trafficgen.Run sends on its caller's thread, so that is the
-// sender's class. The thread's class and CPUs are put back afterwards; a
-// thread that cannot be put back ends with its goroutine instead of
-// returning to the runtime's pool.
-func onFIFOThread(cpu, prio int, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		tid := unix.Gettid()
-		class, err := linuxsched.Get(tid)
-		if err != nil {
-			errc <- err
-			return
-		}
-		cpus, err := linuxsched.Affinity(tid)
-		if err != nil {
-			errc <- err
-			return
-		}
-		if err := linuxsched.Pin(tid, cpu); err != nil {
-			errc <- fmt.Errorf("generator: %w", err)
-			return
-		}
-		if err := linuxsched.Set(tid, linuxsched.FIFO(prio)); err != nil {
-			errc <- errors.Join(fmt.Errorf("generator: %w", err), linuxsched.Pin(tid, cpus...))
-			return
-		}
-		ferr := f()
-		if err := errors.Join(linuxsched.Set(tid, class), linuxsched.Pin(tid, cpus...)); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("generator: restoring its thread: %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
 }

@@ -1,16 +1,10 @@
 package eval
 
 import (
-	"errors"
 	"math"
-	"slices"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
-	"github.com/taichi-sched/taichi/internal/linuxsched"
-	"github.com/taichi-sched/taichi/internal/testenv"
 	"github.com/taichi-sched/taichi/trafficgen"
 )
 
@@ -51,44 +45,5 @@ func TestOfferedScheduledRate(t *testing.T) {
 	}
 	if got := scheduledPPS(trafficgen.Options{Pattern: trafficgen.PatternConstant, Rate: 70000}, time.Second); got != 70000 {
 		t.Errorf("constant: %v", got)
-	}
-}
-
-// The generator's sender runs on the CP core at SCHED_FIFO GeneratorFIFO,
-// and its thread is given back as it was.
-func TestOfferedSenderThreadFIFO(t *testing.T) {
-	testenv.NeedRoot(t, "SCHED_FIFO")
-	cpus, err := linuxsched.Affinity(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cpu := cpus[len(cpus)-1]
-	var tid int
-	var inside linuxsched.Class
-	var insideCPUs []int
-	err = onFIFOThread(cpu, GeneratorFIFO, func() error {
-		tid = unix.Gettid()
-		var err error
-		if inside, err = linuxsched.Get(tid); err != nil {
-			return err
-		}
-		insideCPUs, err = linuxsched.Affinity(tid)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if inside != linuxsched.FIFO(GeneratorFIFO) || !slices.Equal(insideCPUs, []int{cpu}) {
-		t.Errorf("sender ran %s on %v, want %s on [%d]", inside, insideCPUs, linuxsched.FIFO(GeneratorFIFO), cpu)
-	}
-	// The thread went back to the runtime: it must be as it was.
-	if c, err := linuxsched.Get(tid); err == nil && c.Policy == unix.SCHED_FIFO {
-		t.Errorf("thread %d left %s", tid, c)
-	}
-	if got, err := linuxsched.Affinity(tid); err == nil && !slices.Equal(got, cpus) {
-		t.Errorf("thread %d left on %v, was %v", tid, got, cpus)
-	}
-	if err := onFIFOThread(cpu, GeneratorFIFO, func() error { return errors.New("boom") }); err == nil || err.Error() != "boom" {
-		t.Errorf("f's error: got %v", err)
 	}
 }
