@@ -205,8 +205,8 @@ func RunVMStartup(ctx context.Context, env *Env, cfg VMStartupConfig) (*Report, 
 		Params: map[string]any{"vms": cfg.VMs, "policies": cfg.Policies, "dp_load": cfg.DPLoad,
 			"vm_size": cfg.VMSize, "work": cfg.Work, "capacity_pps": env.CapacityPPS, "traffic": "onoff"},
 		Notes: []string{"Startup = request to last step done, all VMs of a row requested at once; their CP processes run in the CP pool. " +
-			"The traffic generator runs on the CP core here (2 cores), its sender at SCHED_FIFO so that every cell offers the same load: " +
-			"under static the CP pipeline gets what it leaves of the only CP core, so speedups can exceed the capacity bound. DP loss includes packets still in flight when the traffic stops at the last VM's completion."},
+			"The traffic generator runs on the CP core here (2 cores), its sender pinned there in every run so that every cell offers the same load: " +
+			"under static it competes with the CP pipeline for the only CP core, so speedups can exceed the capacity bound. DP loss includes packets still in flight when the traffic stops at the last VM's completion."},
 	}
 	rep.Params["repeat"] = cfg.Repeat
 	if len(cfg.SLOs) > 0 {
