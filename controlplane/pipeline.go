@@ -179,6 +179,21 @@ func (p *Pipeline) Setup(ctx context.Context) error {
 	if err := os.Mkdir(filepath.Join(p.opts.StateDir, "vms"), 0o755); err != nil {
 		return fmt.Errorf("controlplane: %w", err)
 	}
+	// Each Go helper step runs under a name of its own (cp-spin, cp-mmap,
+	// ...), as a VM's real steps are separate programs: blocker-aware
+	// lending tells commands apart by name, and one binary name for every
+	// step would make the user-mode spin share the kernel-heavy mmap's fate.
+	if len(p.opts.GoHelper) > 0 {
+		target, err := filepath.Abs(p.opts.GoHelper[0])
+		if err != nil {
+			return fmt.Errorf("controlplane: %w", err)
+		}
+		for _, step := range helperSteps {
+			if err := os.Symlink(target, p.helperPath(step)); err != nil {
+				return fmt.Errorf("controlplane: %w", err)
+			}
+		}
+	}
 	if err := p.addNetns(ctx, p.hostNS, false); err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -188,7 +189,20 @@ func stepMmap(ctx context.Context, p *Pipeline, v *vmState) error {
 	return err
 }
 
+// helperSteps are the Go helper's subcommands, each run through a link
+// named after it (helperPath).
+var helperSteps = []string{"config", "spin", "mmap"}
+
+// helperPath is the link a helper step runs through: its command name is
+// cp-<step>.
+func (p *Pipeline) helperPath(step string) string {
+	return filepath.Join(p.opts.StateDir, "cp-"+step)
+}
+
 func (p *Pipeline) goHelper(ctx context.Context, stdin string, args ...string) (string, error) {
 	argv := append(append([]string(nil), p.opts.GoHelper...), args...)
+	if len(args) > 0 && slices.Contains(helperSteps, args[0]) {
+		argv[0] = p.helperPath(args[0])
+	}
 	return p.execEnv(ctx, p.opts.GoHelperEnv, stdin, argv...)
 }

@@ -42,7 +42,20 @@ type BenchOptions struct {
 	CPWeight int
 	// DP is the data plane: DPLoop (default) or DPOVS.
 	DP string
+	// Softirq is where the kernel processes the generator's packets past
+	// the probe: SoftirqCP (default) or SoftirqDP.
+	Softirq string
 }
+
+// Where the generator's packets are processed (BenchOptions.Softirq).
+const (
+	// SoftirqDP: on the DP core (RPS from the NIC namespace's first hop),
+	// as on a host whose NIC queue interrupts its DP core. The generator's
+	// kernel path is then not paid from the CP core's capacity.
+	SoftirqDP = "dp"
+	// SoftirqCP: where the sender runs (the CP core).
+	SoftirqCP = "cp"
+)
 
 // The CP placement the eval uses unless told otherwise (see BenchOptions).
 const (
@@ -181,6 +194,18 @@ func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
 		b.Env.Facts["wake_cost_p99_us"] = float64(slo.WakeP99) / 1e3
 	}
 	b.Env.Facts["generator_sender"] = fmt.Sprintf("SCHED_OTHER pinned to CPU %d", cfg.CPCPUs[0])
+	switch o.Softirq {
+	case SoftirqDP:
+		err = b.Testbed.SteerRX(ctx, cfg.DPCPUs[0])
+		b.Env.Facts["softirq"] = fmt.Sprintf("dp (CPU %d)", cfg.DPCPUs[0])
+	case "", SoftirqCP:
+		b.Env.Facts["softirq"] = fmt.Sprintf("cp (CPU %d, with the sender)", cfg.CPCPUs[0])
+	default:
+		err = fmt.Errorf("softirq: %q, want %s or %s", o.Softirq, SoftirqDP, SoftirqCP)
+	}
+	if err != nil {
+		return nil, err
+	}
 	b.Env.Traffic, b.Env.CapacityPPS, err = newTraffic(ctx, b.Testbed, b.ovs != nil, cfg.CPCPUs[0])
 	if err != nil {
 		return nil, err

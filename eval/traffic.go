@@ -58,6 +58,11 @@ func newTraffic(ctx context.Context, tb *testbed.Testbed, forward bool, senderCP
 	// carry here and see what returns.
 	probe := base
 	probe.Pattern, probe.Rate, probe.Count = trafficgen.PatternConstant, 500000, 500000
+	// From the same CPU as the runs: an unpinned probe spreads the path
+	// over both cores and measured a capacity the pinned sender's core
+	// could not carry (load 0.3 then took almost all of the CP core: static
+	// at 32 VMs 101 s, 8.8 s without traffic).
+	probe.PinSender, probe.SenderCPU = senderCPU >= 0, senderCPU
 	probe.Deadline = 5 * time.Second
 	rep, err := trafficgen.Run(ctx, probe)
 	if err != nil {

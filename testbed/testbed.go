@@ -429,3 +429,28 @@ func (t *Testbed) WaitSinkEcho(ctx context.Context, tries int) error {
 	}
 	return fmt.Errorf("no echo from %s to %s after %d tries", t.GenNS, t.SinkIP, tries)
 }
+
+// SteerRX makes the kernel process the generator's packets on cpu from
+// the NIC namespace's first hop on, as a host whose NIC queue interrupts
+// that core does: RPS on NICIn hands each packet to cpu's backlog after the
+// probe's XDP program has seen it, so the bridge, the veth to the DP
+// namespace and the DP socket's receive path run there, not on the
+// sender's CPU. cpu < 0 turns steering off (processing stays where the
+// sender runs).
+func (t *Testbed) SteerRX(ctx context.Context, cpu int) error {
+	mask := "0"
+	if cpu >= 0 {
+		mask = fmt.Sprintf("%x", uint64(1)<<cpu)
+		if cpu >= 64 {
+			return fmt.Errorf("testbed: steer RX to cpu %d: only CPUs below 64", cpu)
+		}
+	}
+	file := "/sys/class/net/" + t.NICIn + "/queues/rx-0/rps_cpus"
+	// A namespace's sysfs is only visible to a mount made inside it:
+	// `ip netns exec` makes one.
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", t.NICNS, "sh", "-c", "echo "+mask+" > "+file).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("testbed: steer RX to cpu %d (%s in %s): %v: %s", cpu, file, t.NICNS, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}

@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -285,5 +287,80 @@ func TestRouteSinkReplies(t *testing.T) {
 	neigh, err := exec.Command("ip", "-n", tb.SinkNS, "neigh", "show", tb.GenIP.String(), "dev", tb.SinkIface).Output()
 	if err != nil || !strings.Contains(string(neigh), tb.DPOutMAC.String()) || !strings.Contains(string(neigh), "PERMANENT") {
 		t.Fatalf("neighbour %s in %s: %q, %v", tb.GenIP, tb.SinkNS, neigh, err)
+	}
+}
+
+// softnetProcessed reads the packets each CPU's backlog processed
+// (/proc/net/softnet_stat, first column).
+func softnetProcessed(t *testing.T) []uint64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/softnet_stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []uint64
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		v, err := strconv.ParseUint(strings.Fields(line)[0], 16, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// SteerRX moves the generator's packets past the NIC namespace's first hop
+// to the given CPU's backlog: with 3000 packets sent from CPU 0, CPU 1's
+// backlog processes at least as many while steered, and turning steering
+// off stops that.
+func TestSteerRXProcessesPacketsOnTheCPU(t *testing.T) {
+	needRoot(t)
+	if _, err := os.Stat("/sys/devices/system/cpu/cpu1"); err != nil {
+		testenv.Require(t, "needs CPU 1")
+	}
+	ctx := context.Background()
+	opts := Options{Prefix: testPrefix("s")}
+	t.Cleanup(func() { _ = Down(opts) })
+	tb, err := Up(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func() uint64 {
+		before := softnetProcessed(t)
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		var set unix.CPUSet
+		set.Set(0)
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			t.Fatal(err)
+		}
+		err := netns.Do(tb.GenNS, func() error {
+			conn, err := net.Dial("udp4", net.JoinHostPort(tb.DPIP.String(), "9"))
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			for range 3000 {
+				conn.Write([]byte("steer"))
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond) // let the remote backlog drain
+		return softnetProcessed(t)[1] - before[1]
+	}
+	if err := tb.SteerRX(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	steered := send()
+	if err := tb.SteerRX(ctx, -1); err != nil {
+		t.Fatal(err)
+	}
+	unsteered := send()
+	t.Logf("CPU 1 backlog processed %d packets steered, %d not", steered, unsteered)
+	if steered < 3000 || unsteered >= 3000 {
+		t.Errorf("CPU 1 processed %d packets while steered (want at least 3000) and %d while not (want fewer)", steered, unsteered)
 	}
 }

@@ -142,6 +142,8 @@ func addCPFlags(cmd *cobra.Command) {
 	cmd.Flags().String("cp-class", eval.DefaultCPClass,
 		"vcpu.class for CP work: idle or low-weight (the generator shares the CP core here; with idle, CP starves behind it)")
 	cmd.Flags().Int("cp-weight", eval.DefaultCPWeight, "vcpu.weight with --cp-class low-weight (100 = a normal task)")
+	cmd.Flags().String("softirq", eval.SoftirqCP, "where the kernel processes the generator's packets after the probe: cp (where the "+
+		"sender runs: the CP core) or dp (the DP core, as with a NIC queue interrupting it)")
 }
 
 // addSLOFlag adds --slo, taichi's SLO sweep, with def as its default
@@ -169,6 +171,7 @@ func runExperiment(cmd *cobra.Command, out, logFile string, steps int, run func(
 	opts.CPClass, _ = cmd.Flags().GetString("cp-class")
 	opts.CPWeight, _ = cmd.Flags().GetInt("cp-weight")
 	opts.DP, _ = cmd.Flags().GetString("dp")
+	opts.Softirq, _ = cmd.Flags().GetString("softirq")
 	if logFile != "" {
 		lf, err := os.Create(logFile)
 		if err != nil {
