@@ -251,7 +251,7 @@ func (c *Confiner) Policy() Policy { return c.policy }
 
 // SetActive turns confinement on or off (the lending policy decides:
 // only one that lends with guards confines). Turning it off releases every
-// confined process and forgets the back-offs; blame is still recorded.
+// confined process and forgets the commands; blame is still recorded.
 func (c *Confiner) SetActive(on bool) error {
 	c.mu.Lock()
 	defer c.unlock()
@@ -262,14 +262,14 @@ func (c *Confiner) SetActive(on bool) error {
 	if on {
 		return nil
 	}
-	// Every process goes back to the pool, but what was learned stays: a
-	// command still under back-off is confined again, at the first Tick,
-	// when confinement comes back (a policy switch is not a pardon).
+	// Every process goes back to the pool and every command is forgotten:
+	// the SLO rule that confined them judged a budget horizon the switch
+	// starts afresh, and a confinement carried over would be judged by
+	// nothing (it would wait for a quiet horizon to be released).
 	var errs []error
-	for _, cmd := range c.commands {
-		until := cmd.Until
-		errs = append(errs, c.releaseCommand(cmd.Comm))
-		cmd.Until = until
+	for _, comm := range c.sortedCommands() {
+		errs = append(errs, c.releaseCommand(comm))
+		delete(c.commands, comm)
 	}
 	return errors.Join(errs...)
 }
@@ -338,24 +338,28 @@ func (b *tracked) prune(now time.Time, keep time.Duration) {
 	}
 }
 
-// windowBlame sums b's in-kernel blames on cpu within window.
-func (b *tracked) windowBlame(now time.Time, cpu int, window time.Duration) (total time.Duration, n int) {
+// windowBlame sums b's in-kernel blames on cpu within window, with the
+// longest of them.
+func (b *tracked) windowBlame(now time.Time, cpu int, window time.Duration) (total, worst time.Duration, n int) {
 	for _, r := range b.recent {
 		if r.cpu == cpu && now.Sub(r.at) <= window {
 			total += r.delay
+			worst = max(worst, r.delay)
 			n++
 		}
 	}
-	return total, n
+	return total, worst, n
 }
 
 // ConfineWorst is the SLO rule's move: it confines the process whose
-// in-kernel paths delayed cpu's DP threads most within window (at least
-// MinBlames blames; kernel threads, confined and refused processes are not
-// candidates), and its command's other processes, under a back-off. budget
-// (the core's share of the SLO) is kept as the reason. It reports whether a
-// process was confined; a refused candidate is skipped for the next one.
-func (c *Confiner) ConfineWorst(cpu int, window time.Duration, budget float64) (Reason, bool, error) {
+// in-kernel paths delayed cpu's DP threads most within window, and its
+// command's other processes, under a back-off. A candidate has at least
+// MinBlames blames there, one of them minDelay or longer (a shorter delay
+// cannot have put a packet above the mark the rule defends); kernel
+// threads, confined and refused processes are none. budget (the core's
+// share of the SLO) is kept as the reason. It reports whether a process
+// was confined; a refused candidate is skipped for the next one.
+func (c *Confiner) ConfineWorst(cpu int, window, minDelay time.Duration, budget float64) (Reason, bool, error) {
 	c.mu.Lock()
 	defer c.unlock()
 	now := c.clock.Now()
@@ -371,8 +375,8 @@ func (c *Confiner) ConfineWorst(cpu int, window time.Duration, budget float64) (
 			if b.Kernel || !b.ConfinedUntil.IsZero() || now.Before(b.refusedUntil) {
 				continue
 			}
-			total, n := b.windowBlame(now, cpu, window)
-			if n < c.policy.MinBlames || total <= 0 {
+			total, longest, n := b.windowBlame(now, cpu, window)
+			if n < c.policy.MinBlames || total <= 0 || longest < minDelay {
 				continue
 			}
 			if worst == nil || total > why.Blamed || (total == why.Blamed && b.TGID < worst.TGID) {

@@ -91,7 +91,7 @@ func observe(t *testing.T, c *Confiner, evs ...Event) {
 // reports whether it confined someone.
 func worst(t *testing.T, c *Confiner) bool {
 	t.Helper()
-	_, ok, err := c.ConfineWorst(1, time.Second, 0.875)
+	_, ok, err := c.ConfineWorst(1, time.Second, 0, 0.875)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +133,7 @@ func TestConfinerConfinesTheMostBlamedOnTheCore(t *testing.T) {
 	if len(act.confined) != 0 {
 		t.Fatalf("blame alone confined %v", act.pids())
 	}
-	why, ok, err := c.ConfineWorst(1, time.Second, 0.875)
+	why, ok, err := c.ConfineWorst(1, time.Second, 0, 0.875)
 	if err != nil || !ok || !slices.Equal(act.pids(), []int{10}) {
 		t.Fatalf("ConfineWorst = %v %v, confined %v; want [10], the most blamed on cpu 1", ok, err, act.pids())
 	}
@@ -151,7 +151,7 @@ func TestConfinerConfinesTheMostBlamedOnTheCore(t *testing.T) {
 	}
 	// Blame older than the window does not count.
 	clk.Advance(1500 * time.Millisecond)
-	if _, ok, _ := c.ConfineWorst(2, time.Second, 1); ok {
+	if _, ok, _ := c.ConfineWorst(2, time.Second, 0, 1); ok {
 		t.Fatal("blame from 1.5s ago confined pid 30")
 	}
 	bs := c.Blockers()
@@ -175,6 +175,22 @@ func TestConfinerMinBlamesFloor(t *testing.T) {
 	observe(t, c, blameOn(1, 10, "once", 50*time.Millisecond), blameOn(1, 20, "twice", time.Millisecond), blameOn(1, 20, "twice", time.Millisecond))
 	if !worst(t, c) || !slices.Equal(act.pids(), []int{20}) || worst(t, c) {
 		t.Fatalf("confined %v, want only [20]", act.pids())
+	}
+}
+
+// A process none of whose delays reached minDelay is no candidate,
+// however many it caused: only a long hold puts packets above the mark.
+func TestConfinerMinDelay(t *testing.T) {
+	c, _, act := newTestConfiner(t, Policy{MinBlames: 1}, nil)
+	for range 20 {
+		observe(t, c, blameOn(1, 10, "many-short", 150*time.Microsecond))
+	}
+	observe(t, c, blameOn(1, 20, "one-long", 800*time.Microsecond))
+	if _, ok, _ := c.ConfineWorst(1, time.Second, 750*time.Microsecond, 1); !ok || !slices.Equal(act.pids(), []int{20}) {
+		t.Fatalf("confined %v, want [20]: 10's 3ms in all came in holds of 150µs", act.pids())
+	}
+	if _, ok, _ := c.ConfineWorst(1, time.Second, 750*time.Microsecond, 1); ok {
+		t.Fatalf("confined %v, want 10 left alone", act.pids())
 	}
 }
 
@@ -332,7 +348,7 @@ func TestConfinerVanishedAndRefused(t *testing.T) {
 	act.gone[50] = true
 	act.refuse[51] = true
 	observe(t, c, blame(50, "svc", time.Millisecond, inKernel))
-	_, _, err := c.ConfineWorst(1, time.Second, 1)
+	_, _, err := c.ConfineWorst(1, time.Second, 0, 1)
 	if err == nil || !strings.Contains(err.Error(), "pid 51") {
 		t.Fatalf("ConfineWorst = %v, want the refusal of sibling 51 named", err)
 	}
@@ -394,7 +410,7 @@ func TestConfinerRefusedBlockerLearnsNothing(t *testing.T) {
 	c, clk, act := newTestConfiner(t, Policy{MinBlames: 1, MaxBackoff: 10 * time.Second}, fakeProcs{"go": {60, 61}})
 	act.refuse[60] = true
 	observe(t, c, blame(60, "go", time.Millisecond, inKernel))
-	if _, ok, err := c.ConfineWorst(1, time.Second, 1); ok || err == nil || !strings.Contains(err.Error(), "pid 60") {
+	if _, ok, err := c.ConfineWorst(1, time.Second, 0, 1); ok || err == nil || !strings.Contains(err.Error(), "pid 60") {
 		t.Fatalf("ConfineWorst = %v %v, want the refusal named", ok, err)
 	}
 	if cmds := c.Commands(); len(cmds) != 0 || len(act.confined) != 0 {
@@ -407,15 +423,16 @@ func TestConfinerRefusedBlockerLearnsNothing(t *testing.T) {
 	}
 	clk.Advance(11 * time.Second)
 	observe(t, c, blame(60, "go", time.Millisecond, inKernel))
-	_, _, _ = c.ConfineWorst(1, time.Second, 1)
+	_, _, _ = c.ConfineWorst(1, time.Second, 0, 1)
 	if len(act.calls) != calls+1 {
 		t.Fatalf("calls %v, want one retry after MaxBackoff", act.calls)
 	}
 }
 
-// A policy switch releases everything but forgets nothing: a command still
-// confined is confined again once confinement is back.
-func TestConfinerRemembersAcrossDeactivation(t *testing.T) {
+// A policy switch starts the SLO rule afresh, as it starts the budget
+// horizon afresh: every process is released and every command forgotten
+// (strikes too), so nothing is confined again when confinement is back.
+func TestConfinerForgetsAcrossDeactivation(t *testing.T) {
 	procs := fakeProcs{"storm": {10}}
 	c, clk, act := newTestConfiner(t, Policy{MinBlames: 1, Backoff: 10 * time.Second}, procs)
 	observe(t, c, blame(10, "storm", time.Millisecond, inKernel))
@@ -425,44 +442,22 @@ func TestConfinerRemembersAcrossDeactivation(t *testing.T) {
 	if err := c.SetActive(false); err != nil {
 		t.Fatal(err)
 	}
-	if len(act.confined) != 0 {
-		t.Fatalf("inactive: still confined %v", act.pids())
+	if len(act.confined) != 0 || len(c.Commands()) != 0 || len(c.WatchedCommands()) != 0 {
+		t.Fatalf("inactive: confined %v, commands %+v", act.pids(), c.Commands())
 	}
 	clk.Advance(time.Second)
-	tick(t, c) // inactive: nothing is confined
-	if len(act.confined) != 0 {
-		t.Fatalf("inactive tick confined %v", act.pids())
-	}
 	if err := c.SetActive(true); err != nil {
 		t.Fatal(err)
 	}
-	procs["storm"] = []int{10, 11} // a new process of the same command too
+	procs["storm"] = []int{10, 11}
 	tick(t, c)
-	if !slices.Equal(act.pids(), []int{10, 11}) {
-		t.Fatalf("re-activated with storm confined: confined %v, want [10 11] without new blame", act.pids())
+	if len(act.confined) != 0 {
+		t.Fatalf("re-activated: confined %v without new evidence", act.pids())
 	}
-	clk.Advance(10 * time.Second)
-	tick(t, c)
-	if !release(t, c) || len(act.confined) != 0 {
-		t.Fatalf("back-off over and released: still confined %v", act.pids())
-	}
-}
-
-// Above counts whole log2 buckets from the one starting at or after d.
-func TestStatsAboveCountsWholeBuckets(t *testing.T) {
-	var s Stats
-	s.Hist[6] = 5  // [64ns, 128ns)
-	s.Hist[17] = 3 // [131µs, 262µs)
-	s.Hist[63] = 1
-	for _, c := range []struct {
-		d    time.Duration
-		want uint64
-	}{{0, 9}, {64, 9}, {65, 4}, {131072, 4}, {131073, 1}, {time.Hour, 1}} {
-		if got := s.Above(c.d); got != c.want {
-			t.Errorf("Above(%v) = %d, want %d", c.d, got, c.want)
-		}
-	}
-	if s.Measured() != 9 {
-		t.Errorf("Measured() = %d", s.Measured())
+	// Blame from before the switch still counts as evidence (it is what
+	// happened); a new confinement starts at the first back-off.
+	observe(t, c, blame(10, "storm", time.Millisecond, inKernel))
+	if !worst(t, c) || c.Commands()[0].Strikes != 1 || c.Commands()[0].Backoff != 10*time.Second {
+		t.Fatalf("after re-activation: confined %v, commands %+v", act.pids(), c.Commands())
 	}
 }

@@ -207,12 +207,12 @@ func (w *blockerWatch) changed(ch blocker.Change) {
 
 // ConfineWorst implements scheduler.BlockerControl: the SLO rule found
 // cpu's residence window above the high-water mark.
-func (d *Daemon) ConfineWorst(cpu int, window time.Duration, budget float64) bool {
+func (d *Daemon) ConfineWorst(cpu int, window, minDelay time.Duration, budget float64) bool {
 	w := d.blockers
 	if w == nil || w.conf == nil {
 		return false
 	}
-	why, ok, err := w.conf.ConfineWorst(cpu, window, budget)
+	why, ok, err := w.conf.ConfineWorst(cpu, window, minDelay, budget)
 	w.note("blocker confinement", err)
 	if ok {
 		comm := ""

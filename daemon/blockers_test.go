@@ -71,7 +71,7 @@ func TestBlockerMetrics(t *testing.T) {
 	d := &Daemon{log: slog.New(slog.DiscardHandler)}
 	d.blockers = &blockerWatch{d: d, conf: conf}
 	// The SLO rule's move, as the scheduler calls it (BlockerControl).
-	if !d.ConfineWorst(0, time.Second, 0.875) {
+	if !d.ConfineWorst(0, time.Second, 100*time.Microsecond, 0.875) {
 		t.Fatal("ConfineWorst confined nothing")
 	}
 	reg := prometheus.NewRegistry()

@@ -32,10 +32,11 @@ type ProbeGate interface {
 // come from the scheduler's goroutine.
 type BlockerControl interface {
 	// ConfineWorst confines the CP task whose in-kernel paths delayed
-	// cpu's DP threads most over the last window, with its command's other
-	// processes; budget is the window's share of the SLO (for the record).
-	// False when no CP task can be confined for cpu.
-	ConfineWorst(cpu int, window time.Duration, budget float64) bool
+	// cpu's DP threads most over the last window, among those that delayed
+	// one by minDelay or more at least once there, with its command's
+	// other processes; budget is the core's share of the SLO (for the
+	// record). False when no CP task can be confined for cpu.
+	ConfineWorst(cpu int, window, minDelay time.Duration, budget float64) bool
 	// ReleaseOne releases the confined command whose back-off ended
 	// first; false when none may be released yet.
 	ReleaseOne() bool
@@ -479,7 +480,10 @@ func (e *engine) confineWorst(c *core, at time.Time) bool {
 	if e.ctl == nil || !e.pol.ConfinesBlockers() {
 		return false
 	}
-	if !e.ctl.ConfineWorst(c.cpu, e.p.SLOWindow, c.horizon.Budget()) {
+	// Only a task that held a DP thread off its core for as long as the
+	// high-water mark can have put packets above it.
+	minDelay := time.Duration(BudgetMarks[markHigh] * float64(e.p.SLO))
+	if !e.ctl.ConfineWorst(c.cpu, e.p.SLOWindow, minDelay, c.horizon.Budget()) {
 		c.confineMisses++
 		return false
 	}

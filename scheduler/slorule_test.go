@@ -18,7 +18,10 @@ type confiningRecorder struct {
 	budgets    []float64
 }
 
-func (r *confiningRecorder) ConfineWorst(cpu int, window time.Duration, budget float64) bool {
+func (r *confiningRecorder) ConfineWorst(cpu int, window, minDelay time.Duration, budget float64) bool {
+	if want := us(75); minDelay != want {
+		panic(fmt.Sprintf("ConfineWorst asked for delays of %v, want the high-water mark %v", minDelay, want))
+	}
 	c := r.candidates[cpu]
 	if len(c) == 0 {
 		r.calls = append(r.calls, fmt.Sprintf("confine %d: none", cpu))
