@@ -61,6 +61,9 @@ type counters struct {
 	// windows above the high-water mark with nothing to confine.
 	confines      uint64
 	confineMisses uint64
+	// benchSkips: breaches with nothing to confine that did not bench the
+	// core, because benching it had not helped.
+	benchSkips uint64
 }
 
 // measured is what the loop and the probe report, kept for every policy.
@@ -72,6 +75,12 @@ type measured struct {
 	verdict    Verdict   // the SLO rule's last judgement of the horizon
 	// lastConfine: when the rule last confined a CP task for this core.
 	lastConfine time.Time
+	// benched: residence while the guard benched the core (the bench's
+	// effect); benchFutile: the last bench did not bring the p99 within
+	// the SLO, judged at benchJudged.
+	benched     sloWindow
+	benchFutile bool
+	benchJudged time.Time
 	// quietSince: the window's p99 has been at or below the low-water mark
 	// since then (zero: it is not).
 	quietSince time.Time

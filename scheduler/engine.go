@@ -120,6 +120,7 @@ func newEngine(p Params, cpus []int, act Actuator, log *slog.Logger, now time.Ti
 		c.pol = e.newCorePolicy(c)
 		c.slo.samples = newRing[residenceSample](sloWindowCap)
 		c.horizon.samples = newRing[residenceSample](sloWindowCap)
+		c.benched.samples = newRing[residenceSample](sloWindowCap)
 		c.load.samples = newRing[loadSample](loadWindowCap)
 		e.cores = append(e.cores, c)
 		e.byCPU[cpu] = c
@@ -152,6 +153,8 @@ func (e *engine) setPolicy(pol Policy, now time.Time) {
 			c.pol = e.newCorePolicy(c)
 			c.slo.reset()
 			c.horizon.reset()
+			c.benched.reset()
+			c.benchFutile = false
 		}
 	}
 	if !e.started {
@@ -426,16 +429,23 @@ func (e *engine) sloSample(c *core, at time.Time, r Residence) {
 	c.sloSeen++
 	c.slo.expire(at, e.p.SLOWindow)
 	c.horizon.expire(at, e.p.BudgetHorizon)
-	if !c.inCPUSet {
-		// Not lendable (static, benched, held): what packets felt then says
-		// nothing about lending, and must not bench the core when it resumes.
-		return
-	}
 	s := residenceSample{at: at, packets: r.Packets, p99: r.P99}
 	if r.Above != nil {
 		for m, f := range BudgetMarks {
 			s.over[m] = min(r.Above(time.Duration(f*float64(e.p.SLO))), r.Packets)
 		}
+	}
+	if !c.inCPUSet {
+		// Not lendable (static, benched, held): what packets felt then says
+		// nothing about lending, and must not bench the core when it
+		// resumes. While benched it says whether benching helps.
+		if e.planFor(c).Hold == HoldGuard {
+			c.benched.add(s)
+		}
+		return
+	}
+	if c.benched.samples.len() > 0 {
+		e.judgeBench(c)
 	}
 	c.slo.add(s)
 	c.horizon.add(s)
@@ -460,6 +470,12 @@ func (e *engine) sloSample(c *core, at time.Time, r Residence) {
 			break
 		}
 		if c.verdict == VerdictBreach {
+			if c.benchFutile && at.Sub(c.benchJudged) < e.p.GuardForgive {
+				// Packets waited as long while the core was benched: the
+				// delay is not lending's, and benching only costs CP.
+				c.benchSkips++
+				break
+			}
 			c.pol.Bench(at, &c.slo)
 			c.reclaims[CauseGuard]++
 			c.slo.reset()
@@ -472,6 +488,21 @@ func (e *engine) sloSample(c *core, at time.Time, r Residence) {
 		}
 	}
 	e.maybeRelease(at)
+}
+
+// judgeBench ends a bench's experiment: if the packets' p99 while the core
+// was benched was above the SLO as well, benching did not help (kernel
+// threads, the host itself), and breaches with nothing to confine do not
+// bench the core again for GuardForgive.
+func (e *engine) judgeBench(c *core) {
+	w := &c.benched
+	futile := w.Packets() >= uint64(e.p.SLOMinSamples)/10 && w.exceeds(markSLO)
+	if futile != c.benchFutile {
+		e.log.Info("slo guard: judged benching by its effect", "cpu", c.cpu, "benched_packets", w.Packets(),
+			"benched_budget", w.Budget(), "helps", !futile)
+	}
+	c.benchFutile, c.benchJudged = futile, e.now
+	w.reset()
 }
 
 // confineWorst asks for the CP task that delayed c's packets most over the

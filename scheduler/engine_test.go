@@ -311,11 +311,12 @@ func TestSLOGuardBackoffDoublesAndResumes(t *testing.T) {
 		}
 		backoffs = append(backoffs, c.benchedUntil.Sub(at(tripAt)))
 		eq(t, "bench", h.act.take(), []string{"yield 1 -1 50µs", "reclaim 1"})
-		// Benched: yields do not lend, nothing touches the cpuset, and late
-		// packets now say nothing about lending (no trip on resume).
+		// Benched: yields do not lend, nothing touches the cpuset, and
+		// packets are on time (benching helps: the next breach benches
+		// again, for twice as long).
 		h.yield(1, tripAt+ms(1))
 		h.wake(1, tripAt+ms(2), WakeRx, us(10))
-		h.residence(1, tripAt+ms(3), 100, 50)
+		h.residence(1, tripAt+ms(3), 100, 0)
 		h.advance(c.benchedUntil.Sub(t0) - 1)
 		eq(t, "benched", h.act.take(), nil)
 		h.advance(c.benchedUntil.Sub(t0))

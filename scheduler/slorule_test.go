@@ -205,3 +205,33 @@ func TestSLORuleAdmissionFollowsPressure(t *testing.T) {
 	h.residenceWaited(1, ms(6400), 200, 4, waitLow)
 	eq(t, "below the low mark: eager again", yieldCalls(), []string{"yield 1 1 5ms"})
 }
+
+// A bench is judged by its effect: when packets waited beyond the SLO
+// while the core was benched too, the delay is not lending's, and the next
+// breaches with nothing to confine keep the core lending (counted as
+// skips) until GuardForgive has passed.
+func TestSLORuleStopsBenchingWhenBenchingDoesNotHelp(t *testing.T) {
+	h, act := sloHarness(t, PolicyTaichi, nil)
+	h.residenceWaited(1, ms(100), 200, 10, waitBreach)
+	if !h.taichi(1).benched {
+		t.Fatal("first breach did not bench")
+	}
+	h.residenceWaited(1, ms(500), 200, 10, waitBreach) // benched, and as late
+	h.advance(ms(1200))                                // the bench (1s) ends
+	act.take()
+	h.residenceWaited(1, ms(1300), 200, 10, waitBreach)
+	h.residenceWaited(1, ms(2400), 200, 10, waitBreach)
+	if got := only(act.take(), "reclaim"); len(got) != 0 {
+		t.Fatalf("benched again (%q) although benching had not helped", got)
+	}
+	s := h.snap(1, ms(2400))
+	if !s.BenchFutile || s.BenchSkips != 2 || s.GuardTrips != 1 || !s.InCPUSet {
+		t.Errorf("futile %v skips %d trips %d in cpuset %v", s.BenchFutile, s.BenchSkips, s.GuardTrips, s.InCPUSet)
+	}
+	// After GuardForgive the experiment is tried again.
+	at := ms(1200) + h.e.p.GuardForgive + ms(100)
+	h.residenceWaited(1, at, 200, 10, waitBreach)
+	if !h.taichi(1).benched {
+		t.Error("no bench after GuardForgive: the experiment is never retried")
+	}
+}

@@ -62,6 +62,11 @@ type CoreSnapshot struct {
 	// judgements above the high mark that found nothing to confine.
 	Confines      uint64 `json:"confines"`
 	ConfineMisses uint64 `json:"confine_misses"`
+	// BenchFutile: the last bench did not bring the p99 within the SLO
+	// (the delay is not lending's); BenchSkips: breaches that therefore did
+	// not bench the core.
+	BenchFutile bool   `json:"bench_futile,omitempty"`
+	BenchSkips  uint64 `json:"bench_skips,omitempty"`
 
 	GuardTrips   uint64        `json:"guard_trips"`
 	Benched      bool          `json:"benched"`
@@ -150,6 +155,7 @@ func (e *engine) coreSnapshot(c *core, now time.Time) CoreSnapshot {
 		CPUSetLends: c.cpusetLends, CPUSetReclaims: c.cpusetBacks, Probes: c.probes,
 		WakeLatency: lat, SLOWindowP99: c.slo.WorstP99(), SLOWindowPackets: c.slo.packets, SLOWindowLate: c.slo.Late(),
 		Budget: min(c.horizon.Budget(), 99), WindowBudget: min(c.slo.Budget(), 99), Verdict: c.verdict, Confines: c.confines, ConfineMisses: c.confineMisses,
+		BenchFutile: c.benchFutile, BenchSkips: c.benchSkips,
 		GuardTrips: c.reclaims[CauseGuard], FlapsHeld: c.flapsHeld,
 		Load: c.loadMean, Packets: c.packets,
 		Harvested: c.harvest, Transitions: c.transitions, InvalidTransitions: c.invalid, ActuatorErrors: c.actErrors,
