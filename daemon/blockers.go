@@ -256,7 +256,7 @@ func (w *blockerWatch) afterChange() {
 		return
 	}
 	w.d.log.Info("blocking commands confined to CP cores", "commands", watched, "processes", w.conf.ConfinedCount())
-	if w.tracer != nil {
+	if w.tracer != nil && w.cfg.ConfineAtExec {
 		if err := w.tracer.SetCommands(watched); err != nil {
 			w.note("blocker tracer", err)
 			return // retried at the next change check
