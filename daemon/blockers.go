@@ -154,6 +154,20 @@ func (w *blockerWatch) sync() {
 	}
 }
 
+// restart starts confinement afresh, as the scheduler starts the SLO
+// rule's horizon afresh on a policy switch or a new SLO: every confined
+// process is released and every command forgotten, at once (the periodic
+// sync would miss a switch that is undone within its period, as an eval
+// sweeping the SLO does).
+func (w *blockerWatch) restart(active bool) {
+	if w == nil || w.conf == nil {
+		return
+	}
+	w.note("blocker confinement", w.conf.SetActive(false))
+	w.note("blocker confinement", w.conf.SetActive(active))
+	w.afterChange()
+}
+
 // dpThreads lists the DP thread ids: taichi's loops and DPDK lcores.
 func (w *blockerWatch) dpThreads() []int {
 	var tids []int

@@ -111,3 +111,26 @@ func TestBlockerMetricsWithTracer(t *testing.T) {
 		t.Fatalf("gathered %d series, %v; want histogram, tracer blames and confined gauge", n, err)
 	}
 }
+
+// A policy switch or a new SLO starts confinement afresh at once: what
+// was confined is released and forgotten, even when confinement stays on.
+func TestBlockersRestartForgetsConfinements(t *testing.T) {
+	conf, err := blocker.NewConfiner(blocker.Policy{MinBlames: 1}, scheduler.RealClock{}, noMoves{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Daemon{log: slog.New(slog.DiscardHandler)}
+	d.blockers = &blockerWatch{d: d, conf: conf}
+	if err := conf.Observe(blocker.Event{Kind: blocker.KindBlame, TGID: 5, PID: 5, Flags: blocker.FlagInKernel, Comm: "x", Delay: time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	if !d.ConfineWorst(0, time.Second, 0, 1) || conf.ConfinedCount() != 1 {
+		t.Fatal("nothing confined")
+	}
+	d.blockers.restart(true)
+	if n, cmds := conf.ConfinedCount(), conf.Commands(); n != 0 || len(cmds) != 0 || !conf.Active() {
+		t.Errorf("after restart: %d confined, commands %+v, active %v", n, cmds, conf.Active())
+	}
+	var none *blockerWatch
+	none.restart(true) // blockers off: nothing to do
+}

@@ -371,6 +371,7 @@ func (d *Daemon) switchPolicy(name scheduler.PolicyName) error {
 		d.mu.Unlock()
 		return err
 	}
+	d.blockers.restart(pol.ConfinesBlockers())
 	return nil
 }
 
