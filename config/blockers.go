@@ -31,6 +31,6 @@ func (c *checker) blockers(b Blockers) {
 		c.fail(p+"max_backoff", "must not be below scheduler.blockers.backoff (%s < %s)", b.MaxBackoff, b.Backoff)
 	}
 	if b.Recheck > b.Backoff && b.Backoff > 0 {
-		c.fail(p+"recheck", "must not exceed scheduler.blockers.backoff (%s > %s): releases would be late", b.Recheck, b.Backoff)
+		c.fail(p+"recheck", "must not exceed scheduler.blockers.backoff (%s > %s): new processes of a confined command would be found late", b.Recheck, b.Backoff)
 	}
 }
