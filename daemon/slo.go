@@ -76,9 +76,7 @@ func (d *Daemon) dpPriority(cpu int) int {
 // sloStatus is the SLO as status shows it: its value and where it came
 // from, and the horizon the scheduler judges it over.
 func (d *Daemon) sloStatus() SLOStatus {
-	d.mu.Lock()
-	st := d.slo
-	d.mu.Unlock()
+	st := d.SLO()
 	st.Horizon = d.sched.Params().BudgetHorizon
 	return st
 }

@@ -27,7 +27,11 @@ const burstShare = 0.5
 // ksoftirqd and the CP pipeline (static at 32 VMs: 93 s instead of 22 s,
 // residence p99 109 ms).
 func newTraffic(ctx context.Context, tb *testbed.Testbed, forward bool, senderCPU int) (Traffic, int, error) {
-	base := trafficgen.Options{NetNS: tb.GenNS, Iface: tb.GenIface, Dst: tb.DPIP}
+	// The capacity probe sends from the runs' CPU too: unpinned, it spread
+	// the path over both cores and measured a capacity the pinned sender's
+	// core could not carry (load 0.3 then took almost all of the CP core:
+	// static at 32 VMs 101 s, 8.8 s without traffic).
+	base := trafficgen.Options{NetNS: tb.GenNS, Iface: tb.GenIface, Dst: tb.DPIP, PinSender: senderCPU >= 0, SenderCPU: senderCPU}
 	if forward {
 		// A switch in the DP: packets go through it to the sink, where
 		// the generator's receive socket lives.
@@ -46,7 +50,6 @@ func newTraffic(ctx context.Context, tb *testbed.Testbed, forward bool, senderCP
 				o.Pattern, o.On, o.Off = trafficgen.PatternConstant, 0, 0
 			}
 		}
-		o.PinSender, o.SenderCPU = senderCPU >= 0, senderCPU
 		rep, err := trafficgen.Run(ctx, o)
 		l := rep.LatencyUs
 		return DP{
@@ -58,11 +61,6 @@ func newTraffic(ctx context.Context, tb *testbed.Testbed, forward bool, senderCP
 	// carry here and see what returns.
 	probe := base
 	probe.Pattern, probe.Rate, probe.Count = trafficgen.PatternConstant, 500000, 500000
-	// From the same CPU as the runs: an unpinned probe spreads the path
-	// over both cores and measured a capacity the pinned sender's core
-	// could not carry (load 0.3 then took almost all of the CP core: static
-	// at 32 VMs 101 s, 8.8 s without traffic).
-	probe.PinSender, probe.SenderCPU = senderCPU >= 0, senderCPU
 	probe.Deadline = 5 * time.Second
 	rep, err := trafficgen.Run(ctx, probe)
 	if err != nil {
