@@ -160,6 +160,7 @@ type Reason struct {
 	At     time.Time
 	CPU    int
 	TGID   int
+	Comm   string
 	Blamed time.Duration // in-kernel delay of the core's DP threads within the window
 	Blames int
 	Window time.Duration
@@ -338,9 +339,9 @@ func (b *tracked) prune(now time.Time, keep time.Duration) {
 	}
 }
 
-// windowBlame sums b's in-kernel blames on cpu within window, with the
+// blamedOn sums b's in-kernel blames on cpu within window, with the
 // longest of them.
-func (b *tracked) windowBlame(now time.Time, cpu int, window time.Duration) (total, worst time.Duration, n int) {
+func (b *tracked) blamedOn(now time.Time, cpu int, window time.Duration) (total, worst time.Duration, n int) {
 	for _, r := range b.recent {
 		if r.cpu == cpu && now.Sub(r.at) <= window {
 			total += r.delay
@@ -375,13 +376,13 @@ func (c *Confiner) ConfineWorst(cpu int, window, minDelay time.Duration, budget 
 			if b.Kernel || !b.ConfinedUntil.IsZero() || now.Before(b.refusedUntil) {
 				continue
 			}
-			total, longest, n := b.windowBlame(now, cpu, window)
+			total, longest, n := b.blamedOn(now, cpu, window)
 			if n < c.policy.MinBlames || total <= 0 || longest < minDelay {
 				continue
 			}
 			if worst == nil || total > why.Blamed || (total == why.Blamed && b.TGID < worst.TGID) {
 				worst = b
-				why = Reason{At: now, CPU: cpu, TGID: b.TGID, Blamed: total, Blames: n, Window: window, Budget: budget}
+				why = Reason{At: now, CPU: cpu, TGID: b.TGID, Comm: b.Comm, Blamed: total, Blames: n, Window: window, Budget: budget}
 			}
 		}
 		if worst == nil {

@@ -390,10 +390,7 @@ func (s Stats) Sub(earlier Stats) Stats {
 // (0..1) of the measured delays: an over-estimate by at most 2x. It is 0
 // when nothing was measured.
 func (s Stats) Quantile(q float64) time.Duration {
-	var total uint64
-	for _, n := range s.Hist {
-		total += n
-	}
+	total := s.Measured()
 	if total == 0 {
 		return 0
 	}

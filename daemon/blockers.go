@@ -229,13 +229,7 @@ func (d *Daemon) ConfineWorst(cpu int, window, minDelay time.Duration, budget fl
 	why, ok, err := w.conf.ConfineWorst(cpu, window, minDelay, budget)
 	w.note("blocker confinement", err)
 	if ok {
-		comm := ""
-		for _, c := range w.conf.Commands() {
-			if c.Why == why {
-				comm = c.Comm
-			}
-		}
-		d.log.Info("slo rule: confining the worst blocker", "cpu", cpu, "comm", comm, "pid", why.TGID,
+		d.log.Info("slo rule: confining the worst blocker", "cpu", cpu, "comm", why.Comm, "pid", why.TGID,
 			"blamed", why.Blamed, "blames", why.Blames, "window", window, "budget", budget)
 		w.afterChange()
 	}
