@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -318,10 +319,10 @@ type BlockersStatus struct {
 }
 
 // ruleText is BlockersStatus.Rule.
-const ruleText = "while a DP core's residence p99 over the budget horizon and over the last window are both above 3/4 of the SLO, " +
-	"the CP process with the most in-kernel delay of that core's DP threads in the window is confined (one per window); " +
-	"a confined command is released, one at a time and after its back-off, once every lending core's horizon p99 stayed " +
-	"at or below 3/8 of the SLO for the quiet period"
+var ruleText = fmt.Sprintf("while a DP core's residence p99 over the budget horizon and over the last window are both above %g of the SLO, "+
+	"the CP process with the most in-kernel delay of that core's DP threads in the window is confined (one per window); "+
+	"a confined command is released, one at a time and after its back-off, once every lending core's horizon p99 stayed "+
+	"at or below %g of the SLO for the quiet period", scheduler.HighWater, scheduler.LowWater)
 
 // WhyStatus is what a confinement answered.
 type WhyStatus struct {

@@ -128,6 +128,13 @@ const (
 	markSLO  = 7 // 1
 )
 
+// The SLO rule's high- and low-water marks as fractions of the SLO (for
+// status and docs: they are BudgetMarks' own entries).
+var (
+	HighWater = BudgetMarks[markHigh]
+	LowWater  = BudgetMarks[markLow]
+)
+
 // residenceSample is one interval of a DP loop's per-packet RX residence.
 type residenceSample struct {
 	at      time.Time

@@ -181,8 +181,8 @@ func printStatus(w io.Writer, st *daemon.Status) {
 	}
 	tw.Flush()
 	if st.SLO.Value > 0 {
-		fmt.Fprintf(w, "slo      %v (%s): budget is the residence p99 over the last %v / SLO; confine above 0.75, release below 0.375\n",
-			st.SLO.Value, st.SLO.Source, st.SLO.Horizon)
+		fmt.Fprintf(w, "slo      %v (%s): budget is the residence p99 over the last %v / SLO; confine above %g, release below %g\n",
+			st.SLO.Value, st.SLO.Source, st.SLO.Horizon, scheduler.HighWater, scheduler.LowWater)
 	}
 	if len(st.Loops) > 0 {
 		fmt.Fprintln(w)
