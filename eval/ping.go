@@ -456,12 +456,6 @@ func writePingTable(w io.Writer, r *Report) {
 			return f(*r.Ping)
 		}
 	}
-	p99 := func(r Run) float64 {
-		if r.DP.LatUS.N == 0 {
-			return math.NaN()
-		}
-		return r.DP.LatUS.P99
-	}
 	res := func(f func(Percentiles) float64) func(Run) float64 {
 		return func(r Run) float64 {
 			if r.DP.ResidenceUS.N == 0 {
@@ -519,20 +513,15 @@ func writePingTable(w io.Writer, r *Report) {
 			aggregate(c.runs, pingFig(func(p PingStats) float64 { return p.MinUS })),
 			aggregate(c.runs, pingAvg), aggregate(c.runs, maxUS),
 			aggregate(c.runs, pingFig(func(p PingStats) float64 { return p.MdevUS })),
-			aggregate(c.runs, p99),
-			ratioTo(c, pingAvg), ratioTo(c, p99), ratioTo(c, maxUS), paperRatios(paperCounterpart(c.key.Policy)),
+			aggregate(c.runs, rttP99),
+			ratioTo(c, pingAvg), ratioTo(c, rttP99), ratioTo(c, maxUS), paperRatios(paperCounterpart(c.key.Policy)),
 			aggregate(c.runs, res(func(p Percentiles) float64 { return p.P50 })),
 			aggregate(c.runs, res(func(p Percentiles) float64 { return p.P99 })),
 			aggregate(c.runs, res(func(p Percentiles) float64 { return p.Max })),
 			aggregate(c.runs, cyclictest(func(p Percentiles) float64 { return p.P99 })),
 			aggregate(c.runs, cyclictest(func(p Percentiles) float64 { return p.Max })),
 			aggregate(c.runs, func(r Run) float64 { return r.LentS }),
-			aggregate(c.runs, func(r Run) float64 {
-				if r.HarvestedCPS == nil {
-					return math.NaN()
-				}
-				return *r.HarvestedCPS
-			}))
+			aggregate(c.runs, harvestedCP))
 	}
 	fmt.Fprintln(w, "\nThe paper's ping table (its hardware; compare the ratios, not the µs):")
 	fmt.Fprintln(w, "\n| paper setup | min µs | avg µs | max µs | avg ÷ static | max ÷ static |")

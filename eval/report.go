@@ -320,18 +320,6 @@ func WriteMarkdown(w io.Writer, r *Report) {
 			return f(r.DP.ResidenceUS)
 		}
 	}
-	harvest := func(r Run) float64 {
-		if r.HarvestedCPS == nil {
-			return math.NaN()
-		}
-		return *r.HarvestedCPS
-	}
-	rtt99 := func(r Run) float64 {
-		if r.DP.LatUS.N == 0 {
-			return math.NaN()
-		}
-		return r.DP.LatUS.P99
-	}
 	switch r.Experiment {
 	case ExperimentVMStartup:
 		fmt.Fprintln(w, "| policy | VMs | repeats | ok/failed | startup p50 ms | startup p99 ms | speedup vs static | bound | DP residence p50 µs | residence p99 µs | residence max µs | RTT p99 µs | loss | lent s | harvested CP s |")
@@ -363,8 +351,8 @@ func WriteMarkdown(w io.Writer, r *Report) {
 				medNum(c.runs, res(func(p Percentiles) float64 { return p.P50 })),
 				med(c.runs, res(func(p Percentiles) float64 { return p.P99 })),
 				medNum(c.runs, res(func(p Percentiles) float64 { return p.Max })),
-				medNum(c.runs, rtt99), pct(aggregate(c.runs, func(r Run) float64 { return r.DP.Loss }).Median),
-				medNum(c.runs, func(r Run) float64 { return r.LentS }), med(c.runs, harvest))
+				medNum(c.runs, rttP99), pct(aggregate(c.runs, func(r Run) float64 { return r.DP.Loss }).Median),
+				medNum(c.runs, func(r Run) float64 { return r.LentS }), med(c.runs, harvestedCP))
 		}
 	case ExperimentPing:
 		writePingTable(w, r)
@@ -400,10 +388,10 @@ func WriteMarkdown(w io.Writer, r *Report) {
 					}
 					return r.DP.ExposedWakeUS.P99
 				}),
-				medNum(c.runs, rtt99),
+				medNum(c.runs, rttP99),
 				med(c.runs, cyc(func(p Percentiles) float64 { return p.P99 })),
 				medNum(c.runs, cyc(func(p Percentiles) float64 { return p.Max })),
-				medNum(c.runs, func(r Run) float64 { return r.LentS }), med(c.runs, harvest),
+				medNum(c.runs, func(r Run) float64 { return r.LentS }), med(c.runs, harvestedCP),
 				medNum(c.runs, func(r Run) float64 { return r.DP.IdleShare }), last.DP.IdleShareSource,
 				causes(last.Reclaims))
 		}
