@@ -263,10 +263,21 @@ func (c *Confiner) SetActive(on bool) error {
 	if on {
 		return nil
 	}
-	// Every process goes back to the pool and every command is forgotten:
-	// the SLO rule that confined them judged a budget horizon the switch
-	// starts afresh, and a confinement carried over would be judged by
-	// nothing (it would wait for a quiet horizon to be released).
+	return c.forget()
+}
+
+// Forget releases every confined process and forgets every command,
+// whether confinement is on or off: the SLO rule that confined them judged
+// a budget horizon that a policy switch or a new SLO starts afresh, and a
+// confinement carried over would be judged by nothing (it would wait for a
+// quiet horizon to be released).
+func (c *Confiner) Forget() error {
+	c.mu.Lock()
+	defer c.unlock()
+	return c.forget()
+}
+
+func (c *Confiner) forget() error {
 	var errs []error
 	for _, comm := range c.sortedCommands() {
 		errs = append(errs, c.releaseCommand(comm))

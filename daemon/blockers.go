@@ -164,7 +164,7 @@ func (w *blockerWatch) restart(active bool) {
 	if w == nil || w.conf == nil {
 		return
 	}
-	w.note("blocker confinement", w.conf.SetActive(false))
+	w.note("blocker confinement", w.conf.Forget())
 	w.note("blocker confinement", w.conf.SetActive(active))
 	w.afterChange()
 }
