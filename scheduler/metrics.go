@@ -15,7 +15,7 @@ type Collector struct {
 
 	lent, reclaims, timeouts, wakeLat, threshold, slice, guardTrips, benched,
 	flaps, state, harvested, invalid, actErrors, load, policy, dropped,
-	budget, slo, confines, releases *prometheus.Desc
+	budget, slo, confines, releases, decision *prometheus.Desc
 }
 
 // Collectors returns the scheduler's Prometheus collectors.
@@ -51,6 +51,7 @@ func NewCollector(s *Scheduler) *Collector {
 		slo:        d("slo_seconds", "The bound on per-packet RX residence p99 in use."),
 		confines:   d("slo_confines_total", "CP processes confined by the SLO rule for the core's windows.", "cpu"),
 		releases:   d("slo_releases_total", "Confined commands released by the SLO rule after quiet windows."),
+		decision:   d("decision_latency_seconds", "Reaction time from a DP loop's yield or wake to the scheduler's decision on it."),
 	}
 }
 
@@ -58,7 +59,7 @@ func NewCollector(s *Scheduler) *Collector {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.lent, c.reclaims, c.timeouts, c.wakeLat, c.threshold, c.slice,
 		c.guardTrips, c.benched, c.flaps, c.state, c.harvested, c.invalid, c.actErrors, c.load, c.policy, c.dropped,
-		c.budget, c.slo, c.confines, c.releases} {
+		c.budget, c.slo, c.confines, c.releases, c.decision} {
 		ch <- d
 	}
 }
@@ -84,6 +85,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.dropped, float64(snap.DroppedEvents))
 	gauge(c.slo, snap.SLO.Seconds())
 	counter(c.releases, float64(snap.Releases))
+	ch <- constHistogram(c.decision, snap.DecisionLatency)
 	for _, cs := range snap.Cores {
 		cpu := strconv.Itoa(cs.CPU)
 		counter(c.lent, cs.LentTotal.Seconds(), cpu)
@@ -91,11 +93,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			counter(c.reclaims, float64(cs.Reclaims[cause.String()]), cpu, cause.String())
 		}
 		counter(c.timeouts, float64(cs.ReclaimTimeouts), cpu)
-		buckets := make(map[float64]uint64, len(cs.WakeLatency.Buckets))
-		for _, b := range cs.WakeLatency.Buckets {
-			buckets[b.Le.Seconds()] = b.Count
-		}
-		ch <- prometheus.MustNewConstHistogram(c.wakeLat, cs.WakeLatency.Count, cs.WakeLatency.Sum.Seconds(), buckets, cpu)
+		ch <- constHistogram(c.wakeLat, cs.WakeLatency, cpu)
 		gauge(c.threshold, float64(cs.Threshold), cpu)
 		gauge(c.slice, cs.CurrentSlice.Seconds(), cpu)
 		counter(c.guardTrips, float64(cs.GuardTrips), cpu)
@@ -111,4 +109,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.budget, cs.Budget, cpu)
 		counter(c.confines, float64(cs.Confines), cpu)
 	}
+}
+
+func constHistogram(d *prometheus.Desc, h LatencySnapshot, labels ...string) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(h.Buckets))
+	for _, b := range h.Buckets {
+		buckets[b.Le.Seconds()] = b.Count
+	}
+	return prometheus.MustNewConstHistogram(d, h.Count, h.Sum.Seconds(), buckets, labels...)
 }

@@ -36,14 +36,18 @@ type Scheduler struct {
 	msgs    chan msg
 	dropped atomic.Uint64
 
-	mu      sync.Mutex // guards e and running; held by Run while it handles a message
+	mu      sync.Mutex // guards e, running and decision; held by Run while it handles a message
 	e       *engine
 	running bool
-	stopped chan struct{} // closed when the current Run returns
+	// decision is the reaction time: from a DP loop's yield or wake (the
+	// event's At) to the engine deciding on it.
+	decision histogram
+	stopped  chan struct{} // closed when the current Run returns
 }
 
 type msg struct {
 	ev     Event
+	batch  []Event       // non-nil: several events, handled in order under one lock
 	policy Policy        // non-nil: switch policy
 	done   chan struct{} // non-nil: a barrier (Sync, SetPolicy)
 }
@@ -130,8 +134,12 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			switch {
 			case m.policy != nil:
 				s.e.setPolicy(m.policy, s.clock.Now())
+			case m.batch != nil:
+				for _, ev := range m.batch {
+					s.handle(ev)
+				}
 			case m.done == nil:
-				s.e.handle(m.ev)
+				s.handle(m.ev)
 			default:
 				// A barrier also fires timers that are due by the clock, so
 				// Sync after FakeClock.Advance sees their effects.
@@ -147,6 +155,38 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			s.e.advance(s.clock.Now())
 			s.mu.Unlock()
 		}
+	}
+}
+
+// handle hands ev to the engine and times the decision on a loop's yield
+// or wake. Called with s.mu held.
+func (s *Scheduler) handle(ev Event) {
+	s.e.handle(ev)
+	if ev.Kind == EvYield || ev.Kind == EvWake {
+		s.decision.add(max(s.clock.Now().Sub(ev.At), 0))
+	}
+}
+
+// PostBatch queues events (in order) as one message: a drained ring costs
+// the scheduler one hand-over, not one per event. It never blocks and
+// reports false when the queue was full and all of them were dropped. The
+// scheduler owns evs afterwards. Events without a time get the clock's now.
+func (s *Scheduler) PostBatch(evs []Event) bool {
+	if len(evs) == 0 {
+		return true
+	}
+	now := s.clock.Now()
+	for i := range evs {
+		if evs[i].At.IsZero() {
+			evs[i].At = now
+		}
+	}
+	select {
+	case s.msgs <- msg{batch: evs}:
+		return true
+	default:
+		s.dropped.Add(uint64(len(evs)))
+		return false
 	}
 }
 

@@ -16,6 +16,10 @@ type Snapshot struct {
 	SLO                time.Duration  `json:"slo_ns"`                // the bound in use
 	// Releases: confined commands the SLO rule released (quiet windows).
 	Releases uint64 `json:"releases"`
+	// DecisionLatency is the reaction time: from a DP loop's yield or wake
+	// to the engine's decision on it (the event's trip through the daemon
+	// and the scheduler's queue).
+	DecisionLatency LatencySnapshot `json:"decision_latency"`
 }
 
 // CoreSnapshot is one DP core.
@@ -87,7 +91,8 @@ type CoreSnapshot struct {
 	ActuatorErrors     uint64        `json:"actuator_errors"`
 }
 
-// LatencySnapshot is the exposed wake latency histogram of a core.
+// LatencySnapshot is a latency histogram: a core's exposed wake latency,
+// or the scheduler's decision latency.
 type LatencySnapshot struct {
 	Count uint64        `json:"count"`
 	Sum   time.Duration `json:"sum_ns"`
@@ -112,6 +117,7 @@ func (s *Scheduler) Snapshot() Snapshot {
 	defer s.mu.Unlock()
 	snap := s.e.snapshot(now)
 	snap.DroppedEvents = s.dropped.Load()
+	snap.DecisionLatency = s.decision.snapshot()
 	return snap
 }
 
@@ -140,13 +146,7 @@ func (e *engine) coreSnapshot(c *core, now time.Time) CoreSnapshot {
 	for i, n := range c.reclaims {
 		reclaims[Cause(i).String()] = n
 	}
-	h := c.wakeHist
-	lat := LatencySnapshot{Count: h.count, Sum: h.sum, P50: h.quantile(0.50), P99: h.quantile(0.99), Max: h.max}
-	var cum uint64
-	for i, le := range LatencyBuckets {
-		cum += h.counts[i]
-		lat.Buckets = append(lat.Buckets, Bucket{Le: le, Count: cum})
-	}
+	lat := c.wakeHist.snapshot()
 	cs := CoreSnapshot{
 		CPU: c.cpu, State: c.state, Since: c.since, Policy: e.pol.Name(),
 		Hold: e.planFor(c).Hold, InCPUSet: c.inCPUSet, YieldAfter: c.yield, Slice: c.knobSlice,
@@ -162,4 +162,14 @@ func (e *engine) coreSnapshot(c *core, now time.Time) CoreSnapshot {
 	}
 	c.pol.Describe(&cs)
 	return cs
+}
+
+func (h *histogram) snapshot() LatencySnapshot {
+	lat := LatencySnapshot{Count: h.count, Sum: h.sum, P50: h.quantile(0.50), P99: h.quantile(0.99), Max: h.max}
+	var cum uint64
+	for i, le := range LatencyBuckets {
+		cum += h.counts[i]
+		lat.Buckets = append(lat.Buckets, Bucket{Le: le, Count: cum})
+	}
+	return lat
 }

@@ -148,7 +148,11 @@ func printStatus(w io.Writer, st *daemon.Status) {
 	if st.Override {
 		fmt.Fprint(w, " (set at run time)")
 	}
-	fmt.Fprintf(w, "  daemon cpu %.2f%% of a core (last %s), %.1fs in all\n", 100*st.Daemon.Share, st.Daemon.Window, st.Daemon.Seconds)
+	fmt.Fprintf(w, "  daemon cpu %.2f%% of a core (last %s), %.1fs in all", 100*st.Daemon.Share, st.Daemon.Window, st.Daemon.Seconds)
+	if d := st.Scheduler.DecisionLatency; d.Count > 0 {
+		fmt.Fprintf(w, "  decisions p50 %s p99 %s", d.P50, d.P99)
+	}
+	fmt.Fprintln(w)
 	harvest := "n/a"
 	if st.Pool.HarvestedCPSeconds >= 0 {
 		harvest = fmt.Sprintf("%.2fs", st.Pool.HarvestedCPSeconds)
