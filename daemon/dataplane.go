@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -30,6 +31,9 @@ type dpLoop struct {
 	spawned bool
 	inproc  *host.Host
 	cancel  context.CancelFunc
+
+	// eventBeat: when this loop's event pump last ran (Daemon.stamp).
+	eventBeat atomic.Int64
 
 	// Last load sample, for busy-fraction and residence deltas.
 	lastBusy, lastAt time.Duration

@@ -2,57 +2,84 @@ package daemon
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/taichi-sched/taichi/dataplane"
 	"github.com/taichi-sched/taichi/scheduler"
 )
 
-// Pump periods: DP loop events are forwarded promptly (they drive the
-// per-gap decisions), load and harvested CP time are trends.
 const (
-	eventPeriod = 200 * time.Microsecond
-	loadPeriod  = 100 * time.Millisecond
+	// eventWaitMax bounds an event pump's sleep on its loop's doorbell: a
+	// quiet loop's pump still shows the watchdog it is alive, and a
+	// shutdown waits at most this long for it.
+	eventWaitMax = 100 * time.Millisecond
+	// loadPeriod: load, residence and harvested CP time are trends.
+	loadPeriod = 100 * time.Millisecond
 )
 
-// pump feeds the scheduler: yield/wake events from every DP loop's
-// segment, load samples from their counters, and CP CPU time harvested on
-// DP cores from the pool's per-CPU usage.
+// pump feeds the scheduler: each DP loop's yield/wake events as they come
+// (one goroutine per loop, asleep on the segment's doorbell until the host
+// queues one), and every loadPeriod the load samples from the loops'
+// counters and the CP CPU time harvested on DP cores. Nothing ticks faster
+// than loadPeriod on an idle loop.
 func (d *Daemon) pump(ctx context.Context) {
-	t := time.NewTicker(eventPeriod)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, l := range d.loops {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.pumpEvents(ctx, l)
+		}()
+	}
+	t := time.NewTicker(loadPeriod)
 	defer t.Stop()
-	lastLoad := time.Now()
 	for {
+		d.pumpBeat.Store(d.stamp())
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		d.pumpBeat.Store(d.stamp())
-		for _, l := range d.loops {
-			cpu := l.cfg.CPU
-			if _, err := l.client.Events(func(ev dataplane.Event) {
-				at := d.mono.Time(ev.AtNs)
-				switch ev.Kind {
-				case dataplane.KindYield:
-					d.sched.Yielded(cpu, at)
-				case dataplane.KindWake:
-					// A valid cause: the client rejects (counts and
-					// reports) records without one.
-					d.sched.Woke(cpu, at, ev.Cause, time.Duration(ev.ExposedNs))
-				}
-			}); err != nil {
-				d.log.Warn("DP loop event", "loop", l.cfg.Name, "err", err)
-			}
-		}
-		if time.Since(lastLoad) >= loadPeriod {
-			lastLoad = time.Now()
-			d.sampleLoad()
-			d.superviseBeat.Store(d.stamp())
-		}
+		d.sampleLoad()
+		d.superviseBeat.Store(d.stamp())
 	}
 }
 
+// pumpEvents forwards one loop's events: it drains the ring into one batch
+// for the scheduler, then sleeps until the host rings (or eventWaitMax).
+func (d *Daemon) pumpEvents(ctx context.Context, l *dpLoop) {
+	cpu := l.cfg.CPU
+	for ctx.Err() == nil {
+		l.eventBeat.Store(d.stamp())
+		var batch []scheduler.Event
+		if _, err := l.client.Events(func(ev dataplane.Event) {
+			at := d.mono.Time(ev.AtNs)
+			switch ev.Kind {
+			case dataplane.KindYield:
+				batch = append(batch, scheduler.Event{Kind: scheduler.EvYield, CPU: cpu, At: at})
+			case dataplane.KindWake:
+				// A valid cause: the client rejects (counts and reports)
+				// records without one.
+				batch = append(batch, scheduler.Event{Kind: scheduler.EvWake, CPU: cpu, At: at,
+					Wake: ev.Cause, Latency: time.Duration(ev.ExposedNs)})
+			}
+		}); err != nil {
+			d.log.Warn("DP loop event", "loop", l.cfg.Name, "err", err)
+		}
+		d.sched.PostBatch(batch)
+		if err := l.client.WaitEvents(eventWaitMax); err != nil {
+			// Not expected (futex(2) on our own mapping); polling at the
+			// bound keeps events flowing, late, rather than spinning.
+			d.log.Warn("DP loop event wait", "loop", l.cfg.Name, "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(eventWaitMax):
+			}
+		}
+	}
+}
 func (d *Daemon) sampleLoad() {
 	now := time.Now()
 	for _, l := range d.loops {

@@ -9,9 +9,9 @@ import (
 )
 
 // The watchdog pets systemd only while the parts that keep DP safe made
-// progress: the scheduler goroutine answers a barrier, the event pump ran,
-// and DP host supervision (the pump's load pass over every host's
-// segment) ran. A daemon stuck in any of them stops petting, and systemd
+// progress: the scheduler goroutine answers a barrier, the pump and every
+// loop's event pump ran (those wake at least every eventWaitMax), and DP
+// host supervision (the pump's load pass over every host's segment) ran. A daemon stuck in any of them stops petting, and systemd
 // restarts it; the DP hosts keep forwarding meanwhile.
 
 // stamp records progress now (time since start, on the monotonic clock).
@@ -22,8 +22,13 @@ func (d *Daemon) stamp() int64 { return int64(time.Since(d.started)) }
 // back is carried over instead of piling up goroutines.
 func (d *Daemon) healthy(within time.Duration) error {
 	now := time.Duration(d.stamp())
-	if age := now - time.Duration(d.pumpBeat.Load()); age > within {
-		return fmt.Errorf("event pump: no progress for %v", age.Round(time.Millisecond))
+	if age := now - time.Duration(d.pumpBeat.Load()); age > within+loadPeriod {
+		return fmt.Errorf("pump: no progress for %v", age.Round(time.Millisecond))
+	}
+	for _, l := range d.loops {
+		if age := now - time.Duration(l.eventBeat.Load()); age > within+eventWaitMax {
+			return fmt.Errorf("event pump of DP loop %s: no progress for %v", l.cfg.Name, age.Round(time.Millisecond))
+		}
 	}
 	if age := now - time.Duration(d.superviseBeat.Load()); age > within+loadPeriod {
 		return fmt.Errorf("DP host supervision: no progress for %v", age.Round(time.Millisecond))

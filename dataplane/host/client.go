@@ -18,6 +18,7 @@ type Client struct {
 	name string
 	seg  *shm.Segment
 	ring *shm.Ring
+	bell *shm.Doorbell // nil: the host does not ring it (polled)
 	rec  []byte
 	// rejected counts garbled event records (Events).
 	rejected atomic.Uint64
@@ -47,8 +48,34 @@ func Attach(path, name string) (*Client, error) {
 		return nil, err
 	}
 	ring.Skip()
-	return &Client{name: name, seg: seg, ring: ring, rec: make([]byte, eventRec)}, nil
+	c := &Client{name: name, seg: seg, ring: ring, rec: make([]byte, eventRec)}
+	if u64(seg, offFeatures).Load()&featureEventBell != 0 {
+		c.bell = shm.DoorbellAt(seg.Bytes(), offEventBell)
+	}
+	return c, nil
 }
+
+// LegacyEventPoll is how often WaitEvents looks at the ring of a host that
+// does not ring the doorbell (one from before it had one).
+const LegacyEventPoll = 200 * time.Microsecond
+
+// WaitEvents returns when the host has queued an event, or after timeout.
+// It returns at once if one is queued already. Call it from the goroutine
+// that calls Events. A host without the doorbell is polled every
+// LegacyEventPoll instead.
+func (c *Client) WaitEvents(timeout time.Duration) error {
+	if c.bell == nil {
+		if !c.ring.Pending() {
+			time.Sleep(min(timeout, LegacyEventPoll))
+		}
+		return nil
+	}
+	return c.bell.Wait(c.ring.Pending, timeout)
+}
+
+// EventBell reports whether the host rings the doorbell (WaitEvents sleeps
+// until an event) rather than being polled.
+func (c *Client) EventBell() bool { return c.bell != nil }
 
 // PID is the hosting process.
 func (c *Client) PID() int { return int(u64(c.seg, offPID).Load()) }

@@ -43,6 +43,9 @@ const (
 
 	offKnobSeq, offYieldAfter, offSlice, offProbeWake, offWakeReq = 64, 72, 80, 88, 96
 	offKnobSeen, offWakeSeen, offHostBeat                         = 128, 136, 144
+	// offFeatures holds what this host does beyond version 2's contract
+	// (featureEventBell); a daemon falls back to polling without it.
+	offFeatures, offEventBell = 152, 160
 
 	offStatsSeq, offStatsLen, offStats = 192, 200, 256
 	maxStats                           = offRing - offStats
@@ -53,6 +56,10 @@ const (
 
 	segmentSize = offRing + ringLen*eventRec + 3*64
 )
+
+// featureEventBell: the host rings the doorbell at offEventBell after
+// queueing an event, so the daemon can sleep until there is one.
+const featureEventBell = 1 << 0
 
 // Tick is how often the host applies knobs and wake requests and publishes
 // stats. Knob changes are per trend, never per packet (the loop's own
@@ -116,6 +123,7 @@ type Host struct {
 	spec  Spec
 	seg   *shm.Segment
 	ring  *shm.Ring
+	bell  *shm.Doorbell
 	loop  *dataplane.Loop
 	wake  *dataplane.EventWake
 	gate  *gatedWake
@@ -161,7 +169,8 @@ func Start(ctx context.Context, spec Spec) (*Host, error) {
 		loop.Close()
 		return nil, err
 	}
-	h := &Host{spec: spec, seg: seg, ring: ring, loop: loop}
+	h := &Host{spec: spec, seg: seg, ring: ring, bell: shm.DoorbellAt(seg.Bytes(), offEventBell), loop: loop}
+	u64(seg, offFeatures).Store(featureEventBell)
 	u64(seg, offPID).Store(uint64(os.Getpid()))
 	u64(seg, offCPU).Store(uint64(spec.Loop.CPU))
 	u64(seg, offStarted).Store(uint64(dataplane.MonotonicNow()))
@@ -277,6 +286,9 @@ func (h *Host) forwardEvents(ctx context.Context) {
 			}
 			encodeEvent(rec, ev)
 			h.ring.Push(rec)
+			// A syscall only when the daemon sleeps on the ring; this
+			// goroutine is not the DP loop's thread.
+			_ = h.bell.Ring()
 		}
 	}
 }

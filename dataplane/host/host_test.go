@@ -78,7 +78,25 @@ func TestHostedLoopThroughSegment(t *testing.T) {
 	if c.PID() != os.Getpid() || c.CPU() != 1 || c.TID() == 0 {
 		t.Errorf("header pid %d cpu %d tid %d", c.PID(), c.CPU(), c.TID())
 	}
+	// The loop busy-polls (never yields) until told otherwise: a client
+	// asleep on the doorbell is woken by its first yield, not by a timeout.
+	if !c.EventBell() {
+		t.Fatal("the host does not advertise its event doorbell")
+	}
+	c.Events(func(dataplane.Event) {})
+	const sleepMax = 30 * time.Second
+	woke := make(chan time.Duration, 1)
+	go func() {
+		start := time.Now()
+		if err := c.WaitEvents(sleepMax); err != nil {
+			t.Error(err)
+		}
+		woke <- time.Since(start)
+	}()
 	c.SetYield(4, 2*time.Millisecond)
+	if slept := <-woke; slept >= sleepMax {
+		t.Fatalf("WaitEvents slept %v: the first yield did not ring the doorbell", slept)
+	}
 	deadline := time.Now().Add(2 * time.Second)
 	for {
 		if _, _, ok := c.Knobs(); ok {

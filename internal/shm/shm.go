@@ -181,3 +181,7 @@ func (r *Ring) Skip() { r.head.Store(r.tail.Load()) }
 
 // Dropped counts records the producer could not queue.
 func (r *Ring) Dropped() uint64 { return r.dropped.Load() }
+
+// Pending reports whether a record is queued (a consumer's cheap check
+// before it sleeps).
+func (r *Ring) Pending() bool { return r.head.Load() != r.tail.Load() }
