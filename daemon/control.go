@@ -187,7 +187,12 @@ func (s *controlServer) handle(c *net.UnixConn) {
 		return
 	}
 	resp := s.dispatch(line, uid)
-	b, _ := json.Marshal(resp)
+	b, err := json.Marshal(resp)
+	if err != nil {
+		// Say so rather than close silently (the client would read EOF).
+		s.log.Error("control answer not encodable", "err", err)
+		b, _ = json.Marshal(Response{Error: "daemon could not encode its answer: " + err.Error()})
+	}
 	c.Write(append(b, '\n'))
 }
 

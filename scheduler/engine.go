@@ -514,7 +514,7 @@ func (e *engine) confineWorst(c *core, at time.Time) bool {
 	// Only a task that held a DP thread off its core for as long as the
 	// high-water mark can have put packets above it.
 	minDelay := time.Duration(HighWater * float64(e.p.SLO))
-	if !e.ctl.ConfineWorst(c.cpu, e.p.SLOWindow, minDelay, c.horizon.Budget()) {
+	if !e.ctl.ConfineWorst(c.cpu, e.p.SLOWindow, minDelay, min(c.horizon.Budget(), budgetOver)) {
 		c.confineMisses++
 		return false
 	}

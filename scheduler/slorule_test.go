@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"testing"
 	"time"
@@ -233,5 +234,16 @@ func TestSLORuleStopsBenchingWhenBenchingDoesNotHelp(t *testing.T) {
 	h.residenceWaited(1, at, 200, 10, waitBreach)
 	if !h.taichi(1).benched {
 		t.Error("no bench after GuardForgive: the experiment is never retried")
+	}
+}
+
+// Packets beyond the last mark (4× the SLO) confine with a finite budget:
+// the reason is shown in status as JSON, which has no +Inf.
+func TestSLORuleHandsAFiniteBudgetBeyondTheLastMark(t *testing.T) {
+	h, act := sloHarness(t, PolicyTaichi, map[int][]string{1: {"nft"}})
+	h.residenceWaited(1, ms(100), 200, 10, us(1000)) // 5% at 10× the SLO
+	eq(t, "confine", only(act.take(), "confine"), []string{"confine 1 nft"})
+	if b := act.budgets[0]; math.IsInf(b, 0) || b != budgetOver {
+		t.Errorf("budget handed with the confinement %v, want %v", b, float64(budgetOver))
 	}
 }

@@ -154,7 +154,7 @@ func (e *engine) coreSnapshot(c *core, now time.Time) CoreSnapshot {
 		LentTotal:  lent, Lends: c.lends, Reclaims: reclaims, ReclaimTimeouts: c.timeouts,
 		CPUSetLends: c.cpusetLends, CPUSetReclaims: c.cpusetBacks, Probes: c.probes,
 		WakeLatency: lat, SLOWindowP99: c.slo.WorstP99(), SLOWindowPackets: c.slo.packets, SLOWindowLate: c.slo.Late(),
-		Budget: min(c.horizon.Budget(), 99), WindowBudget: min(c.slo.Budget(), 99), Verdict: c.verdict, Confines: c.confines, ConfineMisses: c.confineMisses,
+		Budget: min(c.horizon.Budget(), budgetOver), WindowBudget: min(c.slo.Budget(), budgetOver), Verdict: c.verdict, Confines: c.confines, ConfineMisses: c.confineMisses,
 		BenchFutile: c.benchFutile, BenchSkips: c.benchSkips,
 		GuardTrips: c.reclaims[CauseGuard], FlapsHeld: c.flapsHeld,
 		Load: c.loadMean, Packets: c.packets,

@@ -187,9 +187,13 @@ func (w *sloWindow) exceeds(m int) bool {
 // P99Exceeds reports whether the window's p99 is above the SLO.
 func (w *sloWindow) P99Exceeds() bool { return w.exceeds(markSLO) }
 
+// budgetOver stands for a budget beyond the last mark where a number must
+// be finite (snapshots, JSON, a confinement's reason).
+const budgetOver = 99
+
 // Budget is the share of the SLO the window's p99 uses, as the lowest
 // mark it does not exceed (an upper bound); 0 for an empty window, and
-// +Inf above the highest mark.
+// +Inf above the highest mark (budgetOver where it must be finite).
 func (w *sloWindow) Budget() float64 {
 	if w.packets == 0 {
 		return 0
