@@ -176,6 +176,7 @@ func (d *Daemon) spawnLoop(ctx context.Context, spec host.Spec, l config.Loop) (
 		return nil, err
 	}
 	os.Remove(spec.ShmPath)
+	os.Remove(host.BellPath(spec.ShmPath))
 	logf, err := os.OpenFile(filepath.Join(d.dpDir, l.Name+".log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err

@@ -14,6 +14,11 @@ const (
 	// quiet loop's pump still shows the watchdog it is alive, and a
 	// shutdown waits at most this long for it.
 	eventWaitMax = 100 * time.Millisecond
+	// eventBatch: while a loop's events keep coming, its pump drains them
+	// this often instead of waking for each (a wake costs tens of µs on a
+	// VM; the decisions they feed are accounting and trends, and the
+	// reclaim itself never waits for the daemon).
+	eventBatch = 2 * time.Millisecond
 	// loadPeriod: load, residence and harvested CP time are trends.
 	loadPeriod = 100 * time.Millisecond
 )
@@ -47,39 +52,59 @@ func (d *Daemon) pump(ctx context.Context) {
 	}
 }
 
-// pumpEvents forwards one loop's events: it drains the ring into one batch
-// for the scheduler, then sleeps until the host rings (or eventWaitMax).
+// pumpEvents forwards one loop's events to the scheduler, a drained ring
+// at a time. The first event after a quiet spell is taken at once (the
+// host rings the doorbell); while events keep coming the pump drains every
+// eventBatch, and once a drain finds nothing it sleeps on the doorbell
+// again.
 func (d *Daemon) pumpEvents(ctx context.Context, l *dpLoop) {
-	cpu := l.cfg.CPU
 	for ctx.Err() == nil {
 		l.eventBeat.Store(d.stamp())
-		var batch []scheduler.Event
-		if _, err := l.client.Events(func(ev dataplane.Event) {
-			at := d.mono.Time(ev.AtNs)
-			switch ev.Kind {
-			case dataplane.KindYield:
-				batch = append(batch, scheduler.Event{Kind: scheduler.EvYield, CPU: cpu, At: at})
-			case dataplane.KindWake:
-				// A valid cause: the client rejects (counts and reports)
-				// records without one.
-				batch = append(batch, scheduler.Event{Kind: scheduler.EvWake, CPU: cpu, At: at,
-					Wake: ev.Cause, Latency: time.Duration(ev.ExposedNs)})
-			}
-		}); err != nil {
-			d.log.Warn("DP loop event", "loop", l.cfg.Name, "err", err)
+		if d.drainEvents(l) > 0 {
+			sleepCtx(ctx, eventBatch)
+			continue
 		}
-		d.sched.PostBatch(batch)
 		if err := l.client.WaitEvents(eventWaitMax); err != nil {
 			// Not expected (futex(2) on our own mapping); polling at the
 			// bound keeps events flowing, late, rather than spinning.
 			d.log.Warn("DP loop event wait", "loop", l.cfg.Name, "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(eventWaitMax):
-			}
+			sleepCtx(ctx, eventWaitMax)
 		}
 	}
 }
+
+// drainEvents hands the loop's queued yields and wakes to the scheduler as
+// one batch and returns how many there were.
+func (d *Daemon) drainEvents(l *dpLoop) int {
+	cpu := l.cfg.CPU
+	var batch []scheduler.Event
+	if _, err := l.client.Events(func(ev dataplane.Event) {
+		at := d.mono.Time(ev.AtNs)
+		switch ev.Kind {
+		case dataplane.KindYield:
+			batch = append(batch, scheduler.Event{Kind: scheduler.EvYield, CPU: cpu, At: at})
+		case dataplane.KindWake:
+			// A valid cause: the client rejects (counts and reports)
+			// records without one.
+			batch = append(batch, scheduler.Event{Kind: scheduler.EvWake, CPU: cpu, At: at,
+				Wake: ev.Cause, Latency: time.Duration(ev.ExposedNs)})
+		}
+	}); err != nil {
+		d.log.Warn("DP loop event", "loop", l.cfg.Name, "err", err)
+	}
+	d.sched.HandleBatch(batch)
+	return len(batch)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
 func (d *Daemon) sampleLoad() {
 	now := time.Now()
 	for _, l := range d.loops {

@@ -34,6 +34,7 @@ type Scheduler struct {
 	log   *slog.Logger
 
 	msgs    chan msg
+	nudge   chan struct{} // HandleBatch moved the next timer forward
 	dropped atomic.Uint64
 
 	mu      sync.Mutex // guards e, running and decision; held by Run while it handles a message
@@ -47,7 +48,6 @@ type Scheduler struct {
 
 type msg struct {
 	ev     Event
-	batch  []Event       // non-nil: several events, handled in order under one lock
 	policy Policy        // non-nil: switch policy
 	done   chan struct{} // non-nil: a barrier (Sync, SetPolicy)
 }
@@ -74,7 +74,7 @@ func New(cpus []int, act Actuator, p Params, opts ...Option) (*Scheduler, error)
 		}
 		seen[cpu] = true
 	}
-	s := &Scheduler{clock: RealClock{}, log: slog.Default(), msgs: make(chan msg, QueueSize)}
+	s := &Scheduler{clock: RealClock{}, log: slog.Default(), msgs: make(chan msg, QueueSize), nudge: make(chan struct{}, 1)}
 	for _, o := range opts {
 		o(s)
 	}
@@ -129,15 +129,12 @@ func (s *Scheduler) Run(ctx context.Context) error {
 				timer.Stop()
 			}
 			return nil
+		case <-s.nudge: // re-read the next deadline
 		case m := <-s.msgs:
 			s.mu.Lock()
 			switch {
 			case m.policy != nil:
 				s.e.setPolicy(m.policy, s.clock.Now())
-			case m.batch != nil:
-				for _, ev := range m.batch {
-					s.handle(ev)
-				}
 			case m.done == nil:
 				s.handle(m.ev)
 			default:
@@ -167,11 +164,14 @@ func (s *Scheduler) handle(ev Event) {
 	}
 }
 
-// PostBatch queues events (in order) as one message: a drained ring costs
-// the scheduler one hand-over, not one per event. It never blocks and
-// reports false when the queue was full and all of them were dropped. The
-// scheduler owns evs afterwards. Events without a time get the clock's now.
-func (s *Scheduler) PostBatch(evs []Event) bool {
+// HandleBatch hands events (in order) to the engine in the caller's
+// goroutine: a drained ring costs one lock, not a hand-over per event to
+// Run's goroutine (a thread wake each). Run is only nudged when the
+// events brought its next timer forward. Before Run starts, or after it
+// returned, the events are queued as Post does; it reports false if the
+// queue was full and they were dropped. Events without a time get the
+// clock's now.
+func (s *Scheduler) HandleBatch(evs []Event) bool {
 	if len(evs) == 0 {
 		return true
 	}
@@ -181,13 +181,29 @@ func (s *Scheduler) PostBatch(evs []Event) bool {
 			evs[i].At = now
 		}
 	}
-	select {
-	case s.msgs <- msg{batch: evs}:
-		return true
-	default:
-		s.dropped.Add(uint64(len(evs)))
-		return false
+	s.mu.Lock()
+	if !s.running {
+		s.mu.Unlock()
+		ok := true
+		for _, ev := range evs {
+			ok = s.Post(ev) && ok
+		}
+		return ok
 	}
+	before, had := s.e.nextDeadline()
+	for _, ev := range evs {
+		s.handle(ev)
+	}
+	after, has := s.e.nextDeadline()
+	s.mu.Unlock()
+	if has && (!had || after.Before(before)) {
+		select {
+		case s.nudge <- struct{}{}:
+
+		default: // one is pending already
+		}
+	}
+	return true
 }
 
 // Post queues an event; it never blocks. It reports false when the queue is

@@ -268,12 +268,12 @@ func TestNewRejectsBadInput(t *testing.T) {
 
 // A batch is handled like the same events posted one by one, in order, and
 // each yield or wake in it is timed from its At to the engine's decision.
-func TestPostBatchHandlesInOrderAndTimesDecisions(t *testing.T) {
+func TestHandleBatchHandlesInOrderAndTimesDecisions(t *testing.T) {
 	r := startScheduler(t, PolicyDynamic, nil)
 	r.act.take()
 	start := r.clock.Now()
 	r.clock.Advance(3 * time.Millisecond) // the events reach the engine 3 ms after they happened
-	if !r.s.PostBatch([]Event{
+	if !r.s.HandleBatch([]Event{
 		{Kind: EvYield, CPU: 1, At: start},
 		{Kind: EvWake, CPU: 1, At: start.Add(time.Millisecond), Wake: WakeRx},
 		{Kind: EvYield, CPU: 3, At: start.Add(2 * time.Millisecond)},
@@ -298,5 +298,29 @@ func TestPostBatchHandlesInOrderAndTimesDecisions(t *testing.T) {
 	// Waits of 3, 2 and 1 ms: the histogram's bounds never underestimate.
 	if d.Max != 3*time.Millisecond || d.Sum != 6*time.Millisecond || d.P99 < 3*time.Millisecond {
 		t.Errorf("decision latency max %v sum %v p99 %v, want 3ms, 6ms, >=3ms", d.Max, d.Sum, d.P99)
+	}
+}
+
+// A batch handled outside Run's goroutine that sets a timer (a probe's
+// reclaim arms the reclaim timeout) gets that timer run by Run: the
+// timeout fires once the clock passes it, with no other message to wake Run.
+func TestHandleBatchTimersRunWithoutAnotherMessage(t *testing.T) {
+	r := startScheduler(t, PolicyTaichi, nil)
+	start := r.clock.Now()
+	r.s.HandleBatch([]Event{
+		{Kind: EvYield, CPU: 1, At: start},
+		{Kind: EvProbe, CPU: 1, At: start},
+	})
+	if st := r.s.Snapshot().Cores[0].State; st != Reclaiming {
+		t.Fatalf("cpu 1 %s after yield and probe, want %s", st, Reclaiming)
+	}
+	timeout := r.s.Params().ReclaimTimeout
+	deadline := time.Now().Add(time.Minute)
+	for r.s.Snapshot().Cores[0].ReclaimTimeouts == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the reclaim timeout never fired: Run did not pick up the batch's timer")
+		}
+		r.clock.Advance(timeout) // Run may not have re-armed yet: advance again until it fires
+		time.Sleep(time.Millisecond)
 	}
 }

@@ -42,6 +42,7 @@ func init() {
 			}
 			h.Wait()
 			os.Remove(spec.ShmPath)
+			os.Remove(host.BellPath(spec.ShmPath))
 			return nil
 		},
 	}

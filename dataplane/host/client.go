@@ -50,7 +50,10 @@ func Attach(path, name string) (*Client, error) {
 	ring.Skip()
 	c := &Client{name: name, seg: seg, ring: ring, rec: make([]byte, eventRec)}
 	if u64(seg, offFeatures).Load()&featureEventBell != 0 {
-		c.bell = shm.DoorbellAt(seg.Bytes(), offEventBell)
+		if c.bell, err = shm.OpenDoorbell(seg.Bytes(), offEventBell, BellPath(path), false); err != nil {
+			seg.Close()
+			return nil, fmt.Errorf("dp %s: %w", name, err)
+		}
 	}
 	return c, nil
 }
@@ -191,4 +194,9 @@ func (c *Client) EventsRejected() uint64 { return c.rejected.Load() }
 func (c *Client) EventsDropped() uint64 { return c.ring.Dropped() }
 
 // Close unmaps the segment; the hosted loop keeps running.
-func (c *Client) Close() error { return c.seg.Close() }
+func (c *Client) Close() error {
+	if c.bell != nil {
+		c.bell.Close()
+	}
+	return c.seg.Close()
+}

@@ -57,6 +57,9 @@ const (
 	segmentSize = offRing + ringLen*eventRec + 3*64
 )
 
+// BellPath is the FIFO of the segment at shmPath's event doorbell.
+func BellPath(shmPath string) string { return shmPath + ".bell" }
+
 // featureEventBell: the host rings the doorbell at offEventBell after
 // queueing an event, so the daemon can sleep until there is one.
 const featureEventBell = 1 << 0
@@ -169,8 +172,11 @@ func Start(ctx context.Context, spec Spec) (*Host, error) {
 		loop.Close()
 		return nil, err
 	}
-	h := &Host{spec: spec, seg: seg, ring: ring, bell: shm.DoorbellAt(seg.Bytes(), offEventBell), loop: loop}
-	u64(seg, offFeatures).Store(featureEventBell)
+	h := &Host{spec: spec, seg: seg, ring: ring, loop: loop}
+	// Without its doorbell the host still runs: the daemon polls it.
+	if h.bell, err = shm.OpenDoorbell(seg.Bytes(), offEventBell, BellPath(spec.ShmPath), true); err == nil {
+		u64(seg, offFeatures).Store(featureEventBell)
+	}
 	u64(seg, offPID).Store(uint64(os.Getpid()))
 	u64(seg, offCPU).Store(uint64(spec.Loop.CPU))
 	u64(seg, offStarted).Store(uint64(dataplane.MonotonicNow()))
@@ -268,6 +274,9 @@ func (h *Host) release() {
 	if h.kws != nil {
 		h.kws.Close()
 	}
+	if h.bell != nil {
+		h.bell.Close()
+	}
 	h.seg.Close()
 }
 
@@ -288,7 +297,9 @@ func (h *Host) forwardEvents(ctx context.Context) {
 			h.ring.Push(rec)
 			// A syscall only when the daemon sleeps on the ring; this
 			// goroutine is not the DP loop's thread.
-			_ = h.bell.Ring()
+			if h.bell != nil {
+				_ = h.bell.Ring()
+			}
 		}
 	}
 }

@@ -1,17 +1,20 @@
 package shm
 
 import (
+	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
 
 // twoViews maps one segment twice, as producer and consumer processes do:
 // the futex is keyed by the file, not by the mapping.
-func twoViews(t *testing.T) (prod, cons []byte) {
+func twoViews(t *testing.T) (prod, cons []byte, bell string) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "seg")
+	dir := t.TempDir()
+	path := filepath.Join(dir, "seg")
 	a, err := Create(path, 4096)
 	if err != nil {
 		t.Fatal(err)
@@ -22,20 +25,36 @@ func twoViews(t *testing.T) (prod, cons []byte) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
-	return a.Bytes(), b.Bytes()
+	return a.Bytes(), b.Bytes(), filepath.Join(dir, "seg.bell")
+}
+
+// bells opens the producer's and the consumer's side of one doorbell.
+func bells(t *testing.T, pm, cm []byte, off int, path string) (prod, cons *Doorbell) {
+	t.Helper()
+	prod, err := OpenDoorbell(pm, off, path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { prod.Close() })
+	cons, err = OpenDoorbell(cm, off, path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cons.Close() })
+	return prod, cons
 }
 
 // A consumer asleep on the doorbell is woken by the producer's ring, long
 // before its timeout, and finds the record the ring announced.
 func TestDoorbellWakesASleepingConsumer(t *testing.T) {
-	pm, cm := twoViews(t)
+	pm, cm, path := twoViews(t)
 	const ringOff, bellOff, timeout = 256, 0, 20 * time.Second
 	prodRing, err := NewRing(pm[ringOff:], 8, 8)
 	if err != nil {
 		t.Fatal(err)
 	}
 	consRing, _ := NewRing(cm[ringOff:], 8, 8)
-	prodBell, consBell := DoorbellAt(pm, bellOff), DoorbellAt(cm, bellOff)
+	prodBell, consBell := bells(t, pm, cm, bellOff, path)
 
 	woke := make(chan time.Duration, 1)
 	go func() {
@@ -65,10 +84,10 @@ func TestDoorbellWakesASleepingConsumer(t *testing.T) {
 
 // Work queued before the consumer arms the bell is never slept on.
 func TestDoorbellNeverSleepsOnQueuedWork(t *testing.T) {
-	pm, cm := twoViews(t)
+	pm, cm, path := twoViews(t)
 	prodRing, _ := NewRing(pm[256:], 8, 8)
 	consRing, _ := NewRing(cm[256:], 8, 8)
-	prodBell, consBell := DoorbellAt(pm, 0), DoorbellAt(cm, 0)
+	prodBell, consBell := bells(t, pm, cm, 0, path)
 	prodRing.Push(make([]byte, 8))
 	if err := prodBell.Ring(); err != nil {
 		t.Fatal(err)
@@ -85,11 +104,29 @@ func TestDoorbellNeverSleepsOnQueuedWork(t *testing.T) {
 	}
 }
 
-func TestDoorbellRejectsMisalignedWord(t *testing.T) {
-	defer func() {
-		if recover() == nil {
-			t.Fatal("no panic for a misaligned doorbell")
+// A quiet producer lets the consumer sleep its timeout and no longer, and
+// a doorbell path that is not a FIFO is refused by name.
+func TestDoorbellTimesOutAndRefusesAFile(t *testing.T) {
+	pm, cm, path := twoViews(t)
+	_, consBell := bells(t, pm, cm, 0, path)
+	done := make(chan error, 1)
+	go func() { done <- consBell.Wait(func() bool { return false }, 10*time.Millisecond) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
 		}
-	}()
-	DoorbellAt(make([]byte, 64), 2)
+	case <-time.After(time.Minute):
+		t.Fatal("a 10ms wait did not end")
+	}
+	file := filepath.Join(t.TempDir(), "plain")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenDoorbell(pm, 0, file, false); err == nil || !strings.Contains(err.Error(), "not a FIFO") {
+		t.Fatalf("a plain file as the doorbell: %v", err)
+	}
+	if _, err := OpenDoorbell(pm, 2, path, false); err == nil {
+		t.Fatal("a misaligned doorbell word accepted")
+	}
 }
