@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -59,4 +60,39 @@ func BenchmarkSchedulerPost(b *testing.B) {
 		}
 	}
 	s.Sync(ctx)
+}
+
+// BenchmarkSchedulerHandleBatch: a drained ring's worth of yield/wake pairs
+// (batch events) handed to a running Scheduler in the caller's goroutine,
+// per event. The pump's path since it became event-driven.
+func BenchmarkSchedulerHandleBatch(b *testing.B) {
+	for _, n := range []int{2, 16, 128} {
+		b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) {
+			s, err := New([]int{1}, nopActuator{}, DefaultParams(), WithLogger(quietLogger()))
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go s.Run(ctx)
+			for s.Sync(ctx) != nil {
+				time.Sleep(time.Millisecond)
+			}
+			at := time.Now()
+			batch := make([]Event, n)
+			b.ReportAllocs()
+			for b.Loop() {
+				for i := range batch {
+					at = at.Add(10 * time.Microsecond)
+					if i%2 == 0 {
+						batch[i] = Event{Kind: EvYield, CPU: 1, At: at}
+					} else {
+						batch[i] = Event{Kind: EvWake, CPU: 1, At: at, Wake: WakeRx, Latency: 20 * time.Microsecond}
+					}
+				}
+				s.HandleBatch(batch)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/event")
+		})
+	}
 }
