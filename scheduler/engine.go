@@ -147,32 +147,45 @@ func (e *engine) setPolicy(pol Policy, now time.Time) {
 	e.log.Info("scheduler policy", "from", old, "to", pol.Name())
 	if old != pol.Name() {
 		// What a policy learnt (the guard's evidence and back-off above
-		// all) was about lending under the old one: a new policy starts
-		// with a clean slate (counters stay).
-		for _, c := range e.cores {
-			c.pol = e.newCorePolicy(c)
-			c.slo.reset()
-			c.horizon.reset()
-			c.benched.reset()
-			c.benchFutile = false
-		}
+		// all) was about lending under the old one.
+		e.freshStart()
 	}
+	e.reapply()
+}
+
+// setSLO changes the bound. Like a new policy, a new contract starts from
+// a clean slate: the windows were judged against the old bound, and what
+// the policy learnt (bench back-offs, adaptation) was learnt under it.
+func (e *engine) setSLO(d time.Duration, now time.Time) {
+	e.advance(now)
+	e.p.SLO = d
+	e.freshStart()
+	e.log.Info("scheduler slo", "slo", d)
+	e.reapply()
+}
+
+// freshStart gives every core a new policy state and empty windows
+// (counters stay).
+func (e *engine) freshStart() {
+	for _, c := range e.cores {
+		c.pol = e.newCorePolicy(c)
+		c.slo.reset()
+		c.horizon.reset()
+		c.benched.reset()
+		c.benchFutile = false
+		c.verdict = VerdictUnknown
+	}
+}
+
+// reapply applies the policy to every core, slow path included (once Run
+// has started).
+func (e *engine) reapply() {
 	if !e.started {
 		return
 	}
 	for _, c := range e.cores {
 		e.apply(c, true)
 	}
-}
-
-// setSLO changes the bound: the windows were judged against the old one.
-func (e *engine) setSLO(d time.Duration) {
-	e.p.SLO = d
-	for _, c := range e.cores {
-		c.slo.reset()
-		c.horizon.reset()
-	}
-	e.log.Info("scheduler slo", "slo", d)
 }
 
 func (e *engine) newCorePolicy(c *core) CorePolicy {

@@ -332,15 +332,16 @@ func (s *Scheduler) SetPolicy(name PolicyName) error {
 }
 
 // SetSLO sets the bound on per-packet RX residence p99, at start or while
-// running: the windows' evidence was judged against the old bound and is
-// dropped; what the policy learnt (back-offs) stays.
+// running. A new bound is a new contract: the windows' evidence and what
+// the policy learnt (back-offs, adaptation) are dropped, as on a policy
+// switch; counters stay.
 func (s *Scheduler) SetSLO(d time.Duration) error {
 	if d <= 0 {
 		return fmt.Errorf("scheduler: slo: must be positive, got %v", d)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.e.setSLO(d)
+	s.e.setSLO(d, s.clock.Now())
 	return nil
 }
 

@@ -247,3 +247,27 @@ func TestSLORuleHandsAFiniteBudgetBeyondTheLastMark(t *testing.T) {
 		t.Errorf("budget handed with the confinement %v, want %v", b, float64(budgetOver))
 	}
 }
+
+// A new SLO is a new contract: a core benched under the old bound lends
+// again at once, with an empty horizon and a fresh back-off; the counters
+// stay.
+func TestSLORuleNewSLOStartsFromACleanSlate(t *testing.T) {
+	h, act := sloHarness(t, PolicyTaichi, nil)
+	h.residenceWaited(1, ms(100), 200, 10, waitBreach)
+	if s := h.snap(1, ms(100)); !s.Benched || s.GuardTrips != 1 {
+		t.Fatalf("breach with nothing to confine: benched %v trips %d", s.Benched, s.GuardTrips)
+	}
+	act.take()
+	h.e.setSLO(us(500), at(ms(200)))
+	s := h.snap(1, ms(200))
+	if s.Benched || s.Hold != HoldNone || !s.InCPUSet || s.Verdict != VerdictUnknown || s.Budget != 0 {
+		t.Errorf("after a new SLO: benched %v hold %q in cpuset %v verdict %v budget %v",
+			s.Benched, s.Hold, s.InCPUSet, s.Verdict, s.Budget)
+	}
+	if s.GuardTrips != 1 || h.e.p.SLO != us(500) {
+		t.Errorf("trips %d (counters stay), slo %v", s.GuardTrips, h.e.p.SLO)
+	}
+	if h.taichi(1).nextBackoff != h.e.p.GuardBackoff {
+		t.Errorf("back-off %v carried over, want a fresh %v", h.taichi(1).nextBackoff, h.e.p.GuardBackoff)
+	}
+}
