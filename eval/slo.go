@@ -90,22 +90,20 @@ func (a arm) String() string { return variantName(a.policy, float64(a.slo)/1e3) 
 // (recording a failure in run), or false with the failure in run.
 //
 // taichi starts each run from a clean slate, as it does after any other
-// policy: the scheduler keeps what taichi learnt (the guard's back-off)
-// across a change of SLO, so one sweep value's run would otherwise start
-// benched by the run before it.
+// policy: setting the SLO (the arm's, or the one in force again for the
+// default arm) drops what taichi learnt in the run before (the guard's
+// back-off), so one run cannot start benched by another.
 func applyArm(ctx context.Context, sys System, run *Run, a arm) (restore func(), ok bool) {
 	restore = func() {}
 	if a.policy == scheduler.PolicyTaichi {
-		if err := sys.SetPolicy(ctx, scheduler.PolicyStatic); err != nil {
-			run.addErr(fmt.Errorf("set policy: %w", err))
-			return nil, false
+		slo := a.slo
+		if slo == SLODefault {
+			slo = sys.SLO()
 		}
-	}
-	if a.policy == scheduler.PolicyTaichi && a.slo != SLODefault {
-		undo, err := sys.SetSLO(a.slo)
+		undo, err := sys.SetSLO(slo)
 		if err != nil {
-			run.SLOUS = float64(a.slo) / 1e3
-			run.addErr(fmt.Errorf("set slo %v: %w", a.slo, err))
+			run.SLOUS = float64(slo) / 1e3
+			run.addErr(fmt.Errorf("set slo %v: %w", slo, err))
 			return nil, false
 		}
 		restore = func() {

@@ -129,13 +129,21 @@ func TestSLOApplyArmSetsRecordsRestores(t *testing.T) {
 	if sys.SLO() != 250*time.Microsecond {
 		t.Errorf("after the run the bound is %v, want the 250µs it was", sys.SLO())
 	}
-	if got := strings.Join(sys.policies, ","); got != "static,slo=100µs,taichi,slo=250µs" {
-		t.Errorf("calls %s: want taichi started afresh, the SLO set before it and restored after", got)
+	if got := strings.Join(sys.policies, ","); got != "slo=100µs,taichi,slo=250µs" {
+		t.Errorf("calls %s: want the SLO set before taichi (its fresh start) and restored after", got)
 	}
 
+	// The default arm sets the bound in force again: taichi starts afresh
+	// with it.
+	sys.policies = nil
 	run = Run{Policy: "taichi"}
-	if _, ok := applyArm(ctx, sys, &run, arm{policy: "taichi"}); !ok || run.SLOUS != 250 {
+	restore, ok = applyArm(ctx, sys, &run, arm{policy: "taichi"})
+	if !ok || run.SLOUS != 250 {
 		t.Errorf("default arm: ok %v, recorded %v µs, want the system's 250", ok, run.SLOUS)
+	}
+	restore()
+	if got := strings.Join(sys.policies, ","); got != "slo=250µs,taichi,slo=250µs" {
+		t.Errorf("default arm calls %s: want the bound in force set again before taichi", got)
 	}
 	run = Run{Policy: "static"}
 	if _, ok := applyArm(ctx, sys, &run, arm{policy: "static"}); !ok || run.SLOUS != 0 {
