@@ -11,27 +11,36 @@ import (
 // confiningRecorder is a recorder that also carries out the SLO rule's
 // confinements: candidates[cpu] are the CP commands blamed on cpu, most
 // costly first; confined ones are released in the order they were
-// confined.
+// confined. A candidate's longest hold (holds, default 1ms) must reach the
+// minimum delay the engine asks for.
 type confiningRecorder struct {
 	*recorder
 	candidates map[int][]string
+	holds      map[string]time.Duration
 	confined   []string
 	budgets    []float64
+	minDelays  []time.Duration
 }
 
 func (r *confiningRecorder) ConfineWorst(cpu int, window, minDelay time.Duration, budget float64) bool {
-	if want := us(75); minDelay != want {
-		panic(fmt.Sprintf("ConfineWorst asked for delays of %v, want the high-water mark %v", minDelay, want))
+	if minDelay != us(75) && minDelay != 37500*time.Nanosecond {
+		panic(fmt.Sprintf("ConfineWorst asked for delays of %v, want a mark of the SLO (75µs or 37.5µs)", minDelay))
 	}
+	r.minDelays = append(r.minDelays, minDelay)
 	c := r.candidates[cpu]
-	if len(c) == 0 {
+	i := slices.IndexFunc(c, func(name string) bool {
+		hold, ok := r.holds[name]
+		return !ok || hold >= minDelay
+	})
+	if i < 0 {
 		r.calls = append(r.calls, fmt.Sprintf("confine %d: none", cpu))
 		return false
 	}
-	r.candidates[cpu] = c[1:]
-	r.confined = append(r.confined, c[0])
+	name := c[i]
+	r.candidates[cpu] = slices.Delete(slices.Clone(c), i, i+1)
+	r.confined = append(r.confined, name)
 	r.budgets = append(r.budgets, budget)
-	r.calls = append(r.calls, fmt.Sprintf("confine %d %s", cpu, c[0]))
+	r.calls = append(r.calls, fmt.Sprintf("confine %d %s", cpu, name))
 	return true
 }
 
@@ -269,5 +278,23 @@ func TestSLORuleNewSLOStartsFromACleanSlate(t *testing.T) {
 	}
 	if h.taichi(1).nextBackoff != h.e.p.GuardBackoff {
 		t.Errorf("back-off %v carried over, want a fresh %v", h.taichi(1).nextBackoff, h.e.p.GuardBackoff)
+	}
+}
+
+// Above the high-water mark only a task that held the DP thread off for
+// 3/4 of the SLO is confined; at a breach, one that held it for 3/8 is, and
+// the core is not benched.
+func TestSLORuleConfinesShorterHoldsAtABreach(t *testing.T) {
+	h, act := sloHarness(t, PolicyTaichi, map[int][]string{1: {"tc"}})
+	act.holds = map[string]time.Duration{"tc": us(50)}
+	h.residenceWaited(1, ms(100), 200, 4, waitHigh)
+	eq(t, "high: holds under 75µs stay", only(act.take(), "confine", "reclaim"), []string{"confine 1: none"})
+	h.residenceWaited(1, ms(1200), 200, 10, waitBreach)
+	eq(t, "breach: a 50µs holder goes", only(act.take(), "confine", "reclaim"), []string{"confine 1 tc"})
+	if got := act.minDelays; len(got) != 2 || got[0] != us(75) || got[1] != 37500*time.Nanosecond {
+		t.Errorf("minimum delays asked %v, want [75µs 37.5µs]", got)
+	}
+	if s := h.snap(1, ms(1200)); s.Benched || s.GuardTrips != 0 {
+		t.Errorf("benched %v, trips %d: confining should have spared the bench", s.Benched, s.GuardTrips)
 	}
 }
