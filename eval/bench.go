@@ -70,6 +70,10 @@ type Bench struct {
 	Daemon  *daemon.Daemon
 	ovs     *ovs.Instance // the private OVS of a DPOVS bench
 	workDir string
+	// cpu measures the daemon's own CPU time (nil when the process's CPU
+	// profiler was taken: cpuErr says why).
+	cpu    *DaemonCPU
+	cpuErr error
 	// prequeue is net.core.netdev_tstamp_prequeue before the bench set it
 	// (restored by Close); -1 when untouched.
 	prequeue int
@@ -145,13 +149,23 @@ func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
 	if o.InProcessLoops {
 		dopts = append(dopts, daemon.WithInProcessLoops())
 	}
-	d, err := daemon.New(cfg, dopts...)
-	if err != nil {
-		return nil, err
+	// The daemon CPU meter must be running, and the daemon labelled,
+	// before the daemon starts its goroutines (see DaemonCPU).
+	b.cpu = &DaemonCPU{}
+	if cerr := b.cpu.Start(); cerr != nil {
+		b.cpu = nil
+		b.cpuErr = cerr
 	}
-	if err = d.Start(ctx); err != nil {
+	var d *daemon.Daemon
+	withDaemonLabel(ctx, func(ctx context.Context) {
+		if d, err = daemon.New(cfg, dopts...); err == nil {
+			err = d.Start(ctx)
+		}
+	})
+	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
+	b.Daemon = d
 	// The daemon pinned this process to the CP cores, and the Go runtime
 	// follows CPU affinity: GOMAXPROCS would drop to the number of CP cores,
 	// and a busy-polling DP loop goroutine holds one P for good, leaving the
@@ -160,11 +174,11 @@ func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
 	if n := runtime.NumCPU() + 4; runtime.GOMAXPROCS(0) < n {
 		runtime.GOMAXPROCS(n)
 	}
-	b.Daemon = d
-	var sys System = &DaemonSystem{D: d}
+	ds := &DaemonSystem{D: d, CPU: b.cpu}
+	var sys System = ds
 	pingDst := b.Testbed.DPIP
 	if b.ovs != nil {
-		sys, pingDst = &ovsSystem{DaemonSystem: &DaemonSystem{D: d}, inst: b.ovs}, b.Testbed.SinkIP
+		sys, pingDst = &ovsSystem{DaemonSystem: ds, inst: b.ovs}, b.Testbed.SinkIP
 	}
 	b.Env = &Env{
 		System:   sys,
@@ -177,6 +191,10 @@ func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
 		Progress: o.Progress,
 		Settle:   500 * time.Millisecond,
 		Facts:    map[string]any{"cp_class": cfg.VCPU.Class, "cp_weight": cfg.VCPU.Weight, "dp": o.DP},
+	}
+	b.Env.Facts["daemon_cpu"] = DaemonCPUSource
+	if b.cpuErr != nil {
+		b.Env.Facts["daemon_cpu"] = "unknown: " + b.cpuErr.Error()
 	}
 	if b.ovs != nil {
 		b.Env.Facts["ovs"] = ovsVersion()
@@ -219,6 +237,10 @@ func (b *Bench) Close() error {
 	if b.prequeue >= 0 {
 		errs = append(errs, os.WriteFile(tstampPrequeue, []byte(strconv.Itoa(b.prequeue)), 0o644))
 		b.prequeue = -1
+	}
+	if b.cpu != nil {
+		b.cpu.Stop()
+		b.cpu = nil
 	}
 	if b.Daemon != nil {
 		errs = append(errs, b.Daemon.Close())

@@ -20,18 +20,25 @@ import (
 // DaemonSystem is the taichi daemon as the benchmarks' System.
 type DaemonSystem struct {
 	D *daemon.Daemon
+	// CPU measures the daemon's own CPU time (nil: unknown).
+	CPU *DaemonCPU
 }
 
 var _ System = (*DaemonSystem)(nil)
 
 // SetPolicy switches the daemon's policy.
-func (s *DaemonSystem) SetPolicy(_ context.Context, name scheduler.PolicyName) error {
-	return s.D.SetPolicy(string(name))
+// The switch is the daemon's work (an operator's request in production).
+func (s *DaemonSystem) SetPolicy(ctx context.Context, name scheduler.PolicyName) (err error) {
+	withDaemonLabel(ctx, func(context.Context) { err = s.D.SetPolicy(string(name)) })
+	return err
 }
 
 // Place adopts pid into the daemon's CP pool.
+// Adopting is the daemon's work (its rescan does it in production).
 func (s *DaemonSystem) Place(pid int) error {
-	n, err := s.D.Adopt([]int{pid})
+	var n int
+	var err error
+	withDaemonLabel(context.Background(), func(context.Context) { n, err = s.D.Adopt([]int{pid}) })
 	if err != nil {
 		return err
 	}
@@ -41,11 +48,14 @@ func (s *DaemonSystem) Place(pid int) error {
 	return nil
 }
 
-// Snapshot reads lent and harvested seconds from the daemon's status and
-// the pool's CPU usage.
+// Snapshot reads lent and harvested seconds from the daemon's status, the
+// pool's CPU usage and the daemon's own CPU time.
 func (s *DaemonSystem) Snapshot() (Snapshot, error) {
 	st := s.D.Status()
-	snap := Snapshot{At: time.Now(), CPOnDPS: st.Pool.HarvestedCPSeconds, CPCPUS: -1, DPBusyS: -1, DPStealS: stealSeconds(s.DPCores())}
+	snap := Snapshot{At: time.Now(), CPOnDPS: st.Pool.HarvestedCPSeconds, CPCPUS: -1, DPBusyS: -1, DPStealS: stealSeconds(s.DPCores()), DaemonCPUS: -1}
+	if s.CPU != nil {
+		snap.DaemonCPUS, _ = s.CPU.Seconds() // -1 when unknown
+	}
 	snap.Reclaims = map[string]uint64{}
 	for _, c := range st.Cores {
 		if c.Role == "dp" {

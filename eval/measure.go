@@ -42,6 +42,7 @@ func (r *Run) measured(sys System, before, after Snapshot, beforeErr, afterErr e
 		r.GuardBenches = int(d.Reclaims[scheduler.CauseGuard.String()])
 		r.Confined = d.Confined
 		r.HarvestedCPS = knownSeconds(d.CPOnDPS)
+		r.DaemonCPUS = knownSeconds(d.DaemonCPUS)
 		if d.DPBusyS >= 0 && d.WallS > 0 && len(sys.DPCores()) > 0 {
 			r.DP.IdleShare = max(0, 1-d.DPBusyS/(d.WallS*float64(len(sys.DPCores()))))
 			r.DP.IdleShareSource = "measured"

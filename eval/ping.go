@@ -495,8 +495,8 @@ func writePingTable(w io.Writer, r *Report) {
 		}
 		return "–"
 	}
-	fmt.Fprintln(w, "| setup | repeats | replies/sent | loss | min µs | avg µs | max µs | mdev µs | p99 µs | avg ÷ ref | p99 ÷ ref | max ÷ ref | paper avg ÷ / max ÷ static | DP residence p50 µs | residence p99 µs | residence max µs | cyclictest p99 µs | cyclictest max µs | lent s | harvested CP s |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| setup | repeats | replies/sent | loss | min µs | avg µs | max µs | mdev µs | p99 µs | avg ÷ ref | p99 ÷ ref | max ÷ ref | paper avg ÷ / max ÷ static | DP residence p50 µs | residence p99 µs | residence max µs | cyclictest p99 µs | cyclictest max µs | lent s | harvested CP s |"+daemonColumns)
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, c := range cells {
 		sent, got := 0, 0
 		for _, run := range c.runs {
@@ -508,7 +508,7 @@ func writePingTable(w io.Writer, r *Report) {
 		if c.key.CPLoad != "none" {
 			setup += " (" + c.key.CPLoad + ")"
 		}
-		fmt.Fprintf(w, "| %s | %d | %d/%d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+		fmt.Fprintf(w, "| %s | %d | %d/%d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |%s\n",
 			setup, len(c.runs), got, sent, pct(aggregate(c.runs, func(r Run) float64 { return r.DP.Loss }).Median),
 			aggregate(c.runs, pingFig(func(p PingStats) float64 { return p.MinUS })),
 			aggregate(c.runs, pingAvg), aggregate(c.runs, maxUS),
@@ -521,7 +521,7 @@ func writePingTable(w io.Writer, r *Report) {
 			aggregate(c.runs, cyclictest(func(p Percentiles) float64 { return p.P99 })),
 			aggregate(c.runs, cyclictest(func(p Percentiles) float64 { return p.Max })),
 			aggregate(c.runs, func(r Run) float64 { return r.LentS }),
-			aggregate(c.runs, harvestedCP))
+			aggregate(c.runs, harvestedCP), daemonCells(c.runs))
 	}
 	fmt.Fprintln(w, "\nThe paper's ping table (its hardware; compare the ratios, not the µs):")
 	fmt.Fprintln(w, "\n| paper setup | min µs | avg µs | max µs | avg ÷ static | max ÷ static |")

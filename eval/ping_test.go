@@ -147,6 +147,41 @@ func TestPingConfigValidate(t *testing.T) {
 // then the real ping at 1 ms for static without CP and dynamic with the CP
 // load: both rows have every reply, no loss, ping's figures, and the DP
 // loop's residence for the pings; the CP load started and was placed.
+// TestPingTableDaemonColumns: every ping row has the daemon's CPU beside
+// harvested CP, the static reference included (it runs the daemon too),
+// and each row has as many columns as the header.
+func TestPingTableDaemonColumns(t *testing.T) {
+	r := &Report{Experiment: ExperimentPing, Machine: ReadMachine([]int{1}, []int{0})}
+	for _, c := range []struct {
+		pol    scheduler.PolicyName
+		cpLoad string
+		daemon float64
+	}{{scheduler.PolicyStatic, "none", 0.01}, {scheduler.PolicyDynamic, "mixed", 0.03}} {
+		r.Runs = append(r.Runs, Run{Policy: c.pol, CPLoad: c.cpLoad, WallS: 1, HarvestedCPS: knownSeconds(0.3), DaemonCPUS: knownSeconds(c.daemon),
+			Ping: &PingStats{Transmitted: 10, Received: 10, MinUS: 20, AvgUS: 30, MaxUS: 40}})
+	}
+	var md bytes.Buffer
+	WriteMarkdown(&md, finish(r))
+	cols := -1
+	for _, line := range strings.Split(md.String(), "\n") {
+		if !strings.HasPrefix(line, "| ") || strings.HasPrefix(line, "| paper") || strings.HasPrefix(line, "| without") ||
+			strings.HasPrefix(line, "| static |") || strings.HasPrefix(line, "| Tai Chi") {
+			continue
+		}
+		if n := strings.Count(line, "|"); cols < 0 {
+			cols = n
+		} else if n != cols {
+			t.Errorf("row with %d separators, header %d: %s", n, cols, line)
+		}
+	}
+	for _, want := range []string{"| harvested CP s | daemon CPU s | daemon % of a core | harvested ÷ daemon |",
+		"| 0.30 | 0.01 | 1.00% | 30.0× |", "| 0.30 | 0.03 | 3.00% | 10.0× |"} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("ping table lacks %q:\n%s", want, md.String())
+		}
+	}
+}
+
 func TestPingEndToEnd(t *testing.T) {
 	needRoot(t)
 	for tool, pkg := range map[string]string{"ping": "iputils-ping", "stress-ng": "stress-ng", "chrt": "util-linux"} {
@@ -186,6 +221,7 @@ func TestPingEndToEnd(t *testing.T) {
 		if r.DP.ResidenceUS.N < count {
 			t.Errorf("%s: DP residence counted %d packets for %d echoes", name, r.DP.ResidenceUS.N, count)
 		}
+		checkDaemonCPU(t, name, r)
 	}
 	// Whether CP ran during the pings is the report's self-check (Valid);
 	// CP time here depends on whatever else runs on this machine's cores.

@@ -152,6 +152,11 @@ type Run struct {
 	HarvestedCPS *float64 `json:"harvested_cp_s"`
 	CPCPUS       float64  `json:"cp_cpu_s"` // CP CPU seconds in total (-1 unknown)
 	WallS        float64  `json:"wall_s"`
+	// DaemonCPUS: the co-scheduler's own CPU seconds over the run (the
+	// daemon's goroutines, see DaemonCPU); its share of one core is
+	// DaemonCPUS / WallS. Static runs the daemon too: its figure is the
+	// daemon's fixed cost. Null when unknown.
+	DaemonCPUS *float64 `json:"daemon_cpu_s"`
 	// CPLoadErrors: a CP load process that could not be placed or that
 	// ended before the run did (the run's CP side did not run as claimed).
 	CPLoadErrors []string `json:"cp_load_errors,omitempty"`
@@ -322,8 +327,8 @@ func WriteMarkdown(w io.Writer, r *Report) {
 	}
 	switch r.Experiment {
 	case ExperimentVMStartup:
-		fmt.Fprintln(w, "| policy | VMs | repeats | ok/failed | startup p50 ms | startup p99 ms | speedup vs static | bound | DP residence p50 µs | residence p99 µs | residence max µs | RTT p99 µs | loss | lent s | harvested CP s |")
-		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+		fmt.Fprintln(w, "| policy | VMs | repeats | ok/failed | startup p50 ms | startup p99 ms | speedup vs static | bound | DP residence p50 µs | residence p99 µs | residence max µs | RTT p99 µs | loss | lent s | harvested CP s |"+daemonColumns)
+		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 		for _, c := range cellsOf(r) {
 			ok, failed := 0, 0
 			for _, run := range c.runs {
@@ -343,7 +348,7 @@ func WriteMarkdown(w io.Writer, r *Report) {
 				}
 				return r.SpeedupVsStatic
 			})
-			fmt.Fprintf(w, "| %s | %d | %d | %d/%d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			fmt.Fprintf(w, "| %s | %d | %d | %d/%d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |%s\n",
 				c.key.name(), c.key.VMs, len(c.runs), ok, failed,
 				med(c.runs, startup(func(p Percentiles) float64 { return p.P50 })),
 				medNum(c.runs, startup(func(p Percentiles) float64 { return p.P99 })),
@@ -352,13 +357,13 @@ func WriteMarkdown(w io.Writer, r *Report) {
 				med(c.runs, res(func(p Percentiles) float64 { return p.P99 })),
 				medNum(c.runs, res(func(p Percentiles) float64 { return p.Max })),
 				medNum(c.runs, rttP99), pct(aggregate(c.runs, func(r Run) float64 { return r.DP.Loss }).Median),
-				medNum(c.runs, func(r Run) float64 { return r.LentS }), med(c.runs, harvestedCP))
+				medNum(c.runs, func(r Run) float64 { return r.LentS }), med(c.runs, harvestedCP), daemonCells(c.runs))
 		}
 	case ExperimentPing:
 		writePingTable(w, r)
 	default:
-		fmt.Fprintln(w, "| policy | load | CP load | repeats | DP pps (offered) | loss | DP residence p50 µs | residence p99 µs | residence max µs | DP core steal ms | exposed wake p99 µs | RTT p99 µs | cyclictest p99 µs | cyclictest max µs | lent s | harvested CP s | idle share | reclaims by cause |")
-		fmt.Fprintln(w, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+		fmt.Fprintln(w, "| policy | load | CP load | repeats | DP pps (offered) | loss | DP residence p50 µs | residence p99 µs | residence max µs | DP core steal ms | exposed wake p99 µs | RTT p99 µs | cyclictest p99 µs | cyclictest max µs | lent s | harvested CP s |"+daemonColumns+" idle share | reclaims by cause |")
+		fmt.Fprintln(w, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 		for _, c := range cellsOf(r) {
 			cyc := func(f func(Percentiles) float64) func(Run) float64 {
 				return func(r Run) float64 {
@@ -369,7 +374,7 @@ func WriteMarkdown(w io.Writer, r *Report) {
 				}
 			}
 			last := c.runs[len(c.runs)-1]
-			fmt.Fprintf(w, "| %s | %s | %s | %d | %s (%s) | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s %s | %s |\n",
+			fmt.Fprintf(w, "| %s | %s | %s | %d | %s (%s) | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |%s %s %s | %s |\n",
 				c.key.name(), num(c.key.Load), c.key.CPLoad, len(c.runs),
 				medNum(c.runs, func(r Run) float64 { return r.DP.PPS }), medNum(c.runs, func(r Run) float64 { return r.DP.OfferedPPS }),
 				pct(aggregate(c.runs, func(r Run) float64 { return r.DP.Loss }).Median),
@@ -391,11 +396,12 @@ func WriteMarkdown(w io.Writer, r *Report) {
 				medNum(c.runs, rttP99),
 				med(c.runs, cyc(func(p Percentiles) float64 { return p.P99 })),
 				medNum(c.runs, cyc(func(p Percentiles) float64 { return p.Max })),
-				medNum(c.runs, func(r Run) float64 { return r.LentS }), med(c.runs, harvestedCP),
+				medNum(c.runs, func(r Run) float64 { return r.LentS }), med(c.runs, harvestedCP), daemonCells(c.runs),
 				medNum(c.runs, func(r Run) float64 { return r.DP.IdleShare }), last.DP.IdleShareSource,
 				causes(last.Reclaims))
 		}
 	}
+	fmt.Fprintf(w, "\n%s\n", daemonCPUNote)
 	writeFrontier(w, r)
 	var errs []string
 	for _, run := range r.Runs {

@@ -56,6 +56,7 @@ func sampleReport(exp string) *Report {
 						ResidenceUS: Percentiles{N: 10, P50: 5, P99: float64(20 + 10*rep), Max: 50}},
 					CyclictestUS:  &Percentiles{N: 100, P50: 30, P99: 70, Max: 120},
 					CapacityBound: 1.7, LentS: 1.5, HarvestedCPS: knownSeconds(0.4), CPCPUS: 2,
+					WallS: 2, DaemonCPUS: knownSeconds(0.02 * float64(rep+1)),
 				})
 			}
 		}
@@ -98,7 +99,7 @@ func TestJSONSchema(t *testing.T) {
 		}
 	}
 	run := runs[0].(map[string]any)
-	for _, k := range []string{"policy", "repeat", "vms", "startup_ms", "dp", "lent_s", "harvested_cp_s", "capacity_bound"} {
+	for _, k := range []string{"policy", "repeat", "vms", "startup_ms", "dp", "lent_s", "harvested_cp_s", "daemon_cpu_s", "wall_s", "capacity_bound"} {
 		if _, ok := run[k]; !ok {
 			t.Errorf("run: missing %q", k)
 		}
@@ -155,6 +156,23 @@ func TestMarkdownTables(t *testing.T) {
 		if !strings.Contains(buf.String(), "boom") {
 			t.Errorf("%s: failure not listed", exp)
 		}
+		checkDaemonColumns(t, exp, buf.String())
+	}
+}
+
+// checkDaemonColumns: the table has the daemon's CPU beside harvested CP
+// seconds, and a sampleReport cell (daemon 0.02, 0.04, 0.06 s over 2 s;
+// harvested 0.4 s) reads median 0.04 s, 2% of a core, 10× harvested.
+func checkDaemonColumns(t *testing.T, exp, md string) {
+	t.Helper()
+	if !strings.Contains(md, "| harvested CP s | daemon CPU s | daemon % of a core | harvested ÷ daemon |") {
+		t.Errorf("%s: no daemon CPU columns after harvested CP s:\n%s", exp, md)
+	}
+	if !strings.Contains(md, "| 0.04 (0.02–0.06) | 2.00% | 10.0× |") {
+		t.Errorf("%s: daemon cells not median (min–max), share of a core, harvested ÷ daemon:\n%s", exp, md)
+	}
+	if !strings.Contains(md, "Daemon CPU: the co-scheduler's own CPU time") {
+		t.Errorf("%s: the table does not say what daemon CPU measures", exp)
 	}
 }
 
@@ -220,6 +238,7 @@ func TestHarvestUnknownIsNotANumber(t *testing.T) {
 	r := sampleReport(ExperimentDataplane)
 	for i := range r.Runs {
 		r.Runs[i].HarvestedCPS = nil
+		r.Runs[i].DaemonCPUS = nil
 	}
 	var buf bytes.Buffer
 	WriteMarkdown(&buf, r)
@@ -230,8 +249,8 @@ func TestHarvestUnknownIsNotANumber(t *testing.T) {
 	if err := WriteJSON(&js, r); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(js.String(), `"harvested_cp_s": null`) {
-		t.Fatal("unknown harvest not null in JSON")
+	if !strings.Contains(js.String(), `"harvested_cp_s": null`) || !strings.Contains(js.String(), `"daemon_cpu_s": null`) {
+		t.Fatal("unknown harvest or daemon CPU not null in JSON")
 	}
 }
 

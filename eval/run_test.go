@@ -56,7 +56,7 @@ func (s *plainSystem) Place(int) error {
 	return nil
 }
 func (s *plainSystem) Snapshot() (Snapshot, error) {
-	return Snapshot{At: time.Now(), CPCPUS: -1, CPOnDPS: -1, DPBusyS: -1}, nil
+	return Snapshot{At: time.Now(), CPCPUS: -1, CPOnDPS: -1, DPBusyS: -1, DaemonCPUS: -1}, nil
 }
 func (s *plainSystem) DPCores() []int  { return []int{1} }
 func (s *plainSystem) CPCores() []int  { return []int{0} }
@@ -208,6 +208,7 @@ func TestVMStartupEndToEnd(t *testing.T) {
 	if r.LentS != 0 {
 		t.Errorf("static lent %v s", r.LentS)
 	}
+	checkDaemonCPU(t, "static", r)
 	out := t.TempDir()
 	if _, err := WriteFiles(out, rep); err != nil {
 		t.Fatal(err)

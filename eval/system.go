@@ -66,6 +66,9 @@ type Snapshot struct {
 	// Blockers is blocker-aware lending's record per command so far
 	// (cumulative blame, strikes and back-off); nil when it is off.
 	Blockers []ConfinedCommand
+	// DaemonCPUS is the co-scheduler's own CPU time so far (see
+	// DaemonCPU for what it counts); negative when unknown.
+	DaemonCPUS float64
 }
 
 // ConfinedCommand is one command blocker-aware lending dealt with: the DP
@@ -87,6 +90,7 @@ type Delta struct {
 	Residence, Exposed, Lead               dataplane.Histogram
 	HaveDPHist                             bool
 	DPStealS                               float64
+	DaemonCPUS                             float64
 	// Confined: the commands blamed, struck or confined in the interval
 	// (strikes, back-off and confinement as at its end).
 	Confined []ConfinedCommand
@@ -109,6 +113,7 @@ func (s Snapshot) Sub(before Snapshot) Delta {
 		Reclaims: subCounts(s.Reclaims, before.Reclaims),
 		// Counters restart with a loop: a shrinking count is no interval.
 		DPStealS:   d(s.DPStealS, before.DPStealS),
+		DaemonCPUS: d(s.DaemonCPUS, before.DaemonCPUS),
 		HaveDPHist: s.HaveDPHist && before.HaveDPHist && s.Residence.Count >= before.Residence.Count,
 		Residence:  s.Residence.Sub(before.Residence),
 		Exposed:    s.Exposed.Sub(before.Exposed),

@@ -1,0 +1,96 @@
+package eval
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/pprof/profile"
+)
+
+// checkDaemonCPU: a run on the real daemon has its CPU figure, and it is
+// well under the core the in-process, busy-polling DP loop burns under
+// static (that loop is the DP's, not the daemon's). Whether it is above 0
+// depends on the run's length (100 Hz samples of a daemon at ~1% of a
+// core); TestDaemonCPUCountsOnlyLabelled checks the counting.
+func checkDaemonCPU(t *testing.T, name string, r Run) {
+	t.Helper()
+	if r.DaemonCPUS == nil {
+		t.Errorf("%s: no daemon CPU figure", name)
+		return
+	}
+	if d := *r.DaemonCPUS; d < 0 || d >= 0.5*r.WallS {
+		t.Errorf("%s: daemon CPU %.3f s over %.2f s: want within [0, half a core) (DP loop host samples must be left out)", name, d, r.WallS)
+	}
+}
+
+// spin burns CPU on this goroutine for d of wall time.
+func spin(d time.Duration) int {
+	n := 0
+	for end := time.Now().Add(d); time.Now().Before(end); n++ {
+	}
+	return n
+}
+
+// TestDaemonCPUCountsOnlyLabelled: with the real profiler, a goroutine the
+// labelled call starts is counted, an unlabelled spinner is not.
+func TestDaemonCPUCountsOnlyLabelled(t *testing.T) {
+	m := &DaemonCPU{}
+	if err := m.Start(); err != nil {
+		t.Skipf("CPU profiler taken: %v", err)
+	}
+	defer m.Stop()
+	spin(300 * time.Millisecond) // unlabelled: the harness
+	if got, err := m.Seconds(); err != nil || got > 0.05 {
+		t.Fatalf("unlabelled spinner counted as daemon: %.3f s, %v", got, err)
+	}
+	done := make(chan struct{})
+	withDaemonLabel(context.Background(), func(context.Context) {
+		go func() { spin(300 * time.Millisecond); close(done) }() // inherits the label
+	})
+	<-done
+	got, err := m.Seconds()
+	if err != nil || got < 0.05 || got > 0.5 {
+		t.Fatalf("labelled goroutine's 300 ms spin read as %.3f s daemon CPU, %v", got, err)
+	}
+}
+
+// TestDaemonCPUOfLeavesOutDPHosts: of a profile's samples, only the
+// daemon-labelled ones count, and not those on a DP loop host's stack nor
+// those without a stack of the program's code.
+func TestDaemonCPUOfLeavesOutDPHosts(t *testing.T) {
+	fn := func(id uint64, name string) *profile.Function { return &profile.Function{ID: id, Name: name} }
+	pump := fn(1, "github.com/taichi-sched/taichi/daemon.(*Daemon).pump")
+	loop := fn(2, "github.com/taichi-sched/taichi/dataplane.(*Loop).worker")
+	gen := fn(3, "github.com/taichi-sched/taichi/trafficgen.(*Sender).Run")
+	sys := fn(4, "runtime._System")
+	loc := func(id uint64, f *profile.Function) *profile.Location {
+		return &profile.Location{ID: id, Line: []profile.Line{{Function: f}}}
+	}
+	lp, ll, lg, ls := loc(1, pump), loc(2, loop), loc(3, gen), loc(4, sys)
+	daemon := map[string][]string{daemonLabelKey: {daemonLabelValue}}
+	p := &profile.Profile{
+		SampleType: []*profile.ValueType{{Type: "samples", Unit: "count"}, {Type: "cpu", Unit: "nanoseconds"}},
+		Function:   []*profile.Function{pump, loop, gen, sys},
+		Location:   []*profile.Location{lp, ll, lg, ls},
+		Sample: []*profile.Sample{
+			{Location: []*profile.Location{lp}, Value: []int64{3, 30e6}, Label: daemon},
+			{Location: []*profile.Location{ll}, Value: []int64{50, 500e6}, Label: daemon},
+			{Location: []*profile.Location{lg}, Value: []int64{70, 700e6}},
+			{Location: []*profile.Location{ls}, Value: []int64{9, 90e6}, Label: daemon}, // no stack to tell
+		},
+		PeriodType: &profile.ValueType{Type: "cpu", Unit: "nanoseconds"}, Period: 10e6,
+	}
+	var buf bytes.Buffer
+	if err := p.Write(&buf); err != nil {
+		t.Fatal(err)
+	}
+	got, err := daemonCPUOf(buf.Bytes())
+	if err != nil || got != 30*time.Millisecond {
+		t.Fatalf("got %v, %v; want 30ms (the pump's labelled samples only)", got, err)
+	}
+	if _, err := daemonCPUOf([]byte("not a profile")); err == nil {
+		t.Fatal("garbage accepted")
+	}
+}
