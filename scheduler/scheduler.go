@@ -55,6 +55,20 @@ type msg struct {
 // New builds a scheduler for the DP cores cpus, acting through act.
 // Nothing is actuated until Run.
 func New(cpus []int, act Actuator, p Params, opts ...Option) (*Scheduler, error) {
+	sorted, err := checkNew(cpus, act, p)
+	if err != nil {
+		return nil, err
+	}
+	s := &Scheduler{clock: RealClock{}, log: slog.Default(), msgs: make(chan msg, QueueSize), nudge: make(chan struct{}, 1)}
+	for _, o := range opts {
+		o(s)
+	}
+	s.e = newEngine(p, sorted, act, s.log.With("component", "scheduler"), s.clock.Now())
+	return s, nil
+}
+
+// checkNew validates New's arguments and returns the cores sorted.
+func checkNew(cpus []int, act Actuator, p Params) ([]int, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
@@ -74,14 +88,9 @@ func New(cpus []int, act Actuator, p Params, opts ...Option) (*Scheduler, error)
 		}
 		seen[cpu] = true
 	}
-	s := &Scheduler{clock: RealClock{}, log: slog.Default(), msgs: make(chan msg, QueueSize), nudge: make(chan struct{}, 1)}
-	for _, o := range opts {
-		o(s)
-	}
 	sorted := slices.Clone(cpus)
 	slices.Sort(sorted)
-	s.e = newEngine(p, sorted, act, s.log.With("component", "scheduler"), s.clock.Now())
-	return s, nil
+	return sorted, nil
 }
 
 // Run applies the policy to every core (slow path included) and then handles
