@@ -38,7 +38,8 @@ const (
 	Diurnal Pattern = "diurnal"
 	// LeadBursts: bursts of Burst packets, each packet Lead after the one
 	// before (the probe's lead time: a packet's warning comes as its
-	// predecessor arrives), bursts Poisson so the mean is the rate.
+	// predecessor arrives), Poisson gaps between bursts so the mean is the
+	// rate.
 	LeadBursts Pattern = "leadbursts"
 )
 
@@ -125,7 +126,13 @@ func Synthetic(p Pattern, rate float64, shape Shape, seed uint64) (Arrivals, err
 			}
 		}}, nil
 	case LeadBursts:
-		burstRate := rate / float64(sh.Burst)
+		// A burst spans (Burst-1) leads; the quiet gap before it makes up
+		// the rest of the mean cycle, Burst/rate.
+		quiet := float64(sh.Burst)/rate - float64(sh.Burst-1)*sh.Lead.Seconds()
+		if quiet <= 0 {
+			return nil, fmt.Errorf("rate: %v packets/s is more than bursts of %d packets %v apart can carry", rate, sh.Burst, sh.Lead)
+		}
+		burstRate := 1 / quiet
 		left := 0
 		return &gapArrivals{next: func(time.Duration) time.Duration {
 			if left > 0 {
