@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/taichi-sched/taichi/dataplane"
+	"github.com/taichi-sched/taichi/internal/stats"
 	"github.com/taichi-sched/taichi/scheduler"
 )
 
@@ -398,7 +398,7 @@ func WriteMarkdown(w io.Writer, r *Report) {
 				medNum(c.runs, cyc(func(p Percentiles) float64 { return p.Max })),
 				medNum(c.runs, func(r Run) float64 { return r.LentS }), med(c.runs, harvestedCP), daemonCells(c.runs),
 				medNum(c.runs, func(r Run) float64 { return r.DP.IdleShare }), last.DP.IdleShareSource,
-				causes(last.Reclaims))
+				stats.FormatCounts(last.Reclaims))
 		}
 	}
 	fmt.Fprintf(w, "\n%s\n", daemonCPUNote)
@@ -464,20 +464,3 @@ func ratio(v float64) string {
 }
 
 func pct(v float64) string { return fmt.Sprintf("%.2f%%", 100*v) }
-
-// causes renders reclaim counts as "probe=3 rx=1", sorted by cause.
-func causes(m map[string]uint64) string {
-	if len(m) == 0 {
-		return "-"
-	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
-	}
-	return strings.Join(parts, " ")
-}

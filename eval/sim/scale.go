@@ -8,9 +8,9 @@ import (
 	"runtime"
 	"slices"
 	"sort"
-	"strings"
 	"time"
 
+	"github.com/taichi-sched/taichi/internal/stats"
 	"github.com/taichi-sched/taichi/scheduler"
 )
 
@@ -148,7 +148,7 @@ func WriteTable(w io.Writer, c ScaleConfig, points []Point) {
 	for _, p := range points {
 		fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s | %s | %d/%d | %d |\n",
 			p.Cores, num(p.Rate), num(p.EventsPerCoreS), num(p.NsPerEvent), pct(p.CoreShare), pct(p.NominalShare),
-			num(p.LentS), causes(p.Reclaims), p.Breaches, p.Intervals, p.GuardTrips)
+			num(p.LentS), stats.FormatCounts(p.Reclaims), p.Breaches, p.Intervals, p.GuardTrips)
 	}
 	fmt.Fprintln(w, "\n| DP cores | engine ns/event | one engine thread saturates at events/s/core |")
 	fmt.Fprintln(w, "|---:|---:|---:|")
@@ -165,20 +165,3 @@ const CostNote = "Engine cost: real time in the engine's calls (scheduler.Steppe
 	"SLO breaches: 100 ms intervals whose residence p99 was above the SLO, of those with packets. Measured on a shared machine: rerun quietly for claims."
 
 func pct(v float64) string { return fmt.Sprintf("%.2f%%", 100*v) }
-
-// causes renders counts as "probe=3 rx=1", sorted by cause.
-func causes(m map[string]uint64) string {
-	if len(m) == 0 {
-		return "-"
-	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
-	}
-	return strings.Join(parts, " ")
-}

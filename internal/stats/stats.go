@@ -5,6 +5,8 @@ package stats
 import (
 	"math"
 	"slices"
+	"strconv"
+	"strings"
 )
 
 // Percentiles summarises a sample. Units are the caller's (ms, µs).
@@ -57,4 +59,22 @@ func quantileSorted(s []float64, q float64) float64 {
 	// (0.99·100) from rounding up a rank in floating point.
 	rank := int(math.Ceil(q*float64(len(s)) - 1e-9))
 	return s[max(0, min(rank-1, len(s)-1))]
+}
+
+// FormatCounts renders counts by name as "probe=3 rx=1", sorted by name;
+// "-" when there are none (the reports' reclaims-by-cause cells).
+func FormatCounts(m map[string]uint64) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + strconv.FormatUint(m[k], 10)
+	}
+	return strings.Join(parts, " ")
 }

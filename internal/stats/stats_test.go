@@ -66,3 +66,12 @@ func TestQuantileEdges(t *testing.T) {
 		prev = v
 	}
 }
+
+func TestFormatCounts(t *testing.T) {
+	if got := FormatCounts(map[string]uint64{"rx": 1, "probe": 3}); got != "probe=3 rx=1" {
+		t.Fatalf("got %q", got)
+	}
+	if got := FormatCounts(nil); got != "-" {
+		t.Fatalf("none: got %q", got)
+	}
+}
