@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"runtime"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/taichi-sched/taichi/internal/stats"
@@ -141,8 +143,8 @@ func Saturations(points []Point) []Saturation {
 // WriteTable writes the grid as Markdown: one row per run, then the
 // saturation points.
 func WriteTable(w io.Writer, c ScaleConfig, points []Point) {
-	fmt.Fprintf(w, "Engine: policy %s on simulated time, %s traffic, %v simulated per run; loop model: poll %v, packet %v, wake %v, probe lead %v.\n\n",
-		c.Policy, c.Pattern, c.Duration, c.Costs.Poll, c.Costs.Packet, c.Costs.Wake, c.Costs.Lead)
+	fmt.Fprintf(w, "Engine: policy %s on simulated time, %s traffic, %v simulated per run; loop model: poll %v, packet %v, wake %v, probe lead %v. %s\n\n",
+		c.Policy, c.Pattern, c.Duration, c.Costs.Poll, c.Costs.Packet, c.Costs.Wake, c.Costs.Lead, machineNote())
 	fmt.Fprintln(w, "| DP cores | rate events/s/core | got events/s/core | engine ns/event | engine % of a core | % of a core at rate | lent core-s | reclaims by cause | SLO breaches | guard trips |")
 	fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
 	for _, p := range points {
@@ -159,9 +161,21 @@ func WriteTable(w io.Writer, c ScaleConfig, points []Point) {
 }
 
 // CostNote says what the cost columns measure.
-const CostNote = "Engine cost: real time in the engine's calls (scheduler.Stepper: the daemon's engine and policies) replayed on a twin engine in batches of " +
-	"4096 calls, per event and per simulated second (% of a core). Not included: the event queue (Scheduler.Post), the daemon's pump and its I/O. " +
+const CostNote = "Engine cost: real time in the engine's calls (scheduler.Stepper: the daemon's engine and policies), replayed on three twin engines in batches of " +
+	"4096 calls, each batch at its fastest replay, per event and per simulated second (% of a core). Not included: the event queue (Scheduler.Post), the daemon's pump and its I/O. " +
 	"\"% of a core at rate\" scales ns/event to the requested rate when the policy turned the traffic into fewer events. " +
 	"SLO breaches: 100 ms intervals whose residence p99 was above the SLO, of those with packets. Measured on a shared machine: rerun quietly for claims."
 
 func pct(v float64) string { return fmt.Sprintf("%.2f%%", 100*v) }
+
+// machineNote says what the cost was measured on: the engine's ns/event
+// move with whatever else the machine runs.
+func machineNote() string {
+	note := fmt.Sprintf("Cost measured on %d CPUs (%s)", runtime.NumCPU(), runtime.GOARCH)
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			note += ", load average " + f[0] + " when the table was written"
+		}
+	}
+	return note + "."
+}

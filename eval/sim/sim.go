@@ -105,11 +105,13 @@ func (c Config) check() error {
 }
 
 // Run simulates c: the loops and the engine in simulated time order. The
-// engine's cost is measured on a twin: every call the run makes is
-// replayed, in batches, into a second engine built the same way, timed
-// with the real clock around each batch (a clock read per call would cost
-// as much as the call). Both engines see the same calls in the same order,
-// so they do the same work.
+// engine's cost is measured on twins: every call the run makes is
+// replayed, in batches, into twinCount more engines built the same way,
+// each batch timed with the real clock around it (a clock read per call
+// would cost as much as the call). All engines see the same calls in the
+// same order, so they do the same work; a batch counts at its fastest
+// twin's time, as other work on the machine (the sim's own included) only
+// ever adds to it.
 func Run(c Config) (Result, error) {
 	if err := c.check(); err != nil {
 		return Result{}, err
@@ -125,8 +127,12 @@ func Run(c Config) (Result, error) {
 	if r.eng, err = scheduler.NewStepper(c.Cores, act, p, start); err != nil {
 		return Result{}, err
 	}
-	if r.twin, err = scheduler.NewStepper(c.Cores, nopActuator{}, p, start); err != nil {
-		return Result{}, err
+	for range twinCount {
+		twin, err := scheduler.NewStepper(c.Cores, nopActuator{}, p, start)
+		if err != nil {
+			return Result{}, err
+		}
+		r.twins = append(r.twins, twin)
 	}
 	// The engine set the knobs at start; the loops take them when built.
 	for i, cpu := range c.Cores {
@@ -151,12 +157,17 @@ type call struct {
 	advance bool
 }
 
-const twinBatch = 4096
+// twinBatch calls are timed at once, on each of twinCount twins.
+const (
+	twinBatch = 4096
+	twinCount = 3
+)
 
 type runner struct {
 	cfg        Config
 	res        Result
-	eng, twin  *scheduler.Stepper
+	eng        *scheduler.Stepper
+	twins      []*scheduler.Stepper
 	loops      []*loop
 	now        time.Duration
 	pending    []call
@@ -184,17 +195,24 @@ func (r *runner) advance() {
 	r.pending = append(r.pending, call{ev: scheduler.Event{At: r.at(r.now)}, advance: true})
 }
 
-// flushTwin replays the pending calls into the twin, timed.
+// flushTwin replays the pending calls into every twin, timed, and adds
+// the fastest replay to the engine's cost.
 func (r *runner) flushTwin() {
-	t0 := time.Now()
-	for i := range r.pending {
-		if c := &r.pending[i]; c.advance {
-			r.twin.Advance(c.ev.At)
-		} else {
-			r.twin.Handle(c.ev)
+	best := time.Duration(-1)
+	for _, twin := range r.twins {
+		t0 := time.Now()
+		for i := range r.pending {
+			if c := &r.pending[i]; c.advance {
+				twin.Advance(c.ev.At)
+			} else {
+				twin.Handle(c.ev)
+			}
+		}
+		if d := time.Since(t0); best < 0 || d < best {
+			best = d
 		}
 	}
-	r.res.EngineNs += time.Since(t0)
+	r.res.EngineNs += best
 	clear(r.pending)
 	r.pending = r.pending[:0]
 }
