@@ -40,7 +40,9 @@ import (
 // -race: the race detector's own runtime), and the eval's status reads (an
 // observer's cost). It is a
 // sample count: over a cell with n samples its error is about 1/√n (a
-// daemon at 1% of a core gets 1 sample a second).
+// daemon at 1% of a core gets 1 sample a second). A cell's figure is the
+// daemon's rate over the part of it the profiler sampled, times the cell's
+// wall time (Read says why the two differ).
 const (
 	// DaemonCPUSource names the measure in reports (Env.Facts["daemon_cpu"]).
 	DaemonCPUSource  = "daemon goroutines' CPU time (user+system), Go CPU profiler samples at 100 Hz by pprof label; excludes GC background workers, DP loop hosts, eBPF programs, samples without a Go stack and the eval's status reads"
@@ -65,11 +67,18 @@ var dpHostFrames = []string{
 // DaemonCPU keeps the CPU profiler running and sums the daemon-labelled
 // CPU time. Only one CPU profile can run in a process: when another holds
 // it (go test -cpuprofile), Start fails and the figure stays unknown.
+//
+// A profile is only readable once stopped, and stopping it switches
+// sampling off until the profiler's writer drains (up to 100 ms) and the
+// next profile starts: Read therefore also counts the time the profiler
+// covered, and a run's figure is scaled from the covered part of it.
 type DaemonCPU struct {
 	mu      sync.Mutex
 	buf     bytes.Buffer
 	running bool
+	started time.Time     // when the current profile began sampling
 	total   time.Duration // daemon CPU time of the finished profiles
+	covered time.Duration // wall time the finished profiles sampled
 }
 
 // Start begins profiling.
@@ -84,31 +93,34 @@ func (m *DaemonCPU) startLocked() error {
 	if err := pprof.StartCPUProfile(&m.buf); err != nil {
 		return fmt.Errorf("daemon CPU: %w", err)
 	}
-	m.running = true
+	m.running, m.started = true, time.Now()
 	return nil
 }
 
-// Seconds is the daemon's CPU time since Start, in seconds: it ends the
-// current profile, adds its daemon samples and starts the next one (the gap
-// between them is a few µs of bookkeeping). -1 and an error when unknown.
-func (m *DaemonCPU) Seconds() (float64, error) {
+// Read returns the daemon's CPU time since Start and the wall time the
+// profiler covered since then, both cumulative, in seconds: it ends the
+// current profile, adds its daemon samples and starts the next one.
+// -1, -1 and an error when unknown.
+func (m *DaemonCPU) Read() (cpuS, coveredS float64, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.running {
-		return -1, errors.New("daemon CPU: not measuring")
+		return -1, -1, errors.New("daemon CPU: not measuring")
 	}
+	stopped := time.Now()
 	pprof.StopCPUProfile()
 	m.running = false
 	raw := append([]byte(nil), m.buf.Bytes()...)
+	m.covered += stopped.Sub(m.started)
 	if err := m.startLocked(); err != nil {
-		return -1, err
+		return -1, -1, err
 	}
 	d, err := daemonCPUOf(raw)
 	if err != nil {
-		return -1, err
+		return -1, -1, err
 	}
 	m.total += d
-	return m.total.Seconds(), nil
+	return m.total.Seconds(), m.covered.Seconds(), nil
 }
 
 // Stop ends profiling (the process may profile again afterwards).
@@ -231,4 +243,5 @@ func daemonCells(runs []Run) string {
 // daemonCPUNote says what the daemon CPU columns measure.
 const daemonCPUNote = "Daemon CPU: the co-scheduler's own CPU time over the cell, user+system, counted by the Go CPU profiler (100 Hz samples of each thread's CPU clock) on the daemon's goroutines (pprof label); " +
 	"the eval runs the daemon in its own process, so the process's CPU would include the generator and the harness. Left out: Go's background GC workers, DP loop hosts, eBPF programs, samples without a Go stack, the eval's status reads. " +
-	"Every policy runs the same daemon: static's figure is its fixed cost. A sample count: ±1/√n for n samples (1% of a core = 1 sample/s)."
+	"Every policy runs the same daemon: static's figure is its fixed cost. A sample count: ±1/√n for n samples (1% of a core = 1 sample/s); " +
+	"the profiler pauses up to 100 ms when a snapshot reads it, so the figure is the daemon's rate over the sampled part of the cell (JSON daemon_cpu_covered_s) times the cell's wall time."

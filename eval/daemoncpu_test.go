@@ -3,6 +3,7 @@ package eval
 import (
 	"bytes"
 	"context"
+	"math"
 	"testing"
 	"time"
 
@@ -41,16 +42,21 @@ func TestDaemonCPUCountsOnlyLabelled(t *testing.T) {
 		t.Skipf("CPU profiler taken: %v", err)
 	}
 	defer m.Stop()
+	begun := time.Now()
 	spin(300 * time.Millisecond) // unlabelled: the harness
-	if got, err := m.Seconds(); err != nil || got > 0.05 {
+	got, covered, err := m.Read()
+	if err != nil || got > 0.05 {
 		t.Fatalf("unlabelled spinner counted as daemon: %.3f s, %v", got, err)
+	}
+	if elapsed := time.Since(begun).Seconds(); covered < 0.25 || covered > elapsed {
+		t.Fatalf("profiler covered %.3f s of %.3f s", covered, elapsed)
 	}
 	done := make(chan struct{})
 	withDaemonLabel(context.Background(), func(context.Context) {
 		go func() { spin(300 * time.Millisecond); close(done) }() // inherits the label
 	})
 	<-done
-	got, err := m.Seconds()
+	got, _, err = m.Read()
 	if err != nil || got < 0.05 || got > 0.5 {
 		t.Fatalf("labelled goroutine's 300 ms spin read as %.3f s daemon CPU, %v", got, err)
 	}
@@ -92,5 +98,26 @@ func TestDaemonCPUOfLeavesOutDPHosts(t *testing.T) {
 	}
 	if _, err := daemonCPUOf([]byte("not a profile")); err == nil {
 		t.Fatal("garbage accepted")
+	}
+}
+
+// TestDaemonCPUScaledFromCoverage: a run whose profiler covered half of
+// it reports the daemon's rate over the covered half for the whole run;
+// unknown stays unknown.
+func TestDaemonCPUScaledFromCoverage(t *testing.T) {
+	at := time.Now()
+	before := Snapshot{At: at, CPCPUS: -1, CPOnDPS: -1, DPBusyS: -1, DaemonCPUS: 1.0, DaemonCoveredS: 10}
+	after := before
+	after.At, after.DaemonCPUS, after.DaemonCoveredS = at.Add(2*time.Second), 1.01, 11
+	var r Run
+	r.measured(&plainSystem{}, before, after, nil, nil, 0)
+	if r.DaemonCPUS == nil || math.Abs(*r.DaemonCPUS-0.02) > 1e-9 || r.DaemonCoveredS != 1 || math.Abs(daemonShare(r)-0.01) > 1e-9 {
+		t.Fatalf("daemon CPU %v over %v covered, share %v; want 0.02 s (10 ms per covered second over 2 s), 1%% of a core", r.DaemonCPUS, r.DaemonCoveredS, daemonShare(r))
+	}
+	after.DaemonCPUS, after.DaemonCoveredS = -1, -1
+	r = Run{}
+	r.measured(&plainSystem{}, before, after, nil, nil, 0)
+	if r.DaemonCPUS != nil {
+		t.Fatalf("unknown daemon CPU reported as %v", *r.DaemonCPUS)
 	}
 }

@@ -51,11 +51,20 @@ func (s *DaemonSystem) Place(pid int) error {
 // Snapshot reads lent and harvested seconds from the daemon's status, the
 // pool's CPU usage and the daemon's own CPU time.
 func (s *DaemonSystem) Snapshot() (Snapshot, error) {
-	st := s.D.Status()
-	snap := Snapshot{At: time.Now(), CPOnDPS: st.Pool.HarvestedCPSeconds, CPCPUS: -1, DPBusyS: -1, DPStealS: stealSeconds(s.DPCores()), DaemonCPUS: -1}
-	if s.CPU != nil {
-		snap.DaemonCPUS, _ = s.CPU.Seconds() // -1 when unknown
+	snap, err := s.PollSnapshot()
+	if err == nil && s.CPU != nil {
+		snap.DaemonCPUS, snap.DaemonCoveredS, _ = s.CPU.Read() // -1 when unknown
 	}
+	return snap, err
+}
+
+// PollSnapshot is Snapshot without the daemon's CPU (unknown): reading it
+// pauses the CPU profiler, which a loop polling for a condition must not
+// do on every turn (see pollSnapshot).
+func (s *DaemonSystem) PollSnapshot() (Snapshot, error) {
+	st := s.D.Status()
+	snap := Snapshot{At: time.Now(), CPOnDPS: st.Pool.HarvestedCPSeconds, CPCPUS: -1, DPBusyS: -1, DPStealS: stealSeconds(s.DPCores()),
+		DaemonCPUS: -1, DaemonCoveredS: -1}
 	snap.Reclaims = map[string]uint64{}
 	for _, c := range st.Cores {
 		if c.Role == "dp" {

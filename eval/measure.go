@@ -42,7 +42,12 @@ func (r *Run) measured(sys System, before, after Snapshot, beforeErr, afterErr e
 		r.GuardBenches = int(d.Reclaims[scheduler.CauseGuard.String()])
 		r.Confined = d.Confined
 		r.HarvestedCPS = knownSeconds(d.CPOnDPS)
-		r.DaemonCPUS = knownSeconds(d.DaemonCPUS)
+		if d.DaemonCPUS >= 0 && d.DaemonCoveredS > 0 {
+			// The profiler covered most of the run (it pauses while a
+			// snapshot reads it): the run's figure at the covered rate.
+			cpu := d.DaemonCPUS / d.DaemonCoveredS * d.WallS
+			r.DaemonCPUS, r.DaemonCoveredS = &cpu, d.DaemonCoveredS
+		}
 		if d.DPBusyS >= 0 && d.WallS > 0 && len(sys.DPCores()) > 0 {
 			r.DP.IdleShare = max(0, 1-d.DPBusyS/(d.WallS*float64(len(sys.DPCores()))))
 			r.DP.IdleShareSource = "measured"

@@ -342,10 +342,13 @@ func pingRun(ctx context.Context, env *Env, cfg PingConfig, s setup) (run Run) {
 func snapshotCounted(ctx context.Context, sys System, before Snapshot, want uint64, bound time.Duration) (Snapshot, error) {
 	deadline := time.Now().Add(bound)
 	for {
-		s, err := sys.Snapshot()
+		s, err := pollSnapshot(sys)
 		if err != nil || !s.HaveDPHist || !before.HaveDPHist || s.Residence.Count >= before.Residence.Count+want ||
 			ctx.Err() != nil || time.Now().After(deadline) {
-			return s, err
+			if err != nil {
+				return s, err
+			}
+			return sys.Snapshot() // the run's figures: counts only grow
 		}
 		select {
 		case <-ctx.Done():
@@ -370,7 +373,7 @@ const cpRunningCPU = 50 * time.Millisecond
 // cpRunningCPU, so a short measurement does not start before its CP load
 // does. Without a CP usage figure it returns at once.
 func waitCPRunning(ctx context.Context, sys System, bound time.Duration) error {
-	start, err := sys.Snapshot()
+	start, err := pollSnapshot(sys)
 	if err != nil || start.CPCPUS < 0 {
 		return nil
 	}
@@ -385,7 +388,7 @@ func waitCPRunning(ctx context.Context, sys System, bound time.Duration) error {
 			return fmt.Errorf("CP load: the CP pool used under %v of CPU in %v", cpRunningCPU, bound)
 		case <-tick.C:
 		}
-		now, err := sys.Snapshot()
+		now, err := pollSnapshot(sys)
 		if err == nil && now.CPCPUS-start.CPCPUS >= cpRunningCPU.Seconds() {
 			return nil
 		}

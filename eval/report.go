@@ -157,6 +157,9 @@ type Run struct {
 	// DaemonCPUS / WallS. Static runs the daemon too: its figure is the
 	// daemon's fixed cost. Null when unknown.
 	DaemonCPUS *float64 `json:"daemon_cpu_s"`
+	// DaemonCoveredS: the part of the run the CPU profiler sampled
+	// (DaemonCPUS is the daemon's CPU rate over it, times WallS).
+	DaemonCoveredS float64 `json:"daemon_cpu_covered_s,omitempty"`
 	// CPLoadErrors: a CP load process that could not be placed or that
 	// ended before the run did (the run's CP side did not run as claimed).
 	CPLoadErrors []string `json:"cp_load_errors,omitempty"`

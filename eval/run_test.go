@@ -56,7 +56,7 @@ func (s *plainSystem) Place(int) error {
 	return nil
 }
 func (s *plainSystem) Snapshot() (Snapshot, error) {
-	return Snapshot{At: time.Now(), CPCPUS: -1, CPOnDPS: -1, DPBusyS: -1, DaemonCPUS: -1}, nil
+	return Snapshot{At: time.Now(), CPCPUS: -1, CPOnDPS: -1, DPBusyS: -1, DaemonCPUS: -1, DaemonCoveredS: -1}, nil
 }
 func (s *plainSystem) DPCores() []int  { return []int{1} }
 func (s *plainSystem) CPCores() []int  { return []int{0} }

@@ -67,8 +67,25 @@ type Snapshot struct {
 	// (cumulative blame, strikes and back-off); nil when it is off.
 	Blockers []ConfinedCommand
 	// DaemonCPUS is the co-scheduler's own CPU time so far (see
-	// DaemonCPU for what it counts); negative when unknown.
-	DaemonCPUS float64
+	// DaemonCPU for what it counts) and DaemonCoveredS the wall time its
+	// count covered; negative when unknown.
+	DaemonCPUS, DaemonCoveredS float64
+}
+
+// pollSnapshotter is a System with a cheaper Snapshot for loops that poll
+// for a condition: it may leave costly figures unknown (DaemonSystem: the
+// daemon's CPU, whose read pauses the CPU profiler).
+type pollSnapshotter interface {
+	PollSnapshot() (Snapshot, error)
+}
+
+// pollSnapshot takes a snapshot for one turn of a polling loop; the
+// figures of a run come from Snapshot.
+func pollSnapshot(sys System) (Snapshot, error) {
+	if p, ok := sys.(pollSnapshotter); ok {
+		return p.PollSnapshot()
+	}
+	return sys.Snapshot()
 }
 
 // ConfinedCommand is one command blocker-aware lending dealt with: the DP
@@ -90,7 +107,7 @@ type Delta struct {
 	Residence, Exposed, Lead               dataplane.Histogram
 	HaveDPHist                             bool
 	DPStealS                               float64
-	DaemonCPUS                             float64
+	DaemonCPUS, DaemonCoveredS             float64
 	// Confined: the commands blamed, struck or confined in the interval
 	// (strikes, back-off and confinement as at its end).
 	Confined []ConfinedCommand
@@ -112,13 +129,14 @@ func (s Snapshot) Sub(before Snapshot) Delta {
 		DPBusyS:  d(s.DPBusyS, before.DPBusyS),
 		Reclaims: subCounts(s.Reclaims, before.Reclaims),
 		// Counters restart with a loop: a shrinking count is no interval.
-		DPStealS:   d(s.DPStealS, before.DPStealS),
-		DaemonCPUS: d(s.DaemonCPUS, before.DaemonCPUS),
-		HaveDPHist: s.HaveDPHist && before.HaveDPHist && s.Residence.Count >= before.Residence.Count,
-		Residence:  s.Residence.Sub(before.Residence),
-		Exposed:    s.Exposed.Sub(before.Exposed),
-		Lead:       s.Lead.Sub(before.Lead),
-		Confined:   subConfined(s.Blockers, before.Blockers),
+		DPStealS:       d(s.DPStealS, before.DPStealS),
+		DaemonCPUS:     d(s.DaemonCPUS, before.DaemonCPUS),
+		DaemonCoveredS: d(s.DaemonCoveredS, before.DaemonCoveredS),
+		HaveDPHist:     s.HaveDPHist && before.HaveDPHist && s.Residence.Count >= before.Residence.Count,
+		Residence:      s.Residence.Sub(before.Residence),
+		Exposed:        s.Exposed.Sub(before.Exposed),
+		Lead:           s.Lead.Sub(before.Lead),
+		Confined:       subConfined(s.Blockers, before.Blockers),
 	}
 }
 
