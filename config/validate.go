@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -13,8 +12,8 @@ import (
 	"strings"
 
 	"github.com/taichi-sched/taichi/dataplane"
-	"github.com/taichi-sched/taichi/dataplane/dpdk"
 	"github.com/taichi-sched/taichi/internal/cpuset"
+	"github.com/taichi-sched/taichi/internal/fielderr"
 	"github.com/taichi-sched/taichi/internal/safename"
 	"github.com/taichi-sched/taichi/probe"
 	"github.com/taichi-sched/taichi/topology"
@@ -42,7 +41,7 @@ var (
 type checker struct{ errs Errors }
 
 func (c *checker) fail(key, format string, args ...any) {
-	c.errs = append(c.errs, FieldError{Key: key, Problem: fmt.Sprintf(format, args...)})
+	c.errs = append(c.errs, fielderr.Error{Key: key, Problem: fmt.Sprintf(format, args...)})
 }
 
 func (c *checker) oneOf(key, val string, allowed []string) {
@@ -247,17 +246,7 @@ func (c *checker) uniqueStrings(key string, vals []string, each func(key, v stri
 // (name and cgroup-free checks; DP core membership is checked here).
 func (c *checker) dpdkApp(key string, dp DPDK) {
 	mc := dp.ManagerConfig()
-	for _, e := range unjoin(mc.Validate()) {
-		var fe *dpdk.FieldError
-		if errors.As(e, &fe) {
-			if fe.Field == "name" {
-				continue // checked with the loops' names (unique across both)
-			}
-			c.fail(key+"."+fe.Field, "%s", fe.Problem)
-		} else {
-			c.fail(key, "%v", e)
-		}
-	}
+	c.packageErrors(key+".", mc.Validate(), "name")
 }
 
 // pathName checks a name that becomes a file or cgroup directory name
@@ -349,4 +338,19 @@ func (cfg *Config) ProbeInterfaceFor(l Loop) (iface, netns string) {
 		}
 	}
 	return l.Iface, l.NetNS
+}
+
+// packageErrors reports a package validator's errors under prefix: each
+// *fielderr.Error at prefix+its key (keys in skip are checked here
+// already), anything else at the prefix itself.
+func (c *checker) packageErrors(prefix string, err error, skip ...string) {
+	fields, others := fielderr.Split(err)
+	for _, fe := range fields {
+		if !slices.Contains(skip, fe.Key) {
+			c.fail(prefix+fe.Key, "%s", fe.Problem)
+		}
+	}
+	for _, e := range others {
+		c.fail(strings.TrimSuffix(prefix, "."), "%v", e)
+	}
 }

@@ -33,6 +33,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/taichi-sched/taichi/internal/fielderr"
 	"github.com/taichi-sched/taichi/internal/safename"
 )
 
@@ -101,21 +102,13 @@ type Config struct {
 	OVSDB          string        `yaml:"ovs_db" mapstructure:"ovs_db" json:"ovs_db,omitempty"`
 }
 
-// FieldError is one problem with one field of a Config.
-type FieldError struct {
-	Field   string // the YAML key below the application, e.g. "cpus[1]"
-	Problem string
-}
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Problem }
-
 // Validate checks the configuration and returns every problem, each a
-// *FieldError naming its field ("cpus[1]: ..."), joined into one error.
+// *fielderr.Error naming its key below the application ("cpus[1]: ..."), joined into one error.
 // The daemon's config validation calls it too, so the two agree.
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
-		errs = append(errs, &FieldError{Field: field, Problem: fmt.Sprintf(format, args...)})
+		errs = append(errs, fielderr.New(field, format, args...))
 	}
 	if err := safename.Check(c.Name); err != nil {
 		bad("name", "%v", err)
