@@ -14,6 +14,7 @@ import (
 	"github.com/taichi-sched/taichi/dataplane"
 	"github.com/taichi-sched/taichi/internal/cpuset"
 	"github.com/taichi-sched/taichi/internal/fielderr"
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"github.com/taichi-sched/taichi/internal/safename"
 	"github.com/taichi-sched/taichi/probe"
 	"github.com/taichi-sched/taichi/topology"
@@ -62,6 +63,12 @@ func (c *checker) intRange(key string, v, lo, hi int) {
 	}
 }
 
+func (c *checker) fifoPriority(key string, prio int) {
+	if err := linuxsched.CheckFIFOPriority(prio); err != nil {
+		c.fail(key, "%v", err)
+	}
+}
+
 // validate resolves the core split and checks every key; it fills DPCPUs
 // and CPCPUs only when the cores are valid.
 func (cfg *Config) validate(topo *topology.Topology) Errors {
@@ -81,7 +88,7 @@ func (c *checker) vcpu(v VCPU) {
 	c.oneOf("vcpu.backend", v.Backend, VCPUBackends)
 	c.oneOf("vcpu.class", v.Class, VCPUClasses)
 	c.intRange("vcpu.weight", v.Weight, vcpu.MinWeight, vcpu.MaxWeight)
-	c.intRange("vcpu.writer_priority", v.WriterPriority, 1, 99)
+	c.fifoPriority("vcpu.writer_priority", v.WriterPriority)
 	c.positive("vcpu.rescan", v.Rescan)
 	c.pathName("vcpu.cgroup_name", v.CgroupName)
 	c.uniqueStrings("vcpu.adopt.units", v.Adopt.Units, func(key, u string) {
@@ -143,8 +150,8 @@ func (c *checker) probe(cfg *Config) {
 // dataplane checks DP loops and DPDK applications: names unique across
 // both, each DP core used by one of them, one probed interface per loop.
 func (c *checker) dataplane(cfg *Config) {
-	if p := cfg.Dataplane.SoftirqPriority; p < -1 || p > 99 {
-		c.fail("dataplane.softirq_priority", "%d: want -1 (leave ksoftirqd alone), 0 (auto) or a SCHED_FIFO priority 1..99", p)
+	if p := cfg.Dataplane.SoftirqPriority; p != -1 && p != 0 && linuxsched.CheckFIFOPriority(p) != nil {
+		c.fail("dataplane.softirq_priority", "%d: want -1 (leave ksoftirqd alone), 0 (auto) or a SCHED_FIFO priority %d..%d", p, linuxsched.MinFIFOPriority, linuxsched.MaxFIFOPriority)
 	}
 	cpuOwner := map[int]string{}
 	names := map[string]bool{}
@@ -177,7 +184,7 @@ func (c *checker) dataplane(cfg *Config) {
 		} else if l.OutIface != "" {
 			c.fail(key+".out_iface", "only used in forward mode")
 		}
-		c.intRange(key+".priority", l.Priority, 1, 99)
+		c.fifoPriority(key+".priority", l.Priority)
 	}
 	for i, dp := range cfg.Dataplane.DPDK {
 		key := fmt.Sprintf("dataplane.dpdk[%d]", i)

@@ -139,8 +139,9 @@ func (c LoopConfig) Validate() error {
 		return bad("cpu", "%d is negative", c.CPU)
 	case c.Mode != ModeReflect && c.Mode != ModeForward:
 		return bad("mode", "%q: want %s or %s", c.Mode, ModeReflect, ModeForward)
-	case c.Priority > 99:
-		return bad("priority", "%d: SCHED_FIFO priorities are 1-99", c.Priority)
+	case c.Priority > 0 && linuxsched.CheckFIFOPriority(c.Priority) != nil:
+		// 0 is the default; below it the loop keeps the normal policy.
+		return bad("priority", "%v", linuxsched.CheckFIFOPriority(c.Priority))
 	case c.IO != IOPacket && c.IO != IOXDP:
 		return bad("io", "%q: want %s or %s", c.IO, IOPacket, IOXDP)
 	case c.XDPStamp != StampAuto && c.XDPStamp != XDPStampMeta && c.XDPStamp != XDPStampHead:

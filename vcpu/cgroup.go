@@ -124,8 +124,11 @@ func validateOptions(o Options, online []int) error {
 	if o.Weight < MinWeight || o.Weight > MaxWeight {
 		errs = append(errs, fmt.Errorf("weight: %d is outside %d..%d", o.Weight, MinWeight, MaxWeight))
 	}
-	if o.WriterPriority > 99 {
-		errs = append(errs, fmt.Errorf("writer_priority: %d is above 99", o.WriterPriority))
+	if o.WriterPriority > 0 {
+		// 0 and below: a SCHED_OTHER writer.
+		if err := linuxsched.CheckFIFOPriority(o.WriterPriority); err != nil {
+			errs = append(errs, fmt.Errorf("writer_priority: %w", err))
+		}
 	}
 	if len(o.CPCores) == 0 {
 		errs = append(errs, errors.New("cp_cores: empty: CP needs at least one core"))

@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/taichi-sched/taichi/internal/fielderr"
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"github.com/taichi-sched/taichi/internal/safename"
 )
 
@@ -151,8 +152,8 @@ func (c *Config) Validate() error {
 		}
 		seen[cpu] = i
 	}
-	if c.Priority < 1 || c.Priority > 99 {
-		bad("priority", "%d: SCHED_FIFO priority must be 1..99", c.Priority)
+	if err := linuxsched.CheckFIFOPriority(c.Priority); err != nil {
+		bad("priority", "%v", err)
 	}
 	if c.OVSUnixctl != "" && (!filepath.IsAbs(c.OVSUnixctl) || len(c.OVSUnixctl) > maxUnixPath) {
 		bad("ovs_unixctl", "%q: want the absolute path of ovs-vswitchd's unixctl socket (at most %d bytes)", c.OVSUnixctl, maxUnixPath)
