@@ -197,15 +197,16 @@ func (s *Set) Mechanism() Mechanism { return s.mech }
 
 // RTThrottle is the fraction of its core a SCHED_FIFO thread in a group
 // may use per RT period while the kernel's RT throttling is on
-// (kernel.sched_rt_runtime_us >= 0); 1 when nothing limits it. The groups
-// share the root's budget, so with N DP cores each gets about 1/N of it.
+// (kernel.sched_rt_runtime_us >= 0); 1 when nothing limits it. With RT
+// group scheduling the groups share the root's budget, so with N DP cores
+// each gets about 1/N of it; without, the global share limits it.
 func (s *Set) RTThrottle() float64 {
-	if s.rtShare <= 0 {
+	t, err := linuxsched.ReadRTThrottling()
+	if err != nil || !t.On() {
 		return 1
 	}
-	b, err := os.ReadFile("/proc/sys/kernel/sched_rt_runtime_us")
-	if err != nil || strings.TrimSpace(string(b)) == "-1" {
-		return 1
+	if s.rtShare <= 0 {
+		return t.Share()
 	}
 	return float64(s.rtShare) / 1e6
 }
