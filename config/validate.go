@@ -86,11 +86,14 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 // vcpu checks the CP pool and its adoption selectors.
 func (c *checker) vcpu(v VCPU) {
 	c.oneOf("vcpu.backend", v.Backend, VCPUBackends)
-	c.oneOf("vcpu.class", v.Class, VCPUClasses)
-	c.intRange("vcpu.weight", v.Weight, vcpu.MinWeight, vcpu.MaxWeight)
-	c.fifoPriority("vcpu.writer_priority", v.WriterPriority)
+	opts := vcpu.Options{Name: v.CgroupName, Class: v.Class, Weight: v.Weight, WriterPriority: v.WriterPriority}
+	c.packageErrors("vcpu.", opts.Validate(), map[string]string{"name": "cgroup_name"})
+	if v.WriterPriority < linuxsched.MinFIFOPriority {
+		// vcpu takes 0 and below for a SCHED_OTHER writer; the daemon's
+		// writer is always SCHED_FIFO.
+		c.fifoPriority("vcpu.writer_priority", v.WriterPriority)
+	}
 	c.positive("vcpu.rescan", v.Rescan)
-	c.pathName("vcpu.cgroup_name", v.CgroupName)
 	c.uniqueStrings("vcpu.adopt.units", v.Adopt.Units, func(key, u string) {
 		if err := vcpu.CheckUnit(u); err != nil {
 			c.fail(key, "%v", err)
@@ -176,15 +179,16 @@ func (c *checker) dataplane(cfg *Config) {
 		if c.dpCore(key+".cpu", l.CPU, cfg.DPCPUs) {
 			claim(key+".cpu", l.CPU)
 		}
-		c.ifaceName(key+".iface", l.Iface)
-		c.netnsName(key+".netns", l.NetNS)
-		c.oneOf(key+".mode", l.Mode, LoopModes)
-		if l.Mode == dataplane.ModeForward {
-			c.ifaceName(key+".out_iface", l.OutIface)
-		} else if l.OutIface != "" {
+		// Name and core are checked here (unique, a DP core).
+		c.packageErrors(key+".", l.LoopConfig().Check(), map[string]string{"name": "", "cpu": ""})
+		if l.Mode != dataplane.ModeForward && l.OutIface != "" {
 			c.fail(key+".out_iface", "only used in forward mode")
 		}
-		c.fifoPriority(key+".priority", l.Priority)
+		if l.Priority < linuxsched.MinFIFOPriority {
+			// The loop package takes 0 (its default) and below (no
+			// SCHED_FIFO); a configured loop always has a priority.
+			c.fifoPriority(key+".priority", l.Priority)
+		}
 	}
 	for i, dp := range cfg.Dataplane.DPDK {
 		key := fmt.Sprintf("dataplane.dpdk[%d]", i)
@@ -253,7 +257,8 @@ func (c *checker) uniqueStrings(key string, vals []string, each func(key, v stri
 // (name and cgroup-free checks; DP core membership is checked here).
 func (c *checker) dpdkApp(key string, dp DPDK) {
 	mc := dp.ManagerConfig()
-	c.packageErrors(key+".", mc.Validate(), "name")
+	// The name is checked with the loops' names (unique across both).
+	c.packageErrors(key+".", mc.Validate(), map[string]string{"name": ""})
 }
 
 // pathName checks a name that becomes a file or cgroup directory name
@@ -348,13 +353,18 @@ func (cfg *Config) ProbeInterfaceFor(l Loop) (iface, netns string) {
 }
 
 // packageErrors reports a package validator's errors under prefix: each
-// *fielderr.Error at prefix+its key (keys in skip are checked here
-// already), anything else at the prefix itself.
-func (c *checker) packageErrors(prefix string, err error, skip ...string) {
+// *fielderr.Error at prefix+its key, renamed by keys where the config
+// names it otherwise (to "": checked here already, not reported twice),
+// anything else at the prefix itself.
+func (c *checker) packageErrors(prefix string, err error, keys map[string]string) {
 	fields, others := fielderr.Split(err)
 	for _, fe := range fields {
-		if !slices.Contains(skip, fe.Key) {
-			c.fail(prefix+fe.Key, "%s", fe.Problem)
+		key, renamed := keys[fe.Key]
+		if !renamed {
+			key = fe.Key
+		}
+		if key != "" {
+			c.fail(prefix+key, "%s", fe.Problem)
 		}
 	}
 	for _, e := range others {
