@@ -40,7 +40,7 @@ func (d *Daemon) escapeRTGroup() {
 	if rt, _ := strconv.Atoi(strings.TrimSpace(string(b))); rt != 0 {
 		return
 	}
-	if err := os.WriteFile(filepath.Join(root, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+	if err := linuxsched.MoveProcess(root, os.Getpid()); err != nil {
 		d.log.Warn("cannot leave a cpu cgroup without RT runtime; SCHED_FIFO may fail", "cgroup", own, "err", err)
 		return
 	}
