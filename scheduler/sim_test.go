@@ -29,7 +29,7 @@ type loopModel struct {
 const (
 	pollCost   = time.Microsecond
 	packetCost = time.Microsecond
-	wakeCost   = 30 * time.Microsecond // cross-core wake on this VM (DESIGN.md)
+	wakeCost   = 30 * time.Microsecond // cross-core wake on this VM (docs/design.md)
 )
 
 type knobRecorder struct {
