@@ -7,6 +7,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/taichi-sched/taichi/internal/fielderr"
 )
 
 // Clock is where the Confiner takes time from (scheduler.RealClock and
@@ -91,25 +93,33 @@ func (p Policy) withDefaults() Policy {
 	return p
 }
 
-// Validate names every bad field.
+// MaxMinBlames bounds Policy.MinBlames.
+const MaxMinBlames = 1 << 20
+
+// Validate names every bad field, each a *fielderr.Error keyed as in the
+// configuration (scheduler.blockers.KEY), so the config reports them.
 func (p Policy) Validate() error {
 	var errs []error
-	if p.MinBlames < 1 {
-		errs = append(errs, fmt.Errorf("min_blames: %d, want at least 1", p.MinBlames))
+	bad := func(key, format string, args ...any) { errs = append(errs, fielderr.New(key, format, args...)) }
+	if p.MinBlames < 1 || p.MinBlames > MaxMinBlames {
+		bad("min_blames", "%d, want 1..%d", p.MinBlames, MaxMinBlames)
 	}
 	for _, d := range []struct {
 		key string
 		v   time.Duration
 	}{{"window", p.Window}, {"backoff", p.Backoff}, {"max_backoff", p.MaxBackoff}, {"recheck", p.Recheck}} {
 		if d.v <= 0 {
-			errs = append(errs, fmt.Errorf("%s: %v, want a positive duration", d.key, d.v))
+			bad(d.key, "%v, want a positive duration", d.v)
 		}
 	}
 	if p.MaxBackoff < p.Backoff {
-		errs = append(errs, fmt.Errorf("max_backoff: %v is shorter than backoff %v", p.MaxBackoff, p.Backoff))
+		bad("max_backoff", "%v is shorter than backoff %v", p.MaxBackoff, p.Backoff)
+	}
+	if p.Recheck > p.Backoff && p.Backoff > 0 {
+		bad("recheck", "%v exceeds backoff %v: new processes of a confined command would be found late", p.Recheck, p.Backoff)
 	}
 	if p.MaxTracked < 1 {
-		errs = append(errs, fmt.Errorf("max_tracked: %d, want at least 1", p.MaxTracked))
+		bad("max_tracked", "%d, want at least 1", p.MaxTracked)
 	}
 	return errors.Join(errs...)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/taichi-sched/taichi/internal/stats"
 )
 
 // Limits shared with blocker/bpf/tracer.c.
@@ -386,22 +387,16 @@ func (s Stats) Sub(earlier Stats) Stats {
 	return d
 }
 
-// Quantile is the upper bound of the histogram bucket holding quantile q
-// (0..1) of the measured delays: an over-estimate by at most 2x. It is 0
-// when nothing was measured.
+// Quantile is the upper bound of the histogram bucket holding the
+// nearest-rank quantile q (0..1) of the measured delays: an over-estimate
+// by at most 2x. It is 0 when nothing was measured.
 func (s Stats) Quantile(q float64) time.Duration {
 	total := s.Measured()
 	if total == 0 {
 		return 0
 	}
-	rank := uint64(math.Ceil(q * float64(total)))
-	rank = max(rank, 1)
-	var seen uint64
-	for b, n := range s.Hist {
-		seen += n
-		if seen >= rank {
-			return BucketUpper(b)
-		}
+	if b, ok := stats.QuantileBucket(s.Hist[:], total, q); ok {
+		return BucketUpper(b)
 	}
 	return BucketUpper(histBuckets - 1)
 }

@@ -1,5 +1,7 @@
 package config
 
+import "github.com/taichi-sched/taichi/blocker"
+
 // Blockers configures blocker-aware lending (scheduler.blockers): who
 // delays DP threads, and keeping those processes on the CP cores.
 type Blockers struct {
@@ -18,19 +20,15 @@ type Blockers struct {
 	ConfineAtExec bool `key:"confine_at_exec"`
 }
 
+// Policy is the confinement policy these keys set.
+func (b Blockers) Policy() blocker.Policy {
+	return blocker.Policy{MinBlames: b.MinBlames, Window: b.Window.D(), Backoff: b.Backoff.D(),
+		MaxBackoff: b.MaxBackoff.D(), Recheck: b.Recheck.D(), MaxTracked: blocker.DefaultMaxTracked}
+}
+
+// blockers checks the tracer's threshold here and the policy with the
+// blocker package's own validation.
 func (c *checker) blockers(b Blockers) {
-	const p = "scheduler.blockers."
-	for _, d := range []struct {
-		key string
-		v   Duration
-	}{{"threshold", b.Threshold}, {"window", b.Window}, {"backoff", b.Backoff}, {"max_backoff", b.MaxBackoff}, {"recheck", b.Recheck}} {
-		c.positive(p+d.key, d.v)
-	}
-	c.intRange(p+"min_blames", b.MinBlames, 1, 1<<20)
-	if b.MaxBackoff < b.Backoff {
-		c.fail(p+"max_backoff", "must not be below scheduler.blockers.backoff (%s < %s)", b.MaxBackoff, b.Backoff)
-	}
-	if b.Recheck > b.Backoff && b.Backoff > 0 {
-		c.fail(p+"recheck", "must not exceed scheduler.blockers.backoff (%s > %s): new processes of a confined command would be found late", b.Recheck, b.Backoff)
-	}
+	c.positive("scheduler.blockers.threshold", b.Threshold)
+	c.packageErrors("scheduler.blockers.", b.Policy().Validate(), nil)
 }

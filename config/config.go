@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/taichi-sched/taichi/dataplane"
 	"github.com/taichi-sched/taichi/dataplane/dpdk"
 	"github.com/taichi-sched/taichi/scheduler"
 )
@@ -118,6 +119,12 @@ type Loop struct {
 	Mode     string `key:"mode" default:"reflect"`
 	OutIface string `key:"out_iface"`
 	Priority int    `key:"priority" default:"50"`
+}
+
+// LoopConfig is the dataplane loop this entry configures.
+func (l Loop) LoopConfig() dataplane.LoopConfig {
+	return dataplane.LoopConfig{Name: l.Name, CPU: l.CPU, Iface: l.Iface, NetNS: l.NetNS,
+		Mode: l.Mode, OutIface: l.OutIface, Priority: l.Priority}
 }
 
 // DPDK is a DPDK application whose lcores taichi pins.

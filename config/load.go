@@ -14,19 +14,12 @@ import (
 
 	"github.com/spf13/viper"
 
+	"github.com/taichi-sched/taichi/internal/fielderr"
 	"github.com/taichi-sched/taichi/topology"
 )
 
-// FieldError is one problem with one key.
-type FieldError struct {
-	Key     string
-	Problem string
-}
-
-func (e FieldError) Error() string { return e.Key + ": " + e.Problem }
-
-// Errors is every problem found in a configuration.
-type Errors []FieldError
+// Errors is every problem found in a configuration, one per key.
+type Errors []fielderr.Error
 
 func (es Errors) Error() string {
 	lines := make([]string, len(es))
@@ -94,14 +87,14 @@ func LoadBytes(data []byte, topo *topology.Topology) (*Config, error) {
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // decoder turns viper's merged settings into the typed Config, collecting a
-// FieldError per bad key instead of stopping at the first.
+// fielderr.Error per bad key instead of stopping at the first.
 type decoder struct {
 	v    *viper.Viper
 	errs Errors
 }
 
 func (d *decoder) fail(key, format string, args ...any) {
-	d.errs = append(d.errs, FieldError{Key: key, Problem: fmt.Sprintf(format, args...)})
+	d.errs = append(d.errs, fielderr.Error{Key: key, Problem: fmt.Sprintf(format, args...)})
 }
 
 func join(prefix, key string) string {

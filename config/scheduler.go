@@ -1,9 +1,9 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 
+	"github.com/taichi-sched/taichi/internal/fielderr"
 	"github.com/taichi-sched/taichi/scheduler"
 )
 
@@ -104,28 +104,15 @@ func (c *checker) validateScheduler(cfg *Config) {
 			}
 		}
 	}
-	err := cfg.SchedulerParams().Validate()
-	var fe *scheduler.FieldError
-	for _, e := range unjoin(err) {
-		if !errors.As(e, &fe) {
-			c.fail("scheduler", "%v", e)
-			continue
-		}
+	fields, others := fielderr.Split(cfg.SchedulerParams().Validate())
+	for _, e := range others {
+		c.fail("scheduler", "%v", e)
+	}
+	for _, fe := range fields {
 		key, ok := keyOf[fe.Field]
 		if !ok {
 			key = fmt.Sprintf("scheduler (internal %s)", fe.Field)
 		}
 		c.fail(key, "%s", fe.Problem)
 	}
-}
-
-// unjoin splits an errors.Join result into its parts.
-func unjoin(err error) []error {
-	if err == nil {
-		return nil
-	}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
 }

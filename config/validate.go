@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -13,8 +12,9 @@ import (
 	"strings"
 
 	"github.com/taichi-sched/taichi/dataplane"
-	"github.com/taichi-sched/taichi/dataplane/dpdk"
 	"github.com/taichi-sched/taichi/internal/cpuset"
+	"github.com/taichi-sched/taichi/internal/fielderr"
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"github.com/taichi-sched/taichi/internal/safename"
 	"github.com/taichi-sched/taichi/probe"
 	"github.com/taichi-sched/taichi/topology"
@@ -42,7 +42,7 @@ var (
 type checker struct{ errs Errors }
 
 func (c *checker) fail(key, format string, args ...any) {
-	c.errs = append(c.errs, FieldError{Key: key, Problem: fmt.Sprintf(format, args...)})
+	c.errs = append(c.errs, fielderr.Error{Key: key, Problem: fmt.Sprintf(format, args...)})
 }
 
 func (c *checker) oneOf(key, val string, allowed []string) {
@@ -63,6 +63,12 @@ func (c *checker) intRange(key string, v, lo, hi int) {
 	}
 }
 
+func (c *checker) fifoPriority(key string, prio int) {
+	if err := linuxsched.CheckFIFOPriority(prio); err != nil {
+		c.fail(key, "%v", err)
+	}
+}
+
 // validate resolves the core split and checks every key; it fills DPCPUs
 // and CPCPUs only when the cores are valid.
 func (cfg *Config) validate(topo *topology.Topology) Errors {
@@ -80,11 +86,14 @@ func (cfg *Config) validate(topo *topology.Topology) Errors {
 // vcpu checks the CP pool and its adoption selectors.
 func (c *checker) vcpu(v VCPU) {
 	c.oneOf("vcpu.backend", v.Backend, VCPUBackends)
-	c.oneOf("vcpu.class", v.Class, VCPUClasses)
-	c.intRange("vcpu.weight", v.Weight, vcpu.MinWeight, vcpu.MaxWeight)
-	c.intRange("vcpu.writer_priority", v.WriterPriority, 1, 99)
+	opts := vcpu.Options{Name: v.CgroupName, Class: v.Class, Weight: v.Weight, WriterPriority: v.WriterPriority}
+	c.packageErrors("vcpu.", opts.Validate(), map[string]string{"name": "cgroup_name"})
+	if v.WriterPriority < linuxsched.MinFIFOPriority {
+		// vcpu takes 0 and below for a SCHED_OTHER writer; the daemon's
+		// writer is always SCHED_FIFO.
+		c.fifoPriority("vcpu.writer_priority", v.WriterPriority)
+	}
 	c.positive("vcpu.rescan", v.Rescan)
-	c.pathName("vcpu.cgroup_name", v.CgroupName)
 	c.uniqueStrings("vcpu.adopt.units", v.Adopt.Units, func(key, u string) {
 		if err := vcpu.CheckUnit(u); err != nil {
 			c.fail(key, "%v", err)
@@ -144,8 +153,8 @@ func (c *checker) probe(cfg *Config) {
 // dataplane checks DP loops and DPDK applications: names unique across
 // both, each DP core used by one of them, one probed interface per loop.
 func (c *checker) dataplane(cfg *Config) {
-	if p := cfg.Dataplane.SoftirqPriority; p < -1 || p > 99 {
-		c.fail("dataplane.softirq_priority", "%d: want -1 (leave ksoftirqd alone), 0 (auto) or a SCHED_FIFO priority 1..99", p)
+	if p := cfg.Dataplane.SoftirqPriority; p != -1 && p != 0 && linuxsched.CheckFIFOPriority(p) != nil {
+		c.fail("dataplane.softirq_priority", "%d: want -1 (leave ksoftirqd alone), 0 (auto) or a SCHED_FIFO priority %d..%d", p, linuxsched.MinFIFOPriority, linuxsched.MaxFIFOPriority)
 	}
 	cpuOwner := map[int]string{}
 	names := map[string]bool{}
@@ -170,15 +179,16 @@ func (c *checker) dataplane(cfg *Config) {
 		if c.dpCore(key+".cpu", l.CPU, cfg.DPCPUs) {
 			claim(key+".cpu", l.CPU)
 		}
-		c.ifaceName(key+".iface", l.Iface)
-		c.netnsName(key+".netns", l.NetNS)
-		c.oneOf(key+".mode", l.Mode, LoopModes)
-		if l.Mode == dataplane.ModeForward {
-			c.ifaceName(key+".out_iface", l.OutIface)
-		} else if l.OutIface != "" {
+		// Name and core are checked here (unique, a DP core).
+		c.packageErrors(key+".", l.LoopConfig().Check(), map[string]string{"name": "", "cpu": ""})
+		if l.Mode != dataplane.ModeForward && l.OutIface != "" {
 			c.fail(key+".out_iface", "only used in forward mode")
 		}
-		c.intRange(key+".priority", l.Priority, 1, 99)
+		if l.Priority < linuxsched.MinFIFOPriority {
+			// The loop package takes 0 (its default) and below (no
+			// SCHED_FIFO); a configured loop always has a priority.
+			c.fifoPriority(key+".priority", l.Priority)
+		}
 	}
 	for i, dp := range cfg.Dataplane.DPDK {
 		key := fmt.Sprintf("dataplane.dpdk[%d]", i)
@@ -247,17 +257,8 @@ func (c *checker) uniqueStrings(key string, vals []string, each func(key, v stri
 // (name and cgroup-free checks; DP core membership is checked here).
 func (c *checker) dpdkApp(key string, dp DPDK) {
 	mc := dp.ManagerConfig()
-	for _, e := range unjoin(mc.Validate()) {
-		var fe *dpdk.FieldError
-		if errors.As(e, &fe) {
-			if fe.Field == "name" {
-				continue // checked with the loops' names (unique across both)
-			}
-			c.fail(key+"."+fe.Field, "%s", fe.Problem)
-		} else {
-			c.fail(key, "%v", e)
-		}
-	}
+	// The name is checked with the loops' names (unique across both).
+	c.packageErrors(key+".", mc.Validate(), map[string]string{"name": ""})
 }
 
 // pathName checks a name that becomes a file or cgroup directory name
@@ -349,4 +350,24 @@ func (cfg *Config) ProbeInterfaceFor(l Loop) (iface, netns string) {
 		}
 	}
 	return l.Iface, l.NetNS
+}
+
+// packageErrors reports a package validator's errors under prefix: each
+// *fielderr.Error at prefix+its key, renamed by keys where the config
+// names it otherwise (to "": checked here already, not reported twice),
+// anything else at the prefix itself.
+func (c *checker) packageErrors(prefix string, err error, keys map[string]string) {
+	fields, others := fielderr.Split(err)
+	for _, fe := range fields {
+		key, renamed := keys[fe.Key]
+		if !renamed {
+			key = fe.Key
+		}
+		if key != "" {
+			c.fail(prefix+key, "%s", fe.Problem)
+		}
+	}
+	for _, e := range others {
+		c.fail(strings.TrimSuffix(prefix, "."), "%v", e)
+	}
 }

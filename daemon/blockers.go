@@ -52,9 +52,7 @@ func (d *Daemon) startBlockers(runCtx context.Context) {
 	}
 	w := &blockerWatch{d: d, cfg: cfg, kmodSeq: map[int]uint64{}, coreStats: map[int]blocker.Stats{}}
 	d.blockers = w
-	policy := blocker.Policy{MinBlames: cfg.MinBlames, Window: cfg.Window.D(), Backoff: cfg.Backoff.D(),
-		MaxBackoff: cfg.MaxBackoff.D(), Recheck: cfg.Recheck.D()}
-	conf, err := blocker.NewConfiner(policy, scheduler.RealClock{}, d.pool, blocker.MembersByCommand(d.pool.Members))
+	conf, err := blocker.NewConfiner(cfg.Policy(), scheduler.RealClock{}, d.pool, blocker.MembersByCommand(d.pool.Members))
 	if err != nil {
 		w.err = err.Error()
 		d.log.Warn("blocker-aware lending off", "err", err)

@@ -192,7 +192,6 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	}
 	pinToCores(d.cfg.CPCPUs, d.log)
 	d.escapeRTGroup()
-	d.warnRTThrottling()
 	if err := d.openKmod(); err != nil {
 		return err
 	}

@@ -48,13 +48,10 @@ func (d *Daemon) segmentPath(name string) string {
 // hostSpec turns a configured loop into a host.Spec, with the probe the
 // config asks for (default: the loop's own interface feeds its core).
 func (d *Daemon) hostSpec(l config.Loop) host.Spec {
+	loop := l.LoopConfig()
+	loop.StartNormal = true // SCHED_FIFO only while the core is lent (setLoopClass)
 	spec := host.Spec{
-		Loop: dataplane.LoopConfig{
-			Name: l.Name, CPU: l.CPU, Iface: l.Iface, NetNS: l.NetNS,
-			Mode: l.Mode, OutIface: l.OutIface, Priority: l.Priority,
-			// SCHED_FIFO only while the core is lent (setLoopClass).
-			StartNormal: true,
-		},
+		Loop:    loop,
 		ShmPath: d.segmentPath(l.Name),
 		Kmod:    d.kmod != nil,
 	}

@@ -40,31 +40,9 @@ func (d *Daemon) escapeRTGroup() {
 	if rt, _ := strconv.Atoi(strings.TrimSpace(string(b))); rt != 0 {
 		return
 	}
-	if err := os.WriteFile(filepath.Join(root, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+	if err := linuxsched.MoveProcess(root, os.Getpid()); err != nil {
 		d.log.Warn("cannot leave a cpu cgroup without RT runtime; SCHED_FIFO may fail", "cgroup", own, "err", err)
 		return
 	}
 	d.log.Info("moved to the root cpu cgroup: RT group scheduling gave no RT runtime in the service's", "was", own)
-}
-
-// warnRTThrottling tells operators when the kernel's RT throttling will
-// stop a busy-polling SCHED_FIFO thread for 1 - runtime/period of every
-// period (tens of ms every second by default). taichi's own loops are
-// SCHED_FIFO only while their core is lent, when they yield on idle, so it
-// applies to DPDK lcores, which are pinned SCHED_FIFO and poll without
-// pause.
-func (d *Daemon) warnRTThrottling() {
-	if len(d.cfg.Dataplane.DPDK) == 0 {
-		return
-	}
-	b, err := os.ReadFile("/proc/sys/kernel/sched_rt_runtime_us")
-	if err != nil {
-		return
-	}
-	rt, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || rt < 0 {
-		return
-	}
-	d.log.Warn("RT throttling is on: a DPDK lcore pinned SCHED_FIFO that busy-polls is stopped for part of every second; on DP hosts set kernel.sched_rt_runtime_us=-1",
-		"sched_rt_runtime_us", rt)
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/taichi-sched/taichi/dataplane"
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 )
 
 // Auto SLO: the guard's bound on per-packet RX residence p99 is a multiple
@@ -48,7 +49,7 @@ func (d *Daemon) deriveSLO() error {
 	for _, cpu := range d.cfg.DPCPUs {
 		// One above the loop's priority: a FIFO loop busy-polling there (a core
 		// adopted while lent) must not stand in the measurement's way.
-		wc, err := dataplane.MeasureWakeCost(cpu, min(d.dpPriority(cpu)+1, 99), sloWakes, sloWakePeriod)
+		wc, err := dataplane.MeasureWakeCost(cpu, min(d.dpPriority(cpu)+1, linuxsched.MaxFIFOPriority), sloWakes, sloWakePeriod)
 		if err != nil {
 			return fmt.Errorf("scheduler.slo: auto: %w (set scheduler.slo to a duration to skip the measurement)", err)
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/taichi-sched/taichi/internal/linuxsched"
+	"github.com/taichi-sched/taichi/internal/stats"
 	"golang.org/x/sys/unix"
 )
 
@@ -90,6 +91,5 @@ func MeasureWakeCost(cpu, prio, n int, period time.Duration) (WakeCost, error) {
 	}
 	s := slices.Clone(lat)
 	slices.Sort(s)
-	rank := func(q float64) time.Duration { return s[min(len(s)-1, int(q*float64(len(s))))] }
-	return WakeCost{Samples: len(s), P50: rank(0.5), P99: rank(0.99), Max: s[len(s)-1]}, nil
+	return WakeCost{Samples: len(s), P50: stats.QuantileSorted(s, 0.5), P99: stats.QuantileSorted(s, 0.99), Max: s[len(s)-1]}, nil
 }

@@ -6,6 +6,8 @@ import (
 	"math/bits"
 	"sync/atomic"
 	"time"
+
+	"github.com/taichi-sched/taichi/internal/stats"
 )
 
 // Log-linear buckets: values below 2^(histSubBits+histMinShift) ns fall in
@@ -159,14 +161,8 @@ func (h Histogram) Quantile(q float64) time.Duration {
 	if h.Count == 0 {
 		return 0
 	}
-	rank := uint64(q*float64(h.Count) + 0.999999)
-	rank = min(max(rank, 1), h.Count)
-	var seen uint64
-	for i, c := range h.Buckets {
-		seen += c
-		if seen >= rank {
-			return time.Duration(min(uint64(HistUpper(i)), max(h.MaxNs, uint64(HistLower(i)))))
-		}
+	if i, ok := stats.QuantileBucket(h.Buckets[:], h.Count, q); ok {
+		return time.Duration(min(uint64(HistUpper(i)), max(h.MaxNs, uint64(HistLower(i)))))
 	}
 	return time.Duration(h.MaxNs)
 }

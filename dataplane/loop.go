@@ -36,6 +36,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/taichi-sched/taichi/internal/fielderr"
 	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"github.com/taichi-sched/taichi/internal/netns"
 	"github.com/taichi-sched/taichi/internal/safename"
@@ -112,49 +113,68 @@ func (c LoopConfig) withDefaults() LoopConfig {
 	return c
 }
 
-// Validate reports the first invalid field.
+// Validate reports every invalid field (Check), then whether the network
+// namespace exists.
 func (c LoopConfig) Validate() error {
-	c = c.withDefaults()
-	bad := func(field, format string, a ...any) error {
-		return fmt.Errorf("dataplane: loop %q: %s: %s", c.Name, field, fmt.Sprintf(format, a...))
+	err := c.Check()
+	if err == nil && c.NetNS != "" && !netns.Exists(c.NetNS) {
+		err = fielderr.New("netns", "%q does not exist", c.NetNS)
 	}
+	if err != nil {
+		return fmt.Errorf("dataplane: loop %q: %w", c.Name, err)
+	}
+	return nil
+}
+
+// Check reports every invalid field, each a *fielderr.Error, without
+// looking at the host (the config validates loops with it).
+func (c LoopConfig) Check() error {
+	c = c.withDefaults()
+	var errs []error
+	bad := func(field, format string, a ...any) { errs = append(errs, fielderr.New(field, format, a...)) }
 	if err := safename.Check(c.Name); err != nil {
-		return bad("name", "%v", err)
+		bad("name", "%v", err)
 	}
 	if c.NetNS != "" {
 		if err := safename.Check(c.NetNS); err != nil {
-			return bad("netns", "%v", err)
+			bad("netns", "%v", err)
 		}
 	}
 	if err := safename.Iface(c.Iface); err != nil {
-		return bad("iface", "%v", err)
+		bad("iface", "%v", err)
 	}
 	if c.Mode == ModeForward {
 		if err := safename.Iface(c.OutIface); err != nil {
-			return bad("out_iface", "forward mode: %v", err)
+			bad("out_iface", "forward mode: %v", err)
+		}
+	}
+	if c.CPU < 0 {
+		bad("cpu", "%d is negative", c.CPU)
+	}
+	if c.Mode != ModeReflect && c.Mode != ModeForward {
+		bad("mode", "%q: want %s or %s", c.Mode, ModeReflect, ModeForward)
+	}
+	if c.Priority > 0 {
+		// Below 0 the loop keeps the normal policy (0 is the default).
+		if err := linuxsched.CheckFIFOPriority(c.Priority); err != nil {
+			bad("priority", "%v", err)
 		}
 	}
 	switch {
-	case c.CPU < 0:
-		return bad("cpu", "%d is negative", c.CPU)
-	case c.Mode != ModeReflect && c.Mode != ModeForward:
-		return bad("mode", "%q: want %s or %s", c.Mode, ModeReflect, ModeForward)
-	case c.Priority > 99:
-		return bad("priority", "%d: SCHED_FIFO priorities are 1-99", c.Priority)
 	case c.IO != IOPacket && c.IO != IOXDP:
-		return bad("io", "%q: want %s or %s", c.IO, IOPacket, IOXDP)
+		bad("io", "%q: want %s or %s", c.IO, IOPacket, IOXDP)
 	case c.XDPStamp != StampAuto && c.XDPStamp != XDPStampMeta && c.XDPStamp != XDPStampHead:
-		return bad("xdp_stamp", "%q: want %s or %s (or empty: the first the kernel allows)", c.XDPStamp, XDPStampMeta, XDPStampHead)
+		bad("xdp_stamp", "%q: want %s or %s (or empty: the first the kernel allows)", c.XDPStamp, XDPStampMeta, XDPStampHead)
 	case c.XDPStamp != StampAuto && c.IO != IOXDP:
-		return bad("xdp_stamp", "%q needs io %s", c.XDPStamp, IOXDP)
-	case c.Ring != RingV2 && c.Ring != RingV3:
-		return bad("ring", "%q: want %s or %s", c.Ring, RingV2, RingV3)
-	case len(c.OutDstMAC) != 0 && len(c.OutDstMAC) != 6:
-		return bad("out_dst_mac", "%s is not an Ethernet address", c.OutDstMAC)
-	case c.NetNS != "" && !netns.Exists(c.NetNS):
-		return bad("netns", "%q does not exist", c.NetNS)
+		bad("xdp_stamp", "%q needs io %s", c.XDPStamp, IOXDP)
 	}
-	return nil
+	if c.Ring != RingV2 && c.Ring != RingV3 {
+		bad("ring", "%q: want %s or %s", c.Ring, RingV2, RingV3)
+	}
+	if len(c.OutDstMAC) != 0 && len(c.OutDstMAC) != 6 {
+		bad("out_dst_mac", "%s is not an Ethernet address", c.OutDstMAC)
+	}
+	return errors.Join(errs...)
 }
 
 // Loop is one DP loop. Create it with NewLoop, add WakeSources, set its

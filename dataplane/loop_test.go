@@ -6,7 +6,6 @@ import (
 	"os"
 	"runtime"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -130,11 +129,11 @@ func TestReflect100k(t *testing.T) {
 // (kernel.sched_rt_runtime_us is not -1).
 func rtThrottling(t testing.TB) bool {
 	t.Helper()
-	b, err := os.ReadFile("/proc/sys/kernel/sched_rt_runtime_us")
+	rt, err := linuxsched.ReadRTThrottling()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return strings.TrimSpace(string(b)) != "-1"
+	return rt.On()
 }
 
 func TestWorkerPinnedFIFO(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/taichi-sched/taichi/internal/stats"
 	"github.com/taichi-sched/taichi/kmod/internal/uapi"
 )
 
@@ -353,26 +354,15 @@ func (h Histogram) Mean() time.Duration {
 	return time.Duration(h.SumNs / h.Count)
 }
 
-// Quantile returns the upper bound of the bucket holding quantile q (0..1),
-// capped at the observed maximum.
+// Quantile returns the upper bound of the bucket holding the nearest-rank
+// quantile q (0..1), capped at the observed maximum.
 func (h Histogram) Quantile(q float64) time.Duration {
-	if h.Count == 0 {
-		return 0
+	i, ok := stats.QuantileBucket(h.Buckets[:], h.Count, q)
+	if !ok {
+		return time.Duration(h.MaxNs)
 	}
-	rank := uint64(q * float64(h.Count))
-	if rank >= h.Count {
-		rank = h.Count - 1
-	}
-	var seen uint64
-	for i, n := range h.Buckets {
-		seen += n
-		if seen > rank {
-			_, hi := BucketBounds(i)
-			if hi == 0 || uint64(hi) > h.MaxNs {
-				return time.Duration(h.MaxNs)
-			}
-			return hi
-		}
+	if _, hi := BucketBounds(i); hi != 0 && uint64(hi) <= h.MaxNs {
+		return hi
 	}
 	return time.Duration(h.MaxNs)
 }

@@ -38,6 +38,11 @@ func TestHistogramQuantile(t *testing.T) {
 	if q := h.Quantile(0.99); q != 20_000 {
 		t.Errorf("p99 = %v, want capped at max 20µs", q)
 	}
+	// Nearest rank: the p90 of 100 samples is the 90th, still in the
+	// first bucket (the rule before internal/stats took the 91st).
+	if q := h.Quantile(0.9); q != 1024 {
+		t.Errorf("p90 = %v, want the first bucket's bound 1.024µs", q)
+	}
 }
 
 func TestOpenMissingDeviceIsNotSupported(t *testing.T) {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/taichi-sched/taichi/internal/fielderr"
 )
 
 // Params holds every tunable of the scheduler. The daemon's YAML sets some
@@ -114,20 +116,13 @@ func DefaultParams() Params {
 	}
 }
 
-// FieldError names the Params field (and its YAML key) that is wrong.
-type FieldError struct {
-	Field   string // Go field name, e.g. "SliceMin"
-	Key     string // YAML key, e.g. "scheduler.slice_min"
-	Problem string
-}
-
-func (e *FieldError) Error() string { return e.Key + ": " + e.Problem }
-
-// Validate reports every bad field at once (errors.Join of *FieldError), or nil.
+// Validate reports every bad field at once, or nil: an errors.Join of
+// *fielderr.Error with the Go field name (e.g. "SliceMin") and the YAML
+// key (e.g. "scheduler.slice_min").
 func (p Params) Validate() error {
 	var errs []error
 	bad := func(field, key, format string, args ...any) {
-		errs = append(errs, &FieldError{Field: field, Key: "scheduler." + key, Problem: fmt.Sprintf(format, args...)})
+		errs = append(errs, &fielderr.Error{Field: field, Key: "scheduler." + key, Problem: fmt.Sprintf(format, args...)})
 	}
 	positive := func(field, key string, d time.Duration) {
 		if d <= 0 {

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/taichi-sched/taichi/internal/fielderr"
 )
 
 func TestDefaultParamsValid(t *testing.T) {
@@ -46,7 +48,7 @@ func TestValidateNamesTheField(t *testing.T) {
 			p := DefaultParams()
 			tc.mutate(&p)
 			err := p.Validate()
-			var fe *FieldError
+			var fe *fielderr.Error
 			if !errors.As(err, &fe) || fe.Field != tc.field || fe.Key != tc.key || !strings.HasPrefix(err.Error(), tc.key+": ") {
 				t.Fatalf("got %v (%#v), want a FieldError for %s", err, fe, tc.field)
 			}

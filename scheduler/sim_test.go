@@ -4,6 +4,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/taichi-sched/taichi/internal/stats"
 )
 
 // loopModel is a deterministic model of a DP loop driven by the knobs the
@@ -27,7 +29,7 @@ type loopModel struct {
 const (
 	pollCost   = time.Microsecond
 	packetCost = time.Microsecond
-	wakeCost   = 30 * time.Microsecond // cross-core wake on this VM (DESIGN.md)
+	wakeCost   = 30 * time.Microsecond // cross-core wake on this VM (docs/design.md)
 )
 
 type knobRecorder struct {
@@ -117,7 +119,7 @@ func (m *loopModel) postResidence(waits []time.Duration, end time.Duration) {
 	slices.Sort(sorted)
 	var p99 time.Duration
 	if len(sorted) > 0 {
-		p99 = sorted[nearestRank(0.99, len(sorted))-1]
+		p99 = stats.QuantileSorted(sorted, 0.99)
 	}
 	m.e.handle(Event{Kind: EvResidence, CPU: m.cpu, At: at(end), Residence: Residence{
 		Packets: uint64(len(sorted)), P99: p99,
@@ -132,7 +134,7 @@ func (m *loopModel) postResidence(waits []time.Duration, end time.Duration) {
 func (m *loopModel) p99() time.Duration {
 	w := slices.Clone(m.residences)
 	slices.Sort(w)
-	return w[nearestRank(0.99, len(w))-1]
+	return stats.QuantileSorted(w, 0.99)
 }
 
 // burstyTrace: bursts of 20 packets 5µs apart; within a group of 10 bursts

@@ -4,6 +4,8 @@ import (
 	"math"
 	"slices"
 	"time"
+
+	"github.com/taichi-sched/taichi/internal/stats"
 )
 
 // LatencyBuckets are the upper bounds of the exposed wake latency histogram.
@@ -39,24 +41,10 @@ func (h *histogram) quantile(q float64) time.Duration {
 	if h.count == 0 {
 		return 0
 	}
-	rank := nearestRank(q, int(h.count))
-	var cum uint64
-	for i, c := range h.counts {
-		cum += c
-		if cum >= uint64(rank) {
-			if i < len(LatencyBuckets) {
-				return min(LatencyBuckets[i], h.max)
-			}
-			return h.max
-		}
+	if i, ok := stats.QuantileBucket(h.counts[:], h.count, q); ok && i < len(LatencyBuckets) {
+		return min(LatencyBuckets[i], h.max)
 	}
 	return h.max
-}
-
-// nearestRank is the 1-based rank of the q-quantile among n samples.
-func nearestRank(q float64, n int) int {
-	r := int(q*float64(n) + 0.999999999)
-	return max(1, min(r, n))
 }
 
 // ring is a bounded FIFO; pushing onto a full ring drops the oldest entry.
@@ -181,7 +169,7 @@ func (w *sloWindow) expire(now time.Time, window time.Duration) {
 // above mark m: fewer packets were within it than the p99's rank.
 func (w *sloWindow) exceeds(m int) bool {
 	n := w.packets
-	return n > 0 && n-w.over[m] < uint64(nearestRank(0.99, int(n)))
+	return n > 0 && n-w.over[m] < stats.NearestRank(0.99, n)
 }
 
 // P99Exceeds reports whether the window's p99 is above the SLO.

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/taichi-sched/taichi/internal/cpuset"
+	"github.com/taichi-sched/taichi/internal/fielderr"
 	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"github.com/taichi-sched/taichi/internal/safename"
 )
@@ -110,22 +111,37 @@ func withDefaults(o Options) Options {
 	return o
 }
 
-// validateOptions names the offending field for every problem.
-func validateOptions(o Options, online []int) error {
+// Validate checks the fields that do not depend on the host (name,
+// class, weight, writer_priority), each problem a *fielderr.Error; the
+// config validates its vcpu keys with it.
+func (o Options) Validate() error {
 	var errs []error
+	bad := func(key, format string, args ...any) { errs = append(errs, fielderr.New(key, format, args...)) }
 	if err := safename.Check(o.Name); err != nil {
-		errs = append(errs, fmt.Errorf("name: %w", err))
+		bad("name", "%v", err)
 	}
 	switch o.Class {
 	case ClassIdle, ClassLowWeight:
 	default:
-		errs = append(errs, fmt.Errorf("class: %q is not %q or %q", o.Class, ClassIdle, ClassLowWeight))
+		bad("class", "%q is not %q or %q", o.Class, ClassIdle, ClassLowWeight)
 	}
 	if o.Weight < MinWeight || o.Weight > MaxWeight {
-		errs = append(errs, fmt.Errorf("weight: %d is outside %d..%d", o.Weight, MinWeight, MaxWeight))
+		bad("weight", "%d is outside %d..%d", o.Weight, MinWeight, MaxWeight)
 	}
-	if o.WriterPriority > 99 {
-		errs = append(errs, fmt.Errorf("writer_priority: %d is above 99", o.WriterPriority))
+	if o.WriterPriority > 0 {
+		// 0 and below: a SCHED_OTHER writer.
+		if err := linuxsched.CheckFIFOPriority(o.WriterPriority); err != nil {
+			bad("writer_priority", "%v", err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// validateOptions names the offending field for every problem.
+func validateOptions(o Options, online []int) error {
+	var errs []error
+	if err := o.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if len(o.CPCores) == 0 {
 		errs = append(errs, errors.New("cp_cores: empty: CP needs at least one core"))

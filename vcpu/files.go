@@ -4,52 +4,33 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/taichi-sched/taichi/internal/cpuset"
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 )
 
-// All cgroup file access goes through these helpers so that every error
-// names the file and the value.
+// All cgroup file access goes through internal/linuxsched's helpers, so
+// every error names the file and the value; these add the package's name.
 
-// writeValue writes value to an existing cgroup file. It never creates the
-// file: a missing control file means the kernel lacks the feature.
+// writeValue writes value to an existing cgroup file (never creating it).
 func writeValue(path, value string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
-	if err != nil {
-		return fmt.Errorf("vcpu: write %q to %s: %w", value, path, unwrapPathError(err))
-	}
-	_, err = f.WriteString(value)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("vcpu: write %q to %s: %w", value, path, unwrapPathError(err))
+	if err := linuxsched.WriteCgroupFile(path, value); err != nil {
+		return fmt.Errorf("vcpu: %w", err)
 	}
 	return nil
-}
-
-// unwrapPathError drops the *PathError layer (it repeats the path) but keeps
-// the errno for errors.Is.
-func unwrapPathError(err error) error {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
 }
 
 func writeInt(path string, v int) error { return writeValue(path, strconv.Itoa(v)) }
 
 func readString(path string) (string, error) {
-	b, err := os.ReadFile(path)
+	s, err := linuxsched.ReadCgroupFile(path)
 	if err != nil {
-		return "", fmt.Errorf("vcpu: read %s: %w", path, unwrapPathError(err))
+		return "", fmt.Errorf("vcpu: %w", err)
 	}
-	return strings.TrimSpace(string(b)), nil
+	return s, nil
 }
 
 func readCPUList(path string) ([]int, error) {
@@ -96,18 +77,18 @@ func isGone(err error) bool {
 // group) and weightFile=weight. It reports whether cpu.idle is missing
 // (before Linux 5.15), so idle must be set per thread with SCHED_IDLE.
 func applyClass(dir, class, weightFile string, weight int) (perThreadIdle bool, err error) {
-	idle := filepath.Join(dir, "cpu.idle")
-	hasIdle := exists(idle)
+	g := linuxsched.OpenCPUGroup(dir)
 	if class == ClassIdle {
-		if !hasIdle {
-			return true, nil
-		}
-		return false, writeValue(idle, "1")
+		done, err := g.SetIdle(true)
+		return !done && err == nil, prefixed(err)
 	}
-	if hasIdle {
-		if err := writeValue(idle, "0"); err != nil {
-			return false, err
-		}
+	return false, prefixed(g.SetWeight(weightFile, weight))
+}
+
+// prefixed names the package in a linuxsched error.
+func prefixed(err error) error {
+	if err != nil {
+		return fmt.Errorf("vcpu: %w", err)
 	}
-	return false, writeInt(filepath.Join(dir, weightFile), weight)
+	return nil
 }

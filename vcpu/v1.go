@@ -3,12 +3,13 @@ package vcpu
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 )
 
 // cgroupV1 keeps the pool in a group of the same name in the cpuset, cpu
@@ -53,8 +54,8 @@ func (h *cgroupV1) groupExists() bool {
 
 func (h *cgroupV1) create() error {
 	for _, d := range h.dirs() {
-		if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("vcpu: create cgroup %s: %w", d, unwrapPathError(err))
+		if err := linuxsched.MakeCgroup(d); err != nil {
+			return prefixed(err)
 		}
 	}
 	return nil

@@ -1,14 +1,14 @@
 package vcpu
 
 import (
-	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 )
 
 // cgroupV2 keeps the pool in one group of the unified hierarchy, directly
@@ -45,10 +45,7 @@ func (h *cgroupV2) create() error {
 			return fmt.Errorf("%w (are cpuset/cpu bound to a cgroup v1 hierarchy?)", err)
 		}
 	}
-	if err := os.Mkdir(h.dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-		return fmt.Errorf("vcpu: create cgroup %s: %w", h.dir, unwrapPathError(err))
-	}
-	return nil
+	return prefixed(linuxsched.MakeCgroup(h.dir))
 }
 
 // prepare: an empty cpuset.mems in v2 means "the parent's", nothing to do.

@@ -33,6 +33,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/taichi-sched/taichi/internal/fielderr"
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"github.com/taichi-sched/taichi/internal/safename"
 )
 
@@ -101,21 +103,13 @@ type Config struct {
 	OVSDB          string        `yaml:"ovs_db" mapstructure:"ovs_db" json:"ovs_db,omitempty"`
 }
 
-// FieldError is one problem with one field of a Config.
-type FieldError struct {
-	Field   string // the YAML key below the application, e.g. "cpus[1]"
-	Problem string
-}
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Problem }
-
 // Validate checks the configuration and returns every problem, each a
-// *FieldError naming its field ("cpus[1]: ..."), joined into one error.
+// *fielderr.Error naming its key below the application ("cpus[1]: ..."), joined into one error.
 // The daemon's config validation calls it too, so the two agree.
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
-		errs = append(errs, &FieldError{Field: field, Problem: fmt.Sprintf(format, args...)})
+		errs = append(errs, fielderr.New(field, format, args...))
 	}
 	if err := safename.Check(c.Name); err != nil {
 		bad("name", "%v", err)
@@ -158,8 +152,8 @@ func (c *Config) Validate() error {
 		}
 		seen[cpu] = i
 	}
-	if c.Priority < 1 || c.Priority > 99 {
-		bad("priority", "%d: SCHED_FIFO priority must be 1..99", c.Priority)
+	if err := linuxsched.CheckFIFOPriority(c.Priority); err != nil {
+		bad("priority", "%v", err)
 	}
 	if c.OVSUnixctl != "" && (!filepath.IsAbs(c.OVSUnixctl) || len(c.OVSUnixctl) > maxUnixPath) {
 		bad("ovs_unixctl", "%q: want the absolute path of ovs-vswitchd's unixctl socket (at most %d bytes)", c.OVSUnixctl, maxUnixPath)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/taichi-sched/taichi/internal/coreyield"
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 )
 
 // A guard is a small separate process that reclaims lent lcores if the
@@ -57,7 +58,7 @@ func RunGuard(r io.Reader) error {
 		case f[0] == "lend" && len(f) >= 3:
 			tid, err1 := strconv.Atoi(f[1])
 			prio, err2 := strconv.Atoi(f[2])
-			if err1 != nil || err2 != nil || tid <= 0 || prio < 1 || prio > 99 {
+			if err1 != nil || err2 != nil || tid <= 0 || linuxsched.CheckFIFOPriority(prio) != nil {
 				return fmt.Errorf("guard: bad record %q", sc.Text())
 			}
 			group := ""

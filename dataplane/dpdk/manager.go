@@ -202,8 +202,11 @@ func (m *Manager) Start(ctx context.Context) error {
 			m.log.Warn("lent lcores yield by SCHED_IDLE alone: against CP in another session (autogroup) they keep about half of the core",
 				"why", y.Reason())
 		}
-		if f := y.RTThrottle(); f < 0.9 {
-			m.log.Warn("RT throttling is on and the DP core groups share the root's RT budget: a busy-polling SCHED_FIFO lcore is stopped for the rest of every period; set kernel.sched_rt_runtime_us=-1",
+		if f := y.RTThrottle(); f < 1 {
+			// The one warning about RT throttling: only DPDK lcores and OVS
+			// PMDs busy-poll at SCHED_FIFO (taichi's loops are SCHED_FIFO
+			// only while lent, and then yield on idle).
+			m.log.Warn("RT throttling is on: a busy-polling SCHED_FIFO lcore is stopped for the rest of every RT period (with RT group scheduling the DP core groups also share the root's budget); on DP hosts set kernel.sched_rt_runtime_us=-1",
 				"fifo_share", f, "dp_cores", len(m.cfg.CPUs))
 		}
 		m.mu.Lock()

@@ -54,11 +54,9 @@ package coreyield
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -125,47 +123,34 @@ func (m Mechanism) Class(s State, prio int) linuxsched.Class {
 	return linuxsched.Other(StaticNice)
 }
 
-// Group is one DP core's cpu cgroup (v1).
-type Group struct {
-	Dir      string // absolute path
-	idleFile bool   // cpu.idle exists; else cpu.shares stands in
-}
+// Group is one DP core's cpu cgroup (v1); its Dir is the absolute path.
+// cpu.idle makes it idle where the kernel has it; else cpu.shares stands in.
+type Group struct{ linuxsched.CPUGroup }
 
 // SetLent makes the group idle (lent) or heavy (not lent).
 func (g Group) SetLent(lent bool) error {
-	if g.idleFile {
-		v := "0"
-		if lent {
-			v = "1"
-		}
-		return writeFile(filepath.Join(g.Dir, "cpu.idle"), v)
+	if done, err := g.SetIdle(lent); done || err != nil {
+		return err
 	}
 	v := maxShares
 	if lent {
 		v = minShares
 	}
-	return writeFile(filepath.Join(g.Dir, "cpu.shares"), strconv.Itoa(v))
+	return linuxsched.WriteCgroupFile(filepath.Join(g.Dir, "cpu.shares"), strconv.Itoa(v))
 }
 
 // IsLent reads back whether the group is idle.
 func (g Group) IsLent() (bool, error) {
-	file, lentValue := "cpu.idle", "1"
-	if !g.idleFile {
-		file, lentValue = "cpu.shares", strconv.Itoa(minShares)
+	if g.HasIdle {
+		return g.IsIdle()
 	}
-	b, err := os.ReadFile(filepath.Join(g.Dir, file))
-	if err != nil {
-		return false, err
-	}
-	return strings.TrimSpace(string(b)) == lentValue, nil
+	v, err := linuxsched.ReadCgroupFile(filepath.Join(g.Dir, "cpu.shares"))
+	return v == strconv.Itoa(minShares), err
 }
 
 // OpenGroup returns the group at dir as it is (for a guard that only has
 // the path): cpu.idle is used when the file exists.
-func OpenGroup(dir string) Group {
-	_, err := os.Stat(filepath.Join(dir, "cpu.idle"))
-	return Group{Dir: dir, idleFile: err == nil}
-}
+func OpenGroup(dir string) Group { return Group{linuxsched.OpenCPUGroup(dir)} }
 
 // Restore gives a thread its core back after the process that lent it
 // died: the group (when dir is not "") loses its idleness, then the thread
@@ -181,11 +166,4 @@ func Restore(dir string, tid, prio int) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
-}
-
-func writeFile(path, v string) error {
-	if err := os.WriteFile(path, []byte(v), 0); err != nil {
-		return fmt.Errorf("write %s = %s: %w", path, v, err)
-	}
-	return nil
 }

@@ -80,7 +80,7 @@ func setupOn(mounts linuxsched.CgroupMounts, prefix string, cpus []int) *Set {
 	s.root = root
 	s.mech = CgroupShares
 	for _, g := range s.groups {
-		if g.idleFile {
+		if g.HasIdle {
 			s.mech = CgroupIdle
 		}
 	}
@@ -104,8 +104,8 @@ func (s *Set) makeGroups(root, prefix string, cpus []int) error {
 	}
 	for _, cpu := range cpus {
 		dir := filepath.Join(root, GroupName(prefix, cpu))
-		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("create cpu group: %w", err)
+		if err := linuxsched.MakeCgroup(dir); err != nil {
+			return err
 		}
 		g := OpenGroup(dir)
 		s.groups[cpu] = g
@@ -115,13 +115,13 @@ func (s *Set) makeGroups(root, prefix string, cpus []int) error {
 				return err
 			}
 			runtime := share * period / 1_000_000
-			if err := writeFile(filepath.Join(dir, "cpu.rt_runtime_us"), strconv.FormatInt(runtime, 10)); err != nil {
+			if err := linuxsched.WriteCgroupFile(filepath.Join(dir, "cpu.rt_runtime_us"), strconv.FormatInt(runtime, 10)); err != nil {
 				return fmt.Errorf("RT budget for a SCHED_FIFO thread: %w", err)
 			}
 		}
-		if g.idleFile {
+		if g.HasIdle {
 			// cpu.shares stays heavy in every state; cpu.idle alone lends.
-			if err := writeFile(filepath.Join(dir, "cpu.shares"), strconv.Itoa(maxShares)); err != nil {
+			if err := linuxsched.WriteCgroupFile(filepath.Join(dir, "cpu.shares"), strconv.Itoa(maxShares)); err != nil {
 				return err
 			}
 		}
@@ -197,15 +197,16 @@ func (s *Set) Mechanism() Mechanism { return s.mech }
 
 // RTThrottle is the fraction of its core a SCHED_FIFO thread in a group
 // may use per RT period while the kernel's RT throttling is on
-// (kernel.sched_rt_runtime_us >= 0); 1 when nothing limits it. The groups
-// share the root's budget, so with N DP cores each gets about 1/N of it.
+// (kernel.sched_rt_runtime_us >= 0); 1 when nothing limits it. With RT
+// group scheduling the groups share the root's budget, so with N DP cores
+// each gets about 1/N of it; without, the global share limits it.
 func (s *Set) RTThrottle() float64 {
-	if s.rtShare <= 0 {
+	t, err := linuxsched.ReadRTThrottling()
+	if err != nil || !t.On() {
 		return 1
 	}
-	b, err := os.ReadFile("/proc/sys/kernel/sched_rt_runtime_us")
-	if err != nil || strings.TrimSpace(string(b)) == "-1" {
-		return 1
+	if s.rtShare <= 0 {
+		return t.Share()
 	}
 	return float64(s.rtShare) / 1e6
 }
@@ -349,7 +350,7 @@ func (s *Set) Remove() error {
 		// Hand the RT budget back first: a removed group stays among its
 		// parent's children until the kernel frees it, asynchronously, and
 		// its budget would make the next group's write fail meanwhile.
-		_ = writeFile(filepath.Join(g.Dir, "cpu.rt_runtime_us"), "0")
+		_ = linuxsched.WriteCgroupFile(filepath.Join(g.Dir, "cpu.rt_runtime_us"), "0")
 		if err := os.Remove(g.Dir); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("remove cpu group: %w", err))
 		}

@@ -170,7 +170,7 @@ func TaskCgroups(pid, tid int) (Cgroups, error) {
 // MoveThread moves thread tid into the v1 cgroup directory dir (its tasks
 // file; cgroup.procs would move the whole process).
 func MoveThread(dir string, tid int) error {
-	if err := os.WriteFile(filepath.Join(dir, "tasks"), []byte(strconv.Itoa(tid)), 0); err != nil {
+	if err := WriteCgroupFile(filepath.Join(dir, "tasks"), strconv.Itoa(tid)); err != nil {
 		return fmt.Errorf("move tid %d to cgroup %s: %w", tid, dir, err)
 	}
 	return nil

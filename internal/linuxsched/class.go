@@ -18,6 +18,21 @@ type Class struct {
 	Nice     int    // -20..19 for SCHED_OTHER and SCHED_BATCH, else 0
 }
 
+// The real-time priorities of SCHED_FIFO and SCHED_RR (sched(7)).
+const (
+	MinFIFOPriority = 1
+	MaxFIFOPriority = 99
+)
+
+// CheckFIFOPriority is the one check of a configured SCHED_FIFO priority:
+// nil for 1..99.
+func CheckFIFOPriority(prio int) error {
+	if prio < MinFIFOPriority || prio > MaxFIFOPriority {
+		return fmt.Errorf("%d is not a SCHED_FIFO priority (%d..%d)", prio, MinFIFOPriority, MaxFIFOPriority)
+	}
+	return nil
+}
+
 // FIFO is SCHED_FIFO at prio.
 func FIFO(prio int) Class { return Class{Policy: unix.SCHED_FIFO, Priority: prio} }
 

@@ -60,3 +60,16 @@ func TestClassString(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckFIFOPriority(t *testing.T) {
+	for _, p := range []int{1, 50, 99} {
+		if err := CheckFIFOPriority(p); err != nil {
+			t.Errorf("%d: %v", p, err)
+		}
+	}
+	for _, p := range []int{-1, 0, 100} {
+		if err := CheckFIFOPriority(p); err == nil {
+			t.Errorf("%d accepted", p)
+		}
+	}
+}

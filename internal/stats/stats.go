@@ -1,8 +1,12 @@
 // Package stats summarises samples: the one Percentiles type and the one
-// rank rule behind the eval's reports and the probe's measurements.
+// rank rule (nearest rank) behind every quantile taichi reports or judges:
+// the eval's reports, the probe's measurements, the wake-cost calibration
+// behind the auto SLO, and the bucketed histograms of the DP loops, the
+// scheduler's SLO window, the blocker tracer and the kernel module.
 package stats
 
 import (
+	"cmp"
 	"math"
 	"slices"
 	"strconv"
@@ -42,23 +46,51 @@ func Summarize(values []float64) Percentiles {
 	}
 	return Percentiles{
 		N:    len(s),
-		P50:  quantileSorted(s, 0.50),
-		P90:  quantileSorted(s, 0.90),
-		P99:  quantileSorted(s, 0.99),
+		P50:  QuantileSorted(s, 0.50),
+		P90:  QuantileSorted(s, 0.90),
+		P99:  QuantileSorted(s, 0.99),
 		Min:  s[0],
 		Max:  s[len(s)-1],
 		Mean: sum / float64(len(s)),
 	}
 }
 
-// quantileSorted is the nearest-rank q-quantile (q clamped to 0..1) of the
-// sorted, non-empty sample s.
-func quantileSorted(s []float64, q float64) float64 {
+// NearestRank is the 1-based rank of the q-quantile among n samples:
+// ⌈q·n⌉, with q clamped to 0..1 and the rank to 1..n (0 when n is 0).
+func NearestRank(q float64, n uint64) uint64 {
+	if n == 0 {
+		return 0
+	}
 	q = math.Min(1, math.Max(0, q))
-	// The small slack keeps q·N that is an integer in exact arithmetic
+	// The small slack keeps q·n that is an integer in exact arithmetic
 	// (0.99·100) from rounding up a rank in floating point.
-	rank := int(math.Ceil(q*float64(len(s)) - 1e-9))
-	return s[max(0, min(rank-1, len(s)-1))]
+	rank := uint64(max(0, math.Ceil(q*float64(n)-1e-9)))
+	return max(1, min(rank, n))
+}
+
+// QuantileSorted is the nearest-rank q-quantile of the sorted, non-empty
+// sample s.
+func QuantileSorted[T cmp.Ordered](s []T, q float64) T {
+	return s[NearestRank(q, uint64(len(s)))-1]
+}
+
+// QuantileBucket is the index of the histogram bucket holding the
+// nearest-rank q-quantile of total samples counted in buckets (in order).
+// ok is false when total is 0 or the buckets hold fewer samples than the
+// rank; the caller then answers with its maximum.
+func QuantileBucket(buckets []uint64, total uint64, q float64) (i int, ok bool) {
+	rank := NearestRank(q, total)
+	if rank == 0 {
+		return 0, false
+	}
+	var seen uint64
+	for i, n := range buckets {
+		seen += n
+		if seen >= rank {
+			return i, true
+		}
+	}
+	return 0, false
 }
 
 // FormatCounts renders counts by name as "probe=3 rx=1", sorted by name;

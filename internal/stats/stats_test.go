@@ -44,15 +44,15 @@ func TestSummarizeNearestRank(t *testing.T) {
 
 func TestQuantileEdges(t *testing.T) {
 	vals := []float64{0.5, 1, 3, 3, 7, 8, 9, 12} // sorted
-	if quantileSorted(vals, 0) != 0.5 || quantileSorted(vals, -1) != 0.5 {
+	if QuantileSorted(vals, 0) != 0.5 || QuantileSorted(vals, -1) != 0.5 {
 		t.Fatal("q <= 0 is not the minimum")
 	}
-	if quantileSorted(vals, 1) != 12 || quantileSorted(vals, 2) != 12 {
+	if QuantileSorted(vals, 1) != 12 || QuantileSorted(vals, 2) != 12 {
 		t.Fatal("q >= 1 is not the maximum")
 	}
 	prev := math.Inf(-1)
 	for q := 0.0; q <= 1; q += 0.01 {
-		v := quantileSorted(vals, q)
+		v := QuantileSorted(vals, q)
 		if v < prev {
 			t.Fatalf("quantile not monotone at q=%v: %v < %v", q, v, prev)
 		}
@@ -73,5 +73,38 @@ func TestFormatCounts(t *testing.T) {
 	}
 	if got := FormatCounts(nil); got != "-" {
 		t.Fatalf("none: got %q", got)
+	}
+}
+
+func TestNearestRank(t *testing.T) {
+	for _, c := range []struct {
+		q    float64
+		n    uint64
+		want uint64
+	}{
+		{0.99, 100, 99}, {0.99, 1000, 990}, {0.5, 1000, 500}, {0.5, 3, 2},
+		{0.99, 3, 3}, {0, 10, 1}, {-1, 10, 1}, {2, 10, 10}, {0.5, 0, 0},
+	} {
+		if got := NearestRank(c.q, c.n); got != c.want {
+			t.Errorf("NearestRank(%v, %d) = %d, want %d", c.q, c.n, got, c.want)
+		}
+	}
+}
+
+func TestQuantileBucket(t *testing.T) {
+	buckets := []uint64{90, 0, 10}
+	for _, c := range []struct {
+		q    float64
+		want int
+	}{{0.5, 0}, {0.9, 0}, {0.91, 2}, {0.99, 2}, {1, 2}} {
+		if i, ok := QuantileBucket(buckets, 100, c.q); !ok || i != c.want {
+			t.Errorf("q %v: bucket %d %v, want %d", c.q, i, ok, c.want)
+		}
+	}
+	if _, ok := QuantileBucket(buckets, 0, 0.5); ok {
+		t.Error("no samples: want ok false")
+	}
+	if _, ok := QuantileBucket(buckets, 200, 0.99); ok {
+		t.Error("buckets short of the rank: want ok false")
 	}
 }
