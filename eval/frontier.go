@@ -11,7 +11,7 @@ import (
 	"github.com/taichi-sched/taichi/scheduler"
 )
 
-// The frontier (DESIGN.md, "The SLO budget and the frontier"): for any
+// The frontier (docs/design.md, "The SLO rule"): for any
 // SLO, DP stays inside it and CP gets more than every fixed policy
 // (static, dynamic, OVS's own sleep) that also stays inside it. A frontier
 // puts each cell of one comparable slice of a report (the highest

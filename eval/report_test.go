@@ -68,7 +68,7 @@ func sampleReport(exp string) *Report {
 // sampleRepeats is how many repeats sampleReport holds of each cell.
 const sampleRepeats = 3
 
-// TestJSONSchema checks the keys DESIGN.md promises, not the values.
+// TestJSONSchema checks the keys docs/design.md ("What an eval writes") promises, not the values.
 func TestJSONSchema(t *testing.T) {
 	var buf bytes.Buffer
 	if err := WriteJSON(&buf, sampleReport(ExperimentVMStartup)); err != nil {

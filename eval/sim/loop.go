@@ -15,7 +15,7 @@ type Costs struct {
 }
 
 // DefaultCosts: a 1 µs poll and packet, the 30 µs cross-core wake of the
-// development VM (DESIGN.md), the paper's 3 µs probe lead.
+// development VM (docs/design.md), the paper's 3 µs probe lead.
 var DefaultCosts = Costs{Poll: time.Microsecond, Packet: time.Microsecond, Wake: 30 * time.Microsecond, Lead: 3 * time.Microsecond}
 
 // loop models one DP core's loop under the engine's knobs.
