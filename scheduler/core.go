@@ -12,6 +12,13 @@ type core struct {
 	counters
 	measured
 	pol CorePolicy // the current policy's state for this core
+
+	// due is the core's earliest pending timer (hasDue: one is pending),
+	// kept by refreshDue whenever the core's state may have changed, so
+	// that finding the engine's next timer reads a field per core instead
+	// of asking each core's policy and plan on every event.
+	due    time.Time
+	hasDue bool
 }
 
 // machine is the core's place in the state machine (state.go).

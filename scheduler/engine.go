@@ -137,6 +137,7 @@ func (e *engine) start(now time.Time) {
 	for _, c := range e.cores {
 		e.apply(c, true)
 	}
+	e.refreshAllDue()
 }
 
 // setPolicy switches policy and re-applies every core's slow path.
@@ -151,6 +152,7 @@ func (e *engine) setPolicy(pol Policy, now time.Time) {
 		e.freshStart()
 	}
 	e.reapply()
+	e.refreshAllDue()
 }
 
 // setSLO changes the bound. Like a new policy, a new contract starts from
@@ -162,6 +164,7 @@ func (e *engine) setSLO(d time.Duration, now time.Time) {
 	e.freshStart()
 	e.log.Info("scheduler slo", "slo", d)
 	e.reapply()
+	e.refreshAllDue()
 }
 
 // freshStart gives every core a new policy state and empty windows
@@ -234,11 +237,22 @@ func (e *engine) nextDue() (*core, time.Time, bool) {
 	var best *core
 	var bestAt time.Time
 	for _, c := range e.cores {
-		if at, ok := e.deadline(c); ok && (best == nil || at.Before(bestAt)) {
-			best, bestAt = c, at
+		if c.hasDue && (best == nil || c.due.Before(bestAt)) {
+			best, bestAt = c, c.due
 		}
 	}
 	return best, bestAt, best != nil
+}
+
+// refreshDue recomputes c's pending timer: after anything that may change
+// c's state (an event or a timer on c), and for every core after
+// engine-wide changes (start, a policy, an SLO).
+func (e *engine) refreshDue(c *core) { c.due, c.hasDue = e.deadline(c) }
+
+func (e *engine) refreshAllDue() {
+	for _, c := range e.cores {
+		e.refreshDue(c)
+	}
 }
 
 // nextDeadline is when Run must wake up next, if ever.
@@ -260,6 +274,7 @@ func (e *engine) fire(c *core) {
 		c.retryAt = time.Time{}
 	}
 	e.apply(c, false)
+	e.refreshDue(c)
 }
 
 // handle processes one event at its timestamp.
@@ -313,6 +328,7 @@ func (e *engine) handle(ev Event) {
 	if e.started {
 		e.apply(c, false)
 	}
+	e.refreshDue(c)
 }
 
 // move changes state if the table allows it; otherwise it counts an invalid

@@ -110,6 +110,9 @@ func runTrace(t *testing.T, policy PolicyName, data []byte) {
 		}
 		e.handle(ev)
 		for _, c := range e.cores {
+			if due, ok := e.deadline(c); ok != c.hasDue || !due.Equal(c.due) {
+				t.Fatalf("cpu %d: cached timer %v (%v), computed %v (%v)", c.cpu, c.due, c.hasDue, due, ok)
+			}
 			if c.state == Reclaiming && c.reclaimBy.After(e.now.Add(p.ReclaimTimeout)) {
 				t.Fatalf("cpu %d reclaim deadline %v beyond the bound", c.cpu, c.reclaimBy.Sub(e.now))
 			}
