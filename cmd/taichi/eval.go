@@ -23,7 +23,7 @@ func init() {
 		Use:   "eval",
 		Short: "Benchmarks: VM startup vs density, data-plane impact (JSON, Markdown, PNG)",
 	}
-	evalCmd.AddCommand(newEvalVMStartupCmd(), newEvalDataplaneCmd(), newEvalPingCmd(), newEvalSimCmd())
+	evalCmd.AddCommand(newEvalVMStartupCmd(), newEvalDataplaneCmd(), newEvalPingCmd(), newEvalSimCmd(), newEvalSoakCmd())
 	rootCmd.AddCommand(evalCmd, newCPHelperCmd())
 }
 

@@ -1,0 +1,263 @@
+package eval
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/taichi-sched/taichi/daemon"
+	"github.com/taichi-sched/taichi/dataplane"
+)
+
+// soakSample is what the soak's sampler reads at one instant: cumulative
+// counters (differences between two samples make a window) and the guard's
+// state now.
+type soakSample struct {
+	At time.Time
+	// Residence is the DP loops' RX residence histogram (merged);
+	// HaveResidence says the loops report one.
+	Residence     dataplane.Histogram
+	HaveResidence bool
+	// LentS: DP-core seconds lent to CP, summed over DP cores;
+	// HarvestedS: CP CPU seconds on DP cores (negative: unknown).
+	LentS, HarvestedS float64
+	// GuardTrips sums the DP cores' SLO guard trips; Benched: some DP core
+	// is benched now; Verdict: the SLO rule's last judgement per DP core.
+	GuardTrips uint64
+	Benched    bool
+	Verdict    string
+	// SelfCPUS is the CPU time of the process the daemon runs in (see
+	// daemon.SelfCPU).
+	SelfCPUS float64
+	// LoopTIDs are DP loop threads living in this process (tests run loops
+	// in-process): they belong on DP cores, so the thread check skips them.
+	LoopTIDs []int
+}
+
+// sampleDaemon reads a soakSample from the daemon's status.
+func sampleDaemon(d *daemon.Daemon) soakSample {
+	st := d.Status()
+	s := soakSample{At: time.Now(), HarvestedS: st.Pool.HarvestedCPSeconds, SelfCPUS: st.Daemon.Seconds}
+	var verdicts []string
+	for _, c := range st.Cores {
+		if c.Role != "dp" {
+			continue
+		}
+		s.LentS += c.LentSeconds
+		s.GuardTrips += c.GuardTrips
+		verdicts = append(verdicts, c.Verdict)
+	}
+	s.Verdict = strings.Join(verdicts, "/")
+	for _, c := range st.Scheduler.Cores {
+		s.Benched = s.Benched || c.Benched
+	}
+	for _, l := range st.Loops {
+		s.HaveResidence = true
+		s.Residence.Add(l.Stats.Residence)
+		if l.InProcess && l.TID > 0 {
+			s.LoopTIDs = append(s.LoopTIDs, l.TID)
+		}
+	}
+	return s
+}
+
+// SoakWindow is one sampling window of a soak cell.
+type SoakWindow struct {
+	// EndS is the window's end in seconds since the cell's traffic began.
+	EndS float64 `json:"end_s"`
+	// Packets the DP loops picked up in the window; ResidenceP99US and
+	// ResidenceMaxUS their RX residence (null without packets).
+	Packets        uint64   `json:"packets"`
+	ResidenceP99US *float64 `json:"residence_p99_us"`
+	ResidenceMaxUS *float64 `json:"residence_max_us"`
+	// LateShare: packets whose residence was above the SLO over the
+	// window's packets, counting the histogram bucket that holds the SLO
+	// as late (an upper bound, within one bucket: 12.5%); null without
+	// packets.
+	LateShare *float64 `json:"late_share"`
+	// LentShare: the DP cores' lent time over the window's (per DP core).
+	LentShare float64 `json:"lent_share"`
+	// HarvestedCPS: CP CPU seconds that ran on DP cores in the window
+	// (null where the kernel reports no per-CPU usage).
+	HarvestedCPS *float64 `json:"harvested_cp_s"`
+	// GuardTrips in the window; Benched: a DP core was benched at the
+	// window's end or tripped in it; Verdict: the SLO rule's judgement at
+	// its end.
+	GuardTrips uint64 `json:"guard_trips,omitempty"`
+	Benched    bool   `json:"benched,omitempty"`
+	Verdict    string `json:"verdict,omitempty"`
+	// ProcessCPUS: CPU seconds the eval process (the daemon and the
+	// eval's own threads) used in the window.
+	ProcessCPUS float64 `json:"process_cpu_s"`
+	// ThreadsOnDP: threads of the eval process seen on a DP core, or
+	// allowed there by their affinity, at the window's end.
+	ThreadsOnDP []string `json:"threads_on_dp,omitempty"`
+}
+
+// soakWindowOf is the window between two samples; dpCores scales the lent
+// share, slo is the bound late packets are counted against.
+func soakWindowOf(prev, cur soakSample, start time.Time, dpCores int, slo time.Duration) SoakWindow {
+	w := SoakWindow{EndS: cur.At.Sub(start).Seconds(), Verdict: cur.Verdict, ProcessCPUS: max(0, cur.SelfCPUS-prev.SelfCPUS)}
+	if span := cur.At.Sub(prev.At).Seconds(); span > 0 && dpCores > 0 {
+		w.LentShare = min(1, max(0, (cur.LentS-prev.LentS)/(span*float64(dpCores))))
+	}
+	if cur.HarvestedS >= 0 && prev.HarvestedS >= 0 {
+		h := max(0, cur.HarvestedS-prev.HarvestedS)
+		w.HarvestedCPS = &h
+	}
+	if cur.GuardTrips > prev.GuardTrips {
+		w.GuardTrips = cur.GuardTrips - prev.GuardTrips
+	}
+	w.Benched = cur.Benched || w.GuardTrips > 0
+	// A loop that restarted starts its histogram again: no window then.
+	if cur.HaveResidence && prev.HaveResidence && cur.Residence.Count >= prev.Residence.Count {
+		d := cur.Residence.Sub(prev.Residence)
+		w.Packets = d.Count
+		if d.Count > 0 {
+			p99 := float64(d.Quantile(0.99)) / 1e3
+			mx := float64(d.MaxNs) / 1e3
+			late := float64(lateCount(d, slo)) / float64(d.Count)
+			w.ResidenceP99US, w.ResidenceMaxUS, w.LateShare = &p99, &mx, &late
+		}
+	}
+	return w
+}
+
+// lateCount is how many of h's samples were above slo, counting the
+// bucket that straddles slo as late: never an undercount.
+func lateCount(h dataplane.Histogram, slo time.Duration) uint64 {
+	return h.Count - min(h.Count, h.AtMost(slo))
+}
+
+// soakSampler reads a sample every period from start until stopped,
+// keeping at most limit windows: one goroutine, bounded memory.
+type soakSampler struct {
+	read    func() soakSample
+	dpCores []int
+	slo     time.Duration
+	limit   int
+
+	stop chan struct{}
+	done chan struct{}
+	mu   sync.Mutex
+	win  []SoakWindow
+	// first and last are the samples around the whole series.
+	first, last soakSample
+	dropped     int
+}
+
+// startSoakSampler takes the first sample now and a window every period.
+func startSoakSampler(read func() soakSample, dpCores []int, slo, period time.Duration, limit int) *soakSampler {
+	s := &soakSampler{read: read, dpCores: dpCores, slo: slo, limit: limit,
+		stop: make(chan struct{}), done: make(chan struct{}), win: make([]SoakWindow, 0, limit)}
+	s.first = read()
+	s.last = s.first
+	go s.run(period)
+	return s
+}
+
+func (s *soakSampler) run(period time.Duration) {
+	defer close(s.done)
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			cur := s.read()
+			w := soakWindowOf(s.last, cur, s.first.At, len(s.dpCores), s.slo)
+			w.ThreadsOnDP = threadsOnCores(s.dpCores, cur.LoopTIDs)
+			s.mu.Lock()
+			if len(s.win) < s.limit {
+				s.win = append(s.win, w)
+			} else {
+				s.dropped++
+			}
+			s.last = cur
+			s.mu.Unlock()
+		}
+	}
+}
+
+// finish stops the sampler and returns its windows and the samples at
+// either end of them.
+func (s *soakSampler) finish() (windows []SoakWindow, first, last soakSample, dropped int) {
+	close(s.stop)
+	<-s.done
+	return s.win, s.first, s.last, s.dropped
+}
+
+// threadsOnCores names the threads of this process that ran last on one
+// of cores, or whose affinity allows one ("comm/tid ran on CPU n",
+// "comm/tid allowed on [..]"), skipping the tids in skip. Threads that
+// end while being read are left out.
+func threadsOnCores(cores []int, skip []int) []string {
+	ents, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return []string{"unreadable: " + err.Error()}
+	}
+	var out []string
+	for _, e := range ents {
+		tid, err := strconv.Atoi(e.Name())
+		if err != nil || slices.Contains(skip, tid) {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join("/proc/self/task", e.Name(), "stat"))
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ESRCH) {
+			continue
+		}
+		comm, cpu, perr := parseTaskStat(string(raw))
+		if err != nil || perr != nil {
+			out = append(out, fmt.Sprintf("tid %d: stat unreadable", tid))
+			continue
+		}
+		if slices.Contains(cores, cpu) {
+			out = append(out, fmt.Sprintf("%s/%d ran on CPU %d", comm, tid, cpu))
+		}
+		var set unix.CPUSet
+		if unix.SchedGetaffinity(tid, &set) != nil {
+			continue // ended meanwhile
+		}
+		var allowed []int
+		for _, c := range cores {
+			if set.IsSet(c) {
+				allowed = append(allowed, c)
+			}
+		}
+		if len(allowed) > 0 {
+			out = append(out, fmt.Sprintf("%s/%d allowed on %v", comm, tid, allowed))
+		}
+	}
+	return out
+}
+
+// parseTaskStat reads a /proc/<pid>/task/<tid>/stat line's command and
+// field 39, the CPU the thread last ran on. The command sits in
+// parentheses and may hold spaces and parentheses itself: fields are
+// counted after the last ')'.
+func parseTaskStat(line string) (comm string, cpu int, err error) {
+	open, end := strings.IndexByte(line, '('), strings.LastIndexByte(line, ')')
+	if open < 0 || end < open {
+		return "", 0, fmt.Errorf("stat: no command in %q", line)
+	}
+	rest := strings.Fields(line[end+1:])
+	const processor = 39 - 3 // rest starts at field 3 (state)
+	if len(rest) <= processor {
+		return "", 0, fmt.Errorf("stat: %d fields after the command, want at least %d", len(rest), processor+1)
+	}
+	cpu, err = strconv.Atoi(rest[processor])
+	if err != nil {
+		return "", 0, fmt.Errorf("stat: processor %q: %w", rest[processor], err)
+	}
+	return line[open+1 : end], cpu, nil
+}
