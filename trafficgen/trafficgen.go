@@ -349,17 +349,17 @@ func (r *runState) send(ctx context.Context, fd int, o Options) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if o.PinSender {
+		// Give the thread back with the affinity it came with: widened to
+		// every CPU, a thread of a process kept on CP cores (the eval's,
+		// where the daemon runs) would run the process's goroutines on DP
+		// cores afterwards.
+		var prev unix.CPUSet
+		if err := unix.SchedGetaffinity(0, &prev); err == nil {
+			defer unix.SchedSetaffinity(0, &prev)
+		}
 		var set unix.CPUSet
 		set.Set(o.SenderCPU)
 		_ = unix.SchedSetaffinity(0, &set)
-		defer func() {
-			// Give the thread back unpinned.
-			var all unix.CPUSet
-			for i := 0; i < runtime.NumCPU(); i++ {
-				all.Set(i)
-			}
-			_ = unix.SchedSetaffinity(0, &all)
-		}()
 	}
 	// Precise sleeps: without this the kernel may add 50 µs of timer slack.
 	_ = unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)

@@ -8,9 +8,12 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/taichi-sched/taichi/internal/netns"
 	"github.com/taichi-sched/taichi/internal/testenv"
@@ -126,9 +129,27 @@ func TestRunEcho(t *testing.T) {
 			_, _ = echo.WriteToUDP(buf[:n], from)
 		}
 	}()
-	rep, err := Run(context.Background(), Options{NetNS: ns, Dst: netip.MustParseAddr("127.0.0.1"), Rate: 5000, Count: 2000, Pattern: PatternPoisson})
+	// The sender pins the calling thread to SenderCPU for the run and gives
+	// it back with the affinity it had (here: CPU 0 only), not every CPU.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var mine, was unix.CPUSet
+	mine.Set(0)
+	if err := unix.SchedGetaffinity(0, &was); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.SchedSetaffinity(0, &was)
+	if err := unix.SchedSetaffinity(0, &mine); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Run(context.Background(), Options{NetNS: ns, Dst: netip.MustParseAddr("127.0.0.1"), Rate: 5000, Count: 2000, Pattern: PatternPoisson,
+		PinSender: true, SenderCPU: 0})
 	if err != nil {
 		t.Fatal(err)
+	}
+	var after unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &after); err != nil || after != mine {
+		t.Errorf("sender's thread given back with affinity %v (%v); want CPU 0 only, as it came", after, err)
 	}
 	t.Logf("%+v", rep)
 	if rep.Sent != 2000 || rep.Received != 2000 || rep.Lost != 0 || rep.HistogramCount != 2000 {
