@@ -228,7 +228,7 @@ func RunSoak(ctx context.Context, sb *SoakBench, cfg SoakConfig) (*SoakReport, e
 // soakNotes say what the process-wide figures cover.
 func soakNotes() []string {
 	return []string{
-		"The daemon runs inside the eval process (its DP loops in their own dp-host processes), as do the traffic generator's sender " +
+		"The daemon runs inside the eval process (in `taichi eval`, its DP loops run in their own dp-host processes), as do the traffic generator's sender " +
 			"and receiver and the soak's sampler: the thread check samples every thread of the eval process each second " +
 			"(/proc/self/task/*/stat field 39 and sched_getaffinity), and the process CPU column is the daemon's own status figure " +
 			"(utime+stime of that process), an upper bound on the daemon's cost; the generator's part is the same in every cell.",

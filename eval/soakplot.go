@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -113,10 +114,11 @@ func soakFigure(g soakGroup, runs []SoakRun, repeats int) *soakFig {
 		mark := seriesStyleOf(color.Gray{Y: 0x60}, nil).dashed()
 		res.addCurve(plotter.XYs{{X: 0, Y: slo}, {X: end, Y: slo}}, mark)
 		f.legend.Add("")
-		f.legend.Add(fmt.Sprintf("dashed: SLO %s µs", num(slo)), mark.lineThumb())
+		f.legend.Add("dashed: SLO "+sloText(time.Duration(slo*1e3)), mark.lineThumb())
 	}
 	for _, name := range slices.Sorted(maps.Keys(f.benches)) {
-		f.legend.Add(fmt.Sprintf("shaded: %s benched (%d spans)", name, len(f.benches[name])), shade(f.colors[name]))
+		n := len(f.benches[name])
+		f.legend.Add(fmt.Sprintf("shaded: %s benched (%d %s)", name, n, map[bool]string{true: "span", false: "spans"}[n == 1]), shade(f.colors[name]))
 	}
 	res.yLog = true
 	harv.yMin, harv.yMax = 0, max(1, most)*1.05
@@ -162,6 +164,14 @@ func (f *soakFig) save(path string) (err error) {
 			poly.XYs = []plotter.XYs{{{X: s[0], Y: top.Y.Min}, {X: s[1], Y: top.Y.Min}, {X: s[1], Y: top.Y.Max}, {X: s[0], Y: top.Y.Max}}}
 			top.Add(poly)
 		}
+	}
+	// One time axis for both panels (the shading may have widened the top one).
+	lo, hi := top.X.Min, top.X.Max
+	for _, row := range plots {
+		lo, hi = min(lo, row[0].X.Min), max(hi, row[0].X.Max)
+	}
+	for _, row := range plots {
+		row[0].X.Min, row[0].X.Max = lo, hi
 	}
 	img := vgimg.New(f.w, soakFigH)
 	dc := draw.New(img)

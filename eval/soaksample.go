@@ -174,26 +174,38 @@ func (s *soakSampler) run(period time.Duration) {
 		case <-s.stop:
 			return
 		case <-t.C:
-			cur := s.read()
-			w := soakWindowOf(s.last, cur, s.first.At, len(s.dpCores), s.slo)
-			w.ThreadsOnDP = threadsOnCores(s.dpCores, cur.LoopTIDs)
-			s.mu.Lock()
-			if len(s.win) < s.limit {
-				s.win = append(s.win, w)
-			} else {
-				s.dropped++
-			}
-			s.last = cur
-			s.mu.Unlock()
+			s.take()
 		}
 	}
 }
 
-// finish stops the sampler and returns its windows and the samples at
-// either end of them.
+// take reads a sample and closes the window since the last one.
+func (s *soakSampler) take() {
+	cur := s.read()
+	w := soakWindowOf(s.last, cur, s.first.At, len(s.dpCores), s.slo)
+	w.ThreadsOnDP = threadsOnCores(s.dpCores, cur.LoopTIDs)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.win) < s.limit {
+		s.win = append(s.win, w)
+	} else {
+		s.dropped++
+	}
+	s.last = cur
+}
+
+// soakTail is the shortest last window worth keeping when the sampler
+// stops between ticks.
+const soakTail = 200 * time.Millisecond
+
+// finish stops the sampler, closes the last (partial) window, and returns
+// the windows and the samples at either end of them.
 func (s *soakSampler) finish() (windows []SoakWindow, first, last soakSample, dropped int) {
 	close(s.stop)
 	<-s.done
+	if time.Since(s.last.At) >= soakTail {
+		s.take()
+	}
 	return s.win, s.first, s.last, s.dropped
 }
 
