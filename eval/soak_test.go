@@ -46,7 +46,7 @@ func TestSoakWindowOfDifferences(t *testing.T) {
 	after := before
 	after.Add(residenceOf(append(repeatDur(20*us, 90), repeatDur(time.Millisecond, 10)...)...))
 	prev := soakSample{At: t0.Add(4 * time.Second), Residence: before, HaveResidence: true, LentS: 1, HarvestedS: 2, GuardTrips: 3, SelfCPUS: 7}
-	cur := soakSample{At: t0.Add(6 * time.Second), Residence: after, HaveResidence: true, LentS: 2.5, HarvestedS: 2.4, GuardTrips: 4, SelfCPUS: 7.05, Verdict: "breach"}
+	cur := soakSample{At: t0.Add(6 * time.Second), Residence: after, HaveResidence: true, LentS: 2.5, HarvestedS: 2.4, GuardTrips: 4, SelfCPUS: 7.05, Verdict: "breach", Hold: "guard", Confined: 2}
 	w := soakWindowOf(prev, cur, t0, 1, 250*us)
 	if w.EndS != 6 || w.Packets != 100 {
 		t.Fatalf("window end %v packets %d; want 6 s and 100 (the window's packets only)", w.EndS, w.Packets)
@@ -64,8 +64,9 @@ func TestSoakWindowOfDifferences(t *testing.T) {
 	if w.HarvestedCPS == nil || fmt.Sprintf("%.2f", *w.HarvestedCPS) != "0.40" {
 		t.Errorf("harvest %v; want 0.40", deref(w.HarvestedCPS))
 	}
-	if w.GuardTrips != 1 || !w.Benched || w.Verdict != "breach" || fmt.Sprintf("%.2f", w.ProcessCPUS) != "0.05" {
-		t.Errorf("trips %d benched %v verdict %q cpu %v; want 1, true, breach, 0.05", w.GuardTrips, w.Benched, w.Verdict, w.ProcessCPUS)
+	if w.GuardTrips != 1 || !w.Benched || w.Verdict != "breach" || w.Hold != "guard" || w.Confined != 2 || fmt.Sprintf("%.2f", w.ProcessCPUS) != "0.05" {
+		t.Errorf("trips %d benched %v verdict %q hold %q confined %d cpu %v; want 1, true, breach, guard, 2, 0.05",
+			w.GuardTrips, w.Benched, w.Verdict, w.Hold, w.Confined, w.ProcessCPUS)
 	}
 
 	// Two DP cores halve the lent share; a bench at the window's end marks

@@ -35,6 +35,10 @@ type soakSample struct {
 	GuardTrips uint64
 	Benched    bool
 	Verdict    string
+	// Hold: why each DP core is not lending now ("" where it may);
+	// Confined: CP tasks blocker-aware lending keeps off DP cores now.
+	Hold     string
+	Confined int
 	// SelfCPUS is the CPU time of the process the daemon runs in (see
 	// daemon.SelfCPU).
 	SelfCPUS float64
@@ -47,16 +51,19 @@ type soakSample struct {
 func sampleDaemon(d *daemon.Daemon) soakSample {
 	st := d.Status()
 	s := soakSample{At: time.Now(), HarvestedS: st.Pool.HarvestedCPSeconds, SelfCPUS: st.Daemon.Seconds}
-	var verdicts []string
+	var verdicts, holds []string
 	for _, c := range st.Cores {
 		if c.Role != "dp" {
 			continue
 		}
 		s.LentS += c.LentSeconds
 		s.GuardTrips += c.GuardTrips
-		verdicts = append(verdicts, c.Verdict)
+		verdicts, holds = append(verdicts, c.Verdict), append(holds, c.Hold)
 	}
-	s.Verdict = strings.Join(verdicts, "/")
+	s.Verdict, s.Hold = strings.Join(verdicts, "/"), strings.Join(holds, "/")
+	if st.Blockers != nil {
+		s.Confined = st.Blockers.Confined
+	}
 	for _, c := range st.Scheduler.Cores {
 		s.Benched = s.Benched || c.Benched
 	}
@@ -95,6 +102,9 @@ type SoakWindow struct {
 	GuardTrips uint64 `json:"guard_trips,omitempty"`
 	Benched    bool   `json:"benched,omitempty"`
 	Verdict    string `json:"verdict,omitempty"`
+	// Hold and Confined as at the window's end (see soakSample).
+	Hold     string `json:"hold,omitempty"`
+	Confined int    `json:"confined,omitempty"`
 	// ProcessCPUS: CPU seconds the eval process (the daemon and the
 	// eval's own threads) used in the window.
 	ProcessCPUS float64 `json:"process_cpu_s"`
@@ -106,7 +116,8 @@ type SoakWindow struct {
 // soakWindowOf is the window between two samples; dpCores scales the lent
 // share, slo is the bound late packets are counted against.
 func soakWindowOf(prev, cur soakSample, start time.Time, dpCores int, slo time.Duration) SoakWindow {
-	w := SoakWindow{EndS: cur.At.Sub(start).Seconds(), Verdict: cur.Verdict, ProcessCPUS: max(0, cur.SelfCPUS-prev.SelfCPUS)}
+	w := SoakWindow{EndS: cur.At.Sub(start).Seconds(), Verdict: cur.Verdict, Hold: cur.Hold, Confined: cur.Confined,
+		ProcessCPUS: max(0, cur.SelfCPUS-prev.SelfCPUS)}
 	if span := cur.At.Sub(prev.At).Seconds(); span > 0 && dpCores > 0 {
 		w.LentShare = min(1, max(0, (cur.LentS-prev.LentS)/(span*float64(dpCores))))
 	}
