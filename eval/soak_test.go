@@ -382,18 +382,26 @@ func TestSoakEndToEnd(t *testing.T) {
 		if r.Error != "" || len(r.CPLoadErrors) > 0 {
 			t.Errorf("%s: error %q, CP load %v", name, r.Error, r.CPLoadErrors)
 		}
-		if n := len(r.Windows); n < 9 || n > 12 {
-			t.Errorf("%s: %d windows in a 10 s cell; want about 10", name, n)
-		}
+		// About one window a second: the generator may run late on a busy
+		// machine, and its drain adds windows without packets at the end.
+		withPackets := 0
 		for i, w := range r.Windows {
-			if w.Packets == 0 || w.ResidenceP99US == nil || *w.ResidenceP99US <= 0 || *w.ResidenceP99US > 1e7 ||
-				*w.LateShare < 0 || *w.LateShare > 1 || w.LentShare < 0 || w.LentShare > 1 ||
-				w.HarvestedCPS == nil || *w.HarvestedCPS < 0 || *w.HarvestedCPS > 1.5 {
-				t.Errorf("%s window %d implausible: %+v", name, i, w)
-			}
 			if i > 0 && w.EndS <= r.Windows[i-1].EndS {
 				t.Errorf("%s window %d ends at %v, before its predecessor", name, i, w.EndS)
 			}
+			if w.LentShare < 0 || w.LentShare > 1 || w.HarvestedCPS == nil || *w.HarvestedCPS < 0 || *w.HarvestedCPS > 1.5 {
+				t.Errorf("%s window %d: lent share or harvest implausible: %+v", name, i, w)
+			}
+			if w.Packets == 0 {
+				continue
+			}
+			withPackets++
+			if w.ResidenceP99US == nil || *w.ResidenceP99US <= 0 || *w.ResidenceP99US > 1e7 || *w.LateShare < 0 || *w.LateShare > 1 {
+				t.Errorf("%s window %d: residence implausible: %+v", name, i, w)
+			}
+		}
+		if n := len(r.Windows); withPackets < 9 || n > 16 {
+			t.Errorf("%s: %d windows, %d with packets, in a 10 s cell; want about 10", name, n, withPackets)
 		}
 		if r.DP.ResidenceUS.N == 0 || r.LateSLOUS <= 0 || r.ProcessCPUS <= 0 || len(r.Chunks) != 1 {
 			t.Errorf("%s: residence n %d, SLO %v µs, process CPU %v s, %d generator runs", name, r.DP.ResidenceUS.N, r.LateSLOUS, r.ProcessCPUS, len(r.Chunks))

@@ -185,7 +185,11 @@ func (s *soakSampler) run(period time.Duration) {
 		case <-s.stop:
 			return
 		case <-t.C:
-			s.take()
+			// A tick that queued while a slow read ran would close a
+			// window of a few ms: wait for the next one instead.
+			if time.Since(s.last.At) >= period/2 {
+				s.take()
+			}
 		}
 	}
 }
