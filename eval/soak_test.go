@@ -117,14 +117,14 @@ func TestParseTaskStat(t *testing.T) {
 	for i := 3; i <= 52; i++ {
 		fields = append(fields, fmt.Sprint(i))
 	}
-	fields[39-3] = "7"
+	fields[0], fields[39-3] = "S", "7"
 	line := "4242 (odd ) (name) " + strings.Join(fields, " ") + "\n"
-	comm, cpu, err := parseTaskStat(line)
-	if err != nil || comm != "odd ) (name" || cpu != 7 {
-		t.Errorf("got %q %d %v; want \"odd ) (name\" on CPU 7", comm, cpu, err)
+	st, err := parseTaskStat(line)
+	if err != nil || st.comm != "odd ) (name" || st.cpu != 7 || st.state != 'S' || st.cpuTime != 14+15 {
+		t.Errorf("got %+v %v; want \"odd ) (name\" sleeping, last on CPU 7, 29 ticks", st, err)
 	}
-	for _, bad := range []string{"4242 no command", "4242 (x) S 1 2"} {
-		if _, _, err := parseTaskStat(bad); err == nil || !strings.HasPrefix(err.Error(), "stat:") {
+	for _, bad := range []string{"4242 no command", "4242 (x) S 1 2", strings.Replace(line, " 14 ", " x ", 1)} {
+		if _, err := parseTaskStat(bad); err == nil || !strings.HasPrefix(err.Error(), "stat:") {
 			t.Errorf("%q: got %v", bad, err)
 		}
 	}
@@ -160,18 +160,63 @@ func TestThreadsOnCoresSeesAPinnedThread(t *testing.T) {
 		}
 		return out
 	}
-	got := mine(threadsOnCores([]int{0}, nil))
+	var tw threadWatch
+	got := mine(tw.look([]int{0}, nil))
 	if !slices.ContainsFunc(got, func(s string) bool { return strings.HasSuffix(s, "ran on CPU 0") }) ||
 		!slices.ContainsFunc(got, func(s string) bool { return strings.HasSuffix(s, "allowed on [0]") }) {
 		t.Errorf("thread %d pinned to CPU 0: got %q; want it to have run there and be allowed there", tid, got)
 	}
-	if got := mine(threadsOnCores([]int{0}, []int{tid})); len(got) != 0 {
+	if got := mine(tw.look([]int{0}, []int{tid})); len(got) != 0 {
 		t.Errorf("skipped thread still listed: %q", got)
 	}
 	if runtime.NumCPU() > 1 {
-		if got := mine(threadsOnCores([]int{1}, nil)); len(got) != 0 {
+		if got := mine(tw.look([]int{1}, nil)); len(got) != 0 {
 			t.Errorf("thread pinned to CPU 0 listed for CPU 1: %q", got)
 		}
+	}
+}
+
+// A thread that last ran on CPU 1 and was then moved to CPU 0 while it
+// sleeps keeps 1 as its last CPU: it is reported at the first look (no
+// baseline yet), not at the next, when it has not run since.
+func TestThreadWatchIgnoresAStaleLastCPU(t *testing.T) {
+	if runtime.NumCPU() < 2 {
+		testenv.Require(t, "needs 2 CPUs")
+	}
+	tids := make(chan int)
+	release := make(chan struct{})
+	defer close(release)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread's affinity changed
+		var one unix.CPUSet
+		one.Set(1)
+		if err := unix.SchedSetaffinity(0, &one); err != nil {
+			tids <- -1
+			return
+		}
+		for end := time.Now().Add(5 * time.Millisecond); time.Now().Before(end); {
+		}
+		tids <- unix.Gettid()
+		<-release // asleep from here on
+	}()
+	tid := <-tids
+	if tid < 0 {
+		t.Fatal("could not pin a thread to CPU 1")
+	}
+	time.Sleep(20 * time.Millisecond) // let it fall asleep on CPU 1
+	var zero unix.CPUSet
+	zero.Set(0)
+	if err := unix.SchedSetaffinity(tid, &zero); err != nil {
+		t.Fatal(err)
+	}
+	ranOn1 := fmt.Sprintf("/%d ran on CPU 1", tid)
+	var tw threadWatch
+	if got := tw.look([]int{1}, nil); !slices.ContainsFunc(got, func(s string) bool { return strings.HasSuffix(s, ranOn1) }) {
+		t.Errorf("first look: %q; want the thread that last ran on CPU 1", got)
+	}
+	time.Sleep(30 * time.Millisecond)
+	if got := tw.look([]int{1}, nil); slices.ContainsFunc(got, func(s string) bool { return strings.Contains(s, fmt.Sprintf("/%d ", tid)) }) {
+		t.Errorf("second look: %q; the thread has slept on CPU 0's affinity since the first", got)
 	}
 }
 

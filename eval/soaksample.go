@@ -164,6 +164,7 @@ type soakSampler struct {
 	// first and last are the samples around the whole series.
 	first, last soakSample
 	dropped     int
+	threads     threadWatch
 }
 
 // startSoakSampler takes the first sample now and a window every period.
@@ -172,6 +173,7 @@ func startSoakSampler(read func() soakSample, dpCores []int, slo, period time.Du
 		stop: make(chan struct{}), done: make(chan struct{}), win: make([]SoakWindow, 0, limit)}
 	s.first = read()
 	s.last = s.first
+	s.threads.look(dpCores, s.first.LoopTIDs) // the baseline of each thread's CPU time
 	go s.run(period)
 	return s
 }
@@ -198,7 +200,7 @@ func (s *soakSampler) run(period time.Duration) {
 func (s *soakSampler) take() {
 	cur := s.read()
 	w := soakWindowOf(s.last, cur, s.first.At, len(s.dpCores), s.slo)
-	w.ThreadsOnDP = threadsOnCores(s.dpCores, cur.LoopTIDs)
+	w.ThreadsOnDP = s.threads.look(s.dpCores, cur.LoopTIDs)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.win) < s.limit {
@@ -224,16 +226,33 @@ func (s *soakSampler) finish() (windows []SoakWindow, first, last soakSample, dr
 	return s.win, s.first, s.last, s.dropped
 }
 
-// threadsOnCores names the threads of this process that ran last on one
-// of cores, or whose affinity allows one ("comm/tid ran on CPU n",
-// "comm/tid allowed on [..]"), skipping the tids in skip. Threads that
-// end while being read are left out.
-func threadsOnCores(cores []int, skip []int) []string {
+// taskStat is what the thread check reads of /proc/self/task/<tid>/stat.
+type taskStat struct {
+	comm    string
+	state   byte   // field 3: R running, S sleeping, ...
+	cpuTime uint64 // fields 14+15: utime+stime in clock ticks
+	cpu     int    // field 39: the CPU it last ran on
+}
+
+// threadWatch finds threads of this process on DP cores. A thread's last
+// CPU (field 39) stays what it was while the thread sleeps, even after its
+// affinity moved it away: a thread counts as having run on a DP core only
+// when it is running now or used CPU time since the previous look.
+type threadWatch struct {
+	ticks map[int]uint64
+}
+
+// look names the threads that ran on one of cores since the previous look
+// ("comm/tid ran on CPU n") or whose affinity allows one ("comm/tid
+// allowed on [..]"), skipping the tids in skip. Threads that end while
+// being read are left out.
+func (tw *threadWatch) look(cores []int, skip []int) []string {
 	ents, err := os.ReadDir("/proc/self/task")
 	if err != nil {
 		return []string{"unreadable: " + err.Error()}
 	}
 	var out []string
+	ticks := make(map[int]uint64, len(ents))
 	for _, e := range ents {
 		tid, err := strconv.Atoi(e.Name())
 		if err != nil || slices.Contains(skip, tid) {
@@ -243,13 +262,16 @@ func threadsOnCores(cores []int, skip []int) []string {
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ESRCH) {
 			continue
 		}
-		comm, cpu, perr := parseTaskStat(string(raw))
+		st, perr := parseTaskStat(string(raw))
 		if err != nil || perr != nil {
 			out = append(out, fmt.Sprintf("tid %d: stat unreadable", tid))
 			continue
 		}
-		if slices.Contains(cores, cpu) {
-			out = append(out, fmt.Sprintf("%s/%d ran on CPU %d", comm, tid, cpu))
+		ticks[tid] = st.cpuTime
+		before, seen := tw.ticks[tid]
+		ran := st.state == 'R' || !seen || st.cpuTime != before
+		if ran && slices.Contains(cores, st.cpu) {
+			out = append(out, fmt.Sprintf("%s/%d ran on CPU %d", st.comm, tid, st.cpu))
 		}
 		var set unix.CPUSet
 		if unix.SchedGetaffinity(tid, &set) != nil {
@@ -262,29 +284,46 @@ func threadsOnCores(cores []int, skip []int) []string {
 			}
 		}
 		if len(allowed) > 0 {
-			out = append(out, fmt.Sprintf("%s/%d allowed on %v", comm, tid, allowed))
+			out = append(out, fmt.Sprintf("%s/%d allowed on %v", st.comm, tid, allowed))
 		}
 	}
+	tw.ticks = ticks
 	return out
 }
 
-// parseTaskStat reads a /proc/<pid>/task/<tid>/stat line's command and
-// field 39, the CPU the thread last ran on. The command sits in
-// parentheses and may hold spaces and parentheses itself: fields are
-// counted after the last ')'.
-func parseTaskStat(line string) (comm string, cpu int, err error) {
+// parseTaskStat reads a /proc/<pid>/task/<tid>/stat line. The command
+// sits in parentheses and may hold spaces and parentheses itself: fields
+// are counted after the last ')'.
+func parseTaskStat(line string) (taskStat, error) {
 	open, end := strings.IndexByte(line, '('), strings.LastIndexByte(line, ')')
 	if open < 0 || end < open {
-		return "", 0, fmt.Errorf("stat: no command in %q", line)
+		return taskStat{}, fmt.Errorf("stat: no command in %q", line)
 	}
 	rest := strings.Fields(line[end+1:])
-	const processor = 39 - 3 // rest starts at field 3 (state)
-	if len(rest) <= processor {
-		return "", 0, fmt.Errorf("stat: %d fields after the command, want at least %d", len(rest), processor+1)
+	const first = 3 // rest[0] is field 3 (state)
+	field := func(n int) (uint64, error) {
+		if len(rest) <= n-first {
+			return 0, fmt.Errorf("stat: %d fields after the command, want at least %d", len(rest), n-first+1)
+		}
+		v, err := strconv.ParseUint(rest[n-first], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("stat: field %d %q: %w", n, rest[n-first], err)
+		}
+		return v, nil
 	}
-	cpu, err = strconv.Atoi(rest[processor])
+	st := taskStat{comm: line[open+1 : end]}
+	cpu, err := field(39)
 	if err != nil {
-		return "", 0, fmt.Errorf("stat: processor %q: %w", rest[processor], err)
+		return st, err
 	}
-	return line[open+1 : end], cpu, nil
+	utime, err := field(14)
+	if err != nil {
+		return st, err
+	}
+	stime, err := field(15)
+	if err != nil {
+		return st, err
+	}
+	st.state, st.cpu, st.cpuTime = rest[0][0], int(cpu), utime+stime
+	return st, nil
 }
