@@ -231,8 +231,9 @@ func soakNotes() []string {
 	return []string{
 		"The daemon runs inside the eval process (in `taichi eval`, its DP loops run in their own dp-host processes), as do the traffic generator's sender " +
 			"and receiver and the soak's sampler: the thread check samples every thread of the eval process each second " +
-			"(/proc/self/task/*/stat field 39 and sched_getaffinity), and the process CPU column is the daemon's own status figure " +
-			"(utime+stime of that process), an upper bound on the daemon's cost; the generator's part is the same in every cell.",
+			"(/proc/self/task/*/stat fields 3, 14, 15 and 39, and sched_getaffinity; a thread counts when it ran on a DP core since the last sample " +
+			"or may run there). Daemon CPU is " + DaemonCPUSource + "; the eval process CPU (per window in the JSON) is the daemon's own status " +
+			"figure (utime+stime of the whole process: daemon, generator, sampler).",
 		"Windows are 1 s: residence p99 from the difference of the DP loops' histograms (a bucket's upper bound, never an underestimate), " +
 			"late share the packets above the SLO (the bucket holding the SLO counts as late), lent share per DP core, harvest the CP CPU time " +
 			"on DP cores, benched when a DP core was benched at the window's end or the guard tripped in it.",

@@ -52,7 +52,8 @@ type SoakRun struct {
 	WindowsWithinSLO *float64 `json:"windows_within_slo"`
 	LateShare        *float64 `json:"late_share"`
 	// ProcessCPUS and ProcessCPUShare: the eval process's CPU time over
-	// the cell (the daemon's own status figure; see the report's notes).
+	// the cell (the daemon's own status figure: the daemon, the traffic
+	// generator and the sampler; Run.DaemonCPUS is the daemon's alone).
 	ProcessCPUS     float64 `json:"process_cpu_s"`
 	ProcessCPUShare float64 `json:"process_cpu_share"`
 	// ThreadsOnDP: each thread of the eval process seen on a DP core (or
@@ -260,17 +261,21 @@ func WriteSoakMarkdown(w io.Writer, rep *SoakReport) {
 	fmt.Fprintf(w, "Machine: %d cores (%s), kernel %s, preempt %s; DP cores %v, CP cores %v. ", m.Cores, m.Arch, m.Kernel, m.Preempt, m.DPCores, m.CPCores)
 	fmt.Fprintf(w, "Each cell: %v s of traffic at %v pps (load %v of %v pps), 1 s windows.\n\n",
 		rep.Params["duration_s"], rep.Params["rate_pps"], rep.Params["load"], rep.Params["capacity_pps"])
-	fmt.Fprintln(w, "| softirq | traffic | CP load | policy | repeat | windows | residence p99 µs | residence max µs | windows p99 ≤ SLO | late share | lent share | harvested CP s | guard trips | benched windows | process CPU s (share) | offered / requested pps | threads on DP |")
-	fmt.Fprintln(w, "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| softirq | traffic | CP load | policy | repeat | windows | residence p99 µs | residence max µs | windows p99 ≤ SLO | late share | lent share | harvested CP s | guard trips | benched windows | daemon CPU s (share) | eval process CPU s (share) | offered / requested pps | threads on DP |")
+	fmt.Fprintln(w, "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rep.Runs {
 		lent := math.NaN()
 		if r.WallS > 0 && len(m.DPCores) > 0 {
 			lent = r.LentS / (r.WallS * float64(len(m.DPCores)))
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %d | %d | %s | %s | %s | %s | %s | %s | %d | %d | %s (%s) | %s / %s | %d |\n",
+		daemonCPU, daemonShare := math.NaN(), math.NaN()
+		if r.DaemonCPUS != nil && r.WallS > 0 {
+			daemonCPU, daemonShare = *r.DaemonCPUS, *r.DaemonCPUS/r.WallS
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %d | %d | %s | %s | %s | %s | %s | %s | %d | %d | %s (%s) | %s (%s) | %s / %s | %d |\n",
 			r.Softirq, r.Traffic, r.CPLoadKind, r.name(), r.Repeat+1, len(r.Windows),
 			num(residenceP99(r.Run)), num(nanIfEmpty(r.DP.ResidenceUS)), pctOf(r.WindowsWithinSLO), pctOf(r.LateShare),
-			pctNaN(lent), num(harvestedCP(r.Run)), r.GuardTrips, r.BenchedWindows,
+			pctNaN(lent), num(harvestedCP(r.Run)), r.GuardTrips, r.BenchedWindows, num(daemonCPU), pctNaN(daemonShare),
 			num(r.ProcessCPUS), pct(r.ProcessCPUShare), num(r.DP.OfferedPPS), num(r.DP.RequestedPPS), r.OnDPWindows)
 	}
 	var errs []string

@@ -16,6 +16,7 @@ import (
 
 	"github.com/taichi-sched/taichi/daemon"
 	"github.com/taichi-sched/taichi/dataplane"
+	"github.com/taichi-sched/taichi/internal/cpuset"
 )
 
 // soakSample is what the soak's sampler reads at one instant: cumulative
@@ -244,7 +245,7 @@ type threadWatch struct {
 
 // look names the threads that ran on one of cores since the previous look
 // ("comm/tid ran on CPU n") or whose affinity allows one ("comm/tid
-// allowed on [..]"), skipping the tids in skip. Threads that end while
+// allowed on [n] (affinity 0-1)"), skipping the tids in skip. Threads that end while
 // being read are left out.
 func (tw *threadWatch) look(cores []int, skip []int) []string {
 	ents, err := os.ReadDir("/proc/self/task")
@@ -277,14 +278,17 @@ func (tw *threadWatch) look(cores []int, skip []int) []string {
 		if unix.SchedGetaffinity(tid, &set) != nil {
 			continue // ended meanwhile
 		}
-		var allowed []int
-		for _, c := range cores {
+		var allowed, affinity []int
+		for c := range 64 * len(set) {
 			if set.IsSet(c) {
-				allowed = append(allowed, c)
+				affinity = append(affinity, c)
+				if slices.Contains(cores, c) {
+					allowed = append(allowed, c)
+				}
 			}
 		}
 		if len(allowed) > 0 {
-			out = append(out, fmt.Sprintf("%s/%d allowed on %v", st.comm, tid, allowed))
+			out = append(out, fmt.Sprintf("%s/%d allowed on %v (affinity %s)", st.comm, tid, allowed, cpuset.Format(affinity)))
 		}
 	}
 	tw.ticks = ticks
