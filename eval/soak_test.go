@@ -442,7 +442,9 @@ func TestSoakEndToEnd(t *testing.T) {
 			t.Errorf("%s: error %q, CP load %v", name, r.Error, r.CPLoadErrors)
 		}
 		// About one window a second: the generator may run late on a busy
-		// machine, and its drain adds windows without packets at the end.
+		// machine, and its drain adds windows without packets at the end;
+		// under -race on a loaded machine a status read can take most of a
+		// second, and the report's check says when windows were missed.
 		withPackets := 0
 		for i, w := range r.Windows {
 			if i > 0 && w.EndS <= r.Windows[i-1].EndS {
@@ -459,7 +461,7 @@ func TestSoakEndToEnd(t *testing.T) {
 				t.Errorf("%s window %d: residence implausible: %+v", name, i, w)
 			}
 		}
-		if n := len(r.Windows); withPackets < 9 || n > 16 {
+		if n := len(r.Windows); withPackets < 7 || n > 16 {
 			t.Errorf("%s: %d windows, %d with packets, in a 10 s cell; want about 10", name, n, withPackets)
 		}
 		if r.DP.ResidenceUS.N == 0 || r.LateSLOUS <= 0 || r.ProcessCPUS <= 0 || len(r.Chunks) != 1 {
