@@ -540,25 +540,47 @@ func (d *Daemon) Close() error {
 }
 
 // pinToCores keeps the daemon's own threads on the CP cores (DP loop threads
-// re-pin themselves to their DP core).
+// re-pin themselves to their DP core). Threads created later inherit the
+// mask of the thread that made them, but the Go runtime may start one while
+// a pass runs, from a thread not yet pinned: passes repeat until one finds
+// every thread pinned already (a few at most).
 func pinToCores(cpus []int, log *slog.Logger) {
 	var set unix.CPUSet
 	for _, c := range cpus {
 		set.Set(c)
 	}
+	for pass := 0; pass < 10; pass++ {
+		if pinned := pinPass(&set, log); pinned == 0 {
+			return
+		}
+	}
+	log.Warn("daemon threads kept appearing off the CP cores while being pinned", "cpus", cpus)
+}
+
+// pinPass pins every thread whose mask differs from set and returns how
+// many it changed.
+func pinPass(set *unix.CPUSet, log *slog.Logger) int {
 	tasks, err := os.ReadDir("/proc/self/task")
 	if err != nil {
-		return
+		return 0
 	}
+	changed := 0
 	for _, t := range tasks {
 		var tid int
 		if _, err := fmt.Sscan(t.Name(), &tid); err != nil {
 			continue
 		}
-		if err := unix.SchedSetaffinity(tid, &set); err != nil {
-			log.Debug("pinning daemon thread", "tid", tid, "err", err)
+		var cur unix.CPUSet
+		if err := unix.SchedGetaffinity(tid, &cur); err == nil && cur == *set {
+			continue
 		}
+		if err := unix.SchedSetaffinity(tid, set); err != nil {
+			log.Debug("pinning daemon thread", "tid", tid, "err", err)
+			continue
+		}
+		changed++
 	}
+	return changed
 }
 
 func buildVersion() string {
