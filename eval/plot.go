@@ -331,13 +331,7 @@ func (f *figure) save(path string) (err error) {
 	lc.Min.X = area.Max.X + pad
 	lc.Max.Y -= 3 * pad
 	f.legend.Draw(lc)
-	fh, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	defer func() { err = errors.Join(err, fh.Close()) }()
-	_, err = vgimg.PngCanvas{Canvas: img}.WriteTo(fh)
-	return err
+	return savePNG(img, path)
 }
 
 // panel is one plot of a figure, kept in data units until build. A log
@@ -893,4 +887,15 @@ func tickLabel(v float64) string {
 		sign = "-"
 	}
 	return s[:i] + "e" + sign + strings.TrimLeft(exp[1:], "0")
+}
+
+// savePNG writes a drawn canvas to path as PNG.
+func savePNG(img *vgimg.Canvas, path string) (err error) {
+	fh, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, fh.Close()) }()
+	_, err = vgimg.PngCanvas{Canvas: img}.WriteTo(fh)
+	return err
 }

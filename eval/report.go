@@ -418,19 +418,25 @@ func WriteMarkdown(w io.Writer, r *Report) {
 			errs = append(errs, fmt.Sprintf("%s/%s/repeat %d: CP load: %s", run.name(), cellName(run), run.Repeat, f))
 		}
 	}
+	writeTail(w, errs, r.Checks, r.Valid, r.Notes)
+}
+
+// writeTail closes a report's Markdown: its errors, its self-checks with
+// the verdict, and its notes.
+func writeTail(w io.Writer, errs []string, checks []Check, valid bool, notes []string) {
 	if len(errs) > 0 {
 		fmt.Fprintln(w, "\nErrors:")
 		for _, e := range errs {
 			fmt.Fprintf(w, "* %s\n", e)
 		}
 	}
-	if len(r.Checks) > 0 {
+	if len(checks) > 0 {
 		verdict := "passed"
-		if !r.Valid {
+		if !valid {
 			verdict = "FAILED: the table does not mean what it claims"
 		}
 		fmt.Fprintf(w, "\nSelf-check %s:\n", verdict)
-		for _, c := range r.Checks {
+		for _, c := range checks {
 			mark := "ok"
 			if !c.OK {
 				mark = "FAIL"
@@ -438,7 +444,7 @@ func WriteMarkdown(w io.Writer, r *Report) {
 			fmt.Fprintf(w, "* %s: %s (%s)\n", mark, c.Name, c.Detail)
 		}
 	}
-	for _, n := range r.Notes {
+	for _, n := range notes {
 		fmt.Fprintf(w, "\n%s\n", n)
 	}
 }

@@ -1,7 +1,6 @@
 package eval
 
 import (
-	"errors"
 	"fmt"
 	"image/color"
 	"maps"
@@ -186,11 +185,5 @@ func (f *soakFig) save(path string) (err error) {
 	lc.Min.X = area.Max.X + pad
 	lc.Max.Y -= 3 * pad
 	f.legend.Draw(lc)
-	fh, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	defer func() { err = errors.Join(err, fh.Close()) }()
-	_, err = vgimg.PngCanvas{Canvas: img}.WriteTo(fh)
-	return err
+	return savePNG(img, path)
 }

@@ -287,24 +287,7 @@ func WriteSoakMarkdown(w io.Writer, rep *SoakReport) {
 			errs = append(errs, fmt.Sprintf("%s (%s): CP load: %s", r.name(), groupOf(r), e))
 		}
 	}
-	if len(errs) > 0 {
-		fmt.Fprintf(w, "\nErrors:\n* %s\n", strings.Join(errs, "\n* "))
-	}
-	verdict := "passed"
-	if !rep.Valid {
-		verdict = "FAILED"
-	}
-	fmt.Fprintf(w, "\nSelf-check %s:\n", verdict)
-	for _, c := range rep.Checks {
-		mark := "ok"
-		if !c.OK {
-			mark = "FAIL"
-		}
-		fmt.Fprintf(w, "* %s: %s (%s)\n", mark, c.Name, c.Detail)
-	}
-	for _, n := range rep.Notes {
-		fmt.Fprintf(w, "\n%s\n", n)
-	}
+	writeTail(w, errs, rep.Checks, rep.Valid, rep.Notes)
 }
 
 func nanIfEmpty(p Percentiles) float64 {

@@ -208,8 +208,14 @@ func writeReport(cmd *cobra.Command, out string, rep *eval.Report, runErr error)
 		return err
 	}
 	eval.WriteMarkdown(cmd.OutOrStdout(), rep)
-	fmt.Fprintf(cmd.OutOrStdout(), "\nwrote %s\n", strings.Join(append(files, pngs...), " "))
-	for _, c := range rep.Checks {
+	return finishReport(cmd, append(files, pngs...), rep.Checks, runErr, eval.FailedRuns(rep), len(rep.Runs))
+}
+
+// finishReport names the files written, warns about failed self-checks and
+// turns a failed experiment or failed runs into the command's error.
+func finishReport(cmd *cobra.Command, files []string, checks []eval.Check, runErr error, failed, runs int) error {
+	fmt.Fprintf(cmd.OutOrStdout(), "\nwrote %s\n", strings.Join(files, " "))
+	for _, c := range checks {
 		if !c.OK {
 			fmt.Fprintf(cmd.ErrOrStderr(), "taichi: warning: self-check failed: %s: %s\n", c.Name, c.Detail)
 		}
@@ -217,8 +223,8 @@ func writeReport(cmd *cobra.Command, out string, rep *eval.Report, runErr error)
 	if runErr != nil {
 		return runErr
 	}
-	if n := eval.FailedRuns(rep); n > 0 {
-		return &exitError{code: 1, err: fmt.Errorf("%d of %d runs failed or lost their CP load (see Errors in the table)", n, len(rep.Runs))}
+	if failed > 0 {
+		return &exitError{code: 1, err: fmt.Errorf("%d of %d runs failed or lost their CP load (see Errors in the table)", failed, runs)}
 	}
 	return nil
 }

@@ -107,17 +107,5 @@ func writeSoakReport(cmd *cobra.Command, out string, rep *eval.SoakReport, runEr
 		return err
 	}
 	eval.WriteSoakMarkdown(cmd.OutOrStdout(), rep)
-	fmt.Fprintf(cmd.OutOrStdout(), "\nwrote %s\n", strings.Join(append(files, pngs...), " "))
-	for _, c := range rep.Checks {
-		if !c.OK {
-			fmt.Fprintf(cmd.ErrOrStderr(), "taichi: warning: self-check failed: %s: %s\n", c.Name, c.Detail)
-		}
-	}
-	if runErr != nil {
-		return runErr
-	}
-	if n := eval.FailedSoakRuns(rep); n > 0 {
-		return &exitError{code: 1, err: fmt.Errorf("%d of %d runs failed or lost their CP load (see Errors in the table)", n, len(rep.Runs))}
-	}
-	return nil
+	return finishReport(cmd, append(files, pngs...), rep.Checks, runErr, eval.FailedSoakRuns(rep), len(rep.Runs))
 }
