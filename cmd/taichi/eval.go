@@ -165,13 +165,28 @@ func sloFlag(cmd *cobra.Command) ([]time.Duration, error) {
 // runExperiment sets the bench up, runs one experiment, writes its files and
 // prints the table; SIGINT/SIGTERM stop it and still tear everything down.
 func runExperiment(cmd *cobra.Command, out, logFile string, steps int, run func(context.Context, *eval.Env) (*eval.Report, error)) error {
-	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	opts := eval.BenchOptions{Progress: eval.NewProgress(os.Stdout, steps)}
 	opts.CPClass, _ = cmd.Flags().GetString("cp-class")
 	opts.CPWeight, _ = cmd.Flags().GetInt("cp-weight")
 	opts.DP, _ = cmd.Flags().GetString("dp")
 	opts.Softirq, _ = cmd.Flags().GetString("softirq")
+	var rep *eval.Report
+	err := onBench(cmd, opts, logFile, func(ctx context.Context, b *eval.Bench) (err error) {
+		rep, err = run(ctx, b.Env)
+		return err
+	})
+	if rep == nil {
+		return err
+	}
+	return writeReport(cmd, out, rep, err)
+}
+
+// onBench sets the bench up (the daemon's log to logFile, if given), runs
+// fn on it and tears it down whatever fn returned; SIGINT/SIGTERM end fn's
+// context.
+func onBench(cmd *cobra.Command, opts eval.BenchOptions, logFile string, fn func(context.Context, *eval.Bench) error) error {
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	if logFile != "" {
 		lf, err := os.Create(logFile)
 		if err != nil {
@@ -184,15 +199,12 @@ func runExperiment(cmd *cobra.Command, out, logFile string, steps int, run func(
 	if err != nil {
 		return err
 	}
-	rep, err := run(ctx, bench.Env)
+	err = fn(ctx, bench)
 	opts.Progress.Done()
 	if cerr := bench.Close(); cerr != nil {
 		fmt.Fprintln(os.Stderr, "taichi: cleanup:", cerr)
 	}
-	if rep == nil {
-		return err
-	}
-	return writeReport(cmd, out, rep, err)
+	return err
 }
 
 // writeReport writes the files, prints the table, warns about failed

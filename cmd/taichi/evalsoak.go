@@ -1,11 +1,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -65,30 +64,16 @@ func joinPolicies(c eval.SoakConfig) string {
 // steers them), soaks, tears down, and writes the files; SIGINT/SIGTERM
 // stop it and still write what was measured.
 func runSoak(cmd *cobra.Command, cfg eval.SoakConfig, out, logFile string, opts eval.BenchOptions) error {
-	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	opts.Progress = eval.NewProgress(os.Stdout, cfg.Cells())
-	if logFile != "" {
-		lf, err := os.Create(logFile)
+	var rep *eval.SoakReport
+	err := onBench(cmd, opts, logFile, func(ctx context.Context, b *eval.Bench) error {
+		sb, err := eval.NewSoakBench(b)
 		if err != nil {
 			return err
 		}
-		defer lf.Close()
-		opts.Log = lf
-	}
-	bench, err := eval.StartBench(ctx, opts)
-	if err != nil {
-		return err
-	}
-	var rep *eval.SoakReport
-	sb, err := eval.NewSoakBench(bench)
-	if err == nil {
 		rep, err = eval.RunSoak(ctx, sb, cfg)
-	}
-	opts.Progress.Done()
-	if cerr := bench.Close(); cerr != nil {
-		fmt.Fprintln(os.Stderr, "taichi: cleanup:", cerr)
-	}
+		return err
+	})
 	if rep == nil {
 		return err
 	}
