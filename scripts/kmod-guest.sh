@@ -14,6 +14,9 @@ fail() { echo "kmod-qemu: FAIL: $*"; ok=0; }
 say "kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) CPUs"
 kfunc=$(cat "$dir/kfunc_arg" 2>/dev/null)
 [ -n "$kfunc" ] && kfunc=$dir/$kfunc
+if [ "$(cat "$dir/preempt_count" 2>/dev/null)" = 0 ]; then
+  export QEMUTEST_NO_PREEMPT_COUNT=1
+fi
 if insmod "$dir/taichi.ko" test_hold=1; then
   if [ ! -c /dev/taichi ]; then
     mm=$(cat /sys/class/misc/taichi/dev)

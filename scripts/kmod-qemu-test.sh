@@ -91,7 +91,7 @@ grep -v '^Skipping BTF' "$work/build.log" || true
 kfunc_arg=
 if command -v pahole >/dev/null && command -v clang >/dev/null; then
   python3 scripts/kernel-btf.py "$kernel" "$work/vmlinux.btf" || die "no kernel BTF found inside $kernel"
-  LLVM_OBJCOPY=objcopy pahole -J --btf_gen_floats -j --lang_exclude=rust --btf_base "$work/vmlinux.btf" "$work/build/taichi.ko"
+  LLVM_OBJCOPY=${cross}objcopy pahole -J --btf_gen_floats -j --lang_exclude=rust --btf_base "$work/vmlinux.btf" "$work/build/taichi.ko"
   go run ./kmod/resolvebtfids -vmlinux "$work/vmlinux.btf" "$work/build/taichi.ko"
   clang -O2 -g -target bpf -I/usr/include/"$(uname -m)"-linux-gnu -c kmod/bpf/kick.bpf.c -o "$payload/kick.bpf.o"
   kfunc_arg=kick.bpf.o
@@ -100,6 +100,9 @@ else
 fi
 cp "$work/build/taichi.ko" "$payload/"
 echo "$kfunc_arg" >"$payload/kfunc_arg"
+# Whether spinlocks raise preempt_count on this kernel (qemutest's blocker
+# check depends on it): Debian's arm64 kernels are built without it.
+if grep -q '^CONFIG_PREEMPT_COUNT=y' "$kdir/.config"; then echo 1; else echo 0; fi >"$payload/preempt_count"
 cp scripts/kmod-guest.sh "$payload/guest.sh"
 
 CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath -o "$payload/qemutest" ./kmod/qemutest

@@ -806,9 +806,18 @@ noinline int taichi_kick_cpu(u32 cpu)
 
 __diag_pop();
 
+/* 6.9+ registers only sets flagged as kfuncs (BTF_SET8_KFUNCS, set by
+ * BTF_KFUNCS_START) and refuses the rest with -EINVAL; older kernels have
+ * only BTF_SET8_START. */
+#ifdef BTF_KFUNCS_START
+BTF_KFUNCS_START(taichi_kfunc_ids)
+BTF_ID_FLAGS(func, taichi_kick_cpu)
+BTF_KFUNCS_END(taichi_kfunc_ids)
+#else
 BTF_SET8_START(taichi_kfunc_ids)
 BTF_ID_FLAGS(func, taichi_kick_cpu)
 BTF_SET8_END(taichi_kfunc_ids)
+#endif
 
 static const struct btf_kfunc_id_set taichi_kfunc_set = {
 	.owner = THIS_MODULE,
