@@ -78,6 +78,18 @@ func genOptions(tb *testbed.Testbed, rate, count int, pattern string) trafficgen
 		Pattern: pattern, PinSender: true, SenderCPU: 0}
 }
 
+// allowedLoss is how many of sent packets a reflect test may lose: none on
+// the machines the tests are sized for. Under TCG (the kernel matrix's
+// guests, testenv.TCG) up to a tenth: a loaded host deschedules an emulated
+// vCPU for 100 ms and more (residence max 118 ms seen on arm64 6.1), longer
+// than a socket's buffer holds, at any rate the guest can offer.
+func allowedLoss(sent uint64) uint64 {
+	if testenv.TCG() {
+		return sent / 10
+	}
+	return 0
+}
+
 // reflectMaxLossThrottled is the share of TestReflect100k's packets the
 // busy-polling SCHED_FIFO loop may lose while RT throttling is on: the
 // kernel then stops it for up to 50 ms every second (sched_rt_runtime_us
@@ -194,7 +206,7 @@ func TestOnOffYieldsAndWakesWithoutLoss(t *testing.T) {
 	st := l.Stats()
 	t.Logf("report: %+v", rep)
 	t.Logf("loop: %+v", st)
-	if rep.Sent != uint64(rate) || rep.Lost != 0 || rep.Received != rep.Sent {
+	if rep.Sent != uint64(rate) || rep.Lost > allowedLoss(rep.Sent) || rep.Received+rep.Lost != rep.Sent {
 		t.Fatalf("sent %d received %d lost %d: packets lost across yield/wake", rep.Sent, rep.Received, rep.Lost)
 	}
 	if st.Yields == 0 || st.Wakes() == 0 {
@@ -334,7 +346,7 @@ func TestXDPReflects(t *testing.T) {
 			if st.RXStamp != want {
 				t.Fatalf("AF_XDP: stamp path %q, want %q", st.RXStamp, want)
 			}
-			if rep.Received != rep.Sent || rep.Sent != uint64(count) {
+			if rep.Received > rep.Sent || rep.Sent-rep.Received > allowedLoss(rep.Sent) || rep.Sent != uint64(count) {
 				t.Fatalf("AF_XDP (%s): sent %d received %d (a stripped stamp left in the frame is not reflected)", st.RXStamp, rep.Sent, rep.Received)
 			}
 			if st.WakesRX == 0 || st.Exposed.Count == 0 {
