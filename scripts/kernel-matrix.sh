@@ -135,6 +135,10 @@ tests_for() {
     CGO_ENABLED=0 GOOS=linux GOARCH=$arch go test -c -trimpath -ldflags=-s -o "$dir/$(basename "$pkg").test" "./$pkg"
   done
   CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath -ldflags=-s -o "$dir/kernelmatrix" ./scripts/kernelmatrix
+  # The module step's binaries, for every kernel of this arch.
+  mkdir -p "$dir/kmod"
+  CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath -o "$dir/kmod/qemutest" ./kmod/qemutest
+  CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath -ldflags=-s -o "$dir/kmod/taichi" ./cmd/taichi
 }
 
 # prepare ROW ARCH META: kernel, headers, module payload and initramfs for
@@ -157,7 +161,7 @@ prepare() {
   sed -i "s#^include /usr/src/#include $dir/root/usr/src/#" "$kdir/Makefile"
   cp "$dir/root/boot/config-$abi" "$dir/config"
   say "$row: $abi"
-  KMOD_ARCH=$arch KMOD_KERNEL=$image KMOD_KDIR=$kdir KMOD_STAGE_ONLY=1 \
+  KMOD_ARCH=$arch KMOD_PREBUILT=$out/tests-$arch/kmod KMOD_KERNEL=$image KMOD_KDIR=$kdir KMOD_STAGE_ONLY=1 \
     ./scripts/kmod-qemu-test.sh "$dir/kmod" >"$dir/kmod-build.log" 2>&1 ||
     { cat "$dir/kmod-build.log"; die "$row: module build failed"; }
 

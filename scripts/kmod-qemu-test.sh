@@ -16,6 +16,8 @@
 #                           (gcc-aarch64-linux-gnu) and the Go binaries
 #        KMOD_KERNEL, KMOD_KDIR  a kernel image and its headers directory
 #                           (both), instead of the installed kernel
+#        KMOD_PREBUILT      a directory with qemutest and taichi already built
+#                           for KMOD_ARCH (the matrix builds them once an arch)
 #        KMOD_STAGE_ONLY=1  build and stage WORKDIR/payload (module, binaries,
 #                           kmod-guest.sh as guest.sh) without booting: the
 #                           kernel matrix (scripts/kernel-matrix.sh) packs it
@@ -105,11 +107,15 @@ echo "$kfunc_arg" >"$payload/kfunc_arg"
 if grep -q '^CONFIG_PREEMPT_COUNT=y' "$kdir/.config"; then echo 1; else echo 0; fi >"$payload/preempt_count"
 cp scripts/kmod-guest.sh "$payload/guest.sh"
 
-CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath -o "$payload/qemutest" ./kmod/qemutest
-# The CLI (taichi kmod stats|blockers) is checked in the VM too.
-# (A broken cmd/taichi fails `make build` anyway; here it only skips that part.)
-CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath -ldflags=-s -o "$payload/taichi" ./cmd/taichi ||
-  echo "kmod-qemu-test: WARNING-CLI: cmd/taichi does not build, taichi kmod CLI check skipped"
+if [ -n "${KMOD_PREBUILT:-}" ]; then
+  cp "$KMOD_PREBUILT/qemutest" "$KMOD_PREBUILT/taichi" "$payload/"
+else
+  CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath -o "$payload/qemutest" ./kmod/qemutest
+  # The CLI (taichi kmod stats|blockers) is checked in the VM too.
+  # (A broken cmd/taichi fails `make build` anyway; here it only skips that part.)
+  CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath -ldflags=-s -o "$payload/taichi" ./cmd/taichi ||
+    echo "kmod-qemu-test: WARNING-CLI: cmd/taichi does not build, taichi kmod CLI check skipped"
+fi
 if [ "$stage_only" = 1 ]; then
   echo "kmod-qemu-test: staged $payload"
   exit 0
