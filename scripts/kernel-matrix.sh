@@ -71,13 +71,14 @@ fetch() {
 extract() {
   local dir=$1 spec
   shift
-  [ -f "$dir/.done" ] && return 0
+  # .done names what was extracted: a new kernel ABI in apt extracts anew.
+  [ "$(cat "$dir/.done" 2>/dev/null)" = "$*" ] && return 0
   rm -rf "$dir"
   mkdir -p "$dir"
   for spec in "$@"; do
     dpkg -x "$(fetch "${spec%%:*}" "${spec##*:}")" "$dir"
   done
-  touch "$dir/.done"
+  echo "$*" >"$dir/.done"
 }
 
 # userland_for ARCH: busybox, ip and its libraries in $out/userland-ARCH.

@@ -44,6 +44,15 @@
 #ifdef CONFIG_X86
 #include <asm/unwind.h>
 #endif
+#ifdef CONFIG_ARM64
+#include <asm/pointer_auth.h>
+/* 6.5 renamed the kernel pointer-auth strip (a macro in asm/compiler.h). */
+#ifdef ptrauth_strip_kernel_insn_pac
+#define tc_strip_pac(lr) ptrauth_strip_kernel_insn_pac(lr)
+#else
+#define tc_strip_pac(lr) ptrauth_strip_insn_pac(lr)
+#endif
+#endif
 
 #if IS_ENABLED(CONFIG_DEBUG_INFO_BTF_MODULES)
 #include <linux/bpf.h>
@@ -175,9 +184,9 @@ static void tc_process_exit(void *data, struct task_struct *p)
 
 /*
  * The registers of the context the IPI interrupted, and the return
- * addresses of up to TAICHI_CALLERS of its callers. arm64 sets irq_regs for
- * every interrupt, IPIs included; x86 sets them only for device IRQs and the
- * timer, not for call-function IPIs, so there the ORC unwinder finds the
+ * addresses of up to TAICHI_CALLERS of its callers (arm64: the link
+ * register only). arm64 sets irq_regs for every interrupt, IPIs included;
+ * x86 sets them only for device IRQs and the timer, not for call-function IPIs, so there the ORC unwinder finds the
  * entry frame the IPI pushed (the first full pt_regs above us) and goes on
  * into the interrupted stack for the callers.
  */
@@ -213,6 +222,15 @@ static struct pt_regs *tc_interrupted_regs(unsigned long *callers)
 	return regs;
 #elif defined(CONFIG_X86)
 	return NULL;	/* no reliable way: record nothing rather than a stale IP */
+#elif defined(CONFIG_ARM64)
+	struct pt_regs *regs = get_irq_regs();
+
+	/* The link register: the caller of a leaf function (a timer read in
+	 * a spin loop, where TCG interrupts it most of the time), or a call
+	 * site in the interrupted function itself; signed by pointer auth. */
+	if (regs && !user_mode(regs))
+		callers[0] = tc_strip_pac(regs->regs[30]);
+	return regs;
 #else
 	return get_irq_regs();
 #endif

@@ -747,8 +747,11 @@ func closeCleanup(d *kmod.Device) {
 	logf("close cleanup ok")
 }
 
+// blockerAttempts bounds produceBlocker's tries.
+const blockerAttempts = 100
+
 // produceBlocker kicks the DP core while a CP thread holds the test
-// spinlock there until a record names it (at most 30 tries).
+// spinlock there until a record names it (at most blockerAttempts tries).
 func produceBlocker(d *kmod.Device) *kmod.Blocker {
 	dp, err := startDP(d)
 	if err != nil {
@@ -778,7 +781,9 @@ func produceBlocker(d *kmod.Device) *kmod.Blocker {
 	}()
 	tid := <-cpTid
 
-	for attempt := 0; attempt < 30; attempt++ {
+	// Under TCG the kick's IPI often lands after the 8 ms hold ended (one
+	// host thread runs both vCPUs): a miss costs ~10 ms, so try often.
+	for attempt := 0; attempt < blockerAttempts; attempt++ {
 		dp.cmd <- 2 * time.Second
 		time.Sleep(time.Millisecond)
 		holdCmd <- struct{}{}
@@ -810,7 +815,7 @@ func produceBlocker(d *kmod.Device) *kmod.Blocker {
 	}
 	st, _ := d.Stats(dpCPU)
 	recs, _ := d.Blockers(dpCPU, false)
-	failf("no blocker record naming taichi_test_hold_spin for tid %d after 30 kicks (stats %+v, records %+v)", tid, st, recs)
+	failf("no blocker record naming taichi_test_hold_spin for tid %d after %d kicks (stats %+v, records %+v)", tid, blockerAttempts, st, recs)
 	return nil
 }
 
