@@ -4,8 +4,8 @@
 # the AF_XDP and AF_PACKET DP loops and the kernel module there
 # (scripts/kernel-matrix.sh, scripts/kernelmatrix). Writes
 # out/kernels/matrix.md (the README's kernel table) and matrix.json; kernels
-# and headers are cached in out/kernels/debs. About 7 minutes on the 2-core
-# development VM.
+# and headers are cached in out/kernels/debs. About 5 minutes on the 2-core
+# development VM (9 when other builds load it heavily).
 TEST_EXTRA += test-kernels
 
 .PHONY: test-kernels
