@@ -75,8 +75,10 @@ extract() {
   [ "$(cat "$dir/.done" 2>/dev/null)" = "$*" ] && return 0
   rm -rf "$dir"
   mkdir -p "$dir"
+  local deb
   for spec in "$@"; do
-    dpkg -x "$(fetch "${spec%%:*}" "${spec##*:}")" "$dir"
+    deb=$(fetch "${spec%%:*}" "${spec##*:}") || exit 1
+    dpkg -x "$deb" "$dir"
   done
   echo "$*" >"$dir/.done"
 }

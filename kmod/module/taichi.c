@@ -21,6 +21,7 @@
 #include <linux/fs.h>
 #include <linux/poll.h>
 #include <linux/uaccess.h>
+#include <linux/sched/task_stack.h>
 #include <linux/slab.h>
 #include <linux/mm.h>
 #include <linux/sched.h>
@@ -185,7 +186,7 @@ static void tc_process_exit(void *data, struct task_struct *p)
 /*
  * The registers of the context the IPI interrupted, and the return
  * addresses of up to TAICHI_CALLERS of its callers (arm64: the link
- * register only). arm64 sets irq_regs for every interrupt, IPIs included;
+ * register, then the frame-pointer chain). arm64 sets irq_regs for every interrupt, IPIs included;
  * x86 sets them only for device IRQs and the timer, not for call-function IPIs, so there the ORC unwinder finds the
  * entry frame the IPI pushed (the first full pt_regs above us) and goes on
  * into the interrupted stack for the callers.
@@ -224,12 +225,26 @@ static struct pt_regs *tc_interrupted_regs(unsigned long *callers)
 	return NULL;	/* no reliable way: record nothing rather than a stale IP */
 #elif defined(CONFIG_ARM64)
 	struct pt_regs *regs = get_irq_regs();
+	unsigned long stack = (unsigned long)task_stack_page(current);
+	unsigned long fp, frame[2];	/* a frame record: the caller's fp, lr */
+	int n = 0;
 
+	if (!regs || user_mode(regs))
+		return regs;
 	/* The link register: the caller of a leaf function (a timer read in
 	 * a spin loop, where TCG interrupts it most of the time), or a call
-	 * site in the interrupted function itself; signed by pointer auth. */
-	if (regs && !user_mode(regs))
-		callers[0] = tc_strip_pac(regs->regs[30]);
+	 * site in the interrupted function itself. Then the frame records
+	 * the x29 chain links on the interrupted task's stack, older frames
+	 * at higher addresses. Return addresses are signed by pointer auth. */
+	callers[n++] = tc_strip_pac(regs->regs[30]);
+	for (fp = regs->regs[29]; n < TAICHI_CALLERS; fp = frame[0]) {
+		if ((fp & 0xf) || fp < stack || fp + sizeof(frame) > stack + THREAD_SIZE ||
+		    copy_from_kernel_nofault(frame, (void *)fp, sizeof(frame)))
+			break;
+		callers[n++] = tc_strip_pac(frame[1]);
+		if (frame[0] <= fp)
+			break;
+	}
 	return regs;
 #else
 	return get_irq_regs();
