@@ -118,7 +118,7 @@ type Blocker struct {
 	Flags        uint32   `json:"flags"`
 	Comm         string   `json:"comm"`
 	Symbol       string   `json:"symbol"`  // e.g. "taichi_test_hold_spin+0x3c/0x60 [taichi]"
-	Callers      []string `json:"callers"` // innermost first (x86; empty on arm64 for now)
+	Callers      []string `json:"callers"` // innermost first (arm64: the link register, then the frame-pointer chain)
 }
 
 // Open opens DevicePath.

@@ -126,3 +126,13 @@ func NeedTool(t testing.TB, name, debianPackage string) string {
 	}
 	return path
 }
+
+// TCGEnv names the variable the kernel matrix's guests set
+// (TAICHI_TEST_TCG=1, scripts/kernel-matrix.sh): the test runs in a qemu
+// guest under full-system emulation (TCG), many times slower than the
+// machines the tests' packet rates are sized for.
+const TCGEnv = "TAICHI_TEST_TCG"
+
+// TCG reports whether TCGEnv is set to 1: tests that offer a packet rate
+// offer less there, and keep every assertion.
+func TCG() bool { return os.Getenv(TCGEnv) == "1" }

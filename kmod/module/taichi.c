@@ -21,6 +21,7 @@
 #include <linux/fs.h>
 #include <linux/poll.h>
 #include <linux/uaccess.h>
+#include <linux/sched/task_stack.h>
 #include <linux/slab.h>
 #include <linux/mm.h>
 #include <linux/sched.h>
@@ -43,6 +44,15 @@
 #include <asm/ptrace.h>
 #ifdef CONFIG_X86
 #include <asm/unwind.h>
+#endif
+#ifdef CONFIG_ARM64
+#include <asm/pointer_auth.h>
+/* 6.5 renamed the kernel pointer-auth strip (a macro in asm/compiler.h). */
+#ifdef ptrauth_strip_kernel_insn_pac
+#define tc_strip_pac(lr) ptrauth_strip_kernel_insn_pac(lr)
+#else
+#define tc_strip_pac(lr) ptrauth_strip_insn_pac(lr)
+#endif
 #endif
 
 #if IS_ENABLED(CONFIG_DEBUG_INFO_BTF_MODULES)
@@ -175,9 +185,9 @@ static void tc_process_exit(void *data, struct task_struct *p)
 
 /*
  * The registers of the context the IPI interrupted, and the return
- * addresses of up to TAICHI_CALLERS of its callers. arm64 sets irq_regs for
- * every interrupt, IPIs included; x86 sets them only for device IRQs and the
- * timer, not for call-function IPIs, so there the ORC unwinder finds the
+ * addresses of up to TAICHI_CALLERS of its callers (arm64: the link
+ * register, then the frame-pointer chain). arm64 sets irq_regs for every interrupt, IPIs included;
+ * x86 sets them only for device IRQs and the timer, not for call-function IPIs, so there the ORC unwinder finds the
  * entry frame the IPI pushed (the first full pt_regs above us) and goes on
  * into the interrupted stack for the callers.
  */
@@ -213,6 +223,29 @@ static struct pt_regs *tc_interrupted_regs(unsigned long *callers)
 	return regs;
 #elif defined(CONFIG_X86)
 	return NULL;	/* no reliable way: record nothing rather than a stale IP */
+#elif defined(CONFIG_ARM64)
+	struct pt_regs *regs = get_irq_regs();
+	unsigned long stack = (unsigned long)task_stack_page(current);
+	unsigned long fp, frame[2];	/* a frame record: the caller's fp, lr */
+	int n = 0;
+
+	if (!regs || user_mode(regs))
+		return regs;
+	/* The link register: the caller of a leaf function (a timer read in
+	 * a spin loop, where TCG interrupts it most of the time), or a call
+	 * site in the interrupted function itself. Then the frame records
+	 * the x29 chain links on the interrupted task's stack, older frames
+	 * at higher addresses. Return addresses are signed by pointer auth. */
+	callers[n++] = tc_strip_pac(regs->regs[30]);
+	for (fp = regs->regs[29]; n < TAICHI_CALLERS; fp = frame[0]) {
+		if ((fp & 0xf) || fp < stack || fp + sizeof(frame) > stack + THREAD_SIZE ||
+		    copy_from_kernel_nofault(frame, (void *)fp, sizeof(frame)))
+			break;
+		callers[n++] = tc_strip_pac(frame[1]);
+		if (frame[0] <= fp)
+			break;
+	}
+	return regs;
 #else
 	return get_irq_regs();
 #endif
@@ -806,9 +839,18 @@ noinline int taichi_kick_cpu(u32 cpu)
 
 __diag_pop();
 
+/* 6.9+ registers only sets flagged as kfuncs (BTF_SET8_KFUNCS, set by
+ * BTF_KFUNCS_START) and refuses the rest with -EINVAL; older kernels have
+ * only BTF_SET8_START. */
+#ifdef BTF_KFUNCS_START
+BTF_KFUNCS_START(taichi_kfunc_ids)
+BTF_ID_FLAGS(func, taichi_kick_cpu)
+BTF_KFUNCS_END(taichi_kfunc_ids)
+#else
 BTF_SET8_START(taichi_kfunc_ids)
 BTF_ID_FLAGS(func, taichi_kick_cpu)
 BTF_SET8_END(taichi_kfunc_ids)
+#endif
 
 static const struct btf_kfunc_id_set taichi_kfunc_set = {
 	.owner = THIS_MODULE,

@@ -35,7 +35,7 @@
 
 #define TAICHI_COMM_LEN		16
 #define TAICHI_SYM_LEN		96
-#define TAICHI_CALLERS		4	/* callers kept per blocker (x86; arm64: none yet) */
+#define TAICHI_CALLERS		4	/* callers kept per blocker */
 #define TAICHI_RING_LEN		64	/* blocker records kept per CPU */
 #define TAICHI_MAX_RECORDS	4096	/* records one BLOCKERS call may ask for */
 #define TAICHI_MAX_WAIT_NS	10000000000ull	/* 10 s: a DP wait is always bounded */
