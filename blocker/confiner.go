@@ -219,14 +219,17 @@ type Confiner struct {
 
 	notify func(Change)
 
-	mu       sync.Mutex
-	changes  []Change // made under mu, told to notify after it
-	active   bool
-	blockers map[int]*tracked
-	commands map[string]*Command
-	owner    map[int]string // confined tgid -> command it is confined under
-	keep     time.Duration  // span of blame kept (the longest window asked)
-	released []Release      // the last historyLen releases, oldest first
+	mu      sync.Mutex
+	changes []Change // made under mu, told to notify after it
+	active  bool
+	// groupMayHold: the confined group may hold processes (true until a
+	// tick reads it empty; set again by every confinement).
+	groupMayHold bool
+	blockers     map[int]*tracked
+	commands     map[string]*Command
+	owner        map[int]string // confined tgid -> command it is confined under
+	keep         time.Duration  // span of blame kept (the longest window asked)
+	released     []Release      // the last historyLen releases, oldest first
 }
 
 // NewConfiner returns an active Confiner after checking the policy (zero
@@ -236,7 +239,7 @@ func NewConfiner(p Policy, clock Clock, act Actuator, procs Processes) (*Confine
 	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("blocker: bad policy: %w", err)
 	}
-	return &Confiner{policy: p, clock: clock, act: act, procs: procs, active: true, keep: p.Window,
+	return &Confiner{policy: p, clock: clock, act: act, procs: procs, active: true, groupMayHold: true, keep: p.Window,
 		blockers: map[int]*tracked{}, commands: map[string]*Command{}, owner: map[int]string{}}, nil
 }
 
@@ -518,6 +521,7 @@ func (c *Confiner) confine(tgid int, cmd *Command) error {
 
 // own records tgid as confined under cmd's back-off.
 func (c *Confiner) own(tgid int, cmd *Command) {
+	c.groupMayHold = true
 	c.owner[tgid] = cmd.Comm
 	cmd.PIDs = append(cmd.PIDs, tgid)
 	c.changes = append(c.changes, Change{TGID: tgid, Comm: cmd.Comm, Confined: true, Until: cmd.Until})
@@ -576,7 +580,9 @@ func (c *Confiner) Tick() error {
 			errs = append(errs, c.confineSiblings(cmd))
 		}
 	}
-	errs = append(errs, c.adoptChildren())
+	if c.confining() || c.groupMayHold {
+		errs = append(errs, c.adoptChildren())
+	}
 	for tgid, b := range c.blockers {
 		b.prune(now, c.keep)
 		if b.ConfinedUntil.IsZero() && now.Sub(b.Last) > c.policy.MaxBackoff {
@@ -584,6 +590,23 @@ func (c *Confiner) Tick() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// confining reports whether anything is confined or a back-off runs. The
+// confined group is read on a tick only then, or while it may still hold
+// children of processes released since (groupMayHold): an idle confiner
+// costs no cgroup read every Recheck. A previous run's leftovers are
+// released by the pool when it starts.
+func (c *Confiner) confining() bool {
+	if len(c.owner) > 0 {
+		return true
+	}
+	for _, cmd := range c.commands {
+		if !cmd.Until.IsZero() {
+			return true
+		}
+	}
+	return false
 }
 
 // adoptChildren accounts for confined processes the Confiner did not move
@@ -601,6 +624,7 @@ func (c *Confiner) adoptChildren() error {
 			latest = cmd
 		}
 	}
+	c.groupMayHold = len(pids) > 0
 	var errs []error
 	for _, pid := range pids {
 		if _, ok := c.owner[pid]; ok {

@@ -18,6 +18,7 @@ import (
 	"github.com/taichi-sched/taichi/dataplane/host"
 	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"github.com/taichi-sched/taichi/probe"
+	"github.com/taichi-sched/taichi/scheduler"
 )
 
 // dpLoop is one configured DP loop the daemon drives through its segment.
@@ -34,6 +35,8 @@ type dpLoop struct {
 
 	// eventBeat: when this loop's event pump last ran (Daemon.stamp).
 	eventBeat atomic.Int64
+	// batch is the pump's buffer for one drained ring (its goroutine only).
+	batch []scheduler.Event
 
 	// Last load sample, for busy-fraction and residence deltas.
 	lastBusy, lastAt time.Duration

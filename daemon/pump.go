@@ -18,7 +18,7 @@ const (
 	// this often instead of waking for each (a wake costs tens of µs on a
 	// VM; the decisions they feed are accounting and trends, and the
 	// reclaim itself never waits for the daemon).
-	eventBatch = 2 * time.Millisecond
+	eventBatch = 10 * time.Millisecond
 	// loadPeriod: load, residence and harvested CP time are trends.
 	loadPeriod = 100 * time.Millisecond
 )
@@ -77,7 +77,7 @@ func (d *Daemon) pumpEvents(ctx context.Context, l *dpLoop) {
 // one batch and returns how many there were.
 func (d *Daemon) drainEvents(l *dpLoop) int {
 	cpu := l.cfg.CPU
-	var batch []scheduler.Event
+	batch := l.batch[:0]
 	if _, err := l.client.Events(func(ev dataplane.Event) {
 		at := d.mono.Time(ev.AtNs)
 		switch ev.Kind {
@@ -93,6 +93,7 @@ func (d *Daemon) drainEvents(l *dpLoop) int {
 		d.log.Warn("DP loop event", "loop", l.cfg.Name, "err", err)
 	}
 	d.sched.HandleBatch(batch)
+	l.batch = batch // HandleBatch is done with it: reused, not garbage
 	return len(batch)
 }
 

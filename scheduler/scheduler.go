@@ -179,7 +179,7 @@ func (s *Scheduler) handle(ev Event) {
 // events brought its next timer forward. Before Run starts, or after it
 // returned, the events are queued as Post does; it reports false if the
 // queue was full and they were dropped. Events without a time get the
-// clock's now.
+// clock's now. The caller may reuse evs once it returns.
 func (s *Scheduler) HandleBatch(evs []Event) bool {
 	if len(evs) == 0 {
 		return true
