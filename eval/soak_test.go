@@ -123,25 +123,6 @@ func TestLateCountCountsTheStraddlingBucket(t *testing.T) {
 	}
 }
 
-// Field 39 is counted after the command's last ')', whatever the command.
-func TestParseTaskStat(t *testing.T) {
-	fields := make([]string, 0, 50)
-	for i := 3; i <= 52; i++ {
-		fields = append(fields, fmt.Sprint(i))
-	}
-	fields[0], fields[39-3] = "S", "7"
-	line := "4242 (odd ) (name) " + strings.Join(fields, " ") + "\n"
-	st, err := parseTaskStat(line)
-	if err != nil || st.comm != "odd ) (name" || st.cpu != 7 || st.state != 'S' || st.cpuTime != 14+15 {
-		t.Errorf("got %+v %v; want \"odd ) (name\" sleeping, last on CPU 7, 29 ticks", st, err)
-	}
-	for _, bad := range []string{"4242 no command", "4242 (x) S 1 2", strings.Replace(line, " 14 ", " x ", 1)} {
-		if _, err := parseTaskStat(bad); err == nil || !strings.HasPrefix(err.Error(), "stat:") {
-			t.Errorf("%q: got %v", bad, err)
-		}
-	}
-}
-
 // A thread of this process pinned to CPU 0 is reported for CPU 0 (ran
 // there, allowed there), not when skipped, and not for a CPU its affinity
 // excludes.

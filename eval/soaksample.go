@@ -1,22 +1,17 @@
 package eval
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/taichi-sched/taichi/daemon"
 	"github.com/taichi-sched/taichi/dataplane"
 	"github.com/taichi-sched/taichi/internal/cpuset"
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 )
 
 // soakSample is what the soak's sampler reads at one instant: cumulative
@@ -227,107 +222,48 @@ func (s *soakSampler) finish() (windows []SoakWindow, first, last soakSample, dr
 	return s.win, s.first, s.last, s.dropped
 }
 
-// taskStat is what the thread check reads of /proc/self/task/<tid>/stat.
-type taskStat struct {
-	comm    string
-	state   byte   // field 3: R running, S sleeping, ...
-	cpuTime uint64 // fields 14+15: utime+stime in clock ticks
-	cpu     int    // field 39: the CPU it last ran on
-}
-
 // threadWatch finds threads of this process on DP cores. A thread's last
-// CPU (field 39) stays what it was while the thread sleeps, even after its
-// affinity moved it away: a thread counts as having run on a DP core only
-// when it is running now or used CPU time since the previous look.
+// CPU stays what it was while the thread sleeps, even after its affinity
+// moved it away: a thread counts as having run on a DP core only when it
+// ran (its run time grew) since the previous look.
 type threadWatch struct {
-	ticks map[int]uint64
+	ran map[int]time.Duration
 }
 
 // look names the threads that ran on one of cores since the previous look
 // ("comm/tid ran on CPU n") or whose affinity allows one ("comm/tid
-// allowed on [n] (affinity 0-1)"), skipping the tids in skip. Threads that end while
-// being read are left out.
+// allowed on [n] (affinity 0-1)"), skipping the tids in skip. Threads that
+// end while being read are left out.
 func (tw *threadWatch) look(cores []int, skip []int) []string {
-	ents, err := os.ReadDir("/proc/self/task")
+	pid := os.Getpid()
+	threads, err := linuxsched.Threads(pid)
 	if err != nil {
 		return []string{"unreadable: " + err.Error()}
 	}
 	var out []string
-	ticks := make(map[int]uint64, len(ents))
-	for _, e := range ents {
-		tid, err := strconv.Atoi(e.Name())
-		if err != nil || slices.Contains(skip, tid) {
+	ran := make(map[int]time.Duration, len(threads))
+	for _, t := range threads {
+		if slices.Contains(skip, t.TID) {
 			continue
 		}
-		raw, err := os.ReadFile(filepath.Join("/proc/self/task", e.Name(), "stat"))
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ESRCH) {
-			continue
-		}
-		st, perr := parseTaskStat(string(raw))
-		if err != nil || perr != nil {
-			out = append(out, fmt.Sprintf("tid %d: stat unreadable", tid))
-			continue
-		}
-		ticks[tid] = st.cpuTime
-		before, seen := tw.ticks[tid]
-		ran := st.state == 'R' || !seen || st.cpuTime != before
-		if ran && slices.Contains(cores, st.cpu) {
-			out = append(out, fmt.Sprintf("%s/%d ran on CPU %d", st.comm, tid, st.cpu))
-		}
-		var set unix.CPUSet
-		if unix.SchedGetaffinity(tid, &set) != nil {
+		runTime, err := linuxsched.RunTime(pid, t.TID)
+		if err != nil {
 			continue // ended meanwhile
 		}
-		var allowed, affinity []int
-		for c := range 64 * len(set) {
-			if set.IsSet(c) {
-				affinity = append(affinity, c)
-				if slices.Contains(cores, c) {
-					allowed = append(allowed, c)
-				}
+		ran[t.TID] = runTime
+		if before, seen := tw.ran[t.TID]; (!seen || runTime != before) && slices.Contains(cores, t.LastCPU) {
+			out = append(out, fmt.Sprintf("%s/%d ran on CPU %d", t.Comm, t.TID, t.LastCPU))
+		}
+		var allowed []int
+		for _, c := range t.Affinity {
+			if slices.Contains(cores, c) {
+				allowed = append(allowed, c)
 			}
 		}
 		if len(allowed) > 0 {
-			out = append(out, fmt.Sprintf("%s/%d allowed on %v (affinity %s)", st.comm, tid, allowed, cpuset.Format(affinity)))
+			out = append(out, fmt.Sprintf("%s/%d allowed on %v (affinity %s)", t.Comm, t.TID, allowed, cpuset.Format(t.Affinity)))
 		}
 	}
-	tw.ticks = ticks
+	tw.ran = ran
 	return out
-}
-
-// parseTaskStat reads a /proc/<pid>/task/<tid>/stat line. The command
-// sits in parentheses and may hold spaces and parentheses itself: fields
-// are counted after the last ')'.
-func parseTaskStat(line string) (taskStat, error) {
-	open, end := strings.IndexByte(line, '('), strings.LastIndexByte(line, ')')
-	if open < 0 || end < open {
-		return taskStat{}, fmt.Errorf("stat: no command in %q", line)
-	}
-	rest := strings.Fields(line[end+1:])
-	const first = 3 // rest[0] is field 3 (state)
-	field := func(n int) (uint64, error) {
-		if len(rest) <= n-first {
-			return 0, fmt.Errorf("stat: %d fields after the command, want at least %d", len(rest), n-first+1)
-		}
-		v, err := strconv.ParseUint(rest[n-first], 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("stat: field %d %q: %w", n, rest[n-first], err)
-		}
-		return v, nil
-	}
-	st := taskStat{comm: line[open+1 : end]}
-	cpu, err := field(39)
-	if err != nil {
-		return st, err
-	}
-	utime, err := field(14)
-	if err != nil {
-		return st, err
-	}
-	stime, err := field(15)
-	if err != nil {
-		return st, err
-	}
-	st.state, st.cpu, st.cpuTime = rest[0][0], int(cpu), utime+stime
-	return st, nil
 }
