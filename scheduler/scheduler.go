@@ -145,7 +145,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			case m.policy != nil:
 				s.e.setPolicy(m.policy, s.clock.Now())
 			case m.done == nil:
-				s.handle(m.ev)
+				s.handle(m.ev, s.clock.Now())
 			default:
 				// A barrier also fires timers that are due by the clock, so
 				// Sync after FakeClock.Advance sees their effects.
@@ -165,11 +165,11 @@ func (s *Scheduler) Run(ctx context.Context) error {
 }
 
 // handle hands ev to the engine and times the decision on a loop's yield
-// or wake. Called with s.mu held.
-func (s *Scheduler) handle(ev Event) {
+// or wake, taken at now. Called with s.mu held.
+func (s *Scheduler) handle(ev Event, now time.Time) {
 	s.e.handle(ev)
 	if ev.Kind == EvYield || ev.Kind == EvWake {
-		s.decision.add(max(s.clock.Now().Sub(ev.At), 0))
+		s.decision.add(max(now.Sub(ev.At), 0))
 	}
 }
 
@@ -200,8 +200,9 @@ func (s *Scheduler) HandleBatch(evs []Event) bool {
 		return ok
 	}
 	before, had := s.e.nextDeadline()
+	decided := s.clock.Now() // one batch, one decision time: a clock read per batch, not per event
 	for _, ev := range evs {
-		s.handle(ev)
+		s.handle(ev, decided)
 	}
 	after, has := s.e.nextDeadline()
 	s.mu.Unlock()

@@ -162,7 +162,7 @@ func WriteTable(w io.Writer, c ScaleConfig, points []Point) {
 
 // CostNote says what the cost columns measure.
 const CostNote = "Engine cost: real time in the engine's calls (scheduler.Stepper: the daemon's engine and policies), replayed on three twin engines in batches of " +
-	"4096 calls, each batch at its fastest replay, per event and per simulated second (% of a core). Not included: the daemon's way in (Scheduler.HandleBatch: a lock per batch, a clock read per yield or wake for the decision latency, two deadline scans per batch; or Post's queue), the pump and its I/O. " +
+	"4096 calls, each batch at its fastest replay, per event and per simulated second (% of a core). Not included: the daemon's way in (Scheduler.HandleBatch: a lock, a clock read for the decision latency and two deadline scans per batch; or Post's queue), the pump and its I/O. " +
 	"\"% of a core at rate\" scales ns/event to the requested rate when the policy turned the traffic into fewer events. " +
 	"SLO breaches: 100 ms intervals whose residence p99 was above the SLO, of those with packets. Other work on the machine only adds to the cost: compare the load average above."
 
