@@ -39,17 +39,7 @@ func BenchmarkEngineYieldWake(b *testing.B) {
 // BenchmarkSchedulerPost: posting events to a running Scheduler and having
 // them handled (channel hand-off to the Run goroutine included).
 func BenchmarkSchedulerPost(b *testing.B) {
-	p := DefaultParams()
-	s, err := New([]int{1}, nopActuator{}, p, WithLogger(quietLogger()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go s.Run(ctx)
-	for s.Sync(ctx) != nil {
-		time.Sleep(time.Millisecond)
-	}
+	s, ctx := runningForBench(b)
 	b.ReportAllocs()
 	for b.Loop() {
 		for !s.Yielded(1, time.Time{}) {
@@ -68,16 +58,7 @@ func BenchmarkSchedulerPost(b *testing.B) {
 func BenchmarkSchedulerHandleBatch(b *testing.B) {
 	for _, n := range []int{2, 16, 128} {
 		b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) {
-			s, err := New([]int{1}, nopActuator{}, DefaultParams(), WithLogger(quietLogger()))
-			if err != nil {
-				b.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			go s.Run(ctx)
-			for s.Sync(ctx) != nil {
-				time.Sleep(time.Millisecond)
-			}
+			s, _ := runningForBench(b)
 			at := time.Now()
 			batch := make([]Event, n)
 			b.ReportAllocs()
@@ -95,4 +76,20 @@ func BenchmarkSchedulerHandleBatch(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/event")
 		})
 	}
+}
+
+// runningForBench is a running Scheduler for DP core 1 with the default
+// parameters, stopped when b ends, and the context it runs under.
+func runningForBench(b *testing.B) (*Scheduler, context.Context) {
+	s, err := New([]int{1}, nopActuator{}, DefaultParams(), WithLogger(quietLogger()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b.Cleanup(cancel)
+	go s.Run(ctx)
+	for s.Sync(ctx) != nil {
+		time.Sleep(time.Millisecond)
+	}
+	return s, ctx
 }

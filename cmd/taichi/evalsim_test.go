@@ -4,23 +4,31 @@ import (
 	"bytes"
 	"errors"
 	"image/png"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
 )
 
 // runSim runs `taichi eval sim` with args and returns its output and error.
 func runSim(t *testing.T, args ...string) (string, string, error) {
 	t.Helper()
-	cmd := newEvalSimCmd()
 	var out, errOut bytes.Buffer
-	cmd.SetOut(&out)
-	cmd.SetErr(&errOut)
+	err := execute(newEvalSimCmd(), args, &out, &errOut)
+	return out.String(), errOut.String(), err
+}
+
+// execute runs cmd with args quietly (no usage, no error print), its
+// output to out and errOut.
+func execute(cmd *cobra.Command, args []string, out, errOut io.Writer) error {
+	cmd.SetOut(out)
+	cmd.SetErr(errOut)
 	cmd.SetArgs(args)
 	cmd.SilenceUsage, cmd.SilenceErrors = true, true
-	err := cmd.Execute()
-	return out.String(), errOut.String(), err
+	return cmd.Execute()
 }
 
 // TestEvalSimFlagErrors: a bad flag exits 2 with an error naming it.

@@ -27,12 +27,7 @@ func TestEvalSLOFlagRejectsBadValues(t *testing.T) {
 			{[]string{"--slo", "1ms,1000us"}, "listed twice"},
 			{[]string{"--slo", "100us", "--policies", "static,dynamic"}, "slo: sweeps the taichi policy"},
 		} {
-			cmd := newCmd()
-			cmd.SetArgs(c.args)
-			cmd.SetOut(io.Discard)
-			cmd.SetErr(io.Discard)
-			cmd.SilenceUsage, cmd.SilenceErrors = true, true
-			err := cmd.Execute()
+			err := execute(newCmd(), c.args, io.Discard, io.Discard)
 			var ee *exitError
 			if !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("%s %q: got %v, want exit 2 with %q", name, c.args, err, c.want)

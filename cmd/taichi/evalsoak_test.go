@@ -32,12 +32,7 @@ func TestEvalSoakFlagErrors(t *testing.T) {
 		{[]string{"--repeat", "0"}, "repeat: 0"},
 		{[]string{"--load", "1.5"}, "load: 1.5"},
 	} {
-		cmd := newEvalSoakCmd()
-		cmd.SetArgs(c.args)
-		cmd.SetOut(io.Discard)
-		cmd.SetErr(io.Discard)
-		cmd.SilenceUsage, cmd.SilenceErrors = true, true
-		err := cmd.Execute()
+		err := execute(newEvalSoakCmd(), c.args, io.Discard, io.Discard)
 		var ee *exitError
 		if !errors.As(err, &ee) || ee.code != 2 || !strings.HasPrefix(err.Error(), c.want) {
 			t.Errorf("%q: got %v, want exit 2 with %q", c.args, err, c.want)
