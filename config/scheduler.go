@@ -80,6 +80,9 @@ var InternalSchedulerParams = []string{
 	"ActuatorRetry",  // retry of a failed cpuset write
 	"ReleaseQuiet",   // the SLO rule's quiet period before a release
 	"BudgetHorizon",  // the span the SLO rule judges the p99 over
+	"RealtimeShare",  // the kernel's real-time throttling sets it
+	"RealtimeWindow", // the kernel's real-time period
+	"RealtimeHold",   // how long a core that ran real-time too long stays in DP
 }
 
 // SchedulerParams returns the engine parameters this configuration asks

@@ -11,7 +11,8 @@ type core struct {
 	actuated
 	counters
 	measured
-	pol CorePolicy // the current policy's state for this core
+	pol CorePolicy  // the current policy's state for this core
+	rt  realtimeRun // the loop's real-time running (realtime.go)
 
 	// due is the core's earliest pending timer (hasDue: one is pending),
 	// kept by refreshDue whenever the core's state may have changed, so

@@ -177,6 +177,8 @@ func (e *engine) freshStart() {
 		c.benched.reset()
 		c.benchFutile = false
 		c.verdict = VerdictUnknown
+		c.rt.forget()
+		c.rt.heldUntil = time.Time{}
 	}
 }
 
@@ -188,6 +190,7 @@ func (e *engine) reapply() {
 	}
 	for _, c := range e.cores {
 		e.apply(c, true)
+		e.trackRealtime(c)
 	}
 }
 
@@ -226,6 +229,9 @@ func (e *engine) deadline(c *core) (time.Time, bool) {
 	}
 	if c.state == Reclaiming {
 		consider(c.reclaimBy)
+	}
+	if t, ok := e.realtimeDeadline(c); ok {
+		consider(t)
 	}
 	if e.started && !c.retryAt.IsZero() && e.planFor(c).InCPUSet != c.inCPUSet {
 		consider(c.retryAt)
@@ -274,6 +280,7 @@ func (e *engine) fire(c *core) {
 		c.retryAt = time.Time{}
 	}
 	e.apply(c, false)
+	e.realtime(c)
 	e.refreshDue(c)
 }
 
@@ -290,6 +297,10 @@ func (e *engine) handle(ev Event) {
 		at = e.now
 	}
 	e.advance(at)
+	switch ev.Kind {
+	case EvIdle, EvBusy, EvYield, EvWake:
+		c.rt.seen = true
+	}
 	switch ev.Kind {
 	case EvIdle:
 		c.emptyPolls = ev.EmptyPolls
@@ -327,6 +338,7 @@ func (e *engine) handle(ev Event) {
 	}
 	if e.started {
 		e.apply(c, false)
+		e.realtime(c)
 	}
 	e.refreshDue(c)
 }
@@ -602,11 +614,15 @@ func (e *engine) loadSample(c *core, ev Event, at time.Time) {
 }
 
 // planFor is the policy's plan for c, except that a core whose probe
-// failed is never lent, whatever the policy.
+// failed, or whose loop ran real-time too long (realtime.go), is not lent,
+// whatever the policy.
 func (e *engine) planFor(c *core) Plan {
 	plan := c.pol.Plan()
-	if c.probeDown {
+	switch {
+	case c.probeDown:
 		plan = Plan{InCPUSet: false, YieldAfter: -1, Slice: plan.Slice, Hold: HoldProbe}
+	case !c.rt.heldUntil.IsZero():
+		plan = heldPlan(plan.Slice, HoldRealtime)
 	}
 	return plan
 }

@@ -15,7 +15,7 @@ type Collector struct {
 
 	lent, reclaims, timeouts, wakeLat, threshold, slice, guardTrips, benched,
 	flaps, state, harvested, invalid, actErrors, load, policy, dropped,
-	budget, slo, confines, releases, decision *prometheus.Desc
+	budget, slo, confines, releases, decision, realtimeHolds *prometheus.Desc
 }
 
 // Collectors returns the scheduler's Prometheus collectors.
@@ -52,6 +52,8 @@ func NewCollector(s *Scheduler) *Collector {
 		confines:   d("slo_confines_total", "CP processes confined by the SLO rule for the core's windows.", "cpu"),
 		releases:   d("slo_releases_total", "Confined commands released by the SLO rule after quiet windows."),
 		decision:   d("decision_latency_seconds", "Reaction time from a DP loop's yield or wake to the scheduler's decision on it."),
+		realtimeHolds: d("realtime_holds_total", "Times the DP core was held in DP because its loop ran real-time for most of a window "+
+			"(the kernel's real-time throttling would otherwise run CFS tasks there while packets wait).", "cpu"),
 	}
 }
 
@@ -59,7 +61,7 @@ func NewCollector(s *Scheduler) *Collector {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.lent, c.reclaims, c.timeouts, c.wakeLat, c.threshold, c.slice,
 		c.guardTrips, c.benched, c.flaps, c.state, c.harvested, c.invalid, c.actErrors, c.load, c.policy, c.dropped,
-		c.budget, c.slo, c.confines, c.releases, c.decision} {
+		c.budget, c.slo, c.confines, c.releases, c.decision, c.realtimeHolds} {
 		ch <- d
 	}
 }
@@ -99,6 +101,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.guardTrips, float64(cs.GuardTrips), cpu)
 		gauge(c.benched, boolf(cs.Benched), cpu)
 		counter(c.flaps, float64(cs.FlapsHeld), cpu)
+		counter(c.realtimeHolds, float64(cs.RealtimeHolds), cpu)
 		for st := range numStates {
 			gauge(c.state, boolf(cs.State == st), cpu, st.String())
 		}

@@ -77,6 +77,16 @@ type Params struct {
 	LowLoad    float64
 	LoadWindow time.Duration
 
+	// RealtimeShare: a DP loop runs SCHED_FIFO while its core is in the CP
+	// cpuset; once it has run (not blocked) for this share of RealtimeWindow
+	// there, the core is held in DP (out of the cpuset, the loop back to
+	// SCHED_OTHER) for RealtimeHold. Above about 0.95 of a second the
+	// kernel's real-time throttling or its fair server would run the CFS
+	// tasks queued on the core for up to 50 ms while packets wait.
+	RealtimeShare  float64
+	RealtimeWindow time.Duration
+	RealtimeHold   time.Duration
+
 	// ReclaimTimeout: a core asked to wake that has not reported running
 	// after this long is taken as running (its wake event was lost). Must
 	// exceed SliceMax and DynamicSlice: the loop's own bounded wait ends first.
@@ -111,6 +121,9 @@ func DefaultParams() Params {
 		HighLoad:         0.8,
 		LowLoad:          0.5,
 		LoadWindow:       time.Second,
+		RealtimeShare:    0.8,
+		RealtimeWindow:   time.Second,
+		RealtimeHold:     time.Second,
 		ReclaimTimeout:   20 * time.Millisecond,
 		ActuatorRetry:    time.Second,
 	}
@@ -175,6 +188,11 @@ func (p Params) Validate() error {
 		bad("LowLoad", "low_load", "must be in [0, high_load=%v), got %v", p.HighLoad, p.LowLoad)
 	}
 	positive("LoadWindow", "load_window", p.LoadWindow)
+	if !(p.RealtimeShare > 0 && p.RealtimeShare < 0.95) {
+		bad("RealtimeShare", "realtime_share", "must be a fraction in (0, 0.95): the kernel throttles real-time tasks near 0.95 of a second, got %v", p.RealtimeShare)
+	}
+	positive("RealtimeWindow", "realtime_window", p.RealtimeWindow)
+	positive("RealtimeHold", "realtime_hold", p.RealtimeHold)
 	positive("ReclaimTimeout", "reclaim_timeout", p.ReclaimTimeout)
 	if p.ReclaimTimeout > 0 && (p.ReclaimTimeout <= p.SliceMax || p.ReclaimTimeout <= p.DynamicSlice) {
 		bad("ReclaimTimeout", "reclaim_timeout", "must exceed slice_max (%v) and dynamic_slice (%v), got %v", p.SliceMax, p.DynamicSlice, p.ReclaimTimeout)

@@ -81,6 +81,12 @@ type CoreSnapshot struct {
 	FlapHeld      bool      `json:"flap_held"`
 	FlapHeldUntil time.Time `json:"flap_held_until"`
 
+	// RealtimeHolds: times the core was held in DP because its loop ran
+	// real-time for RealtimeShare of a window; RealtimeRun: how long it ran
+	// real-time over the last window.
+	RealtimeHolds uint64        `json:"realtime_holds"`
+	RealtimeRun   time.Duration `json:"realtime_run_ns"`
+
 	LoadHeld bool    `json:"load_held"`
 	Load     float64 `json:"load"` // mean busy fraction over the load window
 	Packets  int64   `json:"packets"`
@@ -157,6 +163,7 @@ func (e *engine) coreSnapshot(c *core, now time.Time) CoreSnapshot {
 		Budget: min(c.horizon.Budget(), budgetOver), WindowBudget: min(c.slo.Budget(), budgetOver), Verdict: c.verdict, Confines: c.confines, ConfineMisses: c.confineMisses,
 		BenchFutile: c.benchFutile, BenchSkips: c.benchSkips,
 		GuardTrips: c.reclaims[CauseGuard], FlapsHeld: c.flapsHeld,
+		RealtimeHolds: c.rt.holds, RealtimeRun: c.rt.used(now, e.p.RealtimeWindow),
 		Load: c.loadMean, Packets: c.packets,
 		Harvested: c.harvest, Transitions: c.transitions, InvalidTransitions: c.invalid, ActuatorErrors: c.actErrors,
 	}

@@ -188,16 +188,17 @@ type Hold int
 
 // Hold reasons.
 const (
-	HoldNone   Hold = iota
-	HoldPolicy      // the policy never lends (static)
-	HoldGuard       // benched by the SLO guard
-	HoldLoad        // sustained high DP load
-	HoldFlap        // too many lend cycles: kept in DP for a while (cpuset untouched)
-	HoldProbe       // the core's probe failed: held static
+	HoldNone     Hold = iota
+	HoldPolicy        // the policy never lends (static)
+	HoldGuard         // benched by the SLO guard
+	HoldLoad          // sustained high DP load
+	HoldFlap          // too many lend cycles: kept in DP for a while (cpuset untouched)
+	HoldProbe         // the core's probe failed: held static
+	HoldRealtime      // the DP loop ran real-time too long: kept in DP for a while
 	numHolds
 )
 
-var holdNames = [numHolds]string{"", "policy", "guard", "load", "flap", "probe"}
+var holdNames = [numHolds]string{"", "policy", "guard", "load", "flap", "probe", "realtime"}
 
 func (h Hold) String() string { return enumName(holdNames[:], h, "Hold") }
 
