@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/taichi-sched/taichi/daemon"
 	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"github.com/taichi-sched/taichi/trafficgen"
 )
@@ -15,7 +18,9 @@ import (
 // The daemon keeps every one of its threads on the CP cores while it lends
 // the DP core under traffic: sampled every 20 ms, no daemon thread that ran
 // since the last sample did so on a DP core (the kernel's "processor" of
-// each thread), and every thread's affinity holds CP cores only.
+// each thread), every thread's affinity holds CP cores only, and every
+// thread that is not real-time runs at daemon.DaemonNice (above the CP
+// work that shares those cores).
 func TestDaemonThreadsStayOnCPCores(t *testing.T) {
 	needRootCgroups(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -54,6 +59,9 @@ func TestDaemonThreadsStayOnCPCores(t *testing.T) {
 				if slices.Contains(dp, cpu) {
 					t.Fatalf("daemon thread %d may run on DP core %d (affinity %v)", th.TID, cpu, th.Affinity)
 				}
+			}
+			if th.Class.Policy == unix.SCHED_NORMAL && th.Class.Nice != daemon.DaemonNice {
+				t.Fatalf("daemon thread %d (%s) at nice %d, want %d", th.TID, th.Comm, th.Class.Nice, daemon.DaemonNice)
 			}
 			samples++
 		}
