@@ -77,8 +77,8 @@ func vmStartupFigure(r *Report) *figure {
 	pols := variantsOf(r)
 	for i, pol := range pols {
 		of := func(k cellKey) bool { return k.name() == pol }
-		p50 := seriesPoints(cells, of, density, func(run Run) float64 { return known(run.StartupMS, func(p Percentiles) float64 { return p.P50 }) })
-		p99 := seriesPoints(cells, of, density, func(run Run) float64 { return known(run.StartupMS, func(p Percentiles) float64 { return p.P99 }) })
+		p50 := seriesPoints(cells, of, density, startupMS(pickP50))
+		p99 := seriesPoints(cells, of, density, startupMS(pickP99))
 		sty := seriesStyle(pols, pol)
 		cp.add(p50, sty, dodgeSlot(2*i, 2*len(pols)))
 		cp.add(p99, sty.dashed(), dodgeSlot(2*i+1, 2*len(pols)))
@@ -310,14 +310,6 @@ func seriesPoints(cells []cell, match func(cellKey) bool, x func(cellKey) float6
 }
 
 func cellLoad(k cellKey) float64 { return k.Load }
-
-// known applies f to p, NaN when p holds no samples.
-func known(p *Percentiles, f func(Percentiles) float64) float64 {
-	if p == nil || p.N == 0 {
-		return math.NaN()
-	}
-	return f(*p)
-}
 
 // variantsOf lists the runs' policies as tables name them (taichi once
 // per SLO, see variantName) in first-seen order.
