@@ -135,24 +135,7 @@ func TestConfineKernelStorm(t *testing.T) {
 		testenv.Require(t, "needs CPU 1")
 	}
 	name := fmt.Sprintf("taichi-t%d-blocker", os.Getpid())
-	pool, err := vcpu.NewCgroup(vcpu.Options{Name: name, CPCores: []int{cpCore}, DPCores: []int{dpCore}})
-	if errors.Is(err, vcpu.ErrNotSupported) {
-		testenv.Require(t, "no usable cgroup layout: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := pool.Destroy(); err != nil {
-			t.Errorf("Destroy: %v", err)
-		}
-	})
-	if err := pool.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	if err := pool.Lend(dpCore); err != nil {
-		t.Fatal(err)
-	}
+	pool := startStormPool(t, name)
 	dp := startDPThread(t, dpCore, 200*time.Microsecond)
 	if err := tr.SetDPThreads([]int{dp.tid}); err != nil {
 		t.Fatal(err)
@@ -177,23 +160,92 @@ func TestConfineKernelStorm(t *testing.T) {
 	}
 	// The storm's confinement as the Confiner reports it: the end of its
 	// back-off.
-	var untilMu sync.Mutex
-	var stormUntil time.Time
-	c.OnChange(func(ch Change) {
-		if ch.TGID == s.pid && ch.Confined {
-			untilMu.Lock()
-			if stormUntil.IsZero() {
-				stormUntil = ch.Until
-			}
-			untilMu.Unlock()
-		}
-	})
+	stormUntil := watchFirstConfinement(c, s.pid)
 	if err := c.SetActive(false); err != nil { // first measure it unconfined
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
 	var stormBlames atomic.Int64 // in-kernel blames of the storm itself
 	blames := &blameCount{}      // in-kernel blames by process, per window
+	runConfinerLoop(t, tr, c, func(ev Event) {
+		blames.add(ev.TGID)
+		if ev.TGID == s.pid {
+			stormBlames.Add(1)
+		}
+	})
+
+	w := stormWindows{t: t, tr: tr, dp: dp, blames: blames}
+	open := w.measure([]int{s.pid, early}, time.Now().Add(10*time.Second))
+	// The tracer blames the storm in kernel: the bound only ends a hung
+	// test (a storm on the DP core is blamed hundreds of times a second).
+	waitFor(t, 20*time.Second, "the storm blamed in kernel 10 times while unconfined", func() bool { return stormBlames.Load() >= 10 })
+
+	activated := time.Now()
+	if err := c.SetActive(true); err != nil {
+		t.Fatal(err)
+	}
+	kid := waitStormConfined(t, s, early, vcpu.ConfinedName(name))
+	seenConfined := time.Now()
+
+	// The confinement as reported: it ends at until, a back-off after the
+	// moment it began, which lies between activating and seeing it.
+	until := stormUntil.get()
+	if until.IsZero() {
+		t.Fatalf("no confinement of the storm (pid %d) reported", s.pid)
+	}
+	confinedAt := until.Add(-policy.Backoff) // the first strike: Backoff
+	if confinedAt.Before(activated) || confinedAt.After(seenConfined) {
+		t.Fatalf("confinement reported at %v (until %v), outside [%v, %v] when it was activated and seen",
+			confinedAt.Format(time.StampMicro), until.Format(time.StampMicro), activated.Format(time.StampMicro), seenConfined.Format(time.StampMicro))
+	}
+	family := []int{s.pid, early, kid}
+	confined := w.measure(family, until)
+	measured := time.Now()
+	if !measured.Before(until) {
+		t.Fatalf("the back-off (until %v) ended before the confined measurement did (%v): setup too slow to judge confinement",
+			until.Format(time.StampMicro), measured.Format(time.StampMicro))
+	}
+
+	for _, b := range c.Blockers() {
+		if b.TGID == s.pid {
+			t.Logf("storm: %+v", b)
+		}
+	}
+	checkConfinedLower(t, open, confined)
+
+	// Released after its back-off, not before (re-confined later if it
+	// still blocks): the storm and both children, under one back-off.
+	waitReleasedAfter(t, act, map[int]string{s.pid: "storm", early: "earlier child", kid: "later child"}, until, policy)
+}
+
+// startStormPool starts a CP pool named name with the DP core lent to it.
+func startStormPool(t *testing.T, name string) vcpu.Pool {
+	t.Helper()
+	pool, err := vcpu.NewCgroup(vcpu.Options{Name: name, CPCores: []int{cpCore}, DPCores: []int{dpCore}})
+	if errors.Is(err, vcpu.ErrNotSupported) {
+		testenv.Require(t, "no usable cgroup layout: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := pool.Destroy(); err != nil {
+			t.Errorf("Destroy: %v", err)
+		}
+	})
+	if err := pool.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.Lend(dpCore); err != nil {
+		t.Fatal(err)
+	}
+	return pool
+}
+
+// runConfinerLoop feeds the tracer's events to c (inKernelBlame sees each
+// in-kernel blame first) and makes the SLO rule's moves every Recheck, as
+// the scheduler would, until the test ends.
+func runConfinerLoop(t *testing.T, tr *Tracer, c *Confiner, inKernelBlame func(Event)) {
+	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -207,10 +259,7 @@ func TestConfineKernelStorm(t *testing.T) {
 				continue
 			}
 			if ev.Kind == KindBlame && ev.InKernel() {
-				blames.add(ev.TGID)
-				if ev.TGID == s.pid {
-					stormBlames.Add(1)
-				}
+				inKernelBlame(ev)
 			}
 			if err := c.Observe(ev); err != nil {
 				t.Logf("observe: %v", err) // other processes on the machine may be refused
@@ -248,95 +297,60 @@ func TestConfineKernelStorm(t *testing.T) {
 		_ = tr.Close()
 		wg.Wait()
 	})
+}
 
-	const wakes = 4000 // ~0.8 s of 200 µs periods
-	// A window in which other processes (another test's storm on this
-	// machine) held the DP core in kernel paths for more than 1% of the
-	// wakes says nothing about the storm: it is measured again while there
-	// is time (until next would end past the deadline).
-	window := func(family []int, deadline time.Time) (own []time.Duration, traced Stats, others map[int]int) {
-		for try := 1; ; try++ {
-			blames.take()
-			start := time.Now()
-			own, traced = measure(t, tr, dp, wakes)
-			others = blames.take().except(family)
-			n := 0
-			for _, c := range others {
-				n += c
-			}
-			if n <= wakes/100 || time.Now().Add(2*time.Since(start)).After(deadline) {
-				return own, traced, others
-			}
-			t.Logf("window %d: other processes blamed in kernel %d times (%v): measuring again", try, n, others)
+const stormWakes = 4000 // ~0.8 s of 200 µs periods
+
+// stormWindows measures the DP thread over windows of stormWakes wakes.
+type stormWindows struct {
+	t      *testing.T
+	tr     *Tracer
+	dp     *dpThread
+	blames *blameCount
+}
+
+// stormWindow is one measured window: the DP thread's own wake lateness,
+// the tracer's wake-to-run times, and the in-kernel blames of processes
+// other than the storm's.
+type stormWindow struct {
+	own    []time.Duration
+	traced Stats
+	others map[int]int
+}
+
+// measure takes one window. A window in which other processes (another
+// test's storm on this machine) held the DP core in kernel paths for more
+// than 1% of the wakes says nothing about the storm: it is measured again
+// while there is time (until next would end past the deadline).
+func (w stormWindows) measure(family []int, deadline time.Time) stormWindow {
+	for try := 1; ; try++ {
+		w.blames.take()
+		start := time.Now()
+		own, traced := measure(w.t, w.tr, w.dp, stormWakes)
+		others := w.blames.take().except(family)
+		n := 0
+		for _, c := range others {
+			n += c
 		}
+		if n <= stormWakes/100 || time.Now().Add(2*time.Since(start)).After(deadline) {
+			return stormWindow{own: own, traced: traced, others: others}
+		}
+		w.t.Logf("window %d: other processes blamed in kernel %d times (%v): measuring again", try, n, others)
 	}
-	openOwn, openTraced, openOthers := window([]int{s.pid, early}, time.Now().Add(10*time.Second))
-	// The tracer blames the storm in kernel: the bound only ends a hung
-	// test (a storm on the DP core is blamed hundreds of times a second).
-	waitFor(t, 20*time.Second, "the storm blamed in kernel 10 times while unconfined", func() bool { return stormBlames.Load() >= 10 })
+}
 
-	activated := time.Now()
-	if err := c.SetActive(true); err != nil {
-		t.Fatal(err)
-	}
-	var pl placement
-	waitFor(t, 20*time.Second, "the storm confined", func() bool {
-		pl, err = where(s.pid, vcpu.ConfinedName(name))
-		return err == nil && pl.confined
-	})
-	seenConfined := time.Now()
-	if !slices.Equal(pl.allowed, []int{cpCore}) {
-		t.Fatalf("confined storm allowed on %v, want [%d]", pl.allowed, cpCore)
-	}
-	// The child that existed before: confined with its parent (a sibling of
-	// the same command, at the confinement or the next Tick).
-	var epl placement
-	waitFor(t, 5*time.Second, "the storm's earlier child confined", func() bool {
-		epl, err = where(early, vcpu.ConfinedName(name))
-		return err == nil && epl.confined
-	})
-	if !slices.Equal(epl.allowed, []int{cpCore}) {
-		t.Fatalf("confined storm's earlier child %d allowed on %v, want [%d]", early, epl.allowed, cpCore)
-	}
-	kid := s.fork(t)
-	if kpl, err := where(kid, vcpu.ConfinedName(name)); err != nil || !kpl.confined || !slices.Equal(kpl.allowed, []int{cpCore}) {
-		t.Fatalf("child %d of the confined storm: %+v, %v; want confined to [%d]", kid, kpl, err, cpCore)
-	}
-
-	// The confinement as reported: it ends at until, a back-off after the
-	// moment it began, which lies between activating and seeing it.
-	untilMu.Lock()
-	until := stormUntil
-	untilMu.Unlock()
-	if until.IsZero() {
-		t.Fatalf("no confinement of the storm (pid %d) reported", s.pid)
-	}
-	confinedAt := until.Add(-policy.Backoff) // the first strike: Backoff
-	if confinedAt.Before(activated) || confinedAt.After(seenConfined) {
-		t.Fatalf("confinement reported at %v (until %v), outside [%v, %v] when it was activated and seen",
-			confinedAt.Format(time.StampMicro), until.Format(time.StampMicro), activated.Format(time.StampMicro), seenConfined.Format(time.StampMicro))
-	}
-	family := []int{s.pid, early, kid}
-	confinedOwn, confinedTraced, confinedOthers := window(family, until)
-	measured := time.Now()
-	if !measured.Before(until) {
-		t.Fatalf("the back-off (until %v) ended before the confined measurement did (%v): setup too slow to judge confinement",
-			until.Format(time.StampMicro), measured.Format(time.StampMicro))
-	}
-
-	openP99, confinedP99 := percentile(openOwn, 0.99), percentile(confinedOwn, 0.99)
+// checkConfinedLower logs both windows and wants the DP thread's wake
+// lateness p99 lower while the storm was confined.
+func checkConfinedLower(t *testing.T, open, confined stormWindow) {
+	t.Helper()
+	openP99, confinedP99 := percentile(open.own, 0.99), percentile(confined.own, 0.99)
 	t.Logf("measured: DP thread wake lateness p99 (own clock): unconfined %v, confined %v, ratio %.3f (%d / %d wakes)",
-		openP99, confinedP99, float64(confinedP99)/float64(openP99), len(openOwn), len(confinedOwn))
+		openP99, confinedP99, float64(confinedP99)/float64(openP99), len(open.own), len(confined.own))
 	t.Logf("tracer wake→run p99 (log2 bucket bound): unconfined <%v, confined <%v; p50 <%v / <%v",
-		openTraced.Quantile(0.99), confinedTraced.Quantile(0.99), openTraced.Quantile(0.5), confinedTraced.Quantile(0.5))
-	t.Logf("in-kernel blames of other processes, by pid: %v unconfined, %v confined", openOthers, confinedOthers)
-	for _, b := range c.Blockers() {
-		if b.TGID == s.pid {
-			t.Logf("storm: %+v", b)
-		}
-	}
-	if len(openOwn) < wakes || len(confinedOwn) < wakes {
-		t.Fatalf("DP thread woke %d / %d times in 30 s, want %d each", len(openOwn), len(confinedOwn), wakes)
+		open.traced.Quantile(0.99), confined.traced.Quantile(0.99), open.traced.Quantile(0.5), confined.traced.Quantile(0.5))
+	t.Logf("in-kernel blames of other processes, by pid: %v unconfined, %v confined", open.others, confined.others)
+	if len(open.own) < stormWakes || len(confined.own) < stormWakes {
+		t.Fatalf("DP thread woke %d / %d times in 30 s, want %d each", len(open.own), len(confined.own), stormWakes)
 	}
 	// Measured under stress-ng --cpu 2 with -race, 20 runs: confined /
 	// unconfined p99 min 0.032, median 0.039, p95 0.055, max 0.715
@@ -344,12 +358,73 @@ func TestConfineKernelStorm(t *testing.T) {
 	if confinedP99 >= openP99 {
 		t.Errorf("DP thread wake lateness p99 %v while the storm was confined, not lower than %v before "+
 			"(in-kernel blames of other processes on the DP core, by pid: %v while unconfined, %v while confined)",
-			confinedP99, openP99, openOthers, confinedOthers)
+			confinedP99, openP99, open.others, confined.others)
 	}
+}
 
-	// Released after its back-off, not before (re-confined later if it
-	// still blocks): the storm and both children, under one back-off.
-	want := map[int]string{s.pid: "storm", early: "earlier child", kid: "later child"}
+// firstConfinement is the end of the first back-off the Confiner reported
+// for one process.
+type firstConfinement struct {
+	mu    sync.Mutex
+	until time.Time
+}
+
+func watchFirstConfinement(c *Confiner, pid int) *firstConfinement {
+	f := &firstConfinement{}
+	c.OnChange(func(ch Change) {
+		if ch.TGID == pid && ch.Confined {
+			f.mu.Lock()
+			if f.until.IsZero() {
+				f.until = ch.Until
+			}
+			f.mu.Unlock()
+		}
+	})
+	return f
+}
+
+func (f *firstConfinement) get() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.until
+}
+
+// waitStormConfined waits for the storm and its earlier child to be
+// confined to the CP core, then forks a child of the confined storm, which
+// must start confined, and returns it.
+func waitStormConfined(t *testing.T, s *storm, early int, group string) (kid int) {
+	t.Helper()
+	var pl placement
+	var err error
+	waitFor(t, 20*time.Second, "the storm confined", func() bool {
+		pl, err = where(s.pid, group)
+		return err == nil && pl.confined
+	})
+	if !slices.Equal(pl.allowed, []int{cpCore}) {
+		t.Fatalf("confined storm allowed on %v, want [%d]", pl.allowed, cpCore)
+	}
+	// The child that existed before: confined with its parent (a sibling of
+	// the same command, at the confinement or the next Tick).
+	var epl placement
+	waitFor(t, 5*time.Second, "the storm's earlier child confined", func() bool {
+		epl, err = where(early, group)
+		return err == nil && epl.confined
+	})
+	if !slices.Equal(epl.allowed, []int{cpCore}) {
+		t.Fatalf("confined storm's earlier child %d allowed on %v, want [%d]", early, epl.allowed, cpCore)
+	}
+	kid = s.fork(t)
+	if kpl, err := where(kid, group); err != nil || !kpl.confined || !slices.Equal(kpl.allowed, []int{cpCore}) {
+		t.Fatalf("child %d of the confined storm: %+v, %v; want confined to [%d]", kid, kpl, err, cpCore)
+	}
+	return kid
+}
+
+// waitReleasedAfter waits for every process in want to be released, each
+// no earlier than until and back in the pool on the DP core, within
+// MaxBackoff+10s.
+func waitReleasedAfter(t *testing.T, act *watchedPool, want map[int]string, until time.Time, policy Policy) {
+	t.Helper()
 	deadline := time.After(policy.MaxBackoff + 10*time.Second)
 	for len(want) > 0 {
 		select {

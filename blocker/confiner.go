@@ -7,8 +7,6 @@ import (
 	"sort"
 	"sync"
 	"time"
-
-	"github.com/taichi-sched/taichi/internal/fielderr"
 )
 
 // Clock is where the Confiner takes time from (scheduler.RealClock and
@@ -34,95 +32,8 @@ type Processes interface {
 	ByCommand(comm string) ([]int, error)
 }
 
-// Policy configures a Confiner.
-type Policy struct {
-	// MinBlames is the floor under the SLO rule: a process is a candidate
-	// for ConfineWorst only with at least this many in-kernel blames on the
-	// core within the window asked.
-	MinBlames int
-	// Window is the least span of blame kept per process (ConfineWorst may
-	// ask for a longer one, which is then kept).
-	Window time.Duration
-	// Backoff is the first confinement of a command; each repeat doubles
-	// it, up to MaxBackoff. A command that stayed clear for MaxBackoff
-	// after its release starts again at Backoff. A command is released
-	// (ReleaseOne) only after its back-off.
-	Backoff, MaxBackoff time.Duration
-	// Recheck is how often Tick should run: same-command processes that
-	// appeared meanwhile, and forgetting.
-	Recheck time.Duration
-	// MaxTracked bounds the table of blamed processes (oldest dropped).
-	MaxTracked int
-}
-
-// Defaults for zero Policy fields.
-const (
-	DefaultMinBlames  = 1
-	DefaultWindow     = time.Second
-	DefaultBackoff    = 10 * time.Second
-	DefaultMaxBackoff = 5 * time.Minute
-	DefaultRecheck    = 100 * time.Millisecond
-	DefaultMaxTracked = 256
-)
-
-// maxWindowBlames bounds the blames kept per process (oldest dropped).
-const maxWindowBlames = 4096
-
 // historyLen is how many releases Released keeps.
 const historyLen = 32
-
-func (p Policy) withDefaults() Policy {
-	if p.MinBlames == 0 {
-		p.MinBlames = DefaultMinBlames
-	}
-	if p.Window == 0 {
-		p.Window = DefaultWindow
-	}
-	if p.Backoff == 0 {
-		p.Backoff = DefaultBackoff
-	}
-	if p.MaxBackoff == 0 {
-		p.MaxBackoff = max(DefaultMaxBackoff, p.Backoff)
-	}
-	if p.Recheck == 0 {
-		p.Recheck = DefaultRecheck
-	}
-	if p.MaxTracked == 0 {
-		p.MaxTracked = DefaultMaxTracked
-	}
-	return p
-}
-
-// MaxMinBlames bounds Policy.MinBlames.
-const MaxMinBlames = 1 << 20
-
-// Validate names every bad field, each a *fielderr.Error keyed as in the
-// configuration (scheduler.blockers.KEY), so the config reports them.
-func (p Policy) Validate() error {
-	var errs []error
-	bad := func(key, format string, args ...any) { errs = append(errs, fielderr.New(key, format, args...)) }
-	if p.MinBlames < 1 || p.MinBlames > MaxMinBlames {
-		bad("min_blames", "%d, want 1..%d", p.MinBlames, MaxMinBlames)
-	}
-	for _, d := range []struct {
-		key string
-		v   time.Duration
-	}{{"window", p.Window}, {"backoff", p.Backoff}, {"max_backoff", p.MaxBackoff}, {"recheck", p.Recheck}} {
-		if d.v <= 0 {
-			bad(d.key, "%v, want a positive duration", d.v)
-		}
-	}
-	if p.MaxBackoff < p.Backoff {
-		bad("max_backoff", "%v is shorter than backoff %v", p.MaxBackoff, p.Backoff)
-	}
-	if p.Recheck > p.Backoff && p.Backoff > 0 {
-		bad("recheck", "%v exceeds backoff %v: new processes of a confined command would be found late", p.Recheck, p.Backoff)
-	}
-	if p.MaxTracked < 1 {
-		bad("max_tracked", "%d, want at least 1", p.MaxTracked)
-	}
-	return errors.Join(errs...)
-}
 
 // Blocker is what the Confiner knows about one blamed process.
 type Blocker struct {
@@ -191,21 +102,6 @@ type Change struct {
 	Comm     string
 	Confined bool      // true: confined; false: released
 	Until    time.Time // end of the back-off (Confined only)
-}
-
-// windowBlame is one in-kernel blame kept for ConfineWorst.
-type windowBlame struct {
-	at    time.Time
-	cpu   int
-	delay time.Duration
-}
-
-type tracked struct {
-	Blocker
-	recent []windowBlame // in-kernel blames within the kept window, oldest first
-	// refusedUntil: the actuator refused it (outside the pool, real-time
-	// threads); not tried again before then.
-	refusedUntil time.Time
 }
 
 // Confiner turns blame into confinement. It is pure policy: all time comes
@@ -323,242 +219,11 @@ func (c *Confiner) Observe(ev Event) error {
 	return nil
 }
 
-func (c *Confiner) onBlame(ev Event, now time.Time) error {
-	b := c.blockers[ev.TGID]
-	if b == nil {
-		c.evict()
-		b = &tracked{Blocker: Blocker{TGID: ev.TGID, First: now}}
-		c.blockers[ev.TGID] = b
-	}
-	b.Comm = ev.Comm
-	if ev.CgroupID != 0 {
-		b.CgroupID = ev.CgroupID
-	}
-	b.Kernel = b.Kernel || ev.KernelThread()
-	b.Count++
-	b.Worst = max(b.Worst, ev.Delay)
-	b.Total += ev.Delay
-	b.Last = now
-	if !ev.InKernel() {
-		return nil
-	}
-	b.InKernel++
-	if b.Kernel {
-		return nil // reported, never moved
-	}
-	b.recent = append(b.recent, windowBlame{at: now, cpu: ev.CPU, delay: ev.Delay})
-	b.prune(now, c.keep)
-	return nil
-}
-
-// prune drops blames older than keep, and the oldest beyond the bound.
-func (b *tracked) prune(now time.Time, keep time.Duration) {
-	cut := 0
-	for cut < len(b.recent) && now.Sub(b.recent[cut].at) > keep {
-		cut++
-	}
-	cut = max(cut, len(b.recent)-maxWindowBlames)
-	if cut > 0 {
-		b.recent = slices.Delete(b.recent, 0, cut)
-	}
-}
-
-// blamedOn sums b's in-kernel blames on cpu within window, with the
-// longest of them.
-func (b *tracked) blamedOn(now time.Time, cpu int, window time.Duration) (total, worst time.Duration, n int) {
-	for _, r := range b.recent {
-		if r.cpu == cpu && now.Sub(r.at) <= window {
-			total += r.delay
-			worst = max(worst, r.delay)
-			n++
-		}
-	}
-	return total, worst, n
-}
-
-// ConfineWorst is the SLO rule's move: it confines the process whose
-// in-kernel paths delayed cpu's DP threads most within window, and its
-// command's other processes, under a back-off. A candidate has at least
-// MinBlames blames there, one of them minDelay or longer (a shorter delay
-// cannot have put a packet above the mark the rule defends); kernel
-// threads, confined and refused processes are none. budget (the core's
-// share of the SLO) is kept as the reason. It reports whether a process
-// was confined; a refused candidate is skipped for the next one.
-func (c *Confiner) ConfineWorst(cpu int, window, minDelay time.Duration, budget float64) (Reason, bool, error) {
-	c.mu.Lock()
-	defer c.unlock()
-	now := c.clock.Now()
-	c.keep = max(c.keep, window)
-	if !c.active {
-		return Reason{}, false, nil
-	}
-	var errs []error
-	for {
-		var worst *tracked
-		var why Reason
-		for _, b := range c.blockers {
-			if b.Kernel || !b.ConfinedUntil.IsZero() || now.Before(b.refusedUntil) {
-				continue
-			}
-			total, longest, n := b.blamedOn(now, cpu, window)
-			if n < c.policy.MinBlames || total <= 0 || longest < minDelay {
-				continue
-			}
-			if worst == nil || total > why.Blamed || (total == why.Blamed && b.TGID < worst.TGID) {
-				worst = b
-				why = Reason{At: now, CPU: cpu, TGID: b.TGID, Comm: b.Comm, Blamed: total, Blames: n, Window: window, Budget: budget}
-			}
-		}
-		if worst == nil {
-			return Reason{}, false, errors.Join(errs...)
-		}
-		// Move it first: a process the pool refuses must not start a
-		// back-off for its command (nothing of it could be confined).
-		ok, err := c.act.Confine(worst.TGID)
-		if err != nil {
-			worst.Error = err.Error()
-			worst.refusedUntil = now.Add(c.policy.MaxBackoff)
-			errs = append(errs, fmt.Errorf("blocker: confine pid %d (%s): %w", worst.TGID, worst.Comm, err))
-			continue
-		}
-		worst.recent = nil
-		cmd := c.learn(worst.Comm, worst.CgroupID, now)
-		cmd.Why = why
-		if ok {
-			c.own(worst.TGID, cmd)
-		} else {
-			delete(c.blockers, worst.TGID) // it vanished; its command is still learned
-		}
-		errs = append(errs, c.confineSiblings(cmd))
-		return why, true, errors.Join(errs...)
-	}
-}
-
-// ReleaseOne releases the confined command whose back-off ended first, if
-// any has: the SLO rule's move once the packets' budget is quiet.
-func (c *Confiner) ReleaseOne() (Release, bool, error) {
-	c.mu.Lock()
-	defer c.unlock()
-	now := c.clock.Now()
-	var due *Command
-	for _, cmd := range c.commands {
-		if cmd.Until.IsZero() || now.Before(cmd.Until) {
-			continue
-		}
-		if due == nil || cmd.Until.Before(due.Until) || (cmd.Until.Equal(due.Until) && cmd.Comm < due.Comm) {
-			due = cmd
-		}
-	}
-	if due == nil {
-		return Release{}, false, nil
-	}
-	rel := Release{Comm: due.Comm, At: now, Confined: now.Sub(due.Until.Add(-due.Backoff)), Why: due.Why}
-	err := c.releaseCommand(due.Comm)
-	due.Released = now
-	c.released = append(c.released, rel)
-	if len(c.released) > historyLen {
-		c.released = slices.Delete(c.released, 0, len(c.released)-historyLen)
-	}
-	return rel, true, err
-}
-
 // Released returns the last releases, oldest first.
 func (c *Confiner) Released() []Release {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.released)
-}
-
-// learn starts (or extends) a back-off for comm: doubling on repeat.
-func (c *Confiner) learn(comm string, cgroup uint64, now time.Time) *Command {
-	cmd := c.commands[comm]
-	if cmd == nil {
-		cmd = &Command{Comm: comm}
-		c.commands[comm] = cmd
-	}
-	if cgroup != 0 && !slices.Contains(cmd.CgroupIDs, cgroup) {
-		cmd.CgroupIDs = append(cmd.CgroupIDs, cgroup)
-	}
-	if !cmd.Until.IsZero() {
-		return cmd // already under back-off: this process joins it
-	}
-	if !cmd.Released.IsZero() && now.Sub(cmd.Released) > c.policy.MaxBackoff {
-		cmd.Strikes = 0 // clear long enough: start over
-	}
-	cmd.Backoff = c.policy.Backoff
-	for i := 0; i < cmd.Strikes && cmd.Backoff < c.policy.MaxBackoff; i++ {
-		cmd.Backoff *= 2
-	}
-	cmd.Backoff = min(cmd.Backoff, c.policy.MaxBackoff)
-	cmd.Strikes++
-	cmd.Until = now.Add(cmd.Backoff)
-	return cmd
-}
-
-// confine moves tgid under cmd's back-off. A vanished process is dropped.
-func (c *Confiner) confine(tgid int, cmd *Command) error {
-	if _, ok := c.owner[tgid]; ok || cmd.refused[tgid] {
-		return nil
-	}
-	ok, err := c.act.Confine(tgid)
-	if err != nil {
-		if b := c.blockers[tgid]; b != nil {
-			b.Error = err.Error()
-		}
-		if cmd.refused == nil {
-			cmd.refused = map[int]bool{}
-		}
-		cmd.refused[tgid] = true
-		return fmt.Errorf("blocker: confine pid %d (%s): %w", tgid, cmd.Comm, err)
-	}
-	if !ok {
-		delete(c.blockers, tgid) // vanished
-		return nil
-	}
-	c.own(tgid, cmd)
-	return nil
-}
-
-// own records tgid as confined under cmd's back-off.
-func (c *Confiner) own(tgid int, cmd *Command) {
-	c.groupMayHold = true
-	c.owner[tgid] = cmd.Comm
-	cmd.PIDs = append(cmd.PIDs, tgid)
-	c.changes = append(c.changes, Change{TGID: tgid, Comm: cmd.Comm, Confined: true, Until: cmd.Until})
-	if b := c.blockers[tgid]; b != nil {
-		b.ConfinedUntil = cmd.Until
-		b.Error = ""
-	}
-}
-
-// confineSiblings confines the live processes that run cmd's command.
-func (c *Confiner) confineSiblings(cmd *Command) error {
-	if c.procs == nil {
-		return nil
-	}
-	pids, err := c.procs.ByCommand(cmd.Comm)
-	if err != nil {
-		return fmt.Errorf("blocker: find processes running %q: %w", cmd.Comm, err)
-	}
-	var errs []error
-	for _, pid := range pids {
-		if b := c.blockers[pid]; b != nil && b.Kernel {
-			continue
-		}
-		errs = append(errs, c.confine(pid, cmd))
-	}
-	return errors.Join(errs...)
-}
-
-func (c *Confiner) onExec(ev Event, now time.Time) error {
-	cmd := c.commands[ev.Comm]
-	if !c.active || cmd == nil || cmd.Until.IsZero() {
-		return nil
-	}
-	if ev.CgroupID != 0 && len(cmd.CgroupIDs) > 0 && !slices.Contains(cmd.CgroupIDs, ev.CgroupID) {
-		return nil // same name, another kind of process
-	}
-	return c.confine(ev.TGID, cmd)
 }
 
 // Tick runs the periodic work (every Policy.Recheck): processes that now
@@ -609,63 +274,6 @@ func (c *Confiner) confining() bool {
 	return false
 }
 
-// adoptChildren accounts for confined processes the Confiner did not move
-// itself: children forked by confined processes start confined. Each joins
-// the back-off that ends last (its parent's, or a longer one), so it is
-// released with it; with no back-off running it is released now.
-func (c *Confiner) adoptChildren() error {
-	pids, err := c.act.Confined()
-	if err != nil {
-		return fmt.Errorf("blocker: list confined processes: %w", err)
-	}
-	var latest *Command
-	for _, cmd := range c.commands {
-		if !cmd.Until.IsZero() && (latest == nil || cmd.Until.After(latest.Until)) {
-			latest = cmd
-		}
-	}
-	c.groupMayHold = len(pids) > 0
-	var errs []error
-	for _, pid := range pids {
-		if _, ok := c.owner[pid]; ok {
-			continue
-		}
-		if latest == nil || !c.active {
-			if err := c.act.Release(pid); err != nil {
-				errs = append(errs, fmt.Errorf("blocker: release pid %d: %w", pid, err))
-			}
-			continue
-		}
-		c.owner[pid] = latest.Comm
-		latest.PIDs = append(latest.PIDs, pid)
-	}
-	return errors.Join(errs...)
-}
-
-// releaseCommand releases every process confined under comm and ends its
-// back-off (keeping the strikes).
-func (c *Confiner) releaseCommand(comm string) error {
-	cmd := c.commands[comm]
-	var errs []error
-	for _, pid := range cmd.PIDs {
-		if err := c.act.Release(pid); err != nil {
-			errs = append(errs, fmt.Errorf("blocker: release pid %d (%s): %w", pid, comm, err))
-			if b := c.blockers[pid]; b != nil {
-				b.Error = err.Error()
-			}
-		}
-		delete(c.owner, pid)
-		c.changes = append(c.changes, Change{TGID: pid, Comm: comm})
-		if b := c.blockers[pid]; b != nil {
-			b.ConfinedUntil = time.Time{}
-		}
-	}
-	cmd.PIDs = nil
-	cmd.refused = nil
-	cmd.Until = time.Time{}
-	return errors.Join(errs...)
-}
-
 func (c *Confiner) sortedCommands() []string {
 	names := make([]string, 0, len(c.commands))
 	for n := range c.commands {
@@ -673,27 +281,6 @@ func (c *Confiner) sortedCommands() []string {
 	}
 	sort.Strings(names)
 	return names
-}
-
-// evict drops the least recently blamed unconfined process when the table
-// is full.
-func (c *Confiner) evict() {
-	if len(c.blockers) < c.policy.MaxTracked {
-		return
-	}
-	victim := 0
-	var oldest time.Time
-	for tgid, b := range c.blockers {
-		if !b.ConfinedUntil.IsZero() {
-			continue
-		}
-		if victim == 0 || b.Last.Before(oldest) {
-			victim, oldest = tgid, b.Last
-		}
-	}
-	if victim != 0 {
-		delete(c.blockers, victim)
-	}
 }
 
 // Blockers returns the blamed processes, most total delay first.

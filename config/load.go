@@ -149,55 +149,18 @@ var (
 	sizeType         = reflect.TypeOf(Size(0))
 )
 
+// decodeValue sets dst from raw, failing at path with what was wanted: the
+// config's own types by their syntax, the rest by kind.
 func (d *decoder) decodeValue(path string, raw any, dst reflect.Value, fromViper bool) {
 	switch dst.Type() {
 	case autoDurationType:
-		s, ok := raw.(string)
-		if !ok {
-			d.fail(path, "want auto or a duration such as 500us, got %v", raw)
-			return
-		}
-		if strings.TrimSpace(s) == "auto" {
-			dst.SetInt(0)
-			return
-		}
-		dur, err := time.ParseDuration(strings.TrimSpace(s))
-		if err != nil || dur <= 0 {
-			d.fail(path, "want auto or a positive duration (e.g. 500us, 2ms), got %q", s)
-			return
-		}
-		dst.SetInt(int64(dur))
+		d.decodeAutoDuration(path, raw, dst)
 		return
 	case durationType:
-		s, ok := raw.(string)
-		if !ok {
-			d.fail(path, "want a duration such as 50us, 5ms or 1s, got %v", raw)
-			return
-		}
-		dur, err := time.ParseDuration(strings.TrimSpace(s))
-		if err != nil {
-			d.fail(path, "invalid duration %q (want e.g. 50us, 5ms, 1s)", s)
-			return
-		}
-		dst.SetInt(int64(dur))
+		d.decodeDuration(path, raw, dst)
 		return
 	case sizeType:
-		var s string
-		switch x := raw.(type) {
-		case string:
-			s = x
-		case int, int64, uint64:
-			s = fmt.Sprint(x)
-		default:
-			d.fail(path, "want a size such as 64KiB, got %v", raw)
-			return
-		}
-		n, err := ParseSize(s)
-		if err != nil {
-			d.fail(path, "%v", err)
-			return
-		}
-		dst.SetInt(int64(n))
+		d.decodeSize(path, raw, dst)
 		return
 	}
 	switch dst.Kind() {
@@ -225,19 +188,7 @@ func (d *decoder) decodeValue(path string, raw any, dst reflect.Value, fromViper
 		}
 		dst.SetFloat(f)
 	case reflect.Bool:
-		switch x := raw.(type) {
-		case bool:
-			dst.SetBool(x)
-		case string:
-			b, err := strconv.ParseBool(x)
-			if err != nil {
-				d.fail(path, "want true or false, got %q", x)
-				return
-			}
-			dst.SetBool(b)
-		default:
-			d.fail(path, "want true or false, got %v", raw)
-		}
+		d.decodeBool(path, raw, dst)
 	case reflect.Struct:
 		m, ok := raw.(map[string]any)
 		if !ok {
@@ -246,26 +197,102 @@ func (d *decoder) decodeValue(path string, raw any, dst reflect.Value, fromViper
 		}
 		d.decodeStruct(path, m, dst, fromViper)
 	case reflect.Slice:
-		items, ok := raw.([]any)
-		if !ok {
-			if s, isStr := raw.(string); isStr && dst.Type().Elem().Kind() != reflect.Struct {
-				// From the environment: "a,b" or "a b".
-				for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
-					items = append(items, f)
-				}
-			} else {
-				d.fail(path, "want a list, got %T", raw)
-				return
-			}
-		}
-		out := reflect.MakeSlice(dst.Type(), len(items), len(items))
-		for i, it := range items {
-			d.decodeValue(fmt.Sprintf("%s[%d]", path, i), it, out.Index(i), false)
-		}
-		dst.Set(out)
+		d.decodeSlice(path, raw, dst)
 	default:
 		d.fail(path, "unsupported type %s", dst.Type())
 	}
+}
+
+// decodeAutoDuration takes "auto" (0) or a positive duration.
+func (d *decoder) decodeAutoDuration(path string, raw any, dst reflect.Value) {
+	s, ok := raw.(string)
+	if !ok {
+		d.fail(path, "want auto or a duration such as 500us, got %v", raw)
+		return
+	}
+	if strings.TrimSpace(s) == "auto" {
+		dst.SetInt(0)
+		return
+	}
+	dur, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil || dur <= 0 {
+		d.fail(path, "want auto or a positive duration (e.g. 500us, 2ms), got %q", s)
+		return
+	}
+	dst.SetInt(int64(dur))
+}
+
+func (d *decoder) decodeDuration(path string, raw any, dst reflect.Value) {
+	s, ok := raw.(string)
+	if !ok {
+		d.fail(path, "want a duration such as 50us, 5ms or 1s, got %v", raw)
+		return
+	}
+	dur, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil {
+		d.fail(path, "invalid duration %q (want e.g. 50us, 5ms, 1s)", s)
+		return
+	}
+	dst.SetInt(int64(dur))
+}
+
+// decodeSize takes "64KiB" or a bare number of bytes.
+func (d *decoder) decodeSize(path string, raw any, dst reflect.Value) {
+	var s string
+	switch x := raw.(type) {
+	case string:
+		s = x
+	case int, int64, uint64:
+		s = fmt.Sprint(x)
+	default:
+		d.fail(path, "want a size such as 64KiB, got %v", raw)
+		return
+	}
+	n, err := ParseSize(s)
+	if err != nil {
+		d.fail(path, "%v", err)
+		return
+	}
+	dst.SetInt(int64(n))
+}
+
+// decodeBool takes a YAML bool or, from the environment, its spelling.
+func (d *decoder) decodeBool(path string, raw any, dst reflect.Value) {
+	switch x := raw.(type) {
+	case bool:
+		dst.SetBool(x)
+	case string:
+		b, err := strconv.ParseBool(x)
+		if err != nil {
+			d.fail(path, "want true or false, got %q", x)
+			return
+		}
+		dst.SetBool(b)
+	default:
+		d.fail(path, "want true or false, got %v", raw)
+	}
+}
+
+// decodeSlice takes a YAML list or, for lists of scalars from the
+// environment, "a,b" or "a b".
+func (d *decoder) decodeSlice(path string, raw any, dst reflect.Value) {
+	items, ok := raw.([]any)
+	if !ok {
+		if s, isStr := raw.(string); isStr && dst.Type().Elem().Kind() != reflect.Struct {
+			// From the environment: "a,b" or "a b".
+			for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
+				items = append(items, f)
+			}
+		} else {
+			d.fail(path, "want a list, got %T", raw)
+			return
+		}
+	}
+	out := reflect.MakeSlice(dst.Type(), len(items), len(items))
+	for i, it := range items {
+		d.decodeValue(fmt.Sprintf("%s[%d]", path, i), it, out.Index(i), false)
+	}
+	dst.Set(out)
 }
 
 func toInt(raw any) (int64, bool) {

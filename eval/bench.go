@@ -95,15 +95,7 @@ func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("eval: needs root (network namespaces, cgroups, SCHED_FIFO)")
 	}
-	if o.Prefix == "" {
-		o.Prefix = fmt.Sprintf("te%d", os.Getpid())
-	}
-	if o.Policy == "" {
-		o.Policy = scheduler.PolicyStatic
-	}
-	if o.DP == "" {
-		o.DP = DPLoop
-	}
+	o = o.withDefaults()
 	if err := CheckDP(o.DP); err != nil {
 		return nil, err
 	}
@@ -139,6 +131,37 @@ func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := b.startDaemon(ctx, cfg, o); err != nil {
+		return nil, err
+	}
+	b.Env = b.newEnv(cfg, o, helper)
+	if err := b.steerSoftirq(ctx, cfg, o.Softirq); err != nil {
+		return nil, err
+	}
+	b.Env.Traffic, b.Env.CapacityPPS, err = newTraffic(ctx, b.Testbed, b.ovs != nil, cfg.CPCPUs[0])
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// withDefaults fills the options a bench cannot run without.
+func (o BenchOptions) withDefaults() BenchOptions {
+	if o.Prefix == "" {
+		o.Prefix = fmt.Sprintf("te%d", os.Getpid())
+	}
+	if o.Policy == "" {
+		o.Policy = scheduler.PolicyStatic
+	}
+	if o.DP == "" {
+		o.DP = DPLoop
+	}
+	return o
+}
+
+// startDaemon starts the daemon on cfg, in this process, with its CPU
+// metered.
+func (b *Bench) startDaemon(ctx context.Context, cfg *config.Config, o BenchOptions) (err error) {
 	logw := o.Log
 	if logw == nil {
 		logw = io.Discard
@@ -163,7 +186,7 @@ func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
 		}
 	})
 	if err != nil {
-		return nil, fmt.Errorf("daemon: %w", err)
+		return fmt.Errorf("daemon: %w", err)
 	}
 	b.Daemon = d
 	// The daemon pinned this process to the CP cores, and the Go runtime
@@ -174,13 +197,20 @@ func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
 	if n := runtime.NumCPU() + 4; runtime.GOMAXPROCS(0) < n {
 		runtime.GOMAXPROCS(n)
 	}
-	ds := &DaemonSystem{D: d, CPU: b.cpu}
+	return nil
+}
+
+// newEnv is what the experiments run against: the daemon's system (OVS's
+// when it is the data plane), the testbed's namespaces, and the facts a
+// report records about the setup.
+func (b *Bench) newEnv(cfg *config.Config, o BenchOptions, helper []string) *Env {
+	ds := &DaemonSystem{D: b.Daemon, CPU: b.cpu}
 	var sys System = ds
 	pingDst := b.Testbed.DPIP
 	if b.ovs != nil {
 		sys, pingDst = &ovsSystem{DaemonSystem: ds, inst: b.ovs}, b.Testbed.SinkIP
 	}
-	b.Env = &Env{
+	env := &Env{
 		System:   sys,
 		DP:       o.DP,
 		GenNS:    b.Testbed.GenNS,
@@ -192,43 +222,42 @@ func StartBench(ctx context.Context, o BenchOptions) (_ *Bench, err error) {
 		Settle:   500 * time.Millisecond,
 		Facts:    map[string]any{"cp_class": cfg.VCPU.Class, "cp_weight": cfg.VCPU.Weight, "dp": o.DP},
 	}
-	b.Env.Facts["daemon_cpu"] = DaemonCPUSource
+	env.Facts["daemon_cpu"] = DaemonCPUSource
 	if b.cpuErr != nil {
-		b.Env.Facts["daemon_cpu"] = "unknown: " + b.cpuErr.Error()
+		env.Facts["daemon_cpu"] = "unknown: " + b.cpuErr.Error()
 	}
 	if b.ovs != nil {
-		b.Env.Facts["ovs"] = ovsVersion()
-		b.Env.Facts["ovs_pmd_maxsleep_peer_us"] = OVSPeerMaxSleep.Microseconds()
-		b.Env.Facts["ovs_pmd_maxsleep_lending_us"] = OVSLendingMaxSleep.Microseconds()
-		b.Env.Facts["ovs_idle_after_ms"] = OVSIdleAfter
+		env.Facts["ovs"] = ovsVersion()
+		env.Facts["ovs_pmd_maxsleep_peer_us"] = OVSPeerMaxSleep.Microseconds()
+		env.Facts["ovs_pmd_maxsleep_lending_us"] = OVSLendingMaxSleep.Microseconds()
+		env.Facts["ovs_idle_after_ms"] = OVSIdleAfter
 	}
 	// The guard's bound and the wake cost it came from: the probe's lead
 	// is read against that cost (how much of a wake the probe hides).
-	slo := d.Status().SLO
-	b.Env.Facts["slo_us"] = float64(slo.Value) / 1e3
-	b.Env.Facts["slo_source"] = slo.Source
+	slo := b.Daemon.Status().SLO
+	env.Facts["slo_us"] = float64(slo.Value) / 1e3
+	env.Facts["slo_source"] = slo.Source
 	if slo.WakeP50 > 0 {
-		b.Env.Facts["wake_cost_p50_us"] = float64(slo.WakeP50) / 1e3
-		b.Env.Facts["wake_cost_p99_us"] = float64(slo.WakeP99) / 1e3
+		env.Facts["wake_cost_p50_us"] = float64(slo.WakeP50) / 1e3
+		env.Facts["wake_cost_p99_us"] = float64(slo.WakeP99) / 1e3
 	}
-	b.Env.Facts["generator_sender"] = fmt.Sprintf("SCHED_OTHER pinned to CPU %d", cfg.CPCPUs[0])
-	switch o.Softirq {
+	env.Facts["generator_sender"] = fmt.Sprintf("SCHED_OTHER pinned to CPU %d", cfg.CPCPUs[0])
+	return env
+}
+
+// steerSoftirq puts the testbed's receive softirq on the DP core or leaves
+// it on the CP core with the sender, and records which in the facts.
+func (b *Bench) steerSoftirq(ctx context.Context, cfg *config.Config, softirq string) error {
+	switch softirq {
 	case SoftirqDP:
-		err = b.Testbed.SteerRX(ctx, cfg.DPCPUs[0])
+		err := b.Testbed.SteerRX(ctx, cfg.DPCPUs[0])
 		b.Env.Facts["softirq"] = fmt.Sprintf("dp (CPU %d)", cfg.DPCPUs[0])
+		return err
 	case "", SoftirqCP:
 		b.Env.Facts["softirq"] = fmt.Sprintf("cp (CPU %d, with the sender)", cfg.CPCPUs[0])
-	default:
-		err = fmt.Errorf("softirq: %q, want %s or %s", o.Softirq, SoftirqDP, SoftirqCP)
+		return nil
 	}
-	if err != nil {
-		return nil, err
-	}
-	b.Env.Traffic, b.Env.CapacityPPS, err = newTraffic(ctx, b.Testbed, b.ovs != nil, cfg.CPCPUs[0])
-	if err != nil {
-		return nil, err
-	}
-	return b, nil
+	return fmt.Errorf("softirq: %q, want %s or %s", softirq, SoftirqDP, SoftirqCP)
 }
 
 // Close stops the daemon, removes its CP cgroup, and tears the testbed down.

@@ -3,7 +3,6 @@ package eval
 import (
 	"fmt"
 	"io"
-	"math"
 	"slices"
 	"strings"
 	"time"
@@ -118,22 +117,6 @@ func frontiersOf(r *Report) []frontier {
 		}
 	}
 	return out
-}
-
-// rttP99 is the generator's round-trip p99 (NaN without replies).
-func rttP99(run Run) float64 {
-	if run.DP.LatUS.N == 0 {
-		return math.NaN()
-	}
-	return run.DP.LatUS.P99
-}
-
-// harvestedCP is the CP CPU time run on DP cores (NaN where unknown).
-func harvestedCP(run Run) float64 {
-	if run.HarvestedCPS == nil {
-		return math.NaN()
-	}
-	return *run.HarvestedCPS
 }
 
 func startupP50(run Run) float64 {

@@ -459,22 +459,6 @@ func writePingTable(w io.Writer, r *Report) {
 			return f(*r.Ping)
 		}
 	}
-	res := func(f func(Percentiles) float64) func(Run) float64 {
-		return func(r Run) float64 {
-			if r.DP.ResidenceUS.N == 0 {
-				return math.NaN()
-			}
-			return f(r.DP.ResidenceUS)
-		}
-	}
-	cyclictest := func(f func(Percentiles) float64) func(Run) float64 {
-		return func(r Run) float64 {
-			if r.CyclictestUS == nil || r.CyclictestUS.N == 0 {
-				return math.NaN()
-			}
-			return f(*r.CyclictestUS)
-		}
-	}
 	maxUS := pingFig(func(p PingStats) float64 { return p.MaxUS })
 	cells := cellsOf(r)
 	var ref *cell
@@ -512,18 +496,18 @@ func writePingTable(w io.Writer, r *Report) {
 			setup += " (" + c.key.CPLoad + ")"
 		}
 		fmt.Fprintf(w, "| %s | %d | %d/%d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |%s\n",
-			setup, len(c.runs), got, sent, pct(aggregate(c.runs, func(r Run) float64 { return r.DP.Loss }).Median),
+			setup, len(c.runs), got, sent, lossCell(c.runs),
 			aggregate(c.runs, pingFig(func(p PingStats) float64 { return p.MinUS })),
 			aggregate(c.runs, pingAvg), aggregate(c.runs, maxUS),
 			aggregate(c.runs, pingFig(func(p PingStats) float64 { return p.MdevUS })),
 			aggregate(c.runs, rttP99),
 			ratioTo(c, pingAvg), ratioTo(c, rttP99), ratioTo(c, maxUS), paperRatios(paperCounterpart(c.key.Policy)),
-			aggregate(c.runs, res(func(p Percentiles) float64 { return p.P50 })),
-			aggregate(c.runs, res(func(p Percentiles) float64 { return p.P99 })),
-			aggregate(c.runs, res(func(p Percentiles) float64 { return p.Max })),
-			aggregate(c.runs, cyclictest(func(p Percentiles) float64 { return p.P99 })),
-			aggregate(c.runs, cyclictest(func(p Percentiles) float64 { return p.Max })),
-			aggregate(c.runs, func(r Run) float64 { return r.LentS }),
+			aggregate(c.runs, residenceUS(pickP50)),
+			aggregate(c.runs, residenceUS(pickP99)),
+			aggregate(c.runs, residenceUS(pickMax)),
+			aggregate(c.runs, cyclictestUS(pickP99)),
+			aggregate(c.runs, cyclictestUS(pickMax)),
+			aggregate(c.runs, runLentS),
 			aggregate(c.runs, harvestedCP), daemonCells(c.runs))
 	}
 	fmt.Fprintln(w, "\nThe paper's ping table (its hardware; compare the ratios, not the µs):")

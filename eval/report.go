@@ -290,7 +290,23 @@ func WriteFiles(dir string, r *Report) ([]string, error) {
 // generator's round trip is secondary.
 func WriteMarkdown(w io.Writer, r *Report) {
 	fmt.Fprintf(w, "## %s\n\n", r.Experiment)
-	m := r.Machine
+	writeMachine(w, r.Machine)
+	switch r.Experiment {
+	case ExperimentVMStartup:
+		writeVMStartupTable(w, r)
+	case ExperimentPing:
+		writePingTable(w, r)
+	default:
+		writeDataplaneTable(w, r)
+	}
+	fmt.Fprintf(w, "\n%s\n", daemonCPUNote)
+	writeFrontier(w, r)
+	writeTail(w, runErrors(r), r.Checks, r.Valid, r.Notes)
+}
+
+// writeMachine says what the numbers were measured on, and what of the
+// machine bends them (RT throttling, where RX stamps are taken).
+func writeMachine(w io.Writer, m Machine) {
 	pre := m.Preempt
 	if pre == "" {
 		pre = "unknown"
@@ -312,100 +328,75 @@ func WriteMarkdown(w io.Writer, r *Report) {
 		fmt.Fprint(w, " RX stamps are taken when a packet is queued on the sending CPU (net.core.netdev_tstamp_prequeue=1): residence includes that CPU's softirq wait.")
 	}
 	fmt.Fprint(w, "\n\n")
-	med := func(runs []Run, f func(Run) float64) string { return aggregate(runs, f).String() }
-	medNum := func(runs []Run, f func(Run) float64) string {
-		a := aggregate(runs, f)
-		if a.N == 0 {
-			return "n/a"
+}
+
+// writeVMStartupTable renders the vm-startup experiment: CP startup times
+// and the speedup over static per density, beside the DP's residence.
+func writeVMStartupTable(w io.Writer, r *Report) {
+	fmt.Fprintln(w, "| policy | VMs | repeats | ok/failed | startup p50 ms | startup p99 ms | speedup vs static | bound | DP residence p50 µs | residence p99 µs | residence max µs | RTT p99 µs | loss | lent s | harvested CP s |"+daemonColumns)
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, c := range cellsOf(r) {
+		ok, failed := 0, 0
+		for _, run := range c.runs {
+			ok, failed = ok+run.VMsOK, failed+run.VMsFailed
 		}
-		return num(a.Median)
-	}
-	res := func(f func(Percentiles) float64) func(Run) float64 {
-		return func(r Run) float64 {
-			if r.DP.ResidenceUS.N == 0 {
+		speed := aggregate(c.runs, func(r Run) float64 {
+			if r.SpeedupVsStatic == 0 {
 				return math.NaN()
 			}
-			return f(r.DP.ResidenceUS)
-		}
+			return r.SpeedupVsStatic
+		})
+		fmt.Fprintf(w, "| %s | %d | %d | %d/%d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |%s\n",
+			c.key.name(), c.key.VMs, len(c.runs), ok, failed,
+			medianCell(c.runs, startupMS(pickP50)),
+			medianNum(c.runs, startupMS(pickP99)),
+			ratio(speed.Median), ratio(aggregate(c.runs, func(r Run) float64 { return r.CapacityBound }).Median),
+			medianNum(c.runs, residenceUS(pickP50)),
+			medianCell(c.runs, residenceUS(pickP99)),
+			medianNum(c.runs, residenceUS(pickMax)),
+			medianNum(c.runs, rttP99), lossCell(c.runs),
+			medianNum(c.runs, runLentS), medianCell(c.runs, harvestedCP), daemonCells(c.runs))
 	}
-	switch r.Experiment {
-	case ExperimentVMStartup:
-		fmt.Fprintln(w, "| policy | VMs | repeats | ok/failed | startup p50 ms | startup p99 ms | speedup vs static | bound | DP residence p50 µs | residence p99 µs | residence max µs | RTT p99 µs | loss | lent s | harvested CP s |"+daemonColumns)
-		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-		for _, c := range cellsOf(r) {
-			ok, failed := 0, 0
-			for _, run := range c.runs {
-				ok, failed = ok+run.VMsOK, failed+run.VMsFailed
-			}
-			startup := func(f func(Percentiles) float64) func(Run) float64 {
-				return func(r Run) float64 {
-					if r.StartupMS == nil || r.StartupMS.N == 0 {
-						return math.NaN()
-					}
-					return f(*r.StartupMS)
-				}
-			}
-			speed := aggregate(c.runs, func(r Run) float64 {
-				if r.SpeedupVsStatic == 0 {
+}
+
+// writeDataplaneTable renders the dataplane experiment: per load and CP
+// load, the DP's residence, steal, wakes and cyclictest beside what was
+// lent and harvested, and why lent cores came back.
+func writeDataplaneTable(w io.Writer, r *Report) {
+	fmt.Fprintln(w, "| policy | load | CP load | repeats | DP pps (offered) | loss | DP residence p50 µs | residence p99 µs | residence max µs | DP core steal ms | exposed wake p99 µs | RTT p99 µs | cyclictest p99 µs | cyclictest max µs | lent s | harvested CP s |"+daemonColumns+" idle share | reclaims by cause |")
+	fmt.Fprintln(w, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+	for _, c := range cellsOf(r) {
+		last := c.runs[len(c.runs)-1]
+		fmt.Fprintf(w, "| %s | %s | %s | %d | %s (%s) | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |%s %s %s | %s |\n",
+			c.key.name(), num(c.key.Load), c.key.CPLoad, len(c.runs),
+			medianNum(c.runs, func(r Run) float64 { return r.DP.PPS }), medianNum(c.runs, func(r Run) float64 { return r.DP.OfferedPPS }),
+			lossCell(c.runs),
+			medianNum(c.runs, residenceUS(pickP50)),
+			medianCell(c.runs, residenceUS(pickP99)),
+			medianCell(c.runs, residenceUS(pickMax)),
+			medianCell(c.runs, func(r Run) float64 {
+				if r.DP.StealMS == nil {
 					return math.NaN()
 				}
-				return r.SpeedupVsStatic
-			})
-			fmt.Fprintf(w, "| %s | %d | %d | %d/%d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |%s\n",
-				c.key.name(), c.key.VMs, len(c.runs), ok, failed,
-				med(c.runs, startup(func(p Percentiles) float64 { return p.P50 })),
-				medNum(c.runs, startup(func(p Percentiles) float64 { return p.P99 })),
-				ratio(speed.Median), ratio(aggregate(c.runs, func(r Run) float64 { return r.CapacityBound }).Median),
-				medNum(c.runs, res(func(p Percentiles) float64 { return p.P50 })),
-				med(c.runs, res(func(p Percentiles) float64 { return p.P99 })),
-				medNum(c.runs, res(func(p Percentiles) float64 { return p.Max })),
-				medNum(c.runs, rttP99), pct(aggregate(c.runs, func(r Run) float64 { return r.DP.Loss }).Median),
-				medNum(c.runs, func(r Run) float64 { return r.LentS }), med(c.runs, harvestedCP), daemonCells(c.runs))
-		}
-	case ExperimentPing:
-		writePingTable(w, r)
-	default:
-		fmt.Fprintln(w, "| policy | load | CP load | repeats | DP pps (offered) | loss | DP residence p50 µs | residence p99 µs | residence max µs | DP core steal ms | exposed wake p99 µs | RTT p99 µs | cyclictest p99 µs | cyclictest max µs | lent s | harvested CP s |"+daemonColumns+" idle share | reclaims by cause |")
-		fmt.Fprintln(w, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-		for _, c := range cellsOf(r) {
-			cyc := func(f func(Percentiles) float64) func(Run) float64 {
-				return func(r Run) float64 {
-					if r.CyclictestUS == nil || r.CyclictestUS.N == 0 {
-						return math.NaN()
-					}
-					return f(*r.CyclictestUS)
+				return *r.DP.StealMS
+			}),
+			medianNum(c.runs, func(r Run) float64 {
+				if r.DP.ExposedWakeUS.N == 0 {
+					return math.NaN()
 				}
-			}
-			last := c.runs[len(c.runs)-1]
-			fmt.Fprintf(w, "| %s | %s | %s | %d | %s (%s) | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |%s %s %s | %s |\n",
-				c.key.name(), num(c.key.Load), c.key.CPLoad, len(c.runs),
-				medNum(c.runs, func(r Run) float64 { return r.DP.PPS }), medNum(c.runs, func(r Run) float64 { return r.DP.OfferedPPS }),
-				pct(aggregate(c.runs, func(r Run) float64 { return r.DP.Loss }).Median),
-				medNum(c.runs, res(func(p Percentiles) float64 { return p.P50 })),
-				med(c.runs, res(func(p Percentiles) float64 { return p.P99 })),
-				med(c.runs, res(func(p Percentiles) float64 { return p.Max })),
-				med(c.runs, func(r Run) float64 {
-					if r.DP.StealMS == nil {
-						return math.NaN()
-					}
-					return *r.DP.StealMS
-				}),
-				medNum(c.runs, func(r Run) float64 {
-					if r.DP.ExposedWakeUS.N == 0 {
-						return math.NaN()
-					}
-					return r.DP.ExposedWakeUS.P99
-				}),
-				medNum(c.runs, rttP99),
-				med(c.runs, cyc(func(p Percentiles) float64 { return p.P99 })),
-				medNum(c.runs, cyc(func(p Percentiles) float64 { return p.Max })),
-				medNum(c.runs, func(r Run) float64 { return r.LentS }), med(c.runs, harvestedCP), daemonCells(c.runs),
-				medNum(c.runs, func(r Run) float64 { return r.DP.IdleShare }), last.DP.IdleShareSource,
-				stats.FormatCounts(last.Reclaims))
-		}
+				return r.DP.ExposedWakeUS.P99
+			}),
+			medianNum(c.runs, rttP99),
+			medianCell(c.runs, cyclictestUS(pickP99)),
+			medianNum(c.runs, cyclictestUS(pickMax)),
+			medianNum(c.runs, runLentS), medianCell(c.runs, harvestedCP), daemonCells(c.runs),
+			medianNum(c.runs, func(r Run) float64 { return r.DP.IdleShare }), last.DP.IdleShareSource,
+			stats.FormatCounts(last.Reclaims))
 	}
-	fmt.Fprintf(w, "\n%s\n", daemonCPUNote)
-	writeFrontier(w, r)
+}
+
+// runErrors lists what went wrong in the runs, each under its run's name.
+func runErrors(r *Report) []string {
 	var errs []string
 	for _, run := range r.Runs {
 		if run.Error != "" {
@@ -418,7 +409,7 @@ func WriteMarkdown(w io.Writer, r *Report) {
 			errs = append(errs, fmt.Sprintf("%s/%s/repeat %d: CP load: %s", run.name(), cellName(run), run.Repeat, f))
 		}
 	}
-	writeTail(w, errs, r.Checks, r.Valid, r.Notes)
+	return errs
 }
 
 // writeTail closes a report's Markdown: its errors, its self-checks with
@@ -448,28 +439,3 @@ func writeTail(w io.Writer, errs []string, checks []Check, valid bool, notes []s
 		fmt.Fprintf(w, "\n%s\n", n)
 	}
 }
-
-// num prints a measurement with precision fitting its size.
-func num(v float64) string {
-	switch {
-	case v != v: // NaN
-		return "–"
-	case v == 0:
-		return "0"
-	case v >= 1000 || v <= -1000:
-		return fmt.Sprintf("%.0f", v)
-	case v >= 10 || v <= -10:
-		return fmt.Sprintf("%.1f", v)
-	default:
-		return fmt.Sprintf("%.2f", v)
-	}
-}
-
-func ratio(v float64) string {
-	if v == 0 || v != v {
-		return "–"
-	}
-	return fmt.Sprintf("%.2f×", v)
-}
-
-func pct(v float64) string { return fmt.Sprintf("%.2f%%", 100*v) }

@@ -294,13 +294,7 @@ func vmStartupRun(ctx context.Context, env *Env, cfg VMStartupConfig, a arm, n, 
 		run.Error = err.Error()
 		return run
 	}
-	vms := make([]controlplane.VM, n)
-	for i := range vms {
-		vms[i] = controlplane.VM{ID: i, Size: cfg.VMSize}
-		if i == cfg.FailVM {
-			vms[i].MTU = 1 << 20
-		}
-	}
+	vms := vmsToStart(n, cfg)
 
 	// Traffic runs for the whole startup and a little before it, so the DP
 	// loop is in its steady on/off pattern when the requests arrive.
@@ -337,32 +331,50 @@ func vmStartupRun(ctx context.Context, env *Env, cfg VMStartupConfig, a arm, n, 
 		run.addErr(fmt.Errorf("traffic: %w", tr.err))
 	}
 	run.DP = tr.dp
+	run.addStartups(results)
+	run.measured(sys, before, after, serr, aerr, cfg.DPLoad)
+	return run
+}
 
+// vmsToStart is the run's n VMs; cfg.FailVM, if one of them, asks for an
+// MTU no device takes, so its startup fails on purpose.
+func vmsToStart(n int, cfg VMStartupConfig) []controlplane.VM {
+	vms := make([]controlplane.VM, n)
+	for i := range vms {
+		vms[i] = controlplane.VM{ID: i, Size: cfg.VMSize}
+		if i == cfg.FailVM {
+			vms[i].MTU = 1 << 20
+		}
+	}
+	return vms
+}
+
+// addStartups records the VMs' startup times, failures and mean step
+// durations.
+func (r *Run) addStartups(results []controlplane.Result) {
 	var lat []float64
 	stepSum, stepN := map[string]float64{}, map[string]int{}
-	for _, r := range results {
-		for _, st := range r.Steps {
+	for _, res := range results {
+		for _, st := range res.Steps {
 			stepSum[st.Step] += st.MS
 			stepN[st.Step]++
 		}
-		if r.OK {
-			run.VMsOK++
-			lat = append(lat, r.StartupMS)
+		if res.OK {
+			r.VMsOK++
+			lat = append(lat, res.StartupMS)
 		} else {
-			run.VMsFailed++
-			run.Failures = append(run.Failures, fmt.Sprintf("vm %d: %s: %s", r.ID, r.Failed, r.Error))
+			r.VMsFailed++
+			r.Failures = append(r.Failures, fmt.Sprintf("vm %d: %s: %s", res.ID, res.Failed, res.Error))
 		}
 	}
 	s := stats.Summarize(lat)
-	run.StartupMS = &s
+	r.StartupMS = &s
 	if len(stepSum) > 0 {
-		run.StepMS = map[string]float64{}
+		r.StepMS = map[string]float64{}
 		for k, v := range stepSum {
-			run.StepMS[k] = v / float64(stepN[k])
+			r.StepMS[k] = v / float64(stepN[k])
 		}
 	}
-	run.measured(sys, before, after, serr, aerr, cfg.DPLoad)
-	return run
 }
 
 // SelfHelper returns the argv that runs this binary's cp-helper subcommand.

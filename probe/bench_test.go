@@ -292,43 +292,29 @@ func BenchmarkWakeLatency(b *testing.B) {
 			}
 		})
 	}()
-	waitFD := func(fd int, onWake func(woke int64)) {
+	go func() {
 		defer wg.Done()
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-		if err != nil {
-			b.Error(err)
-			return
-		}
-		defer unix.Close(ep)
-		_ = unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)})
-		evs := make([]unix.EpollEvent, 1)
-		for ctx.Err() == nil {
-			n, err := unix.EpollWait(ep, evs, 50)
-			if n <= 0 || errors.Is(err, unix.EINTR) {
-				continue
+		waitReadable(ctx, b, rx.FD(), func(woke int64) {
+			for {
+				a, ok, _ := rx.Recv()
+				if !ok {
+					return
+				}
+				if a.Seq >= 1 && a.Seq <= count && a.KernelNs != 0 {
+					sockWoke[a.Seq], sockLat[a.Seq] = woke, woke-a.KernelNs
+				}
 			}
-			onWake(monoNow())
-		}
-	}
-	go waitFD(rx.FD(), func(woke int64) {
-		for {
-			a, ok, _ := rx.Recv()
-			if !ok {
-				return
+		})
+	}()
+	go func() {
+		defer wg.Done()
+		waitReadable(ctx, b, efd, func(woke int64) {
+			var buf [8]byte
+			if _, err := unix.Read(efd, buf[:]); err == nil {
+				efdLat = append(efdLat, woke-efdStamp.Load())
 			}
-			if a.Seq >= 1 && a.Seq <= count && a.KernelNs != 0 {
-				sockWoke[a.Seq], sockLat[a.Seq] = woke, woke-a.KernelNs
-			}
-		}
-	})
-	go waitFD(efd, func(woke int64) {
-		var buf [8]byte
-		if _, err := unix.Read(efd, buf[:]); err == nil {
-			efdLat = append(efdLat, woke-efdStamp.Load())
-		}
-	})
+		})
+	}()
 	time.Sleep(20 * time.Millisecond)
 	var one [8]byte
 	binary.NativeEndian.PutUint64(one[:], 1)
@@ -340,9 +326,38 @@ func BenchmarkWakeLatency(b *testing.B) {
 	cancel()
 	wg.Wait()
 
+	reportWakeLatency(b, probeWoke, probeLat, sockWoke, sockLat, efdLat)
+}
+
+// waitReadable blocks in epoll on fd, on a thread of its own, and calls
+// onWake with the wake time each time fd is readable, until ctx ends.
+func waitReadable(ctx context.Context, b *testing.B, fd int, onWake func(woke int64)) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		b.Error(err)
+		return
+	}
+	defer unix.Close(ep)
+	_ = unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)})
+	evs := make([]unix.EpollEvent, 1)
+	for ctx.Err() == nil {
+		n, err := unix.EpollWait(ep, evs, 50)
+		if n <= 0 || errors.Is(err, unix.EINTR) {
+			continue
+		}
+		onWake(monoNow())
+	}
+}
+
+// reportWakeLatency reports each waiter's wake latency percentiles and how
+// often the probe's waiter woke first on packets both saw (per packet seq,
+// 1-based; 0 where a waiter missed it).
+func reportWakeLatency(b *testing.B, probeWoke, probeLat, sockWoke, sockLat, efdLat []int64) {
 	var pl, sl []int64
 	probeFirst, both := 0, 0
-	for i := 1; i <= count; i++ {
+	for i := 1; i < len(probeLat); i++ {
 		if probeLat[i] != 0 {
 			pl = append(pl, probeLat[i])
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/taichi-sched/taichi/daemon"
 	"github.com/taichi-sched/taichi/dataplane"
 	"github.com/taichi-sched/taichi/internal/testenv"
+	"github.com/taichi-sched/taichi/testbed"
 	"github.com/taichi-sched/taichi/trafficgen"
 	"github.com/taichi-sched/taichi/vcpu"
 )
@@ -69,19 +70,7 @@ func TestDaemonConfinesKernelStorm(t *testing.T) {
 	const slo = 500 * time.Microsecond
 	e := newDaemonEnv(t, "taichi", "^("+name+"|"+mild+")$")
 	dp := e.dp[0]
-	extra := fmt.Sprintf(`dataplane:
-  loops: [{name: bk, cpu: %d, iface: %s, netns: %s}]
-scheduler:
-  slo: %s
-  blockers: {backoff: 5s, max_backoff: 20s}
-`, dp, tb.DPIface, tb.DPNS, slo)
-	cfg := strings.Replace(mustRead(t, e.cfgPath), "probe: {backend: none}\n", fmt.Sprintf(`probe:
-  backend: xdp
-  interfaces: [{iface: %s, netns: %s, cpu: %d}]
-`, tb.NICIn, tb.NICNS, dp), 1)
-	if err := os.WriteFile(e.cfgPath, []byte(cfg+extra), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeStormConfig(t, e, tb, slo)
 	d := e.start(t)
 	// On any failure stop the daemon with SIGTERM, which stops its DP loop
 	// processes (a SIGKILLed daemon leaves them running, by design).
@@ -92,22 +81,11 @@ scheduler:
 			d.Wait()
 		}
 	})
-	blockers := func() *daemon.BlockersStatus {
-		out, err := exec.Command(e.bin, "blockers", "--json", "--socket", e.socket).Output()
-		if err != nil {
-			t.Fatalf("taichi blockers --json: %v", err)
-		}
-		var b daemon.BlockersStatus
-		if err := json.Unmarshal(out, &b); err != nil {
-			t.Fatalf("blockers JSON: %v\n%s", err, out)
-		}
-		return &b
-	}
-	if b := blockers(); b.State == daemon.BlockersUnavailable {
+	if b := blockersOf(t, e); b.State == daemon.BlockersUnavailable {
 		testenv.Require(t, "blocker tracer unavailable: %s", b.Error)
 	}
 	waitFor(t, "the DP loop's thread watched", func() bool {
-		b := blockers()
+		b := blockersOf(t, e)
 		return b.State == daemon.BlockersConfining && len(b.DPThreads) == 1
 	})
 
@@ -121,26 +99,13 @@ scheduler:
 	// follows the name they were started by) and are adopted by the
 	// selector; the mild one's `ip` children inherit its group.
 	dir := t.TempDir()
-	start := func(name, target string, args ...string) *exec.Cmd {
-		link := filepath.Join(dir, name)
-		if err := os.Symlink(target, link); err != nil {
-			t.Fatal(err)
-		}
-		c := exec.Command(link, args...)
-		c.Stderr = os.Stderr
-		if err := c.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Process.Kill(); c.Wait() })
-		return c
-	}
 	work := filepath.Join(dir, "work")
 	if err := os.Mkdir(work, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(work) })
-	storm := start(name, python, "-c", dentryStorm, work)
-	churn := start(mild, "/bin/sh", "-c", fmt.Sprintf(
+	storm := startNamed(t, dir, name, python, "-c", dentryStorm, work)
+	churn := startNamed(t, dir, mild, "/bin/sh", "-c", fmt.Sprintf(
 		"end=$(($(date +%%s)+90)); while [ $(date +%%s) -lt $end ]; do ip -n %s addr add 192.0.2.77/32 dev lo; ip -n %s addr del 192.0.2.77/32 dev lo; sleep 0.05; done",
 		tb.GenNS, tb.GenNS))
 	pid := storm.Process.Pid
@@ -153,23 +118,7 @@ scheduler:
 		waitFor(t, "a CP task pinned to the lent DP core", func() bool { return unix.SchedSetaffinity(p, &set) == nil })
 	}
 
-	var task daemon.BlockerStatus
-	confined := func() bool {
-		for _, b := range blockers().Tasks {
-			if b.PID == pid && b.ConfinedUntil != nil {
-				task = b
-				return true
-			}
-		}
-		return false
-	}
-	for deadline := time.Now().Add(30 * time.Second); !confined(); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			b, _ := json.MarshalIndent(blockers(), "", " ")
-			c, _ := json.Marshal(e.status(t).Cores)
-			t.Fatalf("storm %d not confined within 30s (allowed %v); blockers:\n%s\ncores: %s", pid, allowedCPUs(t, pid), b, c)
-		}
-	}
+	task := waitTaskConfined(t, e, pid)
 	// From the confinement on, with the mild user still on the DP core,
 	// the packets' residence p99 stays within the SLO.
 	residence := func() dataplane.Histogram { return e.status(t).Loops[0].Stats.Residence }
@@ -180,7 +129,105 @@ scheduler:
 	if after.Count < 50000 || after.Quantile(0.99) > slo {
 		t.Errorf("after the confinement: %d packets, residence p99 %v; want at least 50000 within the SLO %v", after.Count, after.Quantile(0.99), slo)
 	}
-	b := blockers()
+	checkOnlyStormConfined(t, e, blockersOf(t, e), task, name, mild, pid, churn.Process.Pid)
+
+	// SIGTERM releases it into the pool (on the CP cores), still running.
+	stopped = true
+	d.Process.Signal(syscall.SIGTERM)
+	if err := d.Wait(); err != nil {
+		t.Fatalf("daemon exit after SIGTERM: %v", err)
+	}
+	cg := mustRead(t, fmt.Sprintf("/proc/%d/cgroup", pid))
+	if strings.Contains(cg, vcpu.ConfinedName(e.group)) || !strings.Contains(cg, "/"+e.group+"\n") {
+		t.Errorf("storm's cgroups after SIGTERM:\n%s\nwant the pool's group %s", cg, e.group)
+	}
+	if s := processState(pid); s != "R" && s != "S" && s != "D" {
+		t.Errorf("storm state after SIGTERM = %q, want running", s)
+	}
+}
+
+// writeStormConfig adds the storm test's DP loop, SLO, back-offs and XDP
+// probe to e's config.
+func writeStormConfig(t *testing.T, e *daemonEnv, tb *testbed.Testbed, slo time.Duration) {
+	t.Helper()
+	dp := e.dp[0]
+	extra := fmt.Sprintf(`dataplane:
+  loops: [{name: bk, cpu: %d, iface: %s, netns: %s}]
+scheduler:
+  slo: %s
+  blockers: {backoff: 5s, max_backoff: 20s}
+`, dp, tb.DPIface, tb.DPNS, slo)
+	cfg := strings.Replace(mustRead(t, e.cfgPath), "probe: {backend: none}\n", fmt.Sprintf(`probe:
+  backend: xdp
+  interfaces: [{iface: %s, netns: %s, cpu: %d}]
+`, tb.NICIn, tb.NICNS, dp), 1)
+	if err := os.WriteFile(e.cfgPath, []byte(cfg+extra), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// blockersOf is `taichi blockers --json` of the daemon in e.
+func blockersOf(t *testing.T, e *daemonEnv) *daemon.BlockersStatus {
+	t.Helper()
+	out, err := exec.Command(e.bin, "blockers", "--json", "--socket", e.socket).Output()
+	if err != nil {
+		t.Fatalf("taichi blockers --json: %v", err)
+	}
+	var b daemon.BlockersStatus
+	if err := json.Unmarshal(out, &b); err != nil {
+		t.Fatalf("blockers JSON: %v\n%s", err, out)
+	}
+	return &b
+}
+
+// startNamed starts target under a symlink called name in dir, so the
+// process's command name is name; it is killed when t ends.
+func startNamed(t *testing.T, dir, name, target string, args ...string) *exec.Cmd {
+	t.Helper()
+	link := filepath.Join(dir, name)
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	c := exec.Command(link, args...)
+	c.Stderr = os.Stderr
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+	return c
+}
+
+// waitTaskConfined waits up to 30s for `taichi blockers` to show pid
+// confined, and returns its entry.
+func waitTaskConfined(t *testing.T, e *daemonEnv, pid int) daemon.BlockerStatus {
+	t.Helper()
+	var task daemon.BlockerStatus
+	confined := func() bool {
+		for _, b := range blockersOf(t, e).Tasks {
+			if b.PID == pid && b.ConfinedUntil != nil {
+				task = b
+				return true
+			}
+		}
+		return false
+	}
+	for deadline := time.Now().Add(30 * time.Second); !confined(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b, _ := json.MarshalIndent(blockersOf(t, e), "", " ")
+			c, _ := json.Marshal(e.status(t).Cores)
+			t.Fatalf("storm %d not confined within 30s (allowed %v); blockers:\n%s\ncores: %s", pid, allowedCPUs(t, pid), b, c)
+		}
+	}
+	return task
+}
+
+// checkOnlyStormConfined: the storm (stormPID, command name) is confined
+// off the DP core with the blamed delay that confined it, and counted in
+// the status; the mild kernel user (mildPID, command mild) and its
+// children are not.
+func checkOnlyStormConfined(t *testing.T, e *daemonEnv, b *daemon.BlockersStatus, task daemon.BlockerStatus, name, mild string, stormPID, mildPID int) {
+	t.Helper()
+	dp := e.dp[0]
 	for _, c := range b.Commands {
 		if c.Comm == mild || c.Comm == "ip" || c.Comm == "sleep" {
 			t.Errorf("the mild kernel user's command %q was confined: %+v", c.Comm, c)
@@ -192,9 +239,9 @@ scheduler:
 	// Not confined: still in the pool's own group. (Its allowed CPUs are
 	// no proxy: a core benched for a breach nothing could be confined for,
 	// such as a kernel thread's, leaves the whole pool on the CP cores.)
-	if cg := mustRead(t, fmt.Sprintf("/proc/%d/cgroup", churn.Process.Pid)); strings.Contains(cg, vcpu.ConfinedName(e.group)) ||
+	if cg := mustRead(t, fmt.Sprintf("/proc/%d/cgroup", mildPID)); strings.Contains(cg, vcpu.ConfinedName(e.group)) ||
 		!strings.Contains(cg, "/"+e.group+"\n") {
-		t.Errorf("mild user %d was confined; its cgroups:\n%s", churn.Process.Pid, cg)
+		t.Errorf("mild user %d was confined; its cgroups:\n%s", mildPID, cg)
 	}
 	if out, err := exec.Command(e.bin, "blockers", "--socket", e.socket).CombinedOutput(); err == nil {
 		t.Logf("taichi blockers:\n%s", out)
@@ -202,28 +249,14 @@ scheduler:
 	if task.Comm != name || task.InKernel == 0 || task.WorstUs <= 0 {
 		t.Errorf("blocker entry %+v, want comm %s caught in the kernel", task, name)
 	}
-	cg := mustRead(t, fmt.Sprintf("/proc/%d/cgroup", pid))
+	cg := mustRead(t, fmt.Sprintf("/proc/%d/cgroup", stormPID))
 	if !strings.Contains(cg, "/"+vcpu.ConfinedName(e.group)+"\n") {
 		t.Errorf("confined storm's cgroups:\n%s\nwant %s", cg, vcpu.ConfinedName(e.group))
 	}
-	if got := allowedCPUs(t, pid); slices.Contains(got, dp) {
+	if got := allowedCPUs(t, stormPID); slices.Contains(got, dp) {
 		t.Errorf("confined storm allowed on %v, want the DP core %d excluded", got, dp)
 	}
 	if st := e.status(t); st.Blockers == nil || st.Blockers.Confined < 1 {
 		t.Errorf("status blockers %+v, want the confined storm counted", st.Blockers)
-	}
-
-	// SIGTERM releases it into the pool (on the CP cores), still running.
-	stopped = true
-	d.Process.Signal(syscall.SIGTERM)
-	if err := d.Wait(); err != nil {
-		t.Fatalf("daemon exit after SIGTERM: %v", err)
-	}
-	cg = mustRead(t, fmt.Sprintf("/proc/%d/cgroup", pid))
-	if strings.Contains(cg, vcpu.ConfinedName(e.group)) || !strings.Contains(cg, "/"+e.group+"\n") {
-		t.Errorf("storm's cgroups after SIGTERM:\n%s\nwant the pool's group %s", cg, e.group)
-	}
-	if s := processState(pid); s != "R" && s != "S" && s != "D" {
-		t.Errorf("storm state after SIGTERM = %q, want running", s)
 	}
 }

@@ -23,7 +23,13 @@ func init() {
 		Use:   "dpdk",
 		Short: "Inspect or pin a running DPDK application's lcore threads",
 	}
+	dpdkCmd.AddCommand(newDPDKInspectCmd(), newDPDKPinCmd(), newDPDKGuardCmd())
+	rootCmd.AddCommand(dpdkCmd)
+}
 
+// newDPDKInspectCmd is `taichi dpdk inspect`: the process's threads as the
+// kernel sees them.
+func newDPDKInspectCmd() *cobra.Command {
 	var inspectPID int
 	var inspectPattern string
 	var inspectJSON bool
@@ -59,7 +65,12 @@ func init() {
 	inspect.Flags().IntVar(&inspectPID, "pid", 0, "process id of the DPDK application")
 	inspect.Flags().StringVar(&inspectPattern, "pattern", dpdk.DefaultThreadPattern, "regular expression on thread names selecting lcores")
 	inspect.Flags().BoolVar(&inspectJSON, "json", false, "print JSON")
+	return inspect
+}
 
+// newDPDKPinCmd is `taichi dpdk pin`: pin once, or hold (and lend) for a
+// while, then release.
+func newDPDKPinCmd() *cobra.Command {
 	var cfg dpdk.Config
 	var hold time.Duration
 	pin := &cobra.Command{
@@ -120,8 +131,13 @@ func init() {
 	f.StringSliceVar(&cfg.IdleIfaces, "idle-ifaces", nil, "interfaces (in the app's netns) whose rx counters show the lcores' work (default: the --vdev iface= arguments)")
 	f.DurationVar(&cfg.IdleInterval, "idle-interval", 0, "rx counter polling period (default 1ms)")
 	f.IntVar(&cfg.IdleAfter, "idle-after", 0, "idle polls before lending (default 50)")
+	return pin
+}
 
-	guard := &cobra.Command{
+// newDPDKGuardCmd is the hidden `taichi dpdk guard` the daemon starts
+// beside it (see dpdk.WithGuard).
+func newDPDKGuardCmd() *cobra.Command {
+	return &cobra.Command{
 		Use:    "guard",
 		Short:  "Reclaim lent lcores when the process feeding stdin dies (started by the daemon)",
 		Hidden: true,
@@ -134,9 +150,6 @@ func init() {
 			return dpdk.RunGuard(cmd.InOrStdin())
 		},
 	}
-
-	dpdkCmd.AddCommand(inspect, pin, guard)
-	rootCmd.AddCommand(dpdkCmd)
 }
 
 func cpuList(cpus []int) string {

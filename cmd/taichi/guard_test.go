@@ -87,60 +87,77 @@ log: {format: json}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		st := e.status(t)
-		var core *daemon.CoreStatus
-		for i, c := range st.Cores {
-			if c.CPU == dp {
-				core = &st.Cores[i]
-			}
-		}
-		if core != nil && core.GuardTrips > 0 && core.Hold == "guard" {
-			if core.InPool {
-				t.Fatalf("benched core %d is still in the CP cpuset (status)", dp)
-			}
-			// The kernel's view, not the daemon's: the pool group's cpuset.
-			if cpus, file := poolCPUsOnDisk(t, st.Pool.Backend, e.group); slices.Contains(cpus, dp) {
-				// Benched throughout the read, or the bench just ended?
-				if again := e.status(t); slices.ContainsFunc(again.Cores, func(c daemon.CoreStatus) bool {
-					return c.CPU == dp && c.GuardTrips == core.GuardTrips && c.Hold == "guard"
-				}) {
-					t.Fatalf("benched core %d is in %s: %v", dp, file, cpus)
-				}
-				core = nil // the bench ended meanwhile: wait for the next trip
-			}
-		}
-		if core != nil && core.GuardTrips > 0 && core.Hold == "guard" {
-			c, err := linuxsched.Get(st.Loops[0].TID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if c.Policy != unix.SCHED_NORMAL {
-				t.Fatalf("benched core's loop is %s, want SCHED_OTHER (a SCHED_FIFO spinner is RT-throttled)", c)
-			}
-			// The evidence the guard tripped on, as the daemon logged it.
-			var trip guardTrip
-			waitFor(t, "the daemon's guard trip log line", func() bool {
-				var ok bool
-				trip, ok = firstGuardTrip(t, daemonLog.String(), dp)
-				return ok
-			})
-			t.Logf("measured: guard tripped %d time(s): slo %v; tripping window p99 %v, %d of %d packets late",
-				core.GuardTrips, trip.SLO, trip.P99, trip.Late, trip.Packets)
-			if trip.SLO != 300*time.Microsecond {
-				t.Errorf("guard judged against slo %v, want the configured 300µs", trip.SLO)
-			}
-			if trip.P99 <= trip.SLO {
-				t.Errorf("guard tripped on a window p99 of %v, not above the SLO %v", trip.P99, trip.SLO)
-			}
-			// Nearest-rank p99 above the SLO: fewer packets on time than its rank.
-			if rank := uint64(math.Ceil(0.99 * float64(trip.Packets))); trip.Packets == 0 || trip.Packets-trip.Late >= rank {
-				t.Errorf("guard tripped on a window of %d packets with %d late: its p99 is not above the SLO", trip.Packets, trip.Late)
-			}
+		if core := benchedCore(t, e, st, dp); core != nil {
+			checkBenchedLoop(t, st, daemonLog, core)
 			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the guard never benched core %d under a dentry storm; status cores %+v, scheduler %+v", dp, st.Cores, st.Scheduler.Cores)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// benchedCore is core dp in st when the guard has benched it, after
+// checking it is out of the CP pool in the status and in the pool group's
+// cpuset file; nil when it is not benched, or the bench ended meanwhile.
+func benchedCore(t *testing.T, e *daemonEnv, st *daemon.Status, dp int) *daemon.CoreStatus {
+	t.Helper()
+	var core *daemon.CoreStatus
+	for i, c := range st.Cores {
+		if c.CPU == dp {
+			core = &st.Cores[i]
+		}
+	}
+	if core == nil || core.GuardTrips == 0 || core.Hold != "guard" {
+		return nil
+	}
+	if core.InPool {
+		t.Fatalf("benched core %d is still in the CP cpuset (status)", dp)
+	}
+	// The kernel's view, not the daemon's: the pool group's cpuset.
+	if cpus, file := poolCPUsOnDisk(t, st.Pool.Backend, e.group); slices.Contains(cpus, dp) {
+		// Benched throughout the read, or the bench just ended?
+		if again := e.status(t); slices.ContainsFunc(again.Cores, func(c daemon.CoreStatus) bool {
+			return c.CPU == dp && c.GuardTrips == core.GuardTrips && c.Hold == "guard"
+		}) {
+			t.Fatalf("benched core %d is in %s: %v", dp, file, cpus)
+		}
+		return nil // the bench ended meanwhile: wait for the next trip
+	}
+	return core
+}
+
+// checkBenchedLoop: the benched core's loop is SCHED_OTHER, and the guard
+// tripped, as the daemon logged it, on a window whose p99 was above the
+// configured 300µs SLO.
+func checkBenchedLoop(t *testing.T, st *daemon.Status, daemonLog *lockedBuffer, core *daemon.CoreStatus) {
+	t.Helper()
+	c, err := linuxsched.Get(st.Loops[0].TID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Policy != unix.SCHED_NORMAL {
+		t.Fatalf("benched core's loop is %s, want SCHED_OTHER (a SCHED_FIFO spinner is RT-throttled)", c)
+	}
+	// The evidence the guard tripped on, as the daemon logged it.
+	var trip guardTrip
+	waitFor(t, "the daemon's guard trip log line", func() bool {
+		var ok bool
+		trip, ok = firstGuardTrip(t, daemonLog.String(), core.CPU)
+		return ok
+	})
+	t.Logf("measured: guard tripped %d time(s): slo %v; tripping window p99 %v, %d of %d packets late",
+		core.GuardTrips, trip.SLO, trip.P99, trip.Late, trip.Packets)
+	if trip.SLO != 300*time.Microsecond {
+		t.Errorf("guard judged against slo %v, want the configured 300µs", trip.SLO)
+	}
+	if trip.P99 <= trip.SLO {
+		t.Errorf("guard tripped on a window p99 of %v, not above the SLO %v", trip.P99, trip.SLO)
+	}
+	// Nearest-rank p99 above the SLO: fewer packets on time than its rank.
+	if rank := uint64(math.Ceil(0.99 * float64(trip.Packets))); trip.Packets == 0 || trip.Packets-trip.Late >= rank {
+		t.Errorf("guard tripped on a window of %d packets with %d late: its p99 is not above the SLO", trip.Packets, trip.Late)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/taichi-sched/taichi/dataplane"
 	"github.com/taichi-sched/taichi/dataplane/host"
+	"github.com/taichi-sched/taichi/testbed"
 	"github.com/taichi-sched/taichi/trafficgen"
 )
 
@@ -111,59 +113,20 @@ func killPhase(t testing.TB) killResult {
 		return s
 	}
 
-	wctx, wcancel := context.WithCancel(ctx)
-	defer wcancel()
-	var wg sync.WaitGroup
-	wg.Add(1)
-	var rep trafficgen.Report
-	var genErr error
-	go func() {
-		defer wg.Done()
-		rep, genErr = trafficgen.Run(wctx, trafficgen.Options{
-			NetNS: tb.GenNS, Iface: tb.GenIface, Dst: tb.DPIP, PinSender: true, SenderCPU: e.cp[0],
-			Rate: killRate, Count: 10_000_000, Pattern: trafficgen.PatternOnOff,
-			On: 10 * time.Millisecond, Off: 30 * time.Millisecond, Deadline: 3 * time.Minute,
-		})
-	}()
-
-	// The daemon's own cost at steady state: one lent core, traffic, a CP
-	// task; a full rate window first.
-	// Asking once a second costs the measured daemon little.
-	waitForEvery(t, "a full window of the daemon's CPU rate", 20*time.Second, time.Second, func() bool {
-		w, err := time.ParseDuration(e.status(t).Daemon.Window)
-		return err == nil && w >= 10*time.Second
-	})
-	self := e.status(t).Daemon
-	t.Logf("daemon CPU at steady state (one lent DP core, on/off traffic, a CP task): %.2f%% of a core over %s", 100*self.Share, self.Window)
+	stopTraffic := startKillTraffic(ctx, tb, e.cp[0])
+	defer stopTraffic()
+	logDaemonSteadyCPU(t, e)
 
 	rng := rand.New(rand.NewPCG(uint64(os.Getpid()), 7))
 	before := snapshotAfter(dataplane.MonotonicNow())
 	stealBefore := stealSeconds(t, dp)
 	for i := range kills {
 		time.Sleep(time.Duration(100+rng.IntN(300)) * time.Millisecond) // a random point to kill at
-		beat := client.Snapshot
-		was, _ := beat()
-		d.Process.Signal(syscall.SIGKILL)
-		d.Wait()
-		if err := syscall.Kill(hostPID, 0); err != nil {
-			t.Fatalf("kill %d: the DP host died with the daemon: %v", i, err)
-		}
-		if s := processState(cp.Process.Pid); s != "R" && s != "S" {
-			t.Fatalf("kill %d: CP task state %q", i, s)
-		}
-		waitFor(t, fmt.Sprintf("kill %d: the DP loop to iterate without the daemon", i), func() bool {
-			now, err := beat()
-			return err == nil && now.Loop.Heartbeat != was.Loop.Heartbeat
-		})
-		d = e.start(t)
-		if st := e.status(t); len(st.Loops) != 1 || st.Loops[0].PID != hostPID {
-			t.Fatalf("kill %d: restarted daemon did not adopt the running loop (pid %d): %+v", i, hostPID, st.Loops)
-		}
+		d = killAndRestart(t, e, d, client, hostPID, cp.Process.Pid, i)
 	}
 	after := snapshotAfter(dataplane.MonotonicNow())
 	steal := stealSeconds(t, dp) - stealBefore
-	wcancel()
-	wg.Wait()
+	rep, genErr := stopTraffic()
 	if genErr != nil && genErr != context.Canceled {
 		t.Logf("generator: %v", genErr)
 	}
@@ -181,6 +144,70 @@ func killPhase(t testing.TB) killResult {
 	d.Wait()
 	waitFor(t, "SIGTERM to end the DP host", func() bool { return syscall.Kill(hostPID, 0) != nil || processState(hostPID) == "Z" })
 	return r
+}
+
+// startKillTraffic runs the kill phase's on/off traffic, its sender on
+// senderCPU, until the returned stop is called (again: a no-op), which
+// returns what the generator saw.
+func startKillTraffic(ctx context.Context, tb *testbed.Testbed, senderCPU int) (stop func() (trafficgen.Report, error)) {
+	wctx, wcancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	var rep trafficgen.Report
+	var genErr error
+	go func() {
+		defer wg.Done()
+		rep, genErr = trafficgen.Run(wctx, trafficgen.Options{
+			NetNS: tb.GenNS, Iface: tb.GenIface, Dst: tb.DPIP, PinSender: true, SenderCPU: senderCPU,
+			Rate: killRate, Count: 10_000_000, Pattern: trafficgen.PatternOnOff,
+			On: 10 * time.Millisecond, Off: 30 * time.Millisecond, Deadline: 3 * time.Minute,
+		})
+	}()
+	return func() (trafficgen.Report, error) {
+		wcancel()
+		wg.Wait()
+		return rep, genErr
+	}
+}
+
+// logDaemonSteadyCPU logs the daemon's own cost at steady state: one lent
+// core, traffic, a CP task; a full rate window first.
+func logDaemonSteadyCPU(t testing.TB, e *daemonEnv) {
+	t.Helper()
+	// Asking once a second costs the measured daemon little.
+	waitForEvery(t, "a full window of the daemon's CPU rate", 20*time.Second, time.Second, func() bool {
+		w, err := time.ParseDuration(e.status(t).Daemon.Window)
+		return err == nil && w >= 10*time.Second
+	})
+	self := e.status(t).Daemon
+	t.Logf("daemon CPU at steady state (one lent DP core, on/off traffic, a CP task): %.2f%% of a core over %s", 100*self.Share, self.Window)
+}
+
+// killAndRestart is kill i: SIGKILL the daemon d; the DP host (hostPID)
+// must survive, the CP task (cpPID) stay runnable and the loop iterate
+// alone; a restarted daemon must adopt the running loop. It returns the
+// restarted daemon.
+func killAndRestart(t testing.TB, e *daemonEnv, d *exec.Cmd, client *host.Client, hostPID, cpPID, i int) *exec.Cmd {
+	t.Helper()
+	beat := client.Snapshot
+	was, _ := beat()
+	d.Process.Signal(syscall.SIGKILL)
+	d.Wait()
+	if err := syscall.Kill(hostPID, 0); err != nil {
+		t.Fatalf("kill %d: the DP host died with the daemon: %v", i, err)
+	}
+	if s := processState(cpPID); s != "R" && s != "S" {
+		t.Fatalf("kill %d: CP task state %q", i, s)
+	}
+	waitFor(t, fmt.Sprintf("kill %d: the DP loop to iterate without the daemon", i), func() bool {
+		now, err := beat()
+		return err == nil && now.Loop.Heartbeat != was.Loop.Heartbeat
+	})
+	d = e.start(t)
+	if st := e.status(t); len(st.Loops) != 1 || st.Loops[0].PID != hostPID {
+		t.Fatalf("kill %d: restarted daemon did not adopt the running loop (pid %d): %+v", i, hostPID, st.Loops)
+	}
+	return d
 }
 
 // TestKill9DuringLendingKeepsDPForwarding: across 50 SIGKILLs of the daemon

@@ -103,64 +103,12 @@ func TestDaemonAdoptsOVSAndLendsItsPMD(t *testing.T) {
 		app, _ := pmdOnCore(t, e, dp)
 		return app.Idle != nil && app.Idle.Demoted
 	})
-	// Lent, the core is CP's: a CP hog in a session of its own (another
-	// autogroup) gets at least 90% of what it and the PMD ran, by the
-	// hog's own clock (the idle group lends to any session, which
-	// SCHED_IDLE alone did not).
-	hog, err := cpushare.StartHog(dp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := hog.Sample(); err != nil {
-		t.Fatal(err)
-	}
-	pmdRun0, err := linuxsched.RunTime(inst.PID(), first.TID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(time.Second)
-	win, err := hog.Sample()
-	pmdRun1, _ := linuxsched.RunTime(inst.PID(), first.TID)
-	hog.Stop()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if app, _ := pmdOnCore(t, e, dp); app.Idle == nil || !app.Idle.Demoted {
-		t.Fatalf("the core was reclaimed during the share window, with no traffic sent: %+v", app.Idle)
-	}
-	if share := win.Against(pmdRun1 - pmdRun0); share < 0.9 {
-		t.Fatalf("lent PMD core: the CP hog got %.3f of the hog+PMD time (%v), want >= 0.9", share, win)
-	} else {
-		t.Logf("lent PMD core: CP hog got %.3f of the hog+PMD time (whole-core share %.3f)", share, win.Share())
-	}
-
-	before, _ := pmdOnCore(t, e, dp)
-	if got := pingSink(t, tb, 20, 100*time.Millisecond); got != 20 {
-		t.Fatalf("lent PMD: %d of 20 echoes answered", got)
-	}
-	after, _ := pmdOnCore(t, e, dp)
-	if after.Idle.Promotions-before.Idle.Promotions < 10 || after.Idle.Demotions-before.Idle.Demotions < 10 {
-		t.Fatalf("20 sparse echoes: %d reclaims and %d lends, want each echo to find the core lent (>= 10 each)",
-			after.Idle.Promotions-before.Idle.Promotions, after.Idle.Demotions-before.Idle.Demotions)
-	}
-	if after.Idle.ProbeReclaims == before.Idle.ProbeReclaims {
-		t.Fatalf("no reclaim came from the probe under the taichi policy: %+v", after.Idle)
-	}
+	checkLentPMDShare(t, e, inst, dp, first.TID)
+	checkSparseEchoesReclaimed(t, e, tb, dp)
 
 	// OVS recreates its PMD (the last port goes and comes back): the
 	// daemon pins the new thread and lends it again.
-	if err := inst.Unpatch(ctx, "br-eval"); err != nil {
-		t.Fatal(err)
-	}
-	if err := inst.Patch(ctx, "br-eval",
-		ovs.Port{Iface: tb.DPIface, PeerMAC: tb.GenMAC}, ovs.Port{Iface: tb.DPOutIface, PeerMAC: tb.SinkMAC}); err != nil {
-		t.Fatal(err)
-	}
-	var second *dpdk.ThreadStatus
-	waitFor(t, "the new PMD pinned", func() bool {
-		_, second = pmdOnCore(t, e, dp)
-		return second != nil && second.TID != first.TID
-	})
+	second := recreatePMD(t, ctx, e, inst, tb, first.TID)
 	waitEcho(t, tb)
 	if got := pingSink(t, tb, 100, 10*time.Millisecond); got != 100 {
 		t.Fatalf("recreated PMD: %d of 100 echoes answered", got)
@@ -184,6 +132,77 @@ func TestDaemonAdoptsOVSAndLendsItsPMD(t *testing.T) {
 	if got := pingSink(t, tb, 20, 10*time.Millisecond); got != 20 {
 		t.Fatalf("after the daemon stopped: %d of 20 echoes answered", got)
 	}
+}
+
+// checkLentPMDShare: lent, the core is CP's: a CP hog in a session of its
+// own (another autogroup) gets at least 90% of what it and the PMD (pmdTID)
+// ran, by the hog's own clock (the idle group lends to any session, which
+// SCHED_IDLE alone did not).
+func checkLentPMDShare(t *testing.T, e *daemonEnv, inst *ovs.Instance, dp, pmdTID int) {
+	t.Helper()
+	hog, err := cpushare.StartHog(dp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hog.Sample(); err != nil {
+		t.Fatal(err)
+	}
+	pmdRun0, err := linuxsched.RunTime(inst.PID(), pmdTID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	win, err := hog.Sample()
+	pmdRun1, _ := linuxsched.RunTime(inst.PID(), pmdTID)
+	hog.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if app, _ := pmdOnCore(t, e, dp); app.Idle == nil || !app.Idle.Demoted {
+		t.Fatalf("the core was reclaimed during the share window, with no traffic sent: %+v", app.Idle)
+	}
+	if share := win.Against(pmdRun1 - pmdRun0); share < 0.9 {
+		t.Fatalf("lent PMD core: the CP hog got %.3f of the hog+PMD time (%v), want >= 0.9", share, win)
+	} else {
+		t.Logf("lent PMD core: CP hog got %.3f of the hog+PMD time (whole-core share %.3f)", share, win.Share())
+	}
+}
+
+// checkSparseEchoesReclaimed: 20 sparse echoes are all answered, most of
+// them finding the core lent, and the probe's warning reclaims some.
+func checkSparseEchoesReclaimed(t *testing.T, e *daemonEnv, tb *testbed.Testbed, dp int) {
+	t.Helper()
+	before, _ := pmdOnCore(t, e, dp)
+	if got := pingSink(t, tb, 20, 100*time.Millisecond); got != 20 {
+		t.Fatalf("lent PMD: %d of 20 echoes answered", got)
+	}
+	after, _ := pmdOnCore(t, e, dp)
+	if after.Idle.Promotions-before.Idle.Promotions < 10 || after.Idle.Demotions-before.Idle.Demotions < 10 {
+		t.Fatalf("20 sparse echoes: %d reclaims and %d lends, want each echo to find the core lent (>= 10 each)",
+			after.Idle.Promotions-before.Idle.Promotions, after.Idle.Demotions-before.Idle.Demotions)
+	}
+	if after.Idle.ProbeReclaims == before.Idle.ProbeReclaims {
+		t.Fatalf("no reclaim came from the probe under the taichi policy: %+v", after.Idle)
+	}
+}
+
+// recreatePMD unpatches and repatches OVS's bridge, so OVS recreates its
+// PMD, and returns the new PMD once the daemon pinned it.
+func recreatePMD(t *testing.T, ctx context.Context, e *daemonEnv, inst *ovs.Instance, tb *testbed.Testbed, oldTID int) *dpdk.ThreadStatus {
+	t.Helper()
+	if err := inst.Unpatch(ctx, "br-eval"); err != nil {
+		t.Fatal(err)
+	}
+	if err := inst.Patch(ctx, "br-eval",
+		ovs.Port{Iface: tb.DPIface, PeerMAC: tb.GenMAC}, ovs.Port{Iface: tb.DPOutIface, PeerMAC: tb.SinkMAC}); err != nil {
+		t.Fatal(err)
+	}
+	var pmd *dpdk.ThreadStatus
+	waitFor(t, "the new PMD pinned", func() bool {
+		_, pmd = pmdOnCore(t, e, e.dp[0])
+		return pmd != nil && pmd.TID != oldTID
+	})
+	return pmd
 }
 
 // TestMain lets the test binary serve as the CP hog of the share test.

@@ -22,6 +22,11 @@ import (
 )
 
 func init() {
+	rootCmd.AddCommand(newRunCmd(), newStatusCmd(), newPolicyCmd())
+}
+
+// newRunCmd is `taichi run`: the daemon in the foreground until a signal.
+func newRunCmd() *cobra.Command {
 	var cfgPath string
 	runCmd := &cobra.Command{
 		Use:   "run",
@@ -63,8 +68,12 @@ func init() {
 		},
 	}
 	runCmd.Flags().StringVar(&cfgPath, "config", "", "YAML configuration file (default: embedded defaults)")
-	rootCmd.AddCommand(runCmd)
+	return runCmd
+}
 
+// newStatusCmd is `taichi status`: the running daemon's state, once or
+// watched.
+func newStatusCmd() *cobra.Command {
 	var socket string
 	var asJSON bool
 	var watch time.Duration
@@ -100,8 +109,12 @@ func init() {
 	statusCmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (with --watch: one line per refresh)")
 	statusCmd.Flags().DurationVar(&watch, "watch", time.Second, "refresh every INTERVAL until interrupted, with per-interval rates")
 	statusCmd.Flags().Lookup("watch").NoOptDefVal = "1s"
-	rootCmd.AddCommand(statusCmd)
+	return statusCmd
+}
 
+// newPolicyCmd is `taichi policy set`: switch the running daemon's policy.
+func newPolicyCmd() *cobra.Command {
+	var socket string
 	policyCmd := &cobra.Command{Use: "policy", Short: "Change the running daemon's lending policy"}
 	setCmd := &cobra.Command{
 		Use:       "set " + strings.Join(scheduler.PolicyNameStrings(), "|"),
@@ -123,7 +136,7 @@ func init() {
 	}
 	setCmd.Flags().StringVar(&socket, "socket", "/run/taichi/taichi.sock", "control socket of the daemon")
 	policyCmd.AddCommand(setCmd)
-	rootCmd.AddCommand(policyCmd)
+	return policyCmd
 }
 
 func orDefault(path string) string {

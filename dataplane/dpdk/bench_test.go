@@ -63,55 +63,11 @@ func BenchmarkTestpmdLending(b *testing.B) {
 	}
 	seq := uint32(1000)
 
-	b.Run("reclaim", func(b *testing.B) {
-		h := startHog(b, 1)
-		var syscallNs, reclaimNs []float64
-		for range b.N {
-			if err := m.Demote(tid); err != nil {
-				b.Fatal(err)
-			}
-			time.Sleep(2 * time.Millisecond) // CP has the core
-			t0 := monoNow()
-			if err := m.Promote(tid); err != nil {
-				b.Fatal(err)
-			}
-			t1 := monoNow()
-			time.Sleep(500 * time.Microsecond) // DP has the core
-			if err := m.Demote(tid); err != nil {
-				b.Fatal(err)
-			}
-			// Only trials where the hog held the core at t0 time the
-			// preemption; otherwise something else had the core already.
-			if gs, ok := h.waitGapAfter(t0, time.Second); ok && gs >= t0 {
-				reclaimNs = append(reclaimNs, float64(gs-t0))
-			}
-			syscallNs = append(syscallNs, float64(t1-t0))
-		}
-		if err := m.Promote(tid); err != nil {
-			b.Fatal(err)
-		}
-		h.stop()
-		report(b, "promote_syscall", syscallNs)
-		report(b, "reclaim", reclaimNs)
-		b.ReportMetric(float64(len(reclaimNs)), "reclaims_seen")
-	})
+	b.Run("reclaim", func(b *testing.B) { benchReclaim(b, m, tid) })
 
 	// The modes take turns in rounds of 10 frames, so whatever else runs
 	// on this shared machine during the benchmark hits every mode alike.
-	type mode struct {
-		name     string
-		hog      bool
-		watch    time.Duration // 0: no watcher
-		demoted  bool          // demoted for the whole round
-		idleAftr int
-
-		lat, watchDelay []float64
-		lost            int
-		hogNs, elapsed  int64
-		lcoreWait       int64
-		promotions      uint64
-	}
-	modes := []*mode{
+	modes := []*lendingMode{
 		{name: "fifo-idle"},
 		{name: "fifo-hog", hog: true},
 		{name: "lent-watch-1ms", hog: true, watch: time.Millisecond, idleAftr: 3},
@@ -120,85 +76,164 @@ func BenchmarkTestpmdLending(b *testing.B) {
 	}
 	b.Run("latency", func(b *testing.B) {
 		const round = 10
+		r := lendingRound{m: m, env: env, io: io, pid: pid, tid: tid, prio: prio, seq: &seq}
 		for done := 0; done < b.N; done += round {
 			for _, md := range modes {
-				var h *hog
-				if md.hog {
-					h = startHog(b, 1)
-				}
-				ctx, cancel := context.WithCancel(context.Background())
-				var wg sync.WaitGroup
-				var w *IdleWatcher
-				if md.watch > 0 {
-					w = NewIdleWatcher(m, NetDevCounter(pid, env.tb.DPIface, env.tb.DPOutIface),
-						IdleWatcherOptions{Interval: md.watch, IdleAfter: md.idleAftr, Priority: prio})
-					wg.Go(func() { _ = w.Run(ctx) })
-				}
-				if md.demoted {
-					if err := m.Demote(tid); err != nil {
-						b.Fatal(err)
-					}
-				}
-				waitBefore := runDelay(b, pid, tid)
-				start := monoNow()
-				for range min(round, b.N-done) {
-					time.Sleep(10 * time.Millisecond)
-					seq++
-					sentAt := monotonicNs()
-					if err := io.send(seq); err != nil {
-						b.Fatal(err)
-					}
-					deadline := time.Now().Add(200 * time.Millisecond)
-					got := false
-					for !got && time.Now().Before(deadline) {
-						s, l, ok, err := io.recv()
-						if err != nil {
-							b.Fatal(err)
-						}
-						if ok && s == seq {
-							md.lat = append(md.lat, float64(l))
-							got = true
-						}
-					}
-					if !got {
-						md.lost++
-					}
-					if w != nil {
-						if at := w.Stats().LastReclaimAt; at > sentAt {
-							md.watchDelay = append(md.watchDelay, float64(at-sentAt))
-						}
-					}
-				}
-				md.elapsed += monoNow() - start
-				// Time the lcore spent runnable but not running: preempted.
-				md.lcoreWait += runDelay(b, pid, tid) - waitBefore
-				cancel()
-				wg.Wait()
-				if err := m.Promote(tid); err != nil {
-					b.Fatal(err)
-				}
-				if h != nil {
-					md.hogNs += h.stop()
-				}
-				if w != nil {
-					md.promotions += w.Stats().Promotions
-				}
+				r.run(b, md, min(round, b.N-done))
 			}
 		}
 		for _, md := range modes {
-			n := md.name + "_"
-			report(b, n+"lat", md.lat)
-			report(b, n+"watch_delay", md.watchDelay) // frame sent -> watcher starts the reclaim
-			b.ReportMetric(float64(md.lost), n+"lost")
-			b.ReportMetric(float64(md.lcoreWait)/float64(md.elapsed), n+"lcore_wait_share")
-			if md.hog {
-				b.ReportMetric(float64(md.hogNs)/float64(md.elapsed), n+"cp_share")
-			}
-			if md.watch > 0 {
-				b.ReportMetric(float64(md.promotions), n+"promotions")
-			}
+			md.report(b)
 		}
 	})
+}
+
+// benchReclaim times Promote of a lent lcore: the syscall, and until the
+// lcore runs again (the start of a CP hog's first off-CPU gap after it).
+func benchReclaim(b *testing.B, m *Manager, tid int) {
+	h := startHog(b, 1)
+	var syscallNs, reclaimNs []float64
+	for range b.N {
+		if err := m.Demote(tid); err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond) // CP has the core
+		t0 := monoNow()
+		if err := m.Promote(tid); err != nil {
+			b.Fatal(err)
+		}
+		t1 := monoNow()
+		time.Sleep(500 * time.Microsecond) // DP has the core
+		if err := m.Demote(tid); err != nil {
+			b.Fatal(err)
+		}
+		// Only trials where the hog held the core at t0 time the
+		// preemption; otherwise something else had the core already.
+		if gs, ok := h.waitGapAfter(t0, time.Second); ok && gs >= t0 {
+			reclaimNs = append(reclaimNs, float64(gs-t0))
+		}
+		syscallNs = append(syscallNs, float64(t1-t0))
+	}
+	if err := m.Promote(tid); err != nil {
+		b.Fatal(err)
+	}
+	h.stop()
+	report(b, "promote_syscall", syscallNs)
+	report(b, "reclaim", reclaimNs)
+	b.ReportMetric(float64(len(reclaimNs)), "reclaims_seen")
+}
+
+// lendingMode is one way of running the lcore in the latency benchmark,
+// with what its rounds measured.
+type lendingMode struct {
+	name     string
+	hog      bool
+	watch    time.Duration // 0: no watcher
+	demoted  bool          // demoted for the whole round
+	idleAftr int
+
+	lat, watchDelay []float64
+	lost            int
+	hogNs, elapsed  int64
+	lcoreWait       int64
+	promotions      uint64
+}
+
+// report adds the mode's figures to b, named after the mode.
+func (md *lendingMode) report(b *testing.B) {
+	n := md.name + "_"
+	report(b, n+"lat", md.lat)
+	report(b, n+"watch_delay", md.watchDelay) // frame sent -> watcher starts the reclaim
+	b.ReportMetric(float64(md.lost), n+"lost")
+	b.ReportMetric(float64(md.lcoreWait)/float64(md.elapsed), n+"lcore_wait_share")
+	if md.hog {
+		b.ReportMetric(float64(md.hogNs)/float64(md.elapsed), n+"cp_share")
+	}
+	if md.watch > 0 {
+		b.ReportMetric(float64(md.promotions), n+"promotions")
+	}
+}
+
+// lendingRound is what every round of the latency benchmark works on.
+type lendingRound struct {
+	m        *Manager
+	env      *testpmdEnv
+	io       *frameIO
+	pid, tid int
+	prio     int
+	seq      *uint32
+}
+
+// run sends n frames, 10 ms apart, with the lcore run as md says, and adds
+// what they saw to md.
+func (r lendingRound) run(b *testing.B, md *lendingMode, n int) {
+	var h *hog
+	if md.hog {
+		h = startHog(b, 1)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var w *IdleWatcher
+	if md.watch > 0 {
+		w = NewIdleWatcher(r.m, NetDevCounter(r.pid, r.env.tb.DPIface, r.env.tb.DPOutIface),
+			IdleWatcherOptions{Interval: md.watch, IdleAfter: md.idleAftr, Priority: r.prio})
+		wg.Go(func() { _ = w.Run(ctx) })
+	}
+	if md.demoted {
+		if err := r.m.Demote(r.tid); err != nil {
+			b.Fatal(err)
+		}
+	}
+	waitBefore := runDelay(b, r.pid, r.tid)
+	start := monoNow()
+	for range n {
+		time.Sleep(10 * time.Millisecond)
+		r.frame(b, md, w)
+	}
+	md.elapsed += monoNow() - start
+	// Time the lcore spent runnable but not running: preempted.
+	md.lcoreWait += runDelay(b, r.pid, r.tid) - waitBefore
+	cancel()
+	wg.Wait()
+	if err := r.m.Promote(r.tid); err != nil {
+		b.Fatal(err)
+	}
+	if h != nil {
+		md.hogNs += h.stop()
+	}
+	if w != nil {
+		md.promotions += w.Stats().Promotions
+	}
+}
+
+// frame sends one frame and waits up to 200 ms for it at the sink.
+func (r lendingRound) frame(b *testing.B, md *lendingMode, w *IdleWatcher) {
+	*r.seq++
+	seq := *r.seq
+	sentAt := monotonicNs()
+	if err := r.io.send(seq); err != nil {
+		b.Fatal(err)
+	}
+	deadline := time.Now().Add(200 * time.Millisecond)
+	got := false
+	for !got && time.Now().Before(deadline) {
+		s, l, ok, err := r.io.recv()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if ok && s == seq {
+			md.lat = append(md.lat, float64(l))
+			got = true
+		}
+	}
+	if !got {
+		md.lost++
+	}
+	if w != nil {
+		if at := w.Stats().LastReclaimAt; at > sentAt {
+			md.watchDelay = append(md.watchDelay, float64(at-sentAt))
+		}
+	}
 }
 
 // report adds p50/p99/max of ns samples, in µs.

@@ -88,6 +88,40 @@ func TestManagerPinsReappliesAndLends(t *testing.T) {
 	if err := m.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	checkPinnedAtStart(t, m, tidA, tidB, other)
+	checkReconcileReapplies(t, m, tidB)
+
+	// A thread appearing later gets no core when cpus ran out, and says so.
+	late := namedThread(t, tag+"-worker-3")
+	err = m.Reconcile()
+	if err == nil || !strings.Contains(err.Error(), "no DP core left") {
+		t.Fatalf("late thread without a core: %v", err)
+	}
+	if _, pol, _ := kernelState(t, late); pol != unix.SCHED_NORMAL {
+		t.Fatalf("thread without a core was changed to %s", PolicyName(pol))
+	}
+
+	checkLendAndReclaim(t, m, tidB)
+	checkLendingOff(t, m, tidB, other)
+
+	// Stop reclaims lent cores and leaves an adopted process alone.
+	if err := m.Demote(tidA); err != nil {
+		t.Fatal(err)
+	}
+	if st := m.Status(); st.Yield == "" {
+		t.Fatalf("status names no yield mechanism: %+v", st)
+	}
+	if err := m.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	assertReleased(t, m, tidA, "/")
+	assertReleased(t, m, tidB, "/")
+}
+
+// checkPinnedAtStart: Start pinned the two workers (worker-1 to CPU 1,
+// worker-2 to CPU 0) SCHED_FIFO/7 and left the other thread alone.
+func checkPinnedAtStart(t *testing.T, m *Manager, tidA, tidB, other int) {
+	t.Helper()
 	// worker-1 sorts first and gets cpus[0] = 1; worker-2 gets cpus[1] = 0.
 	for tid, cpu := range map[int]int{tidB: 1, tidA: 0} {
 		aff, pol, prio := kernelState(t, tid)
@@ -107,7 +141,12 @@ func TestManagerPinsReappliesAndLends(t *testing.T) {
 			t.Fatalf("status thread %+v", ts)
 		}
 	}
+}
 
+// checkReconcileReapplies: someone else changes tidB's affinity and
+// class; Reconcile puts both back and counts it.
+func checkReconcileReapplies(t *testing.T, m *Manager, tidB int) {
+	t.Helper()
 	// Someone else changes a thread: Reconcile puts it back.
 	if err := linuxsched.Pin(tidB, 0); err != nil {
 		t.Fatal(err)
@@ -124,17 +163,12 @@ func TestManagerPinsReappliesAndLends(t *testing.T) {
 	if got := m.Status().Reapplied; got == 0 {
 		t.Fatal("re-application not counted")
 	}
+}
 
-	// A thread appearing later gets no core when cpus ran out, and says so.
-	late := namedThread(t, tag+"-worker-3")
-	err = m.Reconcile()
-	if err == nil || !strings.Contains(err.Error(), "no DP core left") {
-		t.Fatalf("late thread without a core: %v", err)
-	}
-	if _, pol, _ := kernelState(t, late); pol != unix.SCHED_NORMAL {
-		t.Fatalf("thread without a core was changed to %s", PolicyName(pol))
-	}
-
+// checkLendAndReclaim lends tidB's core (CPU 1) and reclaims it; a
+// Reconcile keeps the lending, and drift while lent is put back.
+func checkLendAndReclaim(t *testing.T, m *Manager, tidB int) {
+	t.Helper()
 	// Lend and reclaim.
 	if err := m.Demote(tidB); err != nil {
 		t.Fatal(err)
@@ -170,7 +204,12 @@ func TestManagerPinsReappliesAndLends(t *testing.T) {
 	if err := m.Promote(tidB); err != nil {
 		t.Fatal(err)
 	}
+}
 
+// checkLendingOff: with lending off tidB is static, on again ready; a
+// thread that is no lcore cannot be demoted.
+func checkLendingOff(t *testing.T, m *Manager, tidB, other int) {
+	t.Helper()
 	// Lending off: static class, group not idle; on again: SCHED_FIFO.
 	if err := m.SetLending(false); err != nil {
 		t.Fatal(err)
@@ -186,19 +225,6 @@ func TestManagerPinsReappliesAndLends(t *testing.T) {
 	if err := m.Demote(other); !errors.Is(err, ErrNotLcore) {
 		t.Fatalf("demoting a foreign thread: %v", err)
 	}
-
-	// Stop reclaims lent cores and leaves an adopted process alone.
-	if err := m.Demote(tidA); err != nil {
-		t.Fatal(err)
-	}
-	if st := m.Status(); st.Yield == "" {
-		t.Fatalf("status names no yield mechanism: %+v", st)
-	}
-	if err := m.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	assertReleased(t, m, tidA, "/")
-	assertReleased(t, m, tidB, "/")
 }
 
 // TestManagerMovesLcoreOutOfCgroups puts an lcore in a v1 cpu cgroup

@@ -256,6 +256,44 @@ func TestPatchForwardsPingThroughOVS(t *testing.T) {
 	}
 
 	pmds := waitPMDThreads(t, inst.PID(), 1)
+	checkOVSThreadCPUs(t, inst, pmds)
+	checkPMDCounters(t, ctx, inst, tb, count)
+
+	if err := inst.SetMaxSleep(ctx, 100*time.Microsecond); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := inst.Vsctl(ctx, "get", "Open_vSwitch", ".", "other_config:pmd-maxsleep"); err != nil || strings.TrimSpace(out) != `"100"` {
+		t.Fatalf("pmd-maxsleep after SetMaxSleep(100µs): %q, %v", out, err)
+	}
+	if err := inst.SetMaxSleep(ctx, 20*time.Millisecond); err == nil || !strings.Contains(err.Error(), "max_sleep") {
+		t.Fatalf("SetMaxSleep(20ms): %v, want a max_sleep error", err)
+	}
+
+	// Removing the last port ends the PMD; patching again creates a new one.
+	if err := inst.Unpatch(ctx, "br0"); err != nil {
+		t.Fatal(err)
+	}
+	waitPMDThreads(t, inst.PID(), 0)
+	if err := inst.Patch(ctx, "br0", a, b); err != nil {
+		t.Fatal(err)
+	}
+	again := waitPMDThreads(t, inst.PID(), 1)
+	for tid, name := range again {
+		if _, old := pmds[tid]; old {
+			t.Errorf("PMD %s kept tid %d across Unpatch/Patch", name, tid)
+		}
+	}
+	t.Logf("PMD before %v, after Unpatch/Patch %v", pmds, again)
+	if got := ping(t, tb, 5); got != 5 {
+		t.Fatalf("after re-patching: %d of 5 pings answered", got)
+	}
+}
+
+// checkOVSThreadCPUs: the PMDs (tid to name) may run only on the PMD CPU
+// and are named after it; every other thread, and ovsdb-server, only on
+// the lcore CPU.
+func checkOVSThreadCPUs(t *testing.T, inst *Instance, pmds map[int]string) {
+	t.Helper()
 	for tid, name := range pmds {
 		var set unix.CPUSet
 		if err := unix.SchedGetaffinity(tid, &set); err != nil {
@@ -293,7 +331,13 @@ func TestPatchForwardsPingThroughOVS(t *testing.T) {
 			t.Errorf("thread %s (tid %d) may run on %d CPUs, want only CPU %d", strings.TrimSpace(string(comm)), tid, set.Count(), testLcoreCPU)
 		}
 	}
+}
 
+// checkPMDCounters: after count pings, one PMD on the PMD CPU saw every
+// request and reply, spent cycles both idle and busy, and its packet
+// counter grows with 5 more pings.
+func checkPMDCounters(t *testing.T, ctx context.Context, inst *Instance, tb *testbed.Testbed, count int) {
+	t.Helper()
 	c := NewClient(inst.UnixctlPath())
 	defer c.Close()
 	stats, err := c.PMDStats(ctx)
@@ -304,7 +348,7 @@ func TestPatchForwardsPingThroughOVS(t *testing.T) {
 		t.Fatalf("PMD stats %+v, want one PMD on core %d", stats, testPMDCPU)
 	}
 	// Every request and every reply crossed the PMD.
-	if stats[0].PacketsReceived < 2*count {
+	if stats[0].PacketsReceived < uint64(2*count) {
 		t.Errorf("PMD received %d packets, want >= %d", stats[0].PacketsReceived, 2*count)
 	}
 	if stats[0].IdleCycles == 0 || stats[0].BusyCycles == 0 {
@@ -320,35 +364,6 @@ func TestPatchForwardsPingThroughOVS(t *testing.T) {
 	}
 	if after, err := counter(); err != nil || after < before+10 {
 		t.Fatalf("counter after 5 more pings %d, %v; want >= %d", after, err, before+10)
-	}
-
-	if err := inst.SetMaxSleep(ctx, 100*time.Microsecond); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := inst.Vsctl(ctx, "get", "Open_vSwitch", ".", "other_config:pmd-maxsleep"); err != nil || strings.TrimSpace(out) != `"100"` {
-		t.Fatalf("pmd-maxsleep after SetMaxSleep(100µs): %q, %v", out, err)
-	}
-	if err := inst.SetMaxSleep(ctx, 20*time.Millisecond); err == nil || !strings.Contains(err.Error(), "max_sleep") {
-		t.Fatalf("SetMaxSleep(20ms): %v, want a max_sleep error", err)
-	}
-
-	// Removing the last port ends the PMD; patching again creates a new one.
-	if err := inst.Unpatch(ctx, "br0"); err != nil {
-		t.Fatal(err)
-	}
-	waitPMDThreads(t, inst.PID(), 0)
-	if err := inst.Patch(ctx, "br0", a, b); err != nil {
-		t.Fatal(err)
-	}
-	again := waitPMDThreads(t, inst.PID(), 1)
-	for tid, name := range again {
-		if _, old := pmds[tid]; old {
-			t.Errorf("PMD %s kept tid %d across Unpatch/Patch", name, tid)
-		}
-	}
-	t.Logf("PMD before %v, after Unpatch/Patch %v", pmds, again)
-	if got := ping(t, tb, 5); got != 5 {
-		t.Fatalf("after re-patching: %d of 5 pings answered", got)
 	}
 }
 

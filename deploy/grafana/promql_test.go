@@ -32,113 +32,139 @@ var labelListWords = map[string]bool{
 // outside label matchers, ranges and strings that are not functions,
 // aggregations or keywords. Selecting by {__name__=...} is refused.
 func metricNames(expr string) ([]string, error) {
-	var names []string
-	s := expr
-	i, parens := 0, 0
-	skipTo := func(open, close byte) error {
-		depth := 0
-		for i < len(s) {
-			switch c := s[i]; {
-			case c == '"' || c == '\'' || c == '`':
-				if err := skipString(s, &i); err != nil {
-					return err
-				}
-				continue
-			case c == open:
-				depth++
-			case c == close:
-				depth--
-				if depth == 0 {
-					i++
-					return nil
-				}
-			}
-			i++
-		}
-		return fmt.Errorf("unbalanced %c in %q", open, expr)
-	}
-	isIdentStart := func(c byte) bool { return c == '_' || c == ':' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
-	isIdent := func(c byte) bool { return isIdentStart(c) || c >= '0' && c <= '9' }
-	nextNonSpace := func(j int) byte {
-		for ; j < len(s); j++ {
-			if s[j] != ' ' && s[j] != '\t' && s[j] != '\n' {
-				return s[j]
-			}
-		}
-		return 0
-	}
-	for i < len(s) {
-		c := s[i]
+	p := &promqlScanner{s: expr}
+	s := p.s
+	for p.i < len(s) {
+		c := s[p.i]
 		switch {
 		case c == '"' || c == '\'' || c == '`':
-			if err := skipString(s, &i); err != nil {
+			if err := skipString(s, &p.i); err != nil {
 				return nil, err
 			}
 		case c == '{':
-			start := i
-			if err := skipTo('{', '}'); err != nil {
+			start := p.i
+			if err := p.skipTo('{', '}'); err != nil {
 				return nil, err
 			}
-			if strings.Contains(s[start:i], "__name__") {
+			if strings.Contains(s[start:p.i], "__name__") {
 				return nil, fmt.Errorf("selects by __name__: %q", expr)
 			}
 		case c == '[':
-			if err := skipTo('[', ']'); err != nil {
+			if err := p.skipTo('[', ']'); err != nil {
 				return nil, err
 			}
 		case c == '$': // a Grafana variable: $name or ${name}
-			i++
-			if i < len(s) && s[i] == '{' {
-				if err := skipTo('{', '}'); err != nil {
+			p.i++
+			if p.i < len(s) && s[p.i] == '{' {
+				if err := p.skipTo('{', '}'); err != nil {
 					return nil, err
 				}
 			}
-			for i < len(s) && isIdent(s[i]) {
-				i++
+			for p.i < len(s) && isIdent(s[p.i]) {
+				p.i++
 			}
 		case c >= '0' && c <= '9' || c == '.':
-			for i < len(s) && (isIdent(s[i]) || s[i] == '.') {
-				i++
+			for p.i < len(s) && (isIdent(s[p.i]) || s[p.i] == '.') {
+				p.i++
 			}
 		case isIdentStart(c):
-			start := i
-			for i < len(s) && isIdent(s[i]) {
-				i++
-			}
-			word := s[start:i]
-			next := nextNonSpace(i)
-			switch {
-			case labelListWords[strings.ToLower(word)] && next == '(':
-				for i < len(s) && s[i] != '(' {
-					i++
-				}
-				if err := skipTo('(', ')'); err != nil {
-					return nil, err
-				}
-			case next == '(' || promqlKeywords[strings.ToLower(word)] || aggregations[strings.ToLower(word)]:
-				// a function, an aggregation (sum by (x) (...)) or a keyword
-			default:
-				if !slices.Contains(names, word) {
-					names = append(names, word)
-				}
+			if err := p.word(); err != nil {
+				return nil, err
 			}
 		case c == '(':
-			parens++
-			i++
+			p.parens++
+			p.i++
 		case c == ')':
-			if parens--; parens < 0 {
+			if p.parens--; p.parens < 0 {
 				return nil, fmt.Errorf("unbalanced ) in %q", expr)
 			}
-			i++
+			p.i++
 		default:
-			i++
+			p.i++
 		}
 	}
-	if parens != 0 {
+	if p.parens != 0 {
 		return nil, fmt.Errorf("unbalanced ( in %q", expr)
 	}
-	return names, nil
+	return p.names, nil
 }
+
+// promqlScanner walks a PromQL expression s from i, counting open
+// parentheses and collecting the metric names it passes.
+type promqlScanner struct {
+	s      string
+	i      int
+	parens int
+	names  []string
+}
+
+// skipTo moves past the bracketed span that opens at s[i] (strings inside
+// it included).
+func (p *promqlScanner) skipTo(open, close byte) error {
+	s := p.s
+	depth := 0
+	for p.i < len(s) {
+		switch c := s[p.i]; {
+		case c == '"' || c == '\'' || c == '`':
+			if err := skipString(s, &p.i); err != nil {
+				return err
+			}
+			continue
+		case c == open:
+			depth++
+		case c == close:
+			depth--
+			if depth == 0 {
+				p.i++
+				return nil
+			}
+		}
+		p.i++
+	}
+	return fmt.Errorf("unbalanced %c in %q", open, s)
+}
+
+// word reads the identifier at s[i]: a label list's keyword (its list
+// skipped), a function, aggregation or keyword, or a metric name.
+func (p *promqlScanner) word() error {
+	s := p.s
+	start := p.i
+	for p.i < len(s) && isIdent(s[p.i]) {
+		p.i++
+	}
+	word := s[start:p.i]
+	next := p.nextNonSpace(p.i)
+	switch {
+	case labelListWords[strings.ToLower(word)] && next == '(':
+		for p.i < len(s) && s[p.i] != '(' {
+			p.i++
+		}
+		return p.skipTo('(', ')')
+	case next == '(' || promqlKeywords[strings.ToLower(word)] || aggregations[strings.ToLower(word)]:
+		// a function, an aggregation (sum by (x) (...)) or a keyword
+	default:
+		if !slices.Contains(p.names, word) {
+			p.names = append(p.names, word)
+		}
+	}
+	return nil
+}
+
+// nextNonSpace is the first byte from s[j] on that is not white space (0
+// at the end).
+func (p *promqlScanner) nextNonSpace(j int) byte {
+	for ; j < len(p.s); j++ {
+		if p.s[j] != ' ' && p.s[j] != '\t' && p.s[j] != '\n' {
+			return p.s[j]
+		}
+	}
+	return 0
+}
+
+func isIdentStart(c byte) bool {
+	return c == '_' || c == ':' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+}
+func isIdent(c byte) bool { return isIdentStart(c) || c >= '0' && c <= '9' }
 
 // skipString moves *i past the string literal that starts at s[*i].
 func skipString(s string, i *int) error {
