@@ -31,13 +31,17 @@ func SeqBlockBytes(n int) int { return 8 + 8*n }
 // writer that died in the middle of one leaves the block like this).
 var ErrSeqBusy = errors.New("shm: block kept changing")
 
-// seqTries bounds a read: the first seqSpins retries only yield the
-// processor (a write takes well under a microsecond), the rest sleep
-// seqSleep each (the writer was preempted mid-write).
+// A read gives up after seqTries tries or seqPatience, whichever comes
+// first: the first seqSpins retries only yield the processor (a write
+// takes well under a microsecond), the rest sleep seqSleep each (the
+// writer was preempted mid-write). A timer sleep on a busy machine can
+// take milliseconds, hence the bound in time too: a reader's caller has
+// other work on its period.
 const (
-	seqTries = 100
-	seqSpins = 8
-	seqSleep = 10 * time.Microsecond
+	seqTries    = 100
+	seqSpins    = 8
+	seqSleep    = 10 * time.Microsecond
+	seqPatience = 2 * time.Millisecond
 )
 
 // NewSeqBlock views the SeqBlockBytes(n) bytes at off (8-aligned) of mem as
@@ -72,18 +76,24 @@ func (b *SeqBlock) Write(src []uint64) {
 
 // Read copies the block's words into dst (len(dst) == Len()) as one
 // writer left them, retrying a copy that overlapped a write; ErrSeqBusy
-// after seqTries tries. It does not allocate.
+// when it could not (see seqTries). It does not allocate.
 func (b *SeqBlock) Read(dst []uint64) error {
 	if len(dst) != len(b.words) {
 		panic(fmt.Sprintf("shm: read of a block of %d words into %d", len(b.words), len(dst)))
 	}
+	var start time.Time
 	for try := range seqTries {
-		if try > 0 {
-			if try < seqSpins {
-				runtime.Gosched()
-			} else {
-				time.Sleep(seqSleep)
-			}
+		switch {
+		case try == 0:
+		case try < seqSpins:
+			runtime.Gosched()
+		case try == seqSpins:
+			start = time.Now()
+			time.Sleep(seqSleep)
+		case time.Since(start) > seqPatience:
+			return ErrSeqBusy
+		default:
+			time.Sleep(seqSleep)
 		}
 		s := b.seq.Load()
 		if s%2 == 1 {
