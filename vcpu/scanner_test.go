@@ -1,12 +1,14 @@
 package vcpu
 
 import (
+	"bufio"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -108,14 +110,11 @@ func TestScannerRereadsCommandLineOnExec(t *testing.T) {
 func TestScannerFindsExecAndNewProcess(t *testing.T) {
 	name := uniqueName(t)
 	bin := filepath.Join(t.TempDir(), name)
-	sleep, err := exec.LookPath("sleep")
-	if err != nil {
+	if err := os.Symlink(os.Args[0], bin); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink(sleep, bin); err != nil {
-		t.Fatal(err)
-	}
-	wrapper := testenv.Command("sh", "-c", `read go; exec "$0" 30`, bin)
+	wrapper := testenv.Command(os.Args[0], "-test.run=^$")
+	wrapper.Env = append(os.Environ(), helperEnv+"=exec-on-input", execAsEnv+"="+bin)
 	in, err := wrapper.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -149,6 +148,25 @@ func TestScannerFindsExecAndNewProcess(t *testing.T) {
 	if s.passes > s.fullEvery {
 		t.Fatalf("%d passes with a full one every %d: the cache went untested", s.passes, s.fullEvery)
 	}
+}
+
+// execAsEnv names the file the exec-on-input helper execs (as argv[0]).
+const execAsEnv = "TAICHI_VCPU_TEST_EXEC_AS"
+
+// execOnInput waits for a line on stdin, then execs the file execAsEnv
+// names as the "sleep" helper: a wrapper that becomes the CP command.
+func execOnInput() {
+	bufio.NewReader(os.Stdin).ReadString('\n')
+	path := os.Getenv(execAsEnv)
+	env := []string{helperEnv + "=sleep"} // syscall.Exec keeps duplicates: the first would win
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, helperEnv+"=") {
+			env = append(env, kv)
+		}
+	}
+	err := syscall.Exec(path, []string{path, "-test.run=^$"}, env)
+	fmt.Fprintln(os.Stderr, "exec:", err)
+	os.Exit(4)
 }
 
 // BenchmarkRescan: one adoption rescan pass over this machine's /proc by
