@@ -2,7 +2,6 @@ package shm
 
 import (
 	"errors"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,17 +11,7 @@ import (
 // A writer and a reader on two mappings of one file (as the DP host and
 // the daemon are) see the same words.
 func TestSeqBlockRoundTripAcrossMappings(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "seg")
-	a, err := Create(path, 4096)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b := twoMappings(t, 4096)
 	w, err := NewSeqBlock(a.Bytes(), 256, 5)
 	if err != nil {
 		t.Fatal(err)
