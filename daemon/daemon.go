@@ -80,7 +80,7 @@ type Daemon struct {
 	adoptErr  string
 
 	pool    vcpu.Pool
-	sel     vcpu.Selector
+	scanner *vcpu.Scanner // the adoption rescan's (its goroutine only)
 	sched   *scheduler.Scheduler
 	kmod    *kmod.Device // nil without /dev/taichi
 	mono    scheduler.MonotonicBase
@@ -141,7 +141,9 @@ func New(cfg *config.Config, opts ...Option) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.sel = sel
+	if d.scanner, err = vcpu.NewScanner(sel); err != nil {
+		return nil, fmt.Errorf("vcpu.adopt: %w", err)
+	}
 	if d.mono, err = scheduler.NewMonotonicBase(); err != nil {
 		return nil, err
 	}
@@ -456,7 +458,7 @@ func (d *Daemon) rescanLoop(ctx context.Context) {
 
 // rescan adopts processes the selectors match (new CP tasks appear all the time).
 func (d *Daemon) rescan() {
-	pids, err := vcpu.Scan(d.sel)
+	pids, err := d.scanner.Scan()
 	if err == nil && len(pids) > 0 {
 		_, err = d.pool.Adopt(pids)
 	}

@@ -38,10 +38,10 @@ type dpLoop struct {
 	// batch is the pump's buffer for one drained ring (its goroutine only).
 	batch []scheduler.Event
 
-	// Last load sample, for busy-fraction and residence deltas.
-	lastBusy, lastAt time.Duration
-	lastPackets      uint64
-	lastResidence    dataplane.Histogram
+	// The pump's load figures: the pass's and the last pass's, for the
+	// busy fraction and the residence in between (kept here, so a pass
+	// reads into memory it already has).
+	load, lastLoad host.Load
 }
 
 func (d *Daemon) segmentPath(name string) string {

@@ -114,28 +114,28 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 func (d *Daemon) sampleLoad(harvest bool) {
 	now := time.Now()
 	for _, l := range d.loops {
-		snap, err := l.client.Snapshot()
-		if err != nil {
+		cur, last := &l.load, &l.lastLoad
+		if err := l.client.ReadLoad(cur); err != nil {
 			continue
 		}
-		at := time.Duration(snap.Published)
-		if l.lastAt != 0 && at > l.lastAt {
-			interval := at - l.lastAt
-			busy := float64(snap.Loop.Busy-l.lastBusy) / float64(interval)
-			d.sched.Load(l.cfg.CPU, d.mono.Time(snap.Published), scheduler.LoadSample{
-				Interval: interval, BusyFraction: min(max(busy, 0), 1), Packets: int64(snap.Loop.Packets - l.lastPackets),
+		if last.Published != 0 && cur.Published > last.Published {
+			at := d.mono.Time(cur.Published)
+			interval := time.Duration(cur.Published - last.Published)
+			busy := float64(cur.Busy-last.Busy) / float64(interval)
+			d.sched.Load(l.cfg.CPU, at, scheduler.LoadSample{
+				Interval: interval, BusyFraction: min(max(busy, 0), 1), Packets: int64(cur.Packets - last.Packets),
 			})
 			// What packets felt in the interval; the scheduler judges it
 			// against the SLO's marks (a packet in the bucket that
 			// straddles a mark counts within it).
-			if r := snap.Loop.Residence; r.Count >= l.lastResidence.Count {
-				delta := r.Sub(l.lastResidence)
-				d.sched.ResidenceSample(l.cfg.CPU, d.mono.Time(snap.Published), scheduler.Residence{
+			if cur.Residence.Count >= last.Residence.Count {
+				delta := cur.Residence.Sub(last.Residence)
+				d.sched.ResidenceSample(l.cfg.CPU, at, scheduler.Residence{
 					Packets: delta.Count, P99: delta.Quantile(0.99), Above: delta.Above,
 				})
 			}
 		}
-		l.lastAt, l.lastBusy, l.lastPackets, l.lastResidence = at, snap.Loop.Busy, snap.Loop.Packets, snap.Loop.Residence
+		*last = *cur
 	}
 	d.sampleDPDKResidence(now)
 	if !harvest {

@@ -43,6 +43,8 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	case "parent":
 		parentHelper()
+	case "exec-on-input":
+		execOnInput()
 	}
 	os.Exit(3)
 }

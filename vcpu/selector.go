@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"path"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -121,48 +120,11 @@ func underPath(p, dir string) bool {
 
 // Scan lists the user-space processes (thread group ids, sorted) that sel
 // matches, reading /proc. Kernel threads and the calling process are never
-// listed.
+// listed. (A Scanner does the same pass after pass, for less.)
 func Scan(sel Selector) ([]int, error) {
-	fs, err := procfs.NewDefaultFS()
+	s, err := NewScanner(sel)
 	if err != nil {
-		return nil, fmt.Errorf("vcpu: open /proc: %w", err)
+		return nil, err
 	}
-	return scan(fs, sel, selfPID())
-}
-
-func scan(fs procfs.FS, sel Selector, self int) ([]int, error) {
-	if err := sel.Validate(); err != nil {
-		return nil, fmt.Errorf("vcpu: selector: %w", err)
-	}
-	procs, err := fs.AllProcs()
-	if err != nil {
-		return nil, fmt.Errorf("vcpu: list /proc: %w", err)
-	}
-	var out []int
-	for _, p := range procs {
-		if p.PID == self {
-			continue
-		}
-		stat, err := p.Stat()
-		if err != nil || stat.Flags&pfKthread != 0 {
-			continue // exited meanwhile, or a kernel thread
-		}
-		info := procInfo{pid: p.PID, comm: stat.Comm}
-		if comm, err := p.Comm(); err == nil {
-			info.comm = comm
-		}
-		if argv, err := p.CmdLine(); err == nil && len(argv) > 0 {
-			info.argv0 = filepath.Base(argv[0])
-		}
-		if len(sel.Units) > 0 || len(sel.Cgroups) > 0 {
-			if info.cgroups, err = p.Cgroups(); err != nil {
-				continue
-			}
-		}
-		if sel.matches(info) {
-			out = append(out, p.PID)
-		}
-	}
-	slices.Sort(out)
-	return out, nil
+	return s.Scan()
 }

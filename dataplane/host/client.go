@@ -22,6 +22,10 @@ type Client struct {
 	rec  []byte
 	// rejected counts garbled event records (Events).
 	rejected atomic.Uint64
+	// load is the host's load block, nil for a host without one; ReadLoad
+	// copies it into loadWords.
+	load      *shm.SeqBlock
+	loadWords []uint64
 }
 
 // ErrNotReady means the segment exists but its host has not finished starting.
@@ -34,7 +38,7 @@ func Attach(path, name string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(seg.Bytes()) < segmentSize || u64(seg, offMagic).Load() != magic {
+	if len(seg.Bytes()) < minSegmentSize || u64(seg, offMagic).Load() != magic {
 		seg.Close()
 		return nil, fmt.Errorf("dp %s: %s: %w", name, path, ErrNotReady)
 	}
@@ -49,6 +53,10 @@ func Attach(path, name string) (*Client, error) {
 	}
 	ring.Skip()
 	c := &Client{name: name, seg: seg, ring: ring, rec: make([]byte, eventRec)}
+	if err := c.attachLoad(); err != nil {
+		seg.Close()
+		return nil, fmt.Errorf("dp %s: %w", name, err)
+	}
 	if u64(seg, offFeatures).Load()&featureEventBell != 0 {
 		if c.bell, err = shm.OpenDoorbell(seg.Bytes(), offEventBell, BellPath(path), false); err != nil {
 			seg.Close()

@@ -9,9 +9,9 @@ import (
 )
 
 // FuzzClientOnCorruptSegment: a segment whose host wrote garbage (stats
-// length, stats bytes, ring indices, event records) makes Snapshot and
-// Events return errors or data, never panic or hang. The segment is a real
-// mapped file, laid out as Start lays it out.
+// length, stats bytes, ring indices, event records) makes Snapshot,
+// ReadLoad and Events return errors or data, never panic or hang. The
+// segment is a real mapped file, laid out as Start lays it out.
 func FuzzClientOnCorruptSegment(f *testing.F) {
 	f.Add(uint64(12), []byte(`{"loop":{}}`), uint64(0), uint64(0), []byte{1, 1})
 	f.Add(uint64(1)<<63, []byte{}, uint64(0), uint64(0), []byte{})          // length turns negative as an int
@@ -42,6 +42,8 @@ func FuzzClientOnCorruptSegment(f *testing.F) {
 		u64(seg, offRing+64).Store(head)
 
 		c.Snapshot()
+		var l Load
+		c.ReadLoad(&l)
 		calls := 0
 		c.Events(func(dataplane.Event) {
 			if calls++; calls > ringLen {

@@ -14,7 +14,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -44,7 +43,8 @@ const (
 	offKnobSeq, offYieldAfter, offSlice, offProbeWake, offWakeReq = 64, 72, 80, 88, 96
 	offKnobSeen, offWakeSeen, offHostBeat                         = 128, 136, 144
 	// offFeatures holds what this host does beyond version 2's contract
-	// (featureEventBell); a daemon falls back to polling without it.
+	// (featureEventBell, featureLoadBlock); a daemon falls back to what
+	// version 2 promises (polling, JSON stats) without a bit.
 	offFeatures, offEventBell = 152, 160
 
 	offStatsSeq, offStatsLen, offStats = 192, 200, 256
@@ -54,7 +54,10 @@ const (
 	ringLen  = 4096
 	eventRec = 48
 
-	segmentSize = offRing + ringLen*eventRec + 3*64
+	// minSegmentSize ends the event ring: all a version 2 segment has to
+	// hold. The load block (featureLoadBlock) lies past it.
+	minSegmentSize = offRing + ringLen*eventRec + 3*64
+	segmentSize    = offLoadBlock + 8 + 8*loadWords // shm.SeqBlockBytes(loadWords)
 )
 
 // BellPath is the FIFO of the segment at shmPath's event doorbell.
@@ -135,6 +138,9 @@ type Host struct {
 	kws   *kmod.WakeSource
 	kerr  string
 	wg    sync.WaitGroup
+	// load and loadWords: the load block and its words (tick goroutine).
+	load      *shm.SeqBlock
+	loadWords []uint64
 
 	// Progress tracking (tick goroutine only, published under the seqlock).
 	prog                 Progress
@@ -173,10 +179,16 @@ func Start(ctx context.Context, spec Spec) (*Host, error) {
 		return nil, err
 	}
 	h := &Host{spec: spec, seg: seg, ring: ring, loop: loop}
+	if err := h.startLoad(); err != nil {
+		h.release()
+		return nil, fmt.Errorf("dp %s: %w", spec.Loop.Name, err)
+	}
+	features := uint64(featureLoadBlock)
 	// Without its doorbell the host still runs: the daemon polls it.
 	if h.bell, err = shm.OpenDoorbell(seg.Bytes(), offEventBell, BellPath(spec.ShmPath), true); err == nil {
-		u64(seg, offFeatures).Store(featureEventBell)
+		features |= featureEventBell
 	}
+	u64(seg, offFeatures).Store(features)
 	u64(seg, offPID).Store(uint64(os.Getpid()))
 	u64(seg, offCPU).Store(uint64(spec.Loop.CPU))
 	u64(seg, offStarted).Store(uint64(dataplane.MonotonicNow()))
@@ -431,15 +443,7 @@ func (h *Host) publish() {
 		ps := h.probe.Stats()
 		s.Probe = &ps
 	}
-	b, err := json.Marshal(s)
-	if err != nil || len(b) > maxStats {
-		return
-	}
-	seq := u64(h.seg, offStatsSeq)
-	seq.Add(1) // odd: writing
-	copy(h.seg.Bytes()[offStats:], b)
-	u64(h.seg, offStatsLen).Store(uint64(len(b)))
-	seq.Add(1)
+	publishStats(h.seg, h.load, h.loadWords, &s)
 }
 
 // Event record: kind(1) cause(1) pad(6) at exposed lead blocked cpu (8 each).

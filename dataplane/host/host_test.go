@@ -156,6 +156,7 @@ func TestHostedLoopThroughSegment(t *testing.T) {
 	if probeWakes == 0 {
 		t.Errorf("no wake attributed to the probe (%d wakes)", wakes)
 	}
+	checkLoadBlock(t, c, snap)
 	t.Logf("sent %d, yields %d, wakes %d (probe %d), p99 %.0fus", rep.Sent, yields, wakes, probeWakes, rep.LatencyUs.P99)
 
 	// Wake request through the segment ends a long wait.
@@ -189,5 +190,32 @@ func TestStealOfALateCPULine(t *testing.T) {
 	}
 	if got := stealFrom(bufio.NewReader(strings.NewReader(b.String())), 999); got != 0 {
 		t.Errorf("steal of a missing cpu = %d, want 0", got)
+	}
+}
+
+// checkLoadBlock: the daemon's load pass reads the binary block, and it
+// carries what the JSON published before and after it does.
+func checkLoadBlock(t *testing.T, c *Client, before Snapshot) {
+	t.Helper()
+	var load Load
+	if !c.BinaryLoad() {
+		t.Fatal("the host does not advertise its load block")
+	}
+	if err := c.ReadLoad(&load); err != nil {
+		t.Fatal(err)
+	}
+	after, err := c.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	between := func(v, lo, hi uint64) bool { return lo <= v && v <= hi }
+	if !between(uint64(load.Published), uint64(before.Published), uint64(after.Published)) ||
+		!between(load.Packets, before.Loop.Packets, after.Loop.Packets) ||
+		!between(uint64(load.Busy), uint64(before.Loop.Busy), uint64(after.Loop.Busy)) ||
+		!between(load.Residence.Count, before.Loop.Residence.Count, after.Loop.Residence.Count) || load.Residence.Count == 0 {
+		t.Errorf("load block: published %d packets %d busy %v residence %d; JSON before %d %d %v %d, after %d %d %v %d",
+			load.Published, load.Packets, load.Busy, load.Residence.Count,
+			before.Published, before.Loop.Packets, before.Loop.Busy, before.Loop.Residence.Count,
+			after.Published, after.Loop.Packets, after.Loop.Busy, after.Loop.Residence.Count)
 	}
 }

@@ -8,18 +8,26 @@ import (
 	"testing"
 )
 
-func TestSegmentSharedBetweenMappings(t *testing.T) {
+// twoMappings creates a segment of size bytes and maps it a second time,
+// as the DP host and the daemon do.
+func twoMappings(t *testing.T, size int) (created, opened *Segment) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "seg")
-	a, err := Create(path, 4096)
+	a, err := Create(path, size)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer a.Close()
+	t.Cleanup(func() { a.Close() })
 	b, err := Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer b.Close()
+	t.Cleanup(func() { b.Close() })
+	return a, b
+}
+
+func TestSegmentSharedBetweenMappings(t *testing.T) {
+	a, b := twoMappings(t, 4096)
 	Uint64At(a.Bytes(), 64).Store(42)
 	if got := Uint64At(b.Bytes(), 64).Load(); got != 42 {
 		t.Fatalf("second mapping reads %d, want 42", got)
