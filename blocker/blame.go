@@ -96,21 +96,8 @@ func (c *Confiner) ConfineWorst(cpu int, window, minDelay time.Duration, budget 
 	}
 	var errs []error
 	for {
-		var worst *tracked
-		var why Reason
-		for _, b := range c.blockers {
-			if b.Kernel || !b.ConfinedUntil.IsZero() || now.Before(b.refusedUntil) {
-				continue
-			}
-			total, longest, n := b.blamedOn(now, cpu, window)
-			if n < c.policy.MinBlames || total <= 0 || longest < minDelay {
-				continue
-			}
-			if worst == nil || total > why.Blamed || (total == why.Blamed && b.TGID < worst.TGID) {
-				worst = b
-				why = Reason{At: now, CPU: cpu, TGID: b.TGID, Comm: b.Comm, Blamed: total, Blames: n, Window: window, Budget: budget}
-			}
-		}
+		worst, why := c.pickWorst(now, cpu, window, minDelay)
+		why.Budget = budget
 		if worst == nil {
 			return Reason{}, false, errors.Join(errs...)
 		}
@@ -134,6 +121,42 @@ func (c *Confiner) ConfineWorst(cpu int, window, minDelay time.Duration, budget 
 		errs = append(errs, c.confineSiblings(cmd))
 		return why, true, errors.Join(errs...)
 	}
+}
+
+// pickWorst is the CP task that delayed cpu's DP threads most over the
+// window among those that may be confined and held one off for minDelay or
+// more (nil: none). Called with c.mu held.
+func (c *Confiner) pickWorst(now time.Time, cpu int, window, minDelay time.Duration) (*tracked, Reason) {
+	var worst *tracked
+	var why Reason
+	for _, b := range c.blockers {
+		if b.Kernel || !b.ConfinedUntil.IsZero() || now.Before(b.refusedUntil) {
+			continue
+		}
+		total, longest, n := b.blamedOn(now, cpu, window)
+		if n < c.policy.MinBlames || total <= 0 || longest < minDelay {
+			continue
+		}
+		if worst == nil || total > why.Blamed || (total == why.Blamed && b.TGID < worst.TGID) {
+			worst = b
+			why = Reason{At: now, CPU: cpu, TGID: b.TGID, Comm: b.Comm, Blamed: total, Blames: n, Window: window}
+		}
+	}
+	return worst, why
+}
+
+// Worst names the task ConfineWorst would confine now, without moving it
+// (false: none), so a caller can answer at once and move it off its own
+// path.
+func (c *Confiner) Worst(cpu int, window, minDelay time.Duration) (Reason, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.keep = max(c.keep, window)
+	if !c.active {
+		return Reason{}, false
+	}
+	worst, why := c.pickWorst(c.clock.Now(), cpu, window, minDelay)
+	return why, worst != nil
 }
 
 // evict drops the least recently blamed unconfined process when the table

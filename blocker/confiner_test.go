@@ -461,3 +461,27 @@ func TestConfinerForgetsAcrossDeactivation(t *testing.T) {
 		t.Fatalf("after re-activation: confined %v, commands %+v", act.pids(), c.Commands())
 	}
 }
+
+// Worst names the task ConfineWorst then confines, and moves nothing
+// itself.
+func TestWorstNamesTheNextConfinementWithoutMoving(t *testing.T) {
+	c, _, act := newTestConfiner(t, Policy{MinBlames: 1}, fakeProcs{})
+	if _, ok := c.Worst(1, time.Second, 0); ok {
+		t.Fatal("Worst named a task before any blame")
+	}
+	observe(t, c, blame(10, "mild", 200*time.Microsecond, inKernel), blame(20, "storm", 900*time.Microsecond, inKernel))
+	why, ok := c.Worst(1, time.Second, 0)
+	if !ok || why.TGID != 20 || why.Comm != "storm" {
+		t.Fatalf("Worst = %+v, %v; want the storm (pid 20)", why, ok)
+	}
+	if len(act.calls) != 0 {
+		t.Fatalf("Worst moved something: %v", act.calls)
+	}
+	if _, ok := c.Worst(1, time.Second, time.Millisecond); ok {
+		t.Fatal("Worst named a task that never held a DP thread for minDelay")
+	}
+	got, ok, err := c.ConfineWorst(1, time.Second, 0, 1)
+	if err != nil || !ok || got.TGID != why.TGID {
+		t.Fatalf("ConfineWorst = %+v, %v, %v; want pid %d as Worst named", got, ok, err, why.TGID)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,6 +42,19 @@ type blockerWatch struct {
 	coreStats  map[int]blocker.Stats // tracer counters per DPDK core, last sample
 	kmodBlames uint64
 	lastErr    string
+
+	// confines carries the SLO rule's confinements to confineLoop, which
+	// moves the processes off the scheduler's path; confining: one is
+	// queued or in progress. Nil (tests): ConfineWorst moves them itself.
+	confines  chan confineRequest
+	confining atomic.Bool
+}
+
+// confineRequest is one ConfineWorst call of the scheduler.
+type confineRequest struct {
+	cpu              int
+	window, minDelay time.Duration
+	budget           float64
 }
 
 // startBlockers starts the tracer and the Confiner loop. A kernel where the
@@ -74,7 +88,12 @@ func (d *Daemon) startBlockers(runCtx context.Context) {
 		}()
 	}
 	w.sync()
-	d.wg.Add(1)
+	w.confines = make(chan confineRequest, 1)
+	d.wg.Add(2)
+	go func() {
+		defer d.wg.Done()
+		w.confineLoop(runCtx)
+	}()
 	go func() {
 		defer d.wg.Done()
 		w.tickLoop(runCtx)
@@ -219,17 +238,51 @@ func (w *blockerWatch) changed(ch blocker.Change) {
 }
 
 // ConfineWorst implements scheduler.BlockerControl: the SLO rule found
-// cpu's residence window above the high-water mark.
+// cpu's residence window above the high-water mark. It answers at once
+// whether there is a task to confine and has confineLoop move it: moving
+// a process between cgroups took up to a second behind a fork-heavy CP
+// load, and the scheduler decides nothing while it waits. A confinement
+// still under way answers for the window too.
 func (d *Daemon) ConfineWorst(cpu int, window, minDelay time.Duration, budget float64) bool {
 	w := d.blockers
 	if w == nil || w.conf == nil {
 		return false
 	}
-	why, ok, err := w.conf.ConfineWorst(cpu, window, minDelay, budget)
+	req := confineRequest{cpu: cpu, window: window, minDelay: minDelay, budget: budget}
+	if w.confines == nil {
+		return w.confine(req)
+	}
+	if w.confining.Load() {
+		return true
+	}
+	if _, ok := w.conf.Worst(cpu, window, minDelay); !ok {
+		return false
+	}
+	w.confining.Store(true)
+	w.confines <- req // never blocks: one request at a time (confining)
+	return true
+}
+
+// confineLoop carries out the SLO rule's confinements until ctx ends.
+func (w *blockerWatch) confineLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case req := <-w.confines:
+			w.confine(req)
+			w.confining.Store(false)
+		}
+	}
+}
+
+// confine confines the worst blocker for req now.
+func (w *blockerWatch) confine(req confineRequest) bool {
+	why, ok, err := w.conf.ConfineWorst(req.cpu, req.window, req.minDelay, req.budget)
 	w.note("blocker confinement", err)
 	if ok {
-		d.log.Info("slo rule: confining the worst blocker", "cpu", cpu, "comm", why.Comm, "pid", why.TGID,
-			"blamed", why.Blamed, "blames", why.Blames, "window", window, "budget", budget)
+		w.d.log.Info("slo rule: confining the worst blocker", "cpu", req.cpu, "comm", why.Comm, "pid", why.TGID,
+			"blamed", why.Blamed, "blames", why.Blames, "window", req.window, "budget", req.budget)
 		w.afterChange()
 	}
 	return ok

@@ -93,6 +93,9 @@ type Daemon struct {
 	closed  bool
 	lock    *instanceLock
 	ckMu    sync.Mutex
+	// ckDue: a lend or reclaim changed what the checkpoint records; the
+	// checkpoint writer saves it off the scheduler's path (checkpointLoop).
+	ckDue chan struct{}
 
 	// Watchdog: progress stamps (stamp()) and a scheduler barrier in flight.
 	pumpBeat, superviseBeat atomic.Int64
@@ -131,6 +134,7 @@ func New(cfg *config.Config, opts ...Option) (*Daemon, error) {
 		policy:    policy,
 		log:       slog.Default(),
 		probeDown: map[int]string{},
+		ckDue:     make(chan struct{}, 1),
 		// Segments live beside the control socket (/run/taichi/dp by default).
 		dpDir: filepath.Join(filepath.Dir(cfg.Control.Socket), "dp"),
 	}
@@ -219,8 +223,9 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	d.rescan()
-	d.wg.Add(2)
+	d.wg.Add(3)
 	go d.rescanLoop(runCtx)
+	go d.checkpointLoop(runCtx)
 	go func() {
 		defer d.wg.Done()
 		d.selfCPU.run(runCtx)
@@ -408,7 +413,7 @@ func (d *Daemon) setLent(cpu int, lend bool) error {
 		d.log.Warn("DP loop stays SCHED_FIFO on a reclaimed core", "cpu", cpu, "err", err)
 	}
 	if was != lend {
-		d.checkpoint()
+		d.checkpointSoon()
 	}
 	return nil
 }
@@ -478,6 +483,32 @@ func (d *Daemon) rescan() {
 // Adopt puts processes into the CP pool now (the eval and tests place the
 // CP workload they spawn).
 func (d *Daemon) Adopt(pids []int) (int, error) { return d.pool.Adopt(pids) }
+
+// checkpointSoon has checkpointLoop save the state. A lend or reclaim runs
+// on the scheduler's path, and the save's fsyncs took up to a second behind
+// a CP load that works the file system (eval ping's dentry storm), holding
+// every scheduling decision that long. What it records of the cores is for
+// the log only: a restart reclaims every DP core from the pool itself.
+func (d *Daemon) checkpointSoon() {
+	select {
+	case d.ckDue <- struct{}{}:
+	default: // one is pending: it will save the state as it is then
+	}
+}
+
+// checkpointLoop saves the state each time checkpointSoon asks, until ctx
+// ends (Close saves the last state itself).
+func (d *Daemon) checkpointLoop(ctx context.Context) {
+	defer d.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.ckDue:
+			d.checkpoint()
+		}
+	}
+}
 
 // checkpoint saves the current state. ckMu makes the snapshot and its write
 // one step, so a slower save of older state never lands after a newer one.
