@@ -630,28 +630,32 @@ func (e *engine) planFor(c *core) Plan {
 // apply brings a core to the policy's plan. force re-issues everything
 // (policy start or switch). Slow-path calls happen only when membership
 // changes, and not again before ActuatorRetry after a failure.
+//
+// A core the plan takes out of the cpuset leaves it first, and only then
+// does its loop stop yielding (and a lent core's loop wake). The other
+// order let a SCHED_FIFO loop spin while CP tasks stayed queued on its
+// core for as long as the cpuset write took, up to a second behind a
+// fork-heavy CP load, and the kernel then ran them there for up to 50 ms
+// while packets waited. Until the write returns, the loop keeps lending by
+// the fast path, its probe and packets reclaiming it as usual. A write
+// that failed does not hold DP back: the loop stops yielding at once.
 func (e *engine) apply(c *core, force bool) {
 	plan := e.planFor(c)
-	knobsForced := false
-	if !plan.InCPUSet && c.state == Lent {
-		// DP first, and not gated by slow-path retries: stop yielding and
-		// wake the loop before (or without) the cgroup write.
-		e.setKnobs(c, -1, plan.Slice, force)
-		knobsForced = force
-		e.requestReclaim(c, e.holdCause(c, plan.Hold), e.now)
-	}
 	if (plan.InCPUSet != c.inCPUSet || force) && (force || c.retryAt.IsZero() || !e.now.Before(c.retryAt)) {
-		if !plan.InCPUSet && !knobsForced {
-			e.setKnobs(c, -1, plan.Slice, force)
-			knobsForced = force
-		}
 		e.writeCPUSet(c, plan.InCPUSet)
 	}
 	yield := plan.YieldAfter
 	if !c.inCPUSet || !plan.InCPUSet {
+		// Out, or to be out but its write failed (retried later): either
+		// way DP takes the core now.
 		yield = -1
+		if c.state == Lent {
+			e.setKnobs(c, yield, plan.Slice, force)
+			e.requestReclaim(c, e.holdCause(c, plan.Hold), e.now)
+			force = false
+		}
 	}
-	e.setKnobs(c, yield, plan.Slice, force && !knobsForced)
+	e.setKnobs(c, yield, plan.Slice, force)
 	if e.gate != nil {
 		on := e.pol.UsesProbe()
 		if force || !c.probeSet || on != c.probeOn {

@@ -8,7 +8,7 @@ import (
 
 func TestStaticNeverLends(t *testing.T) {
 	h := newHarness(t, PolicyStatic, nil)
-	eq(t, "start", h.act.take(), []string{"yield 1 -1 50µs", "reclaim 1"})
+	eq(t, "start", h.act.take(), []string{"reclaim 1", "yield 1 -1 50µs"})
 	// A yield racing the knob change: the loop blocks, but the core is not in
 	// the cpuset, so it is IDLE (blocked), never LENT.
 	h.idle(1, 0)
@@ -253,7 +253,7 @@ func TestSustainedLoadTakesCoreOutOfCPUSet(t *testing.T) {
 	if heldAt != ms(500) || freedAt != ms(1100) {
 		t.Errorf("held at %v freed at %v, want 500ms and 1.1s", heldAt, freedAt)
 	}
-	eq(t, "actions", h.act.take(), []string{"yield 1 -1 50µs", "reclaim 1", "lend 1", "yield 1 1 5ms"})
+	eq(t, "actions", h.act.take(), []string{"reclaim 1", "yield 1 -1 50µs", "lend 1", "yield 1 1 5ms"})
 	eq(t, "states", h.takeSeq(), []string{"1 DP_ACTIVE->IDLE", "1 IDLE->DP_ACTIVE"})
 	s := h.snap(1, ms(2000))
 	if s.Reclaims["load"] != 1 || s.CPUSetReclaims != 1 || s.CPUSetLends != 2 || s.Lends != 0 || s.Packets != 2000 {
@@ -270,7 +270,7 @@ func TestFlapLimiterHoldsCoreOutOfTheCPUSet(t *testing.T) {
 		h.yield(1, ms(i))
 		h.wake(1, ms(i)+us(200), WakeRx, us(10))
 	}
-	eq(t, "hold", h.act.take(), []string{"yield 1 -1 50µs", "wake 1", "reclaim 1"})
+	eq(t, "hold", h.act.take(), []string{"reclaim 1", "yield 1 -1 50µs", "wake 1"})
 	if s := h.snap(1, ms(5)); s.FlapsHeld != 1 || !s.FlapHeld || s.Hold != HoldFlap || s.InCPUSet {
 		t.Errorf("flap snapshot held=%v flaps=%d hold=%q in_cpuset=%v", s.FlapHeld, s.FlapsHeld, s.Hold, s.InCPUSet)
 	}
@@ -316,7 +316,7 @@ func TestSLOGuardBackoffDoublesAndResumes(t *testing.T) {
 			t.Fatalf("trip %d: benched=%v trips=%d", trip, c.benched, trips)
 		}
 		backoffs = append(backoffs, c.benchedUntil.Sub(at(tripAt)))
-		eq(t, "bench", h.act.take(), []string{"yield 1 -1 50µs", "reclaim 1"})
+		eq(t, "bench", h.act.take(), []string{"reclaim 1", "yield 1 -1 50µs"})
 		// Benched: yields do not lend, nothing touches the cpuset, and
 		// packets are on time (benching helps: the next breach benches
 		// again, for twice as long).
@@ -369,13 +369,17 @@ func TestSLOGuardNeedsP99NotOneOutlier(t *testing.T) {
 	}
 }
 
-func TestGuardWhileLentWakesLoopFirst(t *testing.T) {
+// A guard trip on a lent core takes the core out of the cpuset first and
+// then stops the loop yielding and wakes it: a loop that spun SCHED_FIFO
+// while a slow cpuset write kept CP queued on its core was stopped by the
+// kernel for up to 50 ms.
+func TestGuardWhileLentLeavesTheCPUSetThenWakesTheLoop(t *testing.T) {
 	h := newHarness(t, PolicyTaichi, func(p *Params) { p.SLO, p.SLOMinSamples = us(100), 1 })
 	h.act.take()
 	h.yield(1, 0)
 	// Late packets are reported while the core is lent.
 	h.residence(1, us(10), 100, 5)
-	eq(t, "order", h.act.take(), []string{"yield 1 -1 50µs", "wake 1", "reclaim 1"})
+	eq(t, "order", h.act.take(), []string{"reclaim 1", "yield 1 -1 50µs", "wake 1"})
 	h.wake(1, us(30), WakeProbe, 0)
 	eq(t, "states", h.takeSeq(), []string{"1 DP_ACTIVE->IDLE", "1 IDLE->LENT", "1 LENT->RECLAIMING", "1 RECLAIMING->DP_ACTIVE"})
 	if s := h.snap(1, us(40)); s.Reclaims["guard"] != 1 || s.Reclaims["probe"] != 0 {
@@ -504,5 +508,16 @@ func TestPolicySwitchClearsTheGuard(t *testing.T) {
 	}
 	if s := h.snap(1, ms(4)); !s.InCPUSet || s.Hold != HoldNone {
 		t.Fatalf("taichi again: in cpuset %v hold %q", s.InCPUSet, s.Hold)
+	}
+}
+
+// A snapshot says how far the engine's decisions trail the clock: its
+// EngineAt is the latest event or timer the engine decided on.
+func TestSnapshotShowsTheEngineTime(t *testing.T) {
+	h := newHarness(t, PolicyTaichi, nil)
+	h.yield(1, ms(5))
+	snap := h.e.snapshot(at(ms(900)))
+	if !snap.EngineAt.Equal(at(ms(5))) || !snap.At.Equal(at(ms(900))) {
+		t.Fatalf("snapshot at %v engine at %v, want %v and %v", snap.At.Sub(t0), snap.EngineAt.Sub(t0), ms(900), ms(5))
 	}
 }

@@ -79,7 +79,7 @@ func TestToyPolicyPlugsInThroughTheRegistry(t *testing.T) {
 	h.advance(ms(5) - 1)
 	eq(t, "open half", h.act.take(), nil)
 	h.advance(ms(5))
-	eq(t, "held half", h.act.take(), []string{"yield 1 -1 1ms", "wake 1", "reclaim 1"})
+	eq(t, "held half", h.act.take(), []string{"reclaim 1", "yield 1 -1 1ms", "wake 1"})
 	if s := h.snap(1, ms(5)); s.Hold != HoldPolicy || s.InCPUSet || s.State != Reclaiming || s.Reclaims["policy"] != 1 {
 		t.Fatalf("held half: hold %q in cpuset %v state %v reclaims %v", s.Hold, s.InCPUSet, s.State, s.Reclaims)
 	}

@@ -40,7 +40,7 @@ func TestRealtimeRuleHoldsALoopThatStopsYielding(t *testing.T) {
 			if s.Hold != HoldRealtime || s.InCPUSet || s.RealtimeHolds != 1 {
 				t.Fatalf("at the limit: hold %q in cpuset %v holds %d, want realtime, out, 1", s.Hold, s.InCPUSet, s.RealtimeHolds)
 			}
-			eq(t, "hold", h.act.take(), []string{"yield 1 -1 " + h.core(1).knobSlice.String(), "reclaim 1"})
+			eq(t, "hold", h.act.take(), []string{"reclaim 1", "yield 1 -1 " + h.core(1).knobSlice.String()})
 			// Held: the loop runs SCHED_OTHER, so nothing counts and nothing
 			// ends the hold before RealtimeHold.
 			h.advance(ms(2) + limit + p.RealtimeHold - 1)

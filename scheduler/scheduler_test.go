@@ -89,7 +89,7 @@ func (r *running) sync(t *testing.T) {
 
 func TestPolicySwitchAtRunTimeReappliesSlowPath(t *testing.T) {
 	r := startScheduler(t, PolicyStatic, nil)
-	eq(t, "static start", r.act.take(), []string{"yield 1 -1 50µs", "reclaim 1", "yield 3 -1 50µs", "reclaim 3"})
+	eq(t, "static start", r.act.take(), []string{"reclaim 1", "yield 1 -1 50µs", "reclaim 3", "yield 3 -1 50µs"})
 
 	if err := r.s.SetPolicy(PolicyTaichi); err != nil {
 		t.Fatal(err)
@@ -109,7 +109,7 @@ func TestPolicySwitchAtRunTimeReappliesSlowPath(t *testing.T) {
 	if err := r.s.SetPolicy(PolicyStatic); err != nil {
 		t.Fatal(err)
 	}
-	eq(t, "to static", r.act.take(), []string{"yield 1 -1 50µs", "wake 1", "reclaim 1", "yield 3 -1 50µs", "reclaim 3"})
+	eq(t, "to static", r.act.take(), []string{"reclaim 1", "yield 1 -1 50µs", "wake 1", "reclaim 3", "yield 3 -1 50µs"})
 	r.s.Woke(1, at(ms(2)), WakeProbe, 0)
 	r.sync(t)
 	s := r.s.Snapshot()
@@ -134,7 +134,7 @@ func TestRunFiresTimersFromTheClock(t *testing.T) {
 	r.s.Woke(1, at(us(500)), WakeRx, ms(1))
 	r.s.ResidenceSample(1, at(us(500)), lateResidence(10, 1, ms(1)))
 	r.sync(t)
-	eq(t, "trip", r.act.take(), []string{"yield 1 -1 50µs", "reclaim 1"})
+	eq(t, "trip", r.act.take(), []string{"reclaim 1", "yield 1 -1 50µs"})
 	r.clock.Advance(time.Second + us(499))
 	r.sync(t)
 	eq(t, "not yet", r.act.take(), nil)

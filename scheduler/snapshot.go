@@ -4,7 +4,10 @@ import "time"
 
 // Snapshot is a consistent copy of the scheduler's state.
 type Snapshot struct {
-	At                 time.Time      `json:"at"`
+	At time.Time `json:"at"`
+	// EngineAt is the engine's own time: the latest event or timer it has
+	// decided on (At minus EngineAt is how far decisions trail the clock).
+	EngineAt           time.Time      `json:"engine_at"`
 	Policy             PolicyName     `json:"policy"`
 	Cores              []CoreSnapshot `json:"cores"`
 	DroppedEvents      uint64         `json:"dropped_events"`        // Post found the queue full
@@ -131,7 +134,7 @@ func (e *engine) snapshot(now time.Time) Snapshot {
 	if now.Before(e.now) {
 		now = e.now
 	}
-	snap := Snapshot{At: now, Policy: e.pol.Name(), UnknownCPUEvents: e.unknownCPU, ClampedEvents: e.clamped,
+	snap := Snapshot{At: now, EngineAt: e.now, Policy: e.pol.Name(), UnknownCPUEvents: e.unknownCPU, ClampedEvents: e.clamped,
 		SLO: e.p.SLO, Releases: e.releases}
 	for _, c := range e.cores {
 		cs := e.coreSnapshot(c, now)
