@@ -82,11 +82,12 @@ func (b *tracked) blamedOn(now time.Time, cpu int, window time.Duration) (total,
 // in-kernel paths delayed cpu's DP threads most within window, and its
 // command's other processes, under a back-off. A candidate has at least
 // MinBlames blames there, one of them minDelay or longer (a shorter delay
-// cannot have put a packet above the mark the rule defends); kernel
+// cannot have put a packet above the mark the rule defends), minTotal in
+// all; kernel
 // threads, confined and refused processes are none. budget (the core's
 // share of the SLO) is kept as the reason. It reports whether a process
 // was confined; a refused candidate is skipped for the next one.
-func (c *Confiner) ConfineWorst(cpu int, window, minDelay time.Duration, budget float64) (Reason, bool, error) {
+func (c *Confiner) ConfineWorst(cpu int, window, minDelay, minTotal time.Duration, budget float64) (Reason, bool, error) {
 	c.mu.Lock()
 	defer c.unlock()
 	now := c.clock.Now()
@@ -96,7 +97,7 @@ func (c *Confiner) ConfineWorst(cpu int, window, minDelay time.Duration, budget 
 	}
 	var errs []error
 	for {
-		worst, why := c.pickWorst(now, cpu, window, minDelay)
+		worst, why := c.pickWorst(now, cpu, window, minDelay, minTotal)
 		why.Budget = budget
 		if worst == nil {
 			return Reason{}, false, errors.Join(errs...)
@@ -125,8 +126,8 @@ func (c *Confiner) ConfineWorst(cpu int, window, minDelay time.Duration, budget 
 
 // pickWorst is the CP task that delayed cpu's DP threads most over the
 // window among those that may be confined and held one off for minDelay or
-// more (nil: none). Called with c.mu held.
-func (c *Confiner) pickWorst(now time.Time, cpu int, window, minDelay time.Duration) (*tracked, Reason) {
+// more, and for minTotal in all (nil: none). Called with c.mu held.
+func (c *Confiner) pickWorst(now time.Time, cpu int, window, minDelay, minTotal time.Duration) (*tracked, Reason) {
 	var worst *tracked
 	var why Reason
 	for _, b := range c.blockers {
@@ -134,7 +135,7 @@ func (c *Confiner) pickWorst(now time.Time, cpu int, window, minDelay time.Durat
 			continue
 		}
 		total, longest, n := b.blamedOn(now, cpu, window)
-		if n < c.policy.MinBlames || total <= 0 || longest < minDelay {
+		if n < c.policy.MinBlames || total <= 0 || total < minTotal || longest < minDelay {
 			continue
 		}
 		if worst == nil || total > why.Blamed || (total == why.Blamed && b.TGID < worst.TGID) {
@@ -148,14 +149,14 @@ func (c *Confiner) pickWorst(now time.Time, cpu int, window, minDelay time.Durat
 // Worst names the task ConfineWorst would confine now, without moving it
 // (false: none), so a caller can answer at once and move it off its own
 // path.
-func (c *Confiner) Worst(cpu int, window, minDelay time.Duration) (Reason, bool) {
+func (c *Confiner) Worst(cpu int, window, minDelay, minTotal time.Duration) (Reason, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.keep = max(c.keep, window)
 	if !c.active {
 		return Reason{}, false
 	}
-	worst, why := c.pickWorst(c.clock.Now(), cpu, window, minDelay)
+	worst, why := c.pickWorst(c.clock.Now(), cpu, window, minDelay, minTotal)
 	return why, worst != nil
 }
 

@@ -283,7 +283,7 @@ func runConfinerLoop(t *testing.T, tr *Tracer, c *Confiner, inKernelBlame func(E
 				// The SLO rule's moves, as the scheduler makes them: the
 				// DP core's window above the high-water mark confines the
 				// worst blocker there; a quiet window releases what is due.
-				if _, _, err := c.ConfineWorst(dpCore, time.Second, 0, 1); err != nil {
+				if _, _, err := c.ConfineWorst(dpCore, time.Second, 0, 0, 1); err != nil {
 					t.Logf("confine: %v", err)
 				}
 				if _, _, err := c.ReleaseOne(); err != nil {

@@ -91,7 +91,7 @@ func observe(t *testing.T, c *Confiner, evs ...Event) {
 // reports whether it confined someone.
 func worst(t *testing.T, c *Confiner) bool {
 	t.Helper()
-	_, ok, err := c.ConfineWorst(1, time.Second, 0, 0.875)
+	_, ok, err := c.ConfineWorst(1, time.Second, 0, 0, 0.875)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +133,7 @@ func TestConfinerConfinesTheMostBlamedOnTheCore(t *testing.T) {
 	if len(act.confined) != 0 {
 		t.Fatalf("blame alone confined %v", act.pids())
 	}
-	why, ok, err := c.ConfineWorst(1, time.Second, 0, 0.875)
+	why, ok, err := c.ConfineWorst(1, time.Second, 0, 0, 0.875)
 	if err != nil || !ok || !slices.Equal(act.pids(), []int{10}) {
 		t.Fatalf("ConfineWorst = %v %v, confined %v; want [10], the most blamed on cpu 1", ok, err, act.pids())
 	}
@@ -151,7 +151,7 @@ func TestConfinerConfinesTheMostBlamedOnTheCore(t *testing.T) {
 	}
 	// Blame older than the window does not count.
 	clk.Advance(1500 * time.Millisecond)
-	if _, ok, _ := c.ConfineWorst(2, time.Second, 0, 1); ok {
+	if _, ok, _ := c.ConfineWorst(2, time.Second, 0, 0, 1); ok {
 		t.Fatal("blame from 1.5s ago confined pid 30")
 	}
 	bs := c.Blockers()
@@ -186,10 +186,10 @@ func TestConfinerMinDelay(t *testing.T) {
 		observe(t, c, blameOn(1, 10, "many-short", 150*time.Microsecond))
 	}
 	observe(t, c, blameOn(1, 20, "one-long", 800*time.Microsecond))
-	if _, ok, _ := c.ConfineWorst(1, time.Second, 750*time.Microsecond, 1); !ok || !slices.Equal(act.pids(), []int{20}) {
+	if _, ok, _ := c.ConfineWorst(1, time.Second, 750*time.Microsecond, 0, 1); !ok || !slices.Equal(act.pids(), []int{20}) {
 		t.Fatalf("confined %v, want [20]: 10's 3ms in all came in holds of 150µs", act.pids())
 	}
-	if _, ok, _ := c.ConfineWorst(1, time.Second, 750*time.Microsecond, 1); ok {
+	if _, ok, _ := c.ConfineWorst(1, time.Second, 750*time.Microsecond, 0, 1); ok {
 		t.Fatalf("confined %v, want 10 left alone", act.pids())
 	}
 }
@@ -348,7 +348,7 @@ func TestConfinerVanishedAndRefused(t *testing.T) {
 	act.gone[50] = true
 	act.refuse[51] = true
 	observe(t, c, blame(50, "svc", time.Millisecond, inKernel))
-	_, _, err := c.ConfineWorst(1, time.Second, 0, 1)
+	_, _, err := c.ConfineWorst(1, time.Second, 0, 0, 1)
 	if err == nil || !strings.Contains(err.Error(), "pid 51") {
 		t.Fatalf("ConfineWorst = %v, want the refusal of sibling 51 named", err)
 	}
@@ -410,7 +410,7 @@ func TestConfinerRefusedBlockerLearnsNothing(t *testing.T) {
 	c, clk, act := newTestConfiner(t, Policy{MinBlames: 1, MaxBackoff: 10 * time.Second}, fakeProcs{"go": {60, 61}})
 	act.refuse[60] = true
 	observe(t, c, blame(60, "go", time.Millisecond, inKernel))
-	if _, ok, err := c.ConfineWorst(1, time.Second, 0, 1); ok || err == nil || !strings.Contains(err.Error(), "pid 60") {
+	if _, ok, err := c.ConfineWorst(1, time.Second, 0, 0, 1); ok || err == nil || !strings.Contains(err.Error(), "pid 60") {
 		t.Fatalf("ConfineWorst = %v %v, want the refusal named", ok, err)
 	}
 	if cmds := c.Commands(); len(cmds) != 0 || len(act.confined) != 0 {
@@ -423,7 +423,7 @@ func TestConfinerRefusedBlockerLearnsNothing(t *testing.T) {
 	}
 	clk.Advance(11 * time.Second)
 	observe(t, c, blame(60, "go", time.Millisecond, inKernel))
-	_, _, _ = c.ConfineWorst(1, time.Second, 0, 1)
+	_, _, _ = c.ConfineWorst(1, time.Second, 0, 0, 1)
 	if len(act.calls) != calls+1 {
 		t.Fatalf("calls %v, want one retry after MaxBackoff", act.calls)
 	}
@@ -466,22 +466,38 @@ func TestConfinerForgetsAcrossDeactivation(t *testing.T) {
 // itself.
 func TestWorstNamesTheNextConfinementWithoutMoving(t *testing.T) {
 	c, _, act := newTestConfiner(t, Policy{MinBlames: 1}, fakeProcs{})
-	if _, ok := c.Worst(1, time.Second, 0); ok {
+	if _, ok := c.Worst(1, time.Second, 0, 0); ok {
 		t.Fatal("Worst named a task before any blame")
 	}
 	observe(t, c, blame(10, "mild", 200*time.Microsecond, inKernel), blame(20, "storm", 900*time.Microsecond, inKernel))
-	why, ok := c.Worst(1, time.Second, 0)
+	why, ok := c.Worst(1, time.Second, 0, 0)
 	if !ok || why.TGID != 20 || why.Comm != "storm" {
 		t.Fatalf("Worst = %+v, %v; want the storm (pid 20)", why, ok)
 	}
 	if len(act.calls) != 0 {
 		t.Fatalf("Worst moved something: %v", act.calls)
 	}
-	if _, ok := c.Worst(1, time.Second, time.Millisecond); ok {
+	if _, ok := c.Worst(1, time.Second, time.Millisecond, 0); ok {
 		t.Fatal("Worst named a task that never held a DP thread for minDelay")
 	}
-	got, ok, err := c.ConfineWorst(1, time.Second, 0, 1)
+	got, ok, err := c.ConfineWorst(1, time.Second, 0, 0, 1)
 	if err != nil || !ok || got.TGID != why.TGID {
 		t.Fatalf("ConfineWorst = %+v, %v, %v; want pid %d as Worst named", got, ok, err, why.TGID)
+	}
+}
+
+// A task whose holds add up to less than minTotal over the window is not a
+// candidate, however long its longest hold.
+func TestConfineWorstNeedsMinTotal(t *testing.T) {
+	c, _, act := newTestConfiner(t, Policy{MinBlames: 1}, fakeProcs{})
+	observe(t, c, blame(10, "mild", 300*time.Microsecond, inKernel), blame(10, "mild", 150*time.Microsecond, inKernel))
+	if _, ok := c.Worst(1, time.Second, 0, 500*time.Microsecond); ok {
+		t.Fatal("Worst named a task blamed 450µs in all against a 500µs minimum")
+	}
+	if _, ok, err := c.ConfineWorst(1, time.Second, 0, 500*time.Microsecond, 1); ok || err != nil || len(act.calls) != 0 {
+		t.Fatalf("ConfineWorst confined a task under the minimum: %v %v %v", ok, err, act.calls)
+	}
+	if _, ok, err := c.ConfineWorst(1, time.Second, 0, 400*time.Microsecond, 1); !ok || err != nil {
+		t.Fatalf("ConfineWorst at a 400µs minimum: %v %v, want the task confined", ok, err)
 	}
 }

@@ -52,9 +52,9 @@ type blockerWatch struct {
 
 // confineRequest is one ConfineWorst call of the scheduler.
 type confineRequest struct {
-	cpu              int
-	window, minDelay time.Duration
-	budget           float64
+	cpu                        int
+	window, minDelay, minTotal time.Duration
+	budget                     float64
 }
 
 // startBlockers starts the tracer and the Confiner loop. A kernel where the
@@ -243,19 +243,19 @@ func (w *blockerWatch) changed(ch blocker.Change) {
 // a process between cgroups took up to a second behind a fork-heavy CP
 // load, and the scheduler decides nothing while it waits. A confinement
 // still under way answers for the window too.
-func (d *Daemon) ConfineWorst(cpu int, window, minDelay time.Duration, budget float64) bool {
+func (d *Daemon) ConfineWorst(cpu int, window, minDelay, minTotal time.Duration, budget float64) bool {
 	w := d.blockers
 	if w == nil || w.conf == nil {
 		return false
 	}
-	req := confineRequest{cpu: cpu, window: window, minDelay: minDelay, budget: budget}
+	req := confineRequest{cpu: cpu, window: window, minDelay: minDelay, minTotal: minTotal, budget: budget}
 	if w.confines == nil {
 		return w.confine(req)
 	}
 	if w.confining.Load() {
 		return true
 	}
-	if _, ok := w.conf.Worst(cpu, window, minDelay); !ok {
+	if _, ok := w.conf.Worst(cpu, window, minDelay, minTotal); !ok {
 		return false
 	}
 	w.confining.Store(true)
@@ -278,7 +278,7 @@ func (w *blockerWatch) confineLoop(ctx context.Context) {
 
 // confine confines the worst blocker for req now.
 func (w *blockerWatch) confine(req confineRequest) bool {
-	why, ok, err := w.conf.ConfineWorst(req.cpu, req.window, req.minDelay, req.budget)
+	why, ok, err := w.conf.ConfineWorst(req.cpu, req.window, req.minDelay, req.minTotal, req.budget)
 	w.note("blocker confinement", err)
 	if ok {
 		w.d.log.Info("slo rule: confining the worst blocker", "cpu", req.cpu, "comm", why.Comm, "pid", why.TGID,

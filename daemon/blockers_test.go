@@ -71,7 +71,7 @@ func TestBlockerMetrics(t *testing.T) {
 	d := &Daemon{log: slog.New(slog.DiscardHandler)}
 	d.blockers = &blockerWatch{d: d, conf: conf}
 	// The SLO rule's move, as the scheduler calls it (BlockerControl).
-	if !d.ConfineWorst(0, time.Second, 100*time.Microsecond, 0.875) {
+	if !d.ConfineWorst(0, time.Second, 100*time.Microsecond, 0, 0.875) {
 		t.Fatal("ConfineWorst confined nothing")
 	}
 	reg := prometheus.NewRegistry()
@@ -124,7 +124,7 @@ func TestBlockersRestartForgetsConfinements(t *testing.T) {
 	if err := conf.Observe(blocker.Event{Kind: blocker.KindBlame, TGID: 5, PID: 5, Flags: blocker.FlagInKernel, Comm: "x", Delay: time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
-	if !d.ConfineWorst(0, time.Second, 0, 1) || conf.ConfinedCount() != 1 {
+	if !d.ConfineWorst(0, time.Second, 0, 0, 1) || conf.ConfinedCount() != 1 {
 		t.Fatal("nothing confined")
 	}
 	d.blockers.restart(true)

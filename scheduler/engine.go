@@ -33,10 +33,10 @@ type ProbeGate interface {
 type BlockerControl interface {
 	// ConfineWorst confines the CP task whose in-kernel paths delayed
 	// cpu's DP threads most over the last window, among those that delayed
-	// one by minDelay or more at least once there, with its command's
-	// other processes; budget is the core's share of the SLO (for the
+	// one by minDelay or more at least once there and by minTotal in all,
+	// with its command's other processes; budget is the core's share of the SLO (for the
 	// record). False when no CP task can be confined for cpu.
-	ConfineWorst(cpu int, window, minDelay time.Duration, budget float64) bool
+	ConfineWorst(cpu int, window, minDelay, minTotal time.Duration, budget float64) bool
 	// ReleaseOne releases the confined command whose back-off ended
 	// first; false when none may be released yet.
 	ReleaseOne() bool
@@ -563,12 +563,20 @@ func (e *engine) confineWorst(c *core, at time.Time) bool {
 		floor = LowWater
 	}
 	minDelay := time.Duration(floor * float64(e.p.SLO))
-	if !e.ctl.ConfineWorst(c.cpu, e.p.SLOWindow, minDelay, min(c.horizon.Budget(), budgetOver)) {
+	// A task whose holds add up to less than the SLO over the window cannot
+	// be what kept packets past it (a mild one that started up beside a
+	// storm, or one beside kernel threads nothing can confine).
+	if !e.ctl.ConfineWorst(c.cpu, e.p.SLOWindow, minDelay, e.p.SLO, min(c.horizon.Budget(), budgetOver)) {
 		c.confineMisses++
 		return false
 	}
 	c.confines++
 	c.lastConfine = at
+	// The next judgement reads packets from here on: those the window
+	// still holds waited behind what was just confined, and would name
+	// the next worst task in the window after (a mild one that merely
+	// started up beside the storm).
+	c.slo.reset()
 	return true
 }
 

@@ -22,9 +22,12 @@ type confiningRecorder struct {
 	minDelays  []time.Duration
 }
 
-func (r *confiningRecorder) ConfineWorst(cpu int, window, minDelay time.Duration, budget float64) bool {
+func (r *confiningRecorder) ConfineWorst(cpu int, window, minDelay, minTotal time.Duration, budget float64) bool {
 	if minDelay != us(75) && minDelay != 37500*time.Nanosecond {
 		panic(fmt.Sprintf("ConfineWorst asked for delays of %v, want a mark of the SLO (75µs or 37.5µs)", minDelay))
+	}
+	if minTotal != us(100) {
+		panic(fmt.Sprintf("ConfineWorst asked for %v of delay in all, want the SLO (100µs)", minTotal))
 	}
 	r.minDelays = append(r.minDelays, minDelay)
 	c := r.candidates[cpu]

@@ -46,12 +46,26 @@ except OSError:
     pass  # its directory went: the test is over
 `
 
+// mildKernelUser reads small /proc files and lists a directory every 2 ms:
+// system calls whose kernel paths are short. (An `ip addr` churn in a
+// shell forked and exec'd five commands a round, and exec's kernel paths
+// held the DP core for longer than the rule's mark on this VM now and
+// then: the rule rightly confined it in some runs.)
+const mildKernelUser = `import os, time
+end = time.time() + 90
+while time.time() < end:
+    with open("/proc/self/status") as f:
+        f.read()
+    os.listdir("/proc/self/fd")
+    time.sleep(0.002)
+`
+
 // TestDaemonConfinesKernelStorm: the SLO rule in the daemon. Under
 // taichi, with a DP loop carrying traffic on the lent DP core, a
-// kernel-heavy CP process (a dentry storm) and a mild kernel user (`ip addr`
-// churn) share that core: the storm is confined to the CP cores and shown
+// kernel-heavy CP process (a dentry storm) and a mild kernel user (small
+// /proc reads) share that core: the storm is confined to the CP cores and shown
 // in `taichi blockers` with the blamed delay that confined it, the mild one
-// is never confined, and the packets' residence p99 from the confinement
+// is never confined for the storm's delays, and the packets' residence p99 from the confinement
 // on stays within the SLO; SIGTERM releases the storm into the pool,
 // runnable.
 func TestDaemonConfinesKernelStorm(t *testing.T) {
@@ -97,7 +111,7 @@ func TestDaemonConfinesKernelStorm(t *testing.T) {
 
 	// Both CP tasks run under their own command names (symlinks: comm
 	// follows the name they were started by) and are adopted by the
-	// selector; the mild one's `ip` children inherit its group.
+	// selector.
 	dir := t.TempDir()
 	work := filepath.Join(dir, "work")
 	if err := os.Mkdir(work, 0o700); err != nil {
@@ -105,9 +119,7 @@ func TestDaemonConfinesKernelStorm(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(work) })
 	storm := startNamed(t, dir, name, python, "-c", dentryStorm, work)
-	churn := startNamed(t, dir, mild, "/bin/sh", "-c", fmt.Sprintf(
-		"end=$(($(date +%%s)+90)); while [ $(date +%%s) -lt $end ]; do ip -n %s addr add 192.0.2.77/32 dev lo; ip -n %s addr del 192.0.2.77/32 dev lo; sleep 0.05; done",
-		tb.GenNS, tb.GenNS))
+	churn := startNamed(t, dir, mild, python, "-c", mildKernelUser)
 	pid := storm.Process.Pid
 	waitFor(t, "both CP tasks adopted", func() bool { return e.status(t).Pool.Members >= 2 })
 	// They run on the DP core, as CP work the kernel put there would (the
@@ -129,7 +141,7 @@ func TestDaemonConfinesKernelStorm(t *testing.T) {
 	if after.Count < 50000 || after.Quantile(0.99) > slo {
 		t.Errorf("after the confinement: %d packets, residence p99 %v; want at least 50000 within the SLO %v", after.Count, after.Quantile(0.99), slo)
 	}
-	checkOnlyStormConfined(t, e, blockersOf(t, e), task, name, mild, pid, churn.Process.Pid)
+	checkOnlyStormConfined(t, e, blockersOf(t, e), task, name, mild, pid, churn.Process.Pid, slo)
 
 	// SIGTERM releases it into the pool (on the CP cores), still running.
 	stopped = true
@@ -223,14 +235,23 @@ func waitTaskConfined(t *testing.T, e *daemonEnv, pid int) daemon.BlockerStatus 
 
 // checkOnlyStormConfined: the storm (stormPID, command name) is confined
 // off the DP core with the blamed delay that confined it, and counted in
-// the status; the mild kernel user (mildPID, command mild) and its
-// children are not.
-func checkOnlyStormConfined(t *testing.T, e *daemonEnv, b *daemon.BlockersStatus, task daemon.BlockerStatus, name, mild string, stormPID, mildPID int) {
+// the status; the mild kernel user (mildPID, command mild) is not, unless
+// for holds of its own of at least the SLO in a window.
+func checkOnlyStormConfined(t *testing.T, e *daemonEnv, b *daemon.BlockersStatus, task daemon.BlockerStatus, name, mild string, stormPID, mildPID int, slo time.Duration) {
 	t.Helper()
 	dp := e.dp[0]
+	mildForCause := false
 	for _, c := range b.Commands {
-		if c.Comm == mild || c.Comm == "ip" || c.Comm == "sleep" {
-			t.Errorf("the mild kernel user's command %q was confined: %+v", c.Comm, c)
+		if c.Comm == mild {
+			// Only on its own evidence: a hold of its own past the rule's
+			// marks (this VM's kernel holds a DP thread for a millisecond
+			// now and then behind any system call), never the storm's.
+			if c.Why == nil || c.Why.PID != mildPID || c.Why.BlamedUs < float64(slo.Microseconds()) {
+				t.Errorf("the mild kernel user's command %q was confined without %v of its own delay in a window: %+v", c.Comm, slo, c)
+			} else {
+				mildForCause = true
+				t.Logf("the mild kernel user was confined for holds of its own: %+v", *c.Why)
+			}
 		}
 		if c.Comm == name && (c.Why == nil || c.Why.BlamedUs <= 0 || c.Why.CPU != dp) {
 			t.Errorf("storm's command %+v: want why with its blamed delay on cpu %d", c, dp)
@@ -239,8 +260,8 @@ func checkOnlyStormConfined(t *testing.T, e *daemonEnv, b *daemon.BlockersStatus
 	// Not confined: still in the pool's own group. (Its allowed CPUs are
 	// no proxy: a core benched for a breach nothing could be confined for,
 	// such as a kernel thread's, leaves the whole pool on the CP cores.)
-	if cg := mustRead(t, fmt.Sprintf("/proc/%d/cgroup", mildPID)); strings.Contains(cg, vcpu.ConfinedName(e.group)) ||
-		!strings.Contains(cg, "/"+e.group+"\n") {
+	if cg := mustRead(t, fmt.Sprintf("/proc/%d/cgroup", mildPID)); !mildForCause && (strings.Contains(cg, vcpu.ConfinedName(e.group)) ||
+		!strings.Contains(cg, "/"+e.group+"\n")) {
 		t.Errorf("mild user %d was confined; its cgroups:\n%s", mildPID, cg)
 	}
 	if out, err := exec.Command(e.bin, "blockers", "--socket", e.socket).CombinedOutput(); err == nil {
