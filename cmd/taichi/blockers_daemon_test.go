@@ -63,11 +63,11 @@ while time.time() < end:
 // TestDaemonConfinesKernelStorm: the SLO rule in the daemon. Under
 // taichi, with a DP loop carrying traffic on the lent DP core, a
 // kernel-heavy CP process (a dentry storm) and a mild kernel user (small
-// /proc reads) share that core: the storm is confined to the CP cores and shown
-// in `taichi blockers` with the blamed delay that confined it, the mild one
-// is never confined for the storm's delays, and the packets' residence p99 from the confinement
-// on stays within the SLO; SIGTERM releases the storm into the pool,
-// runnable.
+// /proc reads) share that core: the storm is confined to the CP cores and
+// shown in `taichi blockers` with the blamed delay that confined it, the
+// mild one is never confined for the storm's delays, and the packets'
+// residence p99 from the confinement on stays within the SLO; SIGTERM
+// releases the storm into the pool, runnable.
 func TestDaemonConfinesKernelStorm(t *testing.T) {
 	needRootCgroups(t)
 	// Debian's interpreter itself (a python3 on PATH may be a wrapper
