@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -123,4 +124,50 @@ func loadCheckpoint(stateDir string) (*Checkpoint, error) {
 		return nil, fmt.Errorf("checkpoint %s: checksum mismatch", checkpointPath(stateDir))
 	}
 	return &c, nil
+}
+
+// checkpointSoon has checkpointLoop save the state. A lend or reclaim runs
+// on the scheduler's path, and the save's fsyncs took up to a second behind
+// a CP load that works the file system (eval ping's dentry storm), holding
+// every scheduling decision that long. What it records of the cores is for
+// the log only: a restart reclaims every DP core from the pool itself.
+func (d *Daemon) checkpointSoon() {
+	select {
+	case d.ckDue <- struct{}{}:
+	default: // one is pending: it will save the state as it is then
+	}
+}
+
+// checkpointLoop saves the state each time checkpointSoon asks, until ctx
+// ends (Close saves the last state itself).
+func (d *Daemon) checkpointLoop(ctx context.Context) {
+	defer d.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.ckDue:
+			d.checkpoint()
+		}
+	}
+}
+
+// checkpoint saves the current state. ckMu makes the snapshot and its write
+// one step, so a slower save of older state never lands after a newer one.
+func (d *Daemon) checkpoint() {
+	d.ckMu.Lock()
+	defer d.ckMu.Unlock()
+	d.mu.Lock()
+	cp := Checkpoint{PID: os.Getpid(), Policy: d.policy.Name(), Override: d.override, Config: d.cfg.Policy, Saved: time.Now()}
+	d.mu.Unlock()
+	if d.pool != nil {
+		for _, cpu := range d.pool.CPUs() {
+			if slices.Contains(d.cfg.DPCPUs, cpu) {
+				cp.Lent = append(cp.Lent, cpu)
+			}
+		}
+	}
+	if err := saveCheckpoint(d.cfg.StateDir, cp); err != nil {
+		d.log.Warn("checkpoint not saved", "err", err)
+	}
 }

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"regexp"
 	"runtime/debug"
@@ -18,8 +17,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/taichi-sched/taichi/config"
 	"github.com/taichi-sched/taichi/dataplane/dpdk"
@@ -484,52 +481,6 @@ func (d *Daemon) rescan() {
 // CP workload they spawn).
 func (d *Daemon) Adopt(pids []int) (int, error) { return d.pool.Adopt(pids) }
 
-// checkpointSoon has checkpointLoop save the state. A lend or reclaim runs
-// on the scheduler's path, and the save's fsyncs took up to a second behind
-// a CP load that works the file system (eval ping's dentry storm), holding
-// every scheduling decision that long. What it records of the cores is for
-// the log only: a restart reclaims every DP core from the pool itself.
-func (d *Daemon) checkpointSoon() {
-	select {
-	case d.ckDue <- struct{}{}:
-	default: // one is pending: it will save the state as it is then
-	}
-}
-
-// checkpointLoop saves the state each time checkpointSoon asks, until ctx
-// ends (Close saves the last state itself).
-func (d *Daemon) checkpointLoop(ctx context.Context) {
-	defer d.wg.Done()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-d.ckDue:
-			d.checkpoint()
-		}
-	}
-}
-
-// checkpoint saves the current state. ckMu makes the snapshot and its write
-// one step, so a slower save of older state never lands after a newer one.
-func (d *Daemon) checkpoint() {
-	d.ckMu.Lock()
-	defer d.ckMu.Unlock()
-	d.mu.Lock()
-	cp := Checkpoint{PID: os.Getpid(), Policy: d.policy.Name(), Override: d.override, Config: d.cfg.Policy, Saved: time.Now()}
-	d.mu.Unlock()
-	if d.pool != nil {
-		for _, cpu := range d.pool.CPUs() {
-			if slices.Contains(d.cfg.DPCPUs, cpu) {
-				cp.Lent = append(cp.Lent, cpu)
-			}
-		}
-	}
-	if err := saveCheckpoint(d.cfg.StateDir, cp); err != nil {
-		d.log.Warn("checkpoint not saved", "err", err)
-	}
-}
-
 // Close stops lending: every DP core goes back to DP and the CP pool shrinks
 // to the CP cores, its tasks left in place and runnable. Idempotent.
 func (d *Daemon) Close() error {
@@ -570,68 +521,6 @@ func (d *Daemon) Close() error {
 	}
 	d.lock.release()
 	return errors.Join(errs...)
-}
-
-// pinToCores keeps the daemon's own threads on the CP cores (DP loop threads
-// re-pin themselves to their DP core) at DaemonNice. Threads created later
-// inherit both from the thread that made them, but the Go runtime may start
-// one while a pass runs, from a thread not yet set: passes repeat until one
-// finds every thread set already (a few at most).
-func pinToCores(cpus []int, log *slog.Logger) {
-	var set unix.CPUSet
-	for _, c := range cpus {
-		set.Set(c)
-	}
-	for pass := 0; pass < 10; pass++ {
-		if changed := pinPass(&set, log); changed == 0 {
-			return
-		}
-	}
-	log.Warn("daemon threads kept appearing off the CP cores or at another priority while being set", "cpus", cpus)
-}
-
-// DaemonNice is the daemon's threads' nice value. The daemon shares the CP
-// cores with the CP work it schedules, and at nice 0 behind a backlogged CP
-// load its event pump fell seconds behind the DP loops (eval ping, mixed CP
-// load: flap holds and benches decided on events 1-2 s old), so it runs
-// above CP. It costs about 1.5% of a core, so CP loses nothing to it.
-const DaemonNice = -10
-
-// pinPass pins every thread whose mask differs from set, gives every
-// thread DaemonNice, and returns how many threads it changed.
-func pinPass(set *unix.CPUSet, log *slog.Logger) int {
-	tasks, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		return 0
-	}
-	changed := 0
-	for _, t := range tasks {
-		var tid int
-		if _, err := fmt.Sscan(t.Name(), &tid); err != nil {
-			continue
-		}
-		did := false
-		var cur unix.CPUSet
-		if err := unix.SchedGetaffinity(tid, &cur); err != nil || cur != *set {
-			if err := unix.SchedSetaffinity(tid, set); err != nil {
-				log.Debug("pinning daemon thread", "tid", tid, "err", err)
-			} else {
-				did = true
-			}
-		}
-		// getpriority(2) returns 20 - nice.
-		if prio, err := unix.Getpriority(unix.PRIO_PROCESS, tid); err == nil && 20-prio != DaemonNice {
-			if err := unix.Setpriority(unix.PRIO_PROCESS, tid, DaemonNice); err != nil {
-				log.Debug("daemon thread priority", "tid", tid, "err", err)
-			} else {
-				did = true
-			}
-		}
-		if did {
-			changed++
-		}
-	}
-	return changed
 }
 
 func buildVersion() string {
