@@ -93,6 +93,9 @@ type Daemon struct {
 	// ckDue: a lend or reclaim changed what the checkpoint records; the
 	// checkpoint writer saves it off the scheduler's path (checkpointLoop).
 	ckDue chan struct{}
+	// actuators write each DP core's pool membership off the engine's
+	// path (actuate.go); nil before Start and after Close.
+	actuators map[int]*coreActuator
 
 	// Watchdog: progress stamps (stamp()) and a scheduler barrier in flight.
 	pumpBeat, superviseBeat atomic.Int64
@@ -244,6 +247,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	d.startActuators(runCtx)
 	d.wg.Add(2)
 	go func() {
 		defer d.wg.Done()
@@ -378,11 +382,23 @@ func (d *Daemon) switchPolicy(name scheduler.PolicyName) error {
 	return nil
 }
 
-// Lend implements scheduler.Actuator: add a DP core to the CP cpuset.
-func (d *Daemon) Lend(cpu int) error { return d.setLent(cpu, true) }
+// Lend implements scheduler.Actuator: add a DP core to the CP cpuset (by
+// the core's actuator goroutine once the daemon runs, see actuate.go).
+func (d *Daemon) Lend(cpu int) error {
+	if d.wantLent(cpu, true) {
+		return nil
+	}
+	return d.setLent(cpu, true)
+}
 
-// Reclaim implements scheduler.Actuator: take a DP core out of the CP cpuset.
-func (d *Daemon) Reclaim(cpu int) error { return d.setLent(cpu, false) }
+// Reclaim implements scheduler.Actuator: take a DP core out of the CP
+// cpuset (by the core's actuator goroutine once the daemon runs).
+func (d *Daemon) Reclaim(cpu int) error {
+	if d.wantLent(cpu, false) {
+		return nil
+	}
+	return d.setLent(cpu, false)
+}
 
 // setLent writes the pool and checkpoints when membership changed. The
 // core's DP loop is SCHED_FIFO before CP may run there and goes back to
@@ -416,11 +432,21 @@ func (d *Daemon) setLent(cpu int, lend bool) error {
 }
 
 // SetYield implements scheduler.Actuator: the DP loop's fast-path knobs.
-// Cores without a taichi loop (idle cores, DPDK lcores) have none.
+// Cores without a taichi loop (idle cores, DPDK lcores) have none. While
+// the core's reclaim is still being written, the knobs wait for it
+// (actuate.go).
 func (d *Daemon) SetYield(cpu int, after int64, slice time.Duration) {
-	if l := d.loopOn(cpu); l != nil {
-		l.client.SetYield(after, slice)
+	k := yieldKnobs{after: after, slice: slice}
+	if a := d.actuators[cpu]; a != nil {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.reclaimPending() {
+			a.held = &k
+			return
+		}
+		a.held = nil
 	}
+	d.setKnobs(cpu, k)
 }
 
 // Wake implements scheduler.Actuator: one kick through the kernel module
@@ -510,9 +536,10 @@ func (d *Daemon) Close() error {
 	if d.kmod != nil {
 		d.kmod.Close()
 	}
+	d.actuators = nil // stopped with the other goroutines: write here
 	if d.pool != nil {
 		for _, cpu := range d.cfg.DPCPUs {
-			if err := d.Reclaim(cpu); err != nil {
+			if err := d.setLent(cpu, false); err != nil {
 				errs = append(errs, err)
 			}
 		}

@@ -27,10 +27,9 @@ func pinToCores(cpus []int, log *slog.Logger) {
 }
 
 // DaemonNice is the daemon's threads' nice value. The daemon shares the CP
-// cores with the CP work it schedules, and at nice 0 behind a backlogged CP
-// load its event pump fell seconds behind the DP loops (eval ping, mixed CP
-// load: flap holds and benches decided on events 1-2 s old), so it runs
-// above CP. It costs about 1.5% of a core, so CP loses nothing to it.
+// cores with the CP work it schedules, and its decisions must not queue
+// behind a backlogged CP load at nice 0; it costs about 1.5% of a core, so
+// CP loses nothing to it.
 const DaemonNice = -10
 
 // pinPass pins every thread whose mask differs from set, gives every
