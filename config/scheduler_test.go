@@ -28,7 +28,7 @@ func otherValue(t *testing.T, key string, def any) string {
 		}
 		return (2 * d).String()
 	case int:
-		return fmt.Sprint(2 * v)
+		return fmt.Sprint(2*v + 1) // 0 (a switch left off) changes too
 	case float64:
 		return fmt.Sprint(v / 2)
 	}

@@ -521,3 +521,20 @@ func TestSnapshotShowsTheEngineTime(t *testing.T) {
 		t.Fatalf("snapshot at %v engine at %v, want %v and %v", snap.At.Sub(t0), snap.EngineAt.Sub(t0), ms(900), ms(5))
 	}
 }
+
+// flap_limit 0 (the default) turns the flap limiter off: a pressed core
+// that cycles thousands of times a second keeps lending.
+func TestFlapLimitZeroNeverHolds(t *testing.T) {
+	h := newHarness(t, PolicyTaichi, func(p *Params) { p.FlapLimit, p.FlapWindow = 0, ms(10) })
+	h.press(1)
+	for i := range 100 {
+		h.yield(1, us(100*i))
+		h.wake(1, us(100*i)+us(50), WakeRx, us(10))
+	}
+	if s := h.snap(1, ms(10)); s.FlapsHeld != 0 || s.Hold != HoldNone || !s.InCPUSet || s.Lends != 100 {
+		t.Fatalf("flaps held %d, hold %q, in cpuset %v, lends %d; want no hold and 100 lends", s.FlapsHeld, s.Hold, s.InCPUSet, s.Lends)
+	}
+	if DefaultParams().FlapLimit != 0 {
+		t.Errorf("default flap limit %d, want 0 (off)", DefaultParams().FlapLimit)
+	}
+}

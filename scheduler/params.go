@@ -64,8 +64,9 @@ type Params struct {
 	// DynamicSlice is the fixed bounded wait under the dynamic policy.
 	DynamicSlice time.Duration
 
-	// FlapLimit lend cycles within FlapWindow hold the core in DP (no
-	// yielding; the cpuset is left alone) for FlapHold.
+	// More than FlapLimit lend cycles within FlapWindow hold the core in DP
+	// for FlapHold (0: no flap limiter, the default: it did not earn its
+	// place, see docs/design.md).
 	FlapLimit  int
 	FlapWindow time.Duration
 	FlapHold   time.Duration
@@ -115,7 +116,7 @@ func DefaultParams() Params {
 		SliceMin:         50 * time.Microsecond,
 		SliceMax:         5 * time.Millisecond,
 		DynamicSlice:     5 * time.Millisecond,
-		FlapLimit:        2000,
+		FlapLimit:        0,
 		FlapWindow:       time.Second,
 		FlapHold:         100 * time.Millisecond,
 		HighLoad:         0.8,
@@ -176,8 +177,8 @@ func (p Params) Validate() error {
 		bad("SliceMax", "slice_max", "must be >= slice_min (%v), got %v", p.SliceMin, p.SliceMax)
 	}
 	positive("DynamicSlice", "dynamic_slice", p.DynamicSlice)
-	if p.FlapLimit < 1 {
-		bad("FlapLimit", "flap_limit", "must be at least 1, got %d", p.FlapLimit)
+	if p.FlapLimit < 0 {
+		bad("FlapLimit", "flap_limit", "must be 0 (off) or more, got %d", p.FlapLimit)
 	}
 	positive("FlapWindow", "flap_window", p.FlapWindow)
 	positive("FlapHold", "flap_hold", p.FlapHold)

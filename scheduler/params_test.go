@@ -34,7 +34,7 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"SliceMin", "scheduler.slice_min", func(p *Params) { p.SliceMin = 0 }},
 		{"SliceMax", "scheduler.slice_max", func(p *Params) { p.SliceMax = p.SliceMin / 2 }},
 		{"DynamicSlice", "scheduler.dynamic_slice", func(p *Params) { p.DynamicSlice = 0 }},
-		{"FlapLimit", "scheduler.flap_limit", func(p *Params) { p.FlapLimit = 0 }},
+		{"FlapLimit", "scheduler.flap_limit", func(p *Params) { p.FlapLimit = -1 }},
 		{"FlapWindow", "scheduler.flap_window", func(p *Params) { p.FlapWindow = 0 }},
 		{"FlapHold", "scheduler.flap_hold", func(p *Params) { p.FlapHold = 0 }},
 		{"HighLoad", "scheduler.high_load", func(p *Params) { p.HighLoad = 1.5 }},
@@ -58,7 +58,7 @@ func TestValidateNamesTheField(t *testing.T) {
 
 func TestValidateReportsEveryProblem(t *testing.T) {
 	p := DefaultParams()
-	p.SLO, p.SliceMin, p.FlapLimit = 0, 0, 0
+	p.SLO, p.SliceMin, p.FlapLimit = 0, 0, -1
 	err := p.Validate()
 	for _, key := range []string{"scheduler.slo:", "scheduler.slice_min:", "scheduler.flap_limit:"} {
 		if err == nil || !strings.Contains(err.Error(), key) {

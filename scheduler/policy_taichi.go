@@ -142,7 +142,7 @@ func (t *taichiCore) Busy() { t.idleRun = false }
 // Lent is the flap limiter: it counts lend cycles and holds a flapping core
 // in DP.
 func (t *taichiCore) Lent(at time.Time) bool {
-	if t.flapHeld || !t.pressed {
+	if t.flapHeld || !t.pressed || t.p.FlapLimit == 0 {
 		return false
 	}
 	for t.flapCycles.len() > 0 && !t.flapCycles.front().After(at.Add(-t.p.FlapWindow)) {
