@@ -204,9 +204,17 @@ func checkLoadBlock(t *testing.T, c *Client, before Snapshot) {
 	if err := c.ReadLoad(&load); err != nil {
 		t.Fatal(err)
 	}
-	after, err := c.Snapshot()
-	if err != nil {
-		t.Fatal(err)
+	// The host writes the block just before the JSON of the same publish:
+	// wait for that JSON (or a later one) to bound the block from above.
+	var after Snapshot
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		var err error
+		if after, err = c.Snapshot(); err != nil {
+			t.Fatal(err)
+		}
+		if after.Published >= load.Published || time.Now().After(deadline) {
+			break
+		}
 	}
 	between := func(v, lo, hi uint64) bool { return lo <= v && v <= hi }
 	if !between(uint64(load.Published), uint64(before.Published), uint64(after.Published)) ||
