@@ -109,9 +109,14 @@ func (e *engine) realtime(c *core) {
 		e.trackRealtime(c)
 		return
 	}
+	// Only a loop still running can reach the limit, and not before its
+	// due time (set when it started): nothing to sum on every event.
+	if c.rt.since.IsZero() || e.now.Before(c.rt.due) {
+		return
+	}
 	used := c.rt.used(e.now, e.p.RealtimeWindow)
 	if left := e.realtimeLimit() - used; left > 0 {
-		c.rt.due = e.now.Add(left)
+		c.rt.due = e.now.Add(left) // buckets expired since: later
 		return
 	}
 	c.rt.holds++
