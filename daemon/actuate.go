@@ -13,16 +13,13 @@ import (
 // decided on events a second old. So each DP core has a coreActuator: Lend
 // and Reclaim record what the engine wants and return, and the core's own
 // goroutine writes the pool (the latest wish wins; a failed write is
-// retried after actuatorRetry).
+// retried after the engine's ActuatorRetry).
 //
 // A reclaim's order stays DP-safe: until its write is done, the loop keeps
 // the knobs it lent with (a SetYield that would stop it yielding is held
 // back and applied right after the write), so a SCHED_FIFO loop never
 // spins while CP may still be queued on its core. Wakes are never held
 // back: a probe's reclaim must not wait for a cgroup.
-
-// actuatorRetry is how long a core's goroutine waits after a failed write.
-const actuatorRetry = time.Second
 
 // yieldKnobs are a DP loop's fast-path knobs (Actuator.SetYield).
 type yieldKnobs struct {
@@ -32,8 +29,9 @@ type yieldKnobs struct {
 
 // coreActuator carries out the engine's pool membership for one DP core.
 type coreActuator struct {
-	cpu  int
-	kick chan struct{}
+	cpu   int
+	kick  chan struct{}
+	retry time.Duration // after a failed write (scheduler ActuatorRetry)
 
 	mu sync.Mutex
 	// want: in the pool, as the engine last asked; have: as last written,
@@ -51,8 +49,9 @@ func (a *coreActuator) reclaimPending() bool { return !a.want && (a.have || !a.k
 // Reclaim return at once.
 func (d *Daemon) startActuators(ctx context.Context) {
 	d.actuators = map[int]*coreActuator{}
+	retry := d.cfg.SchedulerParams().ActuatorRetry
 	for _, cpu := range d.cfg.DPCPUs {
-		a := &coreActuator{cpu: cpu, kick: make(chan struct{}, 1)}
+		a := &coreActuator{cpu: cpu, kick: make(chan struct{}, 1), retry: retry}
 		d.actuators[cpu] = a
 		d.wg.Add(1)
 		go func() {
@@ -95,8 +94,8 @@ func (d *Daemon) actuate(ctx context.Context, a *coreActuator) {
 				break
 			}
 			if err := d.setLent(a.cpu, want); err != nil {
-				d.log.Warn("pool write failed; retrying", "cpu", a.cpu, "lend", want, "err", err, "retry_in", actuatorRetry)
-				sleepCtx(ctx, actuatorRetry)
+				d.log.Warn("pool write failed; retrying", "cpu", a.cpu, "lend", want, "err", err, "retry_in", a.retry)
+				sleepCtx(ctx, a.retry)
 				continue
 			}
 			a.mu.Lock()
