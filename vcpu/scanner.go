@@ -2,7 +2,6 @@ package vcpu
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/prometheus/procfs"
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"golang.org/x/sys/unix"
 )
 
@@ -162,39 +162,20 @@ func (s *Scanner) read(pid int, file string) ([]byte, error) {
 }
 
 // parseStatIdentity returns the command name, flags (field 9) and start
-// time (field 22) of a /proc/PID/stat line without allocating. The name
-// sits in parentheses and may itself hold spaces and parentheses, so
-// fields are counted from the last ')'.
+// time (field 22) of a /proc/PID/stat line without allocating.
 func parseStatIdentity(b []byte) (comm []byte, flags, start uint64, err error) {
-	open, end := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
-	if open < 0 || end < open {
-		return nil, 0, 0, errors.New("stat: no (comm)")
+	comm, rest, err := linuxsched.SplitStat(b)
+	if err != nil {
+		return nil, 0, 0, err
 	}
-	const flagsField, startField = 9, 22 // 1-based; the rest starts at field 3
-	field, rest := 2, b[end+1:]
-	for field < startField {
-		rest = bytes.TrimLeft(rest, " ")
-		word := rest
-		if i := bytes.IndexByte(rest, ' '); i >= 0 {
-			word, rest = rest[:i], rest[i:]
-		} else {
-			rest = nil
-		}
-		if len(word) == 0 {
-			return nil, 0, 0, fmt.Errorf("stat: %d fields, want at least %d", field, startField)
-		}
-		field++
-		switch field {
-		case flagsField:
-			flags, err = parseUint(word)
-		case startField:
-			start, err = parseUint(word)
-		}
-		if err != nil {
-			return nil, 0, 0, fmt.Errorf("stat: field %d: %w", field, err)
-		}
+	const flagsField, startField = 9, 22
+	if flags, err = parseUint(linuxsched.StatField(rest, flagsField)); err != nil {
+		return nil, 0, 0, fmt.Errorf("stat: field %d: %w", flagsField, err)
 	}
-	return b[open+1 : end], flags, start, nil
+	if start, err = parseUint(linuxsched.StatField(rest, startField)); err != nil {
+		return nil, 0, 0, fmt.Errorf("stat: field %d: %w", startField, err)
+	}
+	return comm, flags, start, nil
 }
 
 func parseUint(b []byte) (uint64, error) {

@@ -1,6 +1,7 @@
 package linuxsched
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -84,25 +85,56 @@ func taskDir(pid, tid int) string {
 }
 
 // ParseStat returns the command name and last CPU (field 39) of a
-// /proc/PID/stat line. The name sits in parentheses and may itself hold
-// spaces and parentheses, so fields are counted from the last ')'.
+// /proc/PID/stat line.
 func ParseStat(b []byte) (comm string, lastCPU int, err error) {
-	s := string(b)
-	open := strings.IndexByte(s, '(')
-	end := strings.LastIndexByte(s, ')')
-	if open < 0 || end < open {
-		return "", 0, fmt.Errorf("stat %q: no (comm)", truncate(s))
+	name, rest, err := SplitStat(b)
+	if err != nil {
+		return "", 0, err
 	}
-	fields := strings.Fields(s[end+1:])
-	const processorField = 39 // 1-based; fields here start at field 3
-	if len(fields) < processorField-2 {
-		return "", 0, fmt.Errorf("stat %q: %d fields, want at least %d", truncate(s), len(fields)+2, processorField)
+	const processorField = 39
+	f := StatField(rest, processorField)
+	if f == nil {
+		return "", 0, fmt.Errorf("stat %q: fewer than %d fields", truncate(string(b)), processorField)
 	}
-	lastCPU, err = strconv.Atoi(fields[processorField-3])
+	lastCPU, err = strconv.Atoi(string(f))
 	if err != nil {
 		return "", 0, fmt.Errorf("stat: processor field: %w", err)
 	}
-	return s[open+1 : end], lastCPU, nil
+	return string(name), lastCPU, nil
+}
+
+// SplitStat splits a /proc/PID/stat line into its command name and the
+// fields after it (field 3 on), without allocating. The name sits in
+// parentheses and may itself hold spaces and parentheses, so the fields
+// start after the last ')'.
+func SplitStat(b []byte) (comm, rest []byte, err error) {
+	open, end := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+	if open < 0 || end < open {
+		return nil, nil, fmt.Errorf("stat %q: no (comm)", truncate(string(b)))
+	}
+	return b[open+1 : end], b[end+1:], nil
+}
+
+// StatField is field n of a stat line (1-based, as proc(5) numbers them;
+// n >= 3) from the rest SplitStat returned, without its trailing newline;
+// nil when the line has fewer fields.
+func StatField(rest []byte, n int) []byte {
+	for field := 2; len(rest) > 0; {
+		rest = bytes.TrimLeft(rest, " \n")
+		word := rest
+		if i := bytes.IndexAny(rest, " \n"); i >= 0 {
+			word, rest = rest[:i], rest[i:]
+		} else {
+			rest = nil
+		}
+		if len(word) == 0 {
+			return nil
+		}
+		if field++; field == n {
+			return word
+		}
+	}
+	return nil
 }
 
 func truncate(s string) string {
