@@ -11,7 +11,11 @@ import (
 type Actuator interface {
 	// Lend adds cpu to the CP cpuset (slow path: a cgroup write).
 	Lend(cpu int) error
-	// Reclaim removes cpu from the CP cpuset (slow path).
+	// Reclaim removes cpu from the CP cpuset (slow path). An actuator may
+	// write it after returning (the daemon does: a write can take a
+	// second); it then keeps a following SetYield that stops the loop
+	// yielding until the write is done, the order apply keeps for one
+	// that writes before it returns.
 	Reclaim(cpu int) error
 	// SetYield sets the DP loop's fast-path knobs: yield after this many
 	// empty polls (<0: never) and block at most slice when it does.
