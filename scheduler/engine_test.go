@@ -522,8 +522,8 @@ func TestSnapshotShowsTheEngineTime(t *testing.T) {
 	}
 }
 
-// flap_limit 0 turns the flap limiter off: a pressed core that cycles
-// thousands of times a second keeps lending.
+// flap_limit 0 (the default) turns the flap limiter off: a pressed core
+// that cycles thousands of times a second keeps lending.
 func TestFlapLimitZeroNeverHolds(t *testing.T) {
 	h := newHarness(t, PolicyTaichi, func(p *Params) { p.FlapLimit, p.FlapWindow = 0, ms(10) })
 	h.press(1)
@@ -533,5 +533,8 @@ func TestFlapLimitZeroNeverHolds(t *testing.T) {
 	}
 	if s := h.snap(1, ms(10)); s.FlapsHeld != 0 || s.Hold != HoldNone || !s.InCPUSet || s.Lends != 100 {
 		t.Fatalf("flaps held %d, hold %q, in cpuset %v, lends %d; want no hold and 100 lends", s.FlapsHeld, s.Hold, s.InCPUSet, s.Lends)
+	}
+	if DefaultParams().FlapLimit != 0 {
+		t.Errorf("default flap limit %d, want 0 (off)", DefaultParams().FlapLimit)
 	}
 }

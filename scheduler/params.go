@@ -65,8 +65,8 @@ type Params struct {
 	DynamicSlice time.Duration
 
 	// More than FlapLimit lend cycles within FlapWindow hold the core in DP
-	// for FlapHold (0: no flap limiter; see docs/design.md for what it
-	// costs).
+	// for FlapHold (0: no flap limiter, the default: it did not earn its
+	// place, see docs/design.md).
 	FlapLimit  int
 	FlapWindow time.Duration
 	FlapHold   time.Duration
@@ -116,7 +116,7 @@ func DefaultParams() Params {
 		SliceMin:         50 * time.Microsecond,
 		SliceMax:         5 * time.Millisecond,
 		DynamicSlice:     5 * time.Millisecond,
-		FlapLimit:        2000,
+		FlapLimit:        0,
 		FlapWindow:       time.Second,
 		FlapHold:         100 * time.Millisecond,
 		HighLoad:         0.8,
