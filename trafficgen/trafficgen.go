@@ -21,6 +21,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/taichi-sched/taichi/internal/linuxsched"
+
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/taichi-sched/taichi/internal/netns"
 	"golang.org/x/sys/unix"
@@ -64,7 +66,11 @@ type Options struct {
 	// default it is unpinned.
 	PinSender bool
 	SenderCPU int
-	Seed      uint64 // for poisson gaps; 0 = random
+	// SenderNice, when not 0, runs the sending thread SCHED_OTHER at this
+	// nice value for the run: a weight that gives it what it asks of its
+	// core whatever shares that core, so every run offers the same load.
+	SenderNice int
+	Seed       uint64 // for poisson gaps; 0 = random
 	// KernelStamps takes receive times from the kernel (SO_TIMESTAMPNS)
 	// instead of from when the receiver thread ran. Off by default: on
 	// veth the stamp may be taken at an earlier hop of the return path
@@ -361,6 +367,11 @@ func (r *runState) send(ctx context.Context, fd int, o Options) error {
 		set.Set(o.SenderCPU)
 		_ = unix.SchedSetaffinity(0, &set)
 	}
+	if o.SenderNice != 0 {
+		if restore, err := withNice(o.SenderNice); err == nil {
+			defer restore()
+		}
+	}
 	// Precise sleeps: without this the kernel may add 50 µs of timer slack.
 	_ = unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
 	defer unix.Prctl(unix.PR_SET_TIMERSLACK, 0, 0, 0, 0)
@@ -544,3 +555,16 @@ func (r *runState) report(o Options) Report {
 //
 //go:linkname nanotime runtime.nanotime
 func nanotime() int64
+
+// withNice runs the calling (locked) thread SCHED_OTHER at nice and returns
+// what puts its class back.
+func withNice(nice int) (restore func(), err error) {
+	prev, err := linuxsched.Get(0)
+	if err != nil {
+		return nil, err
+	}
+	if err := linuxsched.Set(0, linuxsched.Other(nice)); err != nil {
+		return nil, err
+	}
+	return func() { _ = linuxsched.Set(0, prev) }, nil
+}
