@@ -174,7 +174,7 @@ func TestConfineKernelStorm(t *testing.T) {
 	})
 
 	w := stormWindows{t: t, tr: tr, dp: dp, blames: blames}
-	open := w.measure([]int{s.pid, early}, time.Now().Add(10*time.Second))
+	open := w.measure([]int{s.pid, early}, true, time.Now().Add(20*time.Second))
 	// The tracer blames the storm in kernel: the bound only ends a hung
 	// test (a storm on the DP core is blamed hundreds of times a second).
 	waitFor(t, 20*time.Second, "the storm blamed in kernel 10 times while unconfined", func() bool { return stormBlames.Load() >= 10 })
@@ -198,7 +198,7 @@ func TestConfineKernelStorm(t *testing.T) {
 			confinedAt.Format(time.StampMicro), until.Format(time.StampMicro), activated.Format(time.StampMicro), seenConfined.Format(time.StampMicro))
 	}
 	family := []int{s.pid, early, kid}
-	confined := w.measure(family, until)
+	confined := w.measure(family, false, until)
 	measured := time.Now()
 	if !measured.Before(until) {
 		t.Fatalf("the back-off (until %v) ended before the confined measurement did (%v): setup too slow to judge confinement",
@@ -316,26 +316,34 @@ type stormWindow struct {
 	own    []time.Duration
 	traced Stats
 	others map[int]int
+	family int // in-kernel blames of the storm and its children
 }
 
 // measure takes one window. A window in which other processes (another
 // test's storm on this machine) held the DP core in kernel paths for more
-// than 1% of the wakes says nothing about the storm: it is measured again
-// while there is time (until next would end past the deadline).
-func (w stormWindows) measure(family []int, deadline time.Time) stormWindow {
+// than 1% of the wakes says nothing about the storm, nor does an unconfined
+// one (harmful) in which the storm's family held it for fewer (in one CI
+// run the storm was blamed 13 times in all, and the unconfined p99 was the
+// quiet one): either is measured again while there is time (until next
+// would end past the deadline).
+func (w stormWindows) measure(family []int, harmful bool, deadline time.Time) stormWindow {
 	for try := 1; ; try++ {
 		w.blames.take()
 		start := time.Now()
 		own, traced := measure(w.t, w.tr, w.dp, stormWakes)
-		others := w.blames.take().except(family)
-		n := 0
+		counts := w.blames.take()
+		others := counts.except(family)
+		n, fam := 0, 0
 		for _, c := range others {
 			n += c
 		}
-		if n <= stormWakes/100 || time.Now().Add(2*time.Since(start)).After(deadline) {
-			return stormWindow{own: own, traced: traced, others: others}
+		for _, p := range family {
+			fam += counts[p]
 		}
-		w.t.Logf("window %d: other processes blamed in kernel %d times (%v): measuring again", try, n, others)
+		if (n <= stormWakes/100 && (!harmful || fam > stormWakes/100)) || time.Now().Add(2*time.Since(start)).After(deadline) {
+			return stormWindow{own: own, traced: traced, others: others, family: fam}
+		}
+		w.t.Logf("window %d: other processes blamed in kernel %d times (%v), the storm %d times: measuring again", try, n, others, fam)
 	}
 }
 
@@ -348,7 +356,10 @@ func checkConfinedLower(t *testing.T, open, confined stormWindow) {
 		openP99, confinedP99, float64(confinedP99)/float64(openP99), len(open.own), len(confined.own))
 	t.Logf("tracer wake→run p99 (log2 bucket bound): unconfined <%v, confined <%v; p50 <%v / <%v",
 		open.traced.Quantile(0.99), confined.traced.Quantile(0.99), open.traced.Quantile(0.5), confined.traced.Quantile(0.5))
-	t.Logf("in-kernel blames of other processes, by pid: %v unconfined, %v confined", open.others, confined.others)
+	t.Logf("in-kernel blames of other processes, by pid: %v unconfined, %v confined; of the storm's family: %d / %d", open.others, confined.others, open.family, confined.family)
+	if open.family <= stormWakes/100 {
+		t.Fatalf("the storm was blamed in kernel %d times over %d wakes unconfined (want more than 1%%): it did not delay the DP thread, so confining it cannot show", open.family, len(open.own))
+	}
 	if len(open.own) < stormWakes || len(confined.own) < stormWakes {
 		t.Fatalf("DP thread woke %d / %d times in 30 s, want %d each", len(open.own), len(confined.own), stormWakes)
 	}
