@@ -78,11 +78,9 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 // its write is done, and the last wish wins.
 func TestActuatorsWriteOffTheEnginesPath(t *testing.T) {
 	pool := &gatedPool{}
-	dynamic, err := scheduler.LookupPolicy(scheduler.PolicyDynamic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &Daemon{cfg: &config.Config{DPCPUs: []int{1}, CPCPUs: []int{0}}, pool: pool, policy: dynamic, log: slog.New(slog.DiscardHandler)}
+	// dynamic's rules, as the scheduler would hand them over.
+	rules := map[int]scheduler.CoreRules{1: {LendDPDK: true}}
+	d := &Daemon{cfg: &config.Config{DPCPUs: []int{1}, CPCPUs: []int{0}}, pool: pool, rules: rules, log: slog.New(slog.DiscardHandler)}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer func() { cancel(); d.wg.Wait() }()
 	d.startActuators(ctx)

@@ -141,7 +141,7 @@ func (w *blockerWatch) tickLoop(ctx context.Context) {
 // and the kernel module's blocker records feed the same Confiner.
 func (w *blockerWatch) sync() {
 	d := w.d
-	active := d.currentPolicy().ConfinesBlockers()
+	active := d.confining()
 	if w.conf.Active() != active {
 		w.note("blocker confinement", w.conf.SetActive(active))
 		d.log.Info("blocker confinement", "active", active, "policy", d.Policy())

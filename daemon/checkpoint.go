@@ -157,8 +157,9 @@ func (d *Daemon) checkpointLoop(ctx context.Context) {
 func (d *Daemon) checkpoint() {
 	d.ckMu.Lock()
 	defer d.ckMu.Unlock()
+	policy := d.Policy() // not under d.mu: the scheduler's lock comes first
 	d.mu.Lock()
-	cp := Checkpoint{PID: os.Getpid(), Policy: d.policy.Name(), Override: d.override, Config: d.cfg.Policy, Saved: time.Now()}
+	cp := Checkpoint{PID: os.Getpid(), Policy: policy, Override: d.override, Config: d.cfg.Policy, Saved: time.Now()}
 	d.mu.Unlock()
 	if d.pool != nil {
 		for _, cpu := range d.pool.CPUs() {

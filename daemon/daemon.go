@@ -62,13 +62,15 @@ type Daemon struct {
 	// started: harvest is counted from there.
 	harvestBase map[int]time.Duration
 
+	// rules is what the policy in force asks of each DP core, as the
+	// scheduler handed it over (SetCoreRules); rulesMu alone guards it, as
+	// the scheduler holds its own lock while it hands them.
+	rulesMu sync.Mutex
+	rules   map[int]scheduler.CoreRules
+
 	mu       sync.Mutex
 	started  time.Time
 	override bool
-	// policy is the policy in force (the scheduler's, copied: actuator
-	// calls must not call back into it); it decides DPDK lending and
-	// blocker confinement.
-	policy scheduler.Policy
 	// policyOverride is a run-time policy restored from the checkpoint.
 	policyOverride scheduler.PolicyName
 	// probeDown keeps why a DP core's probe failed, for status; the
@@ -125,13 +127,12 @@ func New(cfg *config.Config, opts ...Option) (*Daemon, error) {
 	if cfg == nil || len(cfg.CPCPUs) == 0 {
 		return nil, errors.New("daemon: configuration not loaded/validated (no CP cores resolved)")
 	}
-	policy, err := scheduler.LookupPolicy(cfg.Policy)
-	if err != nil {
+	if _, err := scheduler.LookupPolicy(cfg.Policy); err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
 	d := &Daemon{
 		cfg:       cfg,
-		policy:    policy,
+		rules:     map[int]scheduler.CoreRules{},
 		log:       slog.Default(),
 		probeDown: map[int]string{},
 		ckDue:     make(chan struct{}, 1),
@@ -338,13 +339,40 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 }
 
-// Policy returns the name of the policy in force.
-func (d *Daemon) Policy() scheduler.PolicyName { return d.currentPolicy().Name() }
+// Policy returns the name of the policy in force, as the scheduler has it.
+// Not from an actuator call: the scheduler holds its lock during those.
+func (d *Daemon) Policy() scheduler.PolicyName { return d.sched.Policy() }
 
-func (d *Daemon) currentPolicy() scheduler.Policy {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.policy
+// SetCoreRules implements scheduler.RuleGate: what the policy in force asks
+// of cpu. The scheduler hands them over before a plan that needs them, so
+// the actuator calls that follow (Lend, DPDK lending) read them here.
+func (d *Daemon) SetCoreRules(cpu int, r scheduler.CoreRules) {
+	d.rulesMu.Lock()
+	d.rules[cpu] = r
+	d.rulesMu.Unlock()
+	if l := d.loopOn(cpu); l != nil {
+		l.client.SetProbeWake(r.ProbeWake)
+	}
+}
+
+// rulesOf is what the policy in force asks of cpu (nothing before the
+// scheduler said).
+func (d *Daemon) rulesOf(cpu int) scheduler.CoreRules {
+	d.rulesMu.Lock()
+	defer d.rulesMu.Unlock()
+	return d.rules[cpu]
+}
+
+// confining: the policy in force confines blockers on some DP core.
+func (d *Daemon) confining() bool {
+	d.rulesMu.Lock()
+	defer d.rulesMu.Unlock()
+	for _, r := range d.rules {
+		if r.ConfineBlockers {
+			return true
+		}
+	}
+	return false
 }
 
 // SetPolicy switches the lending policy at run time and checkpoints it.
@@ -361,24 +389,17 @@ func (d *Daemon) SetPolicy(s string) error {
 	return nil
 }
 
-// switchPolicy makes name the policy in force before the scheduler applies
-// it: the actuator calls it makes (DPDK lending) follow the new policy.
+// switchPolicy makes name the policy in force. The scheduler hands each
+// core's new rules to the actuator before it applies them (DPDK lending
+// follows), and blocker confinement restarts under them.
 func (d *Daemon) switchPolicy(name scheduler.PolicyName) error {
-	pol, err := scheduler.LookupPolicy(name)
-	if err != nil {
+	if err := d.sched.SetPolicy(name); err != nil {
 		return err
 	}
 	d.mu.Lock()
-	old, oldOverride := d.policy, d.override
-	d.policy, d.override = pol, name != d.cfg.Policy
+	d.override = name != d.cfg.Policy
 	d.mu.Unlock()
-	if err := d.sched.SetPolicy(name); err != nil {
-		d.mu.Lock()
-		d.policy, d.override = old, oldOverride
-		d.mu.Unlock()
-		return err
-	}
-	d.blockers.restart(pol.ConfinesBlockers())
+	d.blockers.restart(d.confining())
 	return nil
 }
 
@@ -418,7 +439,7 @@ func (d *Daemon) setLent(cpu int, lend bool) error {
 	if err := write(cpu); err != nil {
 		return err
 	}
-	if lend && d.currentPolicy().LendsDPDK() {
+	if lend && d.rulesOf(cpu).LendDPDK {
 		if err := d.setDPDKLending(cpu, true); err != nil {
 			d.log.Warn("DPDK idle lending stays off on a lent core", "cpu", cpu, "err", err)
 		}
@@ -460,13 +481,6 @@ func (d *Daemon) Wake(cpu int) {
 	}
 	if l := d.loopOn(cpu); l != nil {
 		l.client.Wake()
-	}
-}
-
-// SetProbeWake implements scheduler.ProbeGate.
-func (d *Daemon) SetProbeWake(cpu int, on bool) {
-	if l := d.loopOn(cpu); l != nil {
-		l.client.SetProbeWake(on)
 	}
 }
 

@@ -85,7 +85,7 @@ func (d *Daemon) dpdkStatus() []dpdk.Status {
 func (d *Daemon) setDPDKLending(cpu int, on bool) error {
 	on = on && !d.dpdkHold.Load()
 	var errs []error
-	useProbe := on && d.currentPolicy().UsesProbe()
+	useProbe := on && d.rulesOf(cpu).ProbeWake
 	for _, m := range d.dpdk {
 		if slices.Contains(m.Config().CPUs, cpu) {
 			if useProbe {
@@ -125,7 +125,7 @@ func (d *Daemon) HoldDPDKLending(hold bool) error {
 		return errors.Join(errs...)
 	}
 	for _, cpu := range d.pool.CPUs() {
-		if d.dpdkOn(cpu) {
+		if d.dpdkOn(cpu) && d.rulesOf(cpu).LendDPDK {
 			errs = append(errs, d.setDPDKLending(cpu, true))
 		}
 	}

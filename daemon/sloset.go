@@ -33,7 +33,7 @@ func (d *Daemon) RestoreSLO(st SLOStatus) error {
 	if err := d.sched.SetSLO(st.Value); err != nil {
 		return err
 	}
-	d.blockers.restart(d.currentPolicy().ConfinesBlockers())
+	d.blockers.restart(d.confining())
 	d.mu.Lock()
 	d.slo = st
 	d.mu.Unlock()

@@ -46,8 +46,8 @@ type actuated struct {
 	knobsSet    bool
 	yield       int64
 	knobSlice   time.Duration
-	probeOn     bool
-	probeSet    bool
+	rules       CoreRules // as last handed to the RuleGate
+	rulesSet    bool
 	retryAt     time.Time // slow path: no new attempt before this after an error
 }
 

@@ -24,11 +24,32 @@ type Actuator interface {
 	Wake(cpu int)
 }
 
-// ProbeGate is optional: an Actuator that implements it is told whether the
-// current policy wants probe wake-ups delivered to a core's DP loop (dynamic
-// does not: only the packet itself may wake the loop).
-type ProbeGate interface {
-	SetProbeWake(cpu int, enabled bool)
+// RuleGate is optional: an Actuator that implements it is told what the
+// policy in force asks of each core beyond its cpuset and its loop's knobs
+// (CoreRules), before the engine applies a plan that needs them and again
+// whenever they change. The actuator keeps them; nothing outside the
+// scheduler reads a policy's own answers.
+type RuleGate interface {
+	SetCoreRules(cpu int, r CoreRules)
+}
+
+// CoreRules is what the policy in force asks of one core's DP threads and
+// its CP tasks beyond the cpuset and the loop's fast-path knobs.
+type CoreRules struct {
+	// ProbeWake: probe warnings wake the core's DP loop and reclaim its
+	// lent DPDK lcores (dynamic waits for the packet itself).
+	ProbeWake bool
+	// LendDPDK: an idle DPDK lcore or OVS PMD on the core may yield it
+	// while the core is in the CP cpuset.
+	LendDPDK bool
+	// ConfineBlockers: CP tasks whose kernel paths delay the core's DP
+	// threads may be confined to the CP cores (the SLO rule).
+	ConfineBlockers bool
+}
+
+// rulesOf is what pol asks of every core.
+func rulesOf(pol Policy) CoreRules {
+	return CoreRules{ProbeWake: pol.UsesProbe(), LendDPDK: pol.LendsDPDK(), ConfineBlockers: pol.ConfinesBlockers()}
 }
 
 // BlockerControl is optional: an Actuator that implements it carries out
@@ -94,7 +115,7 @@ type Event struct {
 type engine struct {
 	p     Params
 	act   Actuator
-	gate  ProbeGate
+	gate  RuleGate
 	ctl   BlockerControl
 	log   *slog.Logger
 	pol   Policy
@@ -116,7 +137,7 @@ type engine struct {
 func newEngine(p Params, cpus []int, act Actuator, log *slog.Logger, now time.Time) *engine {
 	pol, _ := lookupPolicy(p.Policy)
 	e := &engine{p: p, act: act, log: log, pol: pol, now: now, byCPU: map[int]*core{}}
-	e.gate, _ = act.(ProbeGate)
+	e.gate, _ = act.(RuleGate)
 	e.ctl, _ = act.(BlockerControl)
 	for _, cpu := range cpus {
 		c := &core{cpu: cpu, machine: machine{state: DPActive, since: now}}
@@ -506,6 +527,14 @@ func (e *engine) planFor(c *core) Plan {
 // that failed does not hold DP back: the loop stops yielding at once.
 func (e *engine) apply(c *core, force bool) {
 	plan := e.planFor(c)
+	// The rules first: a Lend below carries them out (DPDK lending, the
+	// probe's wake-ups).
+	if e.gate != nil {
+		if r := rulesOf(e.pol); force || !c.rulesSet || r != c.rules {
+			e.gate.SetCoreRules(c.cpu, r)
+			c.rules, c.rulesSet = r, true
+		}
+	}
 	if (plan.InCPUSet != c.inCPUSet || force) && (force || c.retryAt.IsZero() || !e.now.Before(c.retryAt)) {
 		e.writeCPUSet(c, plan.InCPUSet)
 	}
@@ -521,13 +550,6 @@ func (e *engine) apply(c *core, force bool) {
 		}
 	}
 	e.setKnobs(c, yield, plan.Slice, force)
-	if e.gate != nil {
-		on := e.pol.UsesProbe()
-		if force || !c.probeSet || on != c.probeOn {
-			e.gate.SetProbeWake(c.cpu, on)
-			c.probeOn, c.probeSet = on, true
-		}
-	}
 }
 
 // holdCause is the reclaim cause of a lent core the plan holds, counted

@@ -475,20 +475,28 @@ func TestActuatorErrorsRetryAfterDelay(t *testing.T) {
 	}
 }
 
-func TestProbeGateFollowsPolicy(t *testing.T) {
+// The rules of the policy in force reach the actuator before the plan
+// that needs them (a Lend carries out DPDK lending and the probe's
+// wake-ups), and again on a switch.
+func TestRuleGateFollowsPolicy(t *testing.T) {
 	act := gatedRecorder{&recorder{}}
 	p := DefaultParams()
 	p.Policy = PolicyDynamic
 	e := newEngine(p, []int{2, 3}, act, quietLogger(), t0)
 	e.start(t0)
 	eq(t, "dynamic", act.take(), []string{
-		"lend 2", "yield 2 1 5ms", "probewake 2 false",
-		"lend 3", "yield 3 1 5ms", "probewake 3 false",
+		"rules 2 probe=false dpdk=true confine=false", "lend 2", "yield 2 1 5ms",
+		"rules 3 probe=false dpdk=true confine=false", "lend 3", "yield 3 1 5ms",
 	})
 	e.setPolicy(taichiPolicy{}, at(ms(1)))
 	eq(t, "taichi", act.take(), []string{
-		"lend 2", "yield 2 1 5ms", "probewake 2 true",
-		"lend 3", "yield 3 1 5ms", "probewake 3 true",
+		"rules 2 probe=true dpdk=true confine=true", "lend 2", "yield 2 1 5ms",
+		"rules 3 probe=true dpdk=true confine=true", "lend 3", "yield 3 1 5ms",
+	})
+	e.setPolicy(staticPolicy{}, at(ms(2)))
+	eq(t, "static", act.take(), []string{
+		"rules 2 probe=false dpdk=false confine=false", "reclaim 2", "yield 2 -1 50µs",
+		"rules 3 probe=false dpdk=false confine=false", "reclaim 3", "yield 3 -1 50µs",
 	})
 }
 

@@ -36,11 +36,11 @@ func (r *recorder) SetYield(cpu int, after int64, slice time.Duration) {
 
 func (r *recorder) Wake(cpu int) { r.calls = append(r.calls, fmt.Sprintf("wake %d", cpu)) }
 
-// gatedRecorder also implements ProbeGate.
+// gatedRecorder also implements RuleGate.
 type gatedRecorder struct{ *recorder }
 
-func (g gatedRecorder) SetProbeWake(cpu int, on bool) {
-	g.calls = append(g.calls, fmt.Sprintf("probewake %d %v", cpu, on))
+func (g gatedRecorder) SetCoreRules(cpu int, r CoreRules) {
+	g.calls = append(g.calls, fmt.Sprintf("rules %d probe=%v dpdk=%v confine=%v", cpu, r.ProbeWake, r.LendDPDK, r.ConfineBlockers))
 }
 
 func (r *recorder) take() []string {

@@ -344,13 +344,13 @@ func (a *actuator) SetYield(cpu int, after int64, slice time.Duration) {
 	a.knobs[cpu] = k
 }
 
-func (a *actuator) SetProbeWake(cpu int, on bool) {
+func (a *actuator) SetCoreRules(cpu int, r scheduler.CoreRules) {
 	if l := a.loops[cpu]; l != nil {
-		l.probeWake = on
+		l.probeWake = r.ProbeWake
 		return
 	}
 	k := a.knob(cpu)
-	k.probeWake = on
+	k.probeWake = r.ProbeWake
 	a.knobs[cpu] = k
 }
 
@@ -374,11 +374,11 @@ func (a *actuator) Wake(cpu int) {
 // nopActuator is the twin's: the same interfaces, nothing carried out.
 type nopActuator struct{}
 
-func (nopActuator) Lend(int) error                     { return nil }
-func (nopActuator) Reclaim(int) error                  { return nil }
-func (nopActuator) SetYield(int, int64, time.Duration) {}
-func (nopActuator) Wake(int)                           {}
-func (nopActuator) SetProbeWake(int, bool)             {}
+func (nopActuator) Lend(int) error                        { return nil }
+func (nopActuator) Reclaim(int) error                     { return nil }
+func (nopActuator) SetYield(int, int64, time.Duration)    {}
+func (nopActuator) Wake(int)                              {}
+func (nopActuator) SetCoreRules(int, scheduler.CoreRules) {}
 
 // recordingArrivals writes each arrival into the trace as the loop takes it.
 type recordingArrivals struct {
