@@ -37,6 +37,9 @@ type cgroupPool struct {
 	lent          map[int]bool
 	writer        *cpusetWriter
 	perThreadIdle bool
+	// weightSplit: the pool's group has half its weight, as processes are
+	// confined (balanceWeights); weightKnown: that was written.
+	weightSplit, weightKnown bool
 
 	lastWrite atomic.Int64 // ns spent in the last cpuset write, for benchmarks
 }
@@ -206,6 +209,7 @@ func (p *cgroupPool) Start(ctx context.Context) error {
 		},
 		func() error {
 			p.perThreadIdle, err = p.h.applyClass(p.opts.Class, p.opts.Weight)
+			p.weightSplit, p.weightKnown = false, err == nil
 			return err
 		},
 		p.confined.create,
@@ -214,7 +218,7 @@ func (p *cgroupPool) Start(ctx context.Context) error {
 			return p.writer.write(p.confined.cpusFile(), cpuset.Format(p.opts.CPCores)).err
 		},
 		func() error {
-			_, err := p.confined.applyClass(p.opts.Class, p.opts.Weight)
+			_, err := p.confined.applyClass(p.opts.Class, confinedWeight(p.opts.Weight))
 			return err
 		},
 		// Reconcile: processes a previous run confined go back to the

@@ -19,6 +19,46 @@ import (
 // starts with nothing confined and confines again what still blocks; the
 // back-off state is not carried over.
 
+// Confinement narrows CP; it does not widen it. With processes confined, the
+// pool's group and the confined group are two siblings on the CP cores,
+// and each had the pool's whole weight: CP weighed twice as much there as
+// before, and the tasks that share the CP cores outside CP (ksoftirqd, a
+// traffic generator, system services) lost a third of their share (eval
+// dataplane, CP weight 100: under taichi the generator offered 60-71% of
+// its rate). So while the confined group holds processes, the two groups
+// share the pool's weight, half each (balanceWeights); the confined group
+// always has half, which only counts while it holds processes.
+
+// confinedWeight is each group's weight while processes are confined.
+func confinedWeight(w int) int { return max(MinWeight, w/2) }
+
+// balanceWeights gives the pool's group its whole weight while nothing is
+// confined and half of it otherwise (idle class: nothing to share). Called
+// with p.mu held after confined membership may have changed.
+func (p *cgroupPool) balanceWeights() error {
+	if p.opts.Class == ClassIdle {
+		return nil
+	}
+	ids, err := p.confined.procs()
+	if err != nil {
+		return err
+	}
+	split := len(ids) > 0
+	if p.weightKnown && split == p.weightSplit {
+		return nil
+	}
+	w := p.opts.Weight
+	if split {
+		w = confinedWeight(w)
+	}
+	if _, err := p.h.applyClass(p.opts.Class, w); err != nil {
+		p.weightKnown = false
+		return err
+	}
+	p.weightSplit, p.weightKnown = split, true
+	return nil
+}
+
 // Confine moves a pool member (a whole process: every thread, on v1 the
 // non-real-time ones as Adopt does) into the confined group. A process
 // already confined is left as is; one that vanished meanwhile is not an
@@ -39,7 +79,8 @@ func (p *cgroupPool) Confine(pid int) (bool, error) {
 	case in == nil:
 		return false, &SkipError{PID: tgid, Reason: "not in the CP pool"}
 	}
-	return p.moveOne(p.confined, tgid, map[int]bool{})
+	moved, err := p.moveOne(p.confined, tgid, map[int]bool{})
+	return moved, errors.Join(err, p.balanceWeights())
 }
 
 // Release moves a confined process back into the pool's group. A process
@@ -55,7 +96,7 @@ func (p *cgroupPool) Release(pid int) error {
 		return err
 	}
 	_, err = p.moveOne(p.h, tgid, map[int]bool{})
-	return err
+	return errors.Join(err, p.balanceWeights())
 }
 
 // Confined returns the confined processes (thread group ids), sorted.
@@ -113,5 +154,5 @@ func (p *cgroupPool) releaseAll() error {
 	if len(errs) > 0 {
 		return fmt.Errorf("vcpu: release confined processes: %w", errors.Join(errs...))
 	}
-	return nil
+	return p.balanceWeights()
 }

@@ -7,8 +7,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/prometheus/procfs"
+	"github.com/taichi-sched/taichi/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // inGroup reports whether /proc/PID/cgroup names group as the process's
@@ -191,4 +197,81 @@ func TestConfinedReleasedOnRestartAndDestroy(t *testing.T) {
 		t.Fatalf("formerly confined pid allowed %v after Destroy, want all online CPUs", got)
 	}
 	requireRunning(t, hogs[0])
+}
+
+// TestConfinementKeepsCPsWeight: confining narrows CP, it does not widen
+// it. On the CP core, a task outside CP keeps the share it has against the
+// pool alone (half, at CP weight 100: as much as a nice-0 task) while one of
+// two pool hogs is confined: the pool's group and the confined group share
+// the pool's weight. (As two full-weight siblings they left it a third.)
+// Released, the pool's group has its whole weight back.
+func TestConfinementKeepsCPsWeight(t *testing.T) {
+	requireCgroups(t)
+	testenv.SkipIfEmulated(t, "CPU shares between real processes")
+	p := startPool(t, Options{Class: ClassLowWeight, Weight: 100})
+	hogs := adoptHogs(t, p, 2)
+	outside := startChild(t, uniqueName(t)+"-out", "hog")
+	var set unix.CPUSet
+	set.Set(cpCore)
+	if err := unix.SchedSetaffinity(outside, &set); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := p.Confine(hogs[0]); !ok || err != nil {
+		t.Fatalf("Confine(%d) = %v, %v", hogs[0], ok, err)
+	}
+	share := cpuShare(t, outside, 2*time.Second)
+	t.Logf("task outside CP on the CP core: %.2f of it, beside a pool hog and a confined one", share)
+	if share < 0.42 {
+		t.Errorf("outside task got %.2f of the CP core while a pool member was confined, want about 0.5 (0.33 if confinement doubled CP's weight)", share)
+	}
+	if err := p.Release(hogs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := poolWeight(t, p), poolWeightFile(p, 100); got != want {
+		t.Errorf("pool's weight after the release %q, want %q (its whole weight)", got, want)
+	}
+}
+
+// cpuShare is the share of a CPU pid used over d (user+system).
+func cpuShare(t *testing.T, pid int, d time.Duration) float64 {
+	t.Helper()
+	cpu := func() float64 {
+		p, err := procfs.NewProc(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := p.Stat()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.CPUTime()
+	}
+	c0, t0 := cpu(), time.Now()
+	time.Sleep(d)
+	return (cpu() - c0) / time.Since(t0).Seconds()
+}
+
+// poolWeight reads the pool group's weight file; poolWeightFile is what it
+// holds at weight w on this layout.
+func poolWeight(t *testing.T, p *cgroupPool) string {
+	t.Helper()
+	var path string
+	switch h := p.h.(type) {
+	case *cgroupV1:
+		path = filepath.Join(h.cpuDir, "cpu.shares")
+	case *cgroupV2:
+		path = filepath.Join(h.dir, "cpu.weight")
+	}
+	v, err := readString(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func poolWeightFile(p *cgroupPool, w int) string {
+	if _, ok := p.h.(*cgroupV1); ok {
+		return strconv.Itoa(w * 1024 / 100)
+	}
+	return strconv.Itoa(w)
 }
