@@ -164,8 +164,8 @@ func cellName(run Run) string {
 
 // referenceIsLowest: at each load, static without CP (nothing lent, nothing
 // else on the CP core's side of the DP core) must have the lowest RX
-// residence p99, within the spread across repeats: its best repeat is at
-// most every other cell's worst.
+// residence p99, within the spread across repeats and referenceSlack: its
+// best repeat is at most every other cell's worst times the slack.
 func referenceIsLowest(r *Report) []Check {
 	var out []Check
 	for _, c := range cellsOf(r) {
@@ -183,7 +183,7 @@ func referenceIsLowest(r *Report) []Check {
 				continue
 			}
 			worst := aggregate(o.runs, func(run Run) float64 { return residenceP99(run) }).Max
-			ok := !math.IsNaN(worst) && best <= worst
+			ok := !math.IsNaN(worst) && best <= worst*referenceSlack
 			out = append(out, Check{Name: "static without CP has the lowest residence p99", OK: ok,
 				Detail: fmt.Sprintf("load %s: static without CP best %s µs vs %s (%s) worst %s µs",
 					num(c.key.Load), num(best), o.key.name(), o.key.CPLoad, num(worst))})
@@ -191,6 +191,13 @@ func referenceIsLowest(r *Report) []Check {
 	}
 	return out
 }
+
+// referenceSlack: static with CP leaves the DP core to DP alone, as the
+// reference does, so the two are equal cells and either may come out a
+// histogram bucket lower (two repeats each: static with CP 11.3 µs, the
+// reference 12.3-22.5 µs). A quarter is more than a bucket and far less
+// than any lending cell's gap (10x and more).
+const referenceSlack = 1.25
 
 func residenceP99(run Run) float64 {
 	if run.DP.ResidenceUS.N == 0 {

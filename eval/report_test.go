@@ -284,6 +284,17 @@ func TestSelfCheck(t *testing.T) {
 	if r.Valid || !failed(r, "static without CP has the lowest residence p99") {
 		t.Errorf("reference above another cell not caught: %+v", r.Checks)
 	}
+	// Static with CP leaves the DP core to DP as the reference does: a
+	// bucket below it is the same cell, not a broken yardstick.
+	r = dataplaneReport(40, 400, 2)
+	for i := range r.Runs {
+		if r.Runs[i].CPLoad == "mixed" && r.Runs[i].Policy == scheduler.PolicyStatic {
+			r.Runs[i].DP.ResidenceUS.P99 = 40 * 0.9
+		}
+	}
+	if r = finish(r); !r.Valid {
+		t.Errorf("static with CP a bucket under the reference failed the self-check: %+v", r.Checks)
+	}
 	r = dataplaneReport(40, 400, 0)
 	if r.Valid || !failed(r, "lending policies harvest CP time") {
 		t.Errorf("lending policy without harvest not caught: %+v", r.Checks)
