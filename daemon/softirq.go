@@ -1,11 +1,6 @@
 package daemon
 
 import (
-	"fmt"
-	"os"
-	"strconv"
-	"strings"
-
 	"github.com/taichi-sched/taichi/internal/linuxsched"
 )
 
@@ -22,26 +17,6 @@ import (
 type softirqThread struct {
 	cpu, tid int
 	was      linuxsched.Class
-}
-
-// ksoftirqdTID finds the kernel thread ksoftirqd/cpu.
-func ksoftirqdTID(cpu int) (int, error) {
-	want := "ksoftirqd/" + strconv.Itoa(cpu)
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0, err
-	}
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/comm")
-		if err == nil && strings.TrimSpace(string(b)) == want {
-			return pid, nil
-		}
-	}
-	return 0, fmt.Errorf("no %s thread", want)
 }
 
 // softirqPriority is the priority for cpu's ksoftirqd: the configured one,
@@ -80,7 +55,7 @@ func (d *Daemon) raiseSoftirq() {
 		if prio == 0 {
 			continue
 		}
-		tid, err := ksoftirqdTID(cpu)
+		tid, err := linuxsched.KsoftirqdTID(cpu)
 		if err != nil {
 			d.log.Warn("ksoftirqd not raised: packet work deferred to it may wait behind the DP loop", "cpu", cpu, "err", err)
 			continue

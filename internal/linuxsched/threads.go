@@ -161,3 +161,24 @@ func RunTime(pid, tid int) (time.Duration, error) {
 	}
 	return time.Duration(ns), nil
 }
+
+// KsoftirqdTID finds the kernel thread ksoftirqd/cpu: the thread that
+// runs cpu's softirqs (packet receive among them) when they are deferred.
+func KsoftirqdTID(cpu int) (int, error) {
+	want := "ksoftirqd/" + strconv.Itoa(cpu)
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/comm")
+		if err == nil && strings.TrimSpace(string(b)) == want {
+			return pid, nil
+		}
+	}
+	return 0, fmt.Errorf("no %s thread", want)
+}
