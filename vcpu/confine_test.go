@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/procfs"
 	"github.com/taichi-sched/taichi/internal/testenv"
 	"golang.org/x/sys/unix"
 )
@@ -235,20 +234,9 @@ func TestConfinementKeepsCPsWeight(t *testing.T) {
 // cpuShare is the share of a CPU pid used over d (user+system).
 func cpuShare(t *testing.T, pid int, d time.Duration) float64 {
 	t.Helper()
-	cpu := func() float64 {
-		p, err := procfs.NewProc(pid)
-		if err != nil {
-			t.Fatal(err)
-		}
-		st, err := p.Stat()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st.CPUTime()
-	}
-	c0, t0 := cpu(), time.Now()
+	c0, t0 := procStat(t, pid).CPUTime(), time.Now()
 	time.Sleep(d)
-	return (cpu() - c0) / time.Since(t0).Seconds()
+	return (procStat(t, pid).CPUTime() - c0) / time.Since(t0).Seconds()
 }
 
 // poolWeight reads the pool group's weight file; poolWeightFile is what it

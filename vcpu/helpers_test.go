@@ -105,8 +105,8 @@ func allowedCPUs(t testing.TB, pid int) []int {
 	return cpus
 }
 
-// lastCPU is field 39 of /proc/PID/stat: the CPU the task last ran on.
-func lastCPU(t testing.TB, pid int) int {
+// procStat is pid's /proc/PID/stat.
+func procStat(t testing.TB, pid int) procfs.ProcStat {
 	t.Helper()
 	p, err := procfs.NewProc(pid)
 	if err != nil {
@@ -116,7 +116,13 @@ func lastCPU(t testing.TB, pid int) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return int(st.Processor)
+	return st
+}
+
+// lastCPU is field 39 of /proc/PID/stat: the CPU the task last ran on.
+func lastCPU(t testing.TB, pid int) int {
+	t.Helper()
+	return int(procStat(t, pid).Processor)
 }
 
 // eventually polls cond for a few seconds: migrations happen at the load
