@@ -304,11 +304,13 @@ func TestConfinerExec(t *testing.T) {
 		return Event{Kind: KindExec, CPU: 0, StampNs: 1, PID: tgid, TGID: tgid, Comm: comm, CgroupID: cgroup}
 	}
 	observe(t, c, exec(30, "vm-step", 7))
-	observe(t, c, blame(10, "vm-step", time.Millisecond, inKernel))
+	// Two instances blamed: the command's habit (one exited instance alone
+	// is not learned: TestConfineWorstSkipsAnExitedOneOff).
+	observe(t, c, blame(10, "vm-step", time.Millisecond, inKernel), blame(11, "vm-step", 500*time.Microsecond, inKernel))
 	if len(act.confined) != 0 {
 		t.Fatalf("exec of an unconfined command, or blame alone, confined %v", act.pids())
 	}
-	act.gone[10] = true // short-lived: it finished before any move
+	act.gone[10], act.gone[11] = true, true // short-lived: they finished before any move
 	worst(t, c)
 	observe(t, c, exec(31, "vm-step", 7), exec(32, "vm-step", 0), exec(33, "vm-step", 8), exec(34, "other", 7))
 	if !slices.Equal(act.pids(), []int{31, 32}) {
@@ -347,7 +349,9 @@ func TestConfinerVanishedAndRefused(t *testing.T) {
 	c, clk, act := newTestConfiner(t, Policy{MinBlames: 1}, procs)
 	act.gone[50] = true
 	act.refuse[51] = true
-	observe(t, c, blame(50, "svc", time.Millisecond, inKernel))
+	// 51 delayed the DP thread too: the command's habit, not one exited
+	// instance's, so it is learned and its living sibling tried.
+	observe(t, c, blame(50, "svc", time.Millisecond, inKernel), blame(51, "svc", 200*time.Microsecond, inKernel))
 	_, _, err := c.ConfineWorst(1, time.Second, 0, 0, 1)
 	if err == nil || !strings.Contains(err.Error(), "pid 51") {
 		t.Fatalf("ConfineWorst = %v, want the refusal of sibling 51 named", err)
@@ -483,6 +487,30 @@ func TestWorstNamesTheNextConfinementWithoutMoving(t *testing.T) {
 	got, ok, err := c.ConfineWorst(1, time.Second, 0, 0, 1)
 	if err != nil || !ok || got.TGID != why.TGID {
 		t.Fatalf("ConfineWorst = %+v, %v, %v; want pid %d as Worst named", got, ok, err, why.TGID)
+	}
+}
+
+// The worst blocker exited, and no other process of its command delayed
+// the DP threads in the window: its command is not learned (its living
+// namesakes are not confined), and the next candidate is confined instead.
+func TestConfineWorstSkipsAnExitedOneOff(t *testing.T) {
+	procs := fakeProcs{"ip": {60, 61}, "storm": {70}}
+	c, _, act := newTestConfiner(t, Policy{MinBlames: 1}, procs)
+	act.gone[60] = true
+	observe(t, c, blame(60, "ip", 2*time.Millisecond, inKernel), blame(70, "storm", time.Millisecond, inKernel))
+	why, ok, err := c.ConfineWorst(1, time.Second, 0, 0, 1)
+	if !ok || err != nil || why.TGID != 70 {
+		t.Fatalf("ConfineWorst = %+v, %v, %v; want the storm (70) confined after the exited ip (60)", why, ok, err)
+	}
+	for _, call := range act.calls {
+		if strings.Contains(call, "61") {
+			t.Errorf("ip's living namesake 61 was confined: %v", act.calls)
+		}
+	}
+	for _, cmd := range c.Commands() {
+		if cmd.Comm == "ip" && !cmd.Until.IsZero() {
+			t.Errorf("ip learned and under back-off after one exited instance: %+v", cmd)
+		}
 	}
 }
 
