@@ -179,7 +179,8 @@ func adoptHogsNamed(t testing.TB, p Pool, n int, name string) []int {
 }
 
 // TestLendReclaimMovesAdoptedProcesses: adopted CP processes may run on the
-// DP core while it is lent, and leave it when it is reclaimed.
+// DP core while it is lent (one pinned there does), and leave it when it is
+// reclaimed (the pinned one too).
 func TestLendReclaimMovesAdoptedProcesses(t *testing.T) {
 	requireCgroups(t)
 	p := startPool(t, Options{})
@@ -201,6 +202,14 @@ func TestLendReclaimMovesAdoptedProcesses(t *testing.T) {
 		if got := allowedCPUs(t, pid); !slices.Equal(got, []int{cpCore, dpCore}) {
 			t.Fatalf("pid %d after Lend: Cpus_allowed_list %v, want [%d %d]", pid, got, cpCore, dpCore)
 		}
+	}
+	// One hog is pinned there (the cpuset allows it now): whether the load
+	// balancer moves one by itself depends on what else runs on the DP core
+	// (in one CI run no hog went there within 5 s).
+	var set unix.CPUSet
+	set.Set(dpCore)
+	if err := unix.SchedSetaffinity(hogs[0], &set); err != nil {
+		t.Fatalf("pinning adopted pid %d to lent CPU %d: %v", hogs[0], dpCore, err)
 	}
 	eventually(t, fmt.Sprintf("an adopted hog runs on lent CPU %d", dpCore), func() bool {
 		return slices.ContainsFunc(hogs, func(pid int) bool { return lastCPU(t, pid) == dpCore })
