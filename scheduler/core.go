@@ -46,8 +46,6 @@ type actuated struct {
 	knobsSet    bool
 	yield       int64
 	knobSlice   time.Duration
-	rules       CoreRules // as last handed to the RuleGate
-	rulesSet    bool
 	retryAt     time.Time // slow path: no new attempt before this after an error
 }
 

@@ -26,9 +26,10 @@ type Actuator interface {
 
 // RuleGate is optional: an Actuator that implements it is told what the
 // policy in force asks of each core beyond its cpuset and its loop's knobs
-// (CoreRules), before the engine applies a plan that needs them and again
-// whenever they change. The actuator keeps them; nothing outside the
-// scheduler reads a policy's own answers.
+// (CoreRules) whenever the engine applies a core afresh (at start, on a
+// policy switch or a new SLO), before that core's cpuset: rules follow the
+// policy alone, so they change only then. The actuator keeps them; nothing
+// outside the scheduler reads a policy's own answers.
 type RuleGate interface {
 	SetCoreRules(cpu int, r CoreRules)
 }
@@ -528,12 +529,10 @@ func (e *engine) planFor(c *core) Plan {
 func (e *engine) apply(c *core, force bool) {
 	plan := e.planFor(c)
 	// The rules first: a Lend below carries them out (DPDK lending, the
-	// probe's wake-ups).
-	if e.gate != nil {
-		if r := rulesOf(e.pol); force || !c.rulesSet || r != c.rules {
-			e.gate.SetCoreRules(c.cpu, r)
-			c.rules, c.rulesSet = r, true
-		}
+	// probe's wake-ups). Only a policy switch changes them, and it applies
+	// every core with force.
+	if e.gate != nil && force {
+		e.gate.SetCoreRules(c.cpu, rulesOf(e.pol))
 	}
 	if (plan.InCPUSet != c.inCPUSet || force) && (force || c.retryAt.IsZero() || !e.now.Before(c.retryAt)) {
 		e.writeCPUSet(c, plan.InCPUSet)
