@@ -439,7 +439,7 @@ func (d *Daemon) setLent(cpu int, lend bool) error {
 	if err := write(cpu); err != nil {
 		return err
 	}
-	if lend && d.rulesOf(cpu).LendDPDK {
+	if lend {
 		if err := d.setDPDKLending(cpu, true); err != nil {
 			d.log.Warn("DPDK idle lending stays off on a lent core", "cpu", cpu, "err", err)
 		}

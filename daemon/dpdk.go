@@ -81,11 +81,13 @@ func (d *Daemon) dpdkStatus() []dpdk.Status {
 }
 
 // setDPDKLending lets the DPDK applications with an lcore on cpu lend it
-// when idle, or forbids it: the policy governs DPDK lending too.
+// when idle, where the policy's rules for cpu let them and no hold is on,
+// or forbids it.
 func (d *Daemon) setDPDKLending(cpu int, on bool) error {
-	on = on && !d.dpdkHold.Load()
+	rules := d.rulesOf(cpu)
+	on = on && rules.LendDPDK && !d.dpdkHold.Load()
 	var errs []error
-	useProbe := on && d.rulesOf(cpu).ProbeWake
+	useProbe := on && rules.ProbeWake
 	for _, m := range d.dpdk {
 		if slices.Contains(m.Config().CPUs, cpu) {
 			if useProbe {
@@ -125,7 +127,7 @@ func (d *Daemon) HoldDPDKLending(hold bool) error {
 		return errors.Join(errs...)
 	}
 	for _, cpu := range d.pool.CPUs() {
-		if d.dpdkOn(cpu) && d.rulesOf(cpu).LendDPDK {
+		if d.dpdkOn(cpu) {
 			errs = append(errs, d.setDPDKLending(cpu, true))
 		}
 	}
