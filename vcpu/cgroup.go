@@ -37,9 +37,6 @@ type cgroupPool struct {
 	lent          map[int]bool
 	writer        *cpusetWriter
 	perThreadIdle bool
-	// weightSplit: the pool's group has half its weight, as processes are
-	// confined (balanceWeights); weightKnown: that was written.
-	weightSplit, weightKnown bool
 
 	lastWrite atomic.Int64 // ns spent in the last cpuset write, for benchmarks
 }
@@ -209,7 +206,6 @@ func (p *cgroupPool) Start(ctx context.Context) error {
 		},
 		func() error {
 			p.perThreadIdle, err = p.h.applyClass(p.opts.Class, p.opts.Weight)
-			p.weightSplit, p.weightKnown = false, err == nil
 			return err
 		},
 		p.confined.create,

@@ -34,7 +34,8 @@ func confinedWeight(w int) int { return max(MinWeight, w/2) }
 
 // balanceWeights gives the pool's group its whole weight while nothing is
 // confined and half of it otherwise (idle class: nothing to share). Called
-// with p.mu held after confined membership may have changed.
+// with p.mu held after confined membership may have changed; confinements
+// are rare (one a window at most), so it writes every time.
 func (p *cgroupPool) balanceWeights() error {
 	if p.opts.Class == ClassIdle {
 		return nil
@@ -43,20 +44,12 @@ func (p *cgroupPool) balanceWeights() error {
 	if err != nil {
 		return err
 	}
-	split := len(ids) > 0
-	if p.weightKnown && split == p.weightSplit {
-		return nil
-	}
 	w := p.opts.Weight
-	if split {
+	if len(ids) > 0 {
 		w = confinedWeight(w)
 	}
-	if _, err := p.h.applyClass(p.opts.Class, w); err != nil {
-		p.weightKnown = false
-		return err
-	}
-	p.weightSplit, p.weightKnown = split, true
-	return nil
+	_, err = p.h.applyClass(p.opts.Class, w)
+	return err
 }
 
 // Confine moves a pool member (a whole process: every thread, on v1 the

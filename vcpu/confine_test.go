@@ -259,7 +259,7 @@ func poolWeight(t *testing.T, p *cgroupPool) string {
 
 func poolWeightFile(p *cgroupPool, w int) string {
 	if _, ok := p.h.(*cgroupV1); ok {
-		return strconv.Itoa(w * 1024 / 100)
+		return strconv.Itoa(weightToShares(w))
 	}
 	return strconv.Itoa(w)
 }
