@@ -78,12 +78,9 @@ type Bench struct {
 	// prequeue is net.core.netdev_tstamp_prequeue before the bench set it
 	// (restored by Close); -1 when untouched.
 	prequeue int
-	// senderSoftirq is the sender CPU's ksoftirqd and its class before the
-	// bench raised it (restored by Close); tid 0 when untouched.
-	senderSoftirq struct {
-		tid int
-		was linuxsched.Class
-	}
+	// restoreSenderSoftirq gives the sender CPU's ksoftirqd back the class
+	// it had before the bench raised it (Close); nil when untouched.
+	restoreSenderSoftirq func() error
 }
 
 // tstampPrequeue is the sysctl that says where the kernel stamps received
@@ -278,25 +275,22 @@ func (b *Bench) raiseSenderSoftirq(cpu int) {
 	tid, err := linuxsched.KsoftirqdTID(cpu)
 	var was linuxsched.Class
 	if err == nil {
-		was, err = linuxsched.Get(tid)
-	}
-	if err == nil {
-		err = linuxsched.Set(tid, linuxsched.Other(senderNice))
+		was, err = linuxsched.Swap(tid, linuxsched.Other(senderNice))
 	}
 	if err != nil {
 		b.Env.Facts["sender_softirq"] = fmt.Sprintf("ksoftirqd/%d left as it was: %v", cpu, err)
 		return
 	}
-	b.senderSoftirq.tid, b.senderSoftirq.was = tid, was
+	b.restoreSenderSoftirq = func() error { return linuxsched.Set(tid, was) }
 	b.Env.Facts["sender_softirq"] = fmt.Sprintf("ksoftirqd/%d at nice %d (was %s)", cpu, senderNice, was)
 }
 
 // Close stops the daemon, removes its CP cgroup, and tears the testbed down.
 func (b *Bench) Close() error {
 	var errs []error
-	if b.senderSoftirq.tid != 0 {
-		errs = append(errs, linuxsched.Set(b.senderSoftirq.tid, b.senderSoftirq.was))
-		b.senderSoftirq.tid = 0
+	if b.restoreSenderSoftirq != nil {
+		errs = append(errs, b.restoreSenderSoftirq())
+		b.restoreSenderSoftirq = nil
 	}
 	if b.prequeue >= 0 {
 		errs = append(errs, os.WriteFile(tstampPrequeue, []byte(strconv.Itoa(b.prequeue)), 0o644))

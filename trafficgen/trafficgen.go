@@ -21,9 +21,8 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/taichi-sched/taichi/internal/linuxsched"
-
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/taichi-sched/taichi/internal/linuxsched"
 	"github.com/taichi-sched/taichi/internal/netns"
 	"golang.org/x/sys/unix"
 )
@@ -368,8 +367,8 @@ func (r *runState) send(ctx context.Context, fd int, o Options) error {
 		_ = unix.SchedSetaffinity(0, &set)
 	}
 	if o.SenderNice != 0 {
-		if restore, err := withNice(o.SenderNice); err == nil {
-			defer restore()
+		if was, err := linuxsched.Swap(0, linuxsched.Other(o.SenderNice)); err == nil {
+			defer linuxsched.Set(0, was)
 		}
 	}
 	// Precise sleeps: without this the kernel may add 50 µs of timer slack.
@@ -555,16 +554,3 @@ func (r *runState) report(o Options) Report {
 //
 //go:linkname nanotime runtime.nanotime
 func nanotime() int64
-
-// withNice runs the calling (locked) thread SCHED_OTHER at nice and returns
-// what puts its class back.
-func withNice(nice int) (restore func(), err error) {
-	prev, err := linuxsched.Get(0)
-	if err != nil {
-		return nil, err
-	}
-	if err := linuxsched.Set(0, linuxsched.Other(nice)); err != nil {
-		return nil, err
-	}
-	return func() { _ = linuxsched.Set(0, prev) }, nil
-}

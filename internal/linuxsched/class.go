@@ -117,6 +117,15 @@ func classOf(attr *unix.SchedAttr) Class {
 	return c
 }
 
+// Swap sets thread tid's class to c and returns the class it had, for the
+// caller to put back with Set.
+func Swap(tid int, c Class) (was Class, err error) {
+	if was, err = Get(tid); err != nil {
+		return Class{}, err
+	}
+	return was, Set(tid, c)
+}
+
 // Apply sets class c and reads it back; an error names what the kernel
 // reports instead.
 func Apply(tid int, c Class) error {

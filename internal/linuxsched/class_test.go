@@ -73,3 +73,32 @@ func TestCheckFIFOPriority(t *testing.T) {
 		}
 	}
 }
+
+// Swap gives the calling thread the class for a while and returns the one
+// it had; Set with that puts it back.
+func TestSwapSetsAndRestoresTheThreadsNice(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	before, err := Get(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	was, err := Swap(0, Other(before.Nice+3)) // raising nice needs no privilege
+	if err != nil {
+		t.Fatal(err)
+	}
+	during, err := Get(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Set(0, was); err != nil {
+		t.Fatal(err)
+	}
+	after, err := Get(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if during.Nice != before.Nice+3 || after != before {
+		t.Errorf("nice before %d, during %d, after %+v; want %d during and %+v after", before.Nice, during.Nice, after, before.Nice+3, before)
+	}
+}
