@@ -65,7 +65,9 @@ func inspectProcess(fs procfs.FS, pid int) (processState, error) {
 		st.threads = append(st.threads, threadState{tid: t.PID, policy: ts.Policy})
 	}
 	if len(st.threads) == 0 {
-		return processState{}, fmt.Errorf("vcpu: pid %d has no threads left", st.tgid)
+		// An exiting process (its threads gone, the leader a zombie) is
+		// gone for every caller: ESRCH, as the kernel says of it.
+		return processState{}, fmt.Errorf("vcpu: pid %d has no threads left: %w", st.tgid, unix.ESRCH)
 	}
 	return st, nil
 }
