@@ -51,7 +51,7 @@ func TestRunGuardReclaimsOnEOF(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = y.Release(tid); _ = y.Remove() })
-	if _, err := y.Place(tid, 1); err != nil {
+	if _, err := y.Place(os.Getpid(), tid, 1); err != nil {
 		t.Fatal(err)
 	}
 	group := ""

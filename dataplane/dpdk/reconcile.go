@@ -165,7 +165,7 @@ func (m *Manager) apply(pid int, t linuxsched.Thread) (ThreadStatus, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	if from, err := m.yield.Place(t.TID, cpu); err != nil {
+	if from, err := m.yield.Place(pid, t.TID, cpu); err != nil {
 		errs = append(errs, err)
 	} else if from != "" {
 		moved = append(moved, "cpu:"+from)

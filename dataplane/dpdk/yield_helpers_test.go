@@ -26,12 +26,12 @@ func inState(m *Manager, tid, cpu int, st coreyield.State) (bool, string) {
 	if !ok {
 		return true, ""
 	}
-	cg, err := linuxsched.TaskCgroups(0, tid)
+	cg, err := m.yield.CgroupOf(tid)
 	if err != nil {
 		return false, err.Error()
 	}
-	if cg.V1("cpu") != "/"+coreyield.GroupName(m.yieldPrefix, cpu) {
-		return false, "cpu cgroup " + cg.V1("cpu")
+	if cg != "/"+coreyield.GroupName(m.yieldPrefix, cpu) {
+		return false, "cpu cgroup " + cg
 	}
 	lent, err := g.IsLent()
 	if err != nil || lent != (st == coreyield.Lent) {

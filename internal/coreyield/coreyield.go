@@ -46,10 +46,25 @@
 // left over its other children (all of it, on a host with one DP core);
 // the kernel's global RT throttling, if on, limits a FIFO poller anyway.
 //
-// Without a v1 cpu hierarchy (a cgroup-v2-only host) one thread cannot move
-// into a cgroup of its own (v2 keeps a process's threads in one domain), so
-// the mechanism degrades to making the thread SCHED_IDLE while lent; the
-// caller reports Mechanism and warns.
+// # cgroup v2
+//
+// On a host without a v1 cpu hierarchy (cgroup v2 only: Debian's 6.12
+// kernels have no v1 cpuset, and systemd hosts mount v2 alone) the groups
+// are threaded children of the cgroup2 root, <root>/<prefix>-dp<cpu> with
+// cgroup.type "threaded". v2 keeps all threads of a process inside one
+// domain, the nearest non-threaded ancestor, and the only domain whose
+// threaded children sit beside CP's groups is the root itself. So the DP
+// process joins the root cgroup when its first thread is placed (its
+// memory and io are then charged at the root, as a process started
+// outside systemd would be), and goes back to the cgroup it came from
+// when its last placed thread is released. cpu.idle and cpu.weight work in
+// threaded groups; RT group scheduling does not exist on v2 (where the
+// kernel has it compiled in, a SCHED_FIFO thread outside the root is
+// refused, and Apply says so).
+//
+// Only without either (no cpu controller anywhere, or groups that cannot
+// be made) the mechanism degrades to making the thread SCHED_IDLE while
+// lent; the caller reports Mechanism and warns.
 package coreyield
 
 import (
@@ -104,10 +119,12 @@ func (s State) String() string {
 // its group.
 const StaticNice = -20
 
-// Largest and smallest v1 cpu.shares.
+// Largest and smallest v1 cpu.shares and cgroup2 cpu.weight.
 const (
 	maxShares = 262144
 	minShares = 2
+	maxWeight = 10000
+	minWeight = 1
 )
 
 // Class is the scheduling class a thread has in state s.
@@ -123,20 +140,41 @@ func (m Mechanism) Class(s State, prio int) linuxsched.Class {
 	return linuxsched.Other(StaticNice)
 }
 
-// Group is one DP core's cpu cgroup (v1); its Dir is the absolute path.
-// cpu.idle makes it idle where the kernel has it; else cpu.shares stands in.
-type Group struct{ linuxsched.CPUGroup }
+// Group is one DP core's cpu cgroup (v1, or a threaded cgroup2 group);
+// its Dir is the absolute path. cpu.idle makes it idle where the kernel
+// has it; else the smallest weight stands in.
+type Group struct {
+	linuxsched.CPUGroup
+	// weightFile is cpu.shares (v1) or cpu.weight (cgroup2).
+	weightFile string
+}
+
+// weights are the group's heavy and light values of its weight file.
+func (g Group) weights() (heavy, light int) {
+	if g.weightFile == "cpu.weight" {
+		return maxWeight, minWeight
+	}
+	return maxShares, minShares
+}
 
 // SetLent makes the group idle (lent) or heavy (not lent).
 func (g Group) SetLent(lent bool) error {
 	if done, err := g.SetIdle(lent); done || err != nil {
 		return err
 	}
-	v := maxShares
+	heavy, light := g.weights()
+	v := heavy
 	if lent {
-		v = minShares
+		v = light
 	}
-	return linuxsched.WriteCgroupFile(filepath.Join(g.Dir, "cpu.shares"), strconv.Itoa(v))
+	return linuxsched.WriteCgroupFile(filepath.Join(g.Dir, g.weightFile), strconv.Itoa(v))
+}
+
+// setHeavy gives the group the largest weight, for every state where
+// cpu.idle alone lends.
+func (g Group) setHeavy() error {
+	heavy, _ := g.weights()
+	return linuxsched.WriteCgroupFile(filepath.Join(g.Dir, g.weightFile), strconv.Itoa(heavy))
 }
 
 // IsLent reads back whether the group is idle.
@@ -144,13 +182,21 @@ func (g Group) IsLent() (bool, error) {
 	if g.HasIdle {
 		return g.IsIdle()
 	}
-	v, err := linuxsched.ReadCgroupFile(filepath.Join(g.Dir, "cpu.shares"))
-	return v == strconv.Itoa(minShares), err
+	_, light := g.weights()
+	v, err := linuxsched.ReadCgroupFile(filepath.Join(g.Dir, g.weightFile))
+	return v == strconv.Itoa(light), err
 }
 
 // OpenGroup returns the group at dir as it is (for a guard that only has
-// the path): cpu.idle is used when the file exists.
-func OpenGroup(dir string) Group { return Group{linuxsched.OpenCPUGroup(dir)} }
+// the path): cpu.idle is used when the file exists, and the weight file
+// is the one the directory has.
+func OpenGroup(dir string) Group {
+	g := Group{CPUGroup: linuxsched.OpenCPUGroup(dir), weightFile: "cpu.shares"}
+	if _, err := os.Stat(filepath.Join(dir, "cpu.shares")); err != nil {
+		g.weightFile = "cpu.weight"
+	}
+	return g
+}
 
 // Restore gives a thread its core back after the process that lent it
 // died: the group (when dir is not "") loses its idleness, then the thread

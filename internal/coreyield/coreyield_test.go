@@ -121,11 +121,11 @@ func TestSetStatesOnARealGroup(t *testing.T) {
 	if !ok {
 		t.Fatal("no group for CPU 1")
 	}
-	from, err := s.Place(tid, 1)
+	from, err := s.Place(os.Getpid(), tid, 1)
 	if err != nil || from == "" {
 		t.Fatalf("place: from %q %v", from, err)
 	}
-	if from, err := s.Place(tid, 1); err != nil || from != "" {
+	if from, err := s.Place(os.Getpid(), tid, 1); err != nil || from != "" {
 		t.Fatalf("second place moved it again: %q %v", from, err)
 	}
 	check := func(st State) {
@@ -167,9 +167,8 @@ func TestSetStatesOnARealGroup(t *testing.T) {
 	if err := s.Release(tid); err != nil {
 		t.Fatal(err)
 	}
-	cg, err := linuxsched.TaskCgroups(0, tid)
-	if err != nil || cg.V1("cpu") != from {
-		t.Fatalf("released into %q %v, want %q", cg.V1("cpu"), err, from)
+	if cg, err := s.CgroupOf(tid); err != nil || cg != from {
+		t.Fatalf("released into %q %v, want %q", cg, err, from)
 	}
 	if c, _ := linuxsched.Get(tid); c != linuxsched.Other(0) {
 		t.Fatalf("released class %s", c)
@@ -203,7 +202,7 @@ func TestFallbackSchedIdleOnARealThread(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Release(tid) })
-	if from, err := s.Place(tid, 1); err != nil || from != "" {
+	if from, err := s.Place(os.Getpid(), tid, 1); err != nil || from != "" {
 		t.Fatalf("place without groups moved the thread: %q %v", from, err)
 	}
 	for _, st := range []State{Ready, Lent, Static, Ready} {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,7 +20,8 @@ import (
 type Set struct {
 	mech   Mechanism
 	reason string // why the mechanism is degraded
-	root   string // v1 cpu mount ("" with SchedIdle)
+	root   string // v1 cpu mount or the cgroup2 mount ("" with SchedIdle)
+	v2     bool   // the groups are threaded children of the cgroup2 root
 	groups map[int]Group
 
 	// rtShare is each group's RT runtime in millionths of its period (0
@@ -28,6 +30,10 @@ type Set struct {
 
 	mu   sync.Mutex
 	home map[int]string // tid -> its cpu cgroup before it was moved in
+	// On cgroup2 whole processes move: procHome is where each process was
+	// before it joined the root, placed the process of each placed thread.
+	procHome map[int]string
+	placed   map[int]int
 }
 
 // Setup picks the mechanism and creates (or re-uses) one root-level cpu
@@ -48,36 +54,59 @@ func Setup(prefix string, cpus []int) (*Set, error) {
 	return setupOn(mounts, prefix, cpus), nil
 }
 
-// NoGroupsReason is Reason on a host without a v1 cpu hierarchy.
-const NoGroupsReason = "no cgroup v1 cpu hierarchy (on cgroup v2 one thread cannot leave its process's cgroup)"
+// NoGroupsReason is Reason on a host with neither a v1 cpu hierarchy nor
+// a cgroup2 mount.
+const NoGroupsReason = "no cgroup v1 cpu hierarchy and no cgroup2 mount"
 
-// GroupsPossible reports whether this host has the v1 cpu hierarchy the
-// per-core groups live in: where it does, a SchedIdle set is a failure to
-// make them, not a property of the host.
+// GroupsPossible reports whether this host has a cpu controller the
+// per-core groups can live in (v1, or cgroup2 offering cpu at its root):
+// where it does, a SchedIdle set is a failure to make them, not a
+// property of the host.
 func GroupsPossible() bool {
 	m, err := linuxsched.ReadCgroupMounts()
-	return err == nil && m.V1Path("cpu") != ""
+	if err != nil {
+		return false
+	}
+	if m.V1Path("cpu") != "" {
+		return true
+	}
+	return m.Unified != "" && hasController(m.Unified, "cpu")
+}
+
+// hasController reports whether the cgroup2 directory dir offers ctrl.
+func hasController(dir, ctrl string) bool {
+	v, err := linuxsched.ReadCgroupFile(filepath.Join(dir, "cgroup.controllers"))
+	return err == nil && slices.Contains(strings.Fields(v), ctrl)
 }
 
 func newSet() *Set {
-	return &Set{mech: SchedIdle, groups: map[int]Group{}, home: map[int]string{}}
+	return &Set{mech: SchedIdle, groups: map[int]Group{}, home: map[int]string{},
+		procHome: map[int]string{}, placed: map[int]int{}}
 }
 
-// setupOn is Setup on the given mounts (tests force the fallback with none).
+// setupOn is Setup on the given mounts (tests force the fallback with
+// none, or the cgroup2 path by leaving v1 out).
 func setupOn(mounts linuxsched.CgroupMounts, prefix string, cpus []int) *Set {
 	s := newSet()
-	root := mounts.V1Path("cpu")
+	root, v2 := mounts.V1Path("cpu"), false
+	if root == "" && mounts.Unified != "" {
+		root, v2 = mounts.Unified, true
+	}
 	if root == "" {
 		s.reason = NoGroupsReason
 		return s
 	}
-	if err := s.makeGroups(root, prefix, cpus); err != nil {
+	build := s.makeGroups
+	if v2 {
+		build = s.makeThreadedGroups
+	}
+	if err := build(root, prefix, cpus); err != nil {
 		s.reason = err.Error()
 		_ = s.Remove()
 		s.groups = map[int]Group{}
 		return s
 	}
-	s.root = root
+	s.root, s.v2 = root, v2
 	s.mech = CgroupShares
 	for _, g := range s.groups {
 		if g.HasIdle {
@@ -119,13 +148,57 @@ func (s *Set) makeGroups(root, prefix string, cpus []int) error {
 				return fmt.Errorf("RT budget for a SCHED_FIFO thread: %w", err)
 			}
 		}
-		if g.HasIdle {
-			// cpu.shares stays heavy in every state; cpu.idle alone lends.
-			if err := linuxsched.WriteCgroupFile(filepath.Join(dir, "cpu.shares"), strconv.Itoa(maxShares)); err != nil {
-				return err
+		if err := g.prepare(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// prepare brings a new group to "not lent": the weight stays heavy in
+// every state where cpu.idle alone lends.
+func (g Group) prepare() error {
+	if g.HasIdle {
+		if err := g.setHeavy(); err != nil {
+			return err
+		}
+	}
+	return g.SetLent(false)
+}
+
+// makeThreadedGroups makes the per-core groups as threaded children of the
+// cgroup2 root (see the package comment), enabling the cpu controller for
+// the root's children first.
+func (s *Set) makeThreadedGroups(root, prefix string, cpus []int) error {
+	if !hasController(root, "cpu") {
+		return fmt.Errorf("cgroup2 at %s offers no cpu controller (is it bound to a v1 hierarchy?)", root)
+	}
+	sub, err := linuxsched.ReadCgroupFile(filepath.Join(root, "cgroup.subtree_control"))
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(strings.Fields(sub), "cpu") {
+		if err := linuxsched.WriteCgroupFile(filepath.Join(root, "cgroup.subtree_control"), "+cpu"); err != nil {
+			return fmt.Errorf("enable the cpu controller for the cgroup2 root's children: %w", err)
+		}
+	}
+	for _, cpu := range cpus {
+		dir := filepath.Join(root, GroupName(prefix, cpu))
+		if err := linuxsched.MakeCgroup(dir); err != nil {
+			return err
+		}
+		typ, err := linuxsched.ReadCgroupFile(filepath.Join(dir, "cgroup.type"))
+		if err != nil {
+			return err
+		}
+		if typ != "threaded" {
+			if err := linuxsched.WriteCgroupFile(filepath.Join(dir, "cgroup.type"), "threaded"); err != nil {
+				return fmt.Errorf("make %s a threaded cgroup (one DP thread per core group): %w", dir, err)
 			}
 		}
-		if err := g.SetLent(false); err != nil {
+		g := OpenGroup(dir)
+		s.groups[cpu] = g
+		if err := g.prepare(); err != nil {
 			return err
 		}
 	}
@@ -220,21 +293,24 @@ func (s *Set) Group(cpu int) (Group, bool) {
 	return g, ok
 }
 
-// Place moves thread tid into cpu's group when it is elsewhere, keeping
-// where it came from for Release. It reports the cgroup it moved the
-// thread from ("" when it did not move it).
-func (s *Set) Place(tid, cpu int) (from string, err error) {
+// Place moves thread tid of process pid into cpu's group when it is
+// elsewhere, keeping where it came from for Release. It reports the cgroup
+// it moved the thread from ("" when it did not move it). On cgroup2 the
+// process first joins the root cgroup, the domain the groups belong to.
+func (s *Set) Place(pid, tid, cpu int) (from string, err error) {
 	g, ok := s.groups[cpu]
 	if !ok {
 		return "", nil
 	}
-	cg, err := linuxsched.TaskCgroups(0, tid)
+	cur, err := s.CgroupOf(tid)
 	if err != nil {
 		return "", err
 	}
-	cur, want := cg.V1("cpu"), "/"+filepath.Base(g.Dir)
-	if cur == want {
+	if cur == "/"+filepath.Base(g.Dir) {
 		return "", nil
+	}
+	if s.v2 {
+		return cur, s.placeThreaded(pid, tid, cur, g)
 	}
 	s.mu.Lock()
 	if _, ok := s.home[tid]; !ok {
@@ -245,6 +321,84 @@ func (s *Set) Place(tid, cpu int) (from string, err error) {
 		return "", err
 	}
 	return cur, nil
+}
+
+// CgroupOf is thread tid's path in the hierarchy the groups live in.
+func (s *Set) CgroupOf(tid int) (string, error) {
+	cg, err := linuxsched.TaskCgroups(0, tid)
+	if err != nil {
+		return "", err
+	}
+	if s.v2 {
+		return cg.Unified(), nil
+	}
+	return cg.V1("cpu"), nil
+}
+
+// ours reports whether the cgroup path (inside the hierarchy) is one of
+// the set's groups.
+func (s *Set) ours(path string) bool {
+	for _, g := range s.groups {
+		if path == "/"+filepath.Base(g.Dir) {
+			return true
+		}
+	}
+	return false
+}
+
+// placeThreaded moves a process outside the root into it, then its thread
+// into the threaded group g.
+func (s *Set) placeThreaded(pid, tid int, cur string, g Group) error {
+	if cur != "/" && !s.ours(cur) {
+		if err := keepingAffinity(pid, func() error { return linuxsched.MoveProcess(s.root, pid) }); err != nil {
+			return fmt.Errorf("move process %d to the cgroup2 root, the domain of the per-core groups: %w", pid, err)
+		}
+		s.mu.Lock()
+		if _, ok := s.procHome[pid]; !ok {
+			s.procHome[pid] = cur
+		}
+		s.mu.Unlock()
+	}
+	s.mu.Lock()
+	s.placed[tid] = pid
+	s.mu.Unlock()
+	return keepingAffinity(0, func() error { return linuxsched.MoveThreadV2(g.Dir, tid) }, tid)
+}
+
+// keepingAffinity runs move, a cgroup2 move of process pid's threads (or
+// of the threads tids), and gives each thread the CPU affinity it had.
+// Joining a cgroup2 cgroup joins its cpuset too, and kernels before 6.2
+// then reset a thread's affinity to the cpuset's CPUs: a DP thread pinned
+// to its core, or a DPDK main thread pinned to a CP core, would wander.
+func keepingAffinity(pid int, move func() error, tids ...int) error {
+	if pid != 0 {
+		threads, err := linuxsched.Threads(pid)
+		if err != nil {
+			return err
+		}
+		for _, t := range threads {
+			tids = append(tids, t.TID)
+		}
+	}
+	had := map[int][]int{}
+	for _, tid := range tids {
+		if cpus, err := linuxsched.Affinity(tid); err == nil {
+			had[tid] = cpus
+		}
+	}
+	if err := move(); err != nil {
+		return err
+	}
+	var errs []error
+	for tid, cpus := range had {
+		if now, err := linuxsched.Affinity(tid); err == nil && slices.Equal(now, cpus) {
+			continue
+		}
+		if err := linuxsched.Pin(tid, cpus...); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Apply brings thread tid on cpu to state s: the group's idleness and the
@@ -314,7 +468,9 @@ func (s *Set) Reclaim(tid, cpu, prio int) error {
 
 // Release puts thread tid back where it would be without taichi: in the
 // cpu cgroup it came from (the root when unknown or gone) and
-// SCHED_OTHER. A thread already gone is not an error.
+// SCHED_OTHER. On cgroup2 the thread goes back to the root, and its
+// process to where it came from once none of its threads is placed. A
+// thread already gone is not an error.
 func (s *Set) Release(tid int) error {
 	var errs []error
 	// The class first: a real-time thread may not enter a group without
@@ -322,7 +478,11 @@ func (s *Set) Release(tid int) error {
 	if err := linuxsched.Set(tid, linuxsched.Other(0)); err != nil && !errors.Is(err, unix.ESRCH) {
 		errs = append(errs, err)
 	}
-	if s.root != "" {
+	switch {
+	case s.root == "":
+	case s.v2:
+		errs = append(errs, s.releaseThreaded(tid))
+	default:
 		s.mu.Lock()
 		home, ok := s.home[tid]
 		delete(s.home, tid)
@@ -340,6 +500,35 @@ func (s *Set) Release(tid int) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func (s *Set) releaseThreaded(tid int) error {
+	s.mu.Lock()
+	pid, placed := s.placed[tid]
+	delete(s.placed, tid)
+	last := placed
+	for _, p := range s.placed {
+		if p == pid {
+			last = false
+		}
+	}
+	home := s.procHome[pid]
+	if last {
+		delete(s.procHome, pid)
+	}
+	s.mu.Unlock()
+	err := keepingAffinity(0, func() error { return linuxsched.MoveThreadV2(s.root, tid) }, tid)
+	if err != nil && !errors.Is(err, unix.ESRCH) {
+		return err
+	}
+	if !last || home == "" || home == "/" {
+		return nil
+	}
+	err = keepingAffinity(pid, func() error { return linuxsched.MoveProcess(filepath.Join(s.root, home), pid) })
+	if errors.Is(err, unix.ESRCH) || errors.Is(err, os.ErrNotExist) {
+		return nil // the process or its old cgroup is gone: the root keeps it
+	}
+	return err
 }
 
 // Remove deletes the groups; threads still in one keep it (and an error

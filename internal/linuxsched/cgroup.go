@@ -175,3 +175,13 @@ func MoveThread(dir string, tid int) error {
 	}
 	return nil
 }
+
+// MoveThreadV2 moves thread tid into the cgroup2 directory dir (its
+// cgroup.threads file): a threaded cgroup, or the thread root of tid's
+// process.
+func MoveThreadV2(dir string, tid int) error {
+	if err := WriteCgroupFile(filepath.Join(dir, "cgroup.threads"), strconv.Itoa(tid)); err != nil {
+		return fmt.Errorf("move tid %d to cgroup %s: %w", tid, dir, err)
+	}
+	return nil
+}
