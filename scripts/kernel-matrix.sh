@@ -134,7 +134,7 @@ tests_for() {
   local arch=$1 dir=$out/tests-$1 pkg
   rm -rf "$dir"
   mkdir -p "$dir"
-  for pkg in probe blocker vcpu internal/coreyield dataplane; do
+  for pkg in probe blocker vcpu internal/coreyield dataplane dataplane/dpdk; do
     CGO_ENABLED=0 GOOS=linux GOARCH=$arch go test -c -trimpath -ldflags=-s -o "$dir/$(basename "$pkg").test" "./$pkg"
   done
   CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath -ldflags=-s -o "$dir/kernelmatrix" ./scripts/kernelmatrix
@@ -142,6 +142,29 @@ tests_for() {
   mkdir -p "$dir/kmod"
   CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath -o "$dir/kmod/qemutest" ./kmod/qemutest
   CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath -ldflags=-s -o "$dir/kmod/taichi" ./cmd/taichi
+}
+
+# stage_dpdk ROOT: this machine's dpdk-testpmd, the two drivers the dpdk
+# tests use (af_packet ports, the ring mempool) and every library they link,
+# at their own paths under ROOT, for the x86_64 guests' testpmd step. DPDK
+# loads drivers from its build-time plugin directory, which therefore holds
+# these two alone.
+stage_dpdk() {
+  local dest=$1 bin pmds lib
+  bin=$(command -v dpdk-testpmd) || die "dpdk-testpmd not found: run scripts/deps.sh (Debian: dpdk)"
+  pmds=$(ls -d /usr/lib/x86_64-linux-gnu/dpdk/pmds-* 2>/dev/null | head -1)
+  [ -n "$pmds" ] || die "no DPDK driver directory /usr/lib/x86_64-linux-gnu/dpdk/pmds-*: run scripts/deps.sh (Debian: dpdk)"
+  mkdir -p "$dest/usr/bin" "$dest$pmds" "$dest/var/run"
+  cp "$bin" "$dest/usr/bin/"
+  cp -a "$pmds"/librte_net_af_packet.so* "$pmds"/librte_mempool_ring.so* "$dest$pmds/"
+  for lib in $(ldd "$bin" "$pmds"/librte_net_af_packet.so "$pmds"/librte_mempool_ring.so |
+    awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// && $1 !~ /:$/ {print $1}' | sort -u); do
+    # The guest's userland (the same Debian release) may have it already,
+    # possibly as a symlink to an absolute path: never write through one.
+    if [ -e "$dest$lib" ] || [ -L "$dest$lib" ]; then continue; fi
+    mkdir -p "$dest$(dirname "$lib")"
+    cp -L "$lib" "$dest$lib"
+  done
 }
 
 # prepare ROW ARCH META: kernel, headers, module payload and initramfs for
@@ -177,6 +200,7 @@ prepare() {
   cp -a "$dir/kmod/payload" "$initramfs/kmod"
   stage_modules "$dir/root" "$abi" "$initramfs/modules"
   cp "$out/tests-$arch"/*.test "$initramfs/tests/"
+  if [ "$arch" = amd64 ]; then stage_dpdk "$initramfs"; fi
   cp "$out/tests-$arch/kernelmatrix" "$initramfs/kernelmatrix"
   cat >"$initramfs/init" <<'EOF'
 #!/bin/busybox sh
@@ -202,7 +226,9 @@ boot() {
   # 6.12 guest died in "Oops: int3" in __schedule while the kernel live-
   # patched its text for the tracer (text_poke_bp), and on this 2-core
   # machine the single thread was no slower.
-  local qemu=(qemu-system-x86_64 -accel tcg,thread=single)
+  # -cpu max: Debian's DPDK needs SSE4.2 (the default qemu64 model makes
+  # testpmd die of an illegal instruction).
+  local qemu=(qemu-system-x86_64 -accel tcg,thread=single -cpu max)
   local console=ttyS0
   if [ "$arch" = arm64 ]; then
     # pauth-impdef: pointer authentication with QEMU's own cheap hash;

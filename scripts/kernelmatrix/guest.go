@@ -24,6 +24,7 @@ type step struct {
 	Bin     string // test binary under testDir, or the script's path
 	Run     string // -test.run filter; "" for a script
 	Marker  string // a script's success line
+	Arch    string // runs only on this GOARCH ("" on every one)
 }
 
 const (
@@ -42,11 +43,17 @@ var plan = []step{
 	{Feature: "probe", Phase: phaseV1, Bin: "probe.test", Run: "^(TestXDPCountsEqualPacketsSent|TestXDPWakesBlockedWaiterBeforeSocket)$"},
 	{Feature: "tracer", Phase: phaseV1, Bin: "blocker.test", Run: "^TestTracerNamesKernelStorm$"},
 	{Feature: "confine-v1", Phase: phaseV1, Bin: "vcpu.test", Run: "^(TestConfineRelease|TestConfinedChildrenFollow)$"},
-	{Feature: "coreyield", Phase: phaseV1, Bin: "coreyield.test", Run: "."},
+	{Feature: "coreyield", Phase: phaseV1, Bin: "coreyield.test", Run: "^(TestClassPerState|TestRTBudgetFitsUnderTheRoot|TestSetStatesOnARealGroup|TestFallbackSchedIdleOnARealThread|TestLentGroupGivesCPTheCore)$"},
 	{Feature: "afxdp", Phase: phaseV1, Bin: "dataplane.test", Run: "^TestXDPReflects$"},
 	{Feature: "dploop", Phase: phaseV1, Bin: "dataplane.test", Run: "^(TestEventWakeWakesBlockedLoop|TestOnOffYieldsAndWakesWithoutLoss)$"},
 	{Feature: "module", Phase: phaseV1, Bin: "/kmod/guest.sh", Marker: "TAICHI-KMOD-PASS"},
 	{Feature: "confine-v2", Phase: phaseV2, Bin: "vcpu.test", Run: "^(TestConfineRelease|TestConfinedChildrenFollow)$"},
+	// The per-core groups as threaded cgroup2 children of the root, the
+	// mechanism of a cgroup2-only host.
+	{Feature: "coreyield-v2", Phase: phaseV2, Bin: "coreyield.test", Run: "^(TestSetStatesOnARealGroup|TestLentGroupGivesCPTheCore|TestThreadedGroupsMoveTheProcessAndBack)$"},
+	// A real testpmd lcore lent and kept on cgroup2 alone. x86_64 only: the
+	// guest gets this machine's DPDK (scripts/kernel-matrix.sh stage_dpdk).
+	{Feature: "coreyield-testpmd", Phase: phaseV2, Bin: "dpdk.test", Run: "^(TestTestpmdLentLcoreYieldsToCP|TestTestpmdStaticLcoreKeepsCore)$", Arch: "amd64"},
 }
 
 // Guest output: one KM-TEST line per test, one KM-STEP per step, one
@@ -88,7 +95,7 @@ func runGuest(stepTimeout time.Duration) {
 			}
 		}
 		for _, s := range plan {
-			if s.Phase != phase {
+			if s.Phase != phase || (s.Arch != "" && s.Arch != runtime.GOARCH) {
 				continue
 			}
 			if s.Feature == "confine-v1" && cpusetErr != nil {

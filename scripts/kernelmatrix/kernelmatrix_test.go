@@ -69,6 +69,7 @@ var passingGuest = []string{
 	"KM-STEP dploop PASS 9s",
 	"KM-STEP module PASS 4s",
 	"KM-STEP confine-v2 PASS 3s",
+	"KM-STEP coreyield-v2 PASS 5s",
 	"KM-VERDICT PASS",
 }
 
@@ -80,7 +81,7 @@ func TestReportAcceptsTheKernelsOwnLimits(t *testing.T) {
 	var b strings.Builder
 	writeTable(&b, []*guestRun{g})
 	for _, want := range []string{
-		"| 6.12.118+deb12-arm64 | arm64 | voluntary | ok | ok; confines in v2 | xdp-head | ok | ok | ok | pass |",
+		"| 6.12.118+deb12-arm64 | arm64 | voluntary | ok | ok; confines in v2 | xdp-head | ok | ok; v1 + cgroup2 | ok | pass |",
 		"CONFIG_CPUSETS_V1 unset", "xdp-head)",
 	} {
 		if !strings.Contains(b.String(), want) {

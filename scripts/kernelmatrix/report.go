@@ -219,6 +219,20 @@ func (g *guestRun) tracerCell() string {
 	return "ok; confines in " + strings.Join(where, "+")
 }
 
+// coreyieldCell joins the per-core groups on v1 and on cgroup2, and a
+// testpmd lcore lent on cgroup2 where the guest ran one.
+func (g *guestRun) coreyieldCell() string {
+	v1, v2, pmd := g.cell("coreyield"), g.cell("coreyield-v2"), g.cell("coreyield-testpmd")
+	cell := fmt.Sprintf("v1 %s, cgroup2 %s", v1, v2)
+	if v1 == "ok" && v2 == "ok" {
+		cell = "ok; v1 + cgroup2"
+	}
+	if pmd != "-" {
+		cell += "; testpmd " + pmd
+	}
+	return cell
+}
+
 // preempt reads the preemption model from the kernel's config.
 func (g *guestRun) preempt() string {
 	switch {
@@ -245,7 +259,7 @@ func writeTable(w io.Writer, runs []*guestRun) {
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 			orDash(g.Info["release"]), orDash(g.Info["arch"]), g.preempt(), g.cell("probe"), g.tracerCell(),
-			g.stampCell(), g.cell("dploop"), g.cell("coreyield"), g.cell("module"), verdict)
+			g.stampCell(), g.cell("dploop"), g.coreyieldCell(), g.cell("module"), verdict)
 	}
 	for _, g := range runs {
 		seen := map[*limit]bool{}
