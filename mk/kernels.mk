@@ -4,8 +4,8 @@
 # the AF_XDP and AF_PACKET DP loops and the kernel module there
 # (scripts/kernel-matrix.sh, scripts/kernelmatrix). Writes
 # out/kernels/matrix.md (the README's kernel table) and matrix.json; kernels
-# and headers are cached in out/kernels/debs. About 5 minutes on the 2-core
-# development VM (9 when other builds load it heavily).
+# and headers are cached in out/kernels/debs. About 6 minutes on the 2-core
+# development VM, quiet (the x86_64 guests also run testpmd on cgroup2).
 #
 # Part of make test. The two steps that once failed now and then under TCG
 # on the 2-core VM no longer race the emulator: the probe's counters are
