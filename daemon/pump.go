@@ -60,13 +60,24 @@ const harvestEvery = 10
 // pumpEvents forwards one loop's events to the scheduler, a drained ring
 // at a time. The first event after a quiet spell is taken at once (the
 // host rings the doorbell); while events keep coming the pump drains every
-// eventBatch, and once a drain finds nothing it sleeps on the doorbell
-// again.
+// eventBatch (a pacing host's rings, host.BellGap apart, or a timer for a
+// host that does not pace them), and once a drain finds nothing it sleeps
+// on the doorbell again.
 func (d *Daemon) pumpEvents(ctx context.Context, l *dpLoop) {
 	for ctx.Err() == nil {
 		l.eventBeat.Store(d.stamp())
 		if d.drainEvents(l) > 0 {
-			sleepCtx(ctx, eventBatch)
+			if !l.client.BellPaced() {
+				sleepCtx(ctx, eventBatch)
+				continue
+			}
+			// A pacing host rings again once host.BellGap has passed: the
+			// pump sleeps on the doorbell, not on a timer (a timer also
+			// wakes the runtime's monitor thread).
+			if err := l.client.WaitRing(eventWaitMax); err != nil {
+				d.log.Warn("DP loop event wait", "loop", l.cfg.Name, "err", err)
+				sleepCtx(ctx, eventBatch)
+			}
 			continue
 		}
 		if err := l.client.WaitEvents(eventWaitMax); err != nil {

@@ -19,7 +19,9 @@ type Client struct {
 	seg  *shm.Segment
 	ring *shm.Ring
 	bell *shm.Doorbell // nil: the host does not ring it (polled)
-	rec  []byte
+	// paced: the host rings at most once per BellGap (featureBellPaced).
+	paced bool
+	rec   []byte
 	// rejected counts garbled event records (Events).
 	rejected atomic.Uint64
 	// load is the host's load block, nil for a host without one; ReadLoad
@@ -57,6 +59,7 @@ func Attach(path, name string) (*Client, error) {
 		seg.Close()
 		return nil, fmt.Errorf("dp %s: %w", name, err)
 	}
+	c.paced = u64(seg, offFeatures).Load()&featureBellPaced != 0
 	if u64(seg, offFeatures).Load()&featureEventBell != 0 {
 		if c.bell, err = shm.OpenDoorbell(seg.Bytes(), offEventBell, BellPath(path), false); err != nil {
 			seg.Close()
@@ -87,6 +90,18 @@ func (c *Client) WaitEvents(timeout time.Duration) error {
 // EventBell reports whether the host rings the doorbell (WaitEvents sleeps
 // until an event) rather than being polled.
 func (c *Client) EventBell() bool { return c.bell != nil }
+
+// BellPaced reports whether the host paces its rings (one per BellGap at
+// most), so that WaitRing may follow a drain.
+func (c *Client) BellPaced() bool { return c.bell != nil && c.paced }
+
+// WaitRing sleeps until the host rings, or after timeout, even while
+// events are queued: after a drain of a pacing host, which rings for the
+// events queued since once BellGap has passed since its last ring. Call it
+// only when BellPaced.
+func (c *Client) WaitRing(timeout time.Duration) error {
+	return c.bell.Wait(func() bool { return false }, timeout)
+}
 
 // PID is the hosting process.
 func (c *Client) PID() int { return int(u64(c.seg, offPID).Load()) }

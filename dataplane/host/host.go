@@ -67,6 +67,18 @@ func BellPath(shmPath string) string { return shmPath + ".bell" }
 // queueing an event, so the daemon can sleep until there is one.
 const featureEventBell = 1 << 0
 
+// featureBellPaced: the host rings at most once per BellGap while events
+// keep coming; a ring due sooner waits for its tick. A daemon then sleeps
+// on the doorbell between drains too, instead of on a timer of its own
+// (a Go timer also wakes the runtime's monitor thread, which doubled the
+// daemon's wake-ups).
+const featureBellPaced = 1 << 2
+
+// BellGap is the shortest time between two rings of a pacing host: the
+// daemon takes a busy loop's events in batches this far apart. The first
+// event after a quiet spell rings at once.
+const BellGap = 10 * time.Millisecond
+
 // Tick is how often the host applies knobs and wake requests and publishes
 // stats. Knob changes are per trend, never per packet (the loop's own
 // yield/wake is the fast path), so a sub-millisecond tick is plenty.
@@ -126,18 +138,23 @@ const ExcuseAbove = 2 * time.Millisecond
 
 // Host runs a loop and its probe behind a segment.
 type Host struct {
-	spec  Spec
-	seg   *shm.Segment
-	ring  *shm.Ring
-	bell  *shm.Doorbell
-	loop  *dataplane.Loop
-	wake  *dataplane.EventWake
-	gate  *gatedWake
-	probe probe.Waker
-	perr  string
-	kws   *kmod.WakeSource
-	kerr  string
-	wg    sync.WaitGroup
+	spec Spec
+	seg  *shm.Segment
+	ring *shm.Ring
+	bell *shm.Doorbell
+	// lastRing is when the host last woke the daemon (monotonic ns);
+	// ringDue: events were queued since, and the daemon has not been rung
+	// for them (ringPaced).
+	lastRing atomic.Int64
+	ringDue  atomic.Bool
+	loop     *dataplane.Loop
+	wake     *dataplane.EventWake
+	gate     *gatedWake
+	probe    probe.Waker
+	perr     string
+	kws      *kmod.WakeSource
+	kerr     string
+	wg       sync.WaitGroup
 	// load and loadWords: the load block and its words (tick goroutine).
 	load      *shm.SeqBlock
 	loadWords []uint64
@@ -186,7 +203,7 @@ func Start(ctx context.Context, spec Spec) (*Host, error) {
 	features := uint64(featureLoadBlock)
 	// Without its doorbell the host still runs: the daemon polls it.
 	if h.bell, err = shm.OpenDoorbell(seg.Bytes(), offEventBell, BellPath(spec.ShmPath), true); err == nil {
-		features |= featureEventBell
+		features |= featureEventBell | featureBellPaced
 	}
 	u64(seg, offFeatures).Store(features)
 	u64(seg, offPID).Store(uint64(os.Getpid()))
@@ -309,10 +326,30 @@ func (h *Host) forwardEvents(ctx context.Context) {
 			h.ring.Push(rec)
 			// A syscall only when the daemon sleeps on the ring; this
 			// goroutine is not the DP loop's thread.
-			if h.bell != nil {
-				_ = h.bell.Ring()
-			}
+			h.ringPaced(dataplane.MonotonicNow())
 		}
+	}
+}
+
+// ringPaced rings the daemon for queued events, at most once per BellGap:
+// a ring due sooner is left to the tick (ringDue), as is one the daemon
+// was awake for (it may be about to sleep without looking at the ring
+// again, see Client.WaitRing).
+func (h *Host) ringPaced(now int64) {
+	if h.bell == nil {
+		return
+	}
+	if now-h.lastRing.Load() < int64(BellGap) {
+		h.ringDue.Store(true)
+		return
+	}
+	// Cleared before the ring, so an event queued meanwhile either sets it
+	// again or was queued before the daemon woke.
+	h.ringDue.Store(false)
+	if rang, _ := h.bell.Ring(); rang {
+		h.lastRing.Store(now)
+	} else {
+		h.ringDue.Store(true)
 	}
 }
 
@@ -334,6 +371,9 @@ func (h *Host) tick(ctx context.Context) {
 		}
 		now := dataplane.MonotonicNow()
 		u64(h.seg, offHostBeat).Store(uint64(now))
+		if h.ringDue.Load() {
+			h.ringPaced(now)
+		}
 		h.trackProgress(now)
 		if seq := u64(h.seg, offKnobSeq).Load(); seq != u64(h.seg, offKnobSeen).Load() {
 			ctrl := h.loop.Control()

@@ -85,17 +85,18 @@ func (d *Doorbell) Close() error {
 	return nil
 }
 
-// Ring wakes the consumer if it sleeps. Producer side; it never blocks (a
-// full FIFO already holds a ring).
-func (d *Doorbell) Ring() error {
+// Ring wakes the consumer if it sleeps, and reports whether it did (false:
+// the consumer is awake and will see what is queued). Producer side; it
+// never blocks (a full FIFO already holds a ring).
+func (d *Doorbell) Ring() (rang bool, err error) {
 	if d.word.Load() == 0 || !d.word.CompareAndSwap(1, 0) {
-		return nil
+		return false, nil
 	}
 	one := [1]byte{1}
 	if _, _, errno := unix.RawSyscall(unix.SYS_WRITE, uintptr(d.wr), uintptr(unsafe.Pointer(&one[0])), 1); errno != 0 && errno != unix.EAGAIN {
-		return fmt.Errorf("shm: doorbell ring: %w", errno)
+		return true, fmt.Errorf("shm: doorbell ring: %w", errno)
 	}
-	return nil
+	return true, nil
 }
 
 // Wait sleeps until the producer rings, for at most timeout, unless

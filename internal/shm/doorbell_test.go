@@ -68,7 +68,7 @@ func TestDoorbellWakesASleepingConsumer(t *testing.T) {
 		runtime.Gosched()
 	}
 	prodRing.Push(make([]byte, 8))
-	if err := prodBell.Ring(); err != nil {
+	if _, err := prodBell.Ring(); err != nil {
 		t.Fatal(err)
 	}
 	if slept := <-woke; slept >= timeout {
@@ -89,7 +89,7 @@ func TestDoorbellNeverSleepsOnQueuedWork(t *testing.T) {
 	consRing, _ := NewRing(cm[256:], 8, 8)
 	prodBell, consBell := bells(t, pm, cm, 0, path)
 	prodRing.Push(make([]byte, 8))
-	if err := prodBell.Ring(); err != nil {
+	if _, err := prodBell.Ring(); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
