@@ -45,6 +45,9 @@ func TestManagerGovernsOVSMaxSleep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Whatever fails below, the per-core group and its RT budget go: a
+	// group left behind holds the budget every later group needs.
+	t.Cleanup(func() { _ = m.Stop() })
 	if err := m.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -52,8 +55,12 @@ func TestManagerGovernsOVSMaxSleep(t *testing.T) {
 	if err := m.SetLending(true); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the configured sleep while lending is on", sleepIs(50*time.Microsecond))
-	if st := m.Status().OVSMaxSleep; st == nil || st.AppliedUs != 50 || st.Error != "" {
+	// The status follows the write: wait for both.
+	waitFor(t, "the configured sleep while lending is on, written and reported", func() bool {
+		st := m.Status().OVSMaxSleep
+		return sleepIs(50*time.Microsecond)() && st != nil && st.AppliedUs == 50
+	})
+	if st := m.Status().OVSMaxSleep; st.Error != "" {
 		t.Fatalf("status %+v", st)
 	}
 	if err := m.SetLending(false); err != nil {
