@@ -2,8 +2,6 @@ package vcpu
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -31,11 +29,7 @@ func DetectMounts() (Mounts, error) {
 
 // unifiedControllers lists the controllers a cgroup2 mount can enable.
 func unifiedControllers(root string) ([]string, error) {
-	b, err := os.ReadFile(filepath.Join(root, "cgroup.controllers"))
-	if err != nil {
-		return nil, err
-	}
-	return strings.Fields(string(b)), nil
+	return linuxsched.UnifiedControllers(root)
 }
 
 // choose picks the hierarchy version to use: v2 when the unified mount can

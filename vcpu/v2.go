@@ -3,7 +3,6 @@ package vcpu
 import (
 	"fmt"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -29,21 +28,8 @@ func (h *cgroupV2) groupExists() bool { return exists(h.dir) }
 var neededControllers = []string{"cpuset", "cpu"}
 
 func (h *cgroupV2) create() error {
-	ctl := filepath.Join(h.root, "cgroup.subtree_control")
-	enabled, err := readString(ctl)
-	if err != nil {
-		return err
-	}
-	var add []string
-	for _, c := range neededControllers {
-		if !slices.Contains(strings.Fields(enabled), c) {
-			add = append(add, "+"+c)
-		}
-	}
-	if len(add) > 0 {
-		if err := writeValue(ctl, strings.Join(add, " ")); err != nil {
-			return fmt.Errorf("%w (are cpuset/cpu bound to a cgroup v1 hierarchy?)", err)
-		}
+	if err := linuxsched.EnableControllers(h.root, neededControllers...); err != nil {
+		return fmt.Errorf("%w (are cpuset/cpu bound to a cgroup v1 hierarchy?)", prefixed(err))
 	}
 	return prefixed(linuxsched.MakeCgroup(h.dir))
 }

@@ -75,8 +75,8 @@ func GroupsPossible() bool {
 
 // hasController reports whether the cgroup2 directory dir offers ctrl.
 func hasController(dir, ctrl string) bool {
-	v, err := linuxsched.ReadCgroupFile(filepath.Join(dir, "cgroup.controllers"))
-	return err == nil && slices.Contains(strings.Fields(v), ctrl)
+	ctrls, err := linuxsched.UnifiedControllers(dir)
+	return err == nil && slices.Contains(ctrls, ctrl)
 }
 
 func newSet() *Set {
@@ -173,14 +173,8 @@ func (s *Set) makeThreadedGroups(root, prefix string, cpus []int) error {
 	if !hasController(root, "cpu") {
 		return fmt.Errorf("cgroup2 at %s offers no cpu controller (is it bound to a v1 hierarchy?)", root)
 	}
-	sub, err := linuxsched.ReadCgroupFile(filepath.Join(root, "cgroup.subtree_control"))
-	if err != nil {
-		return err
-	}
-	if !slices.Contains(strings.Fields(sub), "cpu") {
-		if err := linuxsched.WriteCgroupFile(filepath.Join(root, "cgroup.subtree_control"), "+cpu"); err != nil {
-			return fmt.Errorf("enable the cpu controller for the cgroup2 root's children: %w", err)
-		}
+	if err := linuxsched.EnableControllers(root, "cpu"); err != nil {
+		return fmt.Errorf("enable the cpu controller for the cgroup2 root's children: %w", err)
 	}
 	for _, cpu := range cpus {
 		dir := filepath.Join(root, GroupName(prefix, cpu))

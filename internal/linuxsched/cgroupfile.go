@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -109,4 +110,34 @@ func MakeCgroup(dir string) error {
 		return fmt.Errorf("create cgroup %s: %w", dir, unwrapPathError(err))
 	}
 	return nil
+}
+
+// UnifiedControllers lists the controllers the cgroup2 directory dir
+// offers its children (cgroup.controllers).
+func UnifiedControllers(dir string) ([]string, error) {
+	v, err := ReadCgroupFile(filepath.Join(dir, "cgroup.controllers"))
+	if err != nil {
+		return nil, err
+	}
+	return strings.Fields(v), nil
+}
+
+// EnableControllers enables ctrls for the children of the cgroup2
+// directory dir (cgroup.subtree_control), writing only those not enabled.
+func EnableControllers(dir string, ctrls ...string) error {
+	ctl := filepath.Join(dir, "cgroup.subtree_control")
+	enabled, err := ReadCgroupFile(ctl)
+	if err != nil {
+		return err
+	}
+	var add []string
+	for _, c := range ctrls {
+		if !slices.Contains(strings.Fields(enabled), c) {
+			add = append(add, "+"+c)
+		}
+	}
+	if len(add) == 0 {
+		return nil
+	}
+	return WriteCgroupFile(ctl, strings.Join(add, " "))
 }
